@@ -1,0 +1,227 @@
+//! A sans-IO client: session registration, request numbers, primary discovery and retries.
+//!
+//! The client has at most one request in flight, as VR requires. Before its first request it
+//! registers a session through the log. It sends to the replica it believes is primary; on a
+//! timeout it sends to every replica (only the primary acts on a request) and backs off. Replies
+//! teach it the view, hence the primary.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::message::{ClientId, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender};
+
+/// What the client asks its driver to do or tells it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Send a message to a replica.
+    Send {
+        /// The replica.
+        to: ReplicaIndex,
+        /// The message.
+        envelope: Envelope,
+    },
+    /// The submitted operation executed, at `op`, with this encoded result.
+    Completed {
+        /// The op at which it executed.
+        op: u64,
+        /// The encoded state machine result.
+        result: Bytes,
+    },
+    /// The session was evicted from the client table before the operation's outcome was known:
+    /// the operation may or may not have executed. The next submit registers a new session.
+    Evicted,
+}
+
+/// Retry timing of a client, in ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// Ticks before the first retry.
+    pub retry_ticks_min: u64,
+    /// Largest backoff between retries.
+    pub retry_ticks_max: u64,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        Self { retry_ticks_min: 20, retry_ticks_max: 200 }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct InFlight {
+    request: u64,
+    operation: Operation,
+    body: Bytes,
+    retry_at: u64,
+    backoff: u64,
+}
+
+/// A VSR client session, driven by events.
+#[derive(Debug)]
+pub struct Client {
+    cluster: u128,
+    id: ClientId,
+    replica_count: u8,
+    timeouts: ClientTimeouts,
+    prng: Xoshiro256PlusPlus,
+    view: u64,
+    session: u64,
+    request_next: u64,
+    tick: u64,
+    in_flight: Option<InFlight>,
+    /// The operation waiting for registration to finish.
+    queued: Option<Bytes>,
+    events: VecDeque<ClientEvent>,
+}
+
+impl Client {
+    /// A client with identity `id` for a cluster of `replica_count` replicas; `seed` drives the
+    /// retry jitter.
+    #[must_use]
+    pub fn new(cluster: u128, replica_count: u8, id: ClientId, seed: u64) -> Self {
+        assert!(id != 0, "client id 0 is reserved");
+        assert!(replica_count >= 1);
+        Self {
+            cluster,
+            id,
+            replica_count,
+            timeouts: ClientTimeouts::default(),
+            prng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            view: 0,
+            session: 0,
+            request_next: 1,
+            tick: 0,
+            in_flight: None,
+            queued: None,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Replaces the retry timing.
+    pub fn set_timeouts(&mut self, timeouts: ClientTimeouts) {
+        assert!(timeouts.retry_ticks_min >= 1 && timeouts.retry_ticks_max >= timeouts.retry_ticks_min);
+        self.timeouts = timeouts;
+    }
+
+    /// The client's identity.
+    #[must_use]
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// The current session (0 before registration).
+    #[must_use]
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Whether an operation is outstanding (submitted and not yet completed or evicted).
+    #[must_use]
+    pub fn is_busy(&self) -> bool {
+        self.queued.is_some() || self.in_flight.as_ref().is_some_and(|f| f.operation != Operation::Register)
+    }
+
+    /// Submits an encoded state machine operation. Panics if one is already outstanding.
+    pub fn submit(&mut self, body: Bytes) {
+        assert!(!self.is_busy(), "a client has at most one request in flight");
+        if self.session == 0 {
+            self.queued = Some(body);
+            if self.in_flight.is_none() {
+                self.send_new(Operation::Register, Bytes::new());
+            }
+        } else {
+            self.send_new(Operation::StateMachine, body);
+        }
+    }
+
+    /// Takes the next event for the driver.
+    pub fn poll(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// Advances time by one tick; retries a request that timed out.
+    pub fn on_tick(&mut self) {
+        self.tick += 1;
+        let Some(in_flight) = &self.in_flight else { return };
+        if self.tick < in_flight.retry_at {
+            return;
+        }
+        let backoff = (in_flight.backoff * 2).min(self.timeouts.retry_ticks_max);
+        let jitter = self.prng.next_u64() % (backoff / 2 + 1);
+        let in_flight = self.in_flight.as_mut().expect("checked above");
+        in_flight.backoff = backoff;
+        in_flight.retry_at = self.tick + backoff + jitter;
+        // The primary may have changed: ask everyone; only the primary acts on a request.
+        for replica in 0..self.replica_count {
+            self.send_in_flight(replica);
+        }
+    }
+
+    /// Handles a message from a replica. Anything unexpected is ignored.
+    pub fn on_message(&mut self, envelope: Envelope) {
+        if envelope.cluster != self.cluster {
+            return;
+        }
+        let Message::Reply { view, op, request, result } = envelope.message else { return };
+        let Some(in_flight) = &self.in_flight else { return };
+        let expected = matches!(
+            (in_flight.operation, &result),
+            (Operation::Register, ReplyResult::Registered)
+                | (Operation::StateMachine, ReplyResult::Executed(_))
+                | (_, ReplyResult::SessionEvicted)
+        );
+        // A reply to another request, or of the wrong kind (a faulty replica): keep waiting.
+        if request != in_flight.request || !expected {
+            return;
+        }
+        self.view = self.view.max(view);
+        self.in_flight = None;
+        match result {
+            ReplyResult::Registered => {
+                self.session = op;
+                if let Some(body) = self.queued.take() {
+                    self.send_new(Operation::StateMachine, body);
+                }
+            }
+            ReplyResult::Executed(result) => {
+                self.events.push_back(ClientEvent::Completed { op, result });
+            }
+            ReplyResult::SessionEvicted => {
+                self.session = 0;
+                self.queued = None;
+                self.events.push_back(ClientEvent::Evicted);
+            }
+        }
+    }
+
+    fn send_new(&mut self, operation: Operation, body: Bytes) {
+        let request = self.request_next;
+        self.request_next += 1;
+        self.in_flight = Some(InFlight {
+            request,
+            operation,
+            body,
+            retry_at: self.tick + self.timeouts.retry_ticks_min,
+            backoff: self.timeouts.retry_ticks_min,
+        });
+        let primary = (self.view % u64::from(self.replica_count)) as u8;
+        self.send_in_flight(primary);
+    }
+
+    fn send_in_flight(&mut self, to: ReplicaIndex) {
+        let in_flight = self.in_flight.as_ref().expect("a request is in flight");
+        let session = if in_flight.operation == Operation::Register { 0 } else { self.session };
+        let message = Message::Request {
+            session,
+            request: in_flight.request,
+            operation: in_flight.operation,
+            body: in_flight.body.clone(),
+        };
+        let envelope =
+            Envelope { cluster: self.cluster, epoch: 0, sender: Sender::Client(self.id), message };
+        self.events.push_back(ClientEvent::Send { to, envelope });
+    }
+}

@@ -1,0 +1,133 @@
+//! What the core asks its driver to do, and the durable state those requests build up.
+//!
+//! The replica never performs I/O. It emits [`Command`]s; the driver sends messages, replies to
+//! clients and carries out [`Write`]s in the order emitted, reporting each write's completion
+//! with `Replica::on_persisted(seq)` once it is durable. A driver may complete several writes at
+//! once (group commit) but never out of order.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::message::{ClientId, Entry, Envelope, ReplicaIndex};
+
+/// An effect for the driver to carry out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Send a message to another replica (never to the sender itself).
+    Send {
+        /// The destination replica.
+        to: ReplicaIndex,
+        /// The message.
+        envelope: Envelope,
+    },
+    /// Send a reply to a client.
+    Reply {
+        /// The destination client.
+        client: ClientId,
+        /// The message (a [`crate::Message::Reply`]).
+        envelope: Envelope,
+    },
+    /// Make a write durable, then call `Replica::on_persisted(seq)`.
+    Persist {
+        /// Sequence number of this write; strictly increasing per replica incarnation.
+        seq: u64,
+        /// What to write.
+        write: Write,
+    },
+}
+
+/// The replica's view state, persisted (redundantly, by the storage layer) before the replica
+/// takes part in a view change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ViewState {
+    /// The current view.
+    pub view: u64,
+    /// The latest view in which the replica's status was normal.
+    pub last_normal_view: u64,
+    /// The commit number; may lag the real one (persisted lazily).
+    pub commit: u64,
+    /// Set for a replica that lost its state and has not finished recovery: it must not vote.
+    pub recovering: bool,
+}
+
+/// A snapshot of the replicated state (client table and state machine) at an op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The last op whose effects the snapshot contains.
+    pub op: u64,
+    /// Checksum of the log entry at `op` (0 for op 0), to continue the hash chain.
+    pub op_checksum: u128,
+    /// The encoded snapshot.
+    pub snapshot: Bytes,
+}
+
+/// One durable write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Replace the view state.
+    ViewState(ViewState),
+    /// Append an entry; its op is one more than the last entry's (or the checkpoint's).
+    Append(Entry),
+    /// Remove every entry after `op`.
+    Truncate {
+        /// The last op kept.
+        op: u64,
+    },
+    /// Store a checkpoint; entries at or before its op may be dropped.
+    Checkpoint(Checkpoint),
+}
+
+/// What a replica's storage holds: enough to restart after a crash.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DurableState {
+    /// The latest view state.
+    pub view_state: ViewState,
+    /// The latest checkpoint, if any.
+    pub checkpoint: Option<Checkpoint>,
+    /// Entries after the checkpoint's op, consecutive.
+    pub entries: VecDeque<Entry>,
+}
+
+impl DurableState {
+    /// The op of the checkpoint (0 without one).
+    #[must_use]
+    pub fn checkpoint_op(&self) -> u64 {
+        self.checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.op)
+    }
+
+    /// Applies one write, as an ideal disk would.
+    pub fn apply(&mut self, write: &Write) {
+        match write {
+            Write::ViewState(view_state) => self.view_state = *view_state,
+            Write::Append(entry) => {
+                let expected = self.entries.back().map_or(self.checkpoint_op() + 1, |e| e.op + 1);
+                assert_eq!(entry.op, expected, "appends must be consecutive");
+                self.entries.push_back(entry.clone());
+            }
+            Write::Truncate { op } => {
+                while self.entries.back().is_some_and(|entry| entry.op > *op) {
+                    self.entries.pop_back();
+                }
+            }
+            Write::Checkpoint(checkpoint) => {
+                while self.entries.front().is_some_and(|entry| entry.op <= checkpoint.op) {
+                    self.entries.pop_front();
+                }
+                if self.entries.front().is_some_and(|entry| entry.op != checkpoint.op + 1) {
+                    self.entries.clear();
+                }
+                self.checkpoint = Some(checkpoint.clone());
+            }
+        }
+    }
+}
+
+impl DurableState {
+    /// The durable state of a replica that lost its data and must recover before voting:
+    /// storage must hold exactly this before `Replica::recover` runs on it.
+    #[must_use]
+    pub fn recovering() -> Self {
+        Self { view_state: ViewState { recovering: true, ..ViewState::default() }, ..Self::default() }
+    }
+}

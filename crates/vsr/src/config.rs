@@ -1,0 +1,94 @@
+//! Cluster configuration and the protocol's bounds.
+
+/// Largest supported cluster.
+pub const REPLICAS_MAX: usize = 7;
+
+/// Largest body of any message, in bytes. Every size that reaches the wire is bounded by it.
+pub const MESSAGE_BODY_SIZE_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest state machine operation a client may send, in bytes.
+pub const OPERATION_SIZE_MAX: usize = 24 * 1024;
+
+/// Largest pipeline. A log suffix after the commit number holds at most a few pipelines of
+/// entries, so this bounds do_view_change and start_view messages.
+pub const PIPELINE_MAX: u64 = 64;
+
+/// Static configuration of one replica. All replicas of a cluster must agree on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The cluster's identity; messages of other clusters are dropped.
+    pub cluster: u128,
+    /// Number of replicas: 1, 3, 5 or 7.
+    pub replica_count: u8,
+    /// Prepares in flight at once (ops after the commit number).
+    pub pipeline_max: u64,
+    /// Client sessions kept in the client table.
+    pub clients_max: usize,
+    /// Committed entries each replica keeps in memory for lagging peers.
+    pub log_retained_max: u64,
+    /// Ops between checkpoints of the state machine.
+    pub checkpoint_interval: u64,
+    /// Largest chunk of a delta in one new_state message, in bytes.
+    pub state_chunk_size_max: usize,
+    /// Ticks between commit heartbeats from an idle primary.
+    pub heartbeat_ticks: u64,
+    /// Ticks without hearing from the primary before a backup starts a view change.
+    pub view_change_timeout_ticks: u64,
+    /// Ticks before an unacknowledged prepare is sent again.
+    pub prepare_retry_ticks: u64,
+    /// Ticks before a view change, a state transfer or a recovery attempt is retried.
+    pub retry_ticks: u64,
+}
+
+impl Config {
+    /// A configuration with defaults suited to a real network (a tick of 10 ms).
+    #[must_use]
+    pub fn new(cluster: u128, replica_count: u8) -> Self {
+        let config = Self {
+            cluster,
+            replica_count,
+            pipeline_max: 32,
+            clients_max: 1024,
+            log_retained_max: 8192,
+            checkpoint_interval: 4096,
+            state_chunk_size_max: 256 * 1024,
+            heartbeat_ticks: 10,
+            view_change_timeout_ticks: 50,
+            prepare_retry_ticks: 20,
+            retry_ticks: 40,
+        };
+        config.validate();
+        config
+    }
+
+    /// Asserts the configuration is one the protocol supports.
+    pub fn validate(&self) {
+        assert!(matches!(self.replica_count, 1 | 3 | 5 | 7), "replica count must be 1, 3, 5 or 7");
+        assert!(self.pipeline_max >= 1 && self.pipeline_max <= PIPELINE_MAX);
+        assert!(self.clients_max >= 1);
+        assert!(self.log_retained_max >= self.pipeline_max);
+        assert!(self.checkpoint_interval >= 1);
+        assert!(self.state_chunk_size_max >= 64 && self.state_chunk_size_max <= MESSAGE_BODY_SIZE_MAX / 2);
+        assert!(self.heartbeat_ticks >= 1);
+        assert!(self.view_change_timeout_ticks > self.heartbeat_ticks);
+        assert!(self.prepare_retry_ticks >= 1 && self.retry_ticks >= 1);
+    }
+
+    /// f: failures tolerated.
+    #[must_use]
+    pub fn faults_max(&self) -> usize {
+        usize::from(self.replica_count) / 2
+    }
+
+    /// f + 1: replicas that make a quorum.
+    #[must_use]
+    pub fn quorum(&self) -> usize {
+        self.faults_max() + 1
+    }
+
+    /// The primary of `view`.
+    #[must_use]
+    pub fn primary(&self, view: u64) -> u8 {
+        (view % u64::from(self.replica_count)) as u8
+    }
+}

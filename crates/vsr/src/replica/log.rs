@@ -1,0 +1,90 @@
+//! The in-memory window of the log: the entries after `base_op`, a hash chain.
+//!
+//! Entries at or before `base_op` were trimmed (they are committed and covered by a checkpoint);
+//! `base_checksum` is the checksum of the entry at `base_op`, so the chain continues.
+
+use std::collections::VecDeque;
+
+use crate::message::Entry;
+
+#[derive(Debug, Default)]
+pub(crate) struct Log {
+    base_op: u64,
+    base_checksum: u128,
+    entries: VecDeque<Entry>,
+}
+
+impl Log {
+    /// The last op in the log.
+    pub(crate) fn op(&self) -> u64 {
+        self.base_op + self.entries.len() as u64
+    }
+
+    pub(crate) fn base_op(&self) -> u64 {
+        self.base_op
+    }
+
+    pub(crate) fn get(&self, op: u64) -> Option<&Entry> {
+        if op <= self.base_op {
+            return None;
+        }
+        let entry = self.entries.get(usize::try_from(op - self.base_op - 1).ok()?)?;
+        assert_eq!(entry.op, op);
+        Some(entry)
+    }
+
+    /// The checksum of the entry at `op`, if the chain still knows it.
+    pub(crate) fn checksum(&self, op: u64) -> Option<u128> {
+        if op == self.base_op {
+            Some(self.base_checksum)
+        } else {
+            self.get(op).map(|entry| entry.checksum)
+        }
+    }
+
+    /// The checksum of the last entry: the parent of the next.
+    pub(crate) fn head_checksum(&self) -> u128 {
+        self.entries.back().map_or(self.base_checksum, |entry| entry.checksum)
+    }
+
+    /// Whether `entry` continues the chain at the head.
+    pub(crate) fn connects(&self, entry: &Entry) -> bool {
+        entry.op == self.op() + 1 && entry.parent == self.head_checksum()
+    }
+
+    pub(crate) fn append(&mut self, entry: Entry) {
+        assert!(self.connects(&entry), "log append breaks the hash chain at op {}", entry.op);
+        self.entries.push_back(entry);
+    }
+
+    /// Removes every entry after `op`.
+    pub(crate) fn truncate(&mut self, op: u64) {
+        assert!(op >= self.base_op, "cannot truncate into the trimmed prefix");
+        let keep = usize::try_from(op - self.base_op).expect("log window fits in memory");
+        self.entries.truncate(keep);
+    }
+
+    /// Forgets entries at or before `op` (committed and checkpointed elsewhere).
+    pub(crate) fn trim(&mut self, op: u64) {
+        assert!(op <= self.op());
+        while self.base_op < op {
+            let entry = self.entries.pop_front().expect("op is within the log");
+            self.base_op = entry.op;
+            self.base_checksum = entry.checksum;
+        }
+    }
+
+    /// Starts the log afresh after `op` (state transfer by delta, or a checkpoint on restart).
+    pub(crate) fn reset(&mut self, op: u64, checksum: u128) {
+        self.entries.clear();
+        self.base_op = op;
+        self.base_checksum = checksum;
+    }
+
+    /// Clones of the entries in `from..=to` (those the window holds).
+    pub(crate) fn range(&self, from: u64, to: u64) -> Vec<Entry> {
+        (from.max(self.base_op + 1)..=to.min(self.op()))
+            .map(|op| self.get(op).expect("in range").clone())
+            .collect()
+    }
+}

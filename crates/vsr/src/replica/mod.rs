@@ -1,0 +1,544 @@
+//! A VSR replica: the protocol state and its event handlers.
+//!
+//! The handlers live in one module per protocol phase: [`normal`] (request, prepare,
+//! prepare_ok, commit), [`view_change`] (start_view_change, do_view_change, start_view),
+//! [`state_transfer`] (get_state, new_state), [`recovery`] (recovery, recovery_response) and
+//! [`client_table`] (at-most-once execution). This module owns the shared state, dispatch,
+//! durability ordering and execution of committed entries.
+//!
+//! Durability: every write leaves as a [`Command::Persist`] with a sequence number. Actions that
+//! may only happen once a write is durable (a prepare_ok, the primary's own vote, a message of a
+//! view change) wait in `deferred` until the driver reports that sequence number durable.
+
+mod client_table;
+mod log;
+mod normal;
+mod recovery;
+mod state_transfer;
+#[cfg(test)]
+mod tests;
+mod view_change;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::command::{Checkpoint, Command, DurableState, ViewState, Write};
+use crate::config::Config;
+use crate::message::{Entry, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender};
+use crate::state_machine::{Codec, CodecError, StateMachine};
+use client_table::{Admission, ClientTable};
+use log::Log;
+use normal::Prepared;
+use recovery::Recovering;
+use state_transfer::{DeltaTransfer, StateRequest};
+use view_change::ViewChange;
+
+/// A replica's status, carrying the data that only that status needs.
+#[derive(Debug)]
+pub enum Status {
+    /// Normal operation in the current view.
+    Normal,
+    /// A view change to the current view is in progress.
+    ViewChange(ViewChange),
+    /// The replica lost its state and is recovering; it takes part in no quorum.
+    Recovering(Recovering),
+}
+
+/// Counters of protocol events, for tests, the simulator and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaStats {
+    /// View changes this replica completed as the new primary.
+    pub view_changes: u64,
+    /// State transfers this replica installed (entries or a delta).
+    pub state_transfers: u64,
+    /// State transfers installed from a state machine delta.
+    pub state_transfers_delta: u64,
+    /// Recoveries this replica completed.
+    pub recoveries: u64,
+    /// Client sessions evicted from the client table.
+    pub evictions: u64,
+    /// Messages dropped as invalid, misdirected or from another cluster.
+    pub messages_dropped: u64,
+    /// Ops executed.
+    pub ops_executed: u64,
+}
+
+/// An action that waits until every write issued before it is durable.
+#[derive(Debug)]
+enum Deferred {
+    /// Send a message or reply.
+    Send(Command),
+    /// A backup's prepare_ok for `op`, if the log still holds that entry in `view`.
+    PrepareOk { view: u64, op: u64, checksum: u128 },
+    /// The primary's own vote for every op up to `op`, if still primary of `view`.
+    PrimaryDurable { view: u64, op: u64 },
+}
+
+/// A VSR replica of state machine `S`, driven by events; see the crate docs.
+#[derive(Debug)]
+pub struct Replica<S: StateMachine> {
+    config: Config,
+    index: ReplicaIndex,
+    status: Status,
+    view: u64,
+    last_normal_view: u64,
+    log: Log,
+    /// The last op executed.
+    commit: u64,
+    /// The highest op known committed in the current view (may exceed the log).
+    commit_max: u64,
+    /// The commit number last written to the view state.
+    commit_persisted: u64,
+    checkpoint_op: u64,
+    state_machine: S,
+    client_table: ClientTable,
+    prng: Xoshiro256PlusPlus,
+    tick: u64,
+    seq_next: u64,
+    seq_durable: u64,
+    deferred: VecDeque<(u64, Deferred)>,
+    commands: Vec<Command>,
+    /// Primary: uncommitted ops and their votes.
+    pipeline: BTreeMap<u64, Prepared>,
+    /// Primary: requests waiting for room in the pipeline.
+    request_queue: VecDeque<(Sender, Message)>,
+    heartbeat_at: u64,
+    view_change_timeout_at: u64,
+    state_request: Option<StateRequest>,
+    transfer: Option<DeltaTransfer>,
+    stats: ReplicaStats,
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// A replica of a freshly formatted cluster: view 0, empty log.
+    #[must_use]
+    pub fn new(config: Config, index: ReplicaIndex, state_machine: S, seed: u64) -> Self {
+        Self::open(config, index, state_machine, seed, &DurableState::default())
+    }
+
+    /// A replica restarting from its durable state; `state_machine` must be empty.
+    ///
+    /// It rebuilds the state machine from the checkpoint and the committed entries, then rejoins:
+    /// as a backup of its view if it was one, otherwise through a view change. A replica whose
+    /// state says it was recovering resumes recovery.
+    #[must_use]
+    pub fn open(
+        config: Config,
+        index: ReplicaIndex,
+        state_machine: S,
+        seed: u64,
+        durable: &DurableState,
+    ) -> Self {
+        config.validate();
+        assert!(index < config.replica_count);
+        let view_state = durable.view_state;
+        let mut replica = Self {
+            prng: Xoshiro256PlusPlus::seed_from_u64(seed ^ (u64::from(index) << 56)),
+            config,
+            index,
+            status: Status::Normal,
+            view: view_state.view,
+            last_normal_view: view_state.last_normal_view,
+            log: Log::default(),
+            commit: 0,
+            commit_max: 0,
+            commit_persisted: view_state.commit,
+            checkpoint_op: 0,
+            state_machine,
+            client_table: ClientTable::default(),
+            tick: 0,
+            seq_next: 1,
+            seq_durable: 0,
+            deferred: VecDeque::new(),
+            commands: Vec::new(),
+            pipeline: BTreeMap::new(),
+            request_queue: VecDeque::new(),
+            heartbeat_at: 0,
+            view_change_timeout_at: 0,
+            state_request: None,
+            transfer: None,
+            stats: ReplicaStats::default(),
+        };
+        replica.load(durable);
+        if view_state.recovering {
+            replica.start_recovery();
+        } else if replica.is_primary() || replica.last_normal_view < replica.view {
+            // In-memory votes are gone: let a view change rebuild them.
+            replica.start_view_change(replica.view + 1);
+        } else {
+            replica.reset_view_change_timeout();
+        }
+        replica
+    }
+
+    /// A replica that lost its state (a new or wiped disk): it runs the recovery protocol and
+    /// takes part in no quorum until it has recovered. Its storage must already hold
+    /// [`DurableState::recovering`], so that a crash during recovery resumes recovery.
+    #[must_use]
+    pub fn recover(config: Config, index: ReplicaIndex, state_machine: S, seed: u64) -> Self {
+        Self::open(config, index, state_machine, seed, &DurableState::recovering())
+    }
+
+    fn load(&mut self, durable: &DurableState) {
+        if let Some(checkpoint) = &durable.checkpoint {
+            self.install_snapshot(&checkpoint.snapshot).expect("a durable checkpoint decodes");
+            self.commit = checkpoint.op;
+            self.checkpoint_op = checkpoint.op;
+            self.log.reset(checkpoint.op, checkpoint.op_checksum);
+        }
+        for entry in &durable.entries {
+            self.log.append(entry.clone());
+        }
+        self.commit_max = durable.view_state.commit.min(self.log.op());
+        self.execute_committed();
+    }
+
+    // ---- Accessors -------------------------------------------------------------------------
+
+    /// This replica's index.
+    #[must_use]
+    pub fn index(&self) -> ReplicaIndex {
+        self.index
+    }
+
+    /// The current view.
+    #[must_use]
+    pub fn view(&self) -> u64 {
+        self.view
+    }
+
+    /// The status.
+    #[must_use]
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// The status's name: "normal", "view_change" or "recovering".
+    #[must_use]
+    pub fn status_name(&self) -> &'static str {
+        match self.status {
+            Status::Normal => "normal",
+            Status::ViewChange(_) => "view_change",
+            Status::Recovering(_) => "recovering",
+        }
+    }
+
+    /// The last op in the log.
+    #[must_use]
+    pub fn op(&self) -> u64 {
+        self.log.op()
+    }
+
+    /// The last op executed (the commit number).
+    #[must_use]
+    pub fn commit(&self) -> u64 {
+        self.commit
+    }
+
+    /// The log entry at `op`, while the in-memory window holds it.
+    #[must_use]
+    pub fn entry(&self, op: u64) -> Option<&Entry> {
+        self.log.get(op)
+    }
+
+    /// The state machine.
+    #[must_use]
+    pub fn state_machine(&self) -> &S {
+        &self.state_machine
+    }
+
+    /// Event counters.
+    #[must_use]
+    pub fn stats(&self) -> ReplicaStats {
+        self.stats
+    }
+
+    /// Whether this replica is the primary of its view, in normal status.
+    #[must_use]
+    pub fn is_primary(&self) -> bool {
+        self.config.primary(self.view) == self.index
+    }
+
+    /// Takes the commands emitted so far.
+    pub fn drain_commands(&mut self) -> std::vec::Drain<'_, Command> {
+        self.commands.drain(..)
+    }
+
+    // ---- Events ----------------------------------------------------------------------------
+
+    /// Handles a message. Invalid or misdirected messages are dropped and counted.
+    pub fn on_message(&mut self, envelope: Envelope) {
+        if envelope.cluster != self.config.cluster || envelope.epoch != 0 {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        match envelope.sender {
+            Sender::Replica(from) if from >= self.config.replica_count || from == self.index => {
+                self.stats.messages_dropped += 1;
+            }
+            Sender::Client(_) if !matches!(envelope.message, Message::Request { .. }) => {
+                self.stats.messages_dropped += 1;
+            }
+            Sender::Client(client) => self.on_request(client, envelope.message),
+            Sender::Replica(from) => self.on_replica_message(from, envelope.message),
+        }
+    }
+
+    fn on_replica_message(&mut self, from: ReplicaIndex, message: Message) {
+        if let Status::Recovering(_) = self.status {
+            match message {
+                Message::RecoveryResponse { view, nonce, op, commit, primary } => {
+                    self.on_recovery_response(from, view, nonce, op, commit, primary);
+                }
+                Message::NewState { .. } => self.on_new_state(from, message),
+                _ => {}
+            }
+            return;
+        }
+        match message {
+            Message::Prepare { view, commit, entry } => self.on_prepare(view, commit, entry),
+            Message::PrepareOk { view, op, checksum } => self.on_prepare_ok(from, view, op, checksum),
+            Message::Commit { view, commit } => self.on_commit(view, commit),
+            Message::StartViewChange { view } => self.on_start_view_change(from, view),
+            Message::DoViewChange { .. } => self.on_do_view_change(from, message),
+            Message::StartView { view, op, commit, entries } => {
+                self.on_start_view(view, op, commit, entries);
+            }
+            Message::GetState { view, op, commit } => self.on_get_state(from, view, op, commit),
+            Message::NewState { .. } => self.on_new_state(from, message),
+            Message::Recovery { nonce } => self.on_recovery(from, nonce),
+            Message::Request { .. } | Message::Reply { .. } | Message::RecoveryResponse { .. } => {
+                self.stats.messages_dropped += 1;
+            }
+        }
+    }
+
+    /// Advances time by one tick: heartbeats, retries and timeouts.
+    pub fn on_tick(&mut self) {
+        self.tick += 1;
+        match self.status {
+            Status::Normal if self.is_primary() => self.tick_primary(),
+            Status::Normal => self.tick_backup(),
+            Status::ViewChange(_) => self.tick_view_change(),
+            Status::Recovering(_) => self.tick_recovery(),
+        }
+        self.tick_state_request();
+    }
+
+    /// Every write up to and including `seq` is durable.
+    pub fn on_persisted(&mut self, seq: u64) {
+        assert!(seq < self.seq_next, "completion of a write never issued");
+        if seq <= self.seq_durable {
+            return;
+        }
+        self.seq_durable = seq;
+        while self.deferred.front().is_some_and(|(waiting, _)| *waiting <= seq) {
+            let (_, action) = self.deferred.pop_front().expect("checked");
+            self.release(action);
+        }
+    }
+
+    // ---- Durability ------------------------------------------------------------------------
+
+    fn persist(&mut self, write: Write) {
+        let seq = self.seq_next;
+        self.seq_next += 1;
+        self.commands.push(Command::Persist { seq, write });
+    }
+
+    fn persist_view_state(&mut self, recovering: bool) {
+        self.commit_persisted = self.commit;
+        self.persist(Write::ViewState(ViewState {
+            view: self.view,
+            last_normal_view: self.last_normal_view,
+            commit: self.commit,
+            recovering,
+        }));
+    }
+
+    /// Runs `action` once every write issued so far is durable.
+    fn after_durable(&mut self, action: Deferred) {
+        let seq = self.seq_next - 1;
+        if seq <= self.seq_durable {
+            self.release(action);
+        } else {
+            self.deferred.push_back((seq, action));
+        }
+    }
+
+    fn release(&mut self, action: Deferred) {
+        match action {
+            Deferred::Send(command) => self.commands.push(command),
+            Deferred::PrepareOk { view, op, checksum } => {
+                let still_held = self.log.checksum(op) == Some(checksum);
+                if still_held && view == self.view && matches!(self.status, Status::Normal) {
+                    let primary = self.config.primary(view);
+                    self.send(primary, Message::PrepareOk { view, op, checksum });
+                }
+            }
+            Deferred::PrimaryDurable { view, op } => {
+                if view == self.view && self.is_primary() && matches!(self.status, Status::Normal) {
+                    self.on_prepare_ok_votes(self.index, op);
+                }
+            }
+        }
+    }
+
+    // ---- Messages --------------------------------------------------------------------------
+
+    fn envelope(&self, message: Message) -> Envelope {
+        Envelope { cluster: self.config.cluster, epoch: 0, sender: Sender::Replica(self.index), message }
+    }
+
+    fn send(&mut self, to: ReplicaIndex, message: Message) {
+        assert_ne!(to, self.index, "a replica never sends to itself");
+        let envelope = self.envelope(message);
+        self.commands.push(Command::Send { to, envelope });
+    }
+
+    fn send_after_durable(&mut self, to: ReplicaIndex, message: Message) {
+        assert_ne!(to, self.index, "a replica never sends to itself");
+        let envelope = self.envelope(message);
+        self.after_durable(Deferred::Send(Command::Send { to, envelope }));
+    }
+
+    /// Every replica but this one.
+    fn others(&self) -> impl Iterator<Item = ReplicaIndex> + use<S> {
+        let index = self.index;
+        (0..self.config.replica_count).filter(move |&to| to != index)
+    }
+
+    fn broadcast(&mut self, message: &Message) {
+        for to in self.others() {
+            self.send(to, message.clone());
+        }
+    }
+
+    fn broadcast_after_durable(&mut self, message: &Message) {
+        for to in self.others() {
+            self.send_after_durable(to, message.clone());
+        }
+    }
+
+    fn reply(&mut self, client: u128, op: u64, request: u64, result: ReplyResult) {
+        let message = Message::Reply { view: self.view, op, request, result };
+        let envelope = self.envelope(message);
+        self.commands.push(Command::Reply { client, envelope });
+    }
+
+    // ---- Execution -------------------------------------------------------------------------
+
+    /// Executes committed entries up to `commit_max`, as far as the log reaches.
+    fn execute_committed(&mut self) {
+        while self.commit < self.commit_max.min(self.log.op()) {
+            let op = self.commit + 1;
+            let entry = self.log.get(op).expect("the log holds every op after the commit").clone();
+            self.execute(&entry);
+            self.commit = op;
+            self.stats.ops_executed += 1;
+            self.after_execute();
+        }
+    }
+
+    fn execute(&mut self, entry: &Entry) {
+        let primary = matches!(self.status, Status::Normal) && self.is_primary();
+        match entry.operation {
+            Operation::Noop => {}
+            Operation::Register => {
+                if self.client_table.register(entry, self.config.clients_max) {
+                    self.stats.evictions += 1;
+                }
+                if primary {
+                    self.reply(entry.client, entry.op, entry.request, ReplyResult::Registered);
+                }
+            }
+            Operation::StateMachine => match self.client_table.admit(entry) {
+                Admission::Execute => {
+                    let result = match S::Operation::decode(&entry.body) {
+                        Ok(operation) => self.state_machine.apply(entry.op, operation).to_bytes(),
+                        // The primary validates operations, so this is a faulty primary's entry:
+                        // every replica skips it identically.
+                        Err(_) => Vec::new(),
+                    };
+                    let result = Bytes::from(result);
+                    self.client_table.record(entry, result.clone());
+                    if primary {
+                        let reply = ReplyResult::Executed(result);
+                        self.reply(entry.client, entry.op, entry.request, reply);
+                    }
+                }
+                Admission::Reply { op, result } => {
+                    if primary {
+                        self.reply(entry.client, op, entry.request, result);
+                    }
+                }
+                Admission::Drop => {}
+            },
+        }
+    }
+
+    /// Checkpoints, lazy commit persistence and log trimming after an op executed.
+    fn after_execute(&mut self) {
+        if self.commit - self.checkpoint_op >= self.config.checkpoint_interval {
+            self.checkpoint();
+        } else if self.commit - self.commit_persisted >= self.config.pipeline_max {
+            let recovering = matches!(self.status, Status::Recovering(_));
+            self.persist_view_state(recovering);
+        }
+        let retained = self.config.log_retained_max;
+        if self.commit > self.log.base_op() + retained * 2 {
+            self.log.trim(self.commit - retained);
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        let op = self.commit;
+        let op_checksum = self.log.checksum(op).expect("the log holds the commit's checksum");
+        let snapshot = Bytes::from(self.encode_snapshot(0));
+        self.persist(Write::Checkpoint(Checkpoint { op, op_checksum, snapshot }));
+        self.checkpoint_op = op;
+        let recovering = matches!(self.status, Status::Recovering(_));
+        self.persist_view_state(recovering);
+    }
+
+    /// The client table and the state machine's delta since `since`.
+    fn encode_snapshot(&self, since: u64) -> Vec<u8> {
+        let mut table = Vec::new();
+        self.client_table.encode(&mut table);
+        let mut out = Vec::with_capacity(table.len() + 4);
+        out.extend_from_slice(&(table.len() as u32).to_le_bytes());
+        out.extend_from_slice(&table);
+        self.state_machine.delta(since).encode(&mut out);
+        out
+    }
+
+    /// Installs a snapshot from [`Replica::encode_snapshot`]; the client table is replaced.
+    fn install_snapshot(&mut self, bytes: &[u8]) -> Result<(), CodecError> {
+        let error = |reason| CodecError::new("snapshot", reason);
+        let size = bytes.get(..4).ok_or_else(|| error("truncated"))?;
+        let size = u32::from_le_bytes(size.try_into().expect("4 bytes")) as usize;
+        let table = bytes.get(4..4 + size).ok_or_else(|| error("truncated client table"))?;
+        let (client_table, used) = ClientTable::decode(table)?;
+        if used != size {
+            return Err(error("client table size"));
+        }
+        let delta = S::Delta::decode(&bytes[4 + size..])?;
+        self.client_table = client_table;
+        self.state_machine.apply_delta(delta);
+        Ok(())
+    }
+
+    // ---- Timers ----------------------------------------------------------------------------
+
+    fn jitter(&mut self, range: u64) -> u64 {
+        self.prng.next_u64() % (range + 1)
+    }
+
+    fn reset_view_change_timeout(&mut self) {
+        let timeout = self.config.view_change_timeout_ticks;
+        self.view_change_timeout_at = self.tick + timeout + self.jitter(timeout);
+    }
+}

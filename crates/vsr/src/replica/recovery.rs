@@ -1,0 +1,122 @@
+//! Recovery (VRR §4.3): a replica that lost its state learns the view from f+1 peers, one of
+//! them the primary of the latest view, using a fresh nonce so old answers cannot count; then
+//! fetches the primary's state and log up to the op the primary reported, and only then takes
+//! part in quorums again.
+
+use std::collections::BTreeMap;
+
+use rand_core::Rng;
+
+use super::{Deferred, Replica, Status};
+use crate::message::{Message, ReplicaIndex};
+use crate::state_machine::StateMachine;
+
+/// The data of a recovery in progress.
+#[derive(Debug)]
+pub struct Recovering {
+    nonce: u64,
+    /// view, op, primary? of each response with our nonce.
+    responses: BTreeMap<ReplicaIndex, (u64, u64, bool)>,
+    /// The view, its primary and the primary's op once a quorum answered.
+    target: Option<(u64, ReplicaIndex, u64)>,
+    retry_at: u64,
+}
+
+impl Recovering {
+    pub(super) fn needs_state(&self, view: u64, op: u64) -> bool {
+        self.target.is_some_and(|(target_view, _, target_op)| target_view == view && op < target_op)
+    }
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Starts (or restarts, with a fresh nonce) the recovery protocol.
+    pub(super) fn start_recovery(&mut self) {
+        let nonce = self.prng.next_u64();
+        let retry_at = self.tick + self.config.retry_ticks * 4;
+        self.status = Status::Recovering(Recovering {
+            nonce,
+            responses: BTreeMap::new(),
+            target: None,
+            retry_at,
+        });
+        self.pipeline.clear();
+        self.request_queue.clear();
+        self.state_request = None;
+        self.broadcast(&Message::Recovery { nonce });
+    }
+
+    pub(super) fn on_recovery(&mut self, from: ReplicaIndex, nonce: u64) {
+        if !matches!(self.status, Status::Normal) {
+            return;
+        }
+        let primary = self.is_primary();
+        let message = Message::RecoveryResponse {
+            view: self.view,
+            nonce,
+            op: self.log.op(),
+            commit: self.commit,
+            primary,
+        };
+        self.send(from, message);
+    }
+
+    pub(super) fn on_recovery_response(
+        &mut self,
+        from: ReplicaIndex,
+        view: u64,
+        nonce: u64,
+        op: u64,
+        _commit: u64,
+        primary: bool,
+    ) {
+        let quorum = self.config.quorum();
+        let is_primary_of_view = self.config.primary(view) == from;
+        let Status::Recovering(recovering) = &mut self.status else { return };
+        if nonce != recovering.nonce || primary != is_primary_of_view || recovering.target.is_some() {
+            return;
+        }
+        recovering.responses.insert(from, (view, op, primary));
+        if recovering.responses.len() < quorum {
+            return;
+        }
+        let view_max = recovering.responses.values().map(|(view, _, _)| *view).max().expect("quorum");
+        let primary_max = self.config.primary(view_max);
+        let Some(&(_, primary_op, true)) = recovering.responses.get(&primary_max) else { return };
+        if recovering.responses[&primary_max].0 != view_max {
+            return;
+        }
+        recovering.target = Some((view_max, primary_max, primary_op));
+        recovering.retry_at = self.tick + self.config.retry_ticks * 8;
+        self.view = view_max;
+        self.try_finish_recovery();
+        if matches!(self.status, Status::Recovering(_)) {
+            self.request_state_from(primary_max);
+        }
+    }
+
+    /// Finishes recovery once the log reaches the op the primary reported.
+    pub(super) fn try_finish_recovery(&mut self) {
+        let Status::Recovering(recovering) = &self.status else { return };
+        let Some((view, _, op)) = recovering.target else { return };
+        if self.view != view || self.log.op() < op {
+            return;
+        }
+        self.status = Status::Normal;
+        self.last_normal_view = view;
+        self.commit_max = self.commit_max.max(self.commit);
+        self.persist_view_state(false);
+        self.stats.recoveries += 1;
+        self.reset_view_change_timeout();
+        if self.log.op() > self.commit {
+            let (op, checksum) = (self.log.op(), self.log.head_checksum());
+            self.after_durable(Deferred::PrepareOk { view, op, checksum });
+        }
+    }
+
+    pub(super) fn tick_recovery(&mut self) {
+        let Status::Recovering(recovering) = &self.status else { return };
+        if self.tick >= recovering.retry_at {
+            self.start_recovery();
+        }
+    }
+}

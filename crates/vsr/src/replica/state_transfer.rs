@@ -1,0 +1,300 @@
+//! State transfer: get_state / new_state (VRR §5.2), for a replica that is behind.
+//!
+//! A responder normal in the requester's view may send its whole log suffix after the
+//! requester's op (uncommitted entries included: they are that view's log). Any other responder
+//! sends only committed entries. When the responder no longer holds the entries the requester
+//! needs, it sends a delta of the state machine since the requester's commit number (plus the
+//! client table), in bounded chunks. Entries are merged by checksum: an entry already held is
+//! kept, a different one at the same op replaces the suffix from there.
+
+use bytes::Bytes;
+
+use super::{Deferred, Replica, Status};
+use crate::checksum::checksum;
+use crate::command::{Checkpoint, Write};
+use crate::config::{MESSAGE_BODY_SIZE_MAX, OPERATION_SIZE_MAX};
+use crate::message::{Entry, Message, ReplicaIndex, StatePayload};
+use crate::state_machine::StateMachine;
+
+/// Most entries in one new_state message.
+const NEW_STATE_ENTRIES_MAX: usize = 256;
+
+/// Largest encoded delta a replica accepts.
+const DELTA_SIZE_MAX: u64 = 1 << 32;
+
+/// An outstanding get_state.
+#[derive(Debug)]
+pub(crate) struct StateRequest {
+    to: ReplicaIndex,
+    sent_tick: u64,
+}
+
+/// A delta being received in chunks.
+#[derive(Debug)]
+pub(crate) struct DeltaTransfer {
+    from: ReplicaIndex,
+    op: u64,
+    op_checksum: u128,
+    since: u64,
+    total_size: u64,
+    total_checksum: u128,
+    buffer: Vec<u8>,
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// Asks the current primary (or, if that is us, nobody) for what we are missing.
+    pub(super) fn request_state(&mut self) {
+        if self.state_request.is_some() {
+            return;
+        }
+        let primary = self.config.primary(self.view);
+        if primary != self.index {
+            self.request_state_from(primary);
+        }
+    }
+
+    pub(super) fn request_state_from(&mut self, to: ReplicaIndex) {
+        assert_ne!(to, self.index);
+        self.state_request = Some(StateRequest { to, sent_tick: self.tick });
+        // Only in normal status is our log beyond the commit number this view's log.
+        let op = if matches!(self.status, Status::Normal) { self.log.op() } else { self.commit };
+        let message = Message::GetState { view: self.view, op, commit: self.commit };
+        self.send(to, message);
+    }
+
+    fn needs_state(&self) -> bool {
+        match &self.status {
+            Status::Normal => self.commit_max > self.log.op(),
+            Status::ViewChange(_) => self.state_request.is_some(),
+            Status::Recovering(recovering) => recovering.needs_state(self.view, self.log.op()),
+        }
+    }
+
+    pub(super) fn tick_state_request(&mut self) {
+        let Some(request) = &self.state_request else { return };
+        if self.tick < request.sent_tick + self.config.retry_ticks {
+            return;
+        }
+        let previous = request.to;
+        self.state_request = None;
+        if !self.needs_state() {
+            return;
+        }
+        let to = match &self.status {
+            Status::Recovering(_) => previous,
+            _ => {
+                let count = self.config.replica_count;
+                let mut to = (previous + 1) % count;
+                if to == self.index {
+                    to = (to + 1) % count;
+                }
+                to
+            }
+        };
+        if to != self.index {
+            self.request_state_from(to);
+        }
+    }
+
+    pub(super) fn on_get_state(&mut self, from: ReplicaIndex, view: u64, op: u64, commit: u64) {
+        let same_view = matches!(self.status, Status::Normal) && view == self.view;
+        let (after, up_to) = if same_view { (op, self.log.op()) } else { (commit, self.commit) };
+        if up_to <= after || commit > op {
+            return;
+        }
+        if after >= self.log.base_op() {
+            let mut size = 0;
+            let entries: Vec<Entry> = self
+                .log
+                .range(after + 1, up_to)
+                .into_iter()
+                .take(NEW_STATE_ENTRIES_MAX)
+                .take_while(|entry| {
+                    size += entry.body.len() + 128;
+                    size <= MESSAGE_BODY_SIZE_MAX - OPERATION_SIZE_MAX
+                })
+                .collect();
+            let payload = StatePayload::Entries(entries);
+            self.send_new_state(from, same_view, payload);
+        } else if commit < self.commit {
+            self.send_delta(from, commit);
+        }
+    }
+
+    fn send_new_state(&mut self, to: ReplicaIndex, normal: bool, payload: StatePayload) {
+        let message =
+            Message::NewState { view: self.view, op: self.log.op(), commit: self.commit, normal, payload };
+        self.send(to, message);
+    }
+
+    fn send_delta(&mut self, to: ReplicaIndex, since: u64) {
+        let delta = self.encode_snapshot(since);
+        let total_checksum = checksum(&delta);
+        let op = self.commit;
+        let op_checksum = self.log.checksum(op).expect("the log knows the commit's checksum");
+        let chunk_size = self.config.state_chunk_size_max;
+        let delta = Bytes::from(delta);
+        let total_size = delta.len() as u64;
+        let mut offset = 0;
+        loop {
+            let end = (offset + chunk_size).min(delta.len());
+            let chunk = delta.slice(offset..end);
+            let payload = StatePayload::Delta {
+                op,
+                op_checksum,
+                since,
+                offset: offset as u64,
+                total_size,
+                total_checksum,
+                chunk,
+            };
+            self.send_new_state(to, false, payload);
+            offset = end;
+            if offset == delta.len() {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn on_new_state(&mut self, from: ReplicaIndex, message: Message) {
+        let Message::NewState { view, op: _, commit, normal, payload } = message else {
+            unreachable!("dispatch sends only new_state here")
+        };
+        let authoritative = normal && view == self.view && self.config.primary(view) == from
+            || normal && view == self.view && matches!(self.status, Status::Normal);
+        let op_before = self.log.op();
+        let installed = match payload {
+            StatePayload::Entries(entries) => self.install_entries(&entries, commit, authoritative),
+            StatePayload::Delta { op, op_checksum, since, offset, total_size, total_checksum, chunk } => {
+                let header = DeltaTransfer {
+                    from,
+                    op,
+                    op_checksum,
+                    since,
+                    total_size,
+                    total_checksum,
+                    buffer: Vec::new(),
+                };
+                self.receive_delta_chunk(header, offset, &chunk)
+            }
+        };
+        if !installed {
+            return;
+        }
+        self.stats.state_transfers += 1;
+        self.state_request = None;
+        if authoritative && matches!(self.status, Status::Normal) {
+            self.advance_commit(commit);
+        }
+        if matches!(self.status, Status::Normal) && !self.is_primary() && self.log.op() > op_before {
+            let (view, op, checksum) = (self.view, self.log.op(), self.log.head_checksum());
+            self.after_durable(Deferred::PrepareOk { view, op, checksum });
+        }
+        match self.status {
+            Status::ViewChange(_) => self.on_view_change_state_installed(),
+            Status::Recovering(_) => self.try_finish_recovery(),
+            Status::Normal => {}
+        }
+        if self.needs_state() && self.state_request.is_none() && from != self.index {
+            self.request_state_from(from);
+        }
+    }
+
+    /// Merges entries; returns whether anything changed. Unless `authoritative` (the sender is
+    /// normal in our view), only entries up to `commit` are taken.
+    fn install_entries(&mut self, entries: &[Entry], commit: u64, authoritative: bool) -> bool {
+        let mut changed = false;
+        let mut committed_through = None;
+        for entry in entries {
+            if !authoritative && entry.op > commit {
+                break;
+            }
+            if entry.op <= self.commit || self.log.checksum(entry.op) == Some(entry.checksum) {
+                committed_through = Some(entry.op);
+                continue;
+            }
+            if entry.op <= self.log.op() {
+                self.log.truncate(entry.op - 1);
+                self.persist(Write::Truncate { op: entry.op - 1 });
+            }
+            if !self.log.connects(entry) {
+                break;
+            }
+            self.log.append(entry.clone());
+            self.persist(Write::Append(entry.clone()));
+            committed_through = Some(entry.op);
+            changed = true;
+        }
+        if let Some(through) = committed_through {
+            // These positions now hold the sender's committed entries.
+            let known = through.min(commit);
+            if known > self.commit {
+                self.commit_max = self.commit_max.max(known);
+                self.execute_committed();
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Buffers a delta chunk; installs the delta once complete. Returns whether it installed.
+    fn receive_delta_chunk(&mut self, header: DeltaTransfer, offset: u64, chunk: &[u8]) -> bool {
+        if header.since != self.commit || header.op <= self.commit || header.total_size > DELTA_SIZE_MAX {
+            return false;
+        }
+        let same = self.transfer.as_ref().is_some_and(|transfer| {
+            (transfer.from, transfer.op, transfer.since, transfer.total_checksum)
+                == (header.from, header.op, header.since, header.total_checksum)
+        });
+        if !same {
+            if offset != 0 {
+                return false;
+            }
+            self.transfer = Some(header);
+        }
+        let transfer = self.transfer.as_mut().expect("set above");
+        if offset != transfer.buffer.len() as u64
+            || transfer.buffer.len() as u64 + chunk.len() as u64 > transfer.total_size
+        {
+            return false;
+        }
+        transfer.buffer.extend_from_slice(chunk);
+        if (transfer.buffer.len() as u64) < transfer.total_size {
+            return false;
+        }
+        let transfer = self.transfer.take().expect("set above");
+        if checksum(&transfer.buffer) != transfer.total_checksum {
+            self.stats.messages_dropped += 1;
+            return false;
+        }
+        self.install_delta(&transfer)
+    }
+
+    fn install_delta(&mut self, transfer: &DeltaTransfer) -> bool {
+        if self.install_snapshot(&transfer.buffer).is_err() {
+            self.stats.messages_dropped += 1;
+            return false;
+        }
+        let (op, op_checksum) = (transfer.op, transfer.op_checksum);
+        // Entries after the delta's op stay if they continue its chain.
+        let kept: Vec<Entry> = self.log.range(op + 1, self.log.op());
+        self.log.reset(op, op_checksum);
+        for entry in kept {
+            if !self.log.connects(&entry) {
+                break;
+            }
+            self.log.append(entry);
+        }
+        self.commit = op;
+        self.commit_max = self.commit_max.max(op);
+        let snapshot = Bytes::from(self.encode_snapshot(0));
+        self.persist(Write::Checkpoint(Checkpoint { op, op_checksum, snapshot }));
+        self.persist(Write::Truncate { op: self.log.op() });
+        self.checkpoint_op = op;
+        let recovering = matches!(self.status, Status::Recovering(_));
+        self.persist_view_state(recovering);
+        self.stats.state_transfers_delta += 1;
+        self.execute_committed();
+        true
+    }
+}

@@ -1,0 +1,296 @@
+//! View change: start_view_change → do_view_change → start_view (VRR §4.2).
+//!
+//! A backup that hears nothing from its primary moves to the next view and says so
+//! (start_view_change). Once f others agree, it sends its log suffix to the new primary
+//! (do_view_change; the new primary's own never crosses the network). With f+1 of them, the new
+//! primary takes the log of the one with the largest (last normal view, op), fetching committed
+//! entries it lacks first, and starts the view (start_view). The view state is durable before any
+//! of these messages leaves.
+
+use std::collections::BTreeMap;
+
+use super::{Deferred, Replica, Status};
+use crate::command::Write;
+use crate::message::{Entry, Message, ReplicaIndex};
+use crate::state_machine::StateMachine;
+
+/// The data of a view change in progress.
+#[derive(Debug, Default)]
+pub struct ViewChange {
+    /// Bit i set: replica i sent start_view_change for this view.
+    start_view_change_votes: u16,
+    /// do_view_change messages received (the new primary only), by sender.
+    do_view_change: BTreeMap<ReplicaIndex, DoViewChange>,
+    do_view_change_sent: bool,
+    /// The new primary is fetching committed entries before it can start the view.
+    awaiting_state: bool,
+    resend_at: u64,
+    deadline: u64,
+}
+
+#[derive(Clone, Debug)]
+struct DoViewChange {
+    last_normal_view: u64,
+    op: u64,
+    commit: u64,
+    entries: Vec<Entry>,
+}
+
+impl<S: StateMachine> Replica<S> {
+    fn view_change_mut(&mut self) -> Option<&mut ViewChange> {
+        match &mut self.status {
+            Status::ViewChange(view_change) => Some(view_change),
+            _ => None,
+        }
+    }
+
+    /// Moves to `view` and starts a view change to it.
+    pub(super) fn start_view_change(&mut self, view: u64) {
+        assert!(view > self.view || (view == self.view && self.last_normal_view < view));
+        assert!(!matches!(self.status, Status::Recovering(_)));
+        self.view = view;
+        let timeout = self.config.view_change_timeout_ticks;
+        let deadline = self.tick + timeout * 2 + self.jitter(timeout * 2);
+        self.status = Status::ViewChange(ViewChange {
+            resend_at: self.tick + self.config.retry_ticks,
+            deadline,
+            ..ViewChange::default()
+        });
+        self.pipeline.clear();
+        self.request_queue.clear();
+        self.state_request = None;
+        self.persist_view_state(false);
+        self.broadcast_after_durable(&Message::StartViewChange { view });
+        self.maybe_send_do_view_change();
+    }
+
+    pub(super) fn on_start_view_change(&mut self, from: ReplicaIndex, view: u64) {
+        if view > self.view {
+            self.start_view_change(view);
+        }
+        if view != self.view {
+            return;
+        }
+        let Some(view_change) = self.view_change_mut() else { return };
+        view_change.start_view_change_votes |= 1 << from;
+        self.maybe_send_do_view_change();
+    }
+
+    fn maybe_send_do_view_change(&mut self) {
+        let faults_max = self.config.faults_max();
+        let Some(view_change) = self.view_change_mut() else { return };
+        if view_change.do_view_change_sent
+            || (view_change.start_view_change_votes.count_ones() as usize) < faults_max
+        {
+            return;
+        }
+        view_change.do_view_change_sent = true;
+        self.send_do_view_change();
+    }
+
+    fn own_do_view_change(&self) -> DoViewChange {
+        DoViewChange {
+            last_normal_view: self.last_normal_view,
+            op: self.log.op(),
+            commit: self.commit,
+            entries: self.log.range(self.commit + 1, self.log.op()),
+        }
+    }
+
+    fn send_do_view_change(&mut self) {
+        let own = self.own_do_view_change();
+        let primary = self.config.primary(self.view);
+        if primary == self.index {
+            let index = self.index;
+            self.view_change_mut().expect("in view change").do_view_change.insert(index, own);
+            self.try_complete_view_change();
+        } else {
+            let message = Message::DoViewChange {
+                view: self.view,
+                last_normal_view: own.last_normal_view,
+                op: own.op,
+                commit: own.commit,
+                entries: own.entries,
+            };
+            self.send_after_durable(primary, message);
+        }
+    }
+
+    pub(super) fn on_do_view_change(&mut self, from: ReplicaIndex, message: Message) {
+        let Message::DoViewChange { view, last_normal_view, op, commit, entries } = message else {
+            unreachable!("dispatch sends only do_view_change here")
+        };
+        let consistent = last_normal_view < view
+            && commit <= op
+            && entries.len() as u64 == op - commit
+            && entries.iter().zip(commit + 1..).all(|(entry, op)| entry.op == op);
+        if !consistent || self.config.primary(view) != self.index {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        if view > self.view {
+            self.start_view_change(view);
+        }
+        if view != self.view {
+            return;
+        }
+        if matches!(self.status, Status::Normal) {
+            // The sender missed our start_view.
+            self.send_start_view(Some(from));
+            return;
+        }
+        let received = DoViewChange { last_normal_view, op, commit, entries };
+        let view_change = self.view_change_mut().expect("in view change");
+        view_change.do_view_change.insert(from, received);
+        self.try_complete_view_change();
+    }
+
+    /// The new primary: with a quorum of do_view_change, installs the chosen log and starts
+    /// the view.
+    pub(super) fn try_complete_view_change(&mut self) {
+        let quorum = self.config.quorum();
+        let Some(view_change) = self.view_change_mut() else { return };
+        if view_change.do_view_change.len() < quorum || view_change.awaiting_state {
+            return;
+        }
+        let messages = &view_change.do_view_change;
+        let (&best_from, best) = if cfg!(feature = "bug-view-change-wrong-log") {
+            messages.iter().min_by_key(|(_, dvc)| (dvc.last_normal_view, dvc.op)).expect("quorum")
+        } else {
+            messages.iter().max_by_key(|(_, dvc)| (dvc.last_normal_view, dvc.op)).expect("quorum")
+        };
+        let best = best.clone();
+        let commit_max = messages.values().map(|dvc| dvc.commit).max().expect("quorum");
+        let commit_min = messages.values().map(|dvc| dvc.commit).min().expect("quorum");
+        if self.commit < best.commit {
+            // Committed entries we lack precede the chosen suffix: fetch them first.
+            self.view_change_mut().expect("in view change").awaiting_state = true;
+            self.request_state_from(best_from);
+            return;
+        }
+        assert!(commit_max <= best.op, "a committed op is missing from every log of the quorum");
+        self.install_log_suffix(&best.entries);
+        assert_eq!(self.log.op(), best.op.max(self.commit));
+        self.status = Status::Normal;
+        self.last_normal_view = self.view;
+        self.commit_max = commit_max.max(self.commit);
+        self.persist_view_state(false);
+        for op in self.commit + 1..=self.log.op() {
+            self.pipeline.insert(op, super::normal::Prepared::new(self.tick));
+        }
+        self.stats.view_changes += 1;
+        self.send_start_view_from(commit_min, None);
+        let (view, op) = (self.view, self.log.op());
+        self.after_durable(Deferred::PrimaryDurable { view, op });
+        self.heartbeat_at = self.tick + self.config.heartbeat_ticks;
+        self.execute_committed();
+    }
+
+    /// Replaces the log after the commit number with `entries` (those after it).
+    fn install_log_suffix(&mut self, entries: &[Entry]) {
+        self.log.truncate(self.commit);
+        self.persist(Write::Truncate { op: self.commit });
+        let commit = self.commit;
+        for entry in entries.iter().filter(|entry| entry.op > commit) {
+            if !self.log.connects(entry) {
+                break;
+            }
+            self.log.append(entry.clone());
+            self.persist(Write::Append(entry.clone()));
+        }
+    }
+
+    fn send_start_view(&mut self, to: Option<ReplicaIndex>) {
+        self.send_start_view_from(self.commit, to);
+    }
+
+    /// Sends start_view with the log after `from_commit` (bounded by the pipeline).
+    fn send_start_view_from(&mut self, from_commit: u64, to: Option<ReplicaIndex>) {
+        let from = from_commit.max(self.log.base_op()).max(self.commit.saturating_sub(self.config.pipeline_max));
+        let message = Message::StartView {
+            view: self.view,
+            op: self.log.op(),
+            commit: self.commit_max,
+            entries: self.log.range(from + 1, self.log.op()),
+        };
+        match to {
+            Some(to) => self.send_after_durable(to, message),
+            None => self.broadcast_after_durable(&message),
+        }
+    }
+
+    pub(super) fn on_start_view(&mut self, view: u64, op: u64, commit: u64, entries: Vec<Entry>) {
+        let consistent = commit <= op
+            && entries.last().is_none_or(|entry| entry.op == op)
+            && entries.windows(2).all(|pair| pair[1].op == pair[0].op + 1);
+        if !consistent || self.config.primary(view) == self.index {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        if view < self.view || (view == self.view && matches!(self.status, Status::Normal)) {
+            return;
+        }
+        self.view = view;
+        self.status = Status::Normal;
+        self.last_normal_view = view;
+        self.pipeline.clear();
+        self.request_queue.clear();
+        self.state_request = None;
+        self.commit_max = self.commit;
+        self.install_log_suffix(&entries);
+        self.persist_view_state(false);
+        self.reset_view_change_timeout();
+        if self.log.op() > self.commit {
+            let (op, checksum) = (self.log.op(), self.log.head_checksum());
+            self.after_durable(Deferred::PrepareOk { view, op, checksum });
+        }
+        self.advance_commit(commit);
+        if self.log.op() < op {
+            self.request_state();
+        }
+    }
+
+    /// Learns of `view` from its primary's normal-operation message (VRR §5.2): keeps only the
+    /// committed prefix, whose entries are in every later view's log, and fetches the rest.
+    pub(super) fn adopt_view(&mut self, view: u64) {
+        assert!(view >= self.view);
+        self.view = view;
+        self.status = Status::Normal;
+        self.last_normal_view = view;
+        self.pipeline.clear();
+        self.request_queue.clear();
+        self.state_request = None;
+        self.commit_max = self.commit;
+        self.log.truncate(self.commit);
+        self.persist(Write::Truncate { op: self.commit });
+        self.persist_view_state(false);
+        self.request_state();
+    }
+
+    pub(super) fn tick_view_change(&mut self) {
+        let tick = self.tick;
+        let retry_ticks = self.config.retry_ticks;
+        let view_change = self.view_change_mut().expect("in view change");
+        if tick >= view_change.deadline {
+            self.start_view_change(self.view + 1);
+            return;
+        }
+        if tick < view_change.resend_at {
+            return;
+        }
+        view_change.resend_at = tick + retry_ticks;
+        let resend_do_view_change = view_change.do_view_change_sent;
+        self.broadcast(&Message::StartViewChange { view: self.view });
+        if resend_do_view_change && self.config.primary(self.view) != self.index {
+            self.send_do_view_change();
+        }
+    }
+
+    /// The new primary received the committed entries it was missing.
+    pub(super) fn on_view_change_state_installed(&mut self) {
+        if let Some(view_change) = self.view_change_mut() {
+            view_change.awaiting_state = false;
+            self.try_complete_view_change();
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The replicated service: what a library user implements.
+
+use thiserror::Error;
+
+/// A value could not be decoded from bytes.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("cannot decode {what}: {reason}")]
+#[non_exhaustive]
+pub struct CodecError {
+    /// The type being decoded.
+    pub what: &'static str,
+    /// Why it failed.
+    pub reason: &'static str,
+}
+
+impl CodecError {
+    /// A decoding error for `what`, because of `reason`.
+    #[must_use]
+    pub fn new(what: &'static str, reason: &'static str) -> Self {
+        Self { what, reason }
+    }
+}
+
+/// A value with a deterministic byte encoding.
+///
+/// `decode(encode(x)) == x` must hold, and `decode` must reject (never panic on) arbitrary bytes:
+/// operations arrive from clients over the network.
+pub trait Codec: Sized {
+    /// Appends the encoding of `self` to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Decodes a value that occupies all of `bytes`.
+    ///
+    /// # Errors
+    /// When `bytes` is not the encoding of a value.
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError>;
+
+    /// The encoding of `self` as a fresh vector.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+}
+
+/// A deterministic state machine replicated by VSR.
+///
+/// Every replica applies the same committed operations in the same order, so `apply` must be a
+/// pure function of the state and its arguments: no clocks, no randomness, no I/O, no iteration
+/// over hash maps whose order can reach the result.
+///
+/// # Deltas
+/// A replica that falls behind further than its peers keep log entries catches up from a delta:
+/// `delta(since)` describes every change made by ops after `since`, and `apply_delta` on a state
+/// machine that has executed exactly the ops up to `since` brings it to the sender's state.
+/// **The full state is always a valid delta**: an implementation that cannot compute a true
+/// delta may return its whole state for any `since`, and `delta(0)` must always be the whole
+/// state (it is also what checkpoints store).
+pub trait StateMachine {
+    /// An operation a client asks to execute.
+    type Operation: Codec;
+    /// What executing an operation returns to the client.
+    type Result: Codec;
+    /// A description of the changes after some op, see above.
+    type Delta: Codec;
+
+    /// Executes `operation`, committed at log position `op`.
+    fn apply(&mut self, op: u64, operation: Self::Operation) -> Self::Result;
+
+    /// The changes made by ops after `since`, up to the last op applied.
+    fn delta(&self, since: u64) -> Self::Delta;
+
+    /// Applies a delta produced by a peer's [`StateMachine::delta`].
+    fn apply_delta(&mut self, delta: Self::Delta);
+
+    /// A checksum-like digest of the whole state, used by tests to check that replicas converge.
+    fn digest(&self) -> u128;
+}
