@@ -179,7 +179,9 @@ impl Command {
     ];
 
     fn from_u8(byte: u8) -> Option<Command> {
-        Command::ALL.into_iter().find(|command| *command as u8 == byte)
+        Command::ALL
+            .into_iter()
+            .find(|command| *command as u8 == byte)
     }
 }
 
@@ -239,7 +241,9 @@ impl Header {
         bytes.extend_from_slice(&self.commit.to_le_bytes());
         bytes.extend_from_slice(&self.context.to_le_bytes());
         bytes.extend_from_slice(&self.context_wide.to_le_bytes());
-        bytes.try_into().expect("header fields add up to HEADER_SIZE")
+        bytes
+            .try_into()
+            .expect("header fields add up to HEADER_SIZE")
     }
 
     fn from_bytes(bytes: &[u8; HEADER_SIZE]) -> Header {
@@ -321,17 +325,22 @@ pub fn encode_into(envelope: &Envelope, out: &mut Vec<u8>) {
 pub fn body_size(message: &Message) -> usize {
     match message {
         Message::Request { body, .. } => body.len(),
-        Message::Reply { result: ReplyResult::Executed(bytes), .. } => bytes.len(),
+        Message::Reply {
+            result: ReplyResult::Executed(bytes),
+            ..
+        } => bytes.len(),
         Message::Reply { .. } => 0,
         Message::Prepare { entry, .. } => entry_size(entry),
         Message::DoViewChange { entries, .. }
         | Message::StartView { entries, .. }
-        | Message::NewState { payload: StatePayload::Entries(entries), .. } => {
-            ENTRIES_COUNT_SIZE + entries.iter().map(entry_size).sum::<usize>()
-        }
-        Message::NewState { payload: StatePayload::Delta { chunk, .. }, .. } => {
-            DELTA_HEADER_SIZE + chunk.len()
-        }
+        | Message::NewState {
+            payload: StatePayload::Entries(entries),
+            ..
+        } => ENTRIES_COUNT_SIZE + entries.iter().map(entry_size).sum::<usize>(),
+        Message::NewState {
+            payload: StatePayload::Delta { chunk, .. },
+            ..
+        } => DELTA_HEADER_SIZE + chunk.len(),
         Message::PrepareOk { .. }
         | Message::Commit { .. }
         | Message::StartViewChange { .. }
@@ -347,105 +356,153 @@ pub fn entry_size(entry: &Entry) -> usize {
     ENTRY_HEADER_SIZE + entry.body.len()
 }
 
-/// Every header field but the checksums and the size, as [`encode`] sets them.
+/// Every header field but the checksums and the size, as [`encode`] sets them. Each helper
+/// below is one column of the module doc's command table.
 fn header_fields(envelope: &Envelope) -> Header {
-    let mut header = Header {
+    let message = &envelope.message;
+    let (sender_kind, replica, client) = match envelope.sender {
+        Sender::Replica(replica) => (SENDER_KIND_REPLICA, replica, 0),
+        Sender::Client(client) => (SENDER_KIND_CLIENT, 0, client),
+    };
+    let (view, op, commit) = header_view_op_commit(message);
+    Header {
         cluster: envelope.cluster,
+        client,
         epoch: envelope.epoch,
         version: PROTOCOL_VERSION,
+        command: header_command(message) as u8,
+        sender_kind,
+        replica,
+        kind: header_kind(message),
+        flag: header_flag(message),
+        view,
+        op,
+        commit,
+        context: header_context(message),
+        context_wide: header_context_wide(message),
         ..Header::default()
-    };
-    match envelope.sender {
-        Sender::Replica(replica) => {
-            header.sender_kind = SENDER_KIND_REPLICA;
-            header.replica = replica;
-        }
-        Sender::Client(client) => {
-            header.sender_kind = SENDER_KIND_CLIENT;
-            header.client = client;
-        }
     }
-    let command = match &envelope.message {
-        Message::Request { session, request, operation, body: _ } => {
-            header.context = *request;
-            header.context_wide = u128::from(*session);
-            header.kind = *operation as u8;
-            Command::Request
+}
+
+fn header_command(message: &Message) -> Command {
+    match message {
+        Message::Request { .. } => Command::Request,
+        Message::Reply { .. } => Command::Reply,
+        Message::Prepare { .. } => Command::Prepare,
+        Message::PrepareOk { .. } => Command::PrepareOk,
+        Message::Commit { .. } => Command::Commit,
+        Message::StartViewChange { .. } => Command::StartViewChange,
+        Message::DoViewChange { .. } => Command::DoViewChange,
+        Message::StartView { .. } => Command::StartView,
+        Message::GetState { .. } => Command::GetState,
+        Message::NewState { .. } => Command::NewState,
+        Message::Recovery { .. } => Command::Recovery,
+        Message::RecoveryResponse { .. } => Command::RecoveryResponse,
+    }
+}
+
+fn header_view_op_commit(message: &Message) -> (u64, u64, u64) {
+    match message {
+        Message::Request { .. } | Message::Recovery { .. } => (0, 0, 0),
+        Message::Reply { view, op, .. } | Message::PrepareOk { view, op, .. } => (*view, *op, 0),
+        Message::Prepare {
+            view,
+            commit,
+            entry,
+        } => (*view, entry.op, *commit),
+        Message::Commit { view, commit } => (*view, 0, *commit),
+        Message::StartViewChange { view } => (*view, 0, 0),
+        Message::DoViewChange {
+            view, op, commit, ..
         }
-        Message::Reply { view, op, request, result } => {
-            (header.view, header.op, header.context) = (*view, *op, *request);
-            header.kind = match result {
-                ReplyResult::Executed(_) => REPLY_EXECUTED,
-                ReplyResult::Registered => REPLY_REGISTERED,
-                ReplyResult::SessionEvicted => REPLY_SESSION_EVICTED,
-            };
-            Command::Reply
+        | Message::StartView {
+            view, op, commit, ..
         }
-        Message::Prepare { view, commit, entry } => {
-            (header.view, header.op, header.commit) = (*view, entry.op, *commit);
-            header.context_wide = entry.checksum;
-            Command::Prepare
+        | Message::GetState { view, op, commit }
+        | Message::NewState {
+            view, op, commit, ..
         }
-        Message::PrepareOk { view, op, checksum } => {
-            (header.view, header.op, header.context_wide) = (*view, *op, *checksum);
-            Command::PrepareOk
-        }
-        Message::Commit { view, commit } => {
-            (header.view, header.commit) = (*view, *commit);
-            Command::Commit
-        }
-        Message::StartViewChange { view } => {
-            header.view = *view;
-            Command::StartViewChange
-        }
-        Message::DoViewChange { view, last_normal_view, op, commit, entries: _ } => {
-            (header.view, header.op, header.commit) = (*view, *op, *commit);
-            header.context = *last_normal_view;
-            Command::DoViewChange
-        }
-        Message::StartView { view, op, commit, entries: _ } => {
-            (header.view, header.op, header.commit) = (*view, *op, *commit);
-            Command::StartView
-        }
-        Message::GetState { view, op, commit } => {
-            (header.view, header.op, header.commit) = (*view, *op, *commit);
-            Command::GetState
-        }
-        Message::NewState { view, op, commit, normal, payload } => {
-            (header.view, header.op, header.commit) = (*view, *op, *commit);
-            header.flag = u8::from(*normal);
-            header.kind = match payload {
-                StatePayload::Entries(_) => PAYLOAD_ENTRIES,
-                StatePayload::Delta { .. } => PAYLOAD_DELTA,
-            };
-            Command::NewState
-        }
-        Message::Recovery { nonce } => {
-            header.context = *nonce;
-            Command::Recovery
-        }
-        Message::RecoveryResponse { view, nonce, op, commit, primary } => {
-            (header.view, header.op, header.commit) = (*view, *op, *commit);
-            header.context = *nonce;
-            header.flag = u8::from(*primary);
-            Command::RecoveryResponse
-        }
-    };
-    header.command = command as u8;
-    header
+        | Message::RecoveryResponse {
+            view, op, commit, ..
+        } => (*view, *op, *commit),
+    }
+}
+
+fn header_context(message: &Message) -> u64 {
+    match message {
+        Message::Request { request, .. } | Message::Reply { request, .. } => *request,
+        Message::DoViewChange {
+            last_normal_view, ..
+        } => *last_normal_view,
+        Message::Recovery { nonce } | Message::RecoveryResponse { nonce, .. } => *nonce,
+        _ => 0,
+    }
+}
+
+fn header_context_wide(message: &Message) -> u128 {
+    match message {
+        Message::Request { session, .. } => u128::from(*session),
+        Message::Prepare { entry, .. } => entry.checksum,
+        Message::PrepareOk { checksum, .. } => *checksum,
+        _ => 0,
+    }
+}
+
+fn header_kind(message: &Message) -> u8 {
+    match message {
+        Message::Request { operation, .. } => *operation as u8,
+        Message::Reply {
+            result: ReplyResult::Executed(_),
+            ..
+        } => REPLY_EXECUTED,
+        Message::Reply {
+            result: ReplyResult::Registered,
+            ..
+        } => REPLY_REGISTERED,
+        Message::Reply {
+            result: ReplyResult::SessionEvicted,
+            ..
+        } => REPLY_SESSION_EVICTED,
+        Message::NewState {
+            payload: StatePayload::Entries(_),
+            ..
+        } => PAYLOAD_ENTRIES,
+        Message::NewState {
+            payload: StatePayload::Delta { .. },
+            ..
+        } => PAYLOAD_DELTA,
+        _ => 0,
+    }
+}
+
+fn header_flag(message: &Message) -> u8 {
+    match message {
+        Message::NewState { normal, .. } => u8::from(*normal),
+        Message::RecoveryResponse { primary, .. } => u8::from(*primary),
+        _ => 0,
+    }
 }
 
 fn encode_body(message: &Message, out: &mut Vec<u8>) {
     match message {
         Message::Request { body, .. } => out.extend_from_slice(body),
-        Message::Reply { result: ReplyResult::Executed(bytes), .. } => out.extend_from_slice(bytes),
+        Message::Reply {
+            result: ReplyResult::Executed(bytes),
+            ..
+        } => out.extend_from_slice(bytes),
         Message::Prepare { entry, .. } => encode_entry(entry, out),
         Message::DoViewChange { entries, .. }
         | Message::StartView { entries, .. }
-        | Message::NewState { payload: StatePayload::Entries(entries), .. } => {
+        | Message::NewState {
+            payload: StatePayload::Entries(entries),
+            ..
+        } => {
             encode_entries(entries, out);
         }
-        Message::NewState { payload: StatePayload::Delta { .. }, .. } => {
+        Message::NewState {
+            payload: StatePayload::Delta { .. },
+            ..
+        } => {
             encode_delta(message, out);
         }
         Message::Reply { .. }
@@ -480,7 +537,16 @@ fn encode_entries(entries: &[Entry], out: &mut Vec<u8>) {
 
 fn encode_delta(message: &Message, out: &mut Vec<u8>) {
     let Message::NewState {
-        payload: StatePayload::Delta { op, op_checksum, since, offset, total_size, total_checksum, chunk },
+        payload:
+            StatePayload::Delta {
+                op,
+                op_checksum,
+                since,
+                offset,
+                total_size,
+                total_checksum,
+                chunk,
+            },
         ..
     } = message
     else {
@@ -525,7 +591,9 @@ fn verified_header(bytes: &[u8; HEADER_SIZE]) -> Result<Header, DecodeError> {
         return Err(DecodeError::HeaderChecksum);
     }
     if (header.size as usize) < HEADER_SIZE {
-        return Err(DecodeError::TooShort { size: header.size as usize });
+        return Err(DecodeError::TooShort {
+            size: header.size as usize,
+        });
     }
     if header.size as usize > FRAME_SIZE_MAX {
         return Err(DecodeError::TooLarge { size: header.size });
@@ -544,13 +612,20 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     };
     let header = verified_header(header_bytes)?;
     if header.size as usize != bytes.len() {
-        return Err(DecodeError::SizeMismatch { size: header.size, received: bytes.len() });
+        return Err(DecodeError::SizeMismatch {
+            size: header.size,
+            received: bytes.len(),
+        });
     }
     if header.version != PROTOCOL_VERSION {
-        return Err(DecodeError::Version { version: header.version });
+        return Err(DecodeError::Version {
+            version: header.version,
+        });
     }
     let Some(command) = Command::from_u8(header.command) else {
-        return Err(DecodeError::UnknownCommand { command: header.command });
+        return Err(DecodeError::UnknownCommand {
+            command: header.command,
+        });
     };
     if header.reserved != 0 {
         return Err(DecodeError::Malformed("reserved header byte is not zero"));
@@ -570,7 +645,12 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     if !reader.bytes.is_empty() {
         return Err(DecodeError::Malformed("trailing bytes after the body"));
     }
-    let envelope = Envelope { cluster: header.cluster, epoch: header.epoch, sender, message };
+    let envelope = Envelope {
+        cluster: header.cluster,
+        epoch: header.epoch,
+        sender,
+        message,
+    };
 
     // Unused fields must be zero and duplicated fields must agree: compare with the header
     // encode would write.
@@ -581,7 +661,9 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         ..header_fields(&envelope)
     };
     if expected != header {
-        return Err(DecodeError::Malformed("header field unused by the command is not zero"));
+        return Err(DecodeError::Malformed(
+            "header field unused by the command is not zero",
+        ));
     }
     Ok(envelope)
 }
@@ -591,7 +673,13 @@ fn decode_message(
     command: Command,
     reader: &mut Reader<'_>,
 ) -> Result<Message, DecodeError> {
-    let Header { view, op, commit, context, .. } = *header;
+    let Header {
+        view,
+        op,
+        commit,
+        context,
+        ..
+    } = *header;
     let message = match command {
         Command::Request => Message::Request {
             session: u64::try_from(header.context_wide)
@@ -611,8 +699,16 @@ fn decode_message(
                 _ => return Err(DecodeError::Malformed("unknown reply result")),
             },
         },
-        Command::Prepare => Message::Prepare { view, commit, entry: decode_entry(reader)? },
-        Command::PrepareOk => Message::PrepareOk { view, op, checksum: header.context_wide },
+        Command::Prepare => Message::Prepare {
+            view,
+            commit,
+            entry: decode_entry(reader)?,
+        },
+        Command::PrepareOk => Message::PrepareOk {
+            view,
+            op,
+            checksum: header.context_wide,
+        },
         Command::Commit => Message::Commit { view, commit },
         Command::StartViewChange => Message::StartViewChange { view },
         Command::DoViewChange => Message::DoViewChange {
@@ -622,9 +718,12 @@ fn decode_message(
             commit,
             entries: decode_entries(reader)?,
         },
-        Command::StartView => {
-            Message::StartView { view, op, commit, entries: decode_entries(reader)? }
-        }
+        Command::StartView => Message::StartView {
+            view,
+            op,
+            commit,
+            entries: decode_entries(reader)?,
+        },
         Command::GetState => Message::GetState { view, op, commit },
         Command::NewState => Message::NewState {
             view,
@@ -650,10 +749,14 @@ fn decode_message(
 }
 
 fn decode_operation(tag: u8) -> Result<Operation, DecodeError> {
-    [Operation::Register, Operation::StateMachine, Operation::Noop]
-        .into_iter()
-        .find(|operation| *operation as u8 == tag)
-        .ok_or(DecodeError::Malformed("unknown operation"))
+    [
+        Operation::Register,
+        Operation::StateMachine,
+        Operation::Noop,
+    ]
+    .into_iter()
+    .find(|operation| *operation as u8 == tag)
+    .ok_or(DecodeError::Malformed("unknown operation"))
 }
 
 fn decode_bool(flag: u8) -> Result<bool, DecodeError> {
@@ -675,7 +778,17 @@ fn decode_entry(reader: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     let body_size = reader.u32()? as usize;
     let operation = decode_operation(reader.u8()?)?;
     let body = Bytes::copy_from_slice(reader.take(body_size)?);
-    let entry = Entry { op, view, parent, client, session, request, operation, body, checksum };
+    let entry = Entry {
+        op,
+        view,
+        parent,
+        client,
+        session,
+        request,
+        operation,
+        body,
+        checksum,
+    };
     if !entry.is_valid() {
         return Err(DecodeError::EntryChecksum { op });
     }
@@ -711,7 +824,15 @@ fn decode_delta(reader: &mut Reader<'_>) -> Result<StatePayload, DecodeError> {
     let total_checksum = reader.u128()?;
     let chunk_size = reader.u32()? as usize;
     let chunk = Bytes::copy_from_slice(reader.take(chunk_size)?);
-    Ok(StatePayload::Delta { op, op_checksum, since, offset, total_size, total_checksum, chunk })
+    Ok(StatePayload::Delta {
+        op,
+        op_checksum,
+        since,
+        offset,
+        total_size,
+        total_checksum,
+        chunk,
+    })
 }
 
 /// Reads a body front to back; every read is checked against the bytes left.
@@ -734,7 +855,10 @@ impl<'a> Reader<'a> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        Ok(self.take(N)?.try_into().expect("take returns exactly N bytes"))
+        Ok(self
+            .take(N)?
+            .try_into()
+            .expect("take returns exactly N bytes"))
     }
 
     fn u8(&mut self) -> Result<u8, DecodeError> {
@@ -767,21 +891,118 @@ mod tests {
             0x1111_2222_3333_4444_5555_6666_7777_8888,
             0xabcd_ef01_2345_6789_abcd_ef01_2345_6789,
             3,
-            op + 100,
+            op.wrapping_add(100),
             Operation::StateMachine,
             Bytes::from_static(body),
         )
     }
 
     fn envelope(sender: Sender, message: Message) -> Envelope {
-        Envelope { cluster: 0xc1u128 << 100 | 0x5eed, epoch: 0, sender, message }
+        Envelope {
+            cluster: 0xc1u128 << 100 | 0x5eed,
+            epoch: 0,
+            sender,
+            message,
+        }
     }
 
     /// One hand-written example of every variant (and every tag of Reply and NewState).
     fn examples() -> Vec<Envelope> {
-        let replica = Sender::Replica(2);
+        [client_examples(), normal_examples(), view_change_examples()].concat()
+    }
+
+    fn client_examples() -> Vec<Envelope> {
         let client = Sender::Client(u128::MAX - 5);
-        let chain = vec![entry(41, b"set x 1"), entry(42, b""), entry(43, &[0xff; 40])];
+        let replica = Sender::Replica(2);
+        let executed = ReplyResult::Executed(Bytes::from_static(b"ok"));
+        vec![
+            envelope(
+                client,
+                Message::Request {
+                    session: 17,
+                    request: 5,
+                    operation: Operation::StateMachine,
+                    body: Bytes::from_static(b"put k v"),
+                },
+            ),
+            envelope(
+                client,
+                Message::Request {
+                    session: 0,
+                    request: 1,
+                    operation: Operation::Register,
+                    body: Bytes::new(),
+                },
+            ),
+            envelope(
+                replica,
+                Message::Reply {
+                    view: 4,
+                    op: 99,
+                    request: 5,
+                    result: executed,
+                },
+            ),
+            envelope(
+                replica,
+                Message::Reply {
+                    view: 4,
+                    op: 17,
+                    request: 1,
+                    result: ReplyResult::Registered,
+                },
+            ),
+            envelope(
+                replica,
+                Message::Reply {
+                    view: 4,
+                    op: 0,
+                    request: 8,
+                    result: ReplyResult::SessionEvicted,
+                },
+            ),
+        ]
+    }
+
+    fn normal_examples() -> Vec<Envelope> {
+        let replica = Sender::Replica(2);
+        let prepare = entry(41, b"set x 1");
+        let checksum = prepare.checksum;
+        vec![
+            envelope(
+                replica,
+                Message::Prepare {
+                    view: 7,
+                    commit: 40,
+                    entry: prepare,
+                },
+            ),
+            envelope(
+                replica,
+                Message::PrepareOk {
+                    view: 7,
+                    op: 41,
+                    checksum,
+                },
+            ),
+            envelope(
+                replica,
+                Message::Commit {
+                    view: 7,
+                    commit: 41,
+                },
+            ),
+            envelope(replica, Message::StartViewChange { view: 8 }),
+        ]
+    }
+
+    fn view_change_examples() -> Vec<Envelope> {
+        let replica = Sender::Replica(6);
+        let chain = vec![
+            entry(41, b"set x 1"),
+            entry(42, b""),
+            entry(43, &[0xff; 40]),
+        ];
         let delta = StatePayload::Delta {
             op: 9000,
             op_checksum: u128::MAX / 3,
@@ -792,69 +1013,58 @@ mod tests {
             chunk: Bytes::from_static(b"a chunk of the delta"),
         };
         let messages = vec![
-            (client, Message::Request {
-                session: 17,
-                request: 5,
-                operation: Operation::StateMachine,
-                body: Bytes::from_static(b"put k v"),
-            }),
-            (client, Message::Request {
-                session: 0,
-                request: 1,
-                operation: Operation::Register,
-                body: Bytes::new(),
-            }),
-            (replica, Message::Reply {
-                view: 4,
-                op: 99,
-                request: 5,
-                result: ReplyResult::Executed(Bytes::from_static(b"ok")),
-            }),
-            (replica, Message::Reply { view: 4, op: 17, request: 1, result: ReplyResult::Registered }),
-            (replica, Message::Reply {
-                view: 4,
-                op: 0,
-                request: 8,
-                result: ReplyResult::SessionEvicted,
-            }),
-            (replica, Message::Prepare { view: 7, commit: 40, entry: entry(41, b"set x 1") }),
-            (replica, Message::PrepareOk { view: 7, op: 41, checksum: chain[0].checksum }),
-            (replica, Message::Commit { view: 7, commit: 41 }),
-            (replica, Message::StartViewChange { view: 8 }),
-            (replica, Message::DoViewChange {
+            Message::DoViewChange {
                 view: 8,
                 last_normal_view: 7,
                 op: 43,
                 commit: 40,
                 entries: chain.clone(),
-            }),
-            (replica, Message::DoViewChange {
+            },
+            Message::DoViewChange {
                 view: 8,
                 last_normal_view: 6,
                 op: 40,
                 commit: 40,
                 entries: vec![],
-            }),
-            (replica, Message::StartView { view: 8, op: 43, commit: 40, entries: chain.clone() }),
-            (replica, Message::GetState { view: 8, op: 40, commit: 40 }),
-            (replica, Message::NewState {
+            },
+            Message::StartView {
+                view: 8,
+                op: 43,
+                commit: 40,
+                entries: chain.clone(),
+            },
+            Message::GetState {
+                view: 8,
+                op: 40,
+                commit: 40,
+            },
+            Message::NewState {
                 view: 8,
                 op: 43,
                 commit: 41,
                 normal: true,
                 payload: StatePayload::Entries(chain),
-            }),
-            (replica, Message::NewState { view: 8, op: 0, commit: 9000, normal: false, payload: delta }),
-            (replica, Message::Recovery { nonce: 0xdead_beef }),
-            (replica, Message::RecoveryResponse {
+            },
+            Message::NewState {
+                view: 8,
+                op: 0,
+                commit: 9000,
+                normal: false,
+                payload: delta,
+            },
+            Message::Recovery { nonce: 0xdead_beef },
+            Message::RecoveryResponse {
                 view: 8,
                 nonce: 0xdead_beef,
                 op: 43,
                 commit: 41,
                 primary: true,
-            }),
+            },
         ];
-        messages.into_iter().map(|(sender, message)| envelope(sender, message)).collect()
+        messages
+            .into_iter()
+            .map(|message| envelope(replica, message))
+            .collect()
     }
 
     /// Recomputes the size and both checksums of a frame whose fields a test changed.
@@ -874,7 +1084,10 @@ mod tests {
             corrupt[bit / 8] ^= 1 << (bit % 8);
             let error = decode(&corrupt).expect_err("a flipped bit must be detected");
             assert!(
-                matches!(error, DecodeError::HeaderChecksum | DecodeError::BodyChecksum),
+                matches!(
+                    error,
+                    DecodeError::HeaderChecksum | DecodeError::BodyChecksum
+                ),
                 "bit {bit}: {error:?}"
             );
             corrupt[bit / 8] ^= 1 << (bit % 8);
@@ -883,13 +1096,19 @@ mod tests {
         for size in 0..bytes.len() {
             let error = decode(&bytes[..size]).expect_err("a truncation must be detected");
             assert!(
-                matches!(error, DecodeError::TooShort { .. } | DecodeError::SizeMismatch { .. }),
+                matches!(
+                    error,
+                    DecodeError::TooShort { .. } | DecodeError::SizeMismatch { .. }
+                ),
                 "size {size}: {error:?}"
             );
         }
         let mut longer = bytes.to_vec();
         longer.push(0);
-        assert!(matches!(decode(&longer), Err(DecodeError::SizeMismatch { .. })));
+        assert!(matches!(
+            decode(&longer),
+            Err(DecodeError::SizeMismatch { .. })
+        ));
     }
 
     #[test]
@@ -900,7 +1119,12 @@ mod tests {
             let bytes = encode(example);
             assert_eq!(bytes.len(), HEADER_SIZE + body_size(&example.message));
             assert_eq!(frame_size(&bytes), Ok(Some(bytes.len())));
-            assert_eq!(decode(&bytes).as_ref(), Ok(example), "{}", example.message.name());
+            assert_eq!(
+                decode(&bytes).as_ref(),
+                Ok(example),
+                "{}",
+                example.message.name()
+            );
             assert_eq!(encode(example), bytes, "encoding is deterministic");
             let mut appended = vec![1, 2, 3];
             encode_into(example, &mut appended);
@@ -909,7 +1133,11 @@ mod tests {
         }
         commands.sort_unstable();
         commands.dedup();
-        assert_eq!(commands, (1..=12).collect::<Vec<u8>>(), "every command is exercised");
+        assert_eq!(
+            commands,
+            (1..=12).collect::<Vec<u8>>(),
+            "every command is exercised"
+        );
     }
 
     #[test]
@@ -928,8 +1156,14 @@ mod tests {
         };
         let bytes = encode(&example);
         assert_eq!(bytes.len(), HEADER_SIZE + 4);
-        assert_eq!(u128::from_le_bytes(bytes[0..16].try_into().unwrap()), checksum(&bytes[16..128]));
-        assert_eq!(u128::from_le_bytes(bytes[16..32].try_into().unwrap()), checksum(&[0; 4]));
+        assert_eq!(
+            u128::from_le_bytes(bytes[0..16].try_into().unwrap()),
+            checksum(&bytes[16..128])
+        );
+        assert_eq!(
+            u128::from_le_bytes(bytes[16..32].try_into().unwrap()),
+            checksum(&[0; 4])
+        );
         assert_eq!(bytes[32..48], 0x0102u128.to_le_bytes());
         assert_eq!(bytes[48..64], [0; 16]);
         assert_eq!(bytes[64..68], 132u32.to_le_bytes());
@@ -943,12 +1177,15 @@ mod tests {
         assert_eq!(bytes[112..128], [0; 16]);
         assert_eq!(bytes[128..], [0; 4]);
 
-        let request = envelope(Sender::Client(0x77), Message::Request {
-            session: 9,
-            request: 10,
-            operation: Operation::Noop,
-            body: Bytes::from_static(b"xyz"),
-        });
+        let request = envelope(
+            Sender::Client(0x77),
+            Message::Request {
+                session: 9,
+                request: 10,
+                operation: Operation::Noop,
+                body: Bytes::from_static(b"xyz"),
+            },
+        );
         let bytes = encode(&request);
         assert_eq!(bytes[48..64], 0x77u128.to_le_bytes());
         assert_eq!(bytes[74..80], [1, 1, 0, 2, 0, 0]);
@@ -976,14 +1213,23 @@ mod tests {
         for (size, expected) in [
             (u32::MAX, Err(DecodeError::TooLarge { size: u32::MAX })),
             (1 << 31, Err(DecodeError::TooLarge { size: 1 << 31 })),
-            (FRAME_SIZE_MAX as u32 + 1, Err(DecodeError::TooLarge { size: FRAME_SIZE_MAX as u32 + 1 })),
+            (
+                FRAME_SIZE_MAX as u32 + 1,
+                Err(DecodeError::TooLarge {
+                    size: FRAME_SIZE_MAX as u32 + 1,
+                }),
+            ),
             (FRAME_SIZE_MAX as u32, Ok(Some(FRAME_SIZE_MAX))),
             (HEADER_SIZE as u32, Ok(Some(HEADER_SIZE))),
             (127, Err(DecodeError::TooShort { size: 127 })),
             (0, Err(DecodeError::TooShort { size: 0 })),
         ] {
             header[64..68].copy_from_slice(&size.to_le_bytes());
-            assert_eq!(frame_size(&header), Err(DecodeError::HeaderChecksum), "unsealed");
+            assert_eq!(
+                frame_size(&header),
+                Err(DecodeError::HeaderChecksum),
+                "unsealed"
+            );
             let checksum_header = checksum(&header[16..HEADER_SIZE]);
             header[..16].copy_from_slice(&checksum_header.to_le_bytes());
             assert_eq!(frame_size(&header), expected, "size {size}");
@@ -992,24 +1238,35 @@ mod tests {
 
     #[test]
     fn largest_body_round_trips_and_larger_panics() {
-        let mut request = envelope(Sender::Client(1), Message::Request {
-            session: 1,
-            request: 1,
-            operation: Operation::StateMachine,
-            body: Bytes::from(vec![0x5a; MESSAGE_BODY_SIZE_MAX]),
-        });
+        let mut request = envelope(
+            Sender::Client(1),
+            Message::Request {
+                session: 1,
+                request: 1,
+                operation: Operation::StateMachine,
+                body: Bytes::from(vec![0x5a; MESSAGE_BODY_SIZE_MAX]),
+            },
+        );
         let bytes = encode(&request);
         assert_eq!(bytes.len(), FRAME_SIZE_MAX);
         assert_eq!(decode(&bytes), Ok(request.clone()));
 
-        let Message::Request { body, .. } = &mut request.message else { unreachable!() };
+        let Message::Request { body, .. } = &mut request.message else {
+            unreachable!()
+        };
         *body = Bytes::from(vec![0x5a; MESSAGE_BODY_SIZE_MAX + 1]);
         let panic = std::panic::catch_unwind(|| encode(&request));
-        assert!(panic.is_err(), "encode must refuse a body over MESSAGE_BODY_SIZE_MAX");
+        assert!(
+            panic.is_err(),
+            "encode must refuse a body over MESSAGE_BODY_SIZE_MAX"
+        );
     }
 
     /// Builds a frame with valid checksums from a valid one after `change` edits it.
-    fn resealed(example: &Envelope, change: impl FnOnce(&mut Vec<u8>)) -> Result<Envelope, DecodeError> {
+    fn resealed(
+        example: &Envelope,
+        change: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Envelope, DecodeError> {
         let mut bytes = encode(example);
         change(&mut bytes);
         reseal(&mut bytes);
@@ -1022,11 +1279,23 @@ mod tests {
         let (request, prepare, view_change, delta) =
             (&examples[0], &examples[5], &examples[9], &examples[14]);
         let malformed = |result: Result<Envelope, DecodeError>| {
-            assert!(matches!(result, Err(DecodeError::Malformed(_))), "{result:?}");
+            assert!(
+                matches!(result, Err(DecodeError::Malformed(_))),
+                "{result:?}"
+            );
         };
-        assert_eq!(resealed(request, |b| b[72] = 2), Err(DecodeError::Version { version: 2 }));
-        assert_eq!(resealed(request, |b| b[74] = 0), Err(DecodeError::UnknownCommand { command: 0 }));
-        assert_eq!(resealed(request, |b| b[74] = 13), Err(DecodeError::UnknownCommand { command: 13 }));
+        assert_eq!(
+            resealed(request, |b| b[72] = 2),
+            Err(DecodeError::Version { version: 2 })
+        );
+        assert_eq!(
+            resealed(request, |b| b[74] = 0),
+            Err(DecodeError::UnknownCommand { command: 0 })
+        );
+        assert_eq!(
+            resealed(request, |b| b[74] = 13),
+            Err(DecodeError::UnknownCommand { command: 13 })
+        );
         malformed(resealed(request, |b| b[79] = 1)); // reserved
         malformed(resealed(request, |b| b[75] = 2)); // sender kind
         malformed(resealed(request, |b| b[76] = 1)); // replica index of a client
@@ -1044,9 +1313,14 @@ mod tests {
         malformed(resealed(prepare, |b| b.truncate(b.len() - 1))); // entry body cut short
         malformed(resealed(prepare, |b| b[128 + 80] = 0xff)); // entry body size too large
         malformed(resealed(view_change, |b| b[128] = 4)); // count beyond the entries
-        malformed(resealed(view_change, |b| b[128..132].copy_from_slice(&u32::MAX.to_le_bytes())));
+        malformed(resealed(view_change, |b| {
+            b[128..132].copy_from_slice(&u32::MAX.to_le_bytes())
+        }));
         malformed(resealed(view_change, |b| b[128] = 2)); // trailing entry
-        malformed(resealed(delta, |b| b[b.len() - 1 - 20] = 0)); // chunk size disagrees
+        malformed(resealed(delta, |b| {
+            let size = b.len();
+            b[size - 24] = 0; // chunk size disagrees with the chunk
+        }));
         assert_eq!(
             resealed(prepare, |b| b[HEADER_SIZE + 64] ^= 1), // entry view
             Err(DecodeError::EntryChecksum { op: 41 })
@@ -1057,22 +1331,31 @@ mod tests {
     fn entries_must_be_valid_and_consecutive() {
         let mut broken = entry(41, b"x");
         broken.request += 1;
-        let bad_checksum = envelope(Sender::Replica(0), Message::StartView {
-            view: 1,
-            op: 42,
-            commit: 40,
-            entries: vec![entry(40, b""), broken],
-        });
-        assert_eq!(decode(&encode(&bad_checksum)), Err(DecodeError::EntryChecksum { op: 41 }));
-
-        for ops in [[40, 42], [40, 40], [41, 40], [u64::MAX, 0]] {
-            let gap = envelope(Sender::Replica(0), Message::NewState {
+        let bad_checksum = envelope(
+            Sender::Replica(0),
+            Message::StartView {
                 view: 1,
                 op: 42,
                 commit: 40,
-                normal: false,
-                payload: StatePayload::Entries(ops.iter().map(|op| entry(*op, b"")).collect()),
-            });
+                entries: vec![entry(40, b""), broken],
+            },
+        );
+        assert_eq!(
+            decode(&encode(&bad_checksum)),
+            Err(DecodeError::EntryChecksum { op: 41 })
+        );
+
+        for ops in [[40, 42], [40, 40], [41, 40], [u64::MAX, 0]] {
+            let gap = envelope(
+                Sender::Replica(0),
+                Message::NewState {
+                    view: 1,
+                    op: 42,
+                    commit: 40,
+                    normal: false,
+                    payload: StatePayload::Entries(ops.iter().map(|op| entry(*op, b"")).collect()),
+                },
+            );
             assert_eq!(
                 decode(&encode(&gap)),
                 Err(DecodeError::Malformed("entry ops are not consecutive")),
@@ -1086,15 +1369,27 @@ mod tests {
     }
 
     fn arbitrary_operation() -> impl Strategy<Value = Operation> {
-        prop_oneof![Just(Operation::Register), Just(Operation::StateMachine), Just(Operation::Noop)]
+        prop_oneof![
+            Just(Operation::Register),
+            Just(Operation::StateMachine),
+            Just(Operation::Noop)
+        ]
     }
 
     fn arbitrary_entry_at(op: u64) -> impl Strategy<Value = Entry> {
-        (any::<u64>(), any::<u128>(), any::<u128>(), any::<u64>(), any::<u64>())
+        (
+            any::<u64>(),
+            any::<u128>(),
+            any::<u128>(),
+            any::<u64>(),
+            any::<u64>(),
+        )
             .prop_flat_map(move |fields| (Just(fields), arbitrary_operation(), arbitrary_bytes()))
-            .prop_map(move |((view, parent, client, session, request), operation, body)| {
-                Entry::new(op, view, parent, client, session, request, operation, body)
-            })
+            .prop_map(
+                move |((view, parent, client, session, request), operation, body)| {
+                    Entry::new(op, view, parent, client, session, request, operation, body)
+                },
+            )
     }
 
     fn arbitrary_entry() -> impl Strategy<Value = Entry> {
@@ -1105,14 +1400,24 @@ mod tests {
     fn arbitrary_entries() -> impl Strategy<Value = Vec<Entry>> {
         (any::<u64>(), 0..=5u64).prop_flat_map(|(start, count)| {
             let start = start.min(u64::MAX - count);
-            (0..count).map(|index| arbitrary_entry_at(start + index)).collect::<Vec<_>>()
+            (0..count)
+                .map(|index| arbitrary_entry_at(start + index))
+                .collect::<Vec<_>>()
         })
     }
 
     fn arbitrary_payload() -> impl Strategy<Value = StatePayload> {
         let delta = (any::<(u64, u128, u64, u64, u64, u128)>(), arbitrary_bytes()).prop_map(
             |((op, op_checksum, since, offset, total_size, total_checksum), chunk)| {
-                StatePayload::Delta { op, op_checksum, since, offset, total_size, total_checksum, chunk }
+                StatePayload::Delta {
+                    op,
+                    op_checksum,
+                    since,
+                    offset,
+                    total_size,
+                    total_checksum,
+                    chunk,
+                }
             },
         );
         prop_oneof![arbitrary_entries().prop_map(StatePayload::Entries), delta]
@@ -1130,14 +1435,31 @@ mod tests {
         let u = any::<u64>;
         prop_oneof![
             (u(), u(), arbitrary_operation(), arbitrary_bytes()).prop_map(
-                |(session, request, operation, body)| Message::Request { session, request, operation, body }
+                |(session, request, operation, body)| Message::Request {
+                    session,
+                    request,
+                    operation,
+                    body
+                }
             ),
-            (u(), u(), u(), arbitrary_result())
-                .prop_map(|(view, op, request, result)| Message::Reply { view, op, request, result }),
-            (u(), u(), arbitrary_entry())
-                .prop_map(|(view, commit, entry)| Message::Prepare { view, commit, entry }),
-            (u(), u(), any::<u128>())
-                .prop_map(|(view, op, checksum)| Message::PrepareOk { view, op, checksum }),
+            (u(), u(), u(), arbitrary_result()).prop_map(|(view, op, request, result)| {
+                Message::Reply {
+                    view,
+                    op,
+                    request,
+                    result,
+                }
+            }),
+            (u(), u(), arbitrary_entry()).prop_map(|(view, commit, entry)| Message::Prepare {
+                view,
+                commit,
+                entry
+            }),
+            (u(), u(), any::<u128>()).prop_map(|(view, op, checksum)| Message::PrepareOk {
+                view,
+                op,
+                checksum
+            }),
             (u(), u()).prop_map(|(view, commit)| Message::Commit { view, commit }),
             u().prop_map(|view| Message::StartViewChange { view }),
             (u(), u(), u(), u(), arbitrary_entries()).prop_map(
@@ -1149,15 +1471,33 @@ mod tests {
                     entries
                 }
             ),
-            (u(), u(), u(), arbitrary_entries())
-                .prop_map(|(view, op, commit, entries)| Message::StartView { view, op, commit, entries }),
+            (u(), u(), u(), arbitrary_entries()).prop_map(|(view, op, commit, entries)| {
+                Message::StartView {
+                    view,
+                    op,
+                    commit,
+                    entries,
+                }
+            }),
             (u(), u(), u()).prop_map(|(view, op, commit)| Message::GetState { view, op, commit }),
             (u(), u(), u(), any::<bool>(), arbitrary_payload()).prop_map(
-                |(view, op, commit, normal, payload)| Message::NewState { view, op, commit, normal, payload }
+                |(view, op, commit, normal, payload)| Message::NewState {
+                    view,
+                    op,
+                    commit,
+                    normal,
+                    payload
+                }
             ),
             u().prop_map(|nonce| Message::Recovery { nonce }),
             (u(), u(), u(), u(), any::<bool>()).prop_map(|(view, nonce, op, commit, primary)| {
-                Message::RecoveryResponse { view, nonce, op, commit, primary }
+                Message::RecoveryResponse {
+                    view,
+                    nonce,
+                    op,
+                    commit,
+                    primary,
+                }
             }),
         ]
     }
@@ -1167,8 +1507,14 @@ mod tests {
             any::<u8>().prop_map(Sender::Replica),
             any::<u128>().prop_map(Sender::Client)
         ];
-        (any::<u128>(), any::<u32>(), sender, arbitrary_message())
-            .prop_map(|(cluster, epoch, sender, message)| Envelope { cluster, epoch, sender, message })
+        (any::<u128>(), any::<u32>(), sender, arbitrary_message()).prop_map(
+            |(cluster, epoch, sender, message)| Envelope {
+                cluster,
+                epoch,
+                sender,
+                message,
+            },
+        )
     }
 
     proptest! {
@@ -1225,7 +1571,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
+        #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn every_bit_flip_and_truncation_is_detected(envelope in arbitrary_envelope()) {
             assert_corruption_detected(&encode(&envelope));

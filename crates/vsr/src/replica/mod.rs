@@ -116,7 +116,7 @@ impl<S: StateMachine> Replica<S> {
     /// A replica of a freshly formatted cluster: view 0, empty log.
     #[must_use]
     pub fn new(config: Config, index: ReplicaIndex, state_machine: S, seed: u64) -> Self {
-        Self::open(config, index, state_machine, seed, &DurableState::default())
+        Self::start(config, index, state_machine, seed, &DurableState::default(), true)
     }
 
     /// A replica restarting from its durable state; `state_machine` must be empty.
@@ -131,6 +131,17 @@ impl<S: StateMachine> Replica<S> {
         state_machine: S,
         seed: u64,
         durable: &DurableState,
+    ) -> Self {
+        Self::start(config, index, state_machine, seed, durable, false)
+    }
+
+    fn start(
+        config: Config,
+        index: ReplicaIndex,
+        state_machine: S,
+        seed: u64,
+        durable: &DurableState,
+        fresh: bool,
     ) -> Self {
         config.validate();
         assert!(index < config.replica_count);
@@ -165,6 +176,9 @@ impl<S: StateMachine> Replica<S> {
         replica.load(durable);
         if view_state.recovering {
             replica.start_recovery();
+        } else if fresh {
+            assert_eq!(view_state, ViewState::default(), "a fresh replica has no state");
+            replica.reset_view_change_timeout();
         } else if replica.is_primary() || replica.last_normal_view < replica.view {
             // In-memory votes are gone: let a view change rebuild them.
             replica.start_view_change(replica.view + 1);

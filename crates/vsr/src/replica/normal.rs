@@ -54,6 +54,9 @@ impl<S: StateMachine> Replica<S> {
                         return;
                     }
                 }
+                // An uncommitted register of this session may be in the log (after a view
+                // change): only an empty pipeline proves the session is gone.
+                _ if self.log.op() > self.commit => return,
                 _ => {
                     self.reply(client, 0, request, ReplyResult::SessionEvicted);
                     return;

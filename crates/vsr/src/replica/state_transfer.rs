@@ -65,7 +65,7 @@ impl<S: StateMachine> Replica<S> {
     fn needs_state(&self) -> bool {
         match &self.status {
             Status::Normal => self.commit_max > self.log.op(),
-            Status::ViewChange(_) => self.state_request.is_some(),
+            Status::ViewChange(view_change) => view_change.awaiting_state(),
             Status::Recovering(recovering) => recovering.needs_state(self.view, self.log.op()),
         }
     }

@@ -28,6 +28,12 @@ pub struct ViewChange {
     deadline: u64,
 }
 
+impl ViewChange {
+    pub(super) fn awaiting_state(&self) -> bool {
+        self.awaiting_state
+    }
+}
+
 #[derive(Clone, Debug)]
 struct DoViewChange {
     last_normal_view: u64,

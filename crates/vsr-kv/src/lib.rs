@@ -1,0 +1,37 @@
+//! A replicated key-value store: the [`StateMachine`](vsr::StateMachine) that `vsr` replicates
+//! in its examples, simulator and command-line tool.
+//!
+//! The crate is pure: no clock, no I/O, no hash-map iteration. Data flows like this:
+//!
+//! ```text
+//!   client bytes ──decode──▶ KvOperation ──KvStore::apply(op, ..)──▶ KvResult ──encode──▶ reply
+//!
+//!   lagging replica            up-to-date replica
+//!   ───────────────            ──────────────────
+//!   apply_delta(KvDelta) ◀──── delta(since)   (since = the last op the lagging replica executed)
+//! ```
+//!
+//! - `codec.rs` owns the wire format helpers: little-endian integers, `u32` length prefixes, and
+//!   the size limits [`KEY_SIZE_MAX`] and [`VALUE_SIZE_MAX`], enforced where bytes enter.
+//! - `operation.rs` owns [`KvOperation`] and [`KvResult`] and their encodings.
+//! - `store.rs` owns [`KvStore`]: a `BTreeMap` from key to its value (or tombstone) and version.
+//! - `delta.rs` owns [`KvDelta`]: the keys written after some op, for state transfer.
+//!
+//! Every encoding is a tag byte followed by fixed-width little-endian integers and `u32`
+//! length-prefixed byte strings; `decode` rejects anything else (wrong tag, truncation, trailing
+//! bytes, empty or oversized keys, oversized values) with a [`CodecError`](vsr::CodecError).
+
+mod codec;
+mod delta;
+mod operation;
+mod store;
+
+pub use delta::KvDelta;
+pub use operation::{KvOperation, KvResult};
+pub use store::KvStore;
+
+/// The largest key, in bytes, that an operation may carry. Keys must also be non-empty.
+pub const KEY_SIZE_MAX: usize = 1024;
+
+/// The largest value, in bytes, that an operation may carry.
+pub const VALUE_SIZE_MAX: usize = 16 * 1024;

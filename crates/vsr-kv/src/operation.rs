@@ -1,0 +1,322 @@
+//! What clients ask the store to do ([`KvOperation`]) and what it answers ([`KvResult`]).
+//!
+//! Both travel inside VSR requests and replies as opaque bytes; the encodings here are the only
+//! way in from the network, so `decode` enforces every size limit.
+//!
+//! | operation        | tag | body                                             |
+//! |------------------|-----|--------------------------------------------------|
+//! | `Put`            | 0   | key, value                                       |
+//! | `Get`            | 1   | key                                              |
+//! | `Delete`         | 2   | key                                              |
+//! | `CompareAndSwap` | 3   | key, option tag (0 none, 1 some) [+ value], new  |
+//!
+//! | result           | tag | body                                             |
+//! |------------------|-----|--------------------------------------------------|
+//! | `Ok`             | 0   | —                                                |
+//! | `Value`          | 1   | option tag (0 none, 1 some) [+ value]            |
+//! | `Swapped`        | 2   | one byte, 0 or 1                                 |
+//!
+//! Keys and values are a `u32` little-endian length followed by the bytes.
+
+use bytes::Bytes;
+use vsr::{Codec, CodecError};
+
+use crate::codec::{Reader, key_valid, put_bytes, put_option, put_u8, value_valid};
+
+const TAG_PUT: u8 = 0;
+const TAG_GET: u8 = 1;
+const TAG_DELETE: u8 = 2;
+const TAG_COMPARE_AND_SWAP: u8 = 3;
+
+const TAG_OK: u8 = 0;
+const TAG_VALUE: u8 = 1;
+const TAG_SWAPPED: u8 = 2;
+
+/// An operation a client asks the store to execute.
+///
+/// Keys must be non-empty and at most [`KEY_SIZE_MAX`](crate::KEY_SIZE_MAX) bytes, values at
+/// most [`VALUE_SIZE_MAX`](crate::VALUE_SIZE_MAX) bytes. `decode` rejects operations that break
+/// these limits; an invalid operation built in-process is executed as a no-op (see
+/// [`KvOperation::is_valid`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvOperation {
+    /// Sets `key` to `value`. Answers [`KvResult::Ok`].
+    Put {
+        /// The key to write.
+        key: Bytes,
+        /// Its new value.
+        value: Bytes,
+    },
+    /// Reads `key`. Answers [`KvResult::Value`].
+    Get {
+        /// The key to read.
+        key: Bytes,
+    },
+    /// Removes `key`, leaving a tombstone. Answers [`KvResult::Ok`].
+    Delete {
+        /// The key to remove.
+        key: Bytes,
+    },
+    /// Sets `key` to `new` if its current value is `expected`. Answers [`KvResult::Swapped`].
+    CompareAndSwap {
+        /// The key to write.
+        key: Bytes,
+        /// The value `key` must hold now; `None` means "`key` must be absent".
+        expected: Option<Bytes>,
+        /// Its new value, if the comparison succeeds.
+        new: Bytes,
+    },
+}
+
+/// What executing a [`KvOperation`] answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvResult {
+    /// A put or delete was executed.
+    Ok,
+    /// A get's answer: the value, or `None` if the key is absent.
+    Value(Option<Bytes>),
+    /// Whether a compare-and-swap wrote its new value.
+    Swapped(bool),
+}
+
+impl KvOperation {
+    /// The key this operation reads or writes.
+    #[must_use]
+    pub fn key(&self) -> &Bytes {
+        match self {
+            Self::Put { key, .. }
+            | Self::Get { key }
+            | Self::Delete { key }
+            | Self::CompareAndSwap { key, .. } => key,
+        }
+    }
+
+    /// Whether every key and value is within the documented limits, i.e. whether `decode` would
+    /// accept this operation's encoding. The store executes an invalid operation as a no-op.
+    #[must_use]
+    pub fn is_valid(&self) -> bool {
+        let values_valid = match self {
+            Self::Put { value, .. } => value_valid(value),
+            Self::Get { .. } | Self::Delete { .. } => true,
+            Self::CompareAndSwap { expected, new, .. } => {
+                value_valid(new) && expected.as_ref().is_none_or(|value| value_valid(value))
+            }
+        };
+        key_valid(self.key()) && values_valid
+    }
+}
+
+impl Codec for KvOperation {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Put { key, value } => {
+                put_u8(out, TAG_PUT);
+                put_bytes(out, key);
+                put_bytes(out, value);
+            }
+            Self::Get { key } => {
+                put_u8(out, TAG_GET);
+                put_bytes(out, key);
+            }
+            Self::Delete { key } => {
+                put_u8(out, TAG_DELETE);
+                put_bytes(out, key);
+            }
+            Self::CompareAndSwap { key, expected, new } => {
+                put_u8(out, TAG_COMPARE_AND_SWAP);
+                put_bytes(out, key);
+                put_option(out, expected.as_ref());
+                put_bytes(out, new);
+            }
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let mut reader = Reader::new(bytes, "KvOperation");
+        let operation = match reader.u8()? {
+            TAG_PUT => Self::Put {
+                key: reader.key()?,
+                value: reader.value()?,
+            },
+            TAG_GET => Self::Get { key: reader.key()? },
+            TAG_DELETE => Self::Delete { key: reader.key()? },
+            TAG_COMPARE_AND_SWAP => Self::CompareAndSwap {
+                key: reader.key()?,
+                expected: reader.option()?,
+                new: reader.value()?,
+            },
+            _ => return Err(reader.error("unknown operation tag")),
+        };
+        reader.finish()?;
+        Ok(operation)
+    }
+}
+
+impl Codec for KvResult {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Ok => put_u8(out, TAG_OK),
+            Self::Value(value) => {
+                put_u8(out, TAG_VALUE);
+                put_option(out, value.as_ref());
+            }
+            Self::Swapped(swapped) => {
+                put_u8(out, TAG_SWAPPED);
+                put_u8(out, u8::from(*swapped));
+            }
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let mut reader = Reader::new(bytes, "KvResult");
+        let result = match reader.u8()? {
+            TAG_OK => Self::Ok,
+            TAG_VALUE => Self::Value(reader.option()?),
+            TAG_SWAPPED => match reader.u8()? {
+                0 => Self::Swapped(false),
+                1 => Self::Swapped(true),
+                _ => return Err(reader.error("swapped flag is neither 0 nor 1")),
+            },
+            _ => return Err(reader.error("unknown result tag")),
+        };
+        reader.finish()?;
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KEY_SIZE_MAX, VALUE_SIZE_MAX};
+
+    fn bytes(data: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(data)
+    }
+
+    fn operations() -> Vec<KvOperation> {
+        vec![
+            KvOperation::Put {
+                key: bytes(b"k"),
+                value: bytes(b"v"),
+            },
+            KvOperation::Put {
+                key: bytes(b"k"),
+                value: Bytes::new(),
+            },
+            KvOperation::Get { key: bytes(b"key") },
+            KvOperation::Delete { key: bytes(b"key") },
+            KvOperation::CompareAndSwap {
+                key: bytes(b"k"),
+                expected: None,
+                new: bytes(b"n"),
+            },
+            KvOperation::CompareAndSwap {
+                key: bytes(b"k"),
+                expected: Some(bytes(b"old")),
+                new: bytes(b"new"),
+            },
+        ]
+    }
+
+    fn results() -> Vec<KvResult> {
+        vec![
+            KvResult::Ok,
+            KvResult::Value(None),
+            KvResult::Value(Some(bytes(b"value"))),
+            KvResult::Swapped(false),
+            KvResult::Swapped(true),
+        ]
+    }
+
+    /// Round trips, and rejects every strict prefix and every one-byte extension.
+    fn check_codec<T: Codec + PartialEq + std::fmt::Debug>(value: &T) {
+        let encoded = value.to_bytes();
+        assert_eq!(&T::decode(&encoded).unwrap(), value);
+        for size in 0..encoded.len() {
+            assert!(
+                T::decode(&encoded[..size]).is_err(),
+                "prefix {size} of {value:?}"
+            );
+        }
+        let mut longer = encoded.clone();
+        longer.push(0);
+        assert_eq!(T::decode(&longer).unwrap_err().reason, "trailing bytes");
+    }
+
+    #[test]
+    fn operation_codec() {
+        for operation in operations() {
+            check_codec(&operation);
+        }
+    }
+
+    #[test]
+    fn result_codec() {
+        for result in results() {
+            check_codec(&result);
+        }
+    }
+
+    #[test]
+    fn encoding_is_compact_little_endian() {
+        let put = KvOperation::Put {
+            key: bytes(b"k"),
+            value: bytes(b"vv"),
+        };
+        assert_eq!(
+            put.to_bytes(),
+            [0, 1, 0, 0, 0, b'k', 2, 0, 0, 0, b'v', b'v']
+        );
+        assert_eq!(KvResult::Swapped(true).to_bytes(), [2, 1]);
+    }
+
+    #[test]
+    fn decode_rejects_bad_tags_and_flags() {
+        assert_eq!(
+            KvOperation::decode(&[4]).unwrap_err().reason,
+            "unknown operation tag"
+        );
+        assert_eq!(
+            KvResult::decode(&[3]).unwrap_err().reason,
+            "unknown result tag"
+        );
+        assert!(KvResult::decode(&[2, 2]).is_err());
+        assert!(KvResult::decode(&[1, 2]).is_err());
+        assert!(KvOperation::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn decode_enforces_limits() {
+        let empty = KvOperation::Get { key: Bytes::new() };
+        assert_eq!(
+            KvOperation::decode(&empty.to_bytes()).unwrap_err().reason,
+            "empty key"
+        );
+
+        let key = Bytes::from(vec![7; KEY_SIZE_MAX + 1]);
+        let long_key = KvOperation::Delete { key };
+        assert!(KvOperation::decode(&long_key.to_bytes()).is_err());
+        assert!(!long_key.is_valid());
+
+        let value = Bytes::from(vec![7; VALUE_SIZE_MAX + 1]);
+        let long_value = KvOperation::Put {
+            key: bytes(b"k"),
+            value: value.clone(),
+        };
+        assert!(KvOperation::decode(&long_value.to_bytes()).is_err());
+        let long_expected = KvOperation::CompareAndSwap {
+            key: bytes(b"k"),
+            expected: Some(value),
+            new: bytes(b""),
+        };
+        assert!(KvOperation::decode(&long_expected.to_bytes()).is_err());
+        assert!(!long_expected.is_valid());
+
+        let largest = KvOperation::Put {
+            key: Bytes::from(vec![1; KEY_SIZE_MAX]),
+            value: Bytes::from(vec![2; VALUE_SIZE_MAX]),
+        };
+        assert!(largest.is_valid());
+        check_codec(&largest);
+    }
+}

@@ -1,0 +1,371 @@
+//! The store itself: a `BTreeMap` from key to its latest value (or tombstone) and version.
+//!
+//! [`KvStore::apply`](vsr::StateMachine::apply) executes committed operations in op order. Every
+//! write records its op as the key's *version*, and a delete leaves a tombstone carrying its
+//! version instead of removing the key, so [`KvStore::delta`](vsr::StateMachine::delta) can list
+//! exactly the keys written after any op, deletions included.
+//!
+//! Known cost: tombstones are never removed, so a store that deletes many distinct keys grows
+//! without bound. Compacting tombstones older than every replica's checkpoint is out of scope.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use vsr::StateMachine;
+use vsr::checksum::Checksum;
+
+use crate::delta::{KvDelta, encode_entry};
+use crate::{KvOperation, KvResult};
+
+/// One key's latest write: its value (`None` for a tombstone) and the op that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// The op of the last write to the key.
+    pub(crate) version: u64,
+    /// The value, or `None` if the last write was a delete.
+    pub(crate) value: Option<Bytes>,
+}
+
+/// The replicated key-value state machine.
+///
+/// Deterministic and pure: the same operations at the same ops give the same results, the same
+/// deltas and the same [`digest`](vsr::StateMachine::digest) on every replica.
+#[derive(Clone, Debug, Default)]
+pub struct KvStore {
+    /// Live values and tombstones, in key order.
+    entries: BTreeMap<Bytes, Entry>,
+    /// How many entries are live (not tombstones).
+    live_count: usize,
+    /// The highest op applied, directly or through a delta.
+    op: u64,
+}
+
+impl KvStore {
+    /// An empty store that has applied no op.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of `key`, or `None` if it is absent (never written, or deleted).
+    #[must_use]
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.entries.get(key).and_then(|entry| entry.value.as_ref())
+    }
+
+    /// The number of live keys (tombstones excluded).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.live_count
+    }
+
+    /// Whether no key is live (there may still be tombstones).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.live_count == 0
+    }
+
+    /// The highest op applied, directly or through a delta; 0 for a new store.
+    #[must_use]
+    pub fn op(&self) -> u64 {
+        self.op
+    }
+
+    /// Records `entry` as the latest write to `key`, keeping the live count in step.
+    fn write(&mut self, key: Bytes, entry: Entry) {
+        let live_new = entry.value.is_some();
+        let live_old = self
+            .entries
+            .insert(key, entry)
+            .is_some_and(|old| old.value.is_some());
+        match (live_old, live_new) {
+            (false, true) => self.live_count += 1,
+            (true, false) => self.live_count -= 1,
+            _ => {}
+        }
+    }
+
+    /// Executes a valid operation at `op`.
+    fn execute(&mut self, op: u64, operation: KvOperation) -> KvResult {
+        match operation {
+            KvOperation::Put { key, value } => {
+                self.write(
+                    key,
+                    Entry {
+                        version: op,
+                        value: Some(value),
+                    },
+                );
+                KvResult::Ok
+            }
+            KvOperation::Get { key } => KvResult::Value(self.get(&key).cloned()),
+            KvOperation::Delete { key } => {
+                // Deleting an absent key changes nothing, so it needs no tombstone.
+                if self.get(&key).is_some() {
+                    self.write(
+                        key,
+                        Entry {
+                            version: op,
+                            value: None,
+                        },
+                    );
+                }
+                KvResult::Ok
+            }
+            KvOperation::CompareAndSwap { key, expected, new } => {
+                let swapped = self.get(&key) == expected.as_ref();
+                if swapped {
+                    self.write(
+                        key,
+                        Entry {
+                            version: op,
+                            value: Some(new),
+                        },
+                    );
+                }
+                KvResult::Swapped(swapped)
+            }
+        }
+    }
+}
+
+/// What an invalid operation answers: the answer of an operation that changed nothing.
+fn result_invalid(operation: &KvOperation) -> KvResult {
+    match operation {
+        KvOperation::Put { .. } | KvOperation::Delete { .. } => KvResult::Ok,
+        KvOperation::Get { .. } => KvResult::Value(None),
+        KvOperation::CompareAndSwap { .. } => KvResult::Swapped(false),
+    }
+}
+
+impl StateMachine for KvStore {
+    type Operation = KvOperation;
+    type Result = KvResult;
+    type Delta = KvDelta;
+
+    /// Executes `operation` at `op`. Never panics: an operation outside the size limits (which
+    /// `decode` would have rejected) changes nothing, and a compare-and-swap whose expectation
+    /// does not hold answers `Swapped(false)`.
+    fn apply(&mut self, op: u64, operation: KvOperation) -> KvResult {
+        self.op = self.op.max(op);
+        if operation.is_valid() {
+            self.execute(op, operation)
+        } else {
+            result_invalid(&operation)
+        }
+    }
+
+    /// Every value and tombstone whose version is after `since`, and the last op applied.
+    /// `delta(0)` is the whole state.
+    fn delta(&self, since: u64) -> KvDelta {
+        let entries = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.version > since)
+            .map(|(key, entry)| (key.clone(), entry.clone()))
+            .collect();
+        KvDelta::new(since, self.op, entries)
+    }
+
+    /// Overwrites every key in `delta`. A delta since op 0 is a whole state, so it first empties
+    /// the store: restoring a checkpoint onto any store reproduces the sender exactly.
+    ///
+    /// Otherwise the store must have executed exactly the ops up to `delta.since()` (the state
+    /// transfer protocol's job); then it ends equal to the sender.
+    fn apply_delta(&mut self, delta: KvDelta) {
+        if delta.since() == 0 {
+            *self = Self::default();
+        }
+        let op = delta.op();
+        for (key, entry) in delta.into_entries() {
+            self.write(key, entry);
+        }
+        self.op = self.op.max(op);
+    }
+
+    /// A checksum over every value and tombstone with its version, in key order. The last op
+    /// applied is not included: a get changes no state.
+    fn digest(&self) -> u128 {
+        let mut checksum = Checksum::default();
+        let mut scratch = Vec::new();
+        for (key, entry) in &self.entries {
+            scratch.clear();
+            encode_entry(&mut scratch, key, entry);
+            checksum.update(&scratch);
+        }
+        checksum.finalize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(data: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(data)
+    }
+
+    fn put(key: &[u8], value: &[u8]) -> KvOperation {
+        KvOperation::Put {
+            key: bytes(key),
+            value: bytes(value),
+        }
+    }
+
+    fn cas(key: &[u8], expected: Option<&[u8]>, new: &[u8]) -> KvOperation {
+        KvOperation::CompareAndSwap {
+            key: bytes(key),
+            expected: expected.map(bytes),
+            new: bytes(new),
+        }
+    }
+
+    #[test]
+    fn put_get_delete() {
+        let mut store = KvStore::new();
+        assert_eq!(store.apply(1, put(b"a", b"1")), KvResult::Ok);
+        assert_eq!(
+            store.apply(2, KvOperation::Get { key: bytes(b"a") }),
+            KvResult::Value(Some(bytes(b"1")))
+        );
+        assert_eq!(store.len(), 1);
+        assert_eq!(
+            store.apply(3, KvOperation::Delete { key: bytes(b"a") }),
+            KvResult::Ok
+        );
+        assert_eq!(store.get(b"a"), None);
+        assert!(store.is_empty());
+        assert_eq!(
+            store.apply(4, KvOperation::Get { key: bytes(b"a") }),
+            KvResult::Value(None)
+        );
+        assert_eq!(store.op(), 4);
+    }
+
+    #[test]
+    fn compare_and_swap() {
+        let mut store = KvStore::new();
+        assert_eq!(
+            store.apply(1, cas(b"k", Some(b"x"), b"1")),
+            KvResult::Swapped(false)
+        );
+        assert_eq!(store.get(b"k"), None);
+        assert_eq!(
+            store.apply(2, cas(b"k", None, b"1")),
+            KvResult::Swapped(true)
+        );
+        assert_eq!(
+            store.apply(3, cas(b"k", None, b"2")),
+            KvResult::Swapped(false)
+        );
+        assert_eq!(
+            store.apply(4, cas(b"k", Some(b"2"), b"3")),
+            KvResult::Swapped(false)
+        );
+        assert_eq!(
+            store.apply(5, cas(b"k", Some(b"1"), b"3")),
+            KvResult::Swapped(true)
+        );
+        assert_eq!(store.get(b"k"), Some(&bytes(b"3")));
+        store.apply(6, KvOperation::Delete { key: bytes(b"k") });
+        assert_eq!(
+            store.apply(7, cas(b"k", Some(b"3"), b"4")),
+            KvResult::Swapped(false)
+        );
+        assert_eq!(
+            store.apply(8, cas(b"k", None, b"4")),
+            KvResult::Swapped(true)
+        );
+        assert_eq!(store.get(b"k"), Some(&bytes(b"4")));
+    }
+
+    #[test]
+    fn reads_and_failed_writes_change_no_version() {
+        let mut store = KvStore::new();
+        store.apply(1, put(b"k", b"v"));
+        let digest = store.digest();
+        store.apply(2, KvOperation::Get { key: bytes(b"k") });
+        store.apply(3, cas(b"k", Some(b"other"), b"w"));
+        store.apply(
+            4,
+            KvOperation::Delete {
+                key: bytes(b"absent"),
+            },
+        );
+        assert_eq!(store.digest(), digest);
+        assert_eq!(store.delta(1).len(), 0);
+        assert_eq!(store.delta(1).op(), 4);
+    }
+
+    #[test]
+    fn invalid_operations_are_no_ops() {
+        let mut store = KvStore::new();
+        let digest = store.digest();
+        assert_eq!(store.apply(1, put(b"", b"v")), KvResult::Ok);
+        let long_key = vec![0; crate::KEY_SIZE_MAX + 1];
+        assert_eq!(
+            store.apply(2, cas(&long_key, None, b"v")),
+            KvResult::Swapped(false)
+        );
+        let long_value = vec![0; crate::VALUE_SIZE_MAX + 1];
+        assert_eq!(store.apply(3, put(b"k", &long_value)), KvResult::Ok);
+        assert_eq!(
+            store.apply(4, KvOperation::Get { key: Bytes::new() }),
+            KvResult::Value(None)
+        );
+        assert_eq!(store.digest(), digest);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn digest_sees_values_tombstones_and_versions() {
+        let mut a = KvStore::new();
+        a.apply(1, put(b"k", b"v"));
+        let mut b = KvStore::new();
+        b.apply(2, put(b"k", b"v"));
+        assert_ne!(a.digest(), b.digest(), "versions differ");
+        a.apply(3, KvOperation::Delete { key: bytes(b"k") });
+        assert_ne!(a.digest(), KvStore::new().digest(), "a tombstone is state");
+    }
+
+    #[test]
+    fn delta_carries_tombstones_and_is_true() {
+        let mut sender = KvStore::new();
+        for op in 1..=100u64 {
+            sender.apply(op, put(&op.to_le_bytes(), b"v"));
+        }
+        let mut receiver = sender.clone();
+        sender.apply(
+            101,
+            KvOperation::Delete {
+                key: bytes(&7u64.to_le_bytes()),
+            },
+        );
+        sender.apply(102, put(b"new", b"n"));
+        let delta = sender.delta(100);
+        assert_eq!(delta.len(), 2);
+        assert_eq!(sender.delta(0).len(), 101);
+        receiver.apply_delta(delta);
+        assert_eq!(receiver.digest(), sender.digest());
+        assert_eq!(receiver.len(), sender.len());
+        assert_eq!(receiver.get(&7u64.to_le_bytes()), None);
+        assert_eq!(receiver.op(), 102);
+    }
+
+    #[test]
+    fn full_delta_replaces_any_store() {
+        let mut sender = KvStore::new();
+        sender.apply(1, put(b"a", b"1"));
+        sender.apply(2, put(b"b", b"2"));
+        sender.apply(3, KvOperation::Delete { key: bytes(b"a") });
+        let mut other = KvStore::new();
+        other.apply(1, put(b"z", b"9"));
+        for mut receiver in [KvStore::new(), other] {
+            receiver.apply_delta(sender.delta(0));
+            assert_eq!(receiver.digest(), sender.digest());
+            assert_eq!(receiver.len(), 1);
+            assert_eq!(receiver.get(b"z"), None);
+            assert_eq!(receiver.op(), 3);
+        }
+    }
+}

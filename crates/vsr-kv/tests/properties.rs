@@ -1,0 +1,210 @@
+//! Property tests of the key-value store through its public API only: results against a simple
+//! model, codec round trips and rejection, and convergence through deltas.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use vsr::{Codec, StateMachine};
+use vsr_kv::{KvDelta, KvOperation, KvResult, KvStore};
+
+/// Keys from a tiny alphabet, so operations collide on the same keys often.
+const KEYS: [&[u8]; 6] = [b"a", b"b", b"c", b"ab", b"ba", b"abc"];
+
+fn key() -> impl Strategy<Value = Bytes> {
+    prop::sample::select(KEYS.to_vec()).prop_map(Bytes::from_static)
+}
+
+fn value() -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(0u8..3, 0..3).prop_map(Bytes::from)
+}
+
+fn operation() -> impl Strategy<Value = KvOperation> {
+    prop_oneof![
+        (key(), value()).prop_map(|(key, value)| KvOperation::Put { key, value }),
+        key().prop_map(|key| KvOperation::Get { key }),
+        key().prop_map(|key| KvOperation::Delete { key }),
+        (key(), prop::option::of(value()), value())
+            .prop_map(|(key, expected, new)| KvOperation::CompareAndSwap { key, expected, new }),
+    ]
+}
+
+fn result() -> impl Strategy<Value = KvResult> {
+    prop_oneof![
+        Just(KvResult::Ok),
+        prop::option::of(value()).prop_map(KvResult::Value),
+        any::<bool>().prop_map(KvResult::Swapped),
+    ]
+}
+
+/// Operations, and a split point `k` within them.
+fn history() -> impl Strategy<Value = (Vec<KvOperation>, usize)> {
+    prop::collection::vec(operation(), 0..80).prop_flat_map(|operations| {
+        let count = operations.len();
+        (Just(operations), 0..=count)
+    })
+}
+
+/// A store that executed `operations` at ops 1, 2, ...
+fn execute(operations: &[KvOperation]) -> KvStore {
+    let mut store = KvStore::new();
+    for (index, operation) in operations.iter().enumerate() {
+        store.apply(op_of(index), operation.clone());
+    }
+    store
+}
+
+fn op_of(index: usize) -> u64 {
+    u64::try_from(index).unwrap() + 1
+}
+
+/// The delta after an encode/decode round trip, as a lagging replica would receive it.
+fn transmit(delta: &KvDelta) -> KvDelta {
+    let decoded = KvDelta::decode(&delta.to_bytes()).unwrap();
+    assert_eq!(&decoded, delta);
+    decoded
+}
+
+fn assert_same(left: &KvStore, right: &KvStore) {
+    assert_eq!(left.digest(), right.digest());
+    assert_eq!(left.len(), right.len());
+    assert_eq!(left.op(), right.op());
+    for key in KEYS {
+        assert_eq!(left.get(key), right.get(key), "key {key:?}");
+    }
+}
+
+/// What `operation` should answer against the model, updating it.
+fn model_apply(model: &mut BTreeMap<Bytes, Bytes>, operation: KvOperation) -> KvResult {
+    match operation {
+        KvOperation::Put { key, value } => {
+            model.insert(key, value);
+            KvResult::Ok
+        }
+        KvOperation::Get { key } => KvResult::Value(model.get(&key).cloned()),
+        KvOperation::Delete { key } => {
+            model.remove(&key);
+            KvResult::Ok
+        }
+        KvOperation::CompareAndSwap { key, expected, new } => {
+            let swapped = model.get(&key) == expected.as_ref();
+            if swapped {
+                model.insert(key, new);
+            }
+            KvResult::Swapped(swapped)
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn results_match_model(operations in prop::collection::vec(operation(), 0..80)) {
+        let mut store = KvStore::new();
+        let mut model = BTreeMap::new();
+        for (index, operation) in operations.into_iter().enumerate() {
+            let expected = model_apply(&mut model, operation.clone());
+            prop_assert_eq!(store.apply(op_of(index), operation), expected);
+        }
+        prop_assert_eq!(store.len(), model.len());
+        for key in KEYS {
+            prop_assert_eq!(store.get(key), model.get(key));
+        }
+    }
+
+    #[test]
+    fn delta_brings_lagging_store_level((operations, k) in history(), more in prop::collection::vec(operation(), 0..10)) {
+        let mut sender = execute(&operations);
+        let mut receiver = execute(&operations[..k]);
+        let delta = sender.delta(op_of(k) - 1);
+        prop_assert!(delta.len() <= operations.len() - k, "a true delta");
+        receiver.apply_delta(transmit(&delta));
+        assert_same(&receiver, &sender);
+
+        // Both keep agreeing afterwards.
+        for (index, operation) in more.into_iter().enumerate() {
+            let op = op_of(operations.len() + index);
+            prop_assert_eq!(receiver.apply(op, operation.clone()), sender.apply(op, operation));
+        }
+        assert_same(&receiver, &sender);
+    }
+
+    #[test]
+    fn full_delta_restores_empty_store(operations in prop::collection::vec(operation(), 0..80)) {
+        let sender = execute(&operations);
+        let mut restored = KvStore::new();
+        restored.apply_delta(transmit(&sender.delta(0)));
+        assert_same(&restored, &sender);
+    }
+
+    #[test]
+    fn codec_round_trips_and_rejects_truncation(operation in operation(), result in result(), (operations, k) in history()) {
+        check_codec(&operation);
+        check_codec(&result);
+        check_codec(&execute(&operations).delta(op_of(k) - 1));
+    }
+
+    #[test]
+    fn decode_never_panics(garbage in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = KvOperation::decode(&garbage);
+        let _ = KvResult::decode(&garbage);
+        let _ = KvDelta::decode(&garbage);
+    }
+
+    #[test]
+    fn decode_survives_corruption(operations in prop::collection::vec(operation(), 1..20), flip in any::<prop::sample::Index>(), bits in 1u8..) {
+        let mut encoded = execute(&operations).delta(0).to_bytes();
+        let at = flip.index(encoded.len());
+        encoded[at] ^= bits;
+        if let Ok(delta) = KvDelta::decode(&encoded) {
+            // Whatever decodes is canonical: it re-encodes to the same bytes.
+            prop_assert_eq!(delta.to_bytes(), encoded);
+        }
+    }
+}
+
+fn check_codec<T: Codec + PartialEq + std::fmt::Debug>(value: &T) {
+    let encoded = value.to_bytes();
+    assert_eq!(&T::decode(&encoded).unwrap(), value);
+    for size in 0..encoded.len() {
+        assert!(
+            T::decode(&encoded[..size]).is_err(),
+            "prefix {size} of {value:?}"
+        );
+    }
+    let mut longer = encoded;
+    longer.push(0);
+    assert!(T::decode(&longer).is_err());
+}
+
+#[test]
+fn delta_after_few_changes_is_smaller_than_full_state() {
+    let mut store = KvStore::new();
+    for op in 1..=200u64 {
+        let key = Bytes::copy_from_slice(&op.to_le_bytes());
+        store.apply(
+            op,
+            KvOperation::Put {
+                key,
+                value: Bytes::from_static(b"v"),
+            },
+        );
+    }
+    store.apply(
+        201,
+        KvOperation::Delete {
+            key: Bytes::copy_from_slice(&1u64.to_le_bytes()),
+        },
+    );
+    store.apply(
+        202,
+        KvOperation::Get {
+            key: Bytes::from_static(b"x"),
+        },
+    );
+    let partial = store.delta(200);
+    let full = store.delta(0);
+    assert_eq!(partial.len(), 1);
+    assert_eq!(full.len(), 200);
+    assert!(partial.to_bytes().len() * 100 < full.to_bytes().len());
+    assert_eq!((partial.since(), partial.op()), (200, 202));
+}
