@@ -43,7 +43,7 @@
 //! | 4 `prepare_ok`          | `view`, `op`, `context_wide` = checksum                    | empty |
 //! | 5 `commit`              | `view`, `commit`                                           | empty |
 //! | 6 `start_view_change`   | `view`                                                     | empty |
-//! | 7 `do_view_change`      | `view`, `op`, `commit`, `context` = last_normal_view        | entries |
+//! | 7 `do_view_change`      | `view`, `op`, `commit`, `context` = `last_normal_view`       | entries |
 //! | 8 `start_view`          | `view`, `op`, `commit`                                     | entries |
 //! | 9 `get_state`           | `view`, `op`, `commit`                                     | empty |
 //! | 10 `new_state`          | `view`, `op`, `commit`, `flag` = normal, `kind` = payload (0 entries, 1 delta) | entries, or delta |
@@ -329,7 +329,6 @@ pub fn body_size(message: &Message) -> usize {
             result: ReplyResult::Executed(bytes),
             ..
         } => bytes.len(),
-        Message::Reply { .. } => 0,
         Message::Prepare { entry, .. } => entry_size(entry),
         Message::DoViewChange { entries, .. }
         | Message::StartView { entries, .. }
@@ -341,7 +340,8 @@ pub fn body_size(message: &Message) -> usize {
             payload: StatePayload::Delta { chunk, .. },
             ..
         } => DELTA_HEADER_SIZE + chunk.len(),
-        Message::PrepareOk { .. }
+        Message::Reply { .. }
+        | Message::PrepareOk { .. }
         | Message::Commit { .. }
         | Message::StartViewChange { .. }
         | Message::GetState { .. }
@@ -906,7 +906,7 @@ mod tests {
         }
     }
 
-    /// One hand-written example of every variant (and every tag of Reply and NewState).
+    /// One hand-written example of every variant (and every tag of `Reply` and `NewState`).
     fn examples() -> Vec<Envelope> {
         [client_examples(), normal_examples(), view_change_examples()].concat()
     }
@@ -1210,17 +1210,18 @@ mod tests {
         assert_eq!(frame_size(&bytes[..HEADER_SIZE]), Ok(Some(bytes.len())));
 
         let mut header = bytes[..HEADER_SIZE].to_vec();
+        let frame_max = u32::try_from(FRAME_SIZE_MAX).unwrap();
         for (size, expected) in [
             (u32::MAX, Err(DecodeError::TooLarge { size: u32::MAX })),
             (1 << 31, Err(DecodeError::TooLarge { size: 1 << 31 })),
             (
-                FRAME_SIZE_MAX as u32 + 1,
+                frame_max + 1,
                 Err(DecodeError::TooLarge {
-                    size: FRAME_SIZE_MAX as u32 + 1,
+                    size: frame_max + 1,
                 }),
             ),
-            (FRAME_SIZE_MAX as u32, Ok(Some(FRAME_SIZE_MAX))),
-            (HEADER_SIZE as u32, Ok(Some(HEADER_SIZE))),
+            (frame_max, Ok(Some(FRAME_SIZE_MAX))),
+            (128, Ok(Some(HEADER_SIZE))),
             (127, Err(DecodeError::TooShort { size: 127 })),
             (0, Err(DecodeError::TooShort { size: 0 })),
         ] {
@@ -1314,7 +1315,7 @@ mod tests {
         malformed(resealed(prepare, |b| b[128 + 80] = 0xff)); // entry body size too large
         malformed(resealed(view_change, |b| b[128] = 4)); // count beyond the entries
         malformed(resealed(view_change, |b| {
-            b[128..132].copy_from_slice(&u32::MAX.to_le_bytes())
+            b[128..132].copy_from_slice(&u32::MAX.to_le_bytes());
         }));
         malformed(resealed(view_change, |b| b[128] = 2)); // trailing entry
         malformed(resealed(delta, |b| {

@@ -70,7 +70,7 @@ pub struct ReplicaStats {
 #[derive(Debug)]
 enum Deferred {
     /// Send a message or reply.
-    Send(Command),
+    Send(Box<Command>),
     /// A backup's prepare_ok for `op`, if the log still holds that entry in `view`.
     PrepareOk { view: u64, op: u64, checksum: u128 },
     /// The primary's own vote for every op up to `op`, if still primary of `view`.
@@ -385,7 +385,7 @@ impl<S: StateMachine> Replica<S> {
 
     fn release(&mut self, action: Deferred) {
         match action {
-            Deferred::Send(command) => self.commands.push(command),
+            Deferred::Send(command) => self.commands.push(*command),
             Deferred::PrepareOk { view, op, checksum } => {
                 let still_held = self.log.checksum(op) == Some(checksum);
                 if still_held && view == self.view && matches!(self.status, Status::Normal) {
@@ -416,7 +416,7 @@ impl<S: StateMachine> Replica<S> {
     fn send_after_durable(&mut self, to: ReplicaIndex, message: Message) {
         assert_ne!(to, self.index, "a replica never sends to itself");
         let envelope = self.envelope(message);
-        self.after_durable(Deferred::Send(Command::Send { to, envelope }));
+        self.after_durable(Deferred::Send(Box::new(Command::Send { to, envelope })));
     }
 
     /// Every replica but this one.

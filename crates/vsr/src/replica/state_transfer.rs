@@ -160,8 +160,11 @@ impl<S: StateMachine> Replica<S> {
         let Message::NewState { view, op: _, commit, normal, payload } = message else {
             unreachable!("dispatch sends only new_state here")
         };
-        let authoritative = normal && view == self.view && self.config.primary(view) == from
-            || normal && view == self.view && matches!(self.status, Status::Normal);
+        // The sender's log is our view's log: it is normal in our view, and we are normal too
+        // or recovering from that view's primary.
+        let authoritative = normal
+            && view == self.view
+            && (self.config.primary(view) == from || matches!(self.status, Status::Normal));
         let op_before = self.log.op();
         let installed = match payload {
             StatePayload::Entries(entries) => self.install_entries(&entries, commit, authoritative),

@@ -1,0 +1,525 @@
+//! Unit tests: feed a replica one event, assert the exact commands it emits. One module per
+//! protocol phase, plus a tiny in-process cluster for multi-step scenarios.
+
+use bytes::Bytes;
+
+use super::Replica;
+use crate::command::{Command, Write};
+use crate::config::Config;
+use crate::message::{Entry, Envelope, Message, Operation, ReplyResult, Sender};
+use crate::state_machine::{Codec, CodecError, StateMachine};
+
+/// A state machine that adds numbers: result is the running sum. Its delta is the full state.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Sum {
+    total: u64,
+    applied: u64,
+}
+
+impl Codec for u64 {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let bytes: [u8; 8] = bytes.try_into().map_err(|_| CodecError::new("u64", "size"))?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+}
+
+impl StateMachine for Sum {
+    type Operation = u64;
+    type Result = u64;
+    type Delta = u64;
+    fn apply(&mut self, _op: u64, operation: u64) -> u64 {
+        self.total += operation;
+        self.applied += 1;
+        self.total
+    }
+    fn delta(&self, _since: u64) -> u64 {
+        self.total
+    }
+    fn apply_delta(&mut self, delta: u64) {
+        self.total = delta;
+    }
+    fn digest(&self) -> u128 {
+        u128::from(self.total)
+    }
+}
+
+const CLUSTER: u128 = 7;
+const CLIENT: u128 = 0xc1;
+
+fn config(replica_count: u8) -> Config {
+    let mut config = Config::new(CLUSTER, replica_count);
+    config.pipeline_max = 4;
+    config.log_retained_max = 4;
+    config.checkpoint_interval = 4;
+    config
+}
+
+fn replica(index: u8, replica_count: u8) -> Replica<Sum> {
+    Replica::new(config(replica_count), index, Sum::default(), 1)
+}
+
+fn drain(replica: &mut Replica<Sum>) -> Vec<Command> {
+    replica.drain_commands().collect()
+}
+
+fn from_replica(sender: u8, message: Message) -> Envelope {
+    Envelope { cluster: CLUSTER, epoch: 0, sender: Sender::Replica(sender), message }
+}
+
+fn request(request: u64, session: u64, operation: Operation, body: Bytes) -> Envelope {
+    let message = Message::Request { session, request, operation, body };
+    Envelope { cluster: CLUSTER, epoch: 0, sender: Sender::Client(CLIENT), message }
+}
+
+fn register() -> Envelope {
+    request(1, 0, Operation::Register, Bytes::new())
+}
+
+fn add(request_number: u64, session: u64, value: u64) -> Envelope {
+    request(request_number, session, Operation::StateMachine, Bytes::from(value.to_bytes()))
+}
+
+/// Completes every write emitted so far; returns the commands emitted before and after.
+fn persist_all(replica: &mut Replica<Sum>, commands: &[Command]) -> Vec<Command> {
+    let last = commands.iter().filter_map(|command| match command {
+        Command::Persist { seq, .. } => Some(*seq),
+        _ => None,
+    });
+    if let Some(seq) = last.max() {
+        replica.on_persisted(seq);
+    }
+    drain(replica)
+}
+
+fn sends(commands: &[Command]) -> Vec<(u8, &'static str)> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Send { to, envelope } => Some((*to, envelope.message.name())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn replies(commands: &[Command]) -> Vec<(u64, u64, ReplyResult)> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Reply { envelope, .. } => match &envelope.message {
+                Message::Reply { op, request, result, .. } => Some((*op, *request, result.clone())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn prepared_entry(commands: &[Command]) -> Entry {
+    commands
+        .iter()
+        .find_map(|command| match command {
+            Command::Persist { write: Write::Append(entry), .. } => Some(entry.clone()),
+            _ => None,
+        })
+        .expect("an append")
+}
+
+mod normal {
+    use super::*;
+
+    #[test]
+    fn primary_prepares_persists_and_sends() {
+        let mut primary = replica(0, 3);
+        primary.on_message(register());
+        let commands = drain(&mut primary);
+        assert!(matches!(&commands[0], Command::Persist { seq: 1, write: Write::Append(entry) }
+            if entry.op == 1 && entry.operation == Operation::Register && entry.parent == 0));
+        assert_eq!(sends(&commands), vec![(1, "prepare"), (2, "prepare")]);
+        assert!(replies(&commands).is_empty());
+    }
+
+    #[test]
+    fn primary_counts_itself_only_once_durable() {
+        let mut primary = replica(0, 3);
+        primary.on_message(register());
+        let commands = drain(&mut primary);
+        let entry = prepared_entry(&commands);
+        let ok = Message::PrepareOk { view: 0, op: 1, checksum: entry.checksum };
+        primary.on_message(from_replica(1, ok));
+        assert!(replies(&drain(&mut primary)).is_empty(), "one vote of two, own write pending");
+        let after = persist_all(&mut primary, &commands);
+        assert_eq!(replies(&after), vec![(1, 1, ReplyResult::Registered)]);
+        assert_eq!(primary.commit(), 1);
+    }
+
+    #[test]
+    fn prepare_ok_with_wrong_checksum_is_ignored() {
+        let mut primary = replica(0, 3);
+        primary.on_message(register());
+        let commands = drain(&mut primary);
+        persist_all(&mut primary, &commands);
+        let ok = Message::PrepareOk { view: 0, op: 1, checksum: 12345 };
+        primary.on_message(from_replica(1, ok));
+        assert_eq!(primary.commit(), 0);
+    }
+
+    #[test]
+    fn backup_votes_only_after_durable() {
+        let mut primary = replica(0, 3);
+        let mut backup = replica(1, 3);
+        primary.on_message(register());
+        let entry = prepared_entry(&drain(&mut primary));
+        backup.on_message(from_replica(0, Message::Prepare { view: 0, commit: 0, entry: entry.clone() }));
+        let commands = drain(&mut backup);
+        assert!(sends(&commands).is_empty(), "no prepare_ok before the write is durable");
+        let after = persist_all(&mut backup, &commands);
+        assert_eq!(after, vec![Command::Send {
+            to: 0,
+            envelope: from_replica(1, Message::PrepareOk { view: 0, op: 1, checksum: entry.checksum }),
+        }]);
+    }
+
+    #[test]
+    fn backup_asks_for_missing_prepares_at_once() {
+        let mut primary = replica(0, 3);
+        let mut backup = replica(1, 3);
+        let mut entries = Vec::new();
+        for client in 1..=3u128 {
+            let mut envelope = register();
+            envelope.sender = Sender::Client(client);
+            primary.on_message(envelope);
+            entries.push(prepared_entry(&drain(&mut primary)));
+        }
+        backup.on_message(from_replica(0, Message::Prepare { view: 0, commit: 0, entry: entries[2].clone() }));
+        let commands = drain(&mut backup);
+        assert_eq!(commands, vec![Command::Send {
+            to: 0,
+            envelope: from_replica(1, Message::GetState { view: 0, op: 0, commit: 0 }),
+        }]);
+    }
+
+    #[test]
+    fn idle_primary_sends_commit_heartbeats() {
+        let mut primary = replica(0, 3);
+        for _ in 0..primary.config.heartbeat_ticks {
+            primary.on_tick();
+        }
+        assert_eq!(sends(&drain(&mut primary)), vec![(1, "commit"), (2, "commit")]);
+    }
+
+    #[test]
+    fn backup_ignores_requests_and_other_clusters() {
+        let mut backup = replica(1, 3);
+        backup.on_message(register());
+        assert!(drain(&mut backup).is_empty());
+        let mut envelope = register();
+        envelope.cluster = 99;
+        backup.on_message(envelope);
+        assert!(drain(&mut backup).is_empty());
+        assert_eq!(backup.stats().messages_dropped, 1);
+    }
+}
+
+mod client_table {
+    use super::*;
+
+    /// A single replica commits alone: convenient for client table tests.
+    fn solo() -> Replica<Sum> {
+        Replica::new(config(1), 0, Sum::default(), 1)
+    }
+
+    fn submit(replica: &mut Replica<Sum>, envelope: Envelope) -> Vec<(u64, u64, ReplyResult)> {
+        replica.on_message(envelope);
+        let commands = drain(replica);
+        let mut all = replies(&commands);
+        all.extend(replies(&persist_all(replica, &commands)));
+        all
+    }
+
+    #[test]
+    fn resent_request_gets_cached_reply_and_executes_once() {
+        let mut replica = solo();
+        assert_eq!(submit(&mut replica, register()), vec![(1, 1, ReplyResult::Registered)]);
+        let executed = ReplyResult::Executed(Bytes::from(5u64.to_bytes()));
+        assert_eq!(submit(&mut replica, add(2, 1, 5)), vec![(2, 2, executed.clone())]);
+        assert_eq!(submit(&mut replica, add(2, 1, 5)), vec![(2, 2, executed)]);
+        assert!(submit(&mut replica, add(1, 1, 5)).is_empty(), "an older request is dropped");
+        assert_eq!(replica.state_machine().total, 5);
+    }
+
+    #[test]
+    fn unknown_session_is_told_evicted() {
+        let mut replica = solo();
+        assert_eq!(submit(&mut replica, add(2, 9, 5)), vec![(0, 2, ReplyResult::SessionEvicted)]);
+    }
+
+    #[test]
+    fn full_table_evicts_least_recently_used_in_log_order() {
+        let mut replica = Replica::new(
+            Config { clients_max: 2, ..config(1) },
+            0,
+            Sum::default(),
+            1,
+        );
+        let register_as = |client: u128| {
+            let message = Message::Request { session: 0, request: 1, operation: Operation::Register, body: Bytes::new() };
+            Envelope { cluster: CLUSTER, epoch: 0, sender: Sender::Client(client), message }
+        };
+        submit(&mut replica, register_as(1));
+        submit(&mut replica, register_as(2));
+        // Client 1 is used again, so client 2 is now the least recently used.
+        let mut use_one = add(2, 1, 3);
+        use_one.sender = Sender::Client(1);
+        submit(&mut replica, use_one);
+        submit(&mut replica, register_as(3));
+        assert_eq!(replica.stats().evictions, 1);
+        let mut from_two = add(2, 2, 3);
+        from_two.sender = Sender::Client(2);
+        assert_eq!(submit(&mut replica, from_two), vec![(0, 2, ReplyResult::SessionEvicted)]);
+        assert!(replica.client_table.get(1).is_some());
+    }
+}
+
+/// A tiny in-process cluster with an ideal network and disk, for multi-step scenarios.
+struct Cluster {
+    replicas: Vec<Option<Replica<Sum>>>,
+    disks: Vec<crate::command::DurableState>,
+    /// Replicas cut off from everyone.
+    isolated: Vec<bool>,
+    network: std::collections::VecDeque<(u8, Envelope)>,
+    replies: Vec<(u64, u64, ReplyResult)>,
+}
+
+impl Cluster {
+    fn new(replica_count: u8) -> Self {
+        Self {
+            replicas: (0..replica_count).map(|index| Some(replica(index, replica_count))).collect(),
+            disks: vec![crate::command::DurableState::default(); usize::from(replica_count)],
+            isolated: vec![false; usize::from(replica_count)],
+            network: std::collections::VecDeque::new(),
+            replies: Vec::new(),
+        }
+    }
+
+    fn collect(&mut self, index: usize) {
+        let Some(replica) = self.replicas[index].as_mut() else { return };
+        let commands: Vec<Command> = replica.drain_commands().collect();
+        let mut durable = None;
+        for command in commands {
+            match command {
+                Command::Send { to, envelope } => self.network.push_back((to, envelope)),
+                Command::Reply { envelope, .. } => {
+                    if let Message::Reply { op, request, result, .. } = envelope.message {
+                        self.replies.push((op, request, result));
+                    }
+                }
+                Command::Persist { seq, write } => {
+                    self.disks[index].apply(&write);
+                    durable = Some(seq);
+                }
+            }
+        }
+        if let Some(seq) = durable {
+            self.replicas[index].as_mut().expect("alive").on_persisted(seq);
+            self.collect(index);
+        }
+    }
+
+    /// Delivers messages until the network is quiet (bounded).
+    fn settle(&mut self) {
+        for index in 0..self.replicas.len() {
+            self.collect(index);
+        }
+        for _ in 0..100_000 {
+            let Some((to, envelope)) = self.network.pop_front() else { return };
+            let Sender::Replica(from) = envelope.sender else { unreachable!() };
+            if self.isolated[usize::from(to)] || self.isolated[usize::from(from)] {
+                continue;
+            }
+            if let Some(replica) = self.replicas[usize::from(to)].as_mut() {
+                replica.on_message(envelope);
+                self.collect(usize::from(to));
+            }
+        }
+        panic!("the network never settled");
+    }
+
+    fn tick(&mut self, ticks: u64) {
+        for _ in 0..ticks {
+            for index in 0..self.replicas.len() {
+                if let Some(replica) = self.replicas[index].as_mut() {
+                    replica.on_tick();
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn primary(&self) -> usize {
+        let normal_primary = |replica: &&Replica<Sum>| replica.is_primary() && replica.status_name() == "normal";
+        let candidates: Vec<usize> = (0..self.replicas.len())
+            .filter(|&index| !self.isolated[index])
+            .filter(|&index| self.replicas[index].as_ref().is_some_and(|r| normal_primary(&r)))
+            .collect();
+        *candidates.iter().max_by_key(|&&index| self.replicas[index].as_ref().unwrap().view()).expect("a primary")
+    }
+
+    fn submit(&mut self, envelope: Envelope) {
+        let primary = self.primary();
+        self.replicas[primary].as_mut().unwrap().on_message(envelope);
+        self.settle();
+    }
+
+    fn replica(&self, index: usize) -> &Replica<Sum> {
+        self.replicas[index].as_ref().expect("alive")
+    }
+}
+
+fn run_workload(cluster: &mut Cluster, first_request: u64, count: u64) {
+    for request_number in first_request..first_request + count {
+        cluster.submit(add(request_number, 1, 1));
+    }
+}
+
+mod view_change {
+    use super::*;
+
+    #[test]
+    fn backup_timeout_persists_view_then_sends_start_view_change() {
+        let mut backup = replica(1, 3);
+        let mut commands = Vec::new();
+        for _ in 0..backup.config.view_change_timeout_ticks * 2 + 1 {
+            backup.on_tick();
+            commands.extend(drain(&mut backup));
+        }
+        assert_eq!(backup.view(), 1);
+        assert_eq!(backup.status_name(), "view_change");
+        assert!(matches!(&commands[0], Command::Persist { write: Write::ViewState(state), .. } if state.view == 1 && state.last_normal_view == 0));
+        assert!(sends(&commands).is_empty(), "nothing leaves before the view is durable");
+        let after = persist_all(&mut backup, &commands);
+        assert_eq!(sends(&after), vec![(0, "start_view_change"), (2, "start_view_change")]);
+    }
+
+    #[test]
+    fn start_view_change_quorum_sends_do_view_change_to_new_primary() {
+        let mut backup = replica(2, 3);
+        backup.on_message(from_replica(0, Message::StartViewChange { view: 1 }));
+        let commands = drain(&mut backup);
+        let after = persist_all(&mut backup, &commands);
+        // f = 1: one other start_view_change is enough.
+        assert_eq!(sends(&after), vec![(0, "start_view_change"), (1, "start_view_change"), (1, "do_view_change")]);
+    }
+
+    #[test]
+    fn primary_crash_elects_next_primary_without_losing_commits() {
+        let mut cluster = Cluster::new(3);
+        cluster.submit(register());
+        run_workload(&mut cluster, 2, 6);
+        assert_eq!(cluster.replica(0).state_machine().total, 6);
+        cluster.replicas[0] = None;
+        cluster.isolated[0] = true;
+        cluster.tick(300);
+        assert_eq!(cluster.primary(), 1);
+        assert_eq!(cluster.replica(1).view(), 1);
+        assert_eq!(cluster.replica(1).stats().view_changes, 1);
+        run_workload(&mut cluster, 8, 3);
+        assert_eq!(cluster.replica(1).state_machine().total, 9);
+        // The old primary restarts from its disk and catches up.
+        let disk = cluster.disks[0].clone();
+        cluster.replicas[0] = Some(Replica::open(config(3), 0, Sum::default(), 2, &disk));
+        cluster.isolated[0] = false;
+        cluster.tick(200);
+        run_workload(&mut cluster, 11, 1);
+        cluster.tick(50);
+        for index in 0..3 {
+            assert_eq!(cluster.replica(index).state_machine().total, 10, "replica {index}");
+        }
+    }
+
+    #[test]
+    fn whole_cluster_restart_keeps_every_commit() {
+        let mut cluster = Cluster::new(3);
+        cluster.submit(register());
+        run_workload(&mut cluster, 2, 9);
+        for index in 0..3 {
+            let disk = cluster.disks[index].clone();
+            cluster.replicas[index] = Some(Replica::open(config(3), index as u8, Sum::default(), 3, &disk));
+        }
+        cluster.tick(400);
+        run_workload(&mut cluster, 11, 1);
+        cluster.tick(50);
+        for index in 0..3 {
+            assert_eq!(cluster.replica(index).state_machine().total, 10, "replica {index}");
+        }
+    }
+}
+
+mod state_transfer {
+    use super::*;
+
+    #[test]
+    fn lagging_backup_catches_up_by_delta_when_entries_are_gone() {
+        let mut cluster = Cluster::new(3);
+        cluster.submit(register());
+        cluster.isolated[2] = true;
+        run_workload(&mut cluster, 2, 40);
+        assert_eq!(cluster.replica(2).commit(), 0);
+        cluster.isolated[2] = false;
+        cluster.tick(30);
+        let lagging = cluster.replica(2);
+        assert_eq!(lagging.state_machine().total, 40);
+        assert!(lagging.stats().state_transfers_delta >= 1, "{:?}", lagging.stats());
+    }
+
+    #[test]
+    fn lagging_backup_catches_up_from_entries_while_peers_hold_them() {
+        let mut cluster = Cluster::new(3);
+        cluster.submit(register());
+        cluster.isolated[2] = true;
+        run_workload(&mut cluster, 2, 3);
+        cluster.isolated[2] = false;
+        cluster.tick(30);
+        let lagging = cluster.replica(2);
+        assert_eq!(lagging.state_machine().total, 3);
+        assert_eq!(lagging.stats().state_transfers_delta, 0);
+        assert!(lagging.stats().state_transfers >= 1);
+    }
+}
+
+mod recovery {
+    use super::*;
+
+    #[test]
+    fn replica_that_lost_its_state_recovers_before_voting() {
+        let mut cluster = Cluster::new(3);
+        cluster.submit(register());
+        run_workload(&mut cluster, 2, 20);
+        cluster.disks[2] = crate::command::DurableState::recovering();
+        cluster.replicas[2] = Some(Replica::recover(config(3), 2, Sum::default(), 9));
+        assert_eq!(cluster.replica(2).status_name(), "recovering");
+        cluster.tick(50);
+        let recovered = cluster.replica(2);
+        assert_eq!(recovered.status_name(), "normal");
+        assert_eq!(recovered.stats().recoveries, 1);
+        assert_eq!(recovered.state_machine().total, 20);
+        // And it votes again: with replica 1 gone, 0 and 2 still commit.
+        cluster.replicas[1] = None;
+        cluster.isolated[1] = true;
+        run_workload(&mut cluster, 22, 2);
+        assert_eq!(cluster.replica(0).state_machine().total, 22);
+    }
+
+    #[test]
+    fn recovering_replica_ignores_normal_traffic() {
+        let mut replica = Replica::recover(config(3), 2, Sum::default(), 9);
+        let commands = drain(&mut replica);
+        assert_eq!(sends(&commands), vec![(0, "recovery"), (1, "recovery")]);
+        replica.on_message(from_replica(0, Message::Commit { view: 0, commit: 5 }));
+        replica.on_message(from_replica(0, Message::StartViewChange { view: 3 }));
+        assert!(drain(&mut replica).is_empty());
+        assert_eq!(replica.status_name(), "recovering");
+    }
+}
