@@ -34,4 +34,8 @@ pub use store::KvStore;
 pub const KEY_SIZE_MAX: usize = 1024;
 
 /// The largest value, in bytes, that an operation may carry.
-pub const VALUE_SIZE_MAX: usize = 16 * 1024;
+pub const VALUE_SIZE_MAX: usize = 8 * 1024;
+
+// The largest operation (a compare-and-swap with the largest key, expected and new values, plus
+// tags and length prefixes) must fit in what a replica accepts.
+const _: () = assert!(KEY_SIZE_MAX + 2 * VALUE_SIZE_MAX + 32 <= vsr::config::OPERATION_SIZE_MAX);

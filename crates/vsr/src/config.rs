@@ -11,7 +11,14 @@ pub const OPERATION_SIZE_MAX: usize = 24 * 1024;
 
 /// Largest pipeline. A log suffix after the commit number holds at most a few pipelines of
 /// entries, so this bounds do_view_change and start_view messages.
-pub const PIPELINE_MAX: u64 = 64;
+pub const PIPELINE_MAX: u64 = 48;
+
+/// The log suffix after a replica's commit number spans at most three pipelines (one in flight,
+/// one of commit numbers not yet heard, one of commit numbers not yet persisted), and must fit
+/// in one do_view_change or start_view message, with room for per-entry headers.
+const _: () = assert!(
+    3 * PIPELINE_MAX as usize * (OPERATION_SIZE_MAX + 128) + 4096 <= MESSAGE_BODY_SIZE_MAX
+);
 
 /// Static configuration of one replica. All replicas of a cluster must agree on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
