@@ -85,6 +85,11 @@ pub struct Replica<S: StateMachine> {
     status: Status,
     view: u64,
     last_normal_view: u64,
+    /// In normal status before the log holds the whole log the view started with: the op it
+    /// must reach (None if unknown). Until then `last_normal_view` stays behind `view`, and the
+    /// replica casts no prepare_ok: a do_view_change must never present a partial log as the
+    /// log of a view.
+    start_view_op: Option<u64>,
     log: Log,
     /// The last op executed.
     commit: u64,
@@ -153,6 +158,7 @@ impl<S: StateMachine> Replica<S> {
             status: Status::Normal,
             view: view_state.view,
             last_normal_view: view_state.last_normal_view,
+            start_view_op: None,
             log: Log::default(),
             commit: 0,
             commit_max: 0,
@@ -174,6 +180,7 @@ impl<S: StateMachine> Replica<S> {
             stats: ReplicaStats::default(),
         };
         replica.load(durable);
+        replica.commit_persisted = replica.commit_persisted.max(replica.commit);
         if view_state.recovering {
             replica.start_recovery();
         } else if fresh {
@@ -388,7 +395,8 @@ impl<S: StateMachine> Replica<S> {
             Deferred::Send(command) => self.commands.push(*command),
             Deferred::PrepareOk { view, op, checksum } => {
                 let still_held = self.log.checksum(op) == Some(checksum);
-                if still_held && view == self.view && matches!(self.status, Status::Normal) {
+                let complete = view == self.view && self.last_normal_view == view;
+                if still_held && complete && matches!(self.status, Status::Normal) {
                     let primary = self.config.primary(view);
                     self.send(primary, Message::PrepareOk { view, op, checksum });
                 }
@@ -398,6 +406,23 @@ impl<S: StateMachine> Replica<S> {
                     self.on_prepare_ok_votes(self.index, op);
                 }
             }
+        }
+    }
+
+    /// A backup in normal status whose log now holds the log its view started with claims the
+    /// view as its last normal view (durably, before any prepare_ok that follows).
+    fn maybe_complete_view(&mut self) {
+        if !matches!(self.status, Status::Normal) || self.last_normal_view == self.view {
+            return;
+        }
+        // An entry of this view at the head: the primary created it after the start_view, so
+        // the hash chain below it is the whole start_view log.
+        let head_of_view = self.log.get(self.log.op()).is_some_and(|entry| entry.view == self.view);
+        let reached = self.start_view_op.is_some_and(|op| self.log.op() >= op);
+        if head_of_view || reached {
+            self.last_normal_view = self.view;
+            self.start_view_op = None;
+            self.persist_view_state(false);
         }
     }
 
@@ -498,7 +523,7 @@ impl<S: StateMachine> Replica<S> {
     fn after_execute(&mut self) {
         if self.commit - self.checkpoint_op >= self.config.checkpoint_interval {
             self.checkpoint();
-        } else if self.commit - self.commit_persisted >= self.config.pipeline_max {
+        } else if self.commit.saturating_sub(self.commit_persisted) >= self.config.pipeline_max {
             let recovering = matches!(self.status, Status::Recovering(_));
             self.persist_view_state(recovering);
         }

@@ -157,7 +157,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(super) fn on_new_state(&mut self, from: ReplicaIndex, message: Message) {
-        let Message::NewState { view, op: _, commit, normal, payload } = message else {
+        let Message::NewState { view, op, commit, normal, payload } = message else {
             unreachable!("dispatch sends only new_state here")
         };
         // The sender's log is our view's log: it is normal in our view, and we are normal too
@@ -187,6 +187,11 @@ impl<S: StateMachine> Replica<S> {
         self.stats.state_transfers += 1;
         self.state_request = None;
         if authoritative && matches!(self.status, Status::Normal) {
+            if self.config.primary(view) == from {
+                // The primary's log holds the whole log the view started with.
+                self.start_view_op = Some(self.start_view_op.unwrap_or(0).max(op));
+            }
+            self.maybe_complete_view();
             self.advance_commit(commit);
         }
         if matches!(self.status, Status::Normal) && !self.is_primary() && self.log.op() > op_before {

@@ -179,6 +179,7 @@ impl<S: StateMachine> Replica<S> {
         assert_eq!(self.log.op(), best.op.max(self.commit));
         self.status = Status::Normal;
         self.last_normal_view = self.view;
+        self.start_view_op = None;
         self.commit_max = commit_max.max(self.commit);
         self.persist_view_state(false);
         for op in self.commit + 1..=self.log.op() {
@@ -238,13 +239,14 @@ impl<S: StateMachine> Replica<S> {
         }
         self.view = view;
         self.status = Status::Normal;
-        self.last_normal_view = view;
+        self.start_view_op = Some(op);
         self.pipeline.clear();
         self.request_queue.clear();
         self.state_request = None;
         self.commit_max = self.commit;
         self.install_log_suffix(&entries);
         self.persist_view_state(false);
+        self.maybe_complete_view();
         self.reset_view_change_timeout();
         if self.log.op() > self.commit {
             let (op, checksum) = (self.log.op(), self.log.head_checksum());
@@ -262,7 +264,9 @@ impl<S: StateMachine> Replica<S> {
         assert!(view >= self.view);
         self.view = view;
         self.status = Status::Normal;
-        self.last_normal_view = view;
+        // The log length of the view's start is unknown: the first entry of this view, or the
+        // primary's state, completes it.
+        self.start_view_op = None;
         self.pipeline.clear();
         self.request_queue.clear();
         self.state_request = None;

@@ -1,0 +1,131 @@
+//! The file operations storage needs, behind a small trait so tests can inject crashes.
+//!
+//! A [`Disk`] is one data directory: files are addressed by name. [`RealDisk`] maps each call to
+//! one system call on a cached file handle (`pwrite`, `pread`, `fdatasync`, `ftruncate`);
+//! `crate::sim_disk::SimDisk` (tests only) keeps files in memory, remembers which writes are not
+//! yet durable and can produce the image a crash would leave.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// A directory of files with positional I/O and explicit durability.
+///
+/// Contents become durable with [`Disk::sync`]; creating and removing names becomes durable with
+/// [`Disk::sync_dir`].
+pub(crate) trait Disk: Send {
+    /// Names of the regular files in the directory, sorted.
+    fn list(&mut self) -> io::Result<Vec<String>>;
+    /// Creates `name` empty, truncating it if it exists.
+    fn create(&mut self, name: &str) -> io::Result<()>;
+    /// Removes `name`.
+    fn remove(&mut self, name: &str) -> io::Result<()>;
+    /// The size of `name` in bytes.
+    fn len(&mut self, name: &str) -> io::Result<u64>;
+    /// Reads from `offset` until `buffer` is full or the file ends; returns the bytes read.
+    fn read_at(&mut self, name: &str, offset: u64, buffer: &mut [u8]) -> io::Result<usize>;
+    /// Writes all of `data` at `offset`, growing the file if needed.
+    fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Sets the size of `name`; growing fills with zeros.
+    fn set_len(&mut self, name: &str, len: u64) -> io::Result<()>;
+    /// Makes the contents and size of `name` durable (`fdatasync`).
+    fn sync(&mut self, name: &str) -> io::Result<()>;
+    /// Makes the creation and removal of names durable (`fsync` of the directory).
+    fn sync_dir(&mut self) -> io::Result<()>;
+}
+
+/// A [`Disk`] backed by a real directory.
+#[derive(Debug)]
+pub(crate) struct RealDisk {
+    directory: PathBuf,
+    files: BTreeMap<String, File>,
+}
+
+impl RealDisk {
+    /// A disk over `directory`, which must exist.
+    pub(crate) fn new(directory: &Path) -> Self {
+        Self {
+            directory: directory.to_path_buf(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    fn file(&mut self, name: &str) -> io::Result<&File> {
+        if !self.files.contains_key(name) {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.directory.join(name))?;
+            self.files.insert(name.to_owned(), file);
+        }
+        Ok(&self.files[name])
+    }
+}
+
+impl Disk for RealDisk {
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for item in fs::read_dir(&self.directory)? {
+            let item = item?;
+            if item.file_type()?.is_file()
+                && let Some(name) = item.file_name().to_str()
+            {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn create(&mut self, name: &str) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.directory.join(name))?;
+        self.files.insert(name.to_owned(), file);
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        self.files.remove(name);
+        fs::remove_file(self.directory.join(name))
+    }
+
+    fn len(&mut self, name: &str) -> io::Result<u64> {
+        Ok(self.file(name)?.metadata()?.len())
+    }
+
+    fn read_at(&mut self, name: &str, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+        let file = self.file(name)?;
+        let mut done = 0;
+        while done < buffer.len() {
+            match file.read_at(&mut buffer[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(count) => done += count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(done)
+    }
+
+    fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file(name)?.write_all_at(data, offset)
+    }
+
+    fn set_len(&mut self, name: &str, len: u64) -> io::Result<()> {
+        self.file(name)?.set_len(len)
+    }
+
+    fn sync(&mut self, name: &str) -> io::Result<()> {
+        self.file(name)?.sync_data()
+    }
+
+    fn sync_dir(&mut self) -> io::Result<()> {
+        File::open(&self.directory)?.sync_all()
+    }
+}

@@ -1,0 +1,93 @@
+//! Durable file storage for one vsr replica: a superblock, a write-ahead log and checkpoints.
+//!
+//! The core asks for [`vsr::Write`]s; [`FileStorage::write`] carries them out and
+//! [`FileStorage::sync`] makes them durable. On restart [`FileStorage::open`] rebuilds the
+//! [`vsr::DurableState`] the writes produced. Everything here is synchronous; a tokio server runs
+//! it on a dedicated thread through [`StorageThread`], which batches writes into one fdatasync
+//! (group commit). Design and ordering rules: `docs/storage.md`.
+//!
+//! # On-disk layout
+//!
+//! | file                          | holds                                                       |
+//! |-------------------------------|-------------------------------------------------------------|
+//! | `superblock`                  | 4 copies of the superblock, 4 KiB apart: identity, view state, live checkpoint and WAL |
+//! | `wal-<start>-<generation>.log`| the write-ahead log: entry and truncate records, from op `start` |
+//! | `checkpoint-<op>-<generation>.bin` | the snapshot at `op`, then a checksummed trailer       |
+//!
+//! Only the files the superblock names are live; others are leftovers of an interrupted
+//! checkpoint and are removed before the first write after open. Byte layouts: the superblock in
+//! `superblock.rs`, records in `record.rs`, checkpoint files in `checkpoint.rs`.
+//!
+//! # Durability
+//!
+//! * Appends and truncates are durable after [`FileStorage::sync`].
+//! * A view state write is durable when [`FileStorage::write`] returns: every earlier record is
+//!   synced first, then a superblock copy is written and synced. A crash therefore never keeps
+//!   a later write while losing an earlier one.
+//! * A checkpoint is durable when [`FileStorage::write`] returns: checkpoint file, then
+//!   superblock, then the log space is reused (a new WAL file), never the other way round.
+
+#![warn(missing_docs, unreachable_pub)]
+
+mod checkpoint;
+mod disk;
+mod error;
+mod record;
+#[cfg(test)]
+mod sim_disk;
+mod storage;
+mod superblock;
+mod thread;
+mod wal;
+
+#[cfg(test)]
+mod crash_tests;
+
+pub use error::StorageError;
+pub use storage::{FileStorage, format};
+pub use superblock::FORMAT_VERSION;
+pub use thread::{BATCH_WRITES_MAX, StorageThread};
+
+/// Who a data directory belongs to, fixed when it is formatted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The cluster id; every message and the data directory carry it.
+    pub cluster: u128,
+    /// This replica's index, `0..replica_count`.
+    pub replica: u8,
+    /// How many replicas the cluster has.
+    pub replica_count: u8,
+}
+
+/// Damage found in the log on open: the caller decides whether to repair or rebuild.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Damage {
+    /// Ops whose entries are unreadable while valid records follow them: corruption in the
+    /// middle of the log, not a crash. The returned state keeps only the entries before the
+    /// first of these; the first write after open discards everything after that point.
+    pub corrupt_ops: Vec<u64>,
+    /// Records at the end of the log that were partly written when the replica crashed. They
+    /// were never acknowledged (the core acknowledges only after sync), so they are cut off.
+    pub torn_tail_records: usize,
+}
+
+impl Damage {
+    /// Whether the log held no unreadable entry in its middle.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.corrupt_ops.is_empty()
+    }
+}
+
+/// What [`FileStorage::open`] returns.
+#[derive(Debug)]
+pub struct Opened {
+    /// The storage, ready for writes (which go after the last valid record).
+    pub storage: FileStorage,
+    /// Who the data belongs to.
+    pub identity: Identity,
+    /// The state the durable writes built up: hand it to the replica.
+    pub durable: vsr::DurableState,
+    /// Damage found in the log.
+    pub damage: Damage,
+}

@@ -1,0 +1,458 @@
+//! [`FileStorage`]: formatting, opening and writing a data directory.
+//!
+//! `write` turns each [`Write`] into file operations: appends and truncates become WAL records
+//! (buffered, written with one `pwrite` per flush, durable at `sync`); a view state becomes a
+//! superblock update; a checkpoint becomes a checkpoint file, a superblock update, and a WAL
+//! rotation, in that order. `open` reads the superblock, loads the checkpoint, replays the WAL.
+
+use std::path::{Path, PathBuf};
+
+use vsr::config::REPLICAS_MAX;
+use vsr::{Checkpoint, DurableState, ViewState, Write};
+
+use crate::disk::{Disk, RealDisk};
+use crate::superblock::{
+    COPIES, COPY_SIZE, COPY_STRIDE, Copy, SUPERBLOCK_FILE, Superblock, checkpoint_file_name,
+    is_data_file, wal_file_name,
+};
+use crate::wal::{Wal, replay};
+use crate::{Damage, Identity, Opened, StorageError, checkpoint, superblock};
+
+/// Sizes that tests shrink to exercise growth and chunking.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tuning {
+    /// The WAL file grows in steps of this many bytes.
+    pub(crate) wal_grow_bytes: u64,
+    /// Checkpoint files are written and read in chunks of this many bytes.
+    pub(crate) checkpoint_chunk_bytes: usize,
+    /// Buffered WAL records are written out once they exceed this many bytes.
+    pub(crate) flush_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            wal_grow_bytes: 64 << 20,
+            checkpoint_chunk_bytes: 1 << 20,
+            flush_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A replica's durable storage in one data directory. See the crate docs for the layout.
+pub struct FileStorage {
+    disk: Box<dyn Disk>,
+    tuning: Tuning,
+    /// The superblock as last written.
+    superblock: Superblock,
+    wal: Wal,
+    /// Work deferred from open to the first write: cut a damaged tail, finish an interrupted
+    /// rotation, remove leftover files.
+    maintenance_due: bool,
+    dirty_tail: bool,
+    /// Set by the first failed operation: the in-memory view may no longer match the disk.
+    failed: bool,
+}
+
+impl std::fmt::Debug for FileStorage {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("FileStorage")
+            .field("superblock", &self.superblock)
+            .field("wal", &self.wal.name)
+            .field("wal_end", &self.wal.end)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Formats `directory` (created if missing) as a new replica's data directory.
+///
+/// With `recovering`, the replica starts in recovery: it lost its state and must not vote until
+/// it has recovered from the cluster.
+///
+/// # Errors
+/// [`StorageError::AlreadyExists`] if vsr data is there already,
+/// [`StorageError::InvalidIdentity`], or [`StorageError::Io`].
+pub fn format(directory: &Path, identity: Identity, recovering: bool) -> Result<(), StorageError> {
+    check_identity(identity)?;
+    std::fs::create_dir_all(directory)?;
+    let mut disk = RealDisk::new(directory);
+    format_disk(
+        &mut disk,
+        directory,
+        identity,
+        recovering,
+        Tuning::default(),
+    )
+}
+
+fn check_identity(identity: Identity) -> Result<(), StorageError> {
+    let count_ok = (1..=REPLICAS_MAX).contains(&usize::from(identity.replica_count));
+    if count_ok && identity.replica < identity.replica_count {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidIdentity {
+            replica: identity.replica,
+            replica_count: identity.replica_count,
+            max: REPLICAS_MAX,
+        })
+    }
+}
+
+pub(crate) fn format_disk(
+    disk: &mut dyn Disk,
+    directory: &Path,
+    identity: Identity,
+    recovering: bool,
+    tuning: Tuning,
+) -> Result<(), StorageError> {
+    check_identity(identity)?;
+    let names = disk.list()?;
+    if names
+        .iter()
+        .any(|name| name == SUPERBLOCK_FILE || is_data_file(name))
+    {
+        return Err(StorageError::AlreadyExists(directory.to_path_buf()));
+    }
+    let mut superblock = Superblock {
+        cluster: identity.cluster,
+        replica: identity.replica,
+        replica_count: identity.replica_count,
+        sequence: 0,
+        view_state: ViewState {
+            recovering,
+            ..ViewState::default()
+        },
+        checkpoint: superblock::CheckpointReference::default(),
+        wal_start: 1,
+        wal_generation: 0,
+    };
+    let mut wal = Wal::create(disk, superblock.wal_file(), tuning.wal_grow_bytes)?;
+    wal.sync(disk)?;
+    // The superblock comes last: its presence marks the directory as formatted.
+    disk.create(SUPERBLOCK_FILE)?;
+    disk.set_len(SUPERBLOCK_FILE, superblock::SUPERBLOCK_FILE_SIZE)?;
+    for _ in 0..COPIES {
+        superblock.sequence += 1;
+        disk.write_at(
+            SUPERBLOCK_FILE,
+            superblock.copy_offset(),
+            &superblock.encode(),
+        )?;
+    }
+    disk.sync(SUPERBLOCK_FILE)?;
+    disk.sync_dir()?;
+    Ok(())
+}
+
+impl FileStorage {
+    /// Opens the data directory `directory` and rebuilds the durable state.
+    ///
+    /// With `expected_cluster`, refuses data of another cluster. Damage in the log does not
+    /// fail the open: it is reported in [`Opened::damage`]. Open writes nothing; the first
+    /// write afterwards discards whatever follows the last valid record.
+    ///
+    /// # Errors
+    /// [`StorageError::NotFound`], [`StorageError::NotVsrData`], [`StorageError::WrongCluster`],
+    /// [`StorageError::NewerFormat`], [`StorageError::Corrupt`] (no superblock copy is
+    /// readable, or the checkpoint or WAL file is damaged or missing), [`StorageError::Io`].
+    pub fn open(directory: &Path, expected_cluster: Option<u128>) -> Result<Opened, StorageError> {
+        if !directory.exists() {
+            return Err(StorageError::NotFound(directory.to_path_buf()));
+        }
+        if !directory.is_dir() {
+            return Err(StorageError::NotVsrData(directory.to_path_buf()));
+        }
+        let disk = Box::new(RealDisk::new(directory));
+        Self::open_disk(disk, directory, expected_cluster, Tuning::default())
+    }
+
+    pub(crate) fn open_disk(
+        mut disk: Box<dyn Disk>,
+        directory: &Path,
+        expected_cluster: Option<u128>,
+        tuning: Tuning,
+    ) -> Result<Opened, StorageError> {
+        let superblock = read_superblock(disk.as_mut(), directory)?;
+        if let Some(expected) = expected_cluster.filter(|cluster| *cluster != superblock.cluster) {
+            return Err(StorageError::WrongCluster {
+                expected,
+                found: superblock.cluster,
+            });
+        }
+        let checkpoint = match superblock.checkpoint_file() {
+            None => None,
+            Some(name) => Some(checkpoint::load(
+                disk.as_mut(),
+                &name,
+                &superblock.checkpoint,
+                tuning.checkpoint_chunk_bytes,
+            )?),
+        };
+        let (durable, wal, replay_damage) =
+            replay_wal(disk.as_mut(), &superblock, checkpoint, tuning)?;
+        let (damage, dirty_tail) = replay_damage;
+        let live_names = live_names(&superblock);
+        let leftovers = disk
+            .list()?
+            .into_iter()
+            .any(|name| is_data_file(&name) && !live_names.contains(&name));
+        let rotation_due = superblock.wal_start != superblock.checkpoint.op + 1;
+        let identity = Identity {
+            cluster: superblock.cluster,
+            replica: superblock.replica,
+            replica_count: superblock.replica_count,
+        };
+        let storage = FileStorage {
+            disk,
+            tuning,
+            superblock,
+            wal,
+            maintenance_due: dirty_tail || leftovers || rotation_due,
+            dirty_tail,
+            failed: false,
+        };
+        Ok(Opened {
+            storage,
+            identity,
+            durable,
+            damage,
+        })
+    }
+
+    /// Carries out one write. Appends and truncates may stay buffered until [`Self::sync`];
+    /// view states and checkpoints are durable when this returns.
+    ///
+    /// After an error the storage refuses every further call: the replica must stop.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] (disk full, I/O error), or [`StorageError::Corrupt`] if a live
+    /// record cannot be read back while reusing log space.
+    ///
+    /// # Panics
+    /// If an append does not continue the log: a bug in the caller, as in [`DurableState::apply`].
+    pub fn write(&mut self, write: &Write) -> Result<(), StorageError> {
+        self.usable()?;
+        let result = self.write_unchecked(write);
+        self.failed = result.is_err();
+        result
+    }
+
+    /// Makes every write so far durable (one fdatasync of the WAL, if it has unsynced writes).
+    ///
+    /// # Errors
+    /// [`StorageError::Io`]; after an error the storage refuses every further call.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.usable()?;
+        let result = self.wal.sync(self.disk.as_mut());
+        self.failed = result.is_err();
+        result
+    }
+
+    /// Bytes the live files take (allocated size; the WAL is preallocated in large steps).
+    #[must_use]
+    pub fn disk_usage_bytes(&self) -> u64 {
+        let checkpoint = if self.superblock.checkpoint.generation > 0 {
+            self.superblock.checkpoint.size + checkpoint::TRAILER_SIZE as u64
+        } else {
+            0
+        };
+        superblock::SUPERBLOCK_FILE_SIZE + self.wal.allocated.max(self.wal.end) + checkpoint
+    }
+
+    fn usable(&self) -> Result<(), StorageError> {
+        if self.failed {
+            return Err(StorageError::Io(std::io::Error::other(
+                "an earlier storage operation failed",
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_unchecked(&mut self, write: &Write) -> Result<(), StorageError> {
+        if self.maintenance_due {
+            self.maintain()?;
+        }
+        match write {
+            Write::Append(entry) => {
+                let expected = self
+                    .wal
+                    .live
+                    .back()
+                    .map_or(self.superblock.checkpoint.op, |last| last.op)
+                    + 1;
+                assert_eq!(entry.op, expected, "appends must be consecutive");
+                self.wal.append(entry);
+                if self.wal.buffered() >= self.tuning.flush_bytes {
+                    self.wal.flush(self.disk.as_mut())?;
+                }
+            }
+            Write::Truncate { op } => self.wal.truncate(*op),
+            Write::ViewState(view_state) => {
+                self.wal.sync(self.disk.as_mut())?;
+                self.superblock.view_state = *view_state;
+                self.write_superblock()?;
+            }
+            Write::Checkpoint(checkpoint) => self.checkpoint(checkpoint)?,
+        }
+        Ok(())
+    }
+
+    fn write_superblock(&mut self) -> Result<(), StorageError> {
+        self.superblock.sequence += 1;
+        let offset = self.superblock.copy_offset();
+        self.disk
+            .write_at(SUPERBLOCK_FILE, offset, &self.superblock.encode())?;
+        self.disk.sync(SUPERBLOCK_FILE)?;
+        Ok(())
+    }
+
+    /// Checkpoint file, then superblock, then reuse of log space: never the other way round.
+    fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+        // Earlier writes first, so no crash keeps the checkpoint but loses what preceded it.
+        self.wal.sync(self.disk.as_mut())?;
+        let generation = self.superblock.checkpoint.generation + 1;
+        let name = checkpoint_file_name(checkpoint.op, generation);
+        let reference = checkpoint::write(
+            self.disk.as_mut(),
+            &name,
+            generation,
+            checkpoint,
+            self.tuning.checkpoint_chunk_bytes,
+        )?;
+        self.superblock.checkpoint = reference;
+        self.write_superblock()?;
+        self.wal.checkpoint(checkpoint.op);
+        self.rotate()
+    }
+
+    /// Moves the live entries to a new WAL file starting after the checkpoint, points the
+    /// superblock to it, then removes the old files.
+    fn rotate(&mut self) -> Result<(), StorageError> {
+        let start = self.superblock.checkpoint.op + 1;
+        let generation = self.superblock.wal_generation + 1;
+        let next = self
+            .wal
+            .rotate(self.disk.as_mut(), wal_file_name(start, generation))?;
+        self.superblock.wal_start = start;
+        self.superblock.wal_generation = generation;
+        self.write_superblock()?;
+        self.wal = next;
+        self.remove_leftovers()
+    }
+
+    fn remove_leftovers(&mut self) -> Result<(), StorageError> {
+        let live = live_names(&self.superblock);
+        let mut removed = false;
+        for name in self.disk.list()? {
+            if is_data_file(&name) && !live.contains(&name) {
+                self.disk.remove(&name)?;
+                removed = true;
+            }
+        }
+        if removed {
+            self.disk.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    /// The work open defers to the first write.
+    fn maintain(&mut self) -> Result<(), StorageError> {
+        if self.dirty_tail {
+            // Zero everything after the valid records, durably, before writing there: no stale
+            // record may survive behind new ones.
+            let disk = self.disk.as_mut();
+            disk.set_len(&self.wal.name, self.wal.end)?;
+            disk.sync(&self.wal.name)?;
+            self.wal.allocated = self.wal.end;
+            self.dirty_tail = false;
+        }
+        if self.superblock.wal_start != self.superblock.checkpoint.op + 1 {
+            self.rotate()?;
+        }
+        self.remove_leftovers()?;
+        self.maintenance_due = false;
+        Ok(())
+    }
+}
+
+fn live_names(superblock: &Superblock) -> Vec<String> {
+    let mut names = vec![superblock.wal_file()];
+    names.extend(superblock.checkpoint_file());
+    names
+}
+
+fn read_superblock(disk: &mut dyn Disk, directory: &Path) -> Result<Superblock, StorageError> {
+    let not_vsr = || StorageError::NotVsrData(PathBuf::from(directory));
+    if !disk.list()?.iter().any(|name| name == SUPERBLOCK_FILE) {
+        return Err(not_vsr());
+    }
+    let mut copies = Vec::with_capacity(COPIES);
+    for index in 0..COPIES as u64 {
+        let mut bytes = [0u8; COPY_SIZE];
+        let read = disk.read_at(SUPERBLOCK_FILE, index * COPY_STRIDE, &mut bytes)?;
+        copies.push(Superblock::decode(&bytes[..read]));
+    }
+    match superblock::best(&copies) {
+        Copy::Valid(superblock) => Ok(superblock),
+        Copy::Newer(found) => Err(StorageError::NewerFormat {
+            found,
+            supported: superblock::FORMAT_VERSION,
+        }),
+        Copy::Damaged => Err(StorageError::Corrupt(format!(
+            "every copy of the superblock in {} is damaged",
+            directory.display()
+        ))),
+        Copy::Foreign => Err(not_vsr()),
+    }
+}
+
+type ReplayDamage = (Damage, bool);
+
+/// Replays the live WAL on top of the checkpoint.
+///
+/// The WAL may start before the checkpoint (a crash between the superblock update and the
+/// rotation): replay then starts from a stand-in checkpoint at the WAL's start and applies the
+/// real checkpoint at the end, which is what applying the writes in order would have done.
+fn replay_wal(
+    disk: &mut dyn Disk,
+    superblock: &Superblock,
+    checkpoint: Option<Checkpoint>,
+    tuning: Tuning,
+) -> Result<(DurableState, Wal, ReplayDamage), StorageError> {
+    let name = superblock.wal_file();
+    if !disk.list()?.contains(&name) {
+        return Err(StorageError::Corrupt(format!(
+            "the live WAL file {name} is missing"
+        )));
+    }
+    let base = (superblock.wal_start > 1).then(|| Checkpoint {
+        op: superblock.wal_start - 1,
+        op_checksum: 0,
+        snapshot: bytes::Bytes::new(),
+    });
+    let mut durable = DurableState {
+        view_state: superblock.view_state,
+        checkpoint: base,
+        entries: std::collections::VecDeque::new(),
+    };
+    let replay = replay(disk, &name, &mut durable)?;
+    let mut wal = Wal::new(
+        name,
+        replay.end,
+        replay.file_size,
+        replay.live,
+        tuning.wal_grow_bytes,
+    );
+    durable.checkpoint = None;
+    if let Some(checkpoint) = checkpoint {
+        wal.checkpoint(checkpoint.op);
+        durable.apply(&Write::Checkpoint(checkpoint));
+    }
+    let damage = Damage {
+        corrupt_ops: replay.corrupt_ops,
+        torn_tail_records: replay.torn_tail_records,
+    };
+    Ok((durable, wal, (damage, replay.dirty_tail)))
+}

@@ -1,0 +1,400 @@
+//! What `open` makes of every state a data directory can be in, on real files.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use bytes::Bytes;
+use vsr::checksum::checksum;
+use vsr::{Checkpoint, DurableState, Entry, Operation, ViewState, Write};
+use vsr_storage::{Damage, FileStorage, Identity, StorageError, StorageThread, format};
+
+const IDENTITY: Identity = Identity {
+    cluster: 0xabc,
+    replica: 2,
+    replica_count: 3,
+};
+const RECORD_HEADER_SIZE: u64 = 96;
+const ENTRY_HEADER_SIZE: u64 = 85;
+const COPY_STRIDE: u64 = 4096;
+
+fn entry(op: u64, parent: u128) -> Entry {
+    let body = Bytes::from(vec![op as u8; 10]);
+    Entry::new(op, 1, parent, 5, 1, op, Operation::StateMachine, body)
+}
+
+/// The size of the WAL record of [`entry`].
+fn record_size() -> u64 {
+    RECORD_HEADER_SIZE + ENTRY_HEADER_SIZE + 10
+}
+
+fn entries(first: u64, count: u64, parent: u128) -> Vec<Entry> {
+    let mut parent = parent;
+    (first..first + count)
+        .map(|op| {
+            let entry = entry(op, parent);
+            parent = entry.checksum;
+            entry
+        })
+        .collect()
+}
+
+/// A formatted directory holding `writes`, synced; returns the state they build.
+fn directory_with(writes: &[Write]) -> (tempfile::TempDir, DurableState) {
+    let directory = tempfile::tempdir().unwrap();
+    format(directory.path(), IDENTITY, false).unwrap();
+    let mut storage = FileStorage::open(directory.path(), Some(IDENTITY.cluster))
+        .unwrap()
+        .storage;
+    let mut state = DurableState::default();
+    for write in writes {
+        storage.write(write).unwrap();
+        state.apply(write);
+    }
+    storage.sync().unwrap();
+    (directory, state)
+}
+
+fn appends(entries: &[Entry]) -> Vec<Write> {
+    entries.iter().cloned().map(Write::Append).collect()
+}
+
+fn file_starting_with(directory: &Path, prefix: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = fs::read_dir(directory)
+        .unwrap()
+        .map(|item| item.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(prefix)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found.pop().unwrap()
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x40], offset).unwrap();
+}
+
+#[test]
+fn a_missing_path_is_not_found() {
+    let directory = tempfile::tempdir().unwrap();
+    let missing = directory.path().join("nothing");
+    let error = FileStorage::open(&missing, None).unwrap_err();
+    assert!(
+        matches!(&error, StorageError::NotFound(path) if *path == missing),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("format"),
+        "the message says what to do: {error}"
+    );
+}
+
+#[test]
+fn a_directory_of_other_files_is_not_vsr_data() {
+    let directory = tempfile::tempdir().unwrap();
+    fs::write(directory.path().join("notes.txt"), b"hello").unwrap();
+    fs::write(directory.path().join("data.bin"), vec![7u8; 20_000]).unwrap();
+    let error = FileStorage::open(directory.path(), None).unwrap_err();
+    assert!(matches!(error, StorageError::NotVsrData(_)), "{error}");
+
+    // A file called superblock that is not one.
+    fs::write(directory.path().join("superblock"), vec![0x5au8; 20_000]).unwrap();
+    let error = FileStorage::open(directory.path(), None).unwrap_err();
+    assert!(matches!(error, StorageError::NotVsrData(_)), "{error}");
+
+    let file = directory.path().join("notes.txt");
+    assert!(matches!(
+        FileStorage::open(&file, None),
+        Err(StorageError::NotVsrData(_))
+    ));
+}
+
+#[test]
+fn format_creates_the_directory_and_refuses_to_overwrite() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("a").join("b");
+    format(&path, IDENTITY, true).unwrap();
+    let opened = FileStorage::open(&path, None).unwrap();
+    assert_eq!(opened.identity, IDENTITY);
+    assert_eq!(opened.durable, DurableState::recovering());
+    assert_eq!(opened.damage, Damage::default());
+    let error = format(&path, IDENTITY, false).unwrap_err();
+    assert!(matches!(error, StorageError::AlreadyExists(_)), "{error}");
+
+    let bad = Identity {
+        replica: 3,
+        ..IDENTITY
+    };
+    let error = format(&directory.path().join("c"), bad, false).unwrap_err();
+    assert!(
+        matches!(error, StorageError::InvalidIdentity { .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn another_cluster_is_refused() {
+    let (directory, _) = directory_with(&[]);
+    let error = FileStorage::open(directory.path(), Some(0xdef)).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StorageError::WrongCluster {
+                expected: 0xdef,
+                found: 0xabc
+            }
+        ),
+        "{error}"
+    );
+    assert!(FileStorage::open(directory.path(), None).is_ok());
+}
+
+#[test]
+fn a_newer_format_is_refused() {
+    let (directory, _) = directory_with(&[]);
+    let path = directory.path().join("superblock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    for copy in 0..4 {
+        let mut bytes = [0u8; 256];
+        file.read_exact_at(&mut bytes, copy * COPY_STRIDE).unwrap();
+        bytes[24..26].copy_from_slice(&2u16.to_le_bytes());
+        let sealed = checksum(&bytes[16..]);
+        bytes[..16].copy_from_slice(&sealed.to_le_bytes());
+        file.write_all_at(&bytes, copy * COPY_STRIDE).unwrap();
+    }
+    let error = FileStorage::open(directory.path(), None).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StorageError::NewerFormat {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn damaged_superblock_copies_fall_back_to_the_others() {
+    let view_state = ViewState {
+        view: 4,
+        last_normal_view: 4,
+        commit: 2,
+        recovering: false,
+    };
+    let mut writes = appends(&entries(1, 3, 0));
+    writes.push(Write::ViewState(view_state));
+    let (directory, state) = directory_with(&writes);
+    let path = directory.path().join("superblock");
+    // Format wrote sequences 1..=4 (copy = sequence % 4), the view state sequence 5 to copy 1.
+    for copy in [0, 2] {
+        flip_byte(&path, copy * COPY_STRIDE + 60);
+        assert_eq!(
+            FileStorage::open(directory.path(), None).unwrap().durable,
+            state
+        );
+    }
+    // The newest copy damaged too: the state falls back to the newest valid copy (sequence 3).
+    flip_byte(&path, COPY_STRIDE + 100);
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.durable.view_state, ViewState::default());
+    assert_eq!(opened.durable.entries, state.entries);
+
+    flip_byte(&path, 3 * COPY_STRIDE + 200);
+    let error = FileStorage::open(directory.path(), None).unwrap_err();
+    assert!(matches!(error, StorageError::Corrupt(_)), "{error}");
+}
+
+#[test]
+fn one_damaged_copy_loses_nothing_when_it_is_not_the_newest() {
+    let view_state = ViewState {
+        view: 4,
+        last_normal_view: 4,
+        commit: 0,
+        recovering: false,
+    };
+    let (directory, state) = directory_with(&[Write::ViewState(view_state)]);
+    let path = directory.path().join("superblock");
+    for copy in [0, 2, 3] {
+        flip_byte(&path, copy * COPY_STRIDE + 40);
+    }
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.durable, state);
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_later_writes_go_after_the_valid_records() {
+    let log = entries(1, 5, 0);
+    let (directory, state) = directory_with(&appends(&log));
+    let wal = file_starting_with(directory.path(), "wal-");
+    // The last record is half written, the rest of the file never was.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(4 * record_size() + record_size() / 2)
+        .unwrap();
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(
+        opened.damage,
+        Damage {
+            corrupt_ops: vec![],
+            torn_tail_records: 1
+        }
+    );
+    let mut expected = state.clone();
+    expected.entries.pop_back();
+    assert_eq!(opened.durable, expected);
+
+    let mut storage = opened.storage;
+    let replacement = entries(5, 2, log[3].checksum);
+    for write in appends(&replacement) {
+        storage.write(&write).unwrap();
+        expected.apply(&write);
+    }
+    storage.sync().unwrap();
+    drop(storage);
+    let reopened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(reopened.damage, Damage::default());
+    assert_eq!(reopened.durable, expected);
+}
+
+#[test]
+fn a_flipped_byte_in_the_middle_of_the_wal_is_reported_as_damage() {
+    let log = entries(1, 6, 0);
+    let (directory, state) = directory_with(&appends(&log));
+    let wal = file_starting_with(directory.path(), "wal-");
+    // A byte in the body of op 3's record: its header survives and names the op.
+    flip_byte(&wal, 2 * record_size() + RECORD_HEADER_SIZE + 40);
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.damage.corrupt_ops, vec![3]);
+    assert_eq!(opened.damage.torn_tail_records, 0);
+    assert_eq!(
+        opened.durable.entries,
+        state.entries.range(..2).cloned().collect::<Vec<_>>()
+    );
+    // A byte in the header of op 2's record: the op is inferred from the records after it.
+    flip_byte(&wal, record_size() + 50);
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.damage.corrupt_ops, vec![2, 3]);
+    assert_eq!(opened.durable.entries.len(), 1);
+}
+
+#[test]
+fn a_damaged_checkpoint_file_is_corrupt() {
+    let log = entries(1, 4, 0);
+    let mut writes = appends(&log);
+    writes.push(Write::Checkpoint(Checkpoint {
+        op: 2,
+        op_checksum: log[1].checksum,
+        snapshot: Bytes::from(vec![9u8; 5000]),
+    }));
+    writes.extend(appends(&entries(5, 1, log[3].checksum)));
+    let (directory, state) = directory_with(&writes);
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.durable, state);
+    assert_eq!(
+        opened.durable.entries.front().map(|entry| entry.op),
+        Some(3)
+    );
+    drop(opened);
+
+    let path = file_starting_with(directory.path(), "checkpoint-");
+    flip_byte(&path, 1234);
+    let error = FileStorage::open(directory.path(), None).unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Corrupt(why) if why.contains("checkpoint")),
+        "{error}"
+    );
+    fs::remove_file(&path).unwrap();
+    let error = FileStorage::open(directory.path(), None).unwrap_err();
+    assert!(matches!(error, StorageError::Corrupt(_)), "{error}");
+}
+
+#[test]
+fn checkpoints_keep_disk_use_bounded() {
+    let (directory, _) = directory_with(&[]);
+    let mut storage = FileStorage::open(directory.path(), None).unwrap().storage;
+    let mut state = DurableState::default();
+    let mut parent = 0;
+    for op in 1..=3000 {
+        let entry = entry(op, parent);
+        parent = entry.checksum;
+        let write = Write::Append(entry);
+        storage.write(&write).unwrap();
+        state.apply(&write);
+        if op % 500 == 0 {
+            let snapshot = Bytes::from(vec![op as u8; 100_000]);
+            let write = Write::Checkpoint(Checkpoint {
+                op: op - 3,
+                op_checksum: 0,
+                snapshot,
+            });
+            storage.write(&write).unwrap();
+            state.apply(&write);
+        }
+    }
+    storage.sync().unwrap();
+    assert!(storage.disk_usage_bytes() < (64 << 20) + 200_000);
+    let names: Vec<_> = fs::read_dir(directory.path()).unwrap().collect();
+    assert_eq!(names.len(), 3, "superblock, one WAL, one checkpoint");
+    drop(storage);
+    assert_eq!(
+        FileStorage::open(directory.path(), None).unwrap().durable,
+        state
+    );
+}
+
+#[test]
+fn the_storage_thread_commits_in_groups_and_reports_in_order() {
+    let (directory, _) = directory_with(&[]);
+    let storage = FileStorage::open(directory.path(), None).unwrap().storage;
+    let (sender, receiver) = mpsc::channel();
+    let thread = StorageThread::spawn(storage, Box::new(move |seq| sender.send(seq).unwrap()));
+    let log = entries(1, 200, 0);
+    let mut state = DurableState::default();
+    for (seq, write) in (1..).zip(appends(&log)) {
+        state.apply(&write);
+        thread.submit(seq, write);
+    }
+    let view_state = ViewState {
+        view: 1,
+        last_normal_view: 1,
+        commit: 100,
+        recovering: false,
+    };
+    thread.submit(1000, Write::ViewState(view_state));
+    state.apply(&Write::ViewState(view_state));
+    let mut reported = Vec::new();
+    while reported.last() != Some(&1000) {
+        reported.push(receiver.recv().unwrap());
+    }
+    assert!(
+        reported.windows(2).all(|pair| pair[0] < pair[1]),
+        "{reported:?}"
+    );
+    assert!(thread.is_running());
+    thread.join().unwrap();
+    assert_eq!(
+        FileStorage::open(directory.path(), None).unwrap().durable,
+        state
+    );
+}
