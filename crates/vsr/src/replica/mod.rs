@@ -411,9 +411,10 @@ impl<S: StateMachine> Replica<S> {
 
     /// A backup in normal status whose log now holds the log its view started with claims the
     /// view as its last normal view (durably, before any prepare_ok that follows).
-    fn maybe_complete_view(&mut self) {
+    /// Returns whether it did.
+    fn maybe_complete_view(&mut self) -> bool {
         if !matches!(self.status, Status::Normal) || self.last_normal_view == self.view {
-            return;
+            return false;
         }
         // An entry of this view at the head: the primary created it after the start_view, so
         // the hash chain below it is the whole start_view log.
@@ -423,6 +424,16 @@ impl<S: StateMachine> Replica<S> {
             self.last_normal_view = self.view;
             self.start_view_op = None;
             self.persist_view_state(false);
+            return true;
+        }
+        false
+    }
+
+    /// A backup in normal status votes for its whole log, once durable.
+    fn vote_for_log(&mut self) {
+        if matches!(self.status, Status::Normal) && !self.is_primary() && self.log.op() > self.commit {
+            let (view, op, checksum) = (self.view, self.log.op(), self.log.head_checksum());
+            self.after_durable(Deferred::PrepareOk { view, op, checksum });
         }
     }
 

@@ -215,7 +215,7 @@ impl<S: StateMachine> Replica<S> {
         let (op, checksum) = (entry.op, entry.checksum);
         self.log.append(entry.clone());
         self.persist(Write::Append(entry));
-        self.maybe_complete_view();
+        let _ = self.maybe_complete_view();
         self.after_durable(Deferred::PrepareOk { view: self.view, op, checksum });
     }
 

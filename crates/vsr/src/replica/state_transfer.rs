@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use super::{Deferred, Replica, Status};
+use super::{Replica, Status};
 use crate::checksum::checksum;
 use crate::command::{Checkpoint, Write};
 use crate::config::{MESSAGE_BODY_SIZE_MAX, OPERATION_SIZE_MAX};
@@ -99,7 +99,16 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn on_get_state(&mut self, from: ReplicaIndex, view: u64, op: u64, commit: u64) {
         let same_view = matches!(self.status, Status::Normal) && view == self.view;
         let (after, up_to) = if same_view { (op, self.log.op()) } else { (commit, self.commit) };
-        if up_to <= after || commit > op {
+        if commit > op {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        if up_to <= after {
+            // Nothing to send, but the primary's answer tells a backup that it holds the
+            // whole log of the view.
+            if same_view && self.is_primary() && up_to == after {
+                self.send_new_state(from, true, StatePayload::Entries(Vec::new()));
+            }
             return;
         }
         if after >= self.log.base_op() {
@@ -166,6 +175,10 @@ impl<S: StateMachine> Replica<S> {
             && view == self.view
             && (self.config.primary(view) == from || matches!(self.status, Status::Normal));
         let op_before = self.log.op();
+        if authoritative && self.config.primary(view) == from && matches!(self.status, Status::Normal) {
+            // The primary's log holds the whole log the view started with.
+            self.start_view_op = Some(self.start_view_op.unwrap_or(0).max(op));
+        }
         let installed = match payload {
             StatePayload::Entries(entries) => self.install_entries(&entries, commit, authoritative),
             StatePayload::Delta { op, op_checksum, since, offset, total_size, total_checksum, chunk } => {
@@ -182,21 +195,19 @@ impl<S: StateMachine> Replica<S> {
             }
         };
         if !installed {
+            if self.maybe_complete_view() {
+                self.vote_for_log();
+            }
             return;
         }
         self.stats.state_transfers += 1;
         self.state_request = None;
+        let completed = self.maybe_complete_view();
         if authoritative && matches!(self.status, Status::Normal) {
-            if self.config.primary(view) == from {
-                // The primary's log holds the whole log the view started with.
-                self.start_view_op = Some(self.start_view_op.unwrap_or(0).max(op));
-            }
-            self.maybe_complete_view();
             self.advance_commit(commit);
         }
-        if matches!(self.status, Status::Normal) && !self.is_primary() && self.log.op() > op_before {
-            let (view, op, checksum) = (self.view, self.log.op(), self.log.head_checksum());
-            self.after_durable(Deferred::PrepareOk { view, op, checksum });
+        if completed || self.log.op() > op_before {
+            self.vote_for_log();
         }
         match self.status {
             Status::ViewChange(_) => self.on_view_change_state_installed(),

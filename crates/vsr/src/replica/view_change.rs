@@ -246,7 +246,7 @@ impl<S: StateMachine> Replica<S> {
         self.commit_max = self.commit;
         self.install_log_suffix(&entries);
         self.persist_view_state(false);
-        self.maybe_complete_view();
+        let _ = self.maybe_complete_view();
         self.reset_view_change_timeout();
         if self.log.op() > self.commit {
             let (op, checksum) = (self.log.op(), self.log.head_checksum());

@@ -1,0 +1,256 @@
+//! An async client for library users: [`Client::request`] sends one operation to the cluster
+//! and waits for its result, or says whether it may have executed.
+//!
+//! A [`Client`] holds one [`vsr::Client`] session (the protocol: registration, request numbers,
+//! primary discovery, retries) and the connections it speaks through ([`connection`]). Requests
+//! are serialized: VR allows one request in flight per client. While a request is in flight a
+//! tick interval drives the session's retries and replies from any replica are fed to it.
+//! When a request's deadline passes the session is replaced by a fresh one (new client id, new
+//! connections), so a late reply can never be mistaken for the answer to a later request.
+
+mod connection;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Mutex, mpsc};
+use tokio::time::{Instant, MissedTickBehavior};
+use vsr::config::{OPERATION_SIZE_MAX, REPLICAS_MAX};
+use vsr::{ClientEvent, ClientId, Envelope, Message, Operation};
+
+use crate::error::{ClientError, RequestError};
+use crate::transport::{TcpTransport, Transport};
+use connection::{Connections, Outbound, SENT_CANCELLED, SENT_PENDING};
+
+/// Replies waiting for the session.
+const REPLIES_QUEUE_MAX: usize = 256;
+/// The client's tick: its retry timeouts count these.
+const TICK: Duration = Duration::from_millis(10);
+
+/// A client of a vsr cluster; see the module docs. Cheap to share (`&self` methods; wrap it in
+/// an `Arc` to share it between tasks).
+pub struct Client<T: Transport = TcpTransport> {
+    transport: T,
+    cluster: u128,
+    addresses: Arc<[String]>,
+    session: Mutex<Session>,
+    /// The current session's client id, readable without waiting for a request.
+    id: std::sync::Mutex<ClientId>,
+}
+
+impl<T: Transport> std::fmt::Debug for Client<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("cluster", &format_args!("{:x}", self.cluster))
+            .field("addresses", &self.addresses)
+            .field("client_id", &format_args!("{:x}", self.client_id()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One protocol session and the connections it speaks through.
+struct Session {
+    core: vsr::Client,
+    connections: Connections,
+    replies: mpsc::Receiver<Envelope>,
+}
+
+impl Client<TcpTransport> {
+    /// A client of cluster `cluster` whose replica i is at `addresses[i]` (`host:port`).
+    ///
+    /// Connections open lazily, so no replica needs to be up yet.
+    ///
+    /// # Errors
+    /// When the number of addresses is not a supported cluster size, or OS entropy fails.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn connect(cluster: u128, addresses: Vec<String>) -> Result<Self, ClientError> {
+        Self::connect_with(TcpTransport, cluster, addresses)
+    }
+}
+
+impl<T: Transport> Client<T> {
+    /// [`Client::connect`] over another [`Transport`].
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn connect_with(
+        transport: T,
+        cluster: u128,
+        addresses: Vec<String>,
+    ) -> Result<Self, ClientError> {
+        if addresses.len() > REPLICAS_MAX || addresses.len().is_multiple_of(2) {
+            return Err(ClientError::AddressCount {
+                addresses: addresses.len(),
+            });
+        }
+        let addresses: Arc<[String]> = addresses.into();
+        let session = new_session(&transport, cluster, &addresses)?;
+        let id = std::sync::Mutex::new(session.core.id());
+        Ok(Self {
+            transport,
+            cluster,
+            addresses,
+            session: Mutex::new(session),
+            id,
+        })
+    }
+
+    /// The current session's client id. It changes when a request's deadline passes (the
+    /// client then starts a fresh session).
+    #[must_use]
+    pub fn client_id(&self) -> u128 {
+        *self
+            .id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Executes the encoded operation `body` on the cluster and returns the encoded result.
+    ///
+    /// Waits at most `deadline`, including the wait for this client's earlier requests (one
+    /// request is in flight at a time).
+    ///
+    /// # Errors
+    /// [`RequestError::NotExecuted`] when the operation was certainly not executed (it is too
+    /// large, or was never sent because no replica could be reached in time);
+    /// [`RequestError::Unknown`] when it was sent but no result arrived before the deadline,
+    /// or the session was evicted: it may or may not have executed.
+    pub async fn request(&self, body: Bytes, deadline: Duration) -> Result<Bytes, RequestError> {
+        let deadline_at = Instant::now() + deadline;
+        if body.len() > OPERATION_SIZE_MAX {
+            let reason = format!(
+                "{} bytes is more than the maximum {OPERATION_SIZE_MAX}",
+                body.len()
+            );
+            return Err(RequestError::NotExecuted { reason });
+        }
+        let Ok(mut session) = tokio::time::timeout_at(deadline_at, self.session.lock()).await
+        else {
+            let reason = "the deadline passed while another request of this client was in flight";
+            return Err(RequestError::NotExecuted {
+                reason: reason.to_owned(),
+            });
+        };
+        if session.core.is_busy() {
+            // An earlier caller gave up (dropped its future) mid-request.
+            self.replace(&mut session)?;
+        }
+        let sent = Arc::new(AtomicU8::new(SENT_PENDING));
+        session.core.submit(body);
+        match drive(&mut session, &sent, deadline_at).await {
+            Some(ClientEvent::Completed { result, .. }) => Ok(result),
+            Some(_) => Err(RequestError::Unknown {
+                reason: "the cluster evicted this client's session; the next request registers \
+                         a new one"
+                    .to_owned(),
+            }),
+            None => {
+                let cancelled = sent
+                    .compare_exchange(
+                        SENT_PENDING,
+                        SENT_CANCELLED,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok();
+                self.replace(&mut session)?;
+                Err(if cancelled {
+                    RequestError::NotExecuted {
+                        reason: "no replica could be reached before the deadline".to_owned(),
+                    }
+                } else {
+                    RequestError::Unknown {
+                        reason: "the deadline passed before a reply arrived".to_owned(),
+                    }
+                })
+            }
+        }
+    }
+
+    /// Starts a fresh session: new client id, new connections.
+    fn replace(&self, session: &mut Session) -> Result<(), RequestError> {
+        *session =
+            new_session(&self.transport, self.cluster, &self.addresses).map_err(|error| {
+                RequestError::NotExecuted {
+                    reason: format!("cannot start a new session: {error}"),
+                }
+            })?;
+        *self
+            .id
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = session.core.id();
+        Ok(())
+    }
+}
+
+fn new_session<T: Transport>(
+    transport: &T,
+    cluster: u128,
+    addresses: &[String],
+) -> Result<Session, ClientError> {
+    let entropy = |error: getrandom::Error| ClientError::Entropy(error.to_string());
+    let mut id: ClientId = 0;
+    while id == 0 {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(entropy)?;
+        id = u128::from_le_bytes(bytes);
+    }
+    let seed = getrandom::u64().map_err(entropy)?;
+    let replica_count = u8::try_from(addresses.len()).expect("checked by connect");
+    let core = vsr::Client::new(cluster, replica_count, id, seed);
+    let (sender, replies) = mpsc::channel(REPLIES_QUEUE_MAX);
+    let connections = Connections::spawn(transport, addresses, &sender);
+    Ok(Session {
+        core,
+        connections,
+        replies,
+    })
+}
+
+/// Runs the session until its request completes (`Completed` or `Evicted`) or the deadline
+/// passes (`None`).
+async fn drive(
+    session: &mut Session,
+    sent: &Arc<AtomicU8>,
+    deadline_at: Instant,
+) -> Option<ClientEvent> {
+    let mut ticks = tokio::time::interval_at(Instant::now() + TICK, TICK);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_encoded: Option<(Envelope, Bytes)> = None;
+    loop {
+        while let Some(event) = session.core.poll() {
+            let ClientEvent::Send { to, envelope } = event else {
+                return Some(event);
+            };
+            let operation = matches!(
+                envelope.message,
+                Message::Request {
+                    operation: Operation::StateMachine,
+                    ..
+                }
+            );
+            let frame = match &last_encoded {
+                Some((previous, frame)) if *previous == envelope => frame.clone(),
+                _ => {
+                    let frame = Bytes::from(vsr::wire::encode(&envelope));
+                    last_encoded = Some((envelope, frame.clone()));
+                    frame
+                }
+            };
+            let sent = operation.then(|| Arc::clone(sent));
+            session.connections.send(to, Outbound { frame, sent });
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline_at) => return None,
+            _ = ticks.tick() => session.core.on_tick(),
+            Some(envelope) = session.replies.recv() => session.core.on_message(envelope),
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Framing over byte streams, bounded frame queues and reconnect backoff: the pieces every
+//! connection (inbound, peer, client) shares.
+//!
+//! A [`FrameReader`] turns a stream into verified envelopes: it reads the 128-byte header,
+//! asks [`wire::frame_size`] for the frame's size (which checks the header checksum and bounds
+//! the size before a byte of body is buffered), reads the body into a reused buffer and hands
+//! the frame to [`wire::decode`]. Writers drain a [`QueueReceiver`] in batches: every frame
+//! available at once goes out in one `write_all`.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use vsr::Envelope;
+use vsr::wire::{self, DecodeError, HEADER_SIZE};
+
+/// Buffer of a frame reader: many small frames per read system call.
+const READ_BUFFER_SIZE: usize = 64 * 1024;
+/// Frames at least this large are written directly rather than copied into the batch buffer.
+const WRITE_DIRECT_SIZE: usize = 64 * 1024;
+/// Bytes gathered into one batched write.
+const WRITE_BATCH_SIZE_MAX: usize = 256 * 1024;
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The connection failed.
+    Io(io::Error),
+    /// The stream ended inside a frame.
+    Truncated,
+    /// The frame was rejected by the wire format.
+    Decode(DecodeError),
+}
+
+/// Reads verified envelopes from a byte stream.
+pub(crate) struct FrameReader<R> {
+    reader: BufReader<R>,
+    buffer: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(reader: R) -> Self {
+        Self {
+            reader: BufReader::with_capacity(READ_BUFFER_SIZE, reader),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next envelope and its frame size, or `None` when the stream ended between frames.
+    pub(crate) async fn next(&mut self) -> Result<Option<(Envelope, usize)>, ReadError> {
+        self.buffer.resize(HEADER_SIZE, 0);
+        let mut filled = 0;
+        while filled < HEADER_SIZE {
+            match self
+                .reader
+                .read(&mut self.buffer[filled..HEADER_SIZE])
+                .await
+            {
+                Ok(0) if filled == 0 => return Ok(None),
+                Ok(0) => return Err(ReadError::Truncated),
+                Ok(read) => filled += read,
+                Err(error) => return Err(ReadError::Io(error)),
+            }
+        }
+        let size = match wire::frame_size(&self.buffer) {
+            Ok(Some(size)) => size,
+            Ok(None) => unreachable!("a whole header was read"),
+            Err(error) => return Err(ReadError::Decode(error)),
+        };
+        self.buffer.resize(size, 0);
+        match self
+            .reader
+            .read_exact(&mut self.buffer[HEADER_SIZE..])
+            .await
+        {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(ReadError::Truncated);
+            }
+            Err(error) => return Err(ReadError::Io(error)),
+        }
+        let envelope = wire::decode(&self.buffer).map_err(ReadError::Decode)?;
+        if self.buffer.capacity() > READ_BUFFER_SIZE {
+            // Do not keep a multi-megabyte buffer for a connection that sent one large frame.
+            self.buffer = Vec::new();
+        }
+        Ok(Some((envelope, size)))
+    }
+}
+
+/// Something a frame queue carries.
+pub(crate) trait QueueItem: Send + 'static {
+    /// The encoded frame.
+    fn frame(&self) -> &Bytes;
+    /// Called just before the frame is written; `false` skips it.
+    fn claim(&self) -> bool {
+        true
+    }
+}
+
+impl QueueItem for Bytes {
+    fn frame(&self) -> &Bytes {
+        self
+    }
+}
+
+/// Why a frame was not queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QueueError {
+    /// The queue holds its maximum of frames or bytes.
+    Full,
+    /// The receiving task is gone.
+    Closed,
+}
+
+/// The sending side of a queue bounded both in frames and in bytes.
+#[derive(Debug)]
+pub(crate) struct QueueSender<T> {
+    sender: mpsc::Sender<T>,
+    bytes: Arc<AtomicUsize>,
+    bytes_max: usize,
+}
+
+impl<T> Clone for QueueSender<T> {
+    fn clone(&self) -> Self {
+        Self {
+            sender: self.sender.clone(),
+            bytes: Arc::clone(&self.bytes),
+            bytes_max: self.bytes_max,
+        }
+    }
+}
+
+/// The receiving side of a bounded frame queue.
+pub(crate) struct QueueReceiver<T> {
+    receiver: mpsc::Receiver<T>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// A queue of at most `frames_max` frames and `bytes_max` bytes.
+pub(crate) fn queue<T: QueueItem>(
+    frames_max: usize,
+    bytes_max: usize,
+) -> (QueueSender<T>, QueueReceiver<T>) {
+    let (sender, receiver) = mpsc::channel(frames_max);
+    let bytes = Arc::new(AtomicUsize::new(0));
+    (
+        QueueSender {
+            sender,
+            bytes: Arc::clone(&bytes),
+            bytes_max,
+        },
+        QueueReceiver { receiver, bytes },
+    )
+}
+
+impl<T: QueueItem> QueueSender<T> {
+    /// Queues `item` without waiting.
+    pub(crate) fn try_send(&self, item: T) -> Result<(), QueueError> {
+        let size = item.frame().len();
+        if self.bytes.load(Ordering::Relaxed) + size > self.bytes_max {
+            return Err(if self.sender.is_closed() {
+                QueueError::Closed
+            } else {
+                QueueError::Full
+            });
+        }
+        match self.sender.try_send(item) {
+            Ok(()) => {
+                self.bytes.fetch_add(size, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(QueueError::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(QueueError::Closed),
+        }
+    }
+
+    /// Whether the receiving task is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+}
+
+impl<T: QueueItem> QueueReceiver<T> {
+    /// Waits for the next item; `None` once every sender is gone.
+    pub(crate) async fn recv(&mut self) -> Option<T> {
+        let item = self.receiver.recv().await?;
+        self.bytes.fetch_sub(item.frame().len(), Ordering::Relaxed);
+        Some(item)
+    }
+
+    fn try_recv(&mut self) -> Option<T> {
+        let item = self.receiver.try_recv().ok()?;
+        self.bytes.fetch_sub(item.frame().len(), Ordering::Relaxed);
+        Some(item)
+    }
+
+    /// Writes `first` and every item queued behind it, batched into few `write_all` calls.
+    /// `buffer` is reused across calls.
+    pub(crate) async fn write_batch<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+        first: T,
+        buffer: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        buffer.clear();
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            if item.claim() {
+                let frame = item.frame();
+                if frame.len() >= WRITE_DIRECT_SIZE {
+                    writer.write_all(buffer).await?;
+                    buffer.clear();
+                    writer.write_all(frame).await?;
+                } else {
+                    buffer.extend_from_slice(frame);
+                }
+            }
+            if buffer.len() < WRITE_BATCH_SIZE_MAX {
+                next = self.try_recv();
+            }
+        }
+        writer.write_all(buffer).await?;
+        writer.flush().await
+    }
+}
+
+/// Exponential backoff with jitter for reconnects: 10 ms doubling to 1 s.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    delay: Duration,
+    prng: u64,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        // Jitter only spreads reconnects out; a fixed seed is fine if entropy is unavailable.
+        let prng = getrandom::u64().unwrap_or(0x9E37_79B9_7F4A_7C15);
+        Self {
+            delay: BACKOFF_MIN,
+            prng,
+        }
+    }
+
+    /// Back to the shortest delay, after a success.
+    pub(crate) fn reset(&mut self) {
+        self.delay = BACKOFF_MIN;
+    }
+
+    /// Sleeps for the current delay (with jitter: between half and one and a half of it), then
+    /// doubles it.
+    pub(crate) async fn wait(&mut self) {
+        let millis = u64::try_from(self.delay.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let jitter = self.next_random() % millis;
+        tokio::time::sleep(Duration::from_millis(millis / 2 + jitter)).await;
+        self.delay = (self.delay * 2).min(BACKOFF_MAX);
+    }
+
+    /// splitmix64.
+    fn next_random(&mut self) -> u64 {
+        self.prng = self.prng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.prng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vsr::{Message, Sender};
+
+    fn frame(view: u64) -> Vec<u8> {
+        let message = Message::Commit { view, commit: 3 };
+        wire::encode(&Envelope {
+            cluster: 9,
+            epoch: 0,
+            sender: Sender::Replica(1),
+            message,
+        })
+    }
+
+    #[tokio::test]
+    async fn reader_splits_a_stream_into_frames() {
+        let mut bytes = frame(1);
+        bytes.extend_from_slice(&frame(2));
+        let mut reader = FrameReader::new(&bytes[..]);
+        for view in [1, 2] {
+            let (envelope, size) = reader.next().await.expect("valid").expect("a frame");
+            assert_eq!(envelope.message, Message::Commit { view, commit: 3 });
+            assert_eq!(size, HEADER_SIZE);
+        }
+        assert!(matches!(reader.next().await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn reader_rejects_truncation_and_corruption() {
+        let bytes = frame(1);
+        let mut reader = FrameReader::new(&bytes[..HEADER_SIZE - 1]);
+        assert!(matches!(reader.next().await, Err(ReadError::Truncated)));
+        let mut corrupt = bytes.clone();
+        corrupt[100] ^= 1;
+        let mut reader = FrameReader::new(&corrupt[..]);
+        assert!(matches!(
+            reader.next().await,
+            Err(ReadError::Decode(DecodeError::HeaderChecksum))
+        ));
+    }
+
+    #[tokio::test]
+    async fn queue_bounds_bytes_and_batches_writes() {
+        let (sender, mut receiver) = queue::<Bytes>(8, 2 * HEADER_SIZE);
+        for view in [1, 2] {
+            sender.try_send(Bytes::from(frame(view))).expect("room");
+        }
+        assert_eq!(
+            sender.try_send(Bytes::from(frame(3))),
+            Err(QueueError::Full)
+        );
+        let first = receiver.recv().await.expect("queued");
+        let (mut written, mut buffer) = (Vec::new(), Vec::new());
+        receiver
+            .write_batch(&mut written, first, &mut buffer)
+            .await
+            .expect("write");
+        assert_eq!(written, [frame(1), frame(2)].concat());
+        sender.try_send(Bytes::from(frame(3))).expect("room again");
+    }
+}

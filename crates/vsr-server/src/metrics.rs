@@ -1,0 +1,396 @@
+//! Counters and gauges of one replica, and the HTTP endpoint that serves them.
+//!
+//! The event loop and the connection tasks update a [`Metrics`] of atomics shared through an
+//! `Arc`; the HTTP task renders it as Prometheus text on `GET /metrics`. The same struct
+//! rate-limits the warnings logged for dropped garbage: at most one line per second per kind.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use vsr::wire::DecodeError;
+
+/// Upper bounds of the request latency histogram's buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Largest HTTP request head the metrics endpoint reads.
+const HTTP_REQUEST_SIZE_MAX: usize = 8 * 1024;
+/// Time a scraper has to send its request.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Concurrent scrapes served; more wait in the kernel's accept queue.
+const HTTP_CONNECTIONS_MAX: usize = 16;
+
+/// Bad input from the network, by kind: the label of `vsr_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    HeaderChecksum,
+    BodyChecksum,
+    TooLarge,
+    TooShort,
+    Truncated,
+    Version,
+    Malformed,
+    WrongCluster,
+    BadSender,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 9] = [
+        ErrorKind::HeaderChecksum,
+        ErrorKind::BodyChecksum,
+        ErrorKind::TooLarge,
+        ErrorKind::TooShort,
+        ErrorKind::Truncated,
+        ErrorKind::Version,
+        ErrorKind::Malformed,
+        ErrorKind::WrongCluster,
+        ErrorKind::BadSender,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            ErrorKind::HeaderChecksum => "header_checksum",
+            ErrorKind::BodyChecksum => "body_checksum",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::TooShort => "too_short",
+            ErrorKind::Truncated => "truncated",
+            ErrorKind::Version => "version",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::WrongCluster => "wrong_cluster",
+            ErrorKind::BadSender => "bad_sender",
+        }
+    }
+
+    pub(crate) fn of(error: &DecodeError) -> Self {
+        match error {
+            DecodeError::HeaderChecksum => ErrorKind::HeaderChecksum,
+            DecodeError::BodyChecksum | DecodeError::EntryChecksum { .. } => {
+                ErrorKind::BodyChecksum
+            }
+            DecodeError::TooLarge { .. } => ErrorKind::TooLarge,
+            DecodeError::TooShort { .. } => ErrorKind::TooShort,
+            DecodeError::Version { .. } => ErrorKind::Version,
+            _ => ErrorKind::Malformed,
+        }
+    }
+}
+
+/// Why a message was dropped by this replica: the label of `vsr_messages_dropped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    /// A peer's outbound queue was full (the peer is slow, dead or unreachable).
+    PeerQueueFull,
+    /// A client's reply queue was full (the client does not read).
+    ReplyQueueFull,
+    /// A reply for a client with no open connection.
+    ReplyNoConnection,
+    /// The protocol core rejected a message (invalid, misdirected, stale).
+    Rejected,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 4] = [
+        DropReason::PeerQueueFull,
+        DropReason::ReplyQueueFull,
+        DropReason::ReplyNoConnection,
+        DropReason::Rejected,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            DropReason::PeerQueueFull => "peer_queue_full",
+            DropReason::ReplyQueueFull => "reply_queue_full",
+            DropReason::ReplyNoConnection => "reply_no_connection",
+            DropReason::Rejected => "rejected",
+        }
+    }
+}
+
+/// The replica's metrics, as atomics shared by the event loop, connections and HTTP task.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pub(crate) view: AtomicU64,
+    pub(crate) status: AtomicU64,
+    pub(crate) op: AtomicU64,
+    pub(crate) commit: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) replies: AtomicU64,
+    pub(crate) view_changes: AtomicU64,
+    pub(crate) state_transfers: AtomicU64,
+    errors: [AtomicU64; ErrorKind::ALL.len()],
+    dropped: [AtomicU64; DropReason::ALL.len()],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_sum_micros: AtomicU64,
+    latency_count: AtomicU64,
+    /// Per error kind, then per drop reason: milliseconds since `start` of the last log line.
+    logged_at_millis: [AtomicU64; ErrorKind::ALL.len() + DropReason::ALL.len()],
+    start: Instant,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            view: AtomicU64::new(0),
+            status: AtomicU64::new(0),
+            op: AtomicU64::new(0),
+            commit: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
+            view_changes: AtomicU64::new(0),
+            state_transfers: AtomicU64::new(0),
+            errors: Default::default(),
+            dropped: Default::default(),
+            latency_buckets: Default::default(),
+            latency_sum_micros: AtomicU64::new(0),
+            latency_count: AtomicU64::new(0),
+            logged_at_millis: Default::default(),
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a bad frame; returns whether to log it (at most once a second per kind).
+    pub(crate) fn error(&self, kind: ErrorKind) -> bool {
+        let index = ErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("listed");
+        self.errors[index].fetch_add(1, Ordering::Relaxed);
+        self.may_log(index)
+    }
+
+    /// Counts `count` dropped messages; returns whether to log it (at most once a second per
+    /// reason).
+    pub(crate) fn dropped(&self, reason: DropReason, count: u64) -> bool {
+        let index = DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("listed");
+        self.dropped[index].fetch_add(count, Ordering::Relaxed);
+        self.may_log(ErrorKind::ALL.len() + index)
+    }
+
+    fn may_log(&self, slot: usize) -> bool {
+        // +1000 so that the very first event logs.
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX) + 1000;
+        let last = self.logged_at_millis[slot].load(Ordering::Relaxed);
+        now >= last + 1000
+            && self.logged_at_millis[slot]
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Records one request's latency.
+    pub(crate) fn observe_latency(&self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        if let Some(bucket) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The metrics in the Prometheus text format, version 0.0.4.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let gauges = [
+            ("vsr_view", "The replica's current view.", &self.view),
+            (
+                "vsr_status",
+                "0 normal, 1 view_change, 2 recovering.",
+                &self.status,
+            ),
+            ("vsr_op", "The last op in the replica's log.", &self.op),
+            (
+                "vsr_commit",
+                "The last op the replica executed.",
+                &self.commit,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            metric(&mut out, name, help, "gauge", value.load(Ordering::Relaxed));
+        }
+        let counters = [
+            (
+                "vsr_requests_total",
+                "Client requests received.",
+                &self.requests,
+            ),
+            (
+                "vsr_replies_total",
+                "Replies queued to clients.",
+                &self.replies,
+            ),
+            (
+                "vsr_view_changes_total",
+                "Views this replica entered.",
+                &self.view_changes,
+            ),
+            (
+                "vsr_state_transfers_total",
+                "State transfers installed.",
+                &self.state_transfers,
+            ),
+        ];
+        for (name, help, value) in counters {
+            metric(
+                &mut out,
+                name,
+                help,
+                "counter",
+                value.load(Ordering::Relaxed),
+            );
+        }
+        self.render_labelled(&mut out);
+        self.render_latency(&mut out);
+        out
+    }
+
+    fn render_labelled(&self, out: &mut String) {
+        header(
+            out,
+            "vsr_errors_total",
+            "Bad frames received, by kind.",
+            "counter",
+        );
+        for (kind, value) in ErrorKind::ALL.iter().zip(&self.errors) {
+            let value = value.load(Ordering::Relaxed);
+            let _ = writeln!(out, "vsr_errors_total{{kind=\"{}\"}} {value}", kind.name());
+        }
+        let help = "Messages dropped, by reason.";
+        header(out, "vsr_messages_dropped_total", help, "counter");
+        for (reason, value) in DropReason::ALL.iter().zip(&self.dropped) {
+            let value = value.load(Ordering::Relaxed);
+            let name = reason.name();
+            let _ = writeln!(
+                out,
+                "vsr_messages_dropped_total{{reason=\"{name}\"}} {value}"
+            );
+        }
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        let name = "vsr_request_latency_seconds";
+        let help = "Request arrival at the primary to reply sent.";
+        header(out, name, help, "histogram");
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn metric(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
+    header(out, name, help, kind);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) if connections.len() < HTTP_CONNECTIONS_MAX => {
+                    connections.spawn(respond(stream, Arc::clone(&metrics)));
+                }
+                Ok(_) => {} // Too many scrapers at once: close this one.
+                Err(error) => {
+                    tracing::warn!(%error, "metrics endpoint cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next() => {}
+        }
+    }
+}
+
+/// Answers one HTTP/1.1 request and closes the connection.
+async fn respond(mut stream: TcpStream, metrics: Arc<Metrics>) {
+    let mut request = Vec::with_capacity(1024);
+    let read = tokio::time::timeout(HTTP_TIMEOUT, read_head(&mut stream, &mut request)).await;
+    if !matches!(read, Ok(Ok(()))) {
+        return;
+    }
+    let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let (status, body) = if method == b"GET" && path == b"/metrics" {
+        ("200 OK", metrics.render())
+    } else {
+        (
+            "404 Not Found",
+            "not found: the metrics are at GET /metrics\n".to_owned(),
+        )
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(HTTP_TIMEOUT, stream.write_all(response.as_bytes())).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads until the end of the request head (a blank line), at most `HTTP_REQUEST_SIZE_MAX`.
+async fn read_head(stream: &mut TcpStream, request: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        if request.len() >= HTTP_REQUEST_SIZE_MAX {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        request.extend_from_slice(&chunk[..read]);
+    }
+    Ok(())
+}
+
+/// Binds the metrics endpoint.
+pub(crate) async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_at_most_once_a_second_per_kind_but_counts_everything() {
+        let metrics = Metrics::default();
+        assert!(metrics.error(ErrorKind::Truncated));
+        assert!(!metrics.error(ErrorKind::Truncated));
+        assert!(metrics.error(ErrorKind::WrongCluster));
+        assert!(metrics.dropped(DropReason::PeerQueueFull, 3));
+        metrics.observe_latency(Duration::from_millis(3));
+        let text = metrics.render();
+        assert!(text.contains("vsr_errors_total{kind=\"truncated\"} 2\n"));
+        assert!(text.contains("vsr_messages_dropped_total{reason=\"peer_queue_full\"} 3\n"));
+        assert!(text.contains("vsr_request_latency_seconds_bucket{le=\"0.0025\"} 0\n"));
+        assert!(text.contains("vsr_request_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("vsr_request_latency_seconds_count 1\n"));
+    }
+}

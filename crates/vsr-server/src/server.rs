@@ -1,0 +1,511 @@
+//! `run_replica`: opens storage, starts the network tasks and runs the replica's event loop.
+//!
+//! One task owns the [`Replica`]; no lock surrounds it. It waits on four sources — shutdown,
+//! storage completions, the tick interval and inbound messages — feeds the event to the
+//! replica, then carries out the commands the replica emitted:
+//!
+//! ```text
+//! connection tasks ─(bounded mpsc)─▶ ┌────────────┐ ─ Send ────▶ peer queue ─▶ peer task
+//! tick interval ───────────────────▶ │ event loop │ ─ Reply ───▶ client's connection queue
+//! storage thread ─(on_durable seq)─▶ └────────────┘ ─ Persist ─▶ storage thread (group commit)
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use vsr::{ClientId, Command, Config, Envelope, Message, Replica, Sender, StateMachine, Status};
+
+use crate::error::ServerError;
+use crate::frame::{QueueError, QueueSender, queue};
+use crate::inbound::{Inbound, InboundContext, ReplyRoute, accept_loop};
+use crate::metrics::{self, DropReason, Metrics};
+use crate::peer::{PEER_QUEUE_BYTES_MAX, PEER_QUEUE_FRAMES_MAX, peer_task};
+use crate::storage::{FileStorage, Opened, StorageThread};
+use crate::transport::{TcpTransport, Transport};
+
+/// Messages waiting for the event loop, from all connections together.
+const INBOUND_QUEUE_MAX: usize = 1024;
+/// Messages handled before the loop carries out the commands they caused.
+const INBOUND_BATCH_MAX: usize = 256;
+/// Clients whose reply connection the loop remembers.
+const ROUTES_MAX: usize = 64 * 1024;
+/// Requests whose arrival time the primary remembers, for the latency histogram.
+const ARRIVALS_MAX: usize = 64 * 1024;
+/// A request unanswered for this long is forgotten by the latency histogram.
+const ARRIVAL_AGE_MAX: Duration = Duration::from_secs(60);
+
+/// How to run one replica.
+#[derive(Clone, Debug)]
+pub struct ReplicaOptions {
+    /// The cluster's identity; the data directory must have been formatted for it.
+    pub cluster: u128,
+    /// `host:port` of every replica, the i-th for replica i. This replica listens on its own;
+    /// each process may be given its own list (for example with peers behind proxies).
+    pub addresses: Vec<String>,
+    /// The data directory, formatted with `vsr_storage::format`.
+    pub data_dir: PathBuf,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
+    /// Duration of one protocol tick; the protocol's timeouts count ticks.
+    pub tick: Duration,
+    /// Protocol configuration; `None` for [`Config::new`]'s defaults. Its cluster and replica
+    /// count must match the data directory's.
+    pub config: Option<Config>,
+}
+
+impl ReplicaOptions {
+    /// Options with a 10 ms tick, no metrics endpoint and the default configuration.
+    #[must_use]
+    pub fn new(cluster: u128, addresses: Vec<String>, data_dir: PathBuf) -> Self {
+        Self {
+            cluster,
+            addresses,
+            data_dir,
+            metrics: None,
+            tick: Duration::from_millis(10),
+            config: None,
+        }
+    }
+}
+
+/// Runs a replica of state machine `S` over TCP until `shutdown` completes.
+///
+/// Opens the data directory, checks it against `options`, listens on this replica's address
+/// and serves peers and clients. Dropping the future stops every task it started.
+///
+/// # Errors
+/// When the data directory cannot be opened or does not match the options, an address cannot
+/// be resolved or bound, or the storage thread fails (the replica stops rather than
+/// acknowledge writes that may not be durable).
+///
+/// # Panics
+/// When `options.config` is not a valid configuration ([`Config::validate`]).
+pub async fn run_replica<S>(
+    options: ReplicaOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError>
+where
+    S: StateMachine + Default + Send + 'static,
+{
+    run_replica_with::<S, _>(TcpTransport, options, shutdown).await
+}
+
+/// [`run_replica`] over another [`Transport`] (for example TLS).
+///
+/// # Errors
+/// As [`run_replica`].
+///
+/// # Panics
+/// As [`run_replica`].
+pub async fn run_replica_with<S, T>(
+    transport: T,
+    options: ReplicaOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError>
+where
+    S: StateMachine + Default + Send + 'static,
+    T: Transport,
+{
+    let opened = open_storage(&options).await?;
+    let config = config(&options, &opened)?;
+    let index = opened.identity.replica;
+    let replica = start_replica::<S>(config.clone(), index, &opened)?;
+    let listen = resolve(&options.addresses[usize::from(index)]).await?;
+    let listener = transport
+        .bind(listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            address: options.addresses[usize::from(index)].clone(),
+            source,
+        })?;
+    let metrics = Arc::new(Metrics::default());
+    let mut tasks = JoinSet::new();
+    if let Some(address) = options.metrics {
+        let http = metrics::bind(address)
+            .await
+            .map_err(|source| ServerError::Listen {
+                address: address.to_string(),
+                source,
+            })?;
+        tasks.spawn(metrics::serve(http, Arc::clone(&metrics)));
+    }
+    let (durable_sender, durable) = mpsc::unbounded_channel();
+    let on_durable = Box::new(move |seq: u64| {
+        let _ = durable_sender.send(seq);
+    });
+    let storage = StorageThread::spawn(opened.storage, on_durable);
+    let mut peers = Vec::with_capacity(options.addresses.len());
+    for (peer, address) in options.addresses.iter().enumerate() {
+        if peer == usize::from(index) {
+            peers.push(None);
+            continue;
+        }
+        let (sender, receiver) = queue(PEER_QUEUE_FRAMES_MAX, PEER_QUEUE_BYTES_MAX);
+        let peer = u8::try_from(peer).expect("bounded by the replica count");
+        tasks.spawn(peer_task(
+            transport.clone(),
+            peer,
+            address.clone(),
+            receiver,
+        ));
+        peers.push(Some(sender));
+    }
+    let (inbound_sender, inbound) = mpsc::channel(INBOUND_QUEUE_MAX);
+    let context = InboundContext::new(&config, index, inbound_sender, Arc::clone(&metrics));
+    tasks.spawn(accept_loop(transport, listener, Arc::new(context)));
+    tracing::info!(replica = index, address = %listen, cluster = %format!("{:x}", config.cluster), "listening");
+
+    let driver = Driver::new(replica, storage, peers, metrics);
+    let result = driver.run(inbound, durable, options.tick, shutdown).await;
+    tasks.shutdown().await;
+    result
+}
+
+async fn open_storage(options: &ReplicaOptions) -> Result<Opened, ServerError> {
+    let dir = options.data_dir.clone();
+    let cluster = options.cluster;
+    let opened = tokio::task::spawn_blocking(move || FileStorage::open(&dir, Some(cluster)))
+        .await
+        .expect("opening storage does not panic");
+    let opened = opened.map_err(|source| ServerError::Storage {
+        dir: options.data_dir.clone(),
+        source,
+    })?;
+    let replica_count = opened.identity.replica_count;
+    if options.addresses.len() != usize::from(replica_count) {
+        return Err(ServerError::AddressCount {
+            replica_count,
+            addresses: options.addresses.len(),
+        });
+    }
+    let damage = &opened.damage;
+    if !damage.corrupt_ops.is_empty() {
+        tracing::error!(
+            corrupt_ops = ?damage.corrupt_ops,
+            "the log has corrupt entries; continuing with the valid prefix (repair is not implemented yet)"
+        );
+    }
+    if damage.torn_tail_records > 0 {
+        tracing::warn!(
+            records = damage.torn_tail_records,
+            "discarded a torn write at the log's tail"
+        );
+    }
+    Ok(opened)
+}
+
+fn config(options: &ReplicaOptions, opened: &Opened) -> Result<Config, ServerError> {
+    let identity = opened.identity;
+    let config = options
+        .config
+        .clone()
+        .unwrap_or_else(|| Config::new(identity.cluster, identity.replica_count));
+    if config.cluster != identity.cluster || config.replica_count != identity.replica_count {
+        return Err(ServerError::ConfigMismatch {
+            cluster: identity.cluster,
+            replica_count: identity.replica_count,
+        });
+    }
+    config.validate();
+    Ok(config)
+}
+
+fn start_replica<S: StateMachine + Default>(
+    config: Config,
+    index: u8,
+    opened: &Opened,
+) -> Result<Replica<S>, ServerError> {
+    let seed = getrandom::u64().map_err(|error| ServerError::Entropy(error.to_string()))?;
+    Ok(if opened.durable.view_state.recovering {
+        tracing::warn!(
+            replica = index,
+            "this replica lost its state: recovering from its peers"
+        );
+        Replica::recover(config, index, S::default(), seed)
+    } else {
+        Replica::open(config, index, S::default(), seed, &opened.durable)
+    })
+}
+
+async fn resolve(address: &str) -> Result<SocketAddr, ServerError> {
+    let error = |reason: String| ServerError::Resolve {
+        address: address.to_owned(),
+        reason,
+    };
+    let mut resolved = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| error(e.to_string()))?;
+    resolved
+        .next()
+        .ok_or_else(|| error("no addresses".to_owned()))
+}
+
+/// The event loop's state: the replica and where its commands go.
+struct Driver<S: StateMachine> {
+    replica: Replica<S>,
+    /// `None` once stopped.
+    storage: Option<StorageThread>,
+    /// Outbound queue of each peer (`None` for this replica).
+    peers: Vec<Option<QueueSender<Bytes>>>,
+    /// Where each client's replies go: the connection its latest request came from.
+    routes: HashMap<ClientId, ReplyRoute>,
+    /// Arrival time of requests at the primary, by client and request number.
+    arrivals: HashMap<(ClientId, u64), Instant>,
+    metrics: Arc<Metrics>,
+    /// Reused between batches.
+    commands: Vec<Command>,
+    /// What the last observation saw: view, status, messages the core dropped.
+    observed: (u64, u64, u64),
+}
+
+impl<S: StateMachine> Driver<S> {
+    fn new(
+        replica: Replica<S>,
+        storage: StorageThread,
+        peers: Vec<Option<QueueSender<Bytes>>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            replica,
+            storage: Some(storage),
+            peers,
+            routes: HashMap::new(),
+            arrivals: HashMap::new(),
+            metrics,
+            commands: Vec::new(),
+            observed: (u64::MAX, u64::MAX, 0),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut durable: mpsc::UnboundedReceiver<u64>,
+        tick: Duration,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let mut shutdown = pin!(shutdown);
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        self.drain();
+        self.observe();
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return self.stop_storage().await,
+                seq = durable.recv() => {
+                    // The storage thread drops its sender only when it stops on an error.
+                    let Some(mut highest) = seq else { return self.stop_storage().await };
+                    while let Ok(seq) = durable.try_recv() {
+                        highest = highest.max(seq);
+                    }
+                    self.replica.on_persisted(highest);
+                }
+                _ = ticks.tick() => self.replica.on_tick(),
+                Some(message) = inbound.recv() => {
+                    let now = Instant::now();
+                    self.on_inbound(message, now);
+                    for _ in 1..INBOUND_BATCH_MAX {
+                        let Ok(message) = inbound.try_recv() else { break };
+                        self.on_inbound(message, now);
+                    }
+                }
+            }
+            self.drain();
+            self.observe();
+        }
+    }
+
+    /// Stops the storage thread after its queued writes; reports the error that stopped it.
+    async fn stop_storage(&mut self) -> Result<(), ServerError> {
+        let Some(storage) = self.storage.take() else {
+            return Ok(());
+        };
+        let stopped = tokio::task::spawn_blocking(move || storage.join()).await;
+        let stopped =
+            stopped.unwrap_or_else(|_| Err("the storage thread could not be joined".to_owned()));
+        stopped.map_err(|reason| {
+            tracing::error!(%reason, "storage failed: stopping the replica");
+            ServerError::StorageFailed { reason }
+        })
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound, now: Instant) {
+        let Inbound {
+            envelope, route, ..
+        } = inbound;
+        if let (Sender::Client(client), Message::Request { request, .. }) =
+            (envelope.sender, &envelope.message)
+        {
+            self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+            if let Some(route) = route {
+                self.remember_route(client, route);
+            }
+            if self.replica.is_primary() && matches!(self.replica.status(), Status::Normal) {
+                self.remember_arrival(client, *request, now);
+            }
+        }
+        self.replica.on_message(envelope);
+    }
+
+    fn remember_route(&mut self, client: ClientId, route: ReplyRoute) {
+        if self
+            .routes
+            .get(&client)
+            .is_some_and(|known| known.connection == route.connection)
+        {
+            return;
+        }
+        if self.routes.len() >= ROUTES_MAX && !self.routes.contains_key(&client) {
+            self.routes.retain(|_, route| !route.queue.is_closed());
+            if self.routes.len() >= ROUTES_MAX {
+                let evict = *self.routes.keys().next().expect("the map is full");
+                self.routes.remove(&evict);
+            }
+        }
+        self.routes.insert(client, route);
+    }
+
+    fn remember_arrival(&mut self, client: ClientId, request: u64, now: Instant) {
+        if self.arrivals.len() >= ARRIVALS_MAX {
+            self.arrivals
+                .retain(|_, arrival| now.duration_since(*arrival) < ARRIVAL_AGE_MAX);
+            if self.arrivals.len() >= ARRIVALS_MAX {
+                return;
+            }
+        }
+        self.arrivals.entry((client, request)).or_insert(now);
+    }
+
+    /// Carries out every command the replica emitted.
+    fn drain(&mut self) {
+        let mut commands = std::mem::take(&mut self.commands);
+        commands.extend(self.replica.drain_commands());
+        // Broadcasts emit the same envelope once per peer: encode it once.
+        let mut last_encoded: Option<(Envelope, Bytes)> = None;
+        for command in commands.drain(..) {
+            match command {
+                Command::Send { to, envelope } => {
+                    let frame = encode_cached(&mut last_encoded, envelope);
+                    self.send(to, frame);
+                }
+                Command::Reply { client, envelope } => {
+                    let frame = encode_cached(&mut last_encoded, envelope);
+                    self.reply(
+                        client,
+                        frame,
+                        last_encoded.as_ref().map(|(e, _)| &e.message),
+                    );
+                }
+                Command::Persist { seq, write } => {
+                    self.storage.as_ref().expect("running").submit(seq, write);
+                }
+            }
+        }
+        self.commands = commands;
+    }
+
+    fn send(&mut self, to: u8, frame: Bytes) {
+        let Some(Some(peer)) = self.peers.get(usize::from(to)) else {
+            unreachable!("the replica sends only to other replicas of its configuration");
+        };
+        if let Err(QueueError::Full | QueueError::Closed) = peer.try_send(frame)
+            && self.metrics.dropped(DropReason::PeerQueueFull, 1)
+        {
+            tracing::warn!(
+                replica = to,
+                "dropped messages to a slow or unreachable replica (at most one line per second)"
+            );
+        }
+    }
+
+    fn reply(&mut self, client: ClientId, frame: Bytes, message: Option<&Message>) {
+        if let Some(Message::Reply { request, .. }) = message
+            && let Some(arrival) = self.arrivals.remove(&(client, *request))
+        {
+            self.metrics.observe_latency(arrival.elapsed());
+        }
+        let Some(route) = self.routes.get(&client) else {
+            self.metrics.dropped(DropReason::ReplyNoConnection, 1);
+            return;
+        };
+        match route.queue.try_send(frame) {
+            Ok(()) => {
+                self.metrics.replies.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(QueueError::Full) => {
+                if self.metrics.dropped(DropReason::ReplyQueueFull, 1) {
+                    tracing::warn!(client = %format!("{client:x}"), "dropped replies to a client that does not read them (at most one line per second)");
+                }
+            }
+            Err(QueueError::Closed) => {
+                self.routes.remove(&client);
+                self.metrics.dropped(DropReason::ReplyNoConnection, 1);
+            }
+        }
+    }
+
+    /// Publishes the replica's state to the metrics and logs view and status changes.
+    fn observe(&mut self) {
+        let replica = &self.replica;
+        let (view, status) = (replica.view(), status_code(replica.status()));
+        let metrics = &self.metrics;
+        metrics.view.store(view, Ordering::Relaxed);
+        metrics.status.store(status, Ordering::Relaxed);
+        metrics.op.store(replica.op(), Ordering::Relaxed);
+        metrics.commit.store(replica.commit(), Ordering::Relaxed);
+        let stats = replica.stats();
+        metrics
+            .state_transfers
+            .store(stats.state_transfers, Ordering::Relaxed);
+        let (view_seen, status_seen, dropped_seen) = self.observed;
+        if stats.messages_dropped > dropped_seen {
+            metrics.dropped(DropReason::Rejected, stats.messages_dropped - dropped_seen);
+        }
+        if view != view_seen || status != status_seen {
+            if view != view_seen && view_seen != u64::MAX {
+                metrics.view_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            let primary = view % self.peers.len() as u64;
+            let name = replica.status_name();
+            tracing::info!(
+                replica = replica.index(),
+                view,
+                status = name,
+                primary,
+                "view {view} status {name} primary {primary}"
+            );
+        }
+        self.observed = (view, status, stats.messages_dropped);
+    }
+}
+
+fn status_code(status: &Status) -> u64 {
+    match status {
+        Status::Normal => 0,
+        Status::ViewChange(_) => 1,
+        Status::Recovering(_) => 2,
+    }
+}
+
+/// The frame of `envelope`, reusing the last encoding when the envelope is the same.
+fn encode_cached(last: &mut Option<(Envelope, Bytes)>, envelope: Envelope) -> Bytes {
+    if let Some((previous, frame)) = last.as_ref()
+        && *previous == envelope
+    {
+        return frame.clone();
+    }
+    let frame = Bytes::from(vsr::wire::encode(&envelope));
+    *last = Some((envelope, frame.clone()));
+    frame
+}

@@ -1,0 +1,345 @@
+//! In-process clusters over 127.0.0.1: client requests through failover and restart, and
+//! garbage on the wire dropped, counted and survived.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use vsr::wire::{self, HEADER_SIZE};
+use vsr::{Codec, Envelope, Message, Operation, Sender};
+use vsr_kv::{KvOperation, KvResult, KvStore};
+use vsr_server::{Client, ReplicaOptions, RequestError, ServerError, run_replica};
+
+const CLUSTER: u128 = 0x5eed_0000_0000_0000_0000_0000_0000_0001;
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn free_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address")
+}
+
+/// Replicas running as tasks of this test's runtime, each on its own formatted data directory.
+struct TestCluster {
+    dirs: Vec<TempDir>,
+    addresses: Vec<String>,
+    metrics: Vec<SocketAddr>,
+    tasks: Vec<Option<JoinHandle<Result<(), ServerError>>>>,
+}
+
+impl TestCluster {
+    async fn start(replica_count: u8) -> Self {
+        let mut cluster = TestCluster {
+            dirs: Vec::new(),
+            addresses: Vec::new(),
+            metrics: Vec::new(),
+            tasks: Vec::new(),
+        };
+        for replica in 0..replica_count {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let identity = vsr_storage::Identity {
+                cluster: CLUSTER,
+                replica,
+                replica_count,
+            };
+            vsr_storage::format(dir.path(), identity, false).expect("format");
+            cluster.dirs.push(dir);
+            cluster.addresses.push(free_address().to_string());
+            cluster.metrics.push(free_address());
+            cluster.tasks.push(None);
+        }
+        for replica in 0..usize::from(replica_count) {
+            cluster.restart(replica).await;
+        }
+        cluster
+    }
+
+    /// Starts replica `index` from its data directory; retries while its port is still held
+    /// by a task that was just aborted.
+    async fn restart(&mut self, index: usize) {
+        for _ in 0..100 {
+            let mut options = ReplicaOptions::new(
+                CLUSTER,
+                self.addresses.clone(),
+                self.dirs[index].path().to_owned(),
+            );
+            options.metrics = Some(self.metrics[index]);
+            let task = tokio::spawn(run_replica::<KvStore>(options, std::future::pending()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if !task.is_finished() {
+                self.tasks[index] = Some(task);
+                return;
+            }
+            match task.await.expect("the replica task does not panic") {
+                Err(ServerError::Listen { .. }) => continue,
+                other => panic!("replica {index} stopped: {other:?}"),
+            }
+        }
+        panic!("replica {index} could not listen");
+    }
+
+    async fn kill(&mut self, index: usize) {
+        let task = self.tasks[index].take().expect("running");
+        task.abort();
+        let _ = task.await;
+    }
+
+    async fn shutdown(mut self) {
+        for index in 0..self.tasks.len() {
+            if self.tasks[index].is_some() {
+                self.kill(index).await;
+            }
+        }
+    }
+
+    /// The value of an unlabelled metric (or a labelled one, written with its labels).
+    async fn metric(&self, index: usize, name: &str) -> Option<u64> {
+        let text = scrape(self.metrics[index], "/metrics").await?;
+        text.lines().find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().ok())?
+        })
+    }
+
+    /// The replica that is primary of its view in normal status, once one is.
+    async fn primary(&self) -> usize {
+        for _ in 0..200 {
+            for index in 0..self.tasks.len() {
+                if self.tasks[index].is_none() {
+                    continue;
+                }
+                let view = self.metric(index, "vsr_view").await;
+                let status = self.metric(index, "vsr_status").await;
+                if let (Some(view), Some(0)) = (view, status)
+                    && view % self.tasks.len() as u64 == index as u64
+                {
+                    return index;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no primary emerged");
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(CLUSTER, self.addresses.clone()).expect("client")
+    }
+}
+
+/// Answers of `GET path`, or `None` if the endpoint is not up.
+async fn scrape(address: SocketAddr, path: &str) -> Option<String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(address).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        Some(response)
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn execute(client: &Client, operation: KvOperation) -> Result<KvResult, RequestError> {
+    let result = client
+        .request(Bytes::from(operation.to_bytes()), DEADLINE)
+        .await?;
+    Ok(KvResult::decode(&result).expect("a valid result"))
+}
+
+async fn put(client: &Client, key: &str, value: &str) {
+    let operation = KvOperation::Put {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+    };
+    assert_eq!(
+        execute(client, operation).await,
+        Ok(KvResult::Ok),
+        "put {key}"
+    );
+}
+
+async fn get(client: &Client, key: &str) -> Option<Bytes> {
+    let operation = KvOperation::Get {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+    };
+    match execute(client, operation).await {
+        Ok(KvResult::Value(value)) => value,
+        other => panic!("get {key}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_and_restart_lose_no_acknowledged_write() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    for i in 0..20 {
+        put(&client, &format!("key{i}"), &format!("value{i}")).await;
+    }
+    let primary = cluster.primary().await;
+    cluster.kill(primary).await;
+
+    // A new primary serves within the client's deadline.
+    for i in 20..40 {
+        put(&client, &format!("key{i}"), &format!("value{i}")).await;
+    }
+    let new_primary = cluster.primary().await;
+    assert_ne!(new_primary, primary);
+    for i in 0..40 {
+        assert_eq!(
+            get(&client, &format!("key{i}")).await.as_deref(),
+            Some(format!("value{i}").as_bytes())
+        );
+    }
+
+    // The old primary restarts from its data directory and catches up.
+    cluster.restart(primary).await;
+    put(&client, "after-restart", "yes").await;
+    let mut caught_up = false;
+    for _ in 0..200 {
+        let commits = [
+            cluster.metric(primary, "vsr_commit").await,
+            cluster.metric(new_primary, "vsr_commit").await,
+        ];
+        if commits[0].is_some() && commits[0] == commits[1] {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        caught_up,
+        "the restarted replica caught up with the primary's commit number"
+    );
+    assert_eq!(
+        get(&client, "after-restart").await.as_deref(),
+        Some(&b"yes"[..])
+    );
+    assert_eq!(get(&client, "key0").await.as_deref(), Some(&b"value0"[..]));
+
+    // The metrics endpoint answers other paths with 404 and counts requests.
+    let not_found = scrape(cluster.metrics[new_primary], "/other")
+        .await
+        .expect("answer");
+    assert!(not_found.starts_with("HTTP/1.1 404"));
+    let requests = cluster
+        .metric(new_primary, "vsr_requests_total")
+        .await
+        .expect("metric");
+    assert!(requests > 0);
+    let latency = cluster
+        .metric(new_primary, "vsr_request_latency_seconds_count")
+        .await;
+    assert!(latency.expect("metric") > 0);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_cluster_reports_not_executed() {
+    let addresses = vec![free_address().to_string()];
+    let client = Client::connect(CLUSTER, addresses).expect("client");
+    let operation = KvOperation::Get {
+        key: Bytes::from_static(b"k"),
+    };
+    let result = client
+        .request(
+            Bytes::from(operation.to_bytes()),
+            Duration::from_millis(300),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(RequestError::NotExecuted { .. })),
+        "{result:?}"
+    );
+}
+
+/// A valid frame of a client's request for `cluster`.
+fn request_frame(cluster: u128) -> Vec<u8> {
+    let operation = KvOperation::Get {
+        key: Bytes::from_static(b"k"),
+    };
+    let envelope = Envelope {
+        cluster,
+        epoch: 0,
+        sender: Sender::Client(7),
+        message: Message::Request {
+            session: 0,
+            request: 1,
+            operation: Operation::StateMachine,
+            body: Bytes::from(operation.to_bytes()),
+        },
+    };
+    wire::encode(&envelope)
+}
+
+/// Rewrites the header's size field and re-seals its checksum.
+fn with_size(mut frame: Vec<u8>, size: u32) -> Vec<u8> {
+    frame[64..68].copy_from_slice(&size.to_le_bytes());
+    let checksum = vsr::checksum::checksum(&frame[16..HEADER_SIZE]);
+    frame[..16].copy_from_slice(&checksum.to_le_bytes());
+    frame
+}
+
+/// Sends `bytes` on a fresh connection and checks the server closes it.
+async fn send_garbage(address: &str, bytes: &[u8], close_write: bool) {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    if close_write {
+        stream.shutdown().await.expect("shutdown");
+    }
+    let mut buffer = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "the server closes the connection: {read:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_dropped_counted_and_survived() {
+    let cluster = TestCluster::start(1).await;
+    let client = cluster.client();
+    put(&client, "before", "garbage").await;
+    let address = cluster.addresses[0].clone();
+
+    let valid = request_frame(CLUSTER);
+    let mut body_corrupt = valid.clone();
+    *body_corrupt.last_mut().expect("a body") ^= 1;
+    let mut header_corrupt = valid.clone();
+    header_corrupt[90] ^= 1;
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("header_checksum", vec![0xAB; 300], false),
+        ("header_checksum", header_corrupt, false),
+        ("truncated", valid[..valid.len() - 3].to_vec(), true),
+        ("too_large", with_size(valid.clone(), u32::MAX), false),
+        ("too_short", with_size(valid.clone(), 5), false),
+        ("body_checksum", body_corrupt, false),
+        ("wrong_cluster", request_frame(CLUSTER + 1), false),
+    ];
+    for (kind, bytes, close_write) in cases {
+        let name = format!("vsr_errors_total{{kind=\"{kind}\"}}");
+        let before = cluster.metric(0, &name).await.expect("metric");
+        send_garbage(&address, &bytes, close_write).await;
+        let mut counted = false;
+        for _ in 0..100 {
+            if cluster.metric(0, &name).await.expect("metric") > before {
+                counted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(counted, "{kind} is counted");
+        // The server keeps serving.
+        put(&client, kind, "survived").await;
+    }
+    assert_eq!(
+        get(&client, "before").await.as_deref(),
+        Some(&b"garbage"[..])
+    );
+    cluster.shutdown().await;
+}

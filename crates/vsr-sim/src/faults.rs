@@ -1,0 +1,309 @@
+//! Fault injection and the end-of-run checks of liveness and convergence.
+//!
+//! During the fault phase, a chaos step every 100 ms draws, with the seed's rates, partition
+//! changes (symmetric and one-way), slow links, crashes (some aimed at the primary), crashes of
+//! the whole cluster, restarts that lose state (at most f replicas without state at once) and
+//! clock drift. Scripted scenarios inject the same faults at fixed ticks instead. At the heal,
+//! every fault ends and every replica restarts; from then on every client request must complete
+//! within the liveness timeout, and once the clients are done the replicas must converge.
+
+use vsr::{DurableState, StateMachine};
+
+use crate::scenario::Action;
+use crate::sim::{EventKind, Simulator};
+
+impl Simulator {
+    /// Runs every 100 ms: chaos before the heal, the heal, then liveness and convergence.
+    pub(crate) fn monitor(&mut self) -> Result<(), String> {
+        if !self.healed {
+            if self.now >= self.plan.heal_at_ns {
+                self.heal()?;
+            } else {
+                self.chaos()?;
+            }
+        }
+        if self.healed {
+            self.check_liveness()?;
+            if self.clients_done_at.is_some() {
+                self.check_convergence()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn chaos(&mut self) -> Result<(), String> {
+        let profile = self.plan.profile.clone();
+        if self.prng.chance(profile.partition_ppm) {
+            self.change_partitions();
+        }
+        if self.prng.chance(profile.slow_link_ppm) {
+            self.change_slow_link(profile.slow_factor_max);
+        }
+        if self.prng.chance(profile.crash_all_ppm) {
+            self.crash_all();
+            self.schedule_restarts();
+        } else if self.prng.chance(profile.crash_ppm) {
+            let target = if self.prng.chance(profile.crash_primary_ppm) {
+                self.primary()
+            } else {
+                let up: Vec<u8> = self.up_replicas();
+                (!up.is_empty()).then(|| self.prng.pick(&up))
+            };
+            if let Some(target) = target {
+                self.crash(target);
+                self.schedule_restarts();
+            }
+        }
+        if self.prng.chance(profile.wipe_ppm) {
+            let target = self.prng.below(u64::from(self.plan.replicas)) as u8;
+            if self.may_wipe(target) {
+                self.wipe(target);
+                self.schedule_restarts();
+            }
+        }
+        if profile.tick_permille_min != profile.tick_permille_max && self.prng.chance(50_000) {
+            let replica = self.prng.index(self.replicas.len());
+            let permille = self
+                .prng
+                .range(profile.tick_permille_min, profile.tick_permille_max);
+            self.replicas[replica].tick_permille = permille;
+        }
+        Ok(())
+    }
+
+    fn up_replicas(&self) -> Vec<u8> {
+        (0..self.plan.replicas)
+            .filter(|&r| self.replicas[usize::from(r)].replica.is_some())
+            .collect()
+    }
+
+    /// The primary of the highest view among replicas in normal status.
+    fn primary(&self) -> Option<u8> {
+        self.replicas
+            .iter()
+            .filter_map(|slot| slot.replica.as_ref())
+            .filter(|replica| replica.status_name() == "normal" && replica.is_primary())
+            .max_by_key(|replica| replica.view())
+            .map(vsr::Replica::index)
+    }
+
+    pub(crate) fn crash(&mut self, index: u8) {
+        let slot = &mut self.replicas[usize::from(index)];
+        if let Some(replica) = slot.replica.take() {
+            self.stats.add_replica(&replica.stats());
+            self.stats.crashes += 1;
+            self.trace.event(21, self.now, u64::from(index));
+        }
+    }
+
+    fn crash_all(&mut self) {
+        self.stats.cluster_crashes += 1;
+        for index in 0..self.plan.replicas {
+            self.crash(index);
+        }
+    }
+
+    /// Schedules a restart, after a random downtime, of every replica that is down and has none.
+    fn schedule_restarts(&mut self) {
+        for index in 0..self.plan.replicas {
+            let slot = &self.replicas[usize::from(index)];
+            if slot.replica.is_none() {
+                let incarnation = slot.incarnation;
+                let profile = &self.plan.profile;
+                let downtime = self
+                    .prng
+                    .range(profile.downtime_min_ns, profile.downtime_max_ns);
+                self.schedule(
+                    self.now + downtime,
+                    EventKind::Restart {
+                        replica: index,
+                        incarnation,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Whether `index` may lose its state: at most f replicas may be without state at once.
+    fn may_wipe(&self, index: u8) -> bool {
+        let without_state = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(other, slot)| *other != usize::from(index) && slot.disk.view_state.recovering)
+            .count();
+        self.plan.replicas > 1 && without_state < self.config.faults_max()
+    }
+
+    fn wipe(&mut self, index: u8) {
+        self.crash(index);
+        self.replicas[usize::from(index)].disk = DurableState::recovering();
+        self.stats.wipes += 1;
+        self.trace.event(22, self.now, u64::from(index));
+    }
+
+    fn change_partitions(&mut self) {
+        let replicas = self.plan.replicas;
+        if replicas == 1 {
+            return;
+        }
+        self.network.clear_partitions();
+        match self.prng.below(4) {
+            0 => return,
+            1 => {
+                let isolated = self.prng.below(u64::from(replicas)) as u8;
+                self.partition(&[isolated]);
+            }
+            2 => {
+                let group: Vec<u8> = (0..replicas)
+                    .filter(|_| self.prng.chance(500_000))
+                    .collect();
+                self.partition(&group);
+            }
+            _ => {
+                for _ in 0..self.prng.range(1, u64::from(replicas)) {
+                    let from = self.prng.below(u64::from(replicas)) as u8;
+                    let to = self.prng.below(u64::from(replicas)) as u8;
+                    if from != to {
+                        self.network.block(from, to);
+                    }
+                }
+            }
+        }
+        self.stats.partitions += 1;
+    }
+
+    /// Cuts `group` off from the other replicas, both ways.
+    fn partition(&mut self, group: &[u8]) {
+        for a in 0..self.plan.replicas {
+            for b in 0..self.plan.replicas {
+                if group.contains(&a) != group.contains(&b) {
+                    self.network.block(a, b);
+                }
+            }
+        }
+    }
+
+    fn change_slow_link(&mut self, factor_max: u64) {
+        let replicas = u64::from(self.plan.replicas);
+        if replicas == 1 {
+            return;
+        }
+        let from = self.prng.below(replicas) as u8;
+        let to = self.prng.below(replicas) as u8;
+        if from == to {
+            return;
+        }
+        if self.network.slow_factor(from, to) == 1 {
+            let factor = self.prng.range(2, factor_max.max(2));
+            self.network.set_slow_factor(from, to, factor);
+            self.stats.slow_links += 1;
+        } else {
+            self.network.set_slow_factor(from, to, 1);
+        }
+    }
+
+    /// Ends every fault: a clean network and every replica up.
+    fn heal(&mut self) -> Result<(), String> {
+        self.healed = true;
+        self.trace.event(23, self.now, 0);
+        self.network.heal();
+        for index in 0..self.plan.replicas {
+            if self.replicas[usize::from(index)].replica.is_none() {
+                self.start_replica(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out a scripted action.
+    pub(crate) fn script_step(&mut self, step: usize) -> Result<(), String> {
+        let action = self.plan.script[step].1.clone();
+        match action {
+            Action::Crash(index) => self.crash(index),
+            Action::CrashPrimary => {
+                if let Some(primary) = self.primary() {
+                    self.crash(primary);
+                }
+            }
+            Action::Restart(index) => {
+                if self.replicas[usize::from(index)].replica.is_none() {
+                    self.start_replica(index)?;
+                }
+            }
+            Action::CrashAll => self.crash_all(),
+            Action::RestartAll => {
+                for index in 0..self.plan.replicas {
+                    if self.replicas[usize::from(index)].replica.is_none() {
+                        self.start_replica(index)?;
+                    }
+                }
+            }
+            Action::Wipe(index) => {
+                assert!(
+                    self.may_wipe(index),
+                    "the scenario wipes more than f replicas"
+                );
+                self.wipe(index);
+                self.start_replica(index)?;
+            }
+            Action::Isolate(index) => self.partition(&[index]),
+            Action::Partition(group) => self.partition(&group),
+            Action::OneWay { from, to } => self.network.block(from, to),
+            Action::HealNetwork => self.network.clear_partitions(),
+        }
+        Ok(())
+    }
+
+    fn check_liveness(&self) -> Result<(), String> {
+        for (index, client) in self.clients.iter().enumerate() {
+            let Some(pending) = &client.pending else {
+                continue;
+            };
+            let deadline =
+                pending.invoke_ns.max(self.plan.heal_at_ns) + self.plan.liveness_timeout_ns;
+            if self.now > deadline {
+                return Err(format!(
+                    "liveness: client {index}'s request sent at {} ms did not complete within {} s \
+                     after the heal at {} ms; {}",
+                    pending.invoke_ns / 1_000_000,
+                    self.plan.liveness_timeout_ns / 1_000_000_000,
+                    self.plan.heal_at_ns / 1_000_000,
+                    self.describe_replicas()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes the run once every replica is normal with the same commit and state, equal to
+    /// the committed log's; fails when that takes longer than the convergence timeout.
+    fn check_convergence(&mut self) -> Result<(), String> {
+        let commit_max = self.checker.commit_max();
+        let expected = self.checker.digest_at(commit_max);
+        let converged = self.replicas.iter().all(|slot| {
+            slot.replica.as_ref().is_some_and(|replica| {
+                replica.status_name() == "normal"
+                    && replica.commit() == commit_max
+                    && Some(replica.state_machine().digest()) == expected
+            })
+        });
+        if converged {
+            self.finished = true;
+            return Ok(());
+        }
+        let since = self
+            .clients_done_at
+            .expect("clients done")
+            .max(self.plan.heal_at_ns);
+        if self.now > since + self.plan.convergence_timeout_ns {
+            return Err(format!(
+                "convergence: replicas did not reach commit {commit_max} with equal state within \
+                 {} s after the clients finished; {}",
+                self.plan.convergence_timeout_ns / 1_000_000_000,
+                self.describe_replicas()
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! A deterministic simulator of a whole `vsr` cluster: real replicas, real clients and the real
+//! key-value store, under network, disk, clock and crash faults, with virtual time.
+//!
+//! One seed fixes everything: the cluster parameters, the fault mix (swarm testing), every
+//! latency, every crash and every client operation. A run is single-threaded; [`run`] returns a
+//! [`SimReport`] with a verdict, the client [`History`](history::History) and a hash of the whole
+//! event trace, identical on every run, build and platform for the same seed and options.
+//!
+//! ```text
+//!   plan (seed) ──▶ sim: event queue ──▶ Replica::on_message / on_tick / on_persisted
+//!                    ▲      │                      │ commands
+//!                    │      ▼                      ▼
+//!        network (faults)  clients ◀── replies   disk (ideal) ──▶ completions
+//!                                   │
+//!                                   ▼
+//!   checker (after every step) · linearizability (history) · liveness and convergence (heal)
+//! ```
+//!
+//! Modules: [`sim`](crate) owns the event loop and replicas, `network` the faulty links,
+//! `workload` the clients, `faults` fault injection and the end-of-run checks, [`checker`] the
+//! safety invariants, [`history`] and [`linearizability`] the client history and its check,
+//! [`scenario`] scripted fault schedules.
+
+pub mod checker;
+mod faults;
+pub mod history;
+pub mod linearizability;
+mod network;
+mod panics;
+mod plan;
+mod random;
+pub mod scenario;
+mod sim;
+mod swarm;
+mod trace;
+mod workload;
+
+use serde::Serialize;
+use vsr::ReplicaStats;
+
+pub use scenario::{Action, Scenario};
+pub use swarm::ClusterParams;
+
+use crate::history::History;
+use crate::linearizability::CheckResult;
+use crate::plan::Plan;
+use crate::random::Prng;
+use crate::sim::Simulator;
+
+/// What to simulate. Everything not given here is drawn from the seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimOptions {
+    /// The seed: it fixes the whole run.
+    pub seed: u64,
+    /// Number of replicas: 1, 3, 5 or 7. Default 3.
+    pub replicas: u8,
+    /// Number of clients. Default 4.
+    pub clients: usize,
+    /// Requests each client issues; `None` (the default) draws 10 to 30 from the seed.
+    pub requests_per_client: Option<u32>,
+    /// Whether to inject faults (the seed draws which and how many). Default true.
+    pub faults: bool,
+    /// After the heal, every request must complete within this much simulated time. Default 60 s.
+    pub liveness_timeout_ns: u64,
+    /// After the clients finish, the replicas must converge within this. Default 30 s.
+    pub convergence_timeout_ns: u64,
+    /// Search steps for the linearizability check; running out fails the seed. Default 10^7.
+    pub linearizability_budget: u64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            replicas: 3,
+            clients: 4,
+            requests_per_client: None,
+            faults: true,
+            liveness_timeout_ns: 60 * swarm::SECOND,
+            convergence_timeout_ns: 30 * swarm::SECOND,
+            linearizability_budget: 10_000_000,
+        }
+    }
+}
+
+/// Totals of one run (or, added up, of many).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SimStats {
+    /// Client requests that completed with a result.
+    pub ops_completed: u64,
+    /// Client requests whose session was evicted: outcome unknown.
+    pub ops_indeterminate: u64,
+    /// The highest op committed.
+    pub ops_committed: u64,
+    /// View changes completed (counted by new primaries).
+    pub view_changes: u64,
+    /// State transfers installed (entries or delta).
+    pub state_transfers: u64,
+    /// State transfers installed from a delta.
+    pub state_transfers_delta: u64,
+    /// Recoveries completed.
+    pub recoveries: u64,
+    /// Client sessions evicted (counted by every replica that executed the eviction).
+    pub evictions: u64,
+    /// Replica crashes (each replica of a whole-cluster crash counts).
+    pub crashes: u64,
+    /// Crashes of the whole cluster at once.
+    pub cluster_crashes: u64,
+    /// Restarts that lost the replica's state.
+    pub wipes: u64,
+    /// Partition changes.
+    pub partitions: u64,
+    /// Links made slow.
+    pub slow_links: u64,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Messages delivered.
+    pub messages_delivered: u64,
+    /// Messages lost (random loss, or a destination that was down).
+    pub messages_lost: u64,
+    /// Messages dropped by a partition.
+    pub messages_partitioned: u64,
+    /// Messages duplicated.
+    pub messages_duplicated: u64,
+    /// Corrupted messages, rejected by the wire codec.
+    pub messages_corrupted: u64,
+}
+
+impl SimStats {
+    /// Adds a replica incarnation's counters.
+    pub fn add_replica(&mut self, stats: &ReplicaStats) {
+        self.view_changes += stats.view_changes;
+        self.state_transfers += stats.state_transfers;
+        self.state_transfers_delta += stats.state_transfers_delta;
+        self.recoveries += stats.recoveries;
+        self.evictions += stats.evictions;
+    }
+
+    /// Adds another run's totals.
+    pub fn add(&mut self, other: &SimStats) {
+        self.ops_completed += other.ops_completed;
+        self.ops_indeterminate += other.ops_indeterminate;
+        self.ops_committed += other.ops_committed;
+        self.add_replica(&ReplicaStats {
+            view_changes: other.view_changes,
+            state_transfers: other.state_transfers,
+            state_transfers_delta: other.state_transfers_delta,
+            recoveries: other.recoveries,
+            evictions: other.evictions,
+            ..ReplicaStats::default()
+        });
+        self.crashes += other.crashes;
+        self.cluster_crashes += other.cluster_crashes;
+        self.wipes += other.wipes;
+        self.partitions += other.partitions;
+        self.slow_links += other.slow_links;
+        self.messages_sent += other.messages_sent;
+        self.messages_delivered += other.messages_delivered;
+        self.messages_lost += other.messages_lost;
+        self.messages_partitioned += other.messages_partitioned;
+        self.messages_duplicated += other.messages_duplicated;
+        self.messages_corrupted += other.messages_corrupted;
+    }
+
+    /// Faults injected: crashes, wipes, partition changes, slow links, and messages lost,
+    /// duplicated or corrupted by the network.
+    #[must_use]
+    pub fn faults_injected(&self) -> u64 {
+        self.crashes
+            + self.wipes
+            + self.partitions
+            + self.slow_links
+            + self.messages_lost
+            + self.messages_partitioned
+            + self.messages_duplicated
+            + self.messages_corrupted
+    }
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug)]
+pub struct SimReport {
+    /// The seed that was run.
+    pub seed: u64,
+    /// Whether every check passed.
+    pub passed: bool,
+    /// The first failed check, or the panic, if any.
+    pub failure: Option<String>,
+    /// Hash of the whole event trace.
+    pub trace: u128,
+    /// What the clients asked and got.
+    pub history: History,
+    /// Simulated time at the end of the run, in nanoseconds.
+    pub simulated_ns: u64,
+    /// Totals.
+    pub stats: SimStats,
+}
+
+/// Runs one seed of the swarm: cluster, workload and faults drawn from `options.seed`.
+#[must_use]
+pub fn run(options: &SimOptions) -> SimReport {
+    let mut prng = Prng::new(options.seed);
+    let plan = Plan::swarm(options, &mut prng);
+    simulate(options.seed, plan, prng)
+}
+
+/// Runs a scripted scenario; `seed` drives only latencies and the workload.
+#[must_use]
+pub fn run_scenario(scenario: &Scenario, seed: u64) -> SimReport {
+    simulate(seed, Plan::scenario(scenario), Prng::new(seed))
+}
+
+fn simulate(seed: u64, plan: Plan, prng: Prng) -> SimReport {
+    let budget = plan.linearizability_budget;
+    let mut simulator = Simulator::new(plan, prng);
+    let outcome = panics::catching(|| simulator.run());
+    let mut failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(violation)) => Some(violation),
+        Err(panic) => Some(format!("panic: {panic}")),
+    };
+    if failure.is_none() {
+        failure = simulator.checker.check_replies(true).err();
+    }
+    if failure.is_none() {
+        failure = check_linearizable(&simulator.history, budget).err();
+    }
+    let mut stats = simulator.stats;
+    for slot in &simulator.replicas {
+        if let Some(replica) = &slot.replica {
+            stats.add_replica(&replica.stats());
+        }
+    }
+    stats.ops_committed = simulator.checker.commit_max();
+    SimReport {
+        seed,
+        passed: failure.is_none(),
+        failure,
+        trace: simulator.trace.finish(),
+        history: std::mem::take(&mut simulator.history),
+        simulated_ns: simulator.now,
+        stats,
+    }
+}
+
+/// The linearizability verdict on `history` as a run's failure, if any.
+///
+/// # Errors
+/// When the history is not linearizable, or the search ran out of `budget`.
+pub fn check_linearizable(history: &History, budget: u64) -> Result<(), String> {
+    match linearizability::check(history, budget) {
+        CheckResult::Linearizable => Ok(()),
+        CheckResult::NotLinearizable { key, reason } => Err(format!(
+            "linearizability: the history of key {key:?} is not linearizable: {reason}"
+        )),
+        CheckResult::Unknown { key } => Err(format!(
+            "linearizability: the search ran out of its budget of {budget} steps on key {key:?}"
+        )),
+    }
+}

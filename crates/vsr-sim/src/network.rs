@@ -1,0 +1,166 @@
+//! The simulated network: loss, duplication, corruption, latency (hence reordering), slow
+//! links and partitions, symmetric or one-way.
+//!
+//! Every message goes through the real wire codec: it is encoded when sent, travels as bytes
+//! (a corrupted copy has one random bit flipped) and is decoded on delivery. An intact frame
+//! must decode to exactly the envelope sent; a corrupted one must be rejected, and is dropped
+//! and counted. Partitions and slow links apply between replicas; loss, duplication and
+//! corruption apply to client traffic too.
+
+use vsr::{Envelope, wire};
+
+use crate::sim::{EventKind, Frame, Node, Simulator};
+use crate::swarm::FaultProfile;
+
+/// Per-link and global network conditions, changed by the fault injector.
+#[derive(Clone, Debug)]
+pub(crate) struct Network {
+    replicas: usize,
+    /// `blocked[from * replicas + to]`: messages from `from` to `to` are dropped.
+    blocked: Vec<bool>,
+    /// `slow[from * replicas + to]`: latency multiplier of the link.
+    slow: Vec<u64>,
+    pub(crate) loss_ppm: u32,
+    pub(crate) duplicate_ppm: u32,
+    pub(crate) corrupt_ppm: u32,
+}
+
+impl Network {
+    pub(crate) fn new(profile: &FaultProfile, replicas: u8) -> Self {
+        let replicas = usize::from(replicas);
+        Self {
+            replicas,
+            blocked: vec![false; replicas * replicas],
+            slow: vec![1; replicas * replicas],
+            loss_ppm: profile.loss_ppm,
+            duplicate_ppm: profile.duplicate_ppm,
+            corrupt_ppm: profile.corrupt_ppm,
+        }
+    }
+
+    /// Whether `from` can reach `to`.
+    pub(crate) fn is_blocked(&self, from: u8, to: u8) -> bool {
+        self.blocked[usize::from(from) * self.replicas + usize::from(to)]
+    }
+
+    pub(crate) fn block(&mut self, from: u8, to: u8) {
+        self.blocked[usize::from(from) * self.replicas + usize::from(to)] = true;
+    }
+
+    pub(crate) fn clear_partitions(&mut self) {
+        self.blocked.fill(false);
+    }
+
+    pub(crate) fn slow_factor(&self, from: u8, to: u8) -> u64 {
+        self.slow[usize::from(from) * self.replicas + usize::from(to)]
+    }
+
+    pub(crate) fn set_slow_factor(&mut self, from: u8, to: u8, factor: u64) {
+        self.slow[usize::from(from) * self.replicas + usize::from(to)] = factor;
+    }
+
+    /// No partitions, slow links, loss, duplication or corruption.
+    pub(crate) fn heal(&mut self) {
+        self.clear_partitions();
+        self.slow.fill(1);
+        self.loss_ppm = 0;
+        self.duplicate_ppm = 0;
+        self.corrupt_ppm = 0;
+    }
+}
+
+impl Simulator {
+    /// Sends `envelope` from one node to another, through the faults.
+    pub(crate) fn send(&mut self, from: Node, to: Node, envelope: Envelope) {
+        let bytes = wire::encode(&envelope);
+        self.trace
+            .event(30, self.now, from.trace_id() << 16 | to.trace_id());
+        self.trace.bytes(&bytes);
+        self.stats.messages_sent += 1;
+        let mut slow = 1;
+        if let (Node::Replica(a), Node::Replica(b)) = (from, to) {
+            if self.network.is_blocked(a, b) {
+                self.stats.messages_partitioned += 1;
+                return;
+            }
+            slow = self.network.slow_factor(a, b);
+        }
+        if self.prng.chance(self.network.loss_ppm) {
+            self.stats.messages_lost += 1;
+            return;
+        }
+        let copies = if self.prng.chance(self.network.duplicate_ppm) {
+            self.stats.messages_duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut frame_bytes = bytes.clone();
+            let corrupted = self.prng.chance(self.network.corrupt_ppm);
+            if corrupted {
+                let bit = self.prng.below(frame_bytes.len() as u64 * 8);
+                frame_bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
+            }
+            let profile = &self.plan.profile;
+            let latency = self
+                .prng
+                .range(profile.latency_min_ns, profile.latency_max_ns)
+                * slow;
+            let frame = Frame {
+                to,
+                bytes: frame_bytes,
+                original: envelope.clone(),
+                corrupted,
+            };
+            self.schedule(self.now + latency, EventKind::Deliver(Box::new(frame)));
+        }
+    }
+
+    /// Delivers a frame: decodes it (checking the codec) and hands it to its node.
+    pub(crate) fn deliver(&mut self, frame: Frame) -> Result<(), String> {
+        let envelope = match (wire::decode(&frame.bytes), frame.corrupted) {
+            (Err(_), true) => {
+                self.stats.messages_corrupted += 1;
+                return Ok(());
+            }
+            (Err(error), false) => {
+                return Err(format!(
+                    "wire: an intact {} frame failed to decode: {error}",
+                    frame.original.message.name()
+                ));
+            }
+            (Ok(_), true) => {
+                return Err(format!(
+                    "wire: a {} frame with a flipped bit decoded",
+                    frame.original.message.name()
+                ));
+            }
+            (Ok(envelope), false) => envelope,
+        };
+        if envelope != frame.original {
+            return Err(format!(
+                "wire: decode(encode(m)) != m for a {} message",
+                frame.original.message.name()
+            ));
+        }
+        self.trace.bytes(&frame.bytes);
+        match frame.to {
+            Node::Replica(index) => {
+                let slot = &mut self.replicas[usize::from(index)];
+                let Some(replica) = slot.replica.as_mut() else {
+                    self.stats.messages_lost += 1;
+                    return Ok(());
+                };
+                self.stats.messages_delivered += 1;
+                replica.on_message(envelope);
+                self.after_replica(index)
+            }
+            Node::Client(client) => {
+                self.stats.messages_delivered += 1;
+                self.clients[client].client.on_message(envelope);
+                self.poll_client(client)
+            }
+        }
+    }
+}

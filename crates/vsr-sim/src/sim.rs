@@ -1,0 +1,423 @@
+//! The event loop: virtual time, the event queue, replicas and their ideal disks.
+//!
+//! Everything that happens is an [`Event`] at a virtual time in nanoseconds; events at the same
+//! time run in the order they were scheduled, so the order is a function of the seed alone.
+//! A replica event (a delivered message, a tick, a write completing) is handed to the core, the
+//! commands it emits are carried out at once (sends go to the network, writes to the replica's
+//! disk, which is ideal: a write is durable the moment it is issued, and its completion is
+//! reported after a random latency, in order), and the safety checker inspects the replica.
+//!
+//! The network ([`crate::network`]), the clients ([`crate::workload`]) and the faults
+//! ([`crate::faults`]) add their own `impl Simulator` blocks.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use vsr::{Command, Config, DurableState, Envelope, Replica, StateMachine, Write};
+use vsr_kv::KvStore;
+
+use crate::SimStats;
+use crate::checker::SafetyChecker;
+use crate::history::History;
+use crate::plan::Plan;
+use crate::random::Prng;
+use crate::swarm::MS;
+use crate::trace::Trace;
+use crate::workload::SimClient;
+
+/// Simulated time of one tick.
+pub(crate) const TICK_NS: u64 = 10 * MS;
+
+/// How often the monitor runs: faults before the heal, liveness and convergence after.
+pub(crate) const MONITOR_NS: u64 = 100 * MS;
+
+/// A node of the simulated network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Node {
+    Replica(u8),
+    Client(usize),
+}
+
+impl Node {
+    /// A number naming the node in the trace.
+    pub(crate) fn trace_id(self) -> u64 {
+        match self {
+            Node::Replica(replica) => u64::from(replica),
+            Node::Client(client) => 1000 + client as u64,
+        }
+    }
+}
+
+/// A message in flight: its encoded bytes (possibly corrupted) and what was sent.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub(crate) to: Node,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) original: Envelope,
+    pub(crate) corrupted: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum EventKind {
+    Deliver(Box<Frame>),
+    ReplicaTick {
+        replica: u8,
+        incarnation: u64,
+    },
+    Persisted {
+        replica: u8,
+        incarnation: u64,
+        seq: u64,
+    },
+    ClientsTick,
+    ClientWake {
+        client: usize,
+    },
+    Monitor,
+    Restart {
+        replica: u8,
+        incarnation: u64,
+    },
+    Script {
+        step: usize,
+    },
+}
+
+impl EventKind {
+    fn trace_tag(&self) -> (u8, u64) {
+        match self {
+            EventKind::Deliver(frame) => (1, frame.to.trace_id()),
+            EventKind::ReplicaTick { replica, .. } => (2, u64::from(*replica)),
+            EventKind::Persisted { replica, seq, .. } => (3, u64::from(*replica) | seq << 8),
+            EventKind::ClientsTick => (4, 0),
+            EventKind::ClientWake { client } => (5, *client as u64),
+            EventKind::Monitor => (6, 0),
+            EventKind::Restart { replica, .. } => (7, u64::from(*replica)),
+            EventKind::Script { step } => (8, *step as u64),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Event {
+    time: u64,
+    seq: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Event {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time, self.seq).cmp(&(other.time, other.seq))
+    }
+}
+
+/// One replica's place in the cluster: the running incarnation (if up) and its disk.
+pub(crate) struct ReplicaSlot {
+    pub(crate) replica: Option<Replica<KvStore>>,
+    pub(crate) disk: DurableState,
+    /// Incremented on every start; events of older incarnations are discarded.
+    pub(crate) incarnation: u64,
+    /// This replica's tick period, per mille of [`TICK_NS`].
+    pub(crate) tick_permille: u64,
+    /// When the disk finishes the last write issued (completions are in order).
+    pub(crate) disk_free_ns: u64,
+}
+
+/// The whole simulated world of one run.
+pub(crate) struct Simulator {
+    pub(crate) plan: Plan,
+    pub(crate) config: Config,
+    pub(crate) prng: Prng,
+    pub(crate) now: u64,
+    queue: BinaryHeap<Reverse<Event>>,
+    event_seq: u64,
+    pub(crate) replicas: Vec<ReplicaSlot>,
+    pub(crate) clients: Vec<SimClient>,
+    pub(crate) client_index: BTreeMap<u128, usize>,
+    pub(crate) network: crate::network::Network,
+    pub(crate) checker: SafetyChecker,
+    pub(crate) history: History,
+    pub(crate) trace: Trace,
+    pub(crate) stats: SimStats,
+    pub(crate) healed: bool,
+    pub(crate) clients_done_at: Option<u64>,
+    pub(crate) finished: bool,
+    /// The latest value of each key some client saw, to make compare-and-swap succeed often.
+    pub(crate) last_values: BTreeMap<String, Option<String>>,
+}
+
+impl Simulator {
+    pub(crate) fn new(plan: Plan, mut prng: Prng) -> Self {
+        let cluster = u128::from(prng.next_u64()) << 64 | u128::from(prng.next_u64());
+        let config = plan.params.config(cluster, plan.replicas);
+        let replicas = (0..plan.replicas)
+            .map(|_| ReplicaSlot {
+                replica: None,
+                disk: DurableState::default(),
+                incarnation: 0,
+                tick_permille: prng.range(
+                    plan.profile.tick_permille_min,
+                    plan.profile.tick_permille_max,
+                ),
+                disk_free_ns: 0,
+            })
+            .collect();
+        let checker = SafetyChecker::new(plan.replicas, plan.params.clients_max);
+        let network = crate::network::Network::new(&plan.profile, plan.replicas);
+        let mut simulator = Self {
+            config,
+            prng,
+            now: 0,
+            queue: BinaryHeap::new(),
+            event_seq: 0,
+            replicas,
+            clients: Vec::new(),
+            client_index: BTreeMap::new(),
+            network,
+            checker,
+            history: History::new(),
+            trace: Trace::default(),
+            stats: SimStats::default(),
+            healed: false,
+            clients_done_at: None,
+            finished: false,
+            last_values: BTreeMap::new(),
+            plan,
+        };
+        simulator.create_clients();
+        simulator
+    }
+
+    pub(crate) fn schedule(&mut self, time: u64, kind: EventKind) {
+        let seq = self.event_seq;
+        self.event_seq += 1;
+        self.queue.push(Reverse(Event { time, seq, kind }));
+    }
+
+    /// Runs until the clients are done and the replicas converged, or a check fails.
+    pub(crate) fn run(&mut self) -> Result<(), String> {
+        for replica in 0..self.plan.replicas {
+            self.start_replica(replica)?;
+        }
+        self.schedule(TICK_NS, EventKind::ClientsTick);
+        self.schedule(MONITOR_NS, EventKind::Monitor);
+        for client in 0..self.clients.len() {
+            let wake = self.prng.range(0, self.plan.think_ns_max);
+            self.schedule(wake, EventKind::ClientWake { client });
+        }
+        for step in 0..self.plan.script.len() {
+            let at = self.plan.script[step].0;
+            self.schedule(at, EventKind::Script { step });
+        }
+        while !self.finished {
+            let Some(Reverse(event)) = self.queue.pop() else {
+                return Err("the event queue ran dry".to_owned());
+            };
+            assert!(event.time >= self.now, "time never goes backwards");
+            self.now = event.time;
+            let (tag, node) = event.kind.trace_tag();
+            self.trace.event(tag, self.now, node);
+            self.handle(event.kind)?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, kind: EventKind) -> Result<(), String> {
+        match kind {
+            EventKind::Deliver(frame) => self.deliver(*frame)?,
+            EventKind::ReplicaTick {
+                replica,
+                incarnation,
+            } => {
+                if let Some(running) = self.running(replica, incarnation) {
+                    running.on_tick();
+                    self.after_replica(replica)?;
+                    self.schedule_tick(replica);
+                }
+            }
+            EventKind::Persisted {
+                replica,
+                incarnation,
+                seq,
+            } => {
+                if let Some(running) = self.running(replica, incarnation) {
+                    running.on_persisted(seq);
+                    self.after_replica(replica)?;
+                }
+            }
+            EventKind::ClientsTick => {
+                for client in 0..self.clients.len() {
+                    self.clients[client].client.on_tick();
+                    self.poll_client(client)?;
+                }
+                self.schedule(self.now + TICK_NS, EventKind::ClientsTick);
+            }
+            EventKind::ClientWake { client } => self.client_next(client)?,
+            EventKind::Monitor => {
+                self.monitor()?;
+                self.schedule(self.now + MONITOR_NS, EventKind::Monitor);
+            }
+            EventKind::Restart {
+                replica,
+                incarnation,
+            } => {
+                let slot = &self.replicas[usize::from(replica)];
+                if slot.replica.is_none() && slot.incarnation == incarnation {
+                    self.start_replica(replica)?;
+                }
+            }
+            EventKind::Script { step } => self.script_step(step)?,
+        }
+        Ok(())
+    }
+
+    /// The replica, if it is up and still the incarnation an event was meant for.
+    fn running(&mut self, replica: u8, incarnation: u64) -> Option<&mut Replica<KvStore>> {
+        let slot = &mut self.replicas[usize::from(replica)];
+        if slot.incarnation == incarnation {
+            slot.replica.as_mut()
+        } else {
+            None
+        }
+    }
+
+    /// Starts a replica from its disk: fresh, restarted, or recovering if its state was lost.
+    pub(crate) fn start_replica(&mut self, index: u8) -> Result<(), String> {
+        let seed = self.prng.next_u64();
+        let config = self.config.clone();
+        let slot = &mut self.replicas[usize::from(index)];
+        assert!(slot.replica.is_none());
+        slot.incarnation += 1;
+        slot.disk_free_ns = self.now;
+        let replica = if slot.incarnation == 1 {
+            Replica::new(config, index, KvStore::new(), seed)
+        } else if slot.disk == DurableState::recovering() {
+            Replica::recover(config, index, KvStore::new(), seed)
+        } else {
+            Replica::open(config, index, KvStore::new(), seed, &slot.disk)
+        };
+        slot.replica = Some(replica);
+        self.trace.event(20, self.now, u64::from(index));
+        self.checker.on_start(index);
+        self.schedule_tick(index);
+        self.after_replica(index)
+    }
+
+    fn schedule_tick(&mut self, replica: u8) {
+        let slot = &self.replicas[usize::from(replica)];
+        let period = TICK_NS * slot.tick_permille / 1000;
+        let incarnation = slot.incarnation;
+        let jitter = if self.plan.profile.tick_permille_min == self.plan.profile.tick_permille_max {
+            0
+        } else {
+            self.prng.range(0, period / 10)
+        };
+        self.schedule(
+            self.now + period + jitter,
+            EventKind::ReplicaTick {
+                replica,
+                incarnation,
+            },
+        );
+    }
+
+    /// Carries out the commands a replica emitted, then checks it.
+    pub(crate) fn after_replica(&mut self, index: u8) -> Result<(), String> {
+        let slot = &mut self.replicas[usize::from(index)];
+        let replica = slot
+            .replica
+            .as_mut()
+            .expect("an event reached a running replica");
+        let commands: Vec<Command> = replica.drain_commands().collect();
+        for command in commands {
+            match command {
+                Command::Send { to, envelope } => {
+                    self.send(Node::Replica(index), Node::Replica(to), envelope);
+                }
+                Command::Reply { client, envelope } => {
+                    if let Some(&client) = self.client_index.get(&client) {
+                        self.send(Node::Replica(index), Node::Client(client), envelope);
+                    }
+                }
+                Command::Persist { seq, write } => self.persist(index, seq, &write),
+            }
+        }
+        let replica = self.replicas[usize::from(index)]
+            .replica
+            .as_ref()
+            .expect("running");
+        let commit = replica.commit();
+        self.checker.observe(
+            index,
+            commit,
+            |op| replica.entry(op),
+            || replica.state_machine().digest(),
+        )
+    }
+
+    fn persist(&mut self, index: u8, seq: u64, write: &Write) {
+        trace_write(&mut self.trace, seq, write);
+        let latency = self.prng.range(
+            self.plan.profile.disk_latency_min_ns,
+            self.plan.profile.disk_latency_max_ns,
+        );
+        let slot = &mut self.replicas[usize::from(index)];
+        slot.disk.apply(write);
+        let done = slot.disk_free_ns.max(self.now) + latency;
+        slot.disk_free_ns = done;
+        let incarnation = slot.incarnation;
+        self.schedule(
+            done,
+            EventKind::Persisted {
+                replica: index,
+                incarnation,
+                seq,
+            },
+        );
+    }
+
+    /// Every replica's view, status, op and commit, for failure messages.
+    pub(crate) fn describe_replicas(&self) -> String {
+        let mut out = String::new();
+        for (index, slot) in self.replicas.iter().enumerate() {
+            match &slot.replica {
+                Some(replica) => out.push_str(&format!(
+                    "[replica {index}: view {} {} op {} commit {}] ",
+                    replica.view(),
+                    replica.status_name(),
+                    replica.op(),
+                    replica.commit()
+                )),
+                None => out.push_str(&format!("[replica {index}: down] ")),
+            }
+        }
+        out.trim_end().to_owned()
+    }
+}
+
+fn trace_write(trace: &mut Trace, seq: u64, write: &Write) {
+    trace.number(u128::from(seq));
+    match write {
+        Write::ViewState(state) => {
+            trace.number(u128::from(state.view) << 64 | u128::from(state.last_normal_view));
+            trace.number(u128::from(state.commit) << 1 | u128::from(state.recovering));
+        }
+        Write::Append(entry) => trace.number(entry.checksum),
+        Write::Truncate { op } => trace.number(u128::from(*op)),
+        Write::Checkpoint(checkpoint) => {
+            trace.number(u128::from(checkpoint.op));
+            trace.bytes(&checkpoint.snapshot);
+        }
+    }
+}

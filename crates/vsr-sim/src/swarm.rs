@@ -1,0 +1,182 @@
+//! Swarm testing: each seed draws its own cluster parameters and fault mix.
+//!
+//! A fixed fault mix tests one corner well and the others never; drawing the mix per seed (some
+//! seeds with no loss, some with heavy loss, some with crashes aimed at the primary, some with
+//! skewed clocks) covers far more interleavings for the same number of runs. The draws come
+//! first from the seed's generator, so a seed names its mix.
+
+use vsr::Config;
+
+use crate::random::Prng;
+
+/// Nanoseconds in a millisecond.
+pub(crate) const MS: u64 = 1_000_000;
+
+/// Nanoseconds in a second.
+pub(crate) const SECOND: u64 = 1_000 * MS;
+
+/// The protocol parameters of one run, deliberately small so that pipelines fill, sessions are
+/// evicted, checkpoints happen and state transfer needs deltas in chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterParams {
+    /// Prepares in flight at once.
+    pub pipeline_max: u64,
+    /// Client sessions kept in the client table.
+    pub clients_max: usize,
+    /// Committed entries kept in memory for lagging peers.
+    pub log_retained_max: u64,
+    /// Ops between checkpoints.
+    pub checkpoint_interval: u64,
+    /// Largest chunk of a delta in one new_state message, in bytes.
+    pub state_chunk_size_max: usize,
+    /// Ticks without hearing from the primary before a view change.
+    pub view_change_timeout_ticks: u64,
+}
+
+impl ClusterParams {
+    /// Parameters for `clients` clients that keep every session and trim the log late.
+    #[must_use]
+    pub fn roomy(clients: usize) -> Self {
+        Self {
+            pipeline_max: 8,
+            clients_max: clients.max(1),
+            log_retained_max: 64,
+            checkpoint_interval: 64,
+            state_chunk_size_max: 1024,
+            view_change_timeout_ticks: 50,
+        }
+    }
+
+    pub(crate) fn swarm(prng: &mut Prng, clients: usize) -> Self {
+        let pipeline_max = prng.range(4, 8);
+        let clients_max = match prng.below(4) {
+            0 if clients >= 2 => clients - 1,
+            1 => clients + 2,
+            _ => clients,
+        };
+        Self {
+            pipeline_max,
+            clients_max: clients_max.max(1),
+            log_retained_max: prng.range(16, 48).max(pipeline_max),
+            checkpoint_interval: prng.range(8, 48),
+            state_chunk_size_max: prng.range(256, 1024) as usize,
+            view_change_timeout_ticks: prng.range(30, 80),
+        }
+    }
+
+    /// The core configuration for a cluster of `replicas`.
+    #[must_use]
+    pub fn config(&self, cluster: u128, replicas: u8) -> Config {
+        let mut config = Config::new(cluster, replicas);
+        config.pipeline_max = self.pipeline_max;
+        config.clients_max = self.clients_max;
+        config.log_retained_max = self.log_retained_max;
+        config.checkpoint_interval = self.checkpoint_interval;
+        config.state_chunk_size_max = self.state_chunk_size_max;
+        config.view_change_timeout_ticks = self.view_change_timeout_ticks;
+        config.validate();
+        config
+    }
+}
+
+/// Rates and bounds of every fault, for the fault phase. After it the simulator heals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FaultProfile {
+    pub(crate) fault_phase_ns: u64,
+    pub(crate) latency_min_ns: u64,
+    pub(crate) latency_max_ns: u64,
+    pub(crate) loss_ppm: u32,
+    pub(crate) duplicate_ppm: u32,
+    pub(crate) corrupt_ppm: u32,
+    /// Per chaos step (100 ms): chance the partitions change.
+    pub(crate) partition_ppm: u32,
+    /// Per chaos step: chance a link turns slow (or fast again).
+    pub(crate) slow_link_ppm: u32,
+    pub(crate) slow_factor_max: u64,
+    /// Per chaos step: chance a replica crashes.
+    pub(crate) crash_ppm: u32,
+    /// Of those crashes, the share aimed at the primary.
+    pub(crate) crash_primary_ppm: u32,
+    /// Per chaos step: chance the whole cluster crashes.
+    pub(crate) crash_all_ppm: u32,
+    /// Per chaos step: chance a replica restarts having lost its state.
+    pub(crate) wipe_ppm: u32,
+    pub(crate) downtime_min_ns: u64,
+    pub(crate) downtime_max_ns: u64,
+    /// Tick periods, per mille of the nominal 10 ms (clock jitter when not both 1000).
+    pub(crate) tick_permille_min: u64,
+    pub(crate) tick_permille_max: u64,
+    pub(crate) disk_latency_min_ns: u64,
+    pub(crate) disk_latency_max_ns: u64,
+}
+
+impl FaultProfile {
+    /// No faults: a short fault phase, a fast network and disk, nominal clocks.
+    pub(crate) fn quiet() -> Self {
+        Self {
+            fault_phase_ns: SECOND,
+            latency_min_ns: MS / 10,
+            latency_max_ns: MS,
+            loss_ppm: 0,
+            duplicate_ppm: 0,
+            corrupt_ppm: 0,
+            partition_ppm: 0,
+            slow_link_ppm: 0,
+            slow_factor_max: 1,
+            crash_ppm: 0,
+            crash_primary_ppm: 0,
+            crash_all_ppm: 0,
+            wipe_ppm: 0,
+            downtime_min_ns: 100 * MS,
+            downtime_max_ns: SECOND,
+            tick_permille_min: 1000,
+            tick_permille_max: 1000,
+            disk_latency_min_ns: MS / 20,
+            disk_latency_max_ns: MS / 2,
+        }
+    }
+
+    /// A random mix: each kind of fault is off in some seeds and heavy in others.
+    pub(crate) fn swarm(prng: &mut Prng) -> Self {
+        let latency_min_ns = prng.range(MS / 20, 2 * MS);
+        let latency_spread = prng.pick(&[MS, 5 * MS, 20 * MS, 60 * MS]);
+        let disk_latency_min_ns = prng.range(MS / 100, MS);
+        let disk_spread = prng.pick(&[MS / 2, 5 * MS, 30 * MS]);
+        let jitter = prng.chance(PPM_HALF);
+        let downtime_max_ns = prng.pick(&[500 * MS, 2 * SECOND, 5 * SECOND]);
+        Self {
+            fault_phase_ns: prng.range(3, 20) * SECOND,
+            latency_min_ns,
+            latency_max_ns: latency_min_ns + latency_spread,
+            loss_ppm: level(prng, 300_000),
+            duplicate_ppm: level(prng, 100_000),
+            corrupt_ppm: level(prng, 20_000),
+            partition_ppm: level(prng, 100_000),
+            slow_link_ppm: level(prng, 100_000),
+            slow_factor_max: prng.range(2, 50),
+            crash_ppm: level(prng, 30_000),
+            crash_primary_ppm: prng.range(0, 1_000_000) as u32,
+            crash_all_ppm: level(prng, 5_000),
+            wipe_ppm: level(prng, 20_000),
+            downtime_min_ns: 50 * MS,
+            downtime_max_ns,
+            tick_permille_min: if jitter { prng.range(400, 1000) } else { 1000 },
+            tick_permille_max: if jitter { prng.range(1000, 2500) } else { 1000 },
+            disk_latency_min_ns,
+            disk_latency_max_ns: disk_latency_min_ns + disk_spread,
+        }
+    }
+}
+
+const PPM_HALF: u32 = 500_000;
+
+/// A rate for one kind of fault: off in about a third of the seeds, otherwise anywhere from
+/// light to `max_ppm`, with light rates as likely as heavy ones on a log scale.
+fn level(prng: &mut Prng, max_ppm: u32) -> u32 {
+    match prng.below(6) {
+        0 | 1 => 0,
+        2 => prng.range(1, u64::from(max_ppm / 100).max(1)) as u32,
+        3 => prng.range(1, u64::from(max_ppm / 10).max(1)) as u32,
+        _ => prng.range(1, u64::from(max_ppm)) as u32,
+    }
+}

@@ -1,0 +1,215 @@
+//! The clients: a random workload of put, get and compare-and-swap on a small key set, and the
+//! history of what each client asked and got.
+//!
+//! Each client is the real sans-IO [`vsr::Client`]. It issues a bounded number of requests, one
+//! at a time, with a random think time between them. Keys are few so that operations conflict;
+//! every value written is unique (`c{client}-{n}`) so the linearizability checker can tell
+//! writes apart. A request is recorded in the history when submitted and completed when its
+//! reply arrives; a request whose session was evicted stays incomplete (its outcome is unknown).
+
+use bytes::Bytes;
+use vsr::client::ClientTimeouts;
+use vsr::{Client, ClientEvent, Codec};
+use vsr_kv::{KvOperation, KvResult};
+
+use crate::history::{OpKind, OpResult};
+use crate::sim::{EventKind, Node, Simulator};
+
+/// The request a client is waiting on.
+#[derive(Clone, Debug)]
+pub(crate) struct Pending {
+    history_index: usize,
+    body: Bytes,
+    kind: OpKind,
+    key: String,
+    value: Option<String>,
+    pub(crate) invoke_ns: u64,
+}
+
+/// One simulated client.
+pub(crate) struct SimClient {
+    pub(crate) client: Client,
+    pub(crate) id: u128,
+    requests_left: u32,
+    values_written: u32,
+    pub(crate) pending: Option<Pending>,
+    pub(crate) done: bool,
+}
+
+impl Simulator {
+    pub(crate) fn create_clients(&mut self) {
+        for index in 0..self.plan.clients {
+            let id =
+                (u128::from(self.prng.next_u64()) << 64 | u128::from(self.prng.next_u64())) | 1;
+            let mut client = Client::new(
+                self.config.cluster,
+                self.plan.replicas,
+                id,
+                self.prng.next_u64(),
+            );
+            client.set_timeouts(ClientTimeouts {
+                retry_ticks_min: 10,
+                retry_ticks_max: 100,
+            });
+            self.client_index.insert(id, index);
+            self.clients.push(SimClient {
+                client,
+                id,
+                requests_left: self.plan.requests_per_client,
+                values_written: 0,
+                pending: None,
+                done: false,
+            });
+        }
+    }
+
+    /// The client finished thinking: submits its next request, or is done.
+    pub(crate) fn client_next(&mut self, index: usize) -> Result<(), String> {
+        let sim_client = &mut self.clients[index];
+        assert!(sim_client.pending.is_none());
+        if sim_client.requests_left == 0 {
+            sim_client.done = true;
+            if self.clients.iter().all(|client| client.done) {
+                self.clients_done_at = Some(self.now);
+            }
+            return Ok(());
+        }
+        sim_client.requests_left -= 1;
+        let (operation, kind, key, value, expected) = self.draw_operation(index);
+        let body = Bytes::from(operation.to_bytes());
+        let history_index = self.history.invoke(
+            index as u64,
+            kind,
+            key.clone(),
+            value.clone(),
+            expected,
+            self.now,
+        );
+        let sim_client = &mut self.clients[index];
+        sim_client.pending = Some(Pending {
+            history_index,
+            body: body.clone(),
+            kind,
+            key,
+            value,
+            invoke_ns: self.now,
+        });
+        sim_client.client.submit(body);
+        self.poll_client(index)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn draw_operation(
+        &mut self,
+        index: usize,
+    ) -> (KvOperation, OpKind, String, Option<String>, Option<String>) {
+        let key = format!("k{}", self.prng.below(self.plan.keys as u64));
+        let key_bytes = Bytes::from(key.clone());
+        let choice = self.prng.below(10);
+        if (4..7).contains(&choice) {
+            return (
+                KvOperation::Get { key: key_bytes },
+                OpKind::Get,
+                key,
+                None,
+                None,
+            );
+        }
+        let client = &mut self.clients[index];
+        let value = format!("c{index}-{}", client.values_written);
+        client.values_written += 1;
+        if choice < 4 {
+            let operation = KvOperation::Put {
+                key: key_bytes,
+                value: Bytes::from(value.clone()),
+            };
+            return (operation, OpKind::Put, key, Some(value), None);
+        }
+        let expected = match self.prng.below(10) {
+            0..7 => self.last_values.get(&key).cloned().flatten(),
+            7 => None,
+            _ => Some(format!(
+                "c{}-{}",
+                self.prng.below(self.plan.clients as u64),
+                self.prng.below(8)
+            )),
+        };
+        let operation = KvOperation::CompareAndSwap {
+            key: key_bytes,
+            expected: expected.clone().map(Bytes::from),
+            new: Bytes::from(value.clone()),
+        };
+        (operation, OpKind::Cas, key, Some(value), expected)
+    }
+
+    /// Carries out what a client asks: sends, completions, evictions.
+    pub(crate) fn poll_client(&mut self, index: usize) -> Result<(), String> {
+        while let Some(event) = self.clients[index].client.poll() {
+            match event {
+                ClientEvent::Send { to, envelope } => {
+                    self.send(Node::Client(index), Node::Replica(to), envelope);
+                }
+                ClientEvent::Completed { op, result } => self.on_completed(index, op, result)?,
+                ClientEvent::Evicted => {
+                    let pending = self.clients[index].pending.take();
+                    if pending.is_none() {
+                        return Err(format!("client {index} evicted with no request pending"));
+                    }
+                    self.trace.event(41, self.now, index as u64);
+                    self.stats.ops_indeterminate += 1;
+                    self.think(index);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_completed(&mut self, index: usize, op: u64, result: Bytes) -> Result<(), String> {
+        let Some(pending) = self.clients[index].pending.take() else {
+            return Err(format!(
+                "client {index} completed op {op} with no request pending"
+            ));
+        };
+        self.trace.event(40, self.now, index as u64);
+        self.trace.number(u128::from(op));
+        self.trace.bytes(&result);
+        let decoded = KvResult::decode(&result).map_err(|error| {
+            format!("client {index}: reply for op {op} does not decode: {error}")
+        })?;
+        let result_history = match decoded {
+            KvResult::Ok => OpResult::Ok,
+            KvResult::Value(value) => {
+                OpResult::Value(value.map(|value| String::from_utf8_lossy(&value).into_owned()))
+            }
+            KvResult::Swapped(swapped) => OpResult::Swapped(swapped),
+        };
+        if !result_history.fits(pending.kind) {
+            return Err(format!(
+                "client {index}: a {:?} got result {result_history:?} at op {op}",
+                pending.kind
+            ));
+        }
+        match &result_history {
+            OpResult::Ok | OpResult::Swapped(true) => {
+                self.last_values
+                    .insert(pending.key.clone(), pending.value.clone());
+            }
+            OpResult::Value(value) => {
+                self.last_values.insert(pending.key.clone(), value.clone());
+            }
+            OpResult::Swapped(false) => {}
+        }
+        self.history
+            .complete(pending.history_index, result_history, self.now);
+        self.stats.ops_completed += 1;
+        let id = self.clients[index].id;
+        self.checker.on_reply(id, op, pending.body, result)?;
+        self.think(index);
+        Ok(())
+    }
+
+    fn think(&mut self, index: usize) {
+        let think = self.prng.range(0, self.plan.think_ns_max);
+        self.schedule(self.now + think, EventKind::ClientWake { client: index });
+    }
+}
