@@ -153,7 +153,22 @@ impl Simulator {
                     return Ok(());
                 };
                 self.stats.messages_delivered += 1;
+                let log =
+                    log_enabled().then(|| (envelope.sender, format!("{:?}", envelope.message)));
                 replica.on_message(envelope);
+                if let Some((sender, message)) = log {
+                    let message: String = message.chars().take(LOG_MESSAGE_CHARS).collect();
+                    eprintln!(
+                        "{} ms {sender:?} -> replica {index}: {message} => view {} (last normal {}) {} op {} verified {} commit {}",
+                        self.now / 1_000_000,
+                        replica.view(),
+                        replica.last_normal_view(),
+                        replica.status_name(),
+                        replica.op(),
+                        replica.op_verified(),
+                        replica.commit(),
+                    );
+                }
                 self.after_replica(index)
             }
             Node::Client(client) => {
@@ -163,4 +178,14 @@ impl Simulator {
             }
         }
     }
+}
+
+/// Characters of a message shown per line of the `VSR_SIM_LOG` trace.
+const LOG_MESSAGE_CHARS: usize = 160;
+
+/// Whether `VSR_SIM_LOG` is set: then every message delivered to a replica is printed to stderr
+/// with the replica's state after handling it (for debugging one seed; slow).
+fn log_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var_os("VSR_SIM_LOG").is_some())
 }

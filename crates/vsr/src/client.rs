@@ -46,7 +46,10 @@ pub struct ClientTimeouts {
 
 impl Default for ClientTimeouts {
     fn default() -> Self {
-        Self { retry_ticks_min: 20, retry_ticks_max: 200 }
+        Self {
+            retry_ticks_min: 20,
+            retry_ticks_max: 200,
+        }
     }
 }
 
@@ -102,7 +105,9 @@ impl Client {
 
     /// Replaces the retry timing.
     pub fn set_timeouts(&mut self, timeouts: ClientTimeouts) {
-        assert!(timeouts.retry_ticks_min >= 1 && timeouts.retry_ticks_max >= timeouts.retry_ticks_min);
+        assert!(
+            timeouts.retry_ticks_min >= 1 && timeouts.retry_ticks_max >= timeouts.retry_ticks_min
+        );
         self.timeouts = timeouts;
     }
 
@@ -121,12 +126,19 @@ impl Client {
     /// Whether an operation is outstanding (submitted and not yet completed or evicted).
     #[must_use]
     pub fn is_busy(&self) -> bool {
-        self.queued.is_some() || self.in_flight.as_ref().is_some_and(|f| f.operation != Operation::Register)
+        self.queued.is_some()
+            || self
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.operation != Operation::Register)
     }
 
     /// Submits an encoded state machine operation. Panics if one is already outstanding.
     pub fn submit(&mut self, body: Bytes) {
-        assert!(!self.is_busy(), "a client has at most one request in flight");
+        assert!(
+            !self.is_busy(),
+            "a client has at most one request in flight"
+        );
         if self.session == 0 {
             self.queued = Some(body);
             if self.in_flight.is_none() {
@@ -145,7 +157,9 @@ impl Client {
     /// Advances time by one tick; retries a request that timed out.
     pub fn on_tick(&mut self) {
         self.tick += 1;
-        let Some(in_flight) = &self.in_flight else { return };
+        let Some(in_flight) = &self.in_flight else {
+            return;
+        };
         if self.tick < in_flight.retry_at {
             return;
         }
@@ -165,8 +179,18 @@ impl Client {
         if envelope.cluster != self.cluster {
             return;
         }
-        let Message::Reply { view, op, request, result } = envelope.message else { return };
-        let Some(in_flight) = &self.in_flight else { return };
+        let Message::Reply {
+            view,
+            op,
+            request,
+            result,
+        } = envelope.message
+        else {
+            return;
+        };
+        let Some(in_flight) = &self.in_flight else {
+            return;
+        };
         let expected = matches!(
             (in_flight.operation, &result),
             (Operation::Register, ReplyResult::Registered)
@@ -213,15 +237,23 @@ impl Client {
 
     fn send_in_flight(&mut self, to: ReplicaIndex) {
         let in_flight = self.in_flight.as_ref().expect("a request is in flight");
-        let session = if in_flight.operation == Operation::Register { 0 } else { self.session };
+        let session = if in_flight.operation == Operation::Register {
+            0
+        } else {
+            self.session
+        };
         let message = Message::Request {
             session,
             request: in_flight.request,
             operation: in_flight.operation,
             body: in_flight.body.clone(),
         };
-        let envelope =
-            Envelope { cluster: self.cluster, epoch: 0, sender: Sender::Client(self.id), message };
+        let envelope = Envelope {
+            cluster: self.cluster,
+            epoch: 0,
+            sender: Sender::Client(self.id),
+            message,
+        };
         self.events.push_back(ClientEvent::Send { to, envelope });
     }
 }

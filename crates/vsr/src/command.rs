@@ -93,7 +93,9 @@ impl DurableState {
     /// The op of the checkpoint (0 without one).
     #[must_use]
     pub fn checkpoint_op(&self) -> u64 {
-        self.checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.op)
+        self.checkpoint
+            .as_ref()
+            .map_or(0, |checkpoint| checkpoint.op)
     }
 
     /// Applies one write, as an ideal disk would.
@@ -101,7 +103,10 @@ impl DurableState {
         match write {
             Write::ViewState(view_state) => self.view_state = *view_state,
             Write::Append(entry) => {
-                let expected = self.entries.back().map_or(self.checkpoint_op() + 1, |e| e.op + 1);
+                let expected = self
+                    .entries
+                    .back()
+                    .map_or(self.checkpoint_op() + 1, |e| e.op + 1);
                 assert_eq!(entry.op, expected, "appends must be consecutive");
                 self.entries.push_back(entry.clone());
             }
@@ -111,10 +116,18 @@ impl DurableState {
                 }
             }
             Write::Checkpoint(checkpoint) => {
-                while self.entries.front().is_some_and(|entry| entry.op <= checkpoint.op) {
+                while self
+                    .entries
+                    .front()
+                    .is_some_and(|entry| entry.op <= checkpoint.op)
+                {
                     self.entries.pop_front();
                 }
-                if self.entries.front().is_some_and(|entry| entry.op != checkpoint.op + 1) {
+                if self
+                    .entries
+                    .front()
+                    .is_some_and(|entry| entry.op != checkpoint.op + 1)
+                {
                     self.entries.clear();
                 }
                 self.checkpoint = Some(checkpoint.clone());
@@ -128,6 +141,12 @@ impl DurableState {
     /// storage must hold exactly this before `Replica::recover` runs on it.
     #[must_use]
     pub fn recovering() -> Self {
-        Self { view_state: ViewState { recovering: true, ..ViewState::default() }, ..Self::default() }
+        Self {
+            view_state: ViewState {
+                recovering: true,
+                ..ViewState::default()
+            },
+            ..Self::default()
+        }
     }
 }

@@ -16,9 +16,8 @@ pub const PIPELINE_MAX: u64 = 48;
 /// The log suffix after a replica's commit number spans at most three pipelines (one in flight,
 /// one of commit numbers not yet heard, one of commit numbers not yet persisted), and must fit
 /// in one do_view_change or start_view message, with room for per-entry headers.
-const _: () = assert!(
-    3 * PIPELINE_MAX as usize * (OPERATION_SIZE_MAX + 128) + 4096 <= MESSAGE_BODY_SIZE_MAX
-);
+const _: () =
+    assert!(3 * PIPELINE_MAX as usize * (OPERATION_SIZE_MAX + 128) + 4096 <= MESSAGE_BODY_SIZE_MAX);
 
 /// Static configuration of one replica. All replicas of a cluster must agree on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,12 +69,18 @@ impl Config {
 
     /// Asserts the configuration is one the protocol supports.
     pub fn validate(&self) {
-        assert!(matches!(self.replica_count, 1 | 3 | 5 | 7), "replica count must be 1, 3, 5 or 7");
+        assert!(
+            matches!(self.replica_count, 1 | 3 | 5 | 7),
+            "replica count must be 1, 3, 5 or 7"
+        );
         assert!(self.pipeline_max >= 1 && self.pipeline_max <= PIPELINE_MAX);
         assert!(self.clients_max >= 1);
         assert!(self.log_retained_max >= self.pipeline_max);
         assert!(self.checkpoint_interval >= 1);
-        assert!(self.state_chunk_size_max >= 64 && self.state_chunk_size_max <= MESSAGE_BODY_SIZE_MAX / 2);
+        assert!(
+            self.state_chunk_size_max >= 64
+                && self.state_chunk_size_max <= MESSAGE_BODY_SIZE_MAX / 2
+        );
         assert!(self.heartbeat_ticks >= 1);
         assert!(self.view_change_timeout_ticks > self.heartbeat_ticks);
         assert!(self.prepare_retry_ticks >= 1 && self.retry_ticks >= 1);

@@ -27,6 +27,8 @@ pub mod wire;
 pub use client::{Client, ClientEvent};
 pub use command::{Checkpoint, Command, DurableState, ViewState, Write};
 pub use config::Config;
-pub use message::{ClientId, Entry, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender};
+pub use message::{
+    ClientId, Entry, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender,
+};
 pub use replica::{Replica, ReplicaStats, Status};
 pub use state_machine::{Codec, CodecError, StateMachine};

@@ -85,8 +85,17 @@ impl Entry {
         operation: Operation,
         body: Bytes,
     ) -> Self {
-        let mut entry =
-            Entry { op, view, parent, client, session, request, operation, body, checksum: 0 };
+        let mut entry = Entry {
+            op,
+            view,
+            parent,
+            client,
+            session,
+            request,
+            operation,
+            body,
+            checksum: 0,
+        };
         entry.checksum = entry.compute_checksum();
         entry
     }

@@ -52,18 +52,27 @@ impl ClientTable {
                 if entry.request > session.request || skip_dedup {
                     Admission::Execute
                 } else if entry.request == session.request {
-                    Admission::Reply { op: session.reply_op, result: session.reply.clone() }
+                    Admission::Reply {
+                        op: session.reply_op,
+                        result: session.reply.clone(),
+                    }
                 } else {
                     Admission::Drop
                 }
             }
-            _ => Admission::Reply { op: entry.op, result: ReplyResult::SessionEvicted },
+            _ => Admission::Reply {
+                op: entry.op,
+                result: ReplyResult::SessionEvicted,
+            },
         }
     }
 
     /// Records an executed request's reply.
     pub(crate) fn record(&mut self, entry: &Entry, result: Bytes) {
-        let session = self.sessions.get_mut(&entry.client).expect("admitted session");
+        let session = self
+            .sessions
+            .get_mut(&entry.client)
+            .expect("admitted session");
         assert!(entry.request > session.request || cfg!(feature = "bug-skip-dedup"));
         session.request = entry.request;
         session.reply_op = entry.op;
@@ -134,7 +143,15 @@ impl ClientTable {
                 }
                 _ => return Err(error("unknown reply tag")),
             };
-            sessions.insert(client, Session { session, request, reply_op, reply });
+            sessions.insert(
+                client,
+                Session {
+                    session,
+                    request,
+                    reply_op,
+                    reply,
+                },
+            );
         }
         Ok((Self { sessions }, reader.position))
     }

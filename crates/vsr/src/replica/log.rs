@@ -28,7 +28,9 @@ impl Log {
         if op <= self.base_op {
             return None;
         }
-        let entry = self.entries.get(usize::try_from(op - self.base_op - 1).ok()?)?;
+        let entry = self
+            .entries
+            .get(usize::try_from(op - self.base_op - 1).ok()?)?;
         assert_eq!(entry.op, op);
         Some(entry)
     }
@@ -44,7 +46,9 @@ impl Log {
 
     /// The checksum of the last entry: the parent of the next.
     pub(crate) fn head_checksum(&self) -> u128 {
-        self.entries.back().map_or(self.base_checksum, |entry| entry.checksum)
+        self.entries
+            .back()
+            .map_or(self.base_checksum, |entry| entry.checksum)
     }
 
     /// Whether `entry` continues the chain at the head.
@@ -53,13 +57,20 @@ impl Log {
     }
 
     pub(crate) fn append(&mut self, entry: Entry) {
-        assert!(self.connects(&entry), "log append breaks the hash chain at op {}", entry.op);
+        assert!(
+            self.connects(&entry),
+            "log append breaks the hash chain at op {}",
+            entry.op
+        );
         self.entries.push_back(entry);
     }
 
     /// Removes every entry after `op`.
     pub(crate) fn truncate(&mut self, op: u64) {
-        assert!(op >= self.base_op, "cannot truncate into the trimmed prefix");
+        assert!(
+            op >= self.base_op,
+            "cannot truncate into the trimmed prefix"
+        );
         let keep = usize::try_from(op - self.base_op).expect("log window fits in memory");
         self.entries.truncate(keep);
     }

@@ -91,6 +91,11 @@ pub struct Replica<S: StateMachine> {
     /// log of a view.
     start_view_op: Option<u64>,
     log: Log,
+    /// The log up to this op is known to be the current view's log (or committed): only this
+    /// prefix is voted for, served to peers as the view's log, and executed. Entries after it
+    /// are kept (they may be committed ops this replica voted for) until entries of the view's
+    /// log confirm or replace them.
+    op_verified: u64,
     /// The last op executed.
     commit: u64,
     /// The highest op known committed in the current view (may exceed the log).
@@ -121,7 +126,14 @@ impl<S: StateMachine> Replica<S> {
     /// A replica of a freshly formatted cluster: view 0, empty log.
     #[must_use]
     pub fn new(config: Config, index: ReplicaIndex, state_machine: S, seed: u64) -> Self {
-        Self::start(config, index, state_machine, seed, &DurableState::default(), true)
+        Self::start(
+            config,
+            index,
+            state_machine,
+            seed,
+            &DurableState::default(),
+            true,
+        )
     }
 
     /// A replica restarting from its durable state; `state_machine` must be empty.
@@ -160,6 +172,7 @@ impl<S: StateMachine> Replica<S> {
             last_normal_view: view_state.last_normal_view,
             start_view_op: None,
             log: Log::default(),
+            op_verified: 0,
             commit: 0,
             commit_max: 0,
             commit_persisted: view_state.commit,
@@ -184,7 +197,11 @@ impl<S: StateMachine> Replica<S> {
         if view_state.recovering {
             replica.start_recovery();
         } else if fresh {
-            assert_eq!(view_state, ViewState::default(), "a fresh replica has no state");
+            assert_eq!(
+                view_state,
+                ViewState::default(),
+                "a fresh replica has no state"
+            );
             replica.reset_view_change_timeout();
         } else if replica.is_primary() || replica.last_normal_view < replica.view {
             // In-memory votes are gone: let a view change rebuild them.
@@ -200,12 +217,19 @@ impl<S: StateMachine> Replica<S> {
     /// [`DurableState::recovering`], so that a crash during recovery resumes recovery.
     #[must_use]
     pub fn recover(config: Config, index: ReplicaIndex, state_machine: S, seed: u64) -> Self {
-        Self::open(config, index, state_machine, seed, &DurableState::recovering())
+        Self::open(
+            config,
+            index,
+            state_machine,
+            seed,
+            &DurableState::recovering(),
+        )
     }
 
     fn load(&mut self, durable: &DurableState) {
         if let Some(checkpoint) = &durable.checkpoint {
-            self.install_snapshot(&checkpoint.snapshot).expect("a durable checkpoint decodes");
+            self.install_snapshot(&checkpoint.snapshot)
+                .expect("a durable checkpoint decodes");
             self.commit = checkpoint.op;
             self.checkpoint_op = checkpoint.op;
             self.log.reset(checkpoint.op, checkpoint.op_checksum);
@@ -213,7 +237,14 @@ impl<S: StateMachine> Replica<S> {
         for entry in &durable.entries {
             self.log.append(entry.clone());
         }
-        self.commit_max = durable.view_state.commit.min(self.log.op());
+        // Only what was executed before is known committed; the rest is verified again against
+        // the view's log.
+        self.commit_max = durable
+            .view_state
+            .commit
+            .min(self.log.op())
+            .max(self.commit);
+        self.op_verified = self.commit_max;
         self.execute_committed();
     }
 
@@ -229,6 +260,18 @@ impl<S: StateMachine> Replica<S> {
     #[must_use]
     pub fn view(&self) -> u64 {
         self.view
+    }
+
+    /// The latest view in which this replica's status was normal with the view's whole log.
+    #[must_use]
+    pub fn last_normal_view(&self) -> u64 {
+        self.last_normal_view
+    }
+
+    /// The log up to this op is known to be the current view's log (or committed).
+    #[must_use]
+    pub fn op_verified(&self) -> u64 {
+        self.op_verified
     }
 
     /// The status.
@@ -311,7 +354,13 @@ impl<S: StateMachine> Replica<S> {
     fn on_replica_message(&mut self, from: ReplicaIndex, message: Message) {
         if let Status::Recovering(_) = self.status {
             match message {
-                Message::RecoveryResponse { view, nonce, op, commit, primary } => {
+                Message::RecoveryResponse {
+                    view,
+                    nonce,
+                    op,
+                    commit,
+                    primary,
+                } => {
                     self.on_recovery_response(from, view, nonce, op, commit, primary);
                 }
                 Message::NewState { .. } => self.on_new_state(from, message),
@@ -320,12 +369,23 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         match message {
-            Message::Prepare { view, commit, entry } => self.on_prepare(view, commit, entry),
-            Message::PrepareOk { view, op, checksum } => self.on_prepare_ok(from, view, op, checksum),
+            Message::Prepare {
+                view,
+                commit,
+                entry,
+            } => self.on_prepare(view, commit, entry),
+            Message::PrepareOk { view, op, checksum } => {
+                self.on_prepare_ok(from, view, op, checksum)
+            }
             Message::Commit { view, commit } => self.on_commit(view, commit),
             Message::StartViewChange { view } => self.on_start_view_change(from, view),
             Message::DoViewChange { .. } => self.on_do_view_change(from, message),
-            Message::StartView { view, op, commit, entries } => {
+            Message::StartView {
+                view,
+                op,
+                commit,
+                entries,
+            } => {
                 self.on_start_view(view, op, commit, entries);
             }
             Message::GetState { view, op, commit } => self.on_get_state(from, view, op, commit),
@@ -356,7 +416,11 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         self.seq_durable = seq;
-        while self.deferred.front().is_some_and(|(waiting, _)| *waiting <= seq) {
+        while self
+            .deferred
+            .front()
+            .is_some_and(|(waiting, _)| *waiting <= seq)
+        {
             let (_, action) = self.deferred.pop_front().expect("checked");
             self.release(action);
         }
@@ -395,7 +459,8 @@ impl<S: StateMachine> Replica<S> {
             Deferred::Send(command) => self.commands.push(*command),
             Deferred::PrepareOk { view, op, checksum } => {
                 let still_held = self.log.checksum(op) == Some(checksum);
-                let complete = view == self.view && self.last_normal_view == view;
+                let complete =
+                    view == self.view && self.last_normal_view == view && op <= self.op_verified;
                 if still_held && complete && matches!(self.status, Status::Normal) {
                     let primary = self.config.primary(view);
                     self.send(primary, Message::PrepareOk { view, op, checksum });
@@ -418,9 +483,21 @@ impl<S: StateMachine> Replica<S> {
         }
         // An entry of this view at the head: the primary created it after the start_view, so
         // the hash chain below it is the whole start_view log.
-        let head_of_view = self.log.get(self.log.op()).is_some_and(|entry| entry.view == self.view);
-        let reached = self.start_view_op.is_some_and(|op| self.log.op() >= op);
+        let head_of_view = self
+            .log
+            .get(self.op_verified)
+            .is_some_and(|entry| entry.view == self.view);
+        let reached = self.start_view_op.is_some_and(|op| self.op_verified >= op);
         if head_of_view || reached {
+            // Entries after the verified prefix are from older views and lie beyond the view's
+            // start, so they were never committed (every op committed before this view is in
+            // its start log): drop them, so the log we present for this view is its log.
+            if self.log.op() > self.op_verified {
+                self.log.truncate(self.op_verified);
+                self.persist(Write::Truncate {
+                    op: self.op_verified,
+                });
+            }
             self.last_normal_view = self.view;
             self.start_view_op = None;
             self.persist_view_state(false);
@@ -431,8 +508,12 @@ impl<S: StateMachine> Replica<S> {
 
     /// A backup in normal status votes for its whole log, once durable.
     fn vote_for_log(&mut self) {
-        if matches!(self.status, Status::Normal) && !self.is_primary() && self.log.op() > self.commit {
-            let (view, op, checksum) = (self.view, self.log.op(), self.log.head_checksum());
+        let op = self.op_verified;
+        if matches!(self.status, Status::Normal) && !self.is_primary() && op > self.commit {
+            let (view, checksum) = (
+                self.view,
+                self.log.checksum(op).expect("verified ops are in the log"),
+            );
             self.after_durable(Deferred::PrepareOk { view, op, checksum });
         }
     }
@@ -440,7 +521,12 @@ impl<S: StateMachine> Replica<S> {
     // ---- Messages --------------------------------------------------------------------------
 
     fn envelope(&self, message: Message) -> Envelope {
-        Envelope { cluster: self.config.cluster, epoch: 0, sender: Sender::Replica(self.index), message }
+        Envelope {
+            cluster: self.config.cluster,
+            epoch: 0,
+            sender: Sender::Replica(self.index),
+            message,
+        }
     }
 
     fn send(&mut self, to: ReplicaIndex, message: Message) {
@@ -474,7 +560,12 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn reply(&mut self, client: u128, op: u64, request: u64, result: ReplyResult) {
-        let message = Message::Reply { view: self.view, op, request, result };
+        let message = Message::Reply {
+            view: self.view,
+            op,
+            request,
+            result,
+        };
         let envelope = self.envelope(message);
         self.commands.push(Command::Reply { client, envelope });
     }
@@ -483,9 +574,13 @@ impl<S: StateMachine> Replica<S> {
 
     /// Executes committed entries up to `commit_max`, as far as the log reaches.
     fn execute_committed(&mut self) {
-        while self.commit < self.commit_max.min(self.log.op()) {
+        while self.commit < self.commit_max.min(self.op_verified) {
             let op = self.commit + 1;
-            let entry = self.log.get(op).expect("the log holds every op after the commit").clone();
+            let entry = self
+                .log
+                .get(op)
+                .expect("the log holds every op after the commit")
+                .clone();
             self.execute(&entry);
             self.commit = op;
             self.stats.ops_executed += 1;
@@ -502,7 +597,12 @@ impl<S: StateMachine> Replica<S> {
                     self.stats.evictions += 1;
                 }
                 if primary {
-                    self.reply(entry.client, entry.op, entry.request, ReplyResult::Registered);
+                    self.reply(
+                        entry.client,
+                        entry.op,
+                        entry.request,
+                        ReplyResult::Registered,
+                    );
                 }
             }
             Operation::StateMachine => match self.client_table.admit(entry) {
@@ -546,9 +646,16 @@ impl<S: StateMachine> Replica<S> {
 
     fn checkpoint(&mut self) {
         let op = self.commit;
-        let op_checksum = self.log.checksum(op).expect("the log holds the commit's checksum");
+        let op_checksum = self
+            .log
+            .checksum(op)
+            .expect("the log holds the commit's checksum");
         let snapshot = Bytes::from(self.encode_snapshot(0));
-        self.persist(Write::Checkpoint(Checkpoint { op, op_checksum, snapshot }));
+        self.persist(Write::Checkpoint(Checkpoint {
+            op,
+            op_checksum,
+            snapshot,
+        }));
         self.checkpoint_op = op;
         let recovering = matches!(self.status, Status::Recovering(_));
         self.persist_view_state(recovering);
@@ -570,7 +677,9 @@ impl<S: StateMachine> Replica<S> {
         let error = |reason| CodecError::new("snapshot", reason);
         let size = bytes.get(..4).ok_or_else(|| error("truncated"))?;
         let size = u32::from_le_bytes(size.try_into().expect("4 bytes")) as usize;
-        let table = bytes.get(4..4 + size).ok_or_else(|| error("truncated client table"))?;
+        let table = bytes
+            .get(4..4 + size)
+            .ok_or_else(|| error("truncated client table"))?;
         let (client_table, used) = ClientTable::decode(table)?;
         if used != size {
             return Err(error("client table size"));

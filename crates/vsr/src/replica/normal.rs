@@ -7,10 +7,10 @@
 //! A backup that sees a gap asks for the missing entries at once (state transfer).
 
 use super::{Deferred, Replica, Status};
+use crate::command::Write;
 use crate::config::OPERATION_SIZE_MAX;
 use crate::message::{ClientId, Entry, Message, Operation, ReplyResult, Sender};
 use crate::state_machine::{Codec, StateMachine};
-use crate::command::Write;
 
 /// Requests a primary queues while its pipeline is full, per pipeline slot.
 const REQUEST_QUEUE_FACTOR: u64 = 4;
@@ -25,7 +25,13 @@ pub(crate) struct Prepared {
 
 impl<S: StateMachine> Replica<S> {
     pub(super) fn on_request(&mut self, client: ClientId, message: Message) {
-        let Message::Request { session, request, operation, body } = message else {
+        let Message::Request {
+            session,
+            request,
+            operation,
+            body,
+        } = message
+        else {
             unreachable!("dispatch sends only requests here")
         };
         if !matches!(self.status, Status::Normal) || !self.is_primary() {
@@ -73,10 +79,16 @@ impl<S: StateMachine> Replica<S> {
         if queued {
             return;
         }
-        let message = Message::Request { session, request, operation, body };
+        let message = Message::Request {
+            session,
+            request,
+            operation,
+            body,
+        };
         if self.pipeline_full() {
             if (self.request_queue.len() as u64) < self.config.pipeline_max * REQUEST_QUEUE_FACTOR {
-                self.request_queue.push_back((Sender::Client(client), message));
+                self.request_queue
+                    .push_back((Sender::Client(client), message));
             } else {
                 self.stats.messages_dropped += 1;
             }
@@ -97,13 +109,21 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn prepare(&mut self, client: ClientId, message: Message) {
-        let Message::Request { session, request, operation, body } = message else {
+        let Message::Request {
+            session,
+            request,
+            operation,
+            body,
+        } = message
+        else {
             unreachable!("only requests are prepared")
         };
         assert!(matches!(self.status, Status::Normal) && self.is_primary());
         let op = self.log.op() + 1;
         let parent = self.log.head_checksum();
-        let entry = Entry::new(op, self.view, parent, client, session, request, operation, body);
+        let entry = Entry::new(
+            op, self.view, parent, client, session, request, operation, body,
+        );
         self.append_as_primary(entry);
     }
 
@@ -112,11 +132,19 @@ impl<S: StateMachine> Replica<S> {
         let op = entry.op;
         self.pipeline.insert(op, Prepared::new(self.tick));
         self.log.append(entry.clone());
+        self.op_verified = op;
         self.persist(Write::Append(entry.clone()));
-        let message = Message::Prepare { view: self.view, commit: self.commit, entry };
+        let message = Message::Prepare {
+            view: self.view,
+            commit: self.commit,
+            entry,
+        };
         self.broadcast(&message);
         self.heartbeat_at = self.tick + self.config.heartbeat_ticks;
-        self.after_durable(Deferred::PrimaryDurable { view: self.view, op });
+        self.after_durable(Deferred::PrimaryDurable {
+            view: self.view,
+            op,
+        });
     }
 
     pub(super) fn on_prepare_ok(&mut self, from: u8, view: u64, op: u64, checksum: u128) {
@@ -138,7 +166,11 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn commit_pipeline(&mut self) {
-        let quorum = if cfg!(feature = "bug-commit-without-quorum") { 1 } else { self.config.quorum() };
+        let quorum = if cfg!(feature = "bug-commit-without-quorum") {
+            1
+        } else {
+            self.config.quorum()
+        };
         while let Some((&op, prepared)) = self.pipeline.first_key_value() {
             if (prepared.votes.count_ones() as usize) < quorum {
                 break;
@@ -158,7 +190,10 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn tick_primary(&mut self) {
         if self.tick >= self.heartbeat_at {
             self.heartbeat_at = self.tick + self.config.heartbeat_ticks;
-            self.broadcast(&Message::Commit { view: self.view, commit: self.commit });
+            self.broadcast(&Message::Commit {
+                view: self.view,
+                commit: self.commit,
+            });
         }
         let retry = self.config.prepare_retry_ticks;
         let due: Vec<(u64, u16)> = self
@@ -168,8 +203,16 @@ impl<S: StateMachine> Replica<S> {
             .map(|(&op, prepared)| (op, prepared.votes))
             .collect();
         for (op, votes) in due {
-            let entry = self.log.get(op).expect("pipeline ops are in the log").clone();
-            let message = Message::Prepare { view: self.view, commit: self.commit, entry };
+            let entry = self
+                .log
+                .get(op)
+                .expect("pipeline ops are in the log")
+                .clone();
+            let message = Message::Prepare {
+                view: self.view,
+                commit: self.commit,
+                entry,
+            };
             for to in self.others() {
                 if votes & (1 << to) == 0 {
                     self.send(to, message.clone());
@@ -190,33 +233,17 @@ impl<S: StateMachine> Replica<S> {
         if !self.accept_from_primary(view) {
             return;
         }
-        if entry.op <= self.log.op() {
-            if self.log.checksum(entry.op) == Some(entry.checksum) {
-                // A retry: the primary lacks our vote. Our whole log is durable or will be.
-                let (op, checksum) = (self.log.op(), self.log.head_checksum());
-                self.after_durable(Deferred::PrepareOk { view, op, checksum });
-            }
-        } else if self.log.connects(&entry) {
-            self.append_as_backup(entry);
-        } else if entry.op == self.log.op() + 1 {
-            // Same position, different chain: our suffix is not this view's. Start over from
-            // what is committed.
-            self.log.truncate(self.commit);
-            self.persist(Write::Truncate { op: self.commit });
-            self.request_state();
+        if self.merge_entries(std::slice::from_ref(&entry)).is_some() {
+            // Appended, or a retry of an entry we hold: (re)vote for our verified log.
+            let _ = self.maybe_complete_view();
+            self.vote_for_log();
         } else {
+            // A gap, or our suffix is not this view's: fetch the primary's log after what we
+            // know to be this view's. Nothing is truncated here: our suffix may hold committed
+            // ops we voted for, and only entries of this view's log may replace them.
             self.request_state();
         }
         self.advance_commit(commit);
-    }
-
-    /// Appends an entry of the current view's log and votes for it once durable.
-    pub(super) fn append_as_backup(&mut self, entry: Entry) {
-        let (op, checksum) = (entry.op, entry.checksum);
-        self.log.append(entry.clone());
-        self.persist(Write::Append(entry));
-        let _ = self.maybe_complete_view();
-        self.after_durable(Deferred::PrepareOk { view: self.view, op, checksum });
     }
 
     pub(super) fn on_commit(&mut self, view: u64, commit: u64) {
@@ -241,7 +268,7 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn advance_commit(&mut self, commit: u64) {
         self.commit_max = self.commit_max.max(commit);
         self.execute_committed();
-        if self.commit_max > self.log.op() {
+        if self.commit_max > self.op_verified {
             self.request_state();
         }
     }
@@ -249,6 +276,9 @@ impl<S: StateMachine> Replica<S> {
 
 impl Prepared {
     pub(crate) fn new(tick: u64) -> Self {
-        Self { votes: 0, sent_tick: tick }
+        Self {
+            votes: 0,
+            sent_tick: tick,
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use rand_core::Rng;
 
-use super::{Deferred, Replica, Status};
+use super::{Replica, Status};
 use crate::message::{Message, ReplicaIndex};
 use crate::state_machine::StateMachine;
 
@@ -24,7 +24,8 @@ pub struct Recovering {
 
 impl Recovering {
     pub(super) fn needs_state(&self, view: u64, op: u64) -> bool {
-        self.target.is_some_and(|(target_view, _, target_op)| target_view == view && op < target_op)
+        self.target
+            .is_some_and(|(target_view, _, target_op)| target_view == view && op < target_op)
     }
 }
 
@@ -71,17 +72,27 @@ impl<S: StateMachine> Replica<S> {
     ) {
         let quorum = self.config.quorum();
         let is_primary_of_view = self.config.primary(view) == from;
-        let Status::Recovering(recovering) = &mut self.status else { return };
-        if nonce != recovering.nonce || primary != is_primary_of_view || recovering.target.is_some() {
+        let Status::Recovering(recovering) = &mut self.status else {
+            return;
+        };
+        if nonce != recovering.nonce || primary != is_primary_of_view || recovering.target.is_some()
+        {
             return;
         }
         recovering.responses.insert(from, (view, op, primary));
         if recovering.responses.len() < quorum {
             return;
         }
-        let view_max = recovering.responses.values().map(|(view, _, _)| *view).max().expect("quorum");
+        let view_max = recovering
+            .responses
+            .values()
+            .map(|(view, _, _)| *view)
+            .max()
+            .expect("quorum");
         let primary_max = self.config.primary(view_max);
-        let Some(&(_, primary_op, true)) = recovering.responses.get(&primary_max) else { return };
+        let Some(&(_, primary_op, true)) = recovering.responses.get(&primary_max) else {
+            return;
+        };
         if recovering.responses[&primary_max].0 != view_max {
             return;
         }
@@ -96,9 +107,13 @@ impl<S: StateMachine> Replica<S> {
 
     /// Finishes recovery once the log reaches the op the primary reported.
     pub(super) fn try_finish_recovery(&mut self) {
-        let Status::Recovering(recovering) = &self.status else { return };
-        let Some((view, _, op)) = recovering.target else { return };
-        if self.view != view || self.log.op() < op {
+        let Status::Recovering(recovering) = &self.status else {
+            return;
+        };
+        let Some((view, _, op)) = recovering.target else {
+            return;
+        };
+        if self.view != view || self.op_verified < op {
             return;
         }
         self.status = Status::Normal;
@@ -107,14 +122,13 @@ impl<S: StateMachine> Replica<S> {
         self.persist_view_state(false);
         self.stats.recoveries += 1;
         self.reset_view_change_timeout();
-        if self.log.op() > self.commit {
-            let (op, checksum) = (self.log.op(), self.log.head_checksum());
-            self.after_durable(Deferred::PrepareOk { view, op, checksum });
-        }
+        self.vote_for_log();
     }
 
     pub(super) fn tick_recovery(&mut self) {
-        let Status::Recovering(recovering) = &self.status else { return };
+        let Status::Recovering(recovering) = &self.status else {
+            return;
+        };
         if self.tick >= recovering.retry_at {
             self.start_recovery();
         }

@@ -55,23 +55,39 @@ impl<S: StateMachine> Replica<S> {
 
     pub(super) fn request_state_from(&mut self, to: ReplicaIndex) {
         assert_ne!(to, self.index);
-        self.state_request = Some(StateRequest { to, sent_tick: self.tick });
+        self.state_request = Some(StateRequest {
+            to,
+            sent_tick: self.tick,
+        });
         // Only in normal status is our log beyond the commit number this view's log.
-        let op = if matches!(self.status, Status::Normal) { self.log.op() } else { self.commit };
-        let message = Message::GetState { view: self.view, op, commit: self.commit };
+        let op = if matches!(self.status, Status::Normal) {
+            self.op_verified
+        } else {
+            self.commit
+        };
+        let message = Message::GetState {
+            view: self.view,
+            op,
+            commit: self.commit,
+        };
         self.send(to, message);
     }
 
     fn needs_state(&self) -> bool {
         match &self.status {
-            Status::Normal => self.commit_max > self.log.op(),
+            // Behind the commit number, or not yet holding the log the view started with.
+            Status::Normal => {
+                self.commit_max > self.op_verified || self.last_normal_view < self.view
+            }
             Status::ViewChange(view_change) => view_change.awaiting_state(),
-            Status::Recovering(recovering) => recovering.needs_state(self.view, self.log.op()),
+            Status::Recovering(recovering) => recovering.needs_state(self.view, self.op_verified),
         }
     }
 
     pub(super) fn tick_state_request(&mut self) {
-        let Some(request) = &self.state_request else { return };
+        let Some(request) = &self.state_request else {
+            return;
+        };
         if self.tick < request.sent_tick + self.config.retry_ticks {
             return;
         }
@@ -98,7 +114,11 @@ impl<S: StateMachine> Replica<S> {
 
     pub(super) fn on_get_state(&mut self, from: ReplicaIndex, view: u64, op: u64, commit: u64) {
         let same_view = matches!(self.status, Status::Normal) && view == self.view;
-        let (after, up_to) = if same_view { (op, self.log.op()) } else { (commit, self.commit) };
+        let (after, up_to) = if same_view {
+            (op, self.op_verified)
+        } else {
+            (commit, self.commit)
+        };
         if commit > op {
             self.stats.messages_dropped += 1;
             return;
@@ -131,8 +151,13 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn send_new_state(&mut self, to: ReplicaIndex, normal: bool, payload: StatePayload) {
-        let message =
-            Message::NewState { view: self.view, op: self.log.op(), commit: self.commit, normal, payload };
+        let message = Message::NewState {
+            view: self.view,
+            op: self.op_verified,
+            commit: self.commit,
+            normal,
+            payload,
+        };
         self.send(to, message);
     }
 
@@ -140,7 +165,10 @@ impl<S: StateMachine> Replica<S> {
         let delta = self.encode_snapshot(since);
         let total_checksum = checksum(&delta);
         let op = self.commit;
-        let op_checksum = self.log.checksum(op).expect("the log knows the commit's checksum");
+        let op_checksum = self
+            .log
+            .checksum(op)
+            .expect("the log knows the commit's checksum");
         let chunk_size = self.config.state_chunk_size_max;
         let delta = Bytes::from(delta);
         let total_size = delta.len() as u64;
@@ -166,7 +194,14 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(super) fn on_new_state(&mut self, from: ReplicaIndex, message: Message) {
-        let Message::NewState { view, op, commit, normal, payload } = message else {
+        let Message::NewState {
+            view,
+            op,
+            commit,
+            normal,
+            payload,
+        } = message
+        else {
             unreachable!("dispatch sends only new_state here")
         };
         // The sender's log is our view's log: it is normal in our view, and we are normal too
@@ -174,14 +209,25 @@ impl<S: StateMachine> Replica<S> {
         let authoritative = normal
             && view == self.view
             && (self.config.primary(view) == from || matches!(self.status, Status::Normal));
-        let op_before = self.log.op();
-        if authoritative && self.config.primary(view) == from && matches!(self.status, Status::Normal) {
+        let verified_before = self.op_verified;
+        if authoritative
+            && self.config.primary(view) == from
+            && matches!(self.status, Status::Normal)
+        {
             // The primary's log holds the whole log the view started with.
             self.start_view_op = Some(self.start_view_op.unwrap_or(0).max(op));
         }
         let installed = match payload {
             StatePayload::Entries(entries) => self.install_entries(&entries, commit, authoritative),
-            StatePayload::Delta { op, op_checksum, since, offset, total_size, total_checksum, chunk } => {
+            StatePayload::Delta {
+                op,
+                op_checksum,
+                since,
+                offset,
+                total_size,
+                total_checksum,
+                chunk,
+            } => {
                 let header = DeltaTransfer {
                     from,
                     op,
@@ -198,6 +244,9 @@ impl<S: StateMachine> Replica<S> {
             if self.maybe_complete_view() {
                 self.vote_for_log();
             }
+            if !self.needs_state() {
+                self.state_request = None;
+            }
             return;
         }
         self.stats.state_transfers += 1;
@@ -206,7 +255,7 @@ impl<S: StateMachine> Replica<S> {
         if authoritative && matches!(self.status, Status::Normal) {
             self.advance_commit(commit);
         }
-        if completed || self.log.op() > op_before {
+        if completed || self.op_verified > verified_before {
             self.vote_for_log();
         }
         match self.status {
@@ -219,51 +268,80 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// Merges entries; returns whether anything changed. Unless `authoritative` (the sender is
-    /// normal in our view), only entries up to `commit` are taken.
+    /// Takes entries from a new_state: all of them from a sender whose log is our view's log
+    /// (`authoritative`), otherwise only committed ones. Returns whether anything changed.
     fn install_entries(&mut self, entries: &[Entry], commit: u64, authoritative: bool) -> bool {
-        let mut changed = false;
-        let mut committed_through = None;
+        let usable = if authoritative {
+            entries
+        } else {
+            let committed = entries
+                .iter()
+                .take_while(|entry| entry.op <= commit)
+                .count();
+            &entries[..committed]
+        };
+        let verified_before = self.op_verified;
+        let Some(through) = self.merge_entries(usable) else {
+            return false;
+        };
+        let commit_before = self.commit;
+        if !authoritative {
+            // These positions now hold the sender's committed entries.
+            self.commit_max = self.commit_max.max(through.min(commit));
+            self.execute_committed();
+        }
+        self.op_verified > verified_before || self.commit > commit_before
+    }
+
+    /// Merges consecutive entries of our view's log (or committed entries) into ours, along the
+    /// hash chain: an entry is placed only where its parent matches ours, and an entry we hold
+    /// differently replaces our suffix from there. Returns the highest op of `entries` that our
+    /// log now holds.
+    pub(super) fn merge_entries(&mut self, entries: &[Entry]) -> Option<u64> {
+        let mut through = None;
         for entry in entries {
-            if !authoritative && entry.op > commit {
+            if entry.op == 0 {
                 break;
             }
-            if entry.op <= self.commit || self.log.checksum(entry.op) == Some(entry.checksum) {
-                committed_through = Some(entry.op);
+            if entry.op <= self.op_verified {
+                let held = self.log.checksum(entry.op) == Some(entry.checksum);
+                if held || (entry.op <= self.commit && self.log.get(entry.op).is_none()) {
+                    through = Some(entry.op);
+                }
                 continue;
             }
-            if entry.op <= self.log.op() {
-                self.log.truncate(entry.op - 1);
-                self.persist(Write::Truncate { op: entry.op - 1 });
-            }
-            if !self.log.connects(entry) {
+            if self.log.checksum(entry.op - 1) != Some(entry.parent) {
                 break;
             }
-            self.log.append(entry.clone());
-            self.persist(Write::Append(entry.clone()));
-            committed_through = Some(entry.op);
-            changed = true;
-        }
-        if let Some(through) = committed_through {
-            // These positions now hold the sender's committed entries.
-            let known = through.min(commit);
-            if known > self.commit {
-                self.commit_max = self.commit_max.max(known);
-                self.execute_committed();
-                changed = true;
+            if self.log.checksum(entry.op) != Some(entry.checksum) {
+                if self.log.op() >= entry.op {
+                    self.log.truncate(entry.op - 1);
+                    self.persist(Write::Truncate { op: entry.op - 1 });
+                }
+                self.log.append(entry.clone());
+                self.persist(Write::Append(entry.clone()));
             }
+            self.op_verified = entry.op;
+            through = Some(entry.op);
         }
-        changed
+        through
     }
 
     /// Buffers a delta chunk; installs the delta once complete. Returns whether it installed.
     fn receive_delta_chunk(&mut self, header: DeltaTransfer, offset: u64, chunk: &[u8]) -> bool {
-        if header.since != self.commit || header.op <= self.commit || header.total_size > DELTA_SIZE_MAX {
+        if header.since != self.commit
+            || header.op <= self.commit
+            || header.total_size > DELTA_SIZE_MAX
+        {
             return false;
         }
         let same = self.transfer.as_ref().is_some_and(|transfer| {
-            (transfer.from, transfer.op, transfer.since, transfer.total_checksum)
-                == (header.from, header.op, header.since, header.total_checksum)
+            (
+                transfer.from,
+                transfer.op,
+                transfer.since,
+                transfer.total_checksum,
+            ) == (header.from, header.op, header.since, header.total_checksum)
         });
         if !same {
             if offset != 0 {
@@ -306,8 +384,13 @@ impl<S: StateMachine> Replica<S> {
         }
         self.commit = op;
         self.commit_max = self.commit_max.max(op);
+        self.op_verified = op;
         let snapshot = Bytes::from(self.encode_snapshot(0));
-        self.persist(Write::Checkpoint(Checkpoint { op, op_checksum, snapshot }));
+        self.persist(Write::Checkpoint(Checkpoint {
+            op,
+            op_checksum,
+            snapshot,
+        }));
         self.persist(Write::Truncate { op: self.log.op() });
         self.checkpoint_op = op;
         let recovering = matches!(self.status, Status::Recovering(_));

@@ -21,7 +21,9 @@ impl Codec for u64 {
         out.extend_from_slice(&self.to_le_bytes());
     }
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        let bytes: [u8; 8] = bytes.try_into().map_err(|_| CodecError::new("u64", "size"))?;
+        let bytes: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| CodecError::new("u64", "size"))?;
         Ok(u64::from_le_bytes(bytes))
     }
 }
@@ -66,12 +68,27 @@ fn drain(replica: &mut Replica<Sum>) -> Vec<Command> {
 }
 
 fn from_replica(sender: u8, message: Message) -> Envelope {
-    Envelope { cluster: CLUSTER, epoch: 0, sender: Sender::Replica(sender), message }
+    Envelope {
+        cluster: CLUSTER,
+        epoch: 0,
+        sender: Sender::Replica(sender),
+        message,
+    }
 }
 
 fn request(request: u64, session: u64, operation: Operation, body: Bytes) -> Envelope {
-    let message = Message::Request { session, request, operation, body };
-    Envelope { cluster: CLUSTER, epoch: 0, sender: Sender::Client(CLIENT), message }
+    let message = Message::Request {
+        session,
+        request,
+        operation,
+        body,
+    };
+    Envelope {
+        cluster: CLUSTER,
+        epoch: 0,
+        sender: Sender::Client(CLIENT),
+        message,
+    }
 }
 
 fn register() -> Envelope {
@@ -79,7 +96,12 @@ fn register() -> Envelope {
 }
 
 fn add(request_number: u64, session: u64, value: u64) -> Envelope {
-    request(request_number, session, Operation::StateMachine, Bytes::from(value.to_bytes()))
+    request(
+        request_number,
+        session,
+        Operation::StateMachine,
+        Bytes::from(value.to_bytes()),
+    )
 }
 
 /// Completes every write emitted so far; returns the commands emitted before and after.
@@ -109,7 +131,12 @@ fn replies(commands: &[Command]) -> Vec<(u64, u64, ReplyResult)> {
         .iter()
         .filter_map(|command| match command {
             Command::Reply { envelope, .. } => match &envelope.message {
-                Message::Reply { op, request, result, .. } => Some((*op, *request, result.clone())),
+                Message::Reply {
+                    op,
+                    request,
+                    result,
+                    ..
+                } => Some((*op, *request, result.clone())),
                 _ => None,
             },
             _ => None,
@@ -121,7 +148,10 @@ fn prepared_entry(commands: &[Command]) -> Entry {
     commands
         .iter()
         .find_map(|command| match command {
-            Command::Persist { write: Write::Append(entry), .. } => Some(entry.clone()),
+            Command::Persist {
+                write: Write::Append(entry),
+                ..
+            } => Some(entry.clone()),
             _ => None,
         })
         .expect("an append")
@@ -135,8 +165,10 @@ mod normal {
         let mut primary = replica(0, 3);
         primary.on_message(register());
         let commands = drain(&mut primary);
-        assert!(matches!(&commands[0], Command::Persist { seq: 1, write: Write::Append(entry) }
-            if entry.op == 1 && entry.operation == Operation::Register && entry.parent == 0));
+        assert!(
+            matches!(&commands[0], Command::Persist { seq: 1, write: Write::Append(entry) }
+            if entry.op == 1 && entry.operation == Operation::Register && entry.parent == 0)
+        );
         assert_eq!(sends(&commands), vec![(1, "prepare"), (2, "prepare")]);
         assert!(replies(&commands).is_empty());
     }
@@ -147,9 +179,16 @@ mod normal {
         primary.on_message(register());
         let commands = drain(&mut primary);
         let entry = prepared_entry(&commands);
-        let ok = Message::PrepareOk { view: 0, op: 1, checksum: entry.checksum };
+        let ok = Message::PrepareOk {
+            view: 0,
+            op: 1,
+            checksum: entry.checksum,
+        };
         primary.on_message(from_replica(1, ok));
-        assert!(replies(&drain(&mut primary)).is_empty(), "one vote of two, own write pending");
+        assert!(
+            replies(&drain(&mut primary)).is_empty(),
+            "one vote of two, own write pending"
+        );
         let after = persist_all(&mut primary, &commands);
         assert_eq!(replies(&after), vec![(1, 1, ReplyResult::Registered)]);
         assert_eq!(primary.commit(), 1);
@@ -161,7 +200,11 @@ mod normal {
         primary.on_message(register());
         let commands = drain(&mut primary);
         persist_all(&mut primary, &commands);
-        let ok = Message::PrepareOk { view: 0, op: 1, checksum: 12345 };
+        let ok = Message::PrepareOk {
+            view: 0,
+            op: 1,
+            checksum: 12345,
+        };
         primary.on_message(from_replica(1, ok));
         assert_eq!(primary.commit(), 0);
     }
@@ -172,14 +215,34 @@ mod normal {
         let mut backup = replica(1, 3);
         primary.on_message(register());
         let entry = prepared_entry(&drain(&mut primary));
-        backup.on_message(from_replica(0, Message::Prepare { view: 0, commit: 0, entry: entry.clone() }));
+        backup.on_message(from_replica(
+            0,
+            Message::Prepare {
+                view: 0,
+                commit: 0,
+                entry: entry.clone(),
+            },
+        ));
         let commands = drain(&mut backup);
-        assert!(sends(&commands).is_empty(), "no prepare_ok before the write is durable");
+        assert!(
+            sends(&commands).is_empty(),
+            "no prepare_ok before the write is durable"
+        );
         let after = persist_all(&mut backup, &commands);
-        assert_eq!(after, vec![Command::Send {
-            to: 0,
-            envelope: from_replica(1, Message::PrepareOk { view: 0, op: 1, checksum: entry.checksum }),
-        }]);
+        assert_eq!(
+            after,
+            vec![Command::Send {
+                to: 0,
+                envelope: from_replica(
+                    1,
+                    Message::PrepareOk {
+                        view: 0,
+                        op: 1,
+                        checksum: entry.checksum
+                    }
+                ),
+            }]
+        );
     }
 
     #[test]
@@ -193,12 +256,29 @@ mod normal {
             primary.on_message(envelope);
             entries.push(prepared_entry(&drain(&mut primary)));
         }
-        backup.on_message(from_replica(0, Message::Prepare { view: 0, commit: 0, entry: entries[2].clone() }));
+        backup.on_message(from_replica(
+            0,
+            Message::Prepare {
+                view: 0,
+                commit: 0,
+                entry: entries[2].clone(),
+            },
+        ));
         let commands = drain(&mut backup);
-        assert_eq!(commands, vec![Command::Send {
-            to: 0,
-            envelope: from_replica(1, Message::GetState { view: 0, op: 0, commit: 0 }),
-        }]);
+        assert_eq!(
+            commands,
+            vec![Command::Send {
+                to: 0,
+                envelope: from_replica(
+                    1,
+                    Message::GetState {
+                        view: 0,
+                        op: 0,
+                        commit: 0
+                    }
+                ),
+            }]
+        );
     }
 
     #[test]
@@ -207,7 +287,10 @@ mod normal {
         for _ in 0..primary.config.heartbeat_ticks {
             primary.on_tick();
         }
-        assert_eq!(sends(&drain(&mut primary)), vec![(1, "commit"), (2, "commit")]);
+        assert_eq!(
+            sends(&drain(&mut primary)),
+            vec![(1, "commit"), (2, "commit")]
+        );
     }
 
     #[test]
@@ -242,31 +325,56 @@ mod client_table {
     #[test]
     fn resent_request_gets_cached_reply_and_executes_once() {
         let mut replica = solo();
-        assert_eq!(submit(&mut replica, register()), vec![(1, 1, ReplyResult::Registered)]);
+        assert_eq!(
+            submit(&mut replica, register()),
+            vec![(1, 1, ReplyResult::Registered)]
+        );
         let executed = ReplyResult::Executed(Bytes::from(5u64.to_bytes()));
-        assert_eq!(submit(&mut replica, add(2, 1, 5)), vec![(2, 2, executed.clone())]);
+        assert_eq!(
+            submit(&mut replica, add(2, 1, 5)),
+            vec![(2, 2, executed.clone())]
+        );
         assert_eq!(submit(&mut replica, add(2, 1, 5)), vec![(2, 2, executed)]);
-        assert!(submit(&mut replica, add(1, 1, 5)).is_empty(), "an older request is dropped");
+        assert!(
+            submit(&mut replica, add(1, 1, 5)).is_empty(),
+            "an older request is dropped"
+        );
         assert_eq!(replica.state_machine().total, 5);
     }
 
     #[test]
     fn unknown_session_is_told_evicted() {
         let mut replica = solo();
-        assert_eq!(submit(&mut replica, add(2, 9, 5)), vec![(0, 2, ReplyResult::SessionEvicted)]);
+        assert_eq!(
+            submit(&mut replica, add(2, 9, 5)),
+            vec![(0, 2, ReplyResult::SessionEvicted)]
+        );
     }
 
     #[test]
     fn full_table_evicts_least_recently_used_in_log_order() {
         let mut replica = Replica::new(
-            Config { clients_max: 2, ..config(1) },
+            Config {
+                clients_max: 2,
+                ..config(1)
+            },
             0,
             Sum::default(),
             1,
         );
         let register_as = |client: u128| {
-            let message = Message::Request { session: 0, request: 1, operation: Operation::Register, body: Bytes::new() };
-            Envelope { cluster: CLUSTER, epoch: 0, sender: Sender::Client(client), message }
+            let message = Message::Request {
+                session: 0,
+                request: 1,
+                operation: Operation::Register,
+                body: Bytes::new(),
+            };
+            Envelope {
+                cluster: CLUSTER,
+                epoch: 0,
+                sender: Sender::Client(client),
+                message,
+            }
         };
         submit(&mut replica, register_as(1));
         submit(&mut replica, register_as(2));
@@ -278,7 +386,10 @@ mod client_table {
         assert_eq!(replica.stats().evictions, 1);
         let mut from_two = add(2, 2, 3);
         from_two.sender = Sender::Client(2);
-        assert_eq!(submit(&mut replica, from_two), vec![(0, 2, ReplyResult::SessionEvicted)]);
+        assert_eq!(
+            submit(&mut replica, from_two),
+            vec![(0, 2, ReplyResult::SessionEvicted)]
+        );
         assert!(replica.client_table.get(1).is_some());
     }
 }
@@ -296,7 +407,9 @@ struct Cluster {
 impl Cluster {
     fn new(replica_count: u8) -> Self {
         Self {
-            replicas: (0..replica_count).map(|index| Some(replica(index, replica_count))).collect(),
+            replicas: (0..replica_count)
+                .map(|index| Some(replica(index, replica_count)))
+                .collect(),
             disks: vec![crate::command::DurableState::default(); usize::from(replica_count)],
             isolated: vec![false; usize::from(replica_count)],
             network: std::collections::VecDeque::new(),
@@ -305,14 +418,22 @@ impl Cluster {
     }
 
     fn collect(&mut self, index: usize) {
-        let Some(replica) = self.replicas[index].as_mut() else { return };
+        let Some(replica) = self.replicas[index].as_mut() else {
+            return;
+        };
         let commands: Vec<Command> = replica.drain_commands().collect();
         let mut durable = None;
         for command in commands {
             match command {
                 Command::Send { to, envelope } => self.network.push_back((to, envelope)),
                 Command::Reply { envelope, .. } => {
-                    if let Message::Reply { op, request, result, .. } = envelope.message {
+                    if let Message::Reply {
+                        op,
+                        request,
+                        result,
+                        ..
+                    } = envelope.message
+                    {
                         self.replies.push((op, request, result));
                     }
                 }
@@ -323,7 +444,10 @@ impl Cluster {
             }
         }
         if let Some(seq) = durable {
-            self.replicas[index].as_mut().expect("alive").on_persisted(seq);
+            self.replicas[index]
+                .as_mut()
+                .expect("alive")
+                .on_persisted(seq);
             self.collect(index);
         }
     }
@@ -334,8 +458,12 @@ impl Cluster {
             self.collect(index);
         }
         for _ in 0..100_000 {
-            let Some((to, envelope)) = self.network.pop_front() else { return };
-            let Sender::Replica(from) = envelope.sender else { unreachable!() };
+            let Some((to, envelope)) = self.network.pop_front() else {
+                return;
+            };
+            let Sender::Replica(from) = envelope.sender else {
+                unreachable!()
+            };
             if self.isolated[usize::from(to)] || self.isolated[usize::from(from)] {
                 continue;
             }
@@ -359,17 +487,28 @@ impl Cluster {
     }
 
     fn primary(&self) -> usize {
-        let normal_primary = |replica: &&Replica<Sum>| replica.is_primary() && replica.status_name() == "normal";
+        let normal_primary =
+            |replica: &&Replica<Sum>| replica.is_primary() && replica.status_name() == "normal";
         let candidates: Vec<usize> = (0..self.replicas.len())
             .filter(|&index| !self.isolated[index])
-            .filter(|&index| self.replicas[index].as_ref().is_some_and(|r| normal_primary(&r)))
+            .filter(|&index| {
+                self.replicas[index]
+                    .as_ref()
+                    .is_some_and(|r| normal_primary(&r))
+            })
             .collect();
-        *candidates.iter().max_by_key(|&&index| self.replicas[index].as_ref().unwrap().view()).expect("a primary")
+        *candidates
+            .iter()
+            .max_by_key(|&&index| self.replicas[index].as_ref().unwrap().view())
+            .expect("a primary")
     }
 
     fn submit(&mut self, envelope: Envelope) {
         let primary = self.primary();
-        self.replicas[primary].as_mut().unwrap().on_message(envelope);
+        self.replicas[primary]
+            .as_mut()
+            .unwrap()
+            .on_message(envelope);
         self.settle();
     }
 
@@ -397,10 +536,18 @@ mod view_change {
         }
         assert_eq!(backup.view(), 1);
         assert_eq!(backup.status_name(), "view_change");
-        assert!(matches!(&commands[0], Command::Persist { write: Write::ViewState(state), .. } if state.view == 1 && state.last_normal_view == 0));
-        assert!(sends(&commands).is_empty(), "nothing leaves before the view is durable");
+        assert!(
+            matches!(&commands[0], Command::Persist { write: Write::ViewState(state), .. } if state.view == 1 && state.last_normal_view == 0)
+        );
+        assert!(
+            sends(&commands).is_empty(),
+            "nothing leaves before the view is durable"
+        );
         let after = persist_all(&mut backup, &commands);
-        assert_eq!(sends(&after), vec![(0, "start_view_change"), (2, "start_view_change")]);
+        assert_eq!(
+            sends(&after),
+            vec![(0, "start_view_change"), (2, "start_view_change")]
+        );
     }
 
     #[test]
@@ -410,7 +557,14 @@ mod view_change {
         let commands = drain(&mut backup);
         let after = persist_all(&mut backup, &commands);
         // f = 1: one other start_view_change is enough.
-        assert_eq!(sends(&after), vec![(0, "start_view_change"), (1, "start_view_change"), (1, "do_view_change")]);
+        assert_eq!(
+            sends(&after),
+            vec![
+                (0, "start_view_change"),
+                (1, "start_view_change"),
+                (1, "do_view_change")
+            ]
+        );
     }
 
     #[test]
@@ -435,7 +589,11 @@ mod view_change {
         run_workload(&mut cluster, 11, 1);
         cluster.tick(50);
         for index in 0..3 {
-            assert_eq!(cluster.replica(index).state_machine().total, 10, "replica {index}");
+            assert_eq!(
+                cluster.replica(index).state_machine().total,
+                10,
+                "replica {index}"
+            );
         }
     }
 
@@ -446,13 +604,23 @@ mod view_change {
         run_workload(&mut cluster, 2, 9);
         for index in 0..3 {
             let disk = cluster.disks[index].clone();
-            cluster.replicas[index] = Some(Replica::open(config(3), index as u8, Sum::default(), 3, &disk));
+            cluster.replicas[index] = Some(Replica::open(
+                config(3),
+                index as u8,
+                Sum::default(),
+                3,
+                &disk,
+            ));
         }
         cluster.tick(400);
         run_workload(&mut cluster, 11, 1);
         cluster.tick(50);
         for index in 0..3 {
-            assert_eq!(cluster.replica(index).state_machine().total, 10, "replica {index}");
+            assert_eq!(
+                cluster.replica(index).state_machine().total,
+                10,
+                "replica {index}"
+            );
         }
     }
 }
@@ -471,7 +639,11 @@ mod state_transfer {
         cluster.tick(30);
         let lagging = cluster.replica(2);
         assert_eq!(lagging.state_machine().total, 40);
-        assert!(lagging.stats().state_transfers_delta >= 1, "{:?}", lagging.stats());
+        assert!(
+            lagging.stats().state_transfers_delta >= 1,
+            "{:?}",
+            lagging.stats()
+        );
     }
 
     #[test]

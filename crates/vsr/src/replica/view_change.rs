@@ -65,6 +65,7 @@ impl<S: StateMachine> Replica<S> {
         self.pipeline.clear();
         self.request_queue.clear();
         self.state_request = None;
+        self.op_verified = self.commit;
         self.persist_view_state(false);
         self.broadcast_after_durable(&Message::StartViewChange { view });
         self.maybe_send_do_view_change();
@@ -77,14 +78,18 @@ impl<S: StateMachine> Replica<S> {
         if view != self.view {
             return;
         }
-        let Some(view_change) = self.view_change_mut() else { return };
+        let Some(view_change) = self.view_change_mut() else {
+            return;
+        };
         view_change.start_view_change_votes |= 1 << from;
         self.maybe_send_do_view_change();
     }
 
     fn maybe_send_do_view_change(&mut self) {
         let faults_max = self.config.faults_max();
-        let Some(view_change) = self.view_change_mut() else { return };
+        let Some(view_change) = self.view_change_mut() else {
+            return;
+        };
         if view_change.do_view_change_sent
             || (view_change.start_view_change_votes.count_ones() as usize) < faults_max
         {
@@ -108,7 +113,10 @@ impl<S: StateMachine> Replica<S> {
         let primary = self.config.primary(self.view);
         if primary == self.index {
             let index = self.index;
-            self.view_change_mut().expect("in view change").do_view_change.insert(index, own);
+            self.view_change_mut()
+                .expect("in view change")
+                .do_view_change
+                .insert(index, own);
             self.try_complete_view_change();
         } else {
             let message = Message::DoViewChange {
@@ -123,13 +131,23 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(super) fn on_do_view_change(&mut self, from: ReplicaIndex, message: Message) {
-        let Message::DoViewChange { view, last_normal_view, op, commit, entries } = message else {
+        let Message::DoViewChange {
+            view,
+            last_normal_view,
+            op,
+            commit,
+            entries,
+        } = message
+        else {
             unreachable!("dispatch sends only do_view_change here")
         };
         let consistent = last_normal_view < view
             && commit <= op
             && entries.len() as u64 == op - commit
-            && entries.iter().zip(commit + 1..).all(|(entry, op)| entry.op == op);
+            && entries
+                .iter()
+                .zip(commit + 1..)
+                .all(|(entry, op)| entry.op == op);
         if !consistent || self.config.primary(view) != self.index {
             self.stats.messages_dropped += 1;
             return;
@@ -145,7 +163,12 @@ impl<S: StateMachine> Replica<S> {
             self.send_start_view(Some(from));
             return;
         }
-        let received = DoViewChange { last_normal_view, op, commit, entries };
+        let received = DoViewChange {
+            last_normal_view,
+            op,
+            commit,
+            entries,
+        };
         let view_change = self.view_change_mut().expect("in view change");
         view_change.do_view_change.insert(from, received);
         self.try_complete_view_change();
@@ -155,35 +178,58 @@ impl<S: StateMachine> Replica<S> {
     /// the view.
     pub(super) fn try_complete_view_change(&mut self) {
         let quorum = self.config.quorum();
-        let Some(view_change) = self.view_change_mut() else { return };
+        let Some(view_change) = self.view_change_mut() else {
+            return;
+        };
         if view_change.do_view_change.len() < quorum || view_change.awaiting_state {
             return;
         }
         let messages = &view_change.do_view_change;
         let (&best_from, best) = if cfg!(feature = "bug-view-change-wrong-log") {
-            messages.iter().min_by_key(|(_, dvc)| (dvc.last_normal_view, dvc.op)).expect("quorum")
+            messages
+                .iter()
+                .min_by_key(|(_, dvc)| (dvc.last_normal_view, dvc.op))
+                .expect("quorum")
         } else {
-            messages.iter().max_by_key(|(_, dvc)| (dvc.last_normal_view, dvc.op)).expect("quorum")
+            messages
+                .iter()
+                .max_by_key(|(_, dvc)| (dvc.last_normal_view, dvc.op))
+                .expect("quorum")
         };
         let best = best.clone();
-        let commit_max = messages.values().map(|dvc| dvc.commit).max().expect("quorum");
-        let commit_min = messages.values().map(|dvc| dvc.commit).min().expect("quorum");
+        let commit_max = messages
+            .values()
+            .map(|dvc| dvc.commit)
+            .max()
+            .expect("quorum");
+        let commit_min = messages
+            .values()
+            .map(|dvc| dvc.commit)
+            .min()
+            .expect("quorum");
         if self.commit < best.commit {
             // Committed entries we lack precede the chosen suffix: fetch them first.
-            self.view_change_mut().expect("in view change").awaiting_state = true;
+            self.view_change_mut()
+                .expect("in view change")
+                .awaiting_state = true;
             self.request_state_from(best_from);
             return;
         }
-        assert!(commit_max <= best.op, "a committed op is missing from every log of the quorum");
+        assert!(
+            commit_max <= best.op,
+            "a committed op is missing from every log of the quorum"
+        );
         self.install_log_suffix(&best.entries);
         assert_eq!(self.log.op(), best.op.max(self.commit));
+        self.op_verified = self.log.op();
         self.status = Status::Normal;
         self.last_normal_view = self.view;
         self.start_view_op = None;
         self.commit_max = commit_max.max(self.commit);
         self.persist_view_state(false);
         for op in self.commit + 1..=self.log.op() {
-            self.pipeline.insert(op, super::normal::Prepared::new(self.tick));
+            self.pipeline
+                .insert(op, super::normal::Prepared::new(self.tick));
         }
         self.stats.view_changes += 1;
         self.send_start_view_from(commit_min, None);
@@ -213,7 +259,9 @@ impl<S: StateMachine> Replica<S> {
 
     /// Sends start_view with the log after `from_commit` (bounded by the pipeline).
     fn send_start_view_from(&mut self, from_commit: u64, to: Option<ReplicaIndex>) {
-        let from = from_commit.max(self.log.base_op()).max(self.commit.saturating_sub(self.config.pipeline_max));
+        let from = from_commit
+            .max(self.log.base_op())
+            .max(self.commit.saturating_sub(self.config.pipeline_max));
         let message = Message::StartView {
             view: self.view,
             op: self.log.op(),
@@ -234,7 +282,8 @@ impl<S: StateMachine> Replica<S> {
             self.stats.messages_dropped += 1;
             return;
         }
-        if view < self.view || (view == self.view && matches!(self.status, Status::Normal)) {
+        let complete = matches!(self.status, Status::Normal) && self.last_normal_view == view;
+        if view < self.view || (view == self.view && complete) {
             return;
         }
         self.view = view;
@@ -244,22 +293,24 @@ impl<S: StateMachine> Replica<S> {
         self.request_queue.clear();
         self.state_request = None;
         self.commit_max = self.commit;
-        self.install_log_suffix(&entries);
+        self.op_verified = self.commit;
+        // The view's log replaces ours only where it differs: our suffix may hold committed
+        // ops we voted for, and the start_view's suffix may not reach back to our commit.
+        let _ = self.merge_entries(&entries);
         self.persist_view_state(false);
         let _ = self.maybe_complete_view();
         self.reset_view_change_timeout();
-        if self.log.op() > self.commit {
-            let (op, checksum) = (self.log.op(), self.log.head_checksum());
-            self.after_durable(Deferred::PrepareOk { view, op, checksum });
-        }
+        self.vote_for_log();
         self.advance_commit(commit);
-        if self.log.op() < op {
+        if self.op_verified < op {
             self.request_state();
         }
     }
 
-    /// Learns of `view` from its primary's normal-operation message (VRR §5.2): keeps only the
-    /// committed prefix, whose entries are in every later view's log, and fetches the rest.
+    /// Learns of `view` from its primary's normal-operation message (VRR §5.2). Unlike the
+    /// paper, the log is not truncated to the commit number: a suffix this replica voted for may
+    /// hold committed ops, and dropping them could let a later view change lose them. Only the
+    /// committed prefix counts as the view's log until the primary's entries verify the rest.
     pub(super) fn adopt_view(&mut self, view: u64) {
         assert!(view >= self.view);
         self.view = view;
@@ -271,8 +322,7 @@ impl<S: StateMachine> Replica<S> {
         self.request_queue.clear();
         self.state_request = None;
         self.commit_max = self.commit;
-        self.log.truncate(self.commit);
-        self.persist(Write::Truncate { op: self.commit });
+        self.op_verified = self.commit;
         self.persist_view_state(false);
         self.request_state();
     }
