@@ -695,3 +695,129 @@ mod recovery {
         assert_eq!(replica.status_name(), "recovering");
     }
 }
+
+/// Regressions for bugs the simulator found, as explicit message schedules (seeds change
+/// meaning when the code changes; these do not).
+mod regressions {
+    use super::*;
+
+    /// Registers a client and prepares `count` more ops on `primary`; returns the entries.
+    fn prepare_ops(primary: &mut Replica<Sum>, count: u64) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        for client in 1..=count as u128 {
+            let mut envelope = register();
+            envelope.sender = Sender::Client(client);
+            primary.on_message(envelope);
+            entries.push(prepared_entry(&drain(primary)));
+        }
+        entries
+    }
+
+    fn deliver_prepares(backup: &mut Replica<Sum>, entries: &[Entry]) -> Vec<Command> {
+        let mut commands = Vec::new();
+        for entry in entries {
+            let message = Message::Prepare {
+                view: 0,
+                commit: 0,
+                entry: entry.clone(),
+            };
+            backup.on_message(from_replica(0, message));
+            commands.extend(drain(backup));
+        }
+        commands.extend(persist_all(backup, &commands));
+        commands
+    }
+
+    /// Seed 102151 (3 replicas): a backup voted for ops 1..=3 in view 0, moved to view 1, lost
+    /// the start_view and learned of view 1 from a commit. It used to truncate its log to its
+    /// commit number, forgetting ops it had voted for (committed with the old primary's vote),
+    /// so a later view change without the old primary lost them.
+    #[test]
+    fn learning_of_a_view_keeps_the_voted_suffix() {
+        let mut primary = replica(0, 3);
+        let mut backup = replica(2, 3);
+        let entries = prepare_ops(&mut primary, 3);
+        let votes = deliver_prepares(&mut backup, &entries);
+        assert_eq!(sends(&votes).last(), Some(&(0, "prepare_ok")));
+        backup.on_message(from_replica(0, Message::StartViewChange { view: 1 }));
+        let commands = drain(&mut backup);
+        persist_all(&mut backup, &commands);
+        assert_eq!(backup.status_name(), "view_change");
+        // The start_view of view 1 is lost; a commit from its primary arrives instead.
+        backup.on_message(from_replica(1, Message::Commit { view: 1, commit: 0 }));
+        assert_eq!(backup.status_name(), "normal");
+        assert_eq!(backup.op(), 3, "the voted suffix is kept");
+        assert_eq!(backup.last_normal_view(), 0, "view 1's log is not held yet");
+        assert_eq!(backup.op_verified(), 0);
+        // It votes for nothing in view 1 until view 1's log verifies its suffix.
+        let commands = drain(&mut backup);
+        let commands = [commands.clone(), persist_all(&mut backup, &commands)].concat();
+        assert!(
+            !sends(&commands)
+                .iter()
+                .any(|(_, name)| *name == "prepare_ok")
+        );
+        assert!(sends(&commands).contains(&(1, "get_state")));
+        // A view change now presents the whole voted suffix, with the old last normal view.
+        backup.on_message(from_replica(0, Message::StartViewChange { view: 3 }));
+        let commands = drain(&mut backup);
+        let after = persist_all(&mut backup, &commands);
+        let do_view_change = after.iter().find_map(|command| match command {
+            Command::Send { to: 0, envelope } => match &envelope.message {
+                Message::DoViewChange {
+                    last_normal_view,
+                    op,
+                    entries,
+                    ..
+                } => Some((*last_normal_view, *op, entries.len())),
+                _ => None,
+            },
+            _ => None,
+        });
+        assert_eq!(do_view_change, Some((0, 3, 3)));
+    }
+
+    /// Seed 109874 (3 replicas): a backup with a stale suffix (ops 2..=3 of view 0, never
+    /// committed) installs a start_view whose log ends at op 1. It used to claim the new view as
+    /// its last normal view while keeping the stale suffix, so its next do_view_change presented
+    /// view 0's uncommitted ops as the new view's log.
+    #[test]
+    fn completing_a_view_drops_the_unverified_suffix() {
+        let mut primary = replica(0, 3);
+        let mut backup = replica(2, 3);
+        let entries = prepare_ops(&mut primary, 3);
+        deliver_prepares(&mut backup, &entries);
+        backup.on_message(from_replica(0, Message::Commit { view: 0, commit: 1 }));
+        assert_eq!(backup.commit(), 1);
+        // View 1 started with only op 1 (ops 2 and 3 were not in its quorum's logs).
+        let start_view = Message::StartView {
+            view: 1,
+            op: 1,
+            commit: 1,
+            entries: Vec::new(),
+        };
+        backup.on_message(from_replica(1, start_view));
+        drain(&mut backup);
+        assert_eq!(backup.last_normal_view(), 1);
+        assert_eq!(backup.op(), 1, "ops 2..=3 are not view 1's log");
+    }
+
+    /// Seed 102151 after the first fix: a backup that learned of a view from a commit and
+    /// already held the primary's whole log asked for state, and the primary, having nothing to
+    /// send, stayed silent, so the backup never voted again.
+    #[test]
+    fn primary_answers_an_up_to_date_get_state() {
+        let mut primary = replica(0, 3);
+        primary.on_message(from_replica(
+            1,
+            Message::GetState {
+                view: 0,
+                op: 0,
+                commit: 0,
+            },
+        ));
+        let commands = drain(&mut primary);
+        assert!(matches!(&commands[..], [Command::Send { to: 1, envelope }]
+            if matches!(&envelope.message, Message::NewState { normal: true, op: 0, .. })));
+    }
+}
