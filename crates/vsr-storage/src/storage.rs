@@ -436,6 +436,7 @@ fn replay_wal(
         view_state: superblock.view_state,
         checkpoint: base,
         entries: std::collections::VecDeque::new(),
+        damaged: false,
     };
     let replay = replay(disk, &name, &mut durable)?;
     let mut wal = Wal::new(

@@ -87,6 +87,11 @@ pub struct DurableState {
     pub checkpoint: Option<Checkpoint>,
     /// Entries after the checkpoint's op, consecutive.
     pub entries: VecDeque<Entry>,
+    /// Set by the storage layer when it found damage other than a torn tail (a corrupt entry in
+    /// the middle of the log, a corrupt checkpoint): `entries` then holds only what precedes the
+    /// damage, and the replica may have voted for entries it no longer has. Such a replica
+    /// repairs itself through the recovery protocol before it votes again. Not persisted.
+    pub damaged: bool,
 }
 
 impl DurableState {

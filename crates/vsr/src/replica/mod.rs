@@ -140,7 +140,8 @@ impl<S: StateMachine> Replica<S> {
     ///
     /// It rebuilds the state machine from the checkpoint and the committed entries, then rejoins:
     /// as a backup of its view if it was one, otherwise through a view change. A replica whose
-    /// state says it was recovering resumes recovery.
+    /// state says it was recovering resumes recovery, and so does one whose storage reported
+    /// damage ([`DurableState::damaged`]): protocol-aware repair, never "I never had it".
     #[must_use]
     pub fn open(
         config: Config,
@@ -194,7 +195,13 @@ impl<S: StateMachine> Replica<S> {
         };
         replica.load(durable);
         replica.commit_persisted = replica.commit_persisted.max(replica.commit);
-        if view_state.recovering {
+        if view_state.recovering || durable.damaged {
+            if !view_state.recovering {
+                // A damaged log may have lost entries this replica voted for: it must not vote
+                // again until it holds the current primary's log, and a crash during the repair
+                // must resume it.
+                replica.persist_view_state(true);
+            }
             replica.start_recovery();
         } else if fresh {
             assert_eq!(

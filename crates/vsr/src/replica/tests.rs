@@ -685,6 +685,34 @@ mod recovery {
     }
 
     #[test]
+    fn damaged_log_repairs_through_recovery_before_voting() {
+        let mut cluster = Cluster::new(3);
+        cluster.submit(register());
+        run_workload(&mut cluster, 2, 10);
+        // Storage found a corrupt entry in the middle of replica 2's log: it hands over only the
+        // entries before it, flagged as damaged.
+        let mut disk = cluster.disks[2].clone();
+        let damaged_at = disk.entries.len() / 2;
+        disk.entries.truncate(damaged_at);
+        disk.damaged = true;
+        cluster.disks[2] = disk.clone();
+        let mut damaged = Replica::open(config(3), 2, Sum::default(), 5, &disk);
+        assert_eq!(damaged.status_name(), "recovering");
+        let commands = drain(&mut damaged);
+        assert!(
+            matches!(&commands[0], Command::Persist { write: Write::ViewState(state), .. } if state.recovering)
+        );
+        assert_eq!(sends(&commands), vec![(0, "recovery"), (1, "recovery")]);
+        cluster.replicas[2] = Some(damaged);
+        // The commands above were inspected, not delivered: the recovery retry resends.
+        cluster.tick(250);
+        let repaired = cluster.replica(2);
+        assert_eq!(repaired.status_name(), "normal");
+        assert_eq!(repaired.state_machine().total, 10);
+        assert!(!cluster.disks[2].view_state.recovering);
+    }
+
+    #[test]
     fn recovering_replica_ignores_normal_traffic() {
         let mut replica = Replica::recover(config(3), 2, Sum::default(), 9);
         let commands = drain(&mut replica);
