@@ -15,13 +15,6 @@ enum LogOperation {
     Read(u64),
 }
 
-/// The index of an appended line, or the line read (`None` past the end).
-#[derive(Debug)]
-enum LogResult {
-    Appended(u64),
-    Read(Option<String>),
-}
-
 /// Each line remembers the op that appended it, so a delta can be "the lines after op N".
 #[derive(Default)]
 struct Log {
@@ -31,23 +24,26 @@ struct Log {
 /// A lagging replica catches up from just the lines it misses, not from the whole log.
 struct LogDelta(Vec<(u64, String)>);
 
+/// Results are plain text: "appended as line N", or the line read.
+struct Text(String);
+
 impl StateMachine for Log {
     type Operation = LogOperation;
-    type Result = LogResult;
+    type Result = Text;
     type Delta = LogDelta;
 
-    fn apply(&mut self, op: u64, operation: LogOperation) -> LogResult {
+    fn apply(&mut self, op: u64, operation: LogOperation) -> Text {
         match operation {
             LogOperation::Append(line) => {
                 self.lines.push((op, line));
-                LogResult::Appended(self.lines.len() as u64 - 1)
+                Text(format!("appended as line {}", self.lines.len() - 1))
             }
             // A read goes through the log too, so it sees every append committed before it.
             LogOperation::Read(index) => {
                 let line = usize::try_from(index)
                     .ok()
                     .and_then(|index| self.lines.get(index));
-                LogResult::Read(line.map(|(_, line)| line.clone()))
+                Text(line.map_or("(no such line)".to_owned(), |(_, line)| format!("{line:?}")))
             }
         }
     }
@@ -63,87 +59,66 @@ impl StateMachine for Log {
 
     // Only checkers compare digests, to see replicas converge; a cheap fingerprint will do.
     fn digest(&self) -> u128 {
-        let mix = |hash: u128, (op, _): &(u64, String)| hash.wrapping_mul(31) ^ u128::from(*op);
-        self.lines.iter().fold(0, mix)
+        self.lines
+            .iter()
+            .fold(0, |hash, (op, _)| hash.wrapping_mul(31) ^ u128::from(*op))
     }
 }
 
-// One byte layout for every value keeps the hand-written codecs short: records of a tag byte,
-// a u64, and a length-prefixed UTF-8 line.
-fn put_record(out: &mut Vec<u8>, tag: u8, number: u64, line: &str) {
-    out.push(tag);
-    out.extend_from_slice(&number.to_le_bytes());
-    out.extend_from_slice(&(line.len() as u64).to_le_bytes());
-    out.extend_from_slice(line.as_bytes());
+// Codecs: operations arrive from the network, so bad bytes are an error, never a panic.
+fn bad(reason: &'static str) -> CodecError {
+    CodecError::new("replicated log", reason)
 }
 
-/// Operations arrive from the network: bad bytes must be an error, never a panic.
-fn take_record(bytes: &mut &[u8]) -> Result<(u8, u64, String), CodecError> {
-    let truncated = || CodecError::new("log record", "truncated");
-    let (&tag, rest) = bytes.split_first().ok_or_else(truncated)?;
-    let (number, rest) = rest.split_first_chunk::<8>().ok_or_else(truncated)?;
-    let (len, rest) = rest.split_first_chunk::<8>().ok_or_else(truncated)?;
-    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| truncated())?;
-    let (line, rest) = rest.split_at_checked(len).ok_or_else(truncated)?;
-    let line =
-        String::from_utf8(line.to_vec()).map_err(|_| CodecError::new("line", "not UTF-8"))?;
-    *bytes = rest;
-    Ok((tag, u64::from_le_bytes(*number), line))
-}
-
-fn single_record(mut bytes: &[u8], what: &'static str) -> Result<(u8, u64, String), CodecError> {
-    let record = take_record(&mut bytes)?;
-    bytes
-        .is_empty()
-        .then_some(record)
-        .ok_or(CodecError::new(what, "trailing bytes"))
+fn utf8(bytes: &[u8]) -> Result<String, CodecError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| bad("not UTF-8"))
 }
 
 impl Codec for LogOperation {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Self::Append(line) => put_record(out, 0, 0, line),
-            Self::Read(index) => put_record(out, 1, *index, ""),
+            Self::Append(line) => out.extend([b"A", line.as_bytes()].concat()),
+            Self::Read(index) => out.extend([b"R".as_slice(), &index.to_le_bytes()].concat()),
         }
     }
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        match single_record(bytes, "log operation")? {
-            (0, _, line) => Ok(Self::Append(line)),
-            (1, index, _) => Ok(Self::Read(index)),
-            _ => Err(CodecError::new("log operation", "unknown tag")),
+        match bytes.split_first() {
+            Some((b'A', line)) => Ok(Self::Append(utf8(line)?)),
+            Some((b'R', index)) => Ok(Self::Read(u64::from_le_bytes(
+                index.try_into().map_err(|_| bad("index size"))?,
+            ))),
+            _ => Err(bad("unknown operation")),
         }
     }
 }
 
-impl Codec for LogResult {
+impl Codec for Text {
     fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Self::Appended(index) => put_record(out, 0, *index, ""),
-            Self::Read(None) => put_record(out, 1, 0, ""),
-            Self::Read(Some(line)) => put_record(out, 2, 0, line),
-        }
+        out.extend_from_slice(self.0.as_bytes());
     }
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        match single_record(bytes, "log result")? {
-            (0, index, _) => Ok(Self::Appended(index)),
-            (1, _, _) => Ok(Self::Read(None)),
-            (2, _, line) => Ok(Self::Read(Some(line))),
-            _ => Err(CodecError::new("log result", "unknown tag")),
-        }
+        utf8(bytes).map(Text)
     }
 }
 
+/// A delta is a run of records: op (8 bytes), length (4 bytes), line.
 impl Codec for LogDelta {
     fn encode(&self, out: &mut Vec<u8>) {
-        self.0
-            .iter()
-            .for_each(|(op, line)| put_record(out, 0, *op, line));
+        for (op, line) in &self.0 {
+            out.extend_from_slice(&op.to_le_bytes());
+            out.extend_from_slice(&(line.len() as u32).to_le_bytes());
+            out.extend_from_slice(line.as_bytes());
+        }
     }
     fn decode(mut bytes: &[u8]) -> Result<Self, CodecError> {
         let mut lines = Vec::new();
         while !bytes.is_empty() {
-            let (_, op, line) = take_record(&mut bytes)?;
-            lines.push((op, line));
+            let (op, rest) = bytes.split_first_chunk::<8>().ok_or(bad("truncated"))?;
+            let (size, rest) = rest.split_first_chunk::<4>().ok_or(bad("truncated"))?;
+            let size = u32::from_le_bytes(*size) as usize;
+            let (line, rest) = rest.split_at_checked(size).ok_or(bad("truncated"))?;
+            lines.push((u64::from_le_bytes(*op), utf8(line)?));
+            bytes = rest;
         }
         Ok(Self(lines))
     }
@@ -221,8 +196,8 @@ impl Cluster {
         let (op, result) = (0..10_000)
             .find_map(|_| self.tick())
             .expect("the cluster answers");
-        let result = LogResult::decode(&result).expect("replicas encode valid results");
-        format!("{result:?}, committed at op {op}")
+        let Text(result) = Text::decode(&result).expect("replicas encode valid results");
+        format!("{result}, committed at op {op}")
     }
 
     /// The live replica that is primary of its view, in normal status.
