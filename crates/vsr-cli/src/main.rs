@@ -1,13 +1,31 @@
 //! `vsr`: the command line of the vsr replication library.
 //!
-//! One subcommand per module: `sim` (the deterministic cluster simulator) for now; `format`,
-//! `start`, `client` and `demo` come later. Usage errors print one `error: ...` line and exit
-//! with status 2.
+//! One subcommand per module:
+//!
+//! * `format` ([`format`]) creates a replica's data directory;
+//! * `start` ([`start`]) runs one replica of the key-value service until SIGTERM or SIGINT;
+//! * `client` ([`client`]) runs one key-value command, or an interactive shell;
+//! * `demo` ([`demo`]) runs a local 3-replica cluster of child processes through a primary
+//!   failure and checks that no acknowledged write was lost;
+//! * `sim` ([`sim`]) runs the deterministic cluster simulator.
+//!
+//! Every failure an operator can cause (a bad flag, a missing data directory, another cluster's
+//! data) prints one `error: ...` line on stderr and exits non-zero; nothing here panics on bad
+//! input. [`args`] holds the value parsers the subcommands share; [`scrape`] reads a replica's
+//! metrics endpoint for `demo`.
 
+mod args;
+mod client;
+mod demo;
+mod format;
+mod scrape;
 mod sim;
+mod start;
 
+use std::io::Write;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 /// Viewstamped Replication: a replicated key-value store and its tools.
@@ -20,6 +38,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
+    /// Create a replica's data directory (use --recover to replace a lost one).
+    #[command(long_about = format::LONG_ABOUT)]
+    Format(format::FormatArgs),
+    /// Run one replica of the key-value service until SIGTERM or SIGINT.
+    Start(start::StartArgs),
+    /// Run one key-value command against a cluster, or an interactive shell without one.
+    Client(client::ClientArgs),
+    /// Run a local 3-replica cluster through a primary failure and check no write is lost.
+    Demo(demo::DemoArgs),
     /// Run the deterministic cluster simulator: one seed, or a swarm of seeds.
     Sim(sim::SimArgs),
 }
@@ -27,20 +54,53 @@ enum Commands {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => {
-            // Help and version go to stdout with status 0; usage errors exit with 2.
-            let _ = error.print();
-            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
-        }
+        Err(error) => return usage_error(&error),
     };
     let result = match cli.command {
+        Commands::Format(args) => format::run(&args),
+        Commands::Start(args) => start::run(args),
+        Commands::Client(args) => client::run(args),
+        Commands::Demo(args) => demo::run(&args),
         Commands::Sim(args) => sim::run(&args),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // `{:#}` joins the error's causes with ": " on one line.
+            let message = format!("{error:#}").replace('\n', " ");
+            eprintln!("error: {message}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Help and version go to stdout with status 0. A usage error prints its first line only (one
+/// `error: ...` line, with a pointer to --help) and exits with 2.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    let code = ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return code;
+    }
+    // The first paragraph: the message and, for missing arguments, the indented list of them.
+    let rendered = error.render().to_string();
+    let first: Vec<&str> = rendered
+        .lines()
+        .skip_while(|line| line.trim().is_empty())
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let first = first.join(" ");
+    let first = if first.starts_with("error:") {
+        first
+    } else {
+        format!("error: {first}")
+    };
+    let _ = writeln!(std::io::stderr(), "{first} (run with --help for usage)");
+    code
 }

@@ -86,3 +86,186 @@ fn sim_writes_the_history_as_json_lines() {
     assert!(!history.ops.is_empty());
     assert!(text.lines().all(|line| line.starts_with("{\"process\":")));
 }
+
+/// Asserts a run failed with exactly one `error: ...` line and no panic.
+fn fails_in_one_line(output: &Output, contains: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(contains), "{contains:?} in {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("vsr-cli-test-")
+        .tempdir()
+        .expect("temp dir")
+}
+
+fn format(dir: &std::path::Path, cluster: &str) -> Output {
+    vsr(&[
+        "format",
+        "--cluster",
+        cluster,
+        "--replica",
+        "0",
+        "--replica-count",
+        "1",
+        dir.to_str().unwrap(),
+    ])
+}
+
+#[test]
+fn an_unknown_flag_is_one_line() {
+    fails_in_one_line(&vsr(&["start", "--bogus"]), "--bogus");
+    fails_in_one_line(&vsr(&["frobnicate"]), "frobnicate");
+}
+
+#[test]
+fn a_bad_flag_value_is_one_line() {
+    fails_in_one_line(
+        &vsr(&["client", "--addresses", "nowhere", "get", "k"]),
+        "host:port",
+    );
+    fails_in_one_line(
+        &vsr(&[
+            "client",
+            "--addresses",
+            "127.0.0.1:1",
+            "--timeout",
+            "soon",
+            "get",
+            "k",
+        ]),
+        "duration",
+    );
+    fails_in_one_line(
+        &vsr(&["format", "--replica", "0", "/tmp/x"]),
+        "--replica-count",
+    );
+    let dir = temp_dir();
+    let path = dir.path().join("data");
+    let output = vsr(&[
+        "format",
+        "--replica",
+        "3",
+        "--replica-count",
+        "3",
+        path.to_str().unwrap(),
+    ]);
+    fails_in_one_line(&output, "--replica must be below");
+    let output = vsr(&[
+        "format",
+        "--replica",
+        "0",
+        "--replica-count",
+        "2",
+        path.to_str().unwrap(),
+    ]);
+    fails_in_one_line(&output, "1, 3, 5 or 7");
+    assert!(!path.exists(), "nothing was created");
+}
+
+#[test]
+fn a_missing_data_path_is_one_line() {
+    let dir = temp_dir();
+    let path = dir.path().join("missing");
+    let output = vsr(&[
+        "start",
+        "--addresses",
+        "127.0.0.1:1",
+        path.to_str().unwrap(),
+    ]);
+    fails_in_one_line(&output, "does not exist");
+    // A directory that holds no vsr data.
+    let output = vsr(&[
+        "start",
+        "--addresses",
+        "127.0.0.1:1",
+        dir.path().to_str().unwrap(),
+    ]);
+    fails_in_one_line(&output, "no vsr data");
+}
+
+#[test]
+fn another_clusters_data_is_one_line() {
+    let dir = temp_dir();
+    let output = format(dir.path(), "0x11");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("formatted replica 0 of 1 for cluster 17"),
+        "{stdout}"
+    );
+    let output = vsr(&[
+        "start",
+        "--cluster",
+        "0x12",
+        "--addresses",
+        "127.0.0.1:1",
+        dir.path().to_str().unwrap(),
+    ]);
+    fails_in_one_line(&output, "belongs to cluster 0x11");
+    // Without --cluster, the default cluster 0 is another cluster too.
+    let output = vsr(&[
+        "start",
+        "--addresses",
+        "127.0.0.1:1",
+        dir.path().to_str().unwrap(),
+    ]);
+    fails_in_one_line(&output, "not 0x0");
+    // The wrong number of addresses for the data.
+    let output = vsr(&[
+        "start",
+        "--cluster",
+        "17",
+        "--addresses",
+        "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
+        dir.path().to_str().unwrap(),
+    ]);
+    fails_in_one_line(&output, "formatted for 1 replicas");
+}
+
+#[test]
+fn format_refuses_existing_data() {
+    let dir = temp_dir();
+    assert!(format(dir.path(), "5").status.success());
+    fails_in_one_line(&format(dir.path(), "5"), "already holds vsr data");
+    fails_in_one_line(&format(dir.path(), "6"), "already holds vsr data");
+}
+
+#[test]
+fn format_help_warns_against_replacing_a_lost_replica_without_recover() {
+    let output = vsr(&["format", "--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "--recover",
+        "Never use plain `vsr format`",
+        "acknowledged are lost",
+    ] {
+        assert!(help.contains(expected), "{expected:?} in:\n{help}");
+    }
+    for command in ["start", "client", "demo"] {
+        let output = vsr(&[command, "--help"]);
+        assert!(output.status.success(), "{command} --help");
+    }
+}
+
+#[test]
+fn a_recovering_replica_is_formatted() {
+    let dir = temp_dir();
+    let output = vsr(&[
+        "format",
+        "--replica",
+        "1",
+        "--replica-count",
+        "3",
+        "--recover",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("recovering"));
+}

@@ -189,10 +189,16 @@ async fn open_storage(options: &ReplicaOptions) -> Result<Opened, ServerError> {
         });
     }
     let damage = &opened.damage;
-    if !damage.corrupt_ops.is_empty() {
-        tracing::error!(
-            corrupt_ops = ?damage.corrupt_ops,
-            "the log has corrupt entries; continuing with the valid prefix (repair is not implemented yet)"
+    if !damage.is_clean() {
+        // The core repairs it: `durable.damaged` makes the replica recover before it votes.
+        let checkpoint = if damage.checkpoint_corrupt {
+            " and the checkpoint"
+        } else {
+            ""
+        };
+        tracing::warn!(
+            "data damaged at ops {:?}{checkpoint}: repairing from peers through recovery",
+            damage.corrupt_ops
         );
     }
     if damage.torn_tail_records > 0 {
@@ -226,15 +232,22 @@ fn start_replica<S: StateMachine + Default>(
     opened: &Opened,
 ) -> Result<Replica<S>, ServerError> {
     let seed = getrandom::u64().map_err(|error| ServerError::Entropy(error.to_string()))?;
-    Ok(if opened.durable.view_state.recovering {
+    if opened.durable.view_state.recovering {
         tracing::warn!(
             replica = index,
             "this replica lost its state: recovering from its peers"
         );
-        Replica::recover(config, index, S::default(), seed)
-    } else {
-        Replica::open(config, index, S::default(), seed, &opened.durable)
-    })
+    }
+    // `open`, not `recover`, even when recovering: a replica that crashed during recovery (or
+    // after a damaged open) may hold part of a log, and the core must continue from exactly
+    // what storage holds. `open` resumes recovery from it.
+    Ok(Replica::open(
+        config,
+        index,
+        S::default(),
+        seed,
+        &opened.durable,
+    ))
 }
 
 async fn resolve(address: &str) -> Result<SocketAddr, ServerError> {

@@ -2,13 +2,23 @@
 //!
 //! During the fault phase, a chaos step every 100 ms draws, with the seed's rates, partition
 //! changes (symmetric and one-way), slow links, crashes (some aimed at the primary), crashes of
-//! the whole cluster, restarts that lose state (at most f replicas without state at once) and
-//! clock drift. Scripted scenarios inject the same faults at fixed ticks instead. At the heal,
-//! every fault ends and every replica restarts; from then on every client request must complete
-//! within the liveness timeout, and once the clients are done the replicas must converge.
+//! the whole cluster, restarts that lose state, and clock drift. The disk adds its own faults
+//! where they happen: a crash loses the writes in flight (a prefix survives, the next may be
+//! torn), a restart may read corrupt entries or a corrupt checkpoint, and a completed append may
+//! have landed on another entry's place. Scripted scenarios inject the same faults at fixed
+//! ticks instead. At the heal, every fault ends and every replica restarts; from then on every
+//! client request must complete within the liveness timeout, and once the clients are done the
+//! replicas must converge.
+//!
+//! **The fault budget.** A replica is impaired while a restart would not give back everything
+//! it wrote (its disk carries latent damage, or says it must recover) or while it is recovering.
+//! Damage — corruption, misdirected writes, wipes — is injected only when at most f replicas are
+//! impaired afterwards, so no committed op is ever lost on a quorum. Crashes with intact disks
+//! are always allowed: losing writes that never completed is not damage.
 
-use vsr::{DurableState, StateMachine};
+use vsr::StateMachine;
 
+use crate::disk::CrashLoss;
 use crate::scenario::Action;
 use crate::sim::{EventKind, Simulator};
 
@@ -56,7 +66,7 @@ impl Simulator {
         }
         if self.prng.chance(profile.wipe_ppm) {
             let target = self.prng.below(u64::from(self.plan.replicas)) as u8;
-            if self.may_wipe(target) {
+            if self.may_damage(target) {
                 self.wipe(target);
                 self.schedule_restarts();
             }
@@ -88,12 +98,85 @@ impl Simulator {
     }
 
     pub(crate) fn crash(&mut self, index: u8) {
+        let profile = &self.plan.profile;
+        let (cut_ppm, torn_ppm) = (profile.disk_cut_ppm, profile.disk_torn_ppm);
         let slot = &mut self.replicas[usize::from(index)];
         if let Some(replica) = slot.replica.take() {
             self.stats.add_replica(&replica.stats());
             self.stats.crashes += 1;
             self.trace.event(21, self.now, u64::from(index));
+            let loss = slot.disk.crash(&mut self.prng, cut_ppm, torn_ppm);
+            self.count_loss(index, loss);
         }
+    }
+
+    /// Crashes `index` losing every write in flight (scripted).
+    fn crash_losing_writes(&mut self, index: u8) {
+        let slot = &mut self.replicas[usize::from(index)];
+        if let Some(replica) = slot.replica.take() {
+            self.stats.add_replica(&replica.stats());
+            self.stats.crashes += 1;
+            self.trace.event(21, self.now, u64::from(index));
+            let loss = slot.disk.crash_keeping(0, false);
+            self.count_loss(index, loss);
+        }
+    }
+
+    fn count_loss(&mut self, index: u8, loss: CrashLoss) {
+        self.stats.disk_writes_lost += loss.lost;
+        self.stats.disk_writes_torn += loss.torn;
+        self.trace.event(
+            25,
+            self.now,
+            u64::from(index) | loss.lost << 8 | loss.torn << 40,
+        );
+    }
+
+    /// Completes a replica's writes up to `seq`; before the heal, a completed append may be
+    /// misdirected if the fault budget allows.
+    pub(crate) fn complete_writes(&mut self, index: u8, seq: u64) {
+        let ppm = self.plan.profile.disk_misdirect_ppm;
+        let ppm = if ppm > 0 && !self.healed && self.may_damage(index) {
+            ppm
+        } else {
+            0
+        };
+        let disk = &mut self.replicas[usize::from(index)].disk;
+        let misdirected = disk.complete(seq, &mut self.prng, ppm);
+        if misdirected > 0 {
+            self.stats.disk_misdirected_writes += misdirected;
+            self.trace.event(26, self.now, u64::from(index));
+        }
+    }
+
+    /// At a restart before the heal: the disk may read back corrupt entries or a corrupt
+    /// checkpoint, if the fault budget allows.
+    pub(crate) fn read_faults(&mut self, index: u8) {
+        if self.healed {
+            return;
+        }
+        let profile = &self.plan.profile;
+        let (entries_ppm, checkpoint_ppm) = (
+            profile.disk_corrupt_ppm,
+            profile.disk_checkpoint_corrupt_ppm,
+        );
+        let corrupt_entries = self.prng.chance(entries_ppm);
+        let corrupt_checkpoint = self.prng.chance(checkpoint_ppm);
+        if !(corrupt_entries || corrupt_checkpoint) || !self.may_damage(index) {
+            return;
+        }
+        let disk = &mut self.replicas[usize::from(index)].disk;
+        if corrupt_checkpoint && disk.corrupt_checkpoint() {
+            self.stats.disk_corruptions += 1;
+        }
+        if corrupt_entries && disk.entries() > 0 {
+            for _ in 0..self.prng.range(1, 3) {
+                let entry = self.prng.index(disk.entries());
+                disk.corrupt_entry(entry);
+                self.stats.disk_corruptions += 1;
+            }
+        }
+        self.trace.event(27, self.now, u64::from(index));
     }
 
     fn crash_all(&mut self) {
@@ -104,7 +187,7 @@ impl Simulator {
     }
 
     /// Schedules a restart, after a random downtime, of every replica that is down and has none.
-    fn schedule_restarts(&mut self) {
+    pub(crate) fn schedule_restarts(&mut self) {
         for index in 0..self.plan.replicas {
             let slot = &self.replicas[usize::from(index)];
             if slot.replica.is_none() {
@@ -124,20 +207,28 @@ impl Simulator {
         }
     }
 
-    /// Whether `index` may lose its state: at most f replicas may be without state at once.
-    fn may_wipe(&self, index: u8) -> bool {
-        let without_state = self
+    /// Whether `index` may be damaged now: at most f replicas impaired afterwards (see the module
+    /// docs), never with one replica.
+    pub(crate) fn may_damage(&self, index: u8) -> bool {
+        let impaired = self
             .replicas
             .iter()
             .enumerate()
-            .filter(|(other, slot)| *other != usize::from(index) && slot.disk.view_state.recovering)
+            .filter(|(other, slot)| {
+                *other != usize::from(index)
+                    && (slot.disk.is_impaired()
+                        || slot
+                            .replica
+                            .as_ref()
+                            .is_some_and(|replica| replica.status_name() == "recovering"))
+            })
             .count();
-        self.plan.replicas > 1 && without_state < self.config.faults_max()
+        self.plan.replicas > 1 && impaired < self.config.faults_max()
     }
 
     fn wipe(&mut self, index: u8) {
         self.crash(index);
-        self.replicas[usize::from(index)].disk = DurableState::recovering();
+        self.replicas[usize::from(index)].disk.wipe();
         self.stats.wipes += 1;
         self.trace.event(22, self.now, u64::from(index));
     }
@@ -240,12 +331,36 @@ impl Simulator {
                 }
             }
             Action::Wipe(index) => {
-                assert!(
-                    self.may_wipe(index),
-                    "the scenario wipes more than f replicas"
-                );
+                self.assert_budget(index);
                 self.wipe(index);
                 self.start_replica(index)?;
+            }
+            Action::CrashLosingWrites(index) => self.crash_losing_writes(index),
+            Action::CorruptEntry(index) => {
+                self.assert_budget(index);
+                let disk = &mut self.replicas[usize::from(index)].disk;
+                let entries = disk.entries();
+                assert!(
+                    entries >= 3,
+                    "the scenario corrupts an entry of a short log"
+                );
+                disk.corrupt_entry(entries / 2);
+                self.stats.disk_corruptions += 1;
+            }
+            Action::CorruptCheckpoint(index) => {
+                self.assert_budget(index);
+                let disk = &mut self.replicas[usize::from(index)].disk;
+                assert!(
+                    disk.corrupt_checkpoint(),
+                    "the scenario corrupts a missing checkpoint"
+                );
+                self.stats.disk_corruptions += 1;
+            }
+            Action::MisdirectNextAppend(index) => {
+                self.assert_budget(index);
+                self.replicas[usize::from(index)]
+                    .disk
+                    .misdirect_next_append();
             }
             Action::Isolate(index) => self.partition(&[index]),
             Action::Partition(group) => self.partition(&group),
@@ -253,6 +368,13 @@ impl Simulator {
             Action::HealNetwork => self.network.clear_partitions(),
         }
         Ok(())
+    }
+
+    fn assert_budget(&self, index: u8) {
+        assert!(
+            self.may_damage(index),
+            "the scenario damages more than f replicas at once"
+        );
     }
 
     fn check_liveness(&self) -> Result<(), String> {

@@ -10,18 +10,19 @@
 //!   plan (seed) ──▶ sim: event queue ──▶ Replica::on_message / on_tick / on_persisted
 //!                    ▲      │                      │ commands
 //!                    │      ▼                      ▼
-//!        network (faults)  clients ◀── replies   disk (ideal) ──▶ completions
+//!        network (faults)  clients ◀── replies   disk (faults) ──▶ completions
 //!                                   │
 //!                                   ▼
 //!   checker (after every step) · linearizability (history) · liveness and convergence (heal)
 //! ```
 //!
-//! Modules: [`sim`](crate) owns the event loop and replicas, `network` the faulty links,
-//! `workload` the clients, `faults` fault injection and the end-of-run checks, [`checker`] the
-//! safety invariants, [`history`] and [`linearizability`] the client history and its check,
-//! [`scenario`] scripted fault schedules.
+//! Modules: [`sim`](crate) owns the event loop and replicas, `network` the faulty links, `disk`
+//! each replica's faulty disk, `workload` the clients, `faults` fault injection, the fault
+//! budget and the end-of-run checks, [`checker`] the safety invariants, [`history`] and
+//! [`linearizability`] the client history and its check, [`scenario`] scripted fault schedules.
 
 pub mod checker;
+mod disk;
 mod faults;
 pub mod history;
 pub mod linearizability;
@@ -124,6 +125,16 @@ pub struct SimStats {
     pub messages_duplicated: u64,
     /// Corrupted messages, rejected by the wire codec.
     pub messages_corrupted: u64,
+    /// Writes in flight at a crash that the disk never wrote (lost unsynced writes).
+    pub disk_writes_lost: u64,
+    /// Writes a crash interrupted (torn): lost too.
+    pub disk_writes_torn: u64,
+    /// Entries and checkpoints that read back corrupt at a restart.
+    pub disk_corruptions: u64,
+    /// Appends reported durable that landed on another entry's place.
+    pub disk_misdirected_writes: u64,
+    /// Restarts whose disk reported damage: the replica repaired itself through recovery.
+    pub damaged_restarts: u64,
 }
 
 impl SimStats {
@@ -160,14 +171,24 @@ impl SimStats {
         self.messages_partitioned += other.messages_partitioned;
         self.messages_duplicated += other.messages_duplicated;
         self.messages_corrupted += other.messages_corrupted;
+        self.disk_writes_lost += other.disk_writes_lost;
+        self.disk_writes_torn += other.disk_writes_torn;
+        self.disk_corruptions += other.disk_corruptions;
+        self.disk_misdirected_writes += other.disk_misdirected_writes;
+        self.damaged_restarts += other.damaged_restarts;
     }
 
-    /// Faults injected: crashes, wipes, partition changes, slow links, and messages lost,
-    /// duplicated or corrupted by the network.
+    /// Faults injected: crashes, wipes, partition changes, slow links, messages lost,
+    /// duplicated or corrupted by the network, and disk writes lost, torn, corrupted or
+    /// misdirected.
     #[must_use]
     pub fn faults_injected(&self) -> u64 {
         self.crashes
             + self.wipes
+            + self.disk_writes_lost
+            + self.disk_writes_torn
+            + self.disk_corruptions
+            + self.disk_misdirected_writes
             + self.partitions
             + self.slow_links
             + self.messages_lost

@@ -57,6 +57,10 @@ impl Plan {
         let defaults = SimOptions::default();
         let mut profile = FaultProfile::quiet();
         profile.fault_phase_ns = scenario.heal_at_tick * TICK_NS;
+        if scenario.disk_latency_ms_max > 0 {
+            profile.disk_latency_min_ns = MS;
+            profile.disk_latency_max_ns = scenario.disk_latency_ms_max.max(1) * MS;
+        }
         Self {
             replicas: scenario.replicas,
             clients: scenario.clients,

@@ -36,6 +36,17 @@ pub enum Action {
     },
     /// Remove every partition.
     HealNetwork,
+    /// Crash this replica; every write it issued that had not completed is lost.
+    CrashLosingWrites(u8),
+    /// The entry in the middle of this replica's durable log reads back corrupt at its next
+    /// restart (the log must hold at least 3 entries; counts against the fault budget).
+    CorruptEntry(u8),
+    /// This replica's checkpoint reads back corrupt at its next restart (it must have one;
+    /// counts against the fault budget).
+    CorruptCheckpoint(u8),
+    /// The next append of this replica to complete lands on another entry's place: both read
+    /// back corrupt at its next restart (counts against the fault budget).
+    MisdirectNextAppend(u8),
 }
 
 /// A scripted run; see the module docs.
@@ -59,6 +70,9 @@ pub struct Scenario {
     pub steps: Vec<(u64, Action)>,
     /// When every fault ends: partitions removed, crashed replicas restarted.
     pub heal_at_tick: u64,
+    /// Slowest disk write, in ms: writes take 1 ms up to this, so crashes find writes in
+    /// flight. 0 (the default): a fast disk, 0.05 to 0.5 ms.
+    pub disk_latency_ms_max: u64,
 }
 
 impl Scenario {
@@ -75,6 +89,7 @@ impl Scenario {
             params: ClusterParams::roomy(3),
             steps: Vec::new(),
             heal_at_tick: 100,
+            disk_latency_ms_max: 0,
         }
     }
 
@@ -82,6 +97,13 @@ impl Scenario {
     #[must_use]
     pub fn at(mut self, tick: u64, action: Action) -> Self {
         self.steps.push((tick, action));
+        self
+    }
+
+    /// Makes disk writes take 1 ms up to `ms_max` ms.
+    #[must_use]
+    pub fn slow_disk(mut self, ms_max: u64) -> Self {
+        self.disk_latency_ms_max = ms_max;
         self
     }
 

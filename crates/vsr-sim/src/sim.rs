@@ -1,11 +1,11 @@
-//! The event loop: virtual time, the event queue, replicas and their ideal disks.
+//! The event loop: virtual time, the event queue, replicas and their disks.
 //!
 //! Everything that happens is an [`Event`] at a virtual time in nanoseconds; events at the same
 //! time run in the order they were scheduled, so the order is a function of the seed alone.
 //! A replica event (a delivered message, a tick, a write completing) is handed to the core, the
 //! commands it emits are carried out at once (sends go to the network, writes to the replica's
-//! disk, which is ideal: a write is durable the moment it is issued, and its completion is
-//! reported after a random latency, in order), and the safety checker inspects the replica.
+//! simulated disk, [`crate::disk`], which completes them after a random latency, in order, and
+//! keeps only completed writes across a crash), and the safety checker inspects the replica.
 //!
 //! The network ([`crate::network`]), the clients ([`crate::workload`]) and the faults
 //! ([`crate::faults`]) add their own `impl Simulator` blocks.
@@ -13,11 +13,12 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use vsr::{Command, Config, DurableState, Envelope, Replica, StateMachine, Write};
+use vsr::{Command, Config, Envelope, Replica, StateMachine, Write};
 use vsr_kv::KvStore;
 
 use crate::SimStats;
 use crate::checker::SafetyChecker;
+use crate::disk::SimDisk;
 use crate::history::History;
 use crate::plan::Plan;
 use crate::random::Prng;
@@ -81,6 +82,11 @@ pub(crate) enum EventKind {
     Script {
         step: usize,
     },
+    /// A crash aimed at a moment when the replica has writes in flight.
+    Crash {
+        replica: u8,
+        incarnation: u64,
+    },
 }
 
 impl EventKind {
@@ -94,6 +100,7 @@ impl EventKind {
             EventKind::Monitor => (6, 0),
             EventKind::Restart { replica, .. } => (7, u64::from(*replica)),
             EventKind::Script { step } => (8, *step as u64),
+            EventKind::Crash { replica, .. } => (9, u64::from(*replica)),
         }
     }
 }
@@ -125,13 +132,11 @@ impl Ord for Event {
 /// One replica's place in the cluster: the running incarnation (if up) and its disk.
 pub(crate) struct ReplicaSlot {
     pub(crate) replica: Option<Replica<KvStore>>,
-    pub(crate) disk: DurableState,
+    pub(crate) disk: SimDisk,
     /// Incremented on every start; events of older incarnations are discarded.
     pub(crate) incarnation: u64,
     /// This replica's tick period, per mille of [`TICK_NS`].
     pub(crate) tick_permille: u64,
-    /// When the disk finishes the last write issued (completions are in order).
-    pub(crate) disk_free_ns: u64,
 }
 
 /// The whole simulated world of one run.
@@ -164,13 +169,12 @@ impl Simulator {
         let replicas = (0..plan.replicas)
             .map(|_| ReplicaSlot {
                 replica: None,
-                disk: DurableState::default(),
+                disk: SimDisk::default(),
                 incarnation: 0,
                 tick_permille: prng.range(
                     plan.profile.tick_permille_min,
                     plan.profile.tick_permille_max,
                 ),
-                disk_free_ns: 0,
             })
             .collect();
         let checker = SafetyChecker::new(plan.replicas, plan.params.clients_max);
@@ -251,7 +255,9 @@ impl Simulator {
                 incarnation,
                 seq,
             } => {
-                if let Some(running) = self.running(replica, incarnation) {
+                if self.running(replica, incarnation).is_some() {
+                    self.complete_writes(replica, seq);
+                    let running = self.running(replica, incarnation).expect("checked");
                     running.on_persisted(seq);
                     self.after_replica(replica)?;
                 }
@@ -278,6 +284,15 @@ impl Simulator {
                 }
             }
             EventKind::Script { step } => self.script_step(step)?,
+            EventKind::Crash {
+                replica,
+                incarnation,
+            } => {
+                if !self.healed && self.running(replica, incarnation).is_some() {
+                    self.crash(replica);
+                    self.schedule_restarts();
+                }
+            }
         }
         Ok(())
     }
@@ -292,20 +307,29 @@ impl Simulator {
         }
     }
 
-    /// Starts a replica from its disk: fresh, restarted, or recovering if its state was lost.
+    /// Starts a replica from its disk: fresh, restarted, or recovering if its state was lost or
+    /// the disk reports damage (which the fault injector may add as the disk is read).
     pub(crate) fn start_replica(&mut self, index: u8) -> Result<(), String> {
+        if self.replicas[usize::from(index)].incarnation > 0 {
+            self.read_faults(index);
+        }
         let seed = self.prng.next_u64();
         let config = self.config.clone();
         let slot = &mut self.replicas[usize::from(index)];
         assert!(slot.replica.is_none());
         slot.incarnation += 1;
-        slot.disk_free_ns = self.now;
         let replica = if slot.incarnation == 1 {
             Replica::new(config, index, KvStore::new(), seed)
-        } else if slot.disk == DurableState::recovering() {
+        } else if slot.disk.is_wiped() {
+            slot.disk.open(self.now);
             Replica::recover(config, index, KvStore::new(), seed)
         } else {
-            Replica::open(config, index, KvStore::new(), seed, &slot.disk)
+            let durable = slot.disk.open(self.now);
+            if durable.damaged {
+                self.stats.damaged_restarts += 1;
+                self.trace.event(24, self.now, u64::from(index));
+            }
+            Replica::open(config, index, KvStore::new(), seed, durable)
         };
         slot.replica = Some(replica);
         self.trace.event(20, self.now, u64::from(index));
@@ -350,7 +374,7 @@ impl Simulator {
                         self.send(Node::Replica(index), Node::Client(client), envelope);
                     }
                 }
-                Command::Persist { seq, write } => self.persist(index, seq, &write),
+                Command::Persist { seq, write } => self.persist(index, seq, write),
             }
         }
         let replica = self.replicas[usize::from(index)]
@@ -366,16 +390,14 @@ impl Simulator {
         )
     }
 
-    fn persist(&mut self, index: u8, seq: u64, write: &Write) {
-        trace_write(&mut self.trace, seq, write);
+    fn persist(&mut self, index: u8, seq: u64, write: Write) {
+        trace_write(&mut self.trace, seq, &write);
         let latency = self.prng.range(
             self.plan.profile.disk_latency_min_ns,
             self.plan.profile.disk_latency_max_ns,
         );
         let slot = &mut self.replicas[usize::from(index)];
-        slot.disk.apply(write);
-        let done = slot.disk_free_ns.max(self.now) + latency;
-        slot.disk_free_ns = done;
+        let done = slot.disk.issue(seq, write, self.now, latency);
         let incarnation = slot.incarnation;
         self.schedule(
             done,
@@ -385,6 +407,14 @@ impl Simulator {
                 seq,
             },
         );
+        if !self.healed && self.prng.chance(self.plan.profile.disk_crash_ppm) {
+            let at = self.prng.range(self.now, done - 1);
+            let crash = EventKind::Crash {
+                replica: index,
+                incarnation,
+            };
+            self.schedule(at, crash);
+        }
     }
 
     /// Every replica's view, status, op and commit, for failure messages.

@@ -7,7 +7,7 @@
 
 use vsr::Config;
 
-use crate::random::Prng;
+use crate::random::{PPM, Prng};
 
 /// Nanoseconds in a millisecond.
 pub(crate) const MS: u64 = 1_000_000;
@@ -108,6 +108,19 @@ pub(crate) struct FaultProfile {
     pub(crate) tick_permille_max: u64,
     pub(crate) disk_latency_min_ns: u64,
     pub(crate) disk_latency_max_ns: u64,
+    /// Per crash: chance the disk had written only a prefix of the writes in flight (otherwise
+    /// it wrote them all).
+    pub(crate) disk_cut_ppm: u32,
+    /// Per cut: chance the first write after the prefix is torn.
+    pub(crate) disk_torn_ppm: u32,
+    /// Per restart: chance some entries read back corrupt.
+    pub(crate) disk_corrupt_ppm: u32,
+    /// Per restart: chance the checkpoint reads back corrupt.
+    pub(crate) disk_checkpoint_corrupt_ppm: u32,
+    /// Per completed append: chance it landed on another entry's place.
+    pub(crate) disk_misdirect_ppm: u32,
+    /// Per write issued: chance the replica crashes while the write is in flight.
+    pub(crate) disk_crash_ppm: u32,
 }
 
 impl FaultProfile {
@@ -133,6 +146,12 @@ impl FaultProfile {
             tick_permille_max: 1000,
             disk_latency_min_ns: MS / 20,
             disk_latency_max_ns: MS / 2,
+            disk_cut_ppm: 0,
+            disk_torn_ppm: 0,
+            disk_corrupt_ppm: 0,
+            disk_checkpoint_corrupt_ppm: 0,
+            disk_misdirect_ppm: 0,
+            disk_crash_ppm: 0,
         }
     }
 
@@ -164,6 +183,12 @@ impl FaultProfile {
             tick_permille_max: if jitter { prng.range(1000, 2500) } else { 1000 },
             disk_latency_min_ns,
             disk_latency_max_ns: disk_latency_min_ns + disk_spread,
+            disk_cut_ppm: level(prng, PPM),
+            disk_torn_ppm: level(prng, PPM),
+            disk_corrupt_ppm: level(prng, 500_000),
+            disk_checkpoint_corrupt_ppm: level(prng, 100_000),
+            disk_misdirect_ppm: level(prng, 2_000),
+            disk_crash_ppm: level(prng, 5_000),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! cargo test -p vsr-sim --features bug-commit-without-quorum
 //! cargo test -p vsr-sim --features bug-view-change-wrong-log
 //! cargo test -p vsr-sim --features bug-skip-dedup
+//! cargo test -p vsr-sim --features bug-ignore-disk-damage -- bug_ignore_disk_damage
 //! ```
 
 use vsr_sim::history::{History, OpKind, OpResult};
@@ -14,7 +15,8 @@ use vsr_sim::{Action, ClusterParams, Scenario, SimOptions, SimReport, run, run_s
 #[cfg(not(any(
     feature = "bug-commit-without-quorum",
     feature = "bug-view-change-wrong-log",
-    feature = "bug-skip-dedup"
+    feature = "bug-skip-dedup",
+    feature = "bug-ignore-disk-damage"
 )))]
 mod swarms {
     use super::*;
@@ -67,6 +69,16 @@ mod swarms {
             "{totals:?}"
         );
         assert!(totals.messages_corrupted > 0, "{totals:?}");
+        assert!(
+            totals.disk_writes_lost > 0 && totals.disk_writes_torn > 0,
+            "{totals:?}"
+        );
+        assert!(
+            totals.disk_corruptions > 0
+                && totals.disk_misdirected_writes > 0
+                && totals.damaged_restarts > 0,
+            "{totals:?}"
+        );
     }
 
     #[test]
@@ -76,7 +88,12 @@ mod swarms {
 
     #[test]
     fn swarm_one_and_seven_replicas() {
-        swarm(1, 0, 50);
+        for report in swarm(1, 0, 50) {
+            // One replica has no peer to repair from: its disk never damages data.
+            let stats = report.stats;
+            assert_eq!(stats.disk_corruptions + stats.disk_misdirected_writes, 0);
+            assert_eq!(stats.damaged_restarts + stats.wipes, 0);
+        }
         swarm(7, 0, 50);
     }
 
@@ -254,6 +271,181 @@ fn scenario_far_behind_replica_catches_up_by_delta() {
         "{:?}",
         report.stats
     );
+}
+
+#[test]
+fn scenario_crash_loses_unsynced_writes() {
+    let scenario = busy(Scenario::new("unsynced writes lost", 3))
+        .slow_disk(30)
+        .at(15, Action::CrashLosingWrites(0))
+        .at(40, Action::Restart(0))
+        .at(80, Action::CrashLosingWrites(0))
+        .at(80, Action::CrashLosingWrites(1))
+        .at(80, Action::CrashLosingWrites(2))
+        .at(100, Action::RestartAll)
+        .heal_at(200);
+    let report = assert_passes(&scenario);
+    assert_eq!(report.stats.crashes, 4);
+    assert!(report.stats.disk_writes_lost >= 1, "{:?}", report.stats);
+    assert_eq!(
+        report.stats.damaged_restarts, 0,
+        "lost unsynced writes are not damage"
+    );
+}
+
+/// Protocol parameters that keep a long log after the checkpoint.
+fn long_log(scenario: Scenario) -> Scenario {
+    let mut scenario = busy(scenario);
+    scenario.requests_per_client = 60;
+    scenario.params.checkpoint_interval = 1000;
+    scenario
+}
+
+/// A schedule in which the replicas in `damaged` are the only ones besides replica 0 (the
+/// primary) that hold the recent committed ops: the others are cut off from the start. `damage`
+/// hits them at `damage_tick` (after they crash at 31 with the primary, for damage found on
+/// read); then the network heals, they restart first, and the primary only 65 ticks later. A damaged replica that voted without repairing
+/// would form a view with the cut-off replicas and lose committed ops; a correct one waits in
+/// recovery for the primary.
+fn damage_quorum(
+    mut scenario: Scenario,
+    damaged: &[u8],
+    damage_tick: u64,
+    damage: fn(u8) -> Action,
+) -> Scenario {
+    let cut_off: Vec<u8> = (1..scenario.replicas)
+        .filter(|index| !damaged.contains(index))
+        .collect();
+    scenario = scenario
+        .at(2, Action::Partition(cut_off))
+        .at(31, Action::Crash(0))
+        .at(35, Action::HealNetwork)
+        .at(100, Action::Restart(0))
+        .heal_at(200);
+    for &index in damaged {
+        scenario = scenario
+            .at(damage_tick, damage(index))
+            .at(31, Action::Crash(index))
+            .at(35, Action::Restart(index));
+    }
+    scenario
+}
+
+fn corrupt_entry_scenario() -> Scenario {
+    damage_quorum(
+        long_log(Scenario::new("corrupt entry", 3)),
+        &[1],
+        32,
+        Action::CorruptEntry,
+    )
+}
+
+fn corrupt_checkpoint_scenario() -> Scenario {
+    let mut scenario = damage_quorum(
+        long_log(Scenario::new("corrupt checkpoint", 3)),
+        &[1],
+        32,
+        Action::CorruptCheckpoint,
+    );
+    scenario.params.checkpoint_interval = 8;
+    scenario.params.log_retained_max = 16;
+    scenario
+}
+
+fn misdirected_write_scenario() -> Scenario {
+    damage_quorum(
+        long_log(Scenario::new("misdirected write", 3)),
+        &[1],
+        20,
+        Action::MisdirectNextAppend,
+    )
+}
+
+fn damage_on_f_replicas_scenario(replicas: u8) -> Scenario {
+    let damaged: Vec<u8> = (1..=(replicas - 1) / 2).collect();
+    damage_quorum(
+        long_log(Scenario::new("damage on f replicas", replicas)),
+        &damaged,
+        32,
+        Action::CorruptEntry,
+    )
+}
+
+#[cfg(not(feature = "bug-ignore-disk-damage"))]
+mod damage {
+    use super::*;
+
+    #[test]
+    fn scenario_corrupt_entry_is_repaired_by_recovery() {
+        let report = assert_passes(&corrupt_entry_scenario());
+        assert_eq!(report.stats.disk_corruptions, 1);
+        assert_eq!(report.stats.damaged_restarts, 1);
+        assert!(report.stats.recoveries >= 1, "{:?}", report.stats);
+    }
+
+    #[test]
+    fn scenario_corrupt_checkpoint_is_repaired_by_recovery() {
+        let report = assert_passes(&corrupt_checkpoint_scenario());
+        assert_eq!(report.stats.damaged_restarts, 1, "{:?}", report.stats);
+        assert!(report.stats.recoveries >= 1, "{:?}", report.stats);
+    }
+
+    #[test]
+    fn scenario_misdirected_write_shows_up_at_restart() {
+        let report = assert_passes(&misdirected_write_scenario());
+        assert_eq!(
+            report.stats.disk_misdirected_writes, 1,
+            "{:?}",
+            report.stats
+        );
+        assert_eq!(report.stats.damaged_restarts, 1);
+        assert!(report.stats.recoveries >= 1, "{:?}", report.stats);
+    }
+
+    #[test]
+    fn scenario_damage_on_f_replicas_at_once_heals() {
+        for replicas in [3u8, 5] {
+            let report = assert_passes(&damage_on_f_replicas_scenario(replicas));
+            let f = u64::from((replicas - 1) / 2);
+            assert_eq!(report.stats.damaged_restarts, f);
+            assert!(report.stats.recoveries >= f, "{:?}", report.stats);
+        }
+    }
+}
+
+/// With the disk's damage report dropped, a damaged replica votes with a log that lost entries
+/// it acknowledged: each damage scenario must then fail.
+#[cfg(feature = "bug-ignore-disk-damage")]
+mod bug_ignore_disk_damage {
+    use super::*;
+
+    #[test]
+    fn the_damage_scenarios_catch_it() {
+        let scenarios = [
+            corrupt_entry_scenario(),
+            corrupt_checkpoint_scenario(),
+            misdirected_write_scenario(),
+            damage_on_f_replicas_scenario(5),
+        ];
+        for scenario in &scenarios {
+            let caught = (0..4).find_map(|seed| run_scenario(scenario, seed).failure);
+            let failure = caught.unwrap_or_else(|| panic!("{} did not fail", scenario.name));
+            eprintln!("{} caught the planted bug: {failure}", scenario.name);
+        }
+    }
+}
+
+#[test]
+fn scenario_damage_beyond_the_budget_is_refused() {
+    let scenario = long_log(Scenario::new("damage on f+1 replicas", 3))
+        .at(30, Action::CorruptEntry(1))
+        .at(30, Action::CorruptEntry(2))
+        .heal_at(100);
+    let report = run_scenario(&scenario, 0);
+    let failure = report
+        .failure
+        .expect("the budget refuses the second damage");
+    assert!(failure.contains("more than f replicas"), "{failure}");
 }
 
 #[cfg(feature = "bug-commit-without-quorum")]

@@ -29,7 +29,16 @@ struct Log {
 
 fn run(dir: &std::path::Path, writers: usize, body_size: usize) -> (f64, f64, f64) {
     let path = dir.join(format!("bench-{writers}-{body_size}"));
-    format(&path, Identity { cluster: 1, replica: 0, replica_count: 1 }, false).expect("format");
+    format(
+        &path,
+        Identity {
+            cluster: 1,
+            replica: 0,
+            replica_count: 1,
+        },
+        false,
+    )
+    .expect("format");
     let opened = FileStorage::open(&path, Some(1)).expect("open");
     let log = Arc::new(Log {
         next: Mutex::new((1, 0)),
@@ -57,8 +66,16 @@ fn run(dir: &std::path::Path, writers: usize, body_size: usize) -> (f64, f64, f6
                     let seq = {
                         let mut next = log.next.lock().unwrap();
                         let (op, parent) = *next;
-                        let entry =
-                            Entry::new(op, 0, parent, 1, 1, op, Operation::StateMachine, body.clone());
+                        let entry = Entry::new(
+                            op,
+                            0,
+                            parent,
+                            1,
+                            1,
+                            op,
+                            Operation::StateMachine,
+                            body.clone(),
+                        );
                         *next = (op + 1, entry.checksum);
                         // The seq equals the op: one write per append.
                         thread.submit(op, Write::Append(entry));
@@ -74,7 +91,10 @@ fn run(dir: &std::path::Path, writers: usize, body_size: usize) -> (f64, f64, f6
             })
         })
         .collect();
-    let entries: u64 = handles.into_iter().map(|handle| handle.join().unwrap()).sum();
+    let entries: u64 = handles
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .sum();
     let seconds = start.elapsed().as_secs_f64();
     let syncs = *log.syncs.lock().unwrap();
     drop(thread);
@@ -90,8 +110,15 @@ fn main() {
         .find(|argument| !argument.starts_with('-'))
         .map_or_else(|| std::env::current_dir().expect("cwd"), PathBuf::from);
     let dir = tempfile::tempdir_in(&parent).expect("a temporary directory");
-    println!("log append with group commit, {} s per row, in {}", RUN.as_secs(), parent.display());
-    println!("{:>8} {:>10} {:>12} {:>10} {:>16}", "writers", "entry B", "entries/s", "MB/s", "entries/sync");
+    println!(
+        "log append with group commit, {} s per row, in {}",
+        RUN.as_secs(),
+        parent.display()
+    );
+    println!(
+        "{:>8} {:>10} {:>12} {:>10} {:>16}",
+        "writers", "entry B", "entries/s", "MB/s", "entries/sync"
+    );
     for body_size in [100, 4096] {
         for writers in [1, 4, 16, 64] {
             let (per_second, megabytes, batch) = run(dir.path(), writers, body_size);

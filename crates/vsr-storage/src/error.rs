@@ -55,8 +55,8 @@ pub enum StorageError {
         /// The largest replica count supported.
         max: usize,
     },
-    /// Data this replica needs cannot be read in any copy (every superblock copy, the
-    /// checkpoint, or the live WAL file).
+    /// Data this replica needs cannot be read in any copy (every superblock copy, or the live
+    /// WAL file). A damaged checkpoint or log is not an error: see [`crate::Damage`].
     #[error(
         "storage is corrupt: {0}; rebuild this replica: move the directory aside, format it \
          as recovering and let it recover from the cluster"

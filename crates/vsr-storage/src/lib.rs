@@ -59,7 +59,8 @@ pub struct Identity {
     pub replica_count: u8,
 }
 
-/// Damage found in the log on open: the caller decides whether to repair or rebuild.
+/// Damage found on open. Anything but a torn tail also sets [`vsr::DurableState::damaged`]:
+/// the replica then repairs itself from its peers through the recovery protocol.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Damage {
     /// Ops whose entries are unreadable while valid records follow them: corruption in the
@@ -69,13 +70,18 @@ pub struct Damage {
     /// Records at the end of the log that were partly written when the replica crashed. They
     /// were never acknowledged (the core acknowledges only after sync), so they are cut off.
     pub torn_tail_records: usize,
+    /// The live checkpoint file is damaged or missing. The returned state has no checkpoint and
+    /// no entries (they cannot be used without it), only the view state; the first write after
+    /// open starts a new, empty log.
+    pub checkpoint_corrupt: bool,
 }
 
 impl Damage {
-    /// Whether the log held no unreadable entry in its middle.
+    /// Whether the data is whole: no unreadable entry in the log's middle, no corrupt
+    /// checkpoint. A torn tail is not damage.
     #[must_use]
     pub fn is_clean(&self) -> bool {
-        self.corrupt_ops.is_empty()
+        self.corrupt_ops.is_empty() && !self.checkpoint_corrupt
     }
 }
 

@@ -46,10 +46,17 @@ pub struct FileStorage {
     /// The superblock as last written.
     superblock: Superblock,
     wal: Wal,
-    /// Work deferred from open to the first write: cut a damaged tail, finish an interrupted
-    /// rotation, remove leftover files.
+    /// Work deferred from open to the first write: mark a damaged replica recovering, start a
+    /// new log after a corrupt checkpoint, cut a damaged tail, finish an interrupted rotation,
+    /// remove leftover files.
     maintenance_due: bool,
     dirty_tail: bool,
+    /// Open found damage: before anything is discarded, the superblock must say "recovering",
+    /// so that a crash cannot leave a shortened log that looks whole.
+    damaged: bool,
+    /// Open found the checkpoint corrupt: `wal` names a new, empty WAL file (not yet created)
+    /// and `superblock` has no checkpoint; the first write makes that durable.
+    reset_log: bool,
     /// Set by the first failed operation: the in-memory view may no longer match the disk.
     failed: bool,
 }
@@ -149,14 +156,17 @@ pub(crate) fn format_disk(
 impl FileStorage {
     /// Opens the data directory `directory` and rebuilds the durable state.
     ///
-    /// With `expected_cluster`, refuses data of another cluster. Damage in the log does not
-    /// fail the open: it is reported in [`Opened::damage`]. Open writes nothing; the first
-    /// write afterwards discards whatever follows the last valid record.
+    /// With `expected_cluster`, refuses data of another cluster. Damage in the log or a damaged
+    /// or missing checkpoint file does not fail the open: it is reported in [`Opened::damage`]
+    /// and sets [`DurableState::damaged`], so the replica repairs itself from its peers. Open
+    /// writes nothing; the first write afterwards marks a damaged replica recovering durably,
+    /// then discards whatever follows the last valid record (after a corrupt checkpoint: the
+    /// whole log).
     ///
     /// # Errors
     /// [`StorageError::NotFound`], [`StorageError::NotVsrData`], [`StorageError::WrongCluster`],
     /// [`StorageError::NewerFormat`], [`StorageError::Corrupt`] (no superblock copy is
-    /// readable, or the checkpoint or WAL file is damaged or missing), [`StorageError::Io`].
+    /// readable, or the live WAL file is missing), [`StorageError::Io`].
     pub fn open(directory: &Path, expected_cluster: Option<u128>) -> Result<Opened, StorageError> {
         if !directory.exists() {
             return Err(StorageError::NotFound(directory.to_path_buf()));
@@ -183,34 +193,39 @@ impl FileStorage {
         }
         let checkpoint = match superblock.checkpoint_file() {
             None => None,
-            Some(name) => Some(checkpoint::load(
+            Some(name) => match checkpoint::load(
                 disk.as_mut(),
                 &name,
                 &superblock.checkpoint,
                 tuning.checkpoint_chunk_bytes,
-            )?),
+            ) {
+                Ok(checkpoint) => Some(checkpoint),
+                Err(StorageError::Corrupt(_)) => {
+                    return Self::open_without_checkpoint(disk, superblock, tuning);
+                }
+                Err(error) => return Err(error),
+            },
         };
-        let (durable, wal, replay_damage) =
+        let (mut durable, wal, replay_damage) =
             replay_wal(disk.as_mut(), &superblock, checkpoint, tuning)?;
         let (damage, dirty_tail) = replay_damage;
+        durable.damaged = !damage.is_clean();
         let live_names = live_names(&superblock);
         let leftovers = disk
             .list()?
             .into_iter()
             .any(|name| is_data_file(&name) && !live_names.contains(&name));
         let rotation_due = superblock.wal_start != superblock.checkpoint.op + 1;
-        let identity = Identity {
-            cluster: superblock.cluster,
-            replica: superblock.replica,
-            replica_count: superblock.replica_count,
-        };
+        let identity = identity_of(&superblock);
         let storage = FileStorage {
             disk,
             tuning,
             superblock,
             wal,
-            maintenance_due: dirty_tail || leftovers || rotation_due,
+            maintenance_due: dirty_tail || leftovers || rotation_due || durable.damaged,
             dirty_tail,
+            damaged: durable.damaged,
+            reset_log: false,
             failed: false,
         };
         Ok(Opened {
@@ -218,6 +233,53 @@ impl FileStorage {
             identity,
             durable,
             damage,
+        })
+    }
+
+    /// Opens a directory whose live checkpoint file is damaged or missing: the entries after it
+    /// are useless without it, so the replica gets its view state only and repairs the rest
+    /// from its peers. The first write starts a new, empty WAL.
+    fn open_without_checkpoint(
+        disk: Box<dyn Disk>,
+        mut superblock: Superblock,
+        tuning: Tuning,
+    ) -> Result<Opened, StorageError> {
+        let durable = DurableState {
+            view_state: superblock.view_state,
+            checkpoint: None,
+            entries: std::collections::VecDeque::new(),
+            damaged: true,
+        };
+        superblock.checkpoint = superblock::CheckpointReference::default();
+        superblock.wal_start = 1;
+        superblock.wal_generation += 1;
+        let wal = Wal::new(
+            superblock.wal_file(),
+            0,
+            0,
+            std::collections::VecDeque::new(),
+            tuning.wal_grow_bytes,
+        );
+        let identity = identity_of(&superblock);
+        let storage = FileStorage {
+            disk,
+            tuning,
+            superblock,
+            wal,
+            maintenance_due: true,
+            dirty_tail: false,
+            damaged: true,
+            reset_log: true,
+            failed: false,
+        };
+        Ok(Opened {
+            storage,
+            identity,
+            durable,
+            damage: Damage {
+                checkpoint_corrupt: true,
+                ..Damage::default()
+            },
         })
     }
 
@@ -359,6 +421,9 @@ impl FileStorage {
 
     /// The work open defers to the first write.
     fn maintain(&mut self) -> Result<(), StorageError> {
+        if self.damaged {
+            self.mark_recovering()?;
+        }
         if self.dirty_tail {
             // Zero everything after the valid records, durably, before writing there: no stale
             // record may survive behind new ones.
@@ -374,6 +439,34 @@ impl FileStorage {
         self.remove_leftovers()?;
         self.maintenance_due = false;
         Ok(())
+    }
+}
+
+impl FileStorage {
+    /// After damage, and before anything is discarded: durably marks the replica recovering
+    /// (the core's first write after a damaged open says the same), starting the new, empty
+    /// WAL first if the checkpoint was lost.
+    fn mark_recovering(&mut self) -> Result<(), StorageError> {
+        if self.reset_log {
+            let disk = self.disk.as_mut();
+            let mut wal = Wal::create(disk, self.wal.name.clone(), self.tuning.wal_grow_bytes)?;
+            wal.sync(disk)?;
+            disk.sync_dir()?;
+            self.wal = wal;
+            self.reset_log = false;
+        }
+        self.superblock.view_state.recovering = true;
+        self.write_superblock()?;
+        self.damaged = false;
+        Ok(())
+    }
+}
+
+fn identity_of(superblock: &Superblock) -> Identity {
+    Identity {
+        cluster: superblock.cluster,
+        replica: superblock.replica,
+        replica_count: superblock.replica_count,
     }
 }
 
@@ -454,6 +547,7 @@ fn replay_wal(
     let damage = Damage {
         corrupt_ops: replay.corrupt_ops,
         torn_tail_records: replay.torn_tail_records,
+        checkpoint_corrupt: false,
     };
     Ok((durable, wal, (damage, replay.dirty_tail)))
 }

@@ -257,7 +257,8 @@ fn a_torn_tail_is_cut_and_later_writes_go_after_the_valid_records() {
         opened.damage,
         Damage {
             corrupt_ops: vec![],
-            torn_tail_records: 1
+            torn_tail_records: 1,
+            checkpoint_corrupt: false,
         }
     );
     let mut expected = state.clone();
@@ -287,6 +288,10 @@ fn a_flipped_byte_in_the_middle_of_the_wal_is_reported_as_damage() {
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.damage.corrupt_ops, vec![3]);
     assert_eq!(opened.damage.torn_tail_records, 0);
+    assert!(
+        opened.durable.damaged,
+        "middle damage must be repaired from peers"
+    );
     assert_eq!(
         opened.durable.entries,
         state.entries.range(..2).cloned().collect::<Vec<_>>()
@@ -298,8 +303,9 @@ fn a_flipped_byte_in_the_middle_of_the_wal_is_reported_as_damage() {
     assert_eq!(opened.durable.entries.len(), 1);
 }
 
-#[test]
-fn a_damaged_checkpoint_file_is_corrupt() {
+/// A directory with a checkpoint at op 2 and entries 3 to 5; returns it, its state and the
+/// last entry.
+fn directory_with_checkpoint() -> (tempfile::TempDir, DurableState, Entry) {
     let log = entries(1, 4, 0);
     let mut writes = appends(&log);
     writes.push(Write::Checkpoint(Checkpoint {
@@ -307,8 +313,31 @@ fn a_damaged_checkpoint_file_is_corrupt() {
         op_checksum: log[1].checksum,
         snapshot: Bytes::from(vec![9u8; 5000]),
     }));
-    writes.extend(appends(&entries(5, 1, log[3].checksum)));
+    let last = entries(5, 1, log[3].checksum).remove(0);
+    writes.push(Write::Append(last.clone()));
+    writes.push(Write::ViewState(ViewState {
+        view: 3,
+        last_normal_view: 3,
+        commit: 4,
+        recovering: false,
+    }));
     let (directory, state) = directory_with(&writes);
+    (directory, state, last)
+}
+
+/// What a replica whose checkpoint is unreadable opens with: its view state only.
+fn damaged_without_checkpoint(state: &DurableState) -> DurableState {
+    DurableState {
+        view_state: state.view_state,
+        checkpoint: None,
+        entries: std::collections::VecDeque::new(),
+        damaged: true,
+    }
+}
+
+#[test]
+fn a_damaged_or_missing_checkpoint_file_opens_damaged_with_the_view_state() {
+    let (directory, state, _) = directory_with_checkpoint();
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.durable, state);
     assert_eq!(
@@ -319,14 +348,96 @@ fn a_damaged_checkpoint_file_is_corrupt() {
 
     let path = file_starting_with(directory.path(), "checkpoint-");
     flip_byte(&path, 1234);
-    let error = FileStorage::open(directory.path(), None).unwrap_err();
-    assert!(
-        matches!(&error, StorageError::Corrupt(why) if why.contains("checkpoint")),
-        "{error}"
-    );
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert!(opened.damage.checkpoint_corrupt && !opened.damage.is_clean());
+    assert_eq!(opened.durable, damaged_without_checkpoint(&state));
+    drop(opened);
+    // Open writes nothing: the same damage is found again, and with the file gone as well.
     fs::remove_file(&path).unwrap();
-    let error = FileStorage::open(directory.path(), None).unwrap_err();
-    assert!(matches!(error, StorageError::Corrupt(_)), "{error}");
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert!(opened.damage.checkpoint_corrupt);
+    assert_eq!(opened.durable, damaged_without_checkpoint(&state));
+}
+
+#[test]
+fn a_replica_repaired_after_a_corrupt_checkpoint_writes_and_reopens_clean() {
+    let (directory, state, _) = directory_with_checkpoint();
+    flip_byte(&file_starting_with(directory.path(), "checkpoint-"), 1234);
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert!(opened.durable.damaged);
+    let mut storage = opened.storage;
+
+    // The first write marks the replica recovering durably and starts a new, empty log: a
+    // crash right after it reopens recovering, never as a whole but shorter log.
+    let recovering = ViewState {
+        recovering: true,
+        ..state.view_state
+    };
+    storage.write(&Write::ViewState(recovering)).unwrap();
+    drop(storage);
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert!(opened.damage.is_clean(), "{:?}", opened.damage);
+    assert!(!opened.durable.damaged);
+    assert!(opened.durable.view_state.recovering);
+    assert!(opened.durable.checkpoint.is_none() && opened.durable.entries.is_empty());
+    let mut storage = opened.storage;
+
+    // Recovery installs the primary's state: a new checkpoint, then the log after it.
+    let log = entries(1, 12, 0);
+    let checkpoint = Checkpoint {
+        op: 8,
+        op_checksum: log[7].checksum,
+        snapshot: Bytes::from(vec![7u8; 3000]),
+    };
+    let mut expected = DurableState {
+        view_state: recovering,
+        ..DurableState::default()
+    };
+    let mut writes = vec![Write::Checkpoint(checkpoint)];
+    writes.extend(appends(&log[8..]));
+    writes.push(Write::ViewState(ViewState {
+        view: 4,
+        last_normal_view: 4,
+        commit: 12,
+        recovering: false,
+    }));
+    for write in &writes {
+        storage.write(write).unwrap();
+        expected.apply(write);
+    }
+    storage.sync().unwrap();
+    drop(storage);
+
+    let reopened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(reopened.damage, Damage::default());
+    assert_eq!(reopened.durable, expected);
+    let names: Vec<_> = fs::read_dir(directory.path())
+        .unwrap()
+        .map(|item| item.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names.len(),
+        3,
+        "superblock, one WAL, one checkpoint: {names:?}"
+    );
+}
+
+#[test]
+fn middle_damage_is_marked_recovering_before_the_log_is_cut() {
+    let log = entries(1, 6, 0);
+    let (directory, _) = directory_with(&appends(&log));
+    flip_byte(
+        &file_starting_with(directory.path(), "wal-"),
+        2 * record_size() + RECORD_HEADER_SIZE + 40,
+    );
+    let mut storage = FileStorage::open(directory.path(), None).unwrap().storage;
+    // Any first write: the cut of the damaged records must not outlive "recovering".
+    storage.write(&Write::Truncate { op: 2 }).unwrap();
+    storage.sync().unwrap();
+    drop(storage);
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert!(opened.durable.view_state.recovering);
+    assert_eq!(opened.durable.entries.len(), 2);
 }
 
 #[test]

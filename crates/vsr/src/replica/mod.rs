@@ -513,10 +513,12 @@ impl<S: StateMachine> Replica<S> {
         false
     }
 
-    /// A backup in normal status votes for its whole log, once durable.
+    /// A backup in normal status votes for its whole verified log, once durable. Ops it has
+    /// already executed count too: a new primary may still need votes for ops that the old
+    /// view committed without telling the new view's quorum.
     fn vote_for_log(&mut self) {
         let op = self.op_verified;
-        if matches!(self.status, Status::Normal) && !self.is_primary() && op > self.commit {
+        if matches!(self.status, Status::Normal) && !self.is_primary() && op > 0 {
             let (view, checksum) = (
                 self.view,
                 self.log.checksum(op).expect("verified ops are in the log"),

@@ -1,0 +1,107 @@
+//! `vsr start`: runs one replica of the key-value service with `vsr_server::run_replica`.
+//!
+//! The replica's index comes from its data directory; it listens on the address of that index
+//! in `--addresses` and reaches peer j at the j-th. SIGTERM and SIGINT stop it cleanly (queued
+//! writes are made durable first), though correctness never depends on a clean stop: a replica
+//! killed at any instant restarts from what it acknowledged. Logs go to stderr through
+//! `tracing-subscriber` (`RUST_LOG`, default `info`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+use vsr_kv::KvStore;
+use vsr_server::{ReplicaOptions, ServerError, run_replica};
+
+use crate::args::{parse_address, parse_cluster};
+
+/// Options of `vsr start`.
+#[derive(Debug, Args)]
+pub(crate) struct StartArgs {
+    /// The cluster id the data directory was formatted with (decimal, or hex with 0x); data of
+    /// another cluster is refused.
+    #[arg(long, env = "VSR_CLUSTER", default_value = "0", value_parser = parse_cluster)]
+    cluster: u128,
+    /// Every replica's host:port, comma-separated, the i-th for replica i. This replica listens
+    /// on its own entry; each process may be given its own list (for peers behind proxies).
+    #[arg(
+        long,
+        env = "VSR_ADDRESSES",
+        value_delimiter = ',',
+        required = true,
+        value_parser = parse_address
+    )]
+    addresses: Vec<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics.
+    #[arg(long, env = "VSR_METRICS", value_name = "HOST:PORT")]
+    metrics: Option<SocketAddr>,
+    /// The replica's data directory, created by `vsr format`.
+    #[arg(value_name = "PATH", env = "VSR_DATA")]
+    path: PathBuf,
+}
+
+/// Runs `vsr start` until SIGTERM or SIGINT.
+pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
+    if !args.path.is_dir() {
+        return Err(anyhow!(
+            "data directory {} does not exist: create it with `vsr format` first",
+            args.path.display()
+        ));
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let mut options = ReplicaOptions::new(args.cluster, args.addresses, args.path);
+    options.metrics = args.metrics;
+    let result = runtime.block_on(async {
+        let shutdown = shutdown_signal()?;
+        run_replica::<KvStore>(options, shutdown)
+            .await
+            .map_err(explain)
+    });
+    result?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!("{name}: shutting down");
+    })
+}
+
+/// The server's error, worded for the command line.
+fn explain(error: ServerError) -> anyhow::Error {
+    match error {
+        ServerError::Storage { dir, source } => anyhow!(
+            "cannot open the data directory {}: {source} (check the path and --cluster)",
+            dir.display()
+        ),
+        ServerError::AddressCount {
+            replica_count,
+            addresses,
+        } => anyhow!(
+            "the data directory was formatted for {replica_count} replicas but --addresses \
+             lists {addresses}: give exactly one host:port per replica, the i-th for replica i"
+        ),
+        other => anyhow!(other),
+    }
+}

@@ -1,0 +1,259 @@
+//! Bad input on a real replica process's socket: each case is dropped and counted in
+//! `/metrics`, closes the offending connection where it should, and leaves the replica alive
+//! and serving `vsr client`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{CLUSTER, Cluster};
+use vsr::wire::{self, HEADER_SIZE};
+use vsr::{Codec, Envelope, Message, Operation, Sender};
+use vsr_kv::KvOperation;
+
+/// A client id of the raw connections (any nonzero id).
+const CLIENT: u128 = 0xbad_c0de;
+
+/// A valid frame of a request from client `CLIENT` for `cluster`. Its session is unknown to
+/// the replica, which answers every copy ("session evicted") without touching the log.
+fn request_frame(cluster: u128) -> Vec<u8> {
+    let operation = KvOperation::Get {
+        key: Bytes::from_static(b"k"),
+    };
+    wire::encode(&Envelope {
+        cluster,
+        epoch: 0,
+        sender: Sender::Client(CLIENT),
+        message: Message::Request {
+            session: 1,
+            request: 1,
+            operation: Operation::StateMachine,
+            body: Bytes::from(operation.to_bytes()),
+        },
+    })
+}
+
+/// Rewrites the header's size field and re-seals the header checksum.
+fn with_size(mut frame: Vec<u8>, size: u32) -> Vec<u8> {
+    frame[64..68].copy_from_slice(&size.to_le_bytes());
+    let checksum = vsr::checksum::checksum(&frame[16..HEADER_SIZE]);
+    frame[..16].copy_from_slice(&checksum.to_le_bytes());
+    frame
+}
+
+fn connect(cluster: &Cluster) -> TcpStream {
+    let stream = TcpStream::connect(&cluster.addresses[0]).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+}
+
+/// Sends `bytes` on a fresh connection, optionally ends the stream, and checks that the
+/// replica counts `vsr_errors_total{kind}` and closes the connection; then that the replica
+/// still serves clients.
+fn rejects(bytes: &[u8], close_write: bool, kind: &str) {
+    let mut cluster = Cluster::start(1);
+    let name = format!("vsr_errors_total{{kind=\"{kind}\"}}");
+    let before = cluster.metric(0, &name).expect("the error counter exists");
+    let mut stream = connect(&cluster);
+    stream.write_all(bytes).expect("write");
+    if close_write {
+        stream.shutdown(Shutdown::Write).expect("shutdown");
+    }
+    let mut buffer = [0u8; 256];
+    let read = stream.read(&mut buffer);
+    assert!(
+        matches!(read, Ok(0) | Err(_))
+            && !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the replica closes the connection: {read:?}"
+    );
+    wait_for(Duration::from_secs(5), || {
+        cluster.metric(0, &name).is_some_and(|count| count > before)
+    })
+    .unwrap_or_else(|()| panic!("{kind} is counted"));
+    still_serves(&mut cluster, kind);
+}
+
+/// The replica process is alive, has not panicked, and a `vsr client` put and get go through.
+fn still_serves(cluster: &mut Cluster, tag: &str) {
+    assert!(cluster.running(0), "the replica is alive");
+    assert!(!cluster.log(0).contains("panicked"), "{}", cluster.log(0));
+    let key = format!("after-{tag}");
+    assert_eq!(cluster.run(&["put", &key, "survived"]), "OK");
+    assert_eq!(cluster.run(&["get", &key]), "survived");
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> Result<(), ()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(())
+}
+
+#[test]
+fn garbage_bytes() {
+    rejects(&[0xAB; 300], false, "header_checksum");
+}
+
+#[test]
+fn truncated_frame() {
+    let valid = request_frame(CLUSTER);
+    rejects(&valid[..valid.len() - 3], true, "truncated");
+}
+
+#[test]
+fn length_field_of_4_gib() {
+    rejects(
+        &with_size(request_frame(CLUSTER), u32::MAX),
+        false,
+        "too_large",
+    );
+}
+
+#[test]
+fn bad_body_checksum() {
+    let mut frame = request_frame(CLUSTER);
+    *frame.last_mut().expect("a body") ^= 1;
+    rejects(&frame, false, "body_checksum");
+}
+
+#[test]
+fn bad_header_checksum() {
+    let mut frame = request_frame(CLUSTER);
+    frame[90] ^= 1;
+    rejects(&frame, false, "header_checksum");
+}
+
+#[test]
+fn another_cluster() {
+    rejects(&request_frame(CLUSTER + 1), false, "wrong_cluster");
+}
+
+#[test]
+fn replica_index_out_of_range() {
+    // A one-replica cluster: replica 5 does not exist.
+    let frame = wire::encode(&Envelope {
+        cluster: CLUSTER,
+        epoch: 0,
+        sender: Sender::Replica(5),
+        message: Message::Commit { view: 0, commit: 0 },
+    });
+    rejects(&frame, false, "bad_sender");
+}
+
+/// `count` copies of a valid request, back to back.
+fn batch(count: usize) -> Vec<u8> {
+    request_frame(CLUSTER).repeat(count)
+}
+
+#[test]
+fn a_client_that_floods_and_never_reads_is_dropped() {
+    let mut cluster = Cluster::start(1);
+    let name = "vsr_messages_dropped_total{reason=\"reply_queue_full\"}";
+    let mut stream = connect(&cluster);
+    stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    let batch = batch(1024);
+    // Flood until the replica's queue of replies for this connection overflows.
+    let overflowed = wait_for(Duration::from_secs(30), || {
+        let _ = stream.write_all(&batch);
+        cluster.metric(0, name).is_some_and(|dropped| dropped > 0)
+    });
+    assert!(
+        overflowed.is_ok(),
+        "the replies it does not read are dropped"
+    );
+    // Everyone else is still served while the connection sits there.
+    still_serves(&mut cluster, "unread-flood");
+    // Its writes stalled: the replica closes the connection (after 10 s without progress).
+    let closed = wait_for(Duration::from_secs(20), || {
+        cluster.log(0).contains("does not read its replies")
+    });
+    assert!(
+        closed.is_ok(),
+        "the connection is closed:\n{}",
+        cluster.log(0)
+    );
+    let mut sink = vec![0u8; 1 << 16];
+    let drained = wait_for(Duration::from_secs(10), || {
+        matches!(stream.read(&mut sink), Ok(0) | Err(_))
+    });
+    assert!(
+        drained.is_ok(),
+        "the stream ends after the buffered replies"
+    );
+    still_serves(&mut cluster, "after-unread-flood");
+    assert!(cluster.running(0));
+}
+
+#[test]
+fn a_client_flooding_requests_does_not_starve_others() {
+    let mut cluster = Cluster::start(1);
+    let requests_before = cluster.metric(0, "vsr_requests_total").expect("metric");
+    let stream = connect(&cluster);
+    let mut reader = stream.try_clone().expect("clone");
+    let stop = Arc::new(AtomicBool::new(false));
+    let replies = Arc::new(AtomicU64::new(0));
+    let read_thread = {
+        let (stop, replies) = (Arc::clone(&stop), Arc::clone(&replies));
+        std::thread::spawn(move || {
+            reader
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            let mut buffer = vec![0u8; 1 << 16];
+            while !stop.load(Ordering::Relaxed) {
+                match reader.read(&mut buffer) {
+                    Ok(0) => return,
+                    Ok(read) => {
+                        replies.fetch_add(read as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => {}
+                }
+            }
+        })
+    };
+    let write_thread = {
+        let stop = Arc::clone(&stop);
+        let mut writer = stream;
+        std::thread::spawn(move || {
+            let batch = batch(256);
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && writer.write_all(&batch).is_ok() {
+                sent += 256;
+            }
+            sent
+        })
+    };
+    // While the flood runs, other clients are served.
+    std::thread::sleep(Duration::from_millis(300));
+    for round in 0..3 {
+        still_serves(&mut cluster, &format!("flood-{round}"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = write_thread.join().expect("writer");
+    read_thread.join().expect("reader");
+    assert!(sent > 1000, "the flood sent {sent} requests");
+    assert!(
+        replies.load(Ordering::Relaxed) > 0,
+        "the flooder got replies"
+    );
+    let counted = wait_for(Duration::from_secs(5), || {
+        cluster
+            .metric(0, "vsr_requests_total")
+            .is_some_and(|requests| requests >= requests_before + 1000)
+    });
+    assert!(counted.is_ok(), "the flood's requests are counted");
+    assert!(cluster.running(0));
+}
