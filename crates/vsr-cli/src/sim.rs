@@ -170,6 +170,7 @@ fn print_summary(args: &SimArgs, report: &SimReport) {
         stats.messages_duplicated,
         stats.messages_corrupted
     );
+    say!("{}", disk_faults(stats));
     say!(
         "verdict: {}",
         if report.passed { "passed" } else { "FAILED" }
@@ -270,6 +271,7 @@ fn print_swarm_results(args: &SimArgs, outcomes: &[Outcome], wall: f64) -> ExitC
         totals.wipes,
         totals.ops_completed
     );
+    say!("totals: {}", disk_faults(&totals));
     say!(
         "speed: {:.1} seeds/s, {:.0} simulated s per wall s ({simulated:.0} simulated s in {wall:.2} s)",
         outcomes.len() as f64 / wall.max(1e-9),
@@ -281,4 +283,17 @@ fn print_swarm_results(args: &SimArgs, outcomes: &[Outcome], wall: f64) -> ExitC
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The disk faults a run injected, in one line.
+fn disk_faults(stats: &SimStats) -> String {
+    format!(
+        "disk: unsynced writes lost {}, torn writes {}, corruptions {}, misdirected writes {}, \
+         damaged restarts {}",
+        stats.disk_writes_lost,
+        stats.disk_writes_torn,
+        stats.disk_corruptions,
+        stats.disk_misdirected_writes,
+        stats.damaged_restarts
+    )
 }
