@@ -12,11 +12,13 @@
 //! |-------------------------------|-------------------------------------------------------------|
 //! | `superblock`                  | 4 copies of the superblock, 4 KiB apart: identity, view state, live checkpoint and WAL |
 //! | `wal-<start>-<generation>.log`| the write-ahead log: entry and truncate records, from op `start` |
+//! | `wal-<start>-<generation>.headers` | a copy of each record's header, slot `op - start`: tells a torn tail from a lost record |
 //! | `checkpoint-<op>-<generation>.bin` | the snapshot at `op`, then a checksummed trailer       |
 //!
 //! Only the files the superblock names are live; others are leftovers of an interrupted
 //! checkpoint and are removed before the first write after open. Byte layouts: the superblock in
-//! `superblock.rs`, records in `record.rs`, checkpoint files in `checkpoint.rs`.
+//! `superblock.rs`, records in `record.rs`, header copies in `headers.rs`, checkpoint files in
+//! `checkpoint.rs`.
 //!
 //! # Durability
 //!
@@ -32,6 +34,7 @@
 mod checkpoint;
 mod disk;
 mod error;
+mod headers;
 mod record;
 #[cfg(test)]
 mod sim_disk;
@@ -63,12 +66,15 @@ pub struct Identity {
 /// the replica then repairs itself from its peers through the recovery protocol.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Damage {
-    /// Ops whose entries are unreadable while valid records follow them: corruption in the
-    /// middle of the log, not a crash. The returned state keeps only the entries before the
-    /// first of these; the first write after open discards everything after that point.
+    /// Ops whose entries are unreadable while valid records follow them (corruption in the
+    /// middle of the log, not a crash), or whose records the headers file says were written
+    /// where no valid record is (a synced last record that rotted or was lost; for a lost
+    /// truncate, the first op it removed). The returned state keeps only the entries before
+    /// the damage; the first write after open discards everything after that point.
     pub corrupt_ops: Vec<u64>,
-    /// Records at the end of the log that were partly written when the replica crashed. They
-    /// were never acknowledged (the core acknowledges only after sync), so they are cut off.
+    /// Records at the end of the log that were partly written when the replica crashed, with no
+    /// header copy naming them. They were never acknowledged (the core acknowledges only after
+    /// sync, and the header copy is synced with the record), so they are cut off.
     pub torn_tail_records: usize,
     /// The live checkpoint file is damaged or missing. The returned state has no checkpoint and
     /// no entries (they cannot be used without it), only the view state; the first write after

@@ -20,15 +20,16 @@
 //! |     64 |   16 | `entry_checksum`   | the entry's checksum (0 for truncate)           |
 //! |     80 |   16 | `entry_parent`     | the entry's parent (0 for truncate)             |
 //!
-//! An entry payload is the entry exactly as `vsr::wire` encodes it inside a prepare:
-//! `checksum` u128, `parent` u128, `client` u128, `op` u64, `view` u64, `session` u64,
-//! `request` u64, body size u32, operation u8, body. A truncate has an empty payload.
+//! An entry payload is the entry exactly as `vsr::wire` encodes it inside a prepare
+//! ([`vsr::wire::encode_entry`], read back with [`vsr::wire::decode_entry`], which also verifies
+//! the entry's checksum): `checksum` u128, `parent` u128, `client` u128, `op` u64, `view` u64,
+//! `session` u64, `request` u64, body size u32, operation u8, body. A truncate has an empty
+//! payload.
 
-use bytes::Bytes;
+use vsr::Entry;
 use vsr::checksum::checksum;
 use vsr::config::MESSAGE_BODY_SIZE_MAX;
-use vsr::wire::ENTRY_HEADER_SIZE;
-use vsr::{Entry, Operation};
+use vsr::wire::{ENTRY_HEADER_SIZE, decode_entry, encode_entry};
 
 /// Size of a record header in bytes.
 pub(crate) const RECORD_HEADER_SIZE: usize = 96;
@@ -191,7 +192,7 @@ pub(crate) fn decode_payload(header: &RecordHeader, payload: &[u8]) -> Option<Re
     match header.kind {
         RecordKind::Truncate => Some(Record::Truncate { op: header.op }),
         RecordKind::Entry => {
-            let entry = decode_entry(payload)?;
+            let entry = decode_entry(payload).ok()?;
             let agrees = entry.op == header.op
                 && entry.view == header.view
                 && entry.checksum == header.entry_checksum
@@ -199,50 +200,6 @@ pub(crate) fn decode_payload(header: &RecordHeader, payload: &[u8]) -> Option<Re
             agrees.then_some(Record::Append(entry))
         }
     }
-}
-
-/// Encodes one entry as the wire format does inside a prepare.
-pub(crate) fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
-    out.extend_from_slice(&entry.checksum.to_le_bytes());
-    out.extend_from_slice(&entry.parent.to_le_bytes());
-    out.extend_from_slice(&entry.client.to_le_bytes());
-    out.extend_from_slice(&entry.op.to_le_bytes());
-    out.extend_from_slice(&entry.view.to_le_bytes());
-    out.extend_from_slice(&entry.session.to_le_bytes());
-    out.extend_from_slice(&entry.request.to_le_bytes());
-    let body_size = u32::try_from(entry.body.len()).expect("entry bodies are bounded");
-    out.extend_from_slice(&body_size.to_le_bytes());
-    out.push(entry.operation as u8);
-    out.extend_from_slice(&entry.body);
-}
-
-/// Decodes exactly one entry from `bytes` and verifies its checksum.
-pub(crate) fn decode_entry(bytes: &[u8]) -> Option<Entry> {
-    if bytes.len() < ENTRY_HEADER_SIZE {
-        return None;
-    }
-    let body_size = u32::from_le_bytes(bytes[80..84].try_into().expect("4 bytes")) as usize;
-    if bytes.len() != ENTRY_HEADER_SIZE + body_size {
-        return None;
-    }
-    let operation = match bytes[84] {
-        0 => Operation::Register,
-        1 => Operation::StateMachine,
-        2 => Operation::Noop,
-        _ => return None,
-    };
-    let entry = Entry {
-        checksum: u128_at(bytes, 0),
-        parent: u128_at(bytes, 16),
-        client: u128_at(bytes, 32),
-        op: u64_at(bytes, 48),
-        view: u64_at(bytes, 56),
-        session: u64_at(bytes, 64),
-        request: u64_at(bytes, 72),
-        operation,
-        body: Bytes::copy_from_slice(&bytes[ENTRY_HEADER_SIZE..]),
-    };
-    entry.is_valid().then_some(entry)
 }
 
 pub(crate) fn u64_at(bytes: &[u8], offset: usize) -> u64 {
@@ -266,7 +223,9 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Option<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use proptest::prelude::*;
+    use vsr::Operation;
 
     fn arbitrary_entry() -> impl Strategy<Value = Entry> {
         let operation = prop_oneof![
@@ -315,7 +274,7 @@ mod tests {
     }
 
     #[test]
-    fn entry_encoding_matches_the_wire() {
+    fn an_entry_payload_is_the_prepare_body() {
         let entry = Entry::new(
             7,
             2,
@@ -326,8 +285,8 @@ mod tests {
             Operation::StateMachine,
             Bytes::from_static(b"ab"),
         );
-        let mut ours = Vec::new();
-        encode_entry(&entry, &mut ours);
+        let mut record = Vec::new();
+        encode_entry_record(&entry, &mut record);
         let prepare = vsr::Envelope {
             cluster: 1,
             epoch: 0,
@@ -339,8 +298,11 @@ mod tests {
             },
         };
         let frame = vsr::wire::encode(&prepare);
-        assert_eq!(&frame[vsr::wire::HEADER_SIZE..], &ours[..]);
-        assert_eq!(decode_entry(&ours), Some(entry));
+        assert_eq!(
+            &frame[vsr::wire::HEADER_SIZE..],
+            &record[RECORD_HEADER_SIZE..]
+        );
+        assert_eq!(decode_record(&record), Some(Record::Append(entry)));
     }
 
     #[test]

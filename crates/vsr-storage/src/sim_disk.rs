@@ -145,6 +145,19 @@ impl SimDisk {
         files
     }
 
+    /// What a disk that reorders writes could leave: durable state, then only the pending
+    /// operations `keep` selects.
+    pub(crate) fn reordered_image(&self, keep: impl Fn(&Operation) -> bool) -> Image {
+        let state = self.0.lock().expect("not poisoned");
+        let mut names = state.durable_names.clone();
+        let mut files = state.durable.clone();
+        for operation in state.pending.iter().filter(|operation| keep(operation)) {
+            apply(&mut names, &mut files, operation);
+        }
+        files.retain(|name, _| names.contains(name));
+        files
+    }
+
     fn call(&self, operation: Option<Operation>) -> io::Result<()> {
         let mut state = self.0.lock().expect("not poisoned");
         let call = state.calls;

@@ -11,9 +11,10 @@ use vsr::config::REPLICAS_MAX;
 use vsr::{Checkpoint, DurableState, ViewState, Write};
 
 use crate::disk::{Disk, RealDisk};
+use crate::headers::Headers;
 use crate::superblock::{
     COPIES, COPY_SIZE, COPY_STRIDE, Copy, SUPERBLOCK_FILE, Superblock, checkpoint_file_name,
-    is_data_file, wal_file_name,
+    is_data_file, wal_files,
 };
 use crate::wal::{Wal, replay};
 use crate::{Damage, Identity, Opened, StorageError, checkpoint, superblock};
@@ -23,6 +24,8 @@ use crate::{Damage, Identity, Opened, StorageError, checkpoint, superblock};
 pub(crate) struct Tuning {
     /// The WAL file grows in steps of this many bytes.
     pub(crate) wal_grow_bytes: u64,
+    /// The headers file grows in steps of this many bytes (a multiple of the slot size).
+    pub(crate) headers_grow_bytes: u64,
     /// Checkpoint files are written and read in chunks of this many bytes.
     pub(crate) checkpoint_chunk_bytes: usize,
     /// Buffered WAL records are written out once they exceed this many bytes.
@@ -33,6 +36,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             wal_grow_bytes: 64 << 20,
+            headers_grow_bytes: 4 << 20,
             checkpoint_chunk_bytes: 1 << 20,
             flush_bytes: 1 << 20,
         }
@@ -54,6 +58,9 @@ pub struct FileStorage {
     /// Open found damage: before anything is discarded, the superblock must say "recovering",
     /// so that a crash cannot leave a shortened log that looks whole.
     damaged: bool,
+    /// Header copies that name records at or after the WAL's logical end: zeroed with the cut
+    /// of the tail, before anything is written there.
+    stale_slots: Vec<crate::headers::Slot>,
     /// Open found the checkpoint corrupt: `wal` names a new, empty WAL file (not yet created)
     /// and `superblock` has no checkpoint; the first write makes that durable.
     reset_log: bool,
@@ -135,7 +142,12 @@ pub(crate) fn format_disk(
         wal_start: 1,
         wal_generation: 0,
     };
-    let mut wal = Wal::create(disk, superblock.wal_file(), tuning.wal_grow_bytes)?;
+    let mut wal = Wal::create(
+        disk,
+        superblock.wal_files(),
+        tuning.wal_grow_bytes,
+        tuning.headers_grow_bytes,
+    )?;
     wal.sync(disk)?;
     // The superblock comes last: its presence marks the directory as formatted.
     disk.create(SUPERBLOCK_FILE)?;
@@ -208,7 +220,12 @@ impl FileStorage {
         };
         let (mut durable, wal, replay_damage) =
             replay_wal(disk.as_mut(), &superblock, checkpoint, tuning)?;
-        let (damage, dirty_tail) = replay_damage;
+        let ReplayDamage {
+            damage,
+            dirty_tail,
+            stale_slots,
+            headers_missing,
+        } = replay_damage;
         durable.damaged = !damage.is_clean();
         let live_names = live_names(&superblock);
         let leftovers = disk
@@ -222,8 +239,14 @@ impl FileStorage {
             tuning,
             superblock,
             wal,
-            maintenance_due: dirty_tail || leftovers || rotation_due || durable.damaged,
+            maintenance_due: dirty_tail
+                || leftovers
+                || rotation_due
+                || durable.damaged
+                || headers_missing
+                || !stale_slots.is_empty(),
             dirty_tail,
+            stale_slots,
             damaged: durable.damaged,
             reset_log: false,
             failed: false,
@@ -253,11 +276,15 @@ impl FileStorage {
         superblock.checkpoint = superblock::CheckpointReference::default();
         superblock.wal_start = 1;
         superblock.wal_generation += 1;
+        let files = superblock.wal_files();
+        let headers =
+            Headers::new_missing(files.headers_name, files.start, tuning.headers_grow_bytes);
         let wal = Wal::new(
-            superblock.wal_file(),
+            files.name,
             0,
             0,
             std::collections::VecDeque::new(),
+            headers,
             tuning.wal_grow_bytes,
         );
         let identity = identity_of(&superblock);
@@ -268,6 +295,7 @@ impl FileStorage {
             wal,
             maintenance_due: true,
             dirty_tail: false,
+            stale_slots: Vec::new(),
             damaged: true,
             reset_log: true,
             failed: false,
@@ -301,7 +329,8 @@ impl FileStorage {
         result
     }
 
-    /// Makes every write so far durable (one fdatasync of the WAL, if it has unsynced writes).
+    /// Makes every write so far durable (one fdatasync of the WAL and one of its headers file,
+    /// each if it has unsynced writes).
     ///
     /// # Errors
     /// [`StorageError::Io`]; after an error the storage refuses every further call.
@@ -320,7 +349,10 @@ impl FileStorage {
         } else {
             0
         };
-        superblock::SUPERBLOCK_FILE_SIZE + self.wal.allocated.max(self.wal.end) + checkpoint
+        superblock::SUPERBLOCK_FILE_SIZE
+            + self.wal.allocated.max(self.wal.end)
+            + self.wal.headers.allocated
+            + checkpoint
     }
 
     fn usable(&self) -> Result<(), StorageError> {
@@ -396,7 +428,7 @@ impl FileStorage {
         let generation = self.superblock.wal_generation + 1;
         let next = self
             .wal
-            .rotate(self.disk.as_mut(), wal_file_name(start, generation))?;
+            .rotate(self.disk.as_mut(), wal_files(start, generation))?;
         self.superblock.wal_start = start;
         self.superblock.wal_generation = generation;
         self.write_superblock()?;
@@ -424,6 +456,7 @@ impl FileStorage {
         if self.damaged {
             self.mark_recovering()?;
         }
+        self.wal.headers.create_if_missing(self.disk.as_mut())?;
         if self.dirty_tail {
             // Zero everything after the valid records, durably, before writing there: no stale
             // record may survive behind new ones.
@@ -432,6 +465,13 @@ impl FileStorage {
             disk.sync(&self.wal.name)?;
             self.wal.allocated = self.wal.end;
             self.dirty_tail = false;
+        }
+        if !self.stale_slots.is_empty() {
+            // Nor any header copy naming a record behind the cut: it would be taken for a lost
+            // record of the new log.
+            self.wal.headers.clear(&self.stale_slots);
+            self.wal.headers.sync(self.disk.as_mut())?;
+            self.stale_slots.clear();
         }
         if self.superblock.wal_start != self.superblock.checkpoint.op + 1 {
             self.rotate()?;
@@ -449,7 +489,12 @@ impl FileStorage {
     fn mark_recovering(&mut self) -> Result<(), StorageError> {
         if self.reset_log {
             let disk = self.disk.as_mut();
-            let mut wal = Wal::create(disk, self.wal.name.clone(), self.tuning.wal_grow_bytes)?;
+            let mut wal = Wal::create(
+                disk,
+                self.superblock.wal_files(),
+                self.tuning.wal_grow_bytes,
+                self.tuning.headers_grow_bytes,
+            )?;
             wal.sync(disk)?;
             disk.sync_dir()?;
             self.wal = wal;
@@ -471,7 +516,8 @@ fn identity_of(superblock: &Superblock) -> Identity {
 }
 
 fn live_names(superblock: &Superblock) -> Vec<String> {
-    let mut names = vec![superblock.wal_file()];
+    let files = superblock.wal_files();
+    let mut names = vec![files.name, files.headers_name];
     names.extend(superblock.checkpoint_file());
     names
 }
@@ -501,7 +547,16 @@ fn read_superblock(disk: &mut dyn Disk, directory: &Path) -> Result<Superblock, 
     }
 }
 
-type ReplayDamage = (Damage, bool);
+/// What replay found besides the state.
+struct ReplayDamage {
+    damage: Damage,
+    /// Anything but zeros follows the valid records.
+    dirty_tail: bool,
+    /// Header copies naming records at or after the valid records' end.
+    stale_slots: Vec<crate::headers::Slot>,
+    /// The WAL has no headers file (written by an earlier build).
+    headers_missing: bool,
+}
 
 /// Replays the live WAL on top of the checkpoint.
 ///
@@ -514,10 +569,11 @@ fn replay_wal(
     checkpoint: Option<Checkpoint>,
     tuning: Tuning,
 ) -> Result<(DurableState, Wal, ReplayDamage), StorageError> {
-    let name = superblock.wal_file();
-    if !disk.list()?.contains(&name) {
+    let files = superblock.wal_files();
+    if !disk.list()?.contains(&files.name) {
         return Err(StorageError::Corrupt(format!(
-            "the live WAL file {name} is missing"
+            "the live WAL file {} is missing",
+            files.name
         )));
     }
     let base = (superblock.wal_start > 1).then(|| Checkpoint {
@@ -531,12 +587,23 @@ fn replay_wal(
         entries: std::collections::VecDeque::new(),
         damaged: false,
     };
-    let replay = replay(disk, &name, &mut durable)?;
+    let checkpoint_op = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.op);
+    let replay = replay(disk, &files, checkpoint_op, &mut durable)?;
+    let headers = match replay.headers_size {
+        Some(size) => Headers::new(
+            files.headers_name,
+            files.start,
+            size,
+            tuning.headers_grow_bytes,
+        ),
+        None => Headers::new_missing(files.headers_name, files.start, tuning.headers_grow_bytes),
+    };
     let mut wal = Wal::new(
-        name,
+        files.name,
         replay.end,
         replay.file_size,
         replay.live,
+        headers,
         tuning.wal_grow_bytes,
     );
     durable.checkpoint = None;
@@ -549,5 +616,11 @@ fn replay_wal(
         torn_tail_records: replay.torn_tail_records,
         checkpoint_corrupt: false,
     };
-    Ok((durable, wal, (damage, replay.dirty_tail)))
+    let replay_damage = ReplayDamage {
+        damage,
+        dirty_tail: replay.dirty_tail,
+        stale_slots: replay.stale_slots,
+        headers_missing: replay.headers_size.is_none(),
+    };
+    Ok((durable, wal, replay_damage))
 }

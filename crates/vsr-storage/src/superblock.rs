@@ -35,6 +35,7 @@ use vsr::ViewState;
 use vsr::checksum::checksum;
 
 use crate::record::{is_zero, u64_at, u128_at};
+use crate::wal::WalFiles;
 
 /// Name of the superblock file.
 pub(crate) const SUPERBLOCK_FILE: &str = "superblock";
@@ -94,9 +95,9 @@ pub(crate) enum Copy {
 }
 
 impl Superblock {
-    /// The name of the live WAL file.
-    pub(crate) fn wal_file(&self) -> String {
-        wal_file_name(self.wal_start, self.wal_generation)
+    /// The live WAL's files: the WAL, its headers file, and its start.
+    pub(crate) fn wal_files(&self) -> WalFiles {
+        wal_files(self.wal_start, self.wal_generation)
     }
 
     /// The name of the live checkpoint file, if there is one.
@@ -196,6 +197,15 @@ pub(crate) fn wal_file_name(start: u64, generation: u64) -> String {
     format!("wal-{start}-{generation}.log")
 }
 
+/// The files of a WAL: the WAL file and its headers file.
+pub(crate) fn wal_files(start: u64, generation: u64) -> WalFiles {
+    WalFiles {
+        name: wal_file_name(start, generation),
+        headers_name: format!("wal-{start}-{generation}.headers"),
+        start,
+    }
+}
+
 /// The name of a checkpoint file.
 pub(crate) fn checkpoint_file_name(op: u64, generation: u64) -> String {
     format!("checkpoint-{op}-{generation}.bin")
@@ -203,7 +213,7 @@ pub(crate) fn checkpoint_file_name(op: u64, generation: u64) -> String {
 
 /// Whether `name` is a file this crate creates besides the superblock.
 pub(crate) fn is_data_file(name: &str) -> bool {
-    (name.starts_with("wal-") && name.ends_with(".log"))
+    (name.starts_with("wal-") && (name.ends_with(".log") || name.ends_with(".headers")))
         || (name.starts_with("checkpoint-") && name.ends_with(".bin"))
 }
 

@@ -6,10 +6,16 @@
 //! index of the records of live entries (those after the checkpoint, not truncated) so a
 //! rotation can copy them to the next WAL file without holding entries in memory.
 //!
+//! Each entry record (and each truncate that removes live entries) also gets a copy of its
+//! header in the WAL's headers file ([`crate::headers`]), written after the records of the same
+//! flush and synced after them.
+//!
 //! Replay reads records in order and applies them to a [`DurableState`] until the first record
 //! that is not valid. What follows decides what that record was: if a valid record appears
 //! later in the file, the log is damaged in the middle and the unreadable ops are reported; if
-//! nothing valid follows, the tail was torn by a crash and is cut off.
+//! a header copy names a record at or after that point which is not there, that record was
+//! written (and maybe acknowledged) and is lost: its op is reported; otherwise the tail was
+//! torn by a crash and is cut off.
 
 use std::collections::VecDeque;
 
@@ -17,9 +23,10 @@ use vsr::{DurableState, Write};
 
 use crate::StorageError;
 use crate::disk::Disk;
+use crate::headers::{self, Headers, Slot, SlotKind};
 use crate::record::{
-    MAGIC_OFFSET, RECORD_HEADER_SIZE, RECORD_MAGIC, Record, decode_header, decode_payload,
-    encode_entry_record, encode_truncate_record, is_zero,
+    MAGIC_OFFSET, RECORD_HEADER_SIZE, RECORD_MAGIC, Record, RecordHeader, RecordKind,
+    decode_header, decode_payload, encode_entry_record, encode_truncate_record, is_zero,
 };
 
 /// Bytes read at once while replaying.
@@ -48,6 +55,8 @@ pub(crate) struct Wal {
     unsynced: bool,
     /// The records of live entries, in op order.
     pub(crate) live: VecDeque<LiveRecord>,
+    /// The copies of the entry records' headers.
+    pub(crate) headers: Headers,
     grow_bytes: u64,
 }
 
@@ -58,6 +67,7 @@ impl Wal {
         end: u64,
         allocated: u64,
         live: VecDeque<LiveRecord>,
+        headers: Headers,
         grow_bytes: u64,
     ) -> Self {
         assert!(grow_bytes > 0);
@@ -68,28 +78,46 @@ impl Wal {
             buffer: Vec::new(),
             unsynced: false,
             live,
+            headers,
             grow_bytes,
         }
     }
 
-    /// Creates an empty, preallocated WAL file (not yet synced).
+    /// Creates an empty, preallocated WAL file and its headers file (not yet synced).
     pub(crate) fn create(
         disk: &mut dyn Disk,
-        name: String,
+        files: WalFiles,
         grow_bytes: u64,
+        headers_grow_bytes: u64,
     ) -> Result<Self, StorageError> {
-        disk.create(&name)?;
-        disk.set_len(&name, grow_bytes)?;
-        let mut wal = Self::new(name, 0, grow_bytes, VecDeque::new(), grow_bytes);
+        disk.create(&files.name)?;
+        disk.set_len(&files.name, grow_bytes)?;
+        let headers = Headers::create(disk, files.headers_name, files.start, headers_grow_bytes)?;
+        let mut wal = Self::new(
+            files.name,
+            0,
+            grow_bytes,
+            VecDeque::new(),
+            headers,
+            grow_bytes,
+        );
         wal.unsynced = true;
         Ok(wal)
     }
 
-    /// Buffers the record of an entry.
+    /// Buffers the record of an entry, and the copy of its header.
     pub(crate) fn append(&mut self, entry: &vsr::Entry) {
         let start = self.buffer.len();
         encode_entry_record(entry, &mut self.buffer);
         let size = (self.buffer.len() - start) as u64;
+        self.headers.put(&Slot {
+            kind: SlotKind::Entry,
+            op: entry.op,
+            view: entry.view,
+            record_offset: self.end,
+            entry_checksum: entry.checksum,
+            entry_parent: entry.parent,
+        });
         self.live.push_back(LiveRecord {
             op: entry.op,
             offset: self.end,
@@ -98,8 +126,13 @@ impl Wal {
         self.end += size;
     }
 
-    /// Buffers a truncate record.
+    /// Buffers a truncate record, and its slot if it removes live entries. The slots of the
+    /// removed entries stay: they name records before this one, which replay passes before it
+    /// reaches the end of the valid records.
     pub(crate) fn truncate(&mut self, op: u64) {
+        if self.live.back().is_some_and(|record| record.op > op) {
+            self.headers.put(&Slot::truncate(op, self.end));
+        }
         let start = self.buffer.len();
         encode_truncate_record(op, &mut self.buffer);
         self.end += (self.buffer.len() - start) as u64;
@@ -109,10 +142,18 @@ impl Wal {
     }
 
     /// Buffers a copy of a verified record (header and payload) of a live entry.
-    fn append_raw(&mut self, op: u64, bytes: &[u8]) {
+    fn append_raw(&mut self, header: &RecordHeader, bytes: &[u8]) {
         let size = bytes.len() as u64;
+        self.headers.put(&Slot {
+            kind: SlotKind::Entry,
+            op: header.op,
+            view: header.view,
+            record_offset: self.end,
+            entry_checksum: header.entry_checksum,
+            entry_parent: header.entry_parent,
+        });
         self.live.push_back(LiveRecord {
-            op,
+            op: header.op,
             offset: self.end,
             size,
         });
@@ -125,8 +166,14 @@ impl Wal {
         self.buffer.len()
     }
 
-    /// Writes the buffer to the file, growing it first when needed.
+    /// Writes the buffer to the file, growing it first when needed, then the buffered header
+    /// copies to the headers file: a crash that keeps a slot keeps the record it names.
     pub(crate) fn flush(&mut self, disk: &mut dyn Disk) -> Result<(), StorageError> {
+        self.flush_records(disk)?;
+        self.headers.flush(disk)
+    }
+
+    fn flush_records(&mut self, disk: &mut dyn Disk) -> Result<(), StorageError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -142,14 +189,15 @@ impl Wal {
         Ok(())
     }
 
-    /// Flushes and makes everything written durable.
+    /// Flushes and makes everything written durable: the WAL first, then the headers file, so
+    /// that a disk which keeps write order never holds a durable slot without its record.
     pub(crate) fn sync(&mut self, disk: &mut dyn Disk) -> Result<(), StorageError> {
         self.flush(disk)?;
         if self.unsynced {
             disk.sync(&self.name)?;
             self.unsynced = false;
         }
-        Ok(())
+        self.headers.sync(disk)
     }
 
     /// Drops live records at or before a checkpoint, as [`DurableState::apply`] drops entries.
@@ -166,32 +214,44 @@ impl Wal {
     pub(crate) fn rotate(
         &mut self,
         disk: &mut dyn Disk,
-        name: String,
+        files: WalFiles,
     ) -> Result<Wal, StorageError> {
         self.flush(disk)?;
-        let mut next = Wal::create(disk, name, self.grow_bytes)?;
+        let headers_grow_bytes = self.headers.grow_bytes();
+        let mut next = Wal::create(disk, files, self.grow_bytes, headers_grow_bytes)?;
         for record in &self.live {
             let mut bytes = vec![0u8; usize::try_from(record.size).expect("records are bounded")];
             let read = disk.read_at(&self.name, record.offset, &mut bytes)?;
             let header = bytes
                 .first_chunk::<RECORD_HEADER_SIZE>()
                 .and_then(decode_header);
-            let valid = read == bytes.len()
-                && header.is_some_and(|header| {
-                    decode_payload(&header, &bytes[RECORD_HEADER_SIZE..]).is_some()
-                });
-            if !valid {
+            let valid = header.filter(|header| {
+                read == bytes.len()
+                    && decode_payload(header, &bytes[RECORD_HEADER_SIZE..]).is_some()
+            });
+            let Some(header) = valid else {
                 return Err(StorageError::Corrupt(format!(
                     "the record of op {} in {} became unreadable before it could be copied",
                     record.op, self.name
                 )));
-            }
-            next.append_raw(record.op, &bytes);
+            };
+            next.append_raw(&header, &bytes);
         }
         next.sync(disk)?;
         disk.sync_dir()?;
         Ok(next)
     }
+}
+
+/// The files of one WAL: its records and the copies of their headers.
+#[derive(Clone, Debug)]
+pub(crate) struct WalFiles {
+    /// The WAL file.
+    pub(crate) name: String,
+    /// Its headers file.
+    pub(crate) headers_name: String,
+    /// The first op the WAL may hold.
+    pub(crate) start: u64,
 }
 
 /// What replaying a WAL file found.
@@ -203,12 +263,19 @@ pub(crate) struct Replay {
     pub(crate) file_size: u64,
     /// The records of live entries.
     pub(crate) live: VecDeque<LiveRecord>,
-    /// Ops whose records are unreadable while valid records follow them.
+    /// Ops whose records are unreadable while valid records follow them, or whose records the
+    /// headers file says were written where no valid record is.
     pub(crate) corrupt_ops: Vec<u64>,
-    /// Damaged records at the end of the log, with nothing valid after them.
+    /// Damaged records at the end of the log, with nothing valid after them and no header copy
+    /// naming them.
     pub(crate) torn_tail_records: usize,
     /// Whether anything but zeros follows `end`.
     pub(crate) dirty_tail: bool,
+    /// Header copies that name records at or after `end`: they are zeroed when the tail is
+    /// cut, before anything is written there.
+    pub(crate) stale_slots: Vec<Slot>,
+    /// Size of the headers file; `None` if it is missing.
+    pub(crate) headers_size: Option<u64>,
 }
 
 /// One step of the scan.
@@ -222,7 +289,6 @@ enum Step {
     /// Zeros, or the end of the file.
     Empty,
 }
-
 /// Reads a WAL file through a window of [`READ_WINDOW_BYTES`].
 struct Reader<'a> {
     disk: &'a mut dyn Disk,
@@ -271,7 +337,7 @@ impl Reader<'_> {
             return Ok(Step::Garbage);
         };
         let size = header.record_size() as u64;
-        let op = matches!(header.kind, crate::record::RecordKind::Entry).then_some(header.op);
+        let op = matches!(header.kind, RecordKind::Entry).then_some(header.op);
         let payload = self.read(
             offset + RECORD_HEADER_SIZE as u64,
             header.payload_size as usize,
@@ -302,16 +368,19 @@ impl Reader<'_> {
     }
 }
 
-/// Replays the WAL file `name` onto `state`.
+/// Replays the WAL `files` onto `state`, then reads the header copies to tell a torn tail from
+/// lost records. Lost records of ops at or before `checkpoint_op` are not damage: the
+/// checkpoint holds their effects.
 pub(crate) fn replay(
     disk: &mut dyn Disk,
-    name: &str,
+    files: &WalFiles,
+    checkpoint_op: u64,
     state: &mut DurableState,
 ) -> Result<Replay, StorageError> {
-    let file_size = disk.len(name)?;
+    let file_size = disk.len(&files.name)?;
     let mut reader = Reader {
-        disk,
-        name,
+        disk: &mut *disk,
+        name: &files.name,
         file_size,
         window_start: 0,
         window: Vec::new(),
@@ -334,19 +403,38 @@ pub(crate) fn replay(
         tail.bad_records = 1;
     }
     scan_tail(&mut reader, &mut tail, end, first_bad)?;
-    let dirty_tail = tail.bad_records > 0 || tail.valid_after_bad;
-    let (corrupt_ops, torn_tail_records) = if tail.valid_after_bad {
-        (tail.corrupt_ops(state), tail.bad_after_last_valid)
+    let claims = headers::claims(disk, &files.headers_name, files.start, end)?;
+    let lost: Vec<&Slot> = claims
+        .slots
+        .iter()
+        .filter(|slot| !tail.holds(slot))
+        .collect();
+    let mut corrupt_ops = if tail.valid_after_bad {
+        tail.corrupt_ops(state)
     } else {
-        (Vec::new(), tail.bad_records)
+        Vec::new()
     };
+    // A lost truncate puts every op it removed in doubt: report the first.
+    corrupt_ops.extend(
+        lost.iter()
+            .map(|slot| match slot.kind {
+                SlotKind::Entry => slot.op,
+                SlotKind::Truncate => slot.op + 1,
+            })
+            .filter(|op| *op > checkpoint_op),
+    );
+    corrupt_ops.sort_unstable();
+    corrupt_ops.dedup();
+    let lost_offsets: Vec<u64> = lost.iter().map(|slot| slot.record_offset).collect();
     Ok(Replay {
         end,
         file_size,
         live,
         corrupt_ops,
-        torn_tail_records,
-        dirty_tail,
+        torn_tail_records: tail.torn_tail_records(&lost_offsets),
+        dirty_tail: tail.bad_records > 0 || tail.valid_after_bad,
+        stale_slots: claims.slots,
+        headers_size: claims.file_size,
     })
 }
 
@@ -389,13 +477,18 @@ fn apply(
 }
 
 /// One record after the valid prefix, as far as the damage report needs it.
+#[derive(Clone, Copy)]
 enum TailItem {
-    /// A valid entry record.
-    Entry(u64),
-    /// A valid truncate record.
-    Truncate(u64),
-    /// An unreadable record, with its op when its header survived.
-    Bad(Option<u64>),
+    /// A valid entry record: its op, its entry's checksum, its offset.
+    Entry {
+        op: u64,
+        checksum: u128,
+        offset: u64,
+    },
+    /// A valid truncate record: its last kept op, its offset.
+    Truncate { op: u64, offset: u64 },
+    /// An unreadable record at `offset`, with its op when its header survived.
+    Bad { op: Option<u64>, offset: u64 },
 }
 
 /// What lies after the valid prefix of the log.
@@ -403,18 +496,15 @@ enum TailItem {
 struct Tail {
     items: Vec<TailItem>,
     bad_records: usize,
-    bad_after_last_valid: usize,
     valid_after_bad: bool,
 }
 
 impl Tail {
     fn push(&mut self, item: TailItem) {
-        if matches!(item, TailItem::Bad(_)) {
+        if matches!(item, TailItem::Bad { .. }) {
             self.bad_records += 1;
-            self.bad_after_last_valid += 1;
         } else {
             self.valid_after_bad |= self.bad_records > 0;
-            self.bad_after_last_valid = 0;
         }
         self.items.push(item);
     }
@@ -426,28 +516,58 @@ impl Tail {
             .back()
             .map_or(state.checkpoint_op() + 1, |last| last.op + 1);
         let mut ops = Vec::new();
-        let last_valid = self
-            .items
-            .iter()
-            .rposition(|item| !matches!(item, TailItem::Bad(_)));
-        for item in &self.items[..last_valid.map_or(0, |last| last + 1)] {
+        for item in &self.items[..self.last_valid().map_or(0, |last| last + 1)] {
             match *item {
-                TailItem::Bad(Some(op)) => {
+                TailItem::Bad { op: Some(op), .. } => {
                     ops.extend(next_op..op);
                     ops.push(op);
                     next_op = op + 1;
                 }
-                TailItem::Bad(None) => {}
-                TailItem::Entry(op) => {
+                TailItem::Bad { op: None, .. } => {}
+                TailItem::Entry { op, .. } => {
                     ops.extend(next_op..op);
                     next_op = op + 1;
                 }
-                TailItem::Truncate(op) => next_op = op + 1,
+                TailItem::Truncate { op, .. } => next_op = op + 1,
             }
         }
         ops.sort_unstable();
         ops.dedup();
         ops
+    }
+
+    fn last_valid(&self) -> Option<usize> {
+        self.items
+            .iter()
+            .rposition(|item| !matches!(item, TailItem::Bad { .. }))
+    }
+
+    /// Whether the valid record `slot` names sits where the slot says.
+    fn holds(&self, slot: &Slot) -> bool {
+        self.items.iter().any(|item| match (*item, slot.kind) {
+            (
+                TailItem::Entry {
+                    checksum, offset, ..
+                },
+                SlotKind::Entry,
+            ) => offset == slot.record_offset && checksum == slot.entry_checksum,
+            (TailItem::Truncate { op, offset }, SlotKind::Truncate) => {
+                offset == slot.record_offset && op == slot.op
+            }
+            _ => false,
+        })
+    }
+
+    /// Unreadable records after the last valid one that no header copy names: a crash tore
+    /// them while they were written, before any sync covered them.
+    fn torn_tail_records(&self, lost_offsets: &[u64]) -> usize {
+        let after = self.last_valid().map_or(0, |last| last + 1);
+        self.items[after..]
+            .iter()
+            .filter(|item| {
+                matches!(item, TailItem::Bad { offset, .. } if !lost_offsets.contains(offset))
+            })
+            .count()
     }
 }
 
@@ -464,17 +584,21 @@ fn scan_tail(
         let next = match step {
             Step::Valid { size, record } => {
                 tail.push(match record {
-                    Record::Append(entry) => TailItem::Entry(entry.op),
-                    Record::Truncate { op } => TailItem::Truncate(op),
+                    Record::Append(entry) => TailItem::Entry {
+                        op: entry.op,
+                        checksum: entry.checksum,
+                        offset,
+                    },
+                    Record::Truncate { op } => TailItem::Truncate { op, offset },
                 });
                 Some(offset + size)
             }
             Step::Torn { size, op } => {
-                tail.push(TailItem::Bad(op));
+                tail.push(TailItem::Bad { op, offset });
                 Some(offset + size)
             }
             Step::Garbage => {
-                tail.push(TailItem::Bad(None));
+                tail.push(TailItem::Bad { op: None, offset });
                 reader.resync(offset + 1)?
             }
             Step::Empty => reader.resync(offset + 1)?,

@@ -18,6 +18,8 @@ const IDENTITY: Identity = Identity {
 const RECORD_HEADER_SIZE: u64 = 96;
 const ENTRY_HEADER_SIZE: u64 = 85;
 const COPY_STRIDE: u64 = 4096;
+/// Size of a slot of the headers file (`headers.rs`).
+const SLOT_SIZE: u64 = 128;
 
 fn entry(op: u64, parent: u128) -> Entry {
     let body = Bytes::from(vec![op as u8; 10]);
@@ -60,20 +62,25 @@ fn appends(entries: &[Entry]) -> Vec<Write> {
     entries.iter().cloned().map(Write::Append).collect()
 }
 
-fn file_starting_with(directory: &Path, prefix: &str) -> PathBuf {
+fn file_named(directory: &Path, prefix: &str, suffix: &str) -> PathBuf {
     let mut found: Vec<PathBuf> = fs::read_dir(directory)
         .unwrap()
         .map(|item| item.unwrap().path())
         .filter(|path| {
-            path.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with(prefix)
+            let name = path.file_name().unwrap().to_str().unwrap();
+            name.starts_with(prefix) && name.ends_with(suffix)
         })
         .collect();
     assert_eq!(found.len(), 1, "{found:?}");
     found.pop().unwrap()
+}
+
+/// Zeroes the header copy of `op` in a WAL that starts at op 1: it was never written.
+fn zero_slot(directory: &Path, op: u64) {
+    let headers = file_named(directory, "wal-", ".headers");
+    let file = OpenOptions::new().write(true).open(headers).unwrap();
+    file.write_all_at(&[0u8; SLOT_SIZE as usize], (op - 1) * SLOT_SIZE)
+        .unwrap();
 }
 
 fn flip_byte(path: &Path, offset: u64) {
@@ -244,14 +251,16 @@ fn one_damaged_copy_loses_nothing_when_it_is_not_the_newest() {
 fn a_torn_tail_is_cut_and_later_writes_go_after_the_valid_records() {
     let log = entries(1, 5, 0);
     let (directory, state) = directory_with(&appends(&log));
-    let wal = file_starting_with(directory.path(), "wal-");
-    // The last record is half written, the rest of the file never was.
+    let wal = file_named(directory.path(), "wal-", ".log");
+    // The last record is half written, the rest of the file never was, and the copy of its
+    // header never reached the disk: the crash came before the sync.
     fs::OpenOptions::new()
         .write(true)
         .open(&wal)
         .unwrap()
         .set_len(4 * record_size() + record_size() / 2)
         .unwrap();
+    zero_slot(directory.path(), 5);
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(
         opened.damage,
@@ -279,10 +288,144 @@ fn a_torn_tail_is_cut_and_later_writes_go_after_the_valid_records() {
 }
 
 #[test]
+fn a_corrupt_last_synced_record_is_damage_not_a_torn_tail() {
+    let log = entries(1, 5, 0);
+    let (directory, state) = directory_with(&appends(&log));
+    let wal = file_named(directory.path(), "wal-", ".log");
+    let mut expected = state.clone();
+    expected.entries.pop_back();
+    expected.damaged = true;
+    let damaged = Damage {
+        corrupt_ops: vec![5],
+        torn_tail_records: 0,
+        checkpoint_corrupt: false,
+    };
+    // A byte in the body of the last record, which was synced (and so maybe acknowledged).
+    flip_byte(&wal, 4 * record_size() + RECORD_HEADER_SIZE + 40);
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.damage, damaged);
+    assert_eq!(opened.durable, expected);
+    drop(opened);
+    // The record cut off entirely, as a lost write would leave it.
+    OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(4 * record_size())
+        .unwrap();
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.damage, damaged);
+    assert_eq!(opened.durable, expected);
+
+    // The first write marks the replica recovering; the repaired log reopens clean.
+    let mut storage = opened.storage;
+    let recovering = ViewState {
+        recovering: true,
+        ..ViewState::default()
+    };
+    let mut writes = vec![Write::ViewState(recovering)];
+    writes.extend(appends(&entries(5, 3, log[3].checksum)));
+    expected.damaged = false;
+    for write in &writes {
+        storage.write(write).unwrap();
+        expected.apply(write);
+    }
+    storage.sync().unwrap();
+    drop(storage);
+    let reopened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(reopened.damage, Damage::default());
+    assert_eq!(reopened.durable, expected);
+}
+
+#[test]
+fn truncated_ops_are_not_damage_and_a_corrupt_reappended_op_is() {
+    let log = entries(1, 6, 0);
+    let mut writes = appends(&log);
+    writes.push(Write::Truncate { op: 3 });
+    let (directory, state) = directory_with(&writes);
+    // The copies of ops 4 to 6 are stale: their records come before the truncate.
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.damage, Damage::default());
+    assert_eq!(opened.durable, state);
+    let mut storage = opened.storage;
+    let replacement = entries(4, 2, log[2].checksum);
+    for write in appends(&replacement) {
+        storage.write(&write).unwrap();
+    }
+    storage.sync().unwrap();
+    drop(storage);
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.damage, Damage::default());
+    assert_eq!(opened.durable.entries.back(), replacement.last());
+    drop(opened);
+
+    // The last record, the new op 5, rots: op 5 is reported, not the stale op 6.
+    let wal = file_named(directory.path(), "wal-", ".log");
+    let truncate_size = RECORD_HEADER_SIZE;
+    flip_byte(
+        &wal,
+        7 * record_size() + truncate_size + RECORD_HEADER_SIZE + 40,
+    );
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.damage.corrupt_ops, vec![5]);
+    assert_eq!(opened.damage.torn_tail_records, 0);
+    assert!(opened.durable.damaged);
+    let kept: Vec<u64> = opened
+        .durable
+        .entries
+        .iter()
+        .map(|entry| entry.op)
+        .collect();
+    assert_eq!(kept, vec![1, 2, 3, 4]);
+    assert_eq!(opened.durable.entries[3], replacement[0]);
+}
+
+#[test]
+fn a_corrupt_last_truncate_does_not_bring_removed_entries_back() {
+    let log = entries(1, 6, 0);
+    let mut writes = appends(&log);
+    writes.push(Write::Truncate { op: 3 });
+    let (directory, _) = directory_with(&writes);
+    let wal = file_named(directory.path(), "wal-", ".log");
+    flip_byte(&wal, 6 * record_size() + 50);
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.damage.corrupt_ops, vec![4]);
+    assert!(opened.durable.damaged);
+}
+
+#[test]
+fn a_wal_without_its_headers_file_opens_and_gets_a_new_one() {
+    let log = entries(1, 3, 0);
+    let (directory, state) = directory_with(&appends(&log));
+    fs::remove_file(file_named(directory.path(), "wal-", ".headers")).unwrap();
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.damage, Damage::default());
+    assert_eq!(opened.durable, state);
+    let mut storage = opened.storage;
+    storage.sync().unwrap();
+    let more = entries(4, 2, log[2].checksum);
+    let mut expected = state;
+    for write in appends(&more) {
+        storage.write(&write).unwrap();
+        expected.apply(&write);
+    }
+    storage.sync().unwrap();
+    drop(storage);
+    file_named(directory.path(), "wal-", ".headers");
+    // The new records have copies: the last one rotting is damage.
+    flip_byte(
+        &file_named(directory.path(), "wal-", ".log"),
+        4 * record_size() + RECORD_HEADER_SIZE + 40,
+    );
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.damage.corrupt_ops, vec![5]);
+}
+
+#[test]
 fn a_flipped_byte_in_the_middle_of_the_wal_is_reported_as_damage() {
     let log = entries(1, 6, 0);
     let (directory, state) = directory_with(&appends(&log));
-    let wal = file_starting_with(directory.path(), "wal-");
+    let wal = file_named(directory.path(), "wal-", ".log");
     // A byte in the body of op 3's record: its header survives and names the op.
     flip_byte(&wal, 2 * record_size() + RECORD_HEADER_SIZE + 40);
     let opened = FileStorage::open(directory.path(), None).unwrap();
@@ -346,7 +489,7 @@ fn a_damaged_or_missing_checkpoint_file_opens_damaged_with_the_view_state() {
     );
     drop(opened);
 
-    let path = file_starting_with(directory.path(), "checkpoint-");
+    let path = file_named(directory.path(), "checkpoint-", ".bin");
     flip_byte(&path, 1234);
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert!(opened.damage.checkpoint_corrupt && !opened.damage.is_clean());
@@ -362,7 +505,7 @@ fn a_damaged_or_missing_checkpoint_file_opens_damaged_with_the_view_state() {
 #[test]
 fn a_replica_repaired_after_a_corrupt_checkpoint_writes_and_reopens_clean() {
     let (directory, state, _) = directory_with_checkpoint();
-    flip_byte(&file_starting_with(directory.path(), "checkpoint-"), 1234);
+    flip_byte(&file_named(directory.path(), "checkpoint-", ".bin"), 1234);
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert!(opened.durable.damaged);
     let mut storage = opened.storage;
@@ -417,8 +560,8 @@ fn a_replica_repaired_after_a_corrupt_checkpoint_writes_and_reopens_clean() {
         .collect();
     assert_eq!(
         names.len(),
-        3,
-        "superblock, one WAL, one checkpoint: {names:?}"
+        4,
+        "superblock, one WAL and its headers file, one checkpoint: {names:?}"
     );
 }
 
@@ -427,7 +570,7 @@ fn middle_damage_is_marked_recovering_before_the_log_is_cut() {
     let log = entries(1, 6, 0);
     let (directory, _) = directory_with(&appends(&log));
     flip_byte(
-        &file_starting_with(directory.path(), "wal-"),
+        &file_named(directory.path(), "wal-", ".log"),
         2 * record_size() + RECORD_HEADER_SIZE + 40,
     );
     let mut storage = FileStorage::open(directory.path(), None).unwrap().storage;
@@ -464,9 +607,13 @@ fn checkpoints_keep_disk_use_bounded() {
         }
     }
     storage.sync().unwrap();
-    assert!(storage.disk_usage_bytes() < (64 << 20) + 200_000);
+    assert!(storage.disk_usage_bytes() < (64 << 20) + (4 << 20) + 200_000);
     let names: Vec<_> = fs::read_dir(directory.path()).unwrap().collect();
-    assert_eq!(names.len(), 3, "superblock, one WAL, one checkpoint");
+    assert_eq!(
+        names.len(),
+        4,
+        "superblock, one WAL and its headers file, one checkpoint"
+    );
     drop(storage);
     assert_eq!(
         FileStorage::open(directory.path(), None).unwrap().durable,

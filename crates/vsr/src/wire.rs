@@ -56,7 +56,8 @@
 //!
 //! * entry ([`ENTRY_HEADER_SIZE`] bytes, then the body): `checksum` u128, `parent` u128,
 //!   `client` u128, `op` u64, `view` u64, `session` u64, `request` u64, body size u32,
-//!   operation u8, body bytes. Decoding verifies the entry's checksum.
+//!   operation u8, body bytes. Decoding verifies the entry's checksum. [`encode_entry`] and
+//!   [`decode_entry`] expose this encoding of one entry (storage keeps entries in it).
 //! * entries: count u32, then that many entries with consecutive ops.
 //! * delta: `op` u64, `op_checksum` u128, `since` u64, `offset` u64, `total_size` u64,
 //!   `total_checksum` u128, chunk size u32, chunk bytes.
@@ -515,7 +516,13 @@ fn encode_body(message: &Message, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
+/// Appends the encoding of one entry to `out`: the bytes a prepare carries as its body, and each
+/// element of an entries list. It takes [`entry_size`] bytes ([`ENTRY_HEADER_SIZE`] plus the
+/// body); the layout is in the module docs. Storage keeps entries in this same encoding.
+///
+/// # Panics
+/// If the body is 4 GiB or larger (entries are bounded far below that).
+pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
     out.extend_from_slice(&entry.checksum.to_le_bytes());
     out.extend_from_slice(&entry.parent.to_le_bytes());
     out.extend_from_slice(&entry.client.to_le_bytes());
@@ -702,7 +709,7 @@ fn decode_message(
         Command::Prepare => Message::Prepare {
             view,
             commit,
-            entry: decode_entry(reader)?,
+            entry: read_entry(reader)?,
         },
         Command::PrepareOk => Message::PrepareOk {
             view,
@@ -767,7 +774,23 @@ fn decode_bool(flag: u8) -> Result<bool, DecodeError> {
     }
 }
 
-fn decode_entry(reader: &mut Reader<'_>) -> Result<Entry, DecodeError> {
+/// Decodes exactly one entry that occupies all of `bytes`, as [`encode_entry`] wrote it, and
+/// verifies it ([`Entry::is_valid`]): the inverse of [`encode_entry`].
+///
+/// # Errors
+/// [`DecodeError::Malformed`] if `bytes` end inside the entry, hold bytes after it, or name an
+/// unknown operation; [`DecodeError::EntryChecksum`] if the entry's checksum does not match
+/// its fields.
+pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
+    let mut reader = Reader { bytes };
+    let entry = read_entry(&mut reader)?;
+    if !reader.bytes.is_empty() {
+        return Err(DecodeError::Malformed("trailing bytes after the entry"));
+    }
+    Ok(entry)
+}
+
+fn read_entry(reader: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     let checksum = reader.u128()?;
     let parent = reader.u128()?;
     let client = reader.u128()?;
@@ -804,7 +827,7 @@ fn decode_entries(reader: &mut Reader<'_>) -> Result<Vec<Entry>, DecodeError> {
     }
     let mut entries: Vec<Entry> = Vec::with_capacity(count);
     for _ in 0..count {
-        let entry = decode_entry(reader)?;
+        let entry = read_entry(reader)?;
         if let Some(previous) = entries.last()
             && previous.op.checked_add(1) != Some(entry.op)
         {
@@ -1576,6 +1599,36 @@ mod tests {
         #[test]
         fn every_bit_flip_and_truncation_is_detected(envelope in arbitrary_envelope()) {
             assert_corruption_detected(&encode(&envelope));
+        }
+
+        /// The public entry encoding is the prepare body, and decoding takes exactly one whole,
+        /// valid entry.
+        #[test]
+        fn one_entry_round_trips_and_every_flip_truncation_or_extension_is_rejected(
+            entry in arbitrary_entry()
+        ) {
+            let mut bytes = Vec::new();
+            encode_entry(&entry, &mut bytes);
+            prop_assert_eq!(bytes.len(), entry_size(&entry));
+            let prepare = envelope(
+                Sender::Replica(0),
+                Message::Prepare { view: entry.view, commit: 0, entry: entry.clone() },
+            );
+            prop_assert_eq!(&encode(&prepare)[HEADER_SIZE..], &bytes[..]);
+            prop_assert_eq!(decode_entry(&bytes), Ok(entry));
+            for bit in 0..bytes.len() * 8 {
+                let mut flipped = bytes.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                prop_assert!(decode_entry(&flipped).is_err(), "bit {} flipped went unnoticed", bit);
+            }
+            for size in 0..bytes.len() {
+                prop_assert!(decode_entry(&bytes[..size]).is_err(), "cut to {} bytes", size);
+            }
+            bytes.push(0);
+            prop_assert_eq!(
+                decode_entry(&bytes),
+                Err(DecodeError::Malformed("trailing bytes after the entry"))
+            );
         }
     }
 }
