@@ -195,7 +195,14 @@ impl<S: StateMachine> Replica<S> {
         };
         replica.load(durable);
         replica.commit_persisted = replica.commit_persisted.max(replica.commit);
-        if view_state.recovering || durable.damaged {
+        // A commit number beyond the last op the storage returned proves that committed
+        // entries were lost, whatever the storage layer concluded.
+        let last_op = durable
+            .entries
+            .back()
+            .map_or(durable.checkpoint_op(), |entry| entry.op);
+        let damaged = durable.damaged || view_state.commit > last_op;
+        if view_state.recovering || damaged {
             if !view_state.recovering {
                 // A damaged log may have lost entries this replica voted for: it must not vote
                 // again until it holds the current primary's log, and a crash during the repair

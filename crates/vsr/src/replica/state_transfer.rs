@@ -59,11 +59,11 @@ impl<S: StateMachine> Replica<S> {
             to,
             sent_tick: self.tick,
         });
-        // Only in normal status is our log beyond the commit number this view's log.
-        let op = if matches!(self.status, Status::Normal) {
-            self.op_verified
-        } else {
-            self.commit
+        // Our log up to op_verified is this view's log in normal status, and the recovery
+        // target's log while recovering; during a view change only committed entries count.
+        let op = match self.status {
+            Status::Normal | Status::Recovering(_) => self.op_verified,
+            Status::ViewChange(_) => self.commit,
         };
         let message = Message::GetState {
             view: self.view,

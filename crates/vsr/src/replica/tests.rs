@@ -406,10 +406,14 @@ struct Cluster {
 
 impl Cluster {
     fn new(replica_count: u8) -> Self {
+        Self::with_config(config(replica_count))
+    }
+
+    fn with_config(config: Config) -> Self {
+        let replica_count = config.replica_count;
+        let replica = |index| Some(Replica::new(config.clone(), index, Sum::default(), 1));
         Self {
-            replicas: (0..replica_count)
-                .map(|index| Some(replica(index, replica_count)))
-                .collect(),
+            replicas: (0..replica_count).map(replica).collect(),
             disks: vec![crate::command::DurableState::default(); usize::from(replica_count)],
             isolated: vec![false; usize::from(replica_count)],
             network: std::collections::VecDeque::new(),
@@ -710,6 +714,44 @@ mod recovery {
         assert_eq!(repaired.status_name(), "normal");
         assert_eq!(repaired.state_machine().total, 10);
         assert!(!cluster.disks[2].view_state.recovering);
+    }
+
+    /// Found by the real-process damage tests: a recovering replica asked for entries after
+    /// its commit number, which does not move while recovering, so once it was more than one
+    /// new_state of entries behind it asked for the same first batch forever.
+    #[test]
+    fn recovery_fetches_more_entries_than_one_new_state_holds() {
+        let mut config = config(3);
+        config.log_retained_max = 4096;
+        config.checkpoint_interval = 4096;
+        let mut cluster = Cluster::with_config(config.clone());
+        cluster.submit(register());
+        run_workload(&mut cluster, 2, 600);
+        cluster.disks[2] = crate::command::DurableState::recovering();
+        cluster.replicas[2] = Some(Replica::recover(config, 2, Sum::default(), 9));
+        cluster.tick(100);
+        let recovered = cluster.replica(2);
+        assert_eq!(recovered.status_name(), "normal");
+        assert_eq!(recovered.state_machine().total, 600);
+        assert_eq!(
+            recovered.stats().state_transfers_delta,
+            0,
+            "entries, not a delta"
+        );
+    }
+
+    /// Found by the real-process damage tests: a log cut short (and its header copies with
+    /// it) looked like a torn tail. A durable commit number beyond the last op proves the loss.
+    #[test]
+    fn a_commit_number_beyond_the_log_means_damage() {
+        let mut cluster = Cluster::new(3);
+        cluster.submit(register());
+        run_workload(&mut cluster, 2, 3);
+        let mut disk = cluster.disks[1].clone();
+        disk.view_state.commit = disk.entries.back().expect("entries").op;
+        disk.entries.pop_back();
+        let replica = Replica::open(config(3), 1, Sum::default(), 5, &disk);
+        assert_eq!(replica.status_name(), "recovering");
     }
 
     #[test]
