@@ -16,11 +16,8 @@
 //! directory removed on every exit path — success, error, Ctrl-C — by [`LocalCluster`]'s
 //! `Drop`.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::io::Write;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,24 +26,19 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tempfile::TempDir;
 use tokio::task::JoinSet;
 use vsr::Codec;
 use vsr_kv::{KvOperation, KvResult};
 use vsr_server::Client;
 
-use crate::scrape::{ReplicaState, replica_state};
+use crate::local_cluster::{LocalCluster, REPLICA_COUNT};
 
-/// Replicas of the demo cluster.
-const REPLICA_COUNT: usize = 3;
 /// How long one client request may take before it is retried.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
 /// How long one write (or read) may keep failing before the demo gives up.
 const OPERATION_GIVE_UP: Duration = Duration::from_secs(30);
 /// How long the cluster may take to elect a primary, at start and after the kill.
 const PRIMARY_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the restarted replica may take to catch up.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Interval between two looks at the metrics.
 const POLL: Duration = Duration::from_millis(10);
 
@@ -101,7 +93,7 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Completes on the first SIGINT or SIGTERM.
-fn interrupted() -> anyhow::Result<impl Future<Output = ()>> {
+pub(crate) fn interrupted() -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -501,256 +493,4 @@ async fn read(client: &Client, key: Bytes) -> anyhow::Result<Option<Bytes>> {
             Err(_) => {}
         }
     }
-}
-
-/// Three replicas as child processes of this binary, in a temporary directory. Dropping it
-/// kills every child and removes the directory (unless [`LocalCluster::keep`] was called).
-struct LocalCluster {
-    exe: PathBuf,
-    /// `None` once kept.
-    dir: Option<TempDir>,
-    root: PathBuf,
-    cluster: u128,
-    addresses: Vec<String>,
-    metrics: Vec<SocketAddr>,
-    children: Vec<Option<Child>>,
-}
-
-impl LocalCluster {
-    /// Picks free ports and formats the three data directories.
-    fn create(exe: PathBuf, dir: TempDir) -> anyhow::Result<Self> {
-        let root = dir.path().to_owned();
-        let ports = free_ports(2 * REPLICA_COUNT)?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos());
-        let cluster = (nanos << 32) ^ u128::from(std::process::id());
-        let cluster = Self {
-            exe,
-            dir: Some(dir),
-            root,
-            cluster,
-            addresses: ports[..REPLICA_COUNT]
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            metrics: ports[REPLICA_COUNT..].to_vec(),
-            children: (0..REPLICA_COUNT).map(|_| None).collect(),
-        };
-        for index in 0..REPLICA_COUNT {
-            cluster.format(index)?;
-        }
-        Ok(cluster)
-    }
-
-    fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn data_dir(&self, index: usize) -> PathBuf {
-        self.root.join(format!("replica-{index}"))
-    }
-
-    fn log_path(&self, index: usize) -> PathBuf {
-        self.root.join(format!("replica-{index}.log"))
-    }
-
-    /// Runs `vsr format` for replica `index`.
-    fn format(&self, index: usize) -> anyhow::Result<()> {
-        let output = Command::new(&self.exe)
-            .arg("format")
-            .arg(format!("--cluster={:#x}", self.cluster))
-            .arg(format!("--replica={index}"))
-            .arg(format!("--replica-count={REPLICA_COUNT}"))
-            .arg(self.data_dir(index))
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run vsr format")?;
-        if !output.status.success() {
-            bail!(
-                "vsr format failed for replica {index}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-
-    /// Starts `vsr start` for replica `index`, its log appended to `replica-<index>.log`.
-    fn start(&mut self, index: usize) -> anyhow::Result<u32> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(index))
-            .context("cannot create a replica's log file")?;
-        let child = Command::new(&self.exe)
-            .arg("start")
-            .arg(format!("--cluster={:#x}", self.cluster))
-            .arg(format!("--addresses={}", self.addresses.join(",")))
-            .arg(format!("--metrics={}", self.metrics[index]))
-            .arg(self.data_dir(index))
-            .env_remove("VSR_CLUSTER")
-            .env_remove("VSR_ADDRESSES")
-            .env_remove("VSR_METRICS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("cannot run vsr start")?;
-        let pid = child.id();
-        self.children[index] = Some(child);
-        Ok(pid)
-    }
-
-    /// Kills replica `index` with SIGKILL and reaps it; returns its pid.
-    fn kill(&mut self, index: usize) -> anyhow::Result<u32> {
-        let mut child = self.children[index]
-            .take()
-            .ok_or_else(|| anyhow!("replica {index} is not running"))?;
-        let pid = child.id();
-        child.kill().context("cannot kill a replica")?;
-        child.wait().context("cannot reap a replica")?;
-        Ok(pid)
-    }
-
-    /// Fails if a replica that should run has exited, with the end of its log.
-    fn check_running(&mut self) -> anyhow::Result<()> {
-        for index in 0..REPLICA_COUNT {
-            let Some(child) = self.children[index].as_mut() else {
-                continue;
-            };
-            if let Ok(Some(status)) = child.try_wait() {
-                self.children[index] = None;
-                let log = self.log_path(index);
-                eprintln!("the end of {}:\n{}", log.display(), log_tail(&log));
-                bail!("replica {index} exited unexpectedly ({status})");
-            }
-        }
-        Ok(())
-    }
-
-    /// The state of every running replica whose metrics answer.
-    async fn states(&mut self) -> anyhow::Result<Vec<Option<ReplicaState>>> {
-        self.check_running()?;
-        let mut states = Vec::with_capacity(REPLICA_COUNT);
-        for index in 0..REPLICA_COUNT {
-            states.push(if self.children[index].is_some() {
-                replica_state(self.metrics[index]).await
-            } else {
-                None
-            });
-        }
-        Ok(states)
-    }
-
-    /// Waits for a running replica that is primary of its view in normal status (of a view
-    /// after `after`, if given).
-    async fn wait_for_primary(
-        &mut self,
-        after: Option<u64>,
-        timeout: Duration,
-    ) -> anyhow::Result<(usize, ReplicaState)> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            let states = self.states().await?;
-            for (index, state) in states.iter().enumerate() {
-                if let Some(state) = state
-                    && state.is_primary(index, REPLICA_COUNT)
-                    && after.is_none_or(|view| state.view > view)
-                {
-                    return Ok((index, *state));
-                }
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        bail!("no primary emerged within {} s", timeout.as_secs())
-    }
-
-    /// The highest commit number of the running replicas.
-    async fn commit_max(&mut self) -> anyhow::Result<u64> {
-        let states = self.states().await?;
-        Ok(states
-            .iter()
-            .flatten()
-            .map(|state| state.commit)
-            .max()
-            .unwrap_or(0))
-    }
-
-    /// Waits until replica `index` executed up to `target`; returns its commit number then.
-    async fn wait_reaches(&mut self, index: usize, target: u64) -> anyhow::Result<u64> {
-        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-        while Instant::now() < deadline {
-            self.check_running()?;
-            if let Some(state) = replica_state(self.metrics[index]).await
-                && state.commit >= target
-            {
-                return Ok(state.commit);
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        bail!(
-            "replica {index} did not catch up within {} s; see {}",
-            CATCH_UP_TIMEOUT.as_secs(),
-            self.log_path(index).display()
-        )
-    }
-
-    /// Waits until every replica reports the same commit number (the workload is done, so
-    /// the primary's has stopped moving); returns it.
-    async fn wait_converged(&mut self) -> anyhow::Result<u64> {
-        let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-        while Instant::now() < deadline {
-            let states = self.states().await?;
-            let commits: Vec<Option<u64>> = states.iter().map(|s| s.map(|s| s.commit)).collect();
-            if let Some(Some(commit)) = commits.first()
-                && commits.iter().all(|other| *other == Some(*commit))
-            {
-                return Ok(*commit);
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        bail!(
-            "the replicas' commit numbers did not converge within {} s",
-            CATCH_UP_TIMEOUT.as_secs()
-        )
-    }
-
-    /// Keeps the directory when dropped; returns its path.
-    fn keep(&mut self) -> Option<PathBuf> {
-        self.dir.take().map(TempDir::keep)
-    }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().filter_map(Option::take) {
-            let mut child = child;
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `count` distinct free loopback ports: each bound at once (so none repeats), then released.
-fn free_ports(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .context("cannot find free loopback ports")?;
-    listeners
-        .iter()
-        .map(|listener| listener.local_addr().context("cannot read a local address"))
-        .collect()
-}
-
-/// The last lines of a replica's log.
-fn log_tail(path: &Path) -> String {
-    const TAIL_BYTES: u64 = 2048;
-    let mut bytes = Vec::new();
-    if let Ok(mut file) = File::open(path) {
-        let size = file.metadata().map_or(0, |m| m.len());
-        let _ = file.seek(SeekFrom::Start(size.saturating_sub(TAIL_BYTES)));
-        let _ = file.read_to_end(&mut bytes);
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
 }

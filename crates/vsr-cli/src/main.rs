@@ -7,17 +7,21 @@
 //! * `client` ([`client`]) runs one key-value command, or an interactive shell;
 //! * `demo` ([`demo`]) runs a local 3-replica cluster of child processes through a primary
 //!   failure and checks that no acknowledged write was lost;
-//! * `sim` ([`sim`]) runs the deterministic cluster simulator.
+//! * `sim` ([`sim`]) runs the deterministic cluster simulator;
+//! * `bench` ([`bench`]) measures throughput, latency and CPU per operation, on a local durable
+//!   cluster or an existing one.
 //!
 //! Every failure an operator can cause (a bad flag, a missing data directory, another cluster's
 //! data) prints one `error: ...` line on stderr and exits non-zero; nothing here panics on bad
 //! input. [`args`] holds the value parsers the subcommands share; [`scrape`] reads a replica's
-//! metrics endpoint for `demo`.
+//! metrics endpoint; [`local_cluster`] runs the replica processes of `demo` and `bench`.
 
 mod args;
+mod bench;
 mod client;
 mod demo;
 mod format;
+mod local_cluster;
 mod scrape;
 mod sim;
 mod start;
@@ -49,6 +53,8 @@ enum Commands {
     Demo(demo::DemoArgs),
     /// Run the deterministic cluster simulator: one seed, or a swarm of seeds.
     Sim(sim::SimArgs),
+    /// Measure throughput, latency and CPU per operation (starts a local cluster by default).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
         Commands::Client(args) => client::run(args),
         Commands::Demo(args) => demo::run(&args),
         Commands::Sim(args) => sim::run(&args),
+        Commands::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -47,7 +47,8 @@ pub(crate) struct StartArgs {
 pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     if !args.path.is_dir() {
         return Err(anyhow!(
-            "data directory {} does not exist: create it with `vsr format` first",
+            "data directory {} does not exist: create it with `vsr format` first (or, for a replica \
+             that lost its data, `vsr format --recover`)",
             args.path.display()
         ));
     }

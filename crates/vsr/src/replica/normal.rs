@@ -12,9 +12,6 @@ use crate::config::OPERATION_SIZE_MAX;
 use crate::message::{ClientId, Entry, Message, Operation, ReplyResult, Sender};
 use crate::state_machine::{Codec, StateMachine};
 
-/// Requests a primary queues while its pipeline is full, per pipeline slot.
-const REQUEST_QUEUE_FACTOR: u64 = 4;
-
 /// An op the primary prepared and has not committed yet.
 #[derive(Debug)]
 pub(crate) struct Prepared {
@@ -86,7 +83,9 @@ impl<S: StateMachine> Replica<S> {
             body,
         };
         if self.pipeline_full() {
-            if (self.request_queue.len() as u64) < self.config.pipeline_max * REQUEST_QUEUE_FACTOR {
+            // Each session has at most one request outstanding, so a queue as long as the
+            // client table holds every legitimate request; beyond that a client misbehaves.
+            if self.request_queue.len() < self.config.clients_max {
                 self.request_queue
                     .push_back((Sender::Client(client), message));
             } else {

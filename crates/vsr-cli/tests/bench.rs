@@ -1,0 +1,130 @@
+//! `vsr bench` end to end: a short run on its own local cluster and one against an existing
+//! cluster print the JSON keys the performance issue names; bad flags give one error line.
+//! No timing is asserted: these machines are shared.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::{CLUSTER, Cluster, stderr, stdout, vsr};
+
+/// Keys every `--json` result carries.
+const KEYS: [&str; 6] = [
+    "ops_per_sec",
+    "p50_ms",
+    "p99_ms",
+    "p999_ms",
+    "max_ms",
+    "server_cpu_us_per_op",
+];
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vsr"))
+        .arg("bench")
+        .args(args)
+        .env_remove("VSR_CLUSTER")
+        .env_remove("VSR_ADDRESSES")
+        .stdin(Stdio::null())
+        .output()
+        .expect("vsr bench runs")
+}
+
+/// The one JSON object on stdout.
+fn result(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        stdout(output),
+        stderr(output)
+    );
+    let text = stdout(output);
+    assert_eq!(text.lines().count(), 1, "one line of JSON: {text}");
+    let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    for key in KEYS {
+        assert!(value.get(key).is_some(), "{key} in {text}");
+    }
+    assert!(
+        value["ops_per_sec"].as_f64().is_some_and(|ops| ops > 0.0),
+        "{text}"
+    );
+    assert_eq!(value["failed"].as_u64(), Some(0), "{text}");
+    assert_eq!(value["succeeded"].as_u64(), Some(200), "{text}");
+    value
+}
+
+#[test]
+fn bench_on_a_local_cluster_reports_json_and_cleans_up() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let data_dir = parent.path().to_str().expect("utf-8 path");
+    let output = bench(&[
+        "--clients",
+        "4",
+        "--requests",
+        "200",
+        "--get-ratio",
+        "0.5",
+        "--data-dir",
+        data_dir,
+        "--json",
+    ]);
+    let value = result(&output);
+    assert!(
+        value["server_cpu_us_per_op"].as_f64().is_some(),
+        "the replicas are ours: {value}"
+    );
+    assert!(value["filesystem"].is_string(), "{value}");
+    let left: Vec<_> = std::fs::read_dir(parent.path())
+        .expect("read the data dir")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the cluster's directory is removed: {left:?}"
+    );
+}
+
+#[test]
+fn bench_on_an_existing_cluster_does_not_measure_its_cpu() {
+    let cluster = Cluster::start(3);
+    let output = bench(&[
+        "--clients",
+        "4",
+        "--requests",
+        "200",
+        "--addresses",
+        &cluster.address_list(),
+        "--cluster",
+        &CLUSTER.to_string(),
+        "--json",
+    ]);
+    let value = result(&output);
+    assert!(value["server_cpu_us_per_op"].is_null(), "{value}");
+}
+
+#[test]
+fn bad_flags_give_one_error_line() {
+    for args in [
+        &["--clients", "0"][..],
+        &["--requests", "many"],
+        &["--get-ratio", "1.5"],
+        &["--value-size", "100000"],
+        &["--keys", "100000", "--key-size", "4"],
+        &["--addresses", "127.0.0.1"],
+        &["--cluster", "7"],
+        &[
+            "--addresses",
+            "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
+            "--data-dir",
+            ".",
+        ],
+        &["--timeout", "soon"],
+    ] {
+        let mut full = vec!["bench"];
+        full.extend_from_slice(args);
+        let output = vsr(&full);
+        let error = stderr(&output);
+        assert!(!output.status.success(), "{args:?} must fail");
+        assert!(stdout(&output).is_empty(), "{args:?}: {}", stdout(&output));
+        assert_eq!(error.lines().count(), 1, "{args:?}: one line, got {error}");
+        assert!(error.starts_with("error: "), "{args:?}: {error}");
+    }
+}
