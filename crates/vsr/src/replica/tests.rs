@@ -872,6 +872,29 @@ mod regressions {
         assert_eq!(backup.op(), 1, "ops 2..=3 are not view 1's log");
     }
 
+    /// Seed 4218 (5 replicas): a new primary inherited an op that the old view had committed
+    /// without telling the new view's quorum. The backups that had executed it did not vote
+    /// for ops at or below their commit number, so the new primary never committed it.
+    #[test]
+    fn backups_vote_for_ops_they_already_executed() {
+        let mut primary = replica(0, 3);
+        let mut backup = replica(2, 3);
+        let entries = prepare_ops(&mut primary, 3);
+        deliver_prepares(&mut backup, &entries);
+        backup.on_message(from_replica(0, Message::Commit { view: 0, commit: 3 }));
+        assert_eq!(backup.commit(), 3);
+        drain(&mut backup);
+        let retry = Message::Prepare {
+            view: 0,
+            commit: 0,
+            entry: entries[2].clone(),
+        };
+        backup.on_message(from_replica(0, retry));
+        let commands = drain(&mut backup);
+        let after = persist_all(&mut backup, &commands);
+        assert_eq!(sends(&[commands, after].concat()), vec![(0, "prepare_ok")]);
+    }
+
     /// Seed 102151 after the first fix: a backup that learned of a view from a commit and
     /// already held the primary's whole log asked for state, and the primary, having nothing to
     /// send, stayed silent, so the backup never voted again.
