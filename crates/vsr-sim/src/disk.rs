@@ -140,7 +140,15 @@ impl SimDisk {
         self.corrupt_ops.clear();
         self.checkpoint_corrupt = false;
         if cfg!(feature = "bug-ignore-disk-damage") {
+            // A storage layer that hides damage: no flag, and a commit number that does not
+            // give the lost entries away (the core treats a commit beyond the log as damage).
             self.durable.damaged = false;
+            let last_op = self
+                .durable
+                .entries
+                .back()
+                .map_or(self.durable.checkpoint_op(), |entry| entry.op);
+            self.durable.view_state.commit = self.durable.view_state.commit.min(last_op);
         }
         self.free_ns = now_ns;
         &self.durable
