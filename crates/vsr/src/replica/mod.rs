@@ -27,7 +27,9 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::command::{Checkpoint, Command, DurableState, ViewState, Write};
 use crate::config::Config;
-use crate::message::{Entry, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender};
+use crate::message::{
+    Entry, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender, StatePayload,
+};
 use crate::state_machine::{Codec, CodecError, StateMachine};
 use client_table::{Admission, ClientTable};
 use log::Log;
@@ -193,7 +195,7 @@ impl<S: StateMachine> Replica<S> {
             transfer: None,
             stats: ReplicaStats::default(),
         };
-        replica.load(durable);
+        let broken = replica.load(durable);
         replica.commit_persisted = replica.commit_persisted.max(replica.commit);
         // A commit number beyond the last op the storage returned proves that committed
         // entries were lost, whatever the storage layer concluded.
@@ -201,7 +203,7 @@ impl<S: StateMachine> Replica<S> {
             .entries
             .back()
             .map_or(durable.checkpoint_op(), |entry| entry.op);
-        let damaged = durable.damaged || view_state.commit > last_op;
+        let damaged = durable.damaged || broken || view_state.commit > last_op;
         if view_state.recovering || damaged {
             if !view_state.recovering {
                 // A damaged log may have lost entries this replica voted for: it must not vote
@@ -240,7 +242,8 @@ impl<S: StateMachine> Replica<S> {
         )
     }
 
-    fn load(&mut self, durable: &DurableState) {
+    /// Rebuilds state from storage; returns whether the log was found broken.
+    fn load(&mut self, durable: &DurableState) -> bool {
         if let Some(checkpoint) = &durable.checkpoint {
             self.install_snapshot(&checkpoint.snapshot)
                 .expect("a durable checkpoint decodes");
@@ -249,6 +252,11 @@ impl<S: StateMachine> Replica<S> {
             self.log.reset(checkpoint.op, checkpoint.op_checksum);
         }
         for entry in &durable.entries {
+            if !self.log.connects(entry) {
+                // Storage handed over entries that do not continue the chain: what follows
+                // cannot be trusted, and may have been voted for. Repair.
+                return true;
+            }
             self.log.append(entry.clone());
         }
         // Only what was executed before is known committed; the rest is verified again against
@@ -260,6 +268,7 @@ impl<S: StateMachine> Replica<S> {
             .max(self.commit);
         self.op_verified = self.commit_max;
         self.execute_committed();
+        false
     }
 
     // ---- Accessors -------------------------------------------------------------------------
@@ -366,6 +375,22 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn on_replica_message(&mut self, from: ReplicaIndex, message: Message) {
+        if !numbers_in_bounds(&message) {
+            // No honest replica reaches these views or ops; arithmetic on them could overflow.
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        // Normal-operation messages and start_view come only from the view's primary.
+        let from_primary = match &message {
+            Message::Prepare { view, .. }
+            | Message::Commit { view, .. }
+            | Message::StartView { view, .. } => self.config.primary(*view) == from,
+            _ => true,
+        };
+        if !from_primary {
+            self.stats.messages_dropped += 1;
+            return;
+        }
         if let Status::Recovering(_) = self.status {
             match message {
                 Message::RecoveryResponse {
@@ -715,5 +740,87 @@ impl<S: StateMachine> Replica<S> {
     fn reset_view_change_timeout(&mut self) {
         let timeout = self.config.view_change_timeout_ticks;
         self.view_change_timeout_at = self.tick + timeout + self.jitter(timeout);
+    }
+}
+
+/// The largest view, op or commit number a replica accepts from a peer: far beyond anything an
+/// honest cluster reaches, and far enough below `u64::MAX` that `+ 1` never overflows.
+const NUMBER_MAX: u64 = 1 << 62;
+
+fn numbers_in_bounds(message: &Message) -> bool {
+    let entries_in_bounds = |entries: &[Entry]| {
+        entries
+            .iter()
+            .all(|entry| entry.op < NUMBER_MAX && entry.view < NUMBER_MAX)
+    };
+    match message {
+        Message::Prepare {
+            view,
+            commit,
+            entry,
+        } => {
+            *view < NUMBER_MAX
+                && *commit < NUMBER_MAX
+                && entries_in_bounds(std::slice::from_ref(entry))
+        }
+        Message::PrepareOk { view, op, .. } => *view < NUMBER_MAX && *op < NUMBER_MAX,
+        Message::Commit { view, commit } => *view < NUMBER_MAX && *commit < NUMBER_MAX,
+        Message::StartViewChange { view } => *view < NUMBER_MAX,
+        Message::DoViewChange {
+            view,
+            last_normal_view,
+            op,
+            commit,
+            entries,
+        } => {
+            [*view, *last_normal_view, *op, *commit]
+                .iter()
+                .all(|number| *number < NUMBER_MAX)
+                && entries_in_bounds(entries)
+        }
+        Message::StartView {
+            view,
+            op,
+            commit,
+            entries,
+        } => {
+            [*view, *op, *commit]
+                .iter()
+                .all(|number| *number < NUMBER_MAX)
+                && entries_in_bounds(entries)
+        }
+        Message::GetState { view, op, commit } => [*view, *op, *commit]
+            .iter()
+            .all(|number| *number < NUMBER_MAX),
+        Message::NewState {
+            view,
+            op,
+            commit,
+            payload,
+            ..
+        } => {
+            let payload_in_bounds = match payload {
+                StatePayload::Entries(entries) => entries_in_bounds(entries),
+                StatePayload::Delta {
+                    op,
+                    since,
+                    offset,
+                    total_size,
+                    ..
+                } => [*op, *since, *offset, *total_size]
+                    .iter()
+                    .all(|number| *number < NUMBER_MAX),
+            };
+            [*view, *op, *commit]
+                .iter()
+                .all(|number| *number < NUMBER_MAX)
+                && payload_in_bounds
+        }
+        Message::RecoveryResponse {
+            view, op, commit, ..
+        } => [*view, *op, *commit]
+            .iter()
+            .all(|number| *number < NUMBER_MAX),
+        Message::Recovery { .. } | Message::Request { .. } | Message::Reply { .. } => true,
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use rand_core::Rng;
 
 use super::{Replica, Status};
+use crate::command::Write;
 use crate::message::{Message, ReplicaIndex};
 use crate::state_machine::StateMachine;
 
@@ -115,6 +116,15 @@ impl<S: StateMachine> Replica<S> {
         };
         if self.view != view || self.op_verified < op {
             return;
+        }
+        // Entries past the primary's log are from an older view (a damaged log keeps its old
+        // tail): they are not this view's log and were never committed, so they go before the
+        // replica claims the view.
+        if self.log.op() > self.op_verified {
+            self.log.truncate(self.op_verified);
+            self.persist(Write::Truncate {
+                op: self.op_verified,
+            });
         }
         self.status = Status::Normal;
         self.last_normal_view = view;

@@ -20,7 +20,7 @@ use crate::state_machine::StateMachine;
 const NEW_STATE_ENTRIES_MAX: usize = 256;
 
 /// Largest encoded delta a replica accepts.
-const DELTA_SIZE_MAX: u64 = 1 << 32;
+const DELTA_SIZE_MAX: u64 = 1 << 30;
 
 /// An outstanding get_state.
 #[derive(Debug)]
@@ -194,6 +194,11 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(super) fn on_new_state(&mut self, from: ReplicaIndex, message: Message) {
+        if matches!(self.status, Status::Normal) && self.is_primary() {
+            // The primary's log is the view's log; a late answer to an old request must not
+            // replace it.
+            return;
+        }
         let Message::NewState {
             view,
             op,
@@ -252,7 +257,9 @@ impl<S: StateMachine> Replica<S> {
         self.stats.state_transfers += 1;
         self.state_request = None;
         let completed = self.maybe_complete_view();
-        if authoritative && matches!(self.status, Status::Normal) {
+        // The sender's commit number is a fact about our view's log; a recovering replica
+        // executes as it goes, so its commit number keeps up with its log.
+        if authoritative && !matches!(self.status, Status::ViewChange(_)) {
             self.advance_commit(commit);
         }
         if completed || self.op_verified > verified_before {
@@ -386,12 +393,14 @@ impl<S: StateMachine> Replica<S> {
         self.commit_max = self.commit_max.max(op);
         self.op_verified = op;
         let snapshot = Bytes::from(self.encode_snapshot(0));
+        // Truncate first: a crash between the two writes must not leave entries after the
+        // checkpoint that do not continue its chain.
+        self.persist(Write::Truncate { op: self.log.op() });
         self.persist(Write::Checkpoint(Checkpoint {
             op,
             op_checksum,
             snapshot,
         }));
-        self.persist(Write::Truncate { op: self.log.op() });
         self.checkpoint_op = op;
         let recovering = matches!(self.status, Status::Recovering(_));
         self.persist_view_state(recovering);

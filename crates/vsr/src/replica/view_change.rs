@@ -215,10 +215,13 @@ impl<S: StateMachine> Replica<S> {
             self.request_state_from(best_from);
             return;
         }
-        assert!(
-            commit_max <= best.op,
-            "a committed op is missing from every log of the quorum"
-        );
+        if commit_max > best.op || !self.continues_log(&best.entries) {
+            // Honest replicas never send this: a committed op missing from the longest log, or
+            // a suffix that does not continue the committed prefix. Try the next view.
+            self.stats.messages_dropped += 1;
+            self.start_view_change(self.view + 1);
+            return;
+        }
         self.install_log_suffix(&best.entries);
         assert_eq!(self.log.op(), best.op.max(self.commit));
         self.op_verified = self.log.op();
@@ -240,16 +243,47 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Replaces the log after the commit number with `entries` (those after it).
+    /// Whether the entries after our commit number continue our committed prefix as one chain.
+    fn continues_log(&self, entries: &[Entry]) -> bool {
+        let mut parent = None;
+        for entry in entries.iter().filter(|entry| entry.op > self.commit) {
+            let expected = match parent {
+                None => self.log.checksum(entry.op - 1),
+                Some(checksum) => Some(checksum),
+            };
+            if expected != Some(entry.parent) {
+                return false;
+            }
+            parent = Some(entry.checksum);
+        }
+        true
+    }
+
+    /// Entries we already hold are kept, never truncated and written again: a crash between
+    /// the truncate and the appends would lose entries this replica voted for.
     fn install_log_suffix(&mut self, entries: &[Entry]) {
-        self.log.truncate(self.commit);
-        self.persist(Write::Truncate { op: self.commit });
         let commit = self.commit;
+        let mut end = commit;
         for entry in entries.iter().filter(|entry| entry.op > commit) {
+            if self.log.checksum(entry.op) == Some(entry.checksum) {
+                end = entry.op;
+                continue;
+            }
+            if self.log.op() > end {
+                self.log.truncate(end);
+                self.persist(Write::Truncate { op: end });
+            }
             if !self.log.connects(entry) {
                 break;
             }
             self.log.append(entry.clone());
             self.persist(Write::Append(entry.clone()));
+            end = entry.op;
+        }
+        // Our entries past the chosen log are not in it, so they were never committed.
+        if self.log.op() > end {
+            self.log.truncate(end);
+            self.persist(Write::Truncate { op: end });
         }
     }
 
