@@ -914,3 +914,262 @@ mod regressions {
             if matches!(&envelope.message, Message::NewState { normal: true, op: 0, .. })));
     }
 }
+
+/// Regressions for the core review's findings, as explicit schedules.
+mod review {
+    use super::*;
+    use crate::command::{DurableState, ViewState};
+
+    fn noop(op: u64, view: u64, parent: u128) -> Entry {
+        Entry::new(op, view, parent, 0, 0, 0, Operation::Noop, Bytes::new())
+    }
+
+    fn disk(view_state: ViewState, entries: &[&Entry]) -> DurableState {
+        let mut disk = DurableState {
+            view_state,
+            ..DurableState::default()
+        };
+        disk.entries
+            .extend(entries.iter().map(|entry| (*entry).clone()));
+        disk
+    }
+
+    fn settle(replica: &mut Replica<Sum>) -> Vec<Command> {
+        let commands = drain(replica);
+        let after = persist_all(replica, &commands);
+        [commands, after].concat()
+    }
+
+    /// A damaged replica kept ops 4..=5 of view 1 (never committed) past the primary's log when
+    /// it finished recovery, claimed view 2 with them, and its do_view_change for view 3 beat
+    /// the log holding the committed op 4 of view 2.
+    #[test]
+    fn a_recovered_replica_drops_the_tail_past_the_primarys_log() {
+        let e1 = noop(1, 0, 0);
+        let e2 = noop(2, 0, e1.checksum);
+        let e3 = noop(3, 0, e2.checksum);
+        let stale4 = noop(4, 1, e3.checksum);
+        let stale5 = noop(5, 1, stale4.checksum);
+        let committed4 = noop(4, 2, e3.checksum);
+        let view_state = ViewState {
+            view: 1,
+            last_normal_view: 1,
+            commit: 0,
+            recovering: false,
+        };
+        let mut damaged = disk(view_state, &[&e1, &e2, &e3, &stale4, &stale5]);
+        damaged.damaged = true;
+        let mut replica = Replica::open(config(3), 1, Sum::default(), 5, &damaged);
+        let nonce = settle(&mut replica)
+            .iter()
+            .find_map(|command| match command {
+                Command::Send { envelope, .. } => match envelope.message {
+                    Message::Recovery { nonce } => Some(nonce),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .expect("a recovery message");
+        let response = |primary| Message::RecoveryResponse {
+            view: 2,
+            nonce,
+            op: 3,
+            commit: 3,
+            primary,
+        };
+        replica.on_message(from_replica(0, response(false)));
+        replica.on_message(from_replica(2, response(true)));
+        settle(&mut replica);
+        let entries = vec![e1.clone(), e2.clone(), e3.clone()];
+        let payload = crate::message::StatePayload::Entries(entries);
+        let new_state = Message::NewState {
+            view: 2,
+            op: 3,
+            commit: 3,
+            normal: true,
+            payload,
+        };
+        replica.on_message(from_replica(2, new_state));
+        settle(&mut replica);
+        assert_eq!(replica.status_name(), "normal");
+        assert_eq!(replica.op(), 3, "ops 4..=5 of view 1 are not view 2's log");
+        // The view change to 3 now keeps the committed op 4 of view 2.
+        replica.on_message(from_replica(2, Message::StartViewChange { view: 3 }));
+        let do_view_change = settle(&mut replica)
+            .into_iter()
+            .find_map(|command| match command {
+                Command::Send { to: 0, envelope } => {
+                    matches!(envelope.message, Message::DoViewChange { .. })
+                        .then_some(envelope.message)
+                }
+                _ => None,
+            })
+            .expect("a do_view_change");
+        let view_state = ViewState {
+            view: 2,
+            last_normal_view: 2,
+            commit: 3,
+            recovering: false,
+        };
+        let mut primary = Replica::open(
+            config(3),
+            0,
+            Sum::default(),
+            6,
+            &disk(view_state, &[&e1, &e2, &e3, &committed4]),
+        );
+        settle(&mut primary);
+        primary.on_message(from_replica(1, Message::StartViewChange { view: 3 }));
+        settle(&mut primary);
+        primary.on_message(from_replica(1, do_view_change));
+        settle(&mut primary);
+        assert_eq!(primary.status_name(), "normal");
+        assert_eq!(
+            primary.entry(4).map(|entry| entry.checksum),
+            Some(committed4.checksum)
+        );
+    }
+
+    /// A crash after a delta's checkpoint was durable and before the truncate that dropped
+    /// entries not continuing its chain left a disk that panicked on every restart.
+    #[test]
+    fn a_crash_inside_a_delta_install_restarts() {
+        let e1 = noop(1, 0, 0);
+        let stale2 = noop(2, 0, e1.checksum);
+        let stale3 = noop(3, 0, stale2.checksum);
+        let stale4 = noop(4, 0, stale3.checksum);
+        let c2 = noop(2, 1, e1.checksum);
+        let c3 = noop(3, 1, c2.checksum);
+        let view_state = ViewState {
+            view: 1,
+            last_normal_view: 1,
+            commit: 1,
+            recovering: false,
+        };
+        let on_disk = disk(view_state, &[&e1, &stale2, &stale3, &stale4]);
+        let mut replica = Replica::open(config(3), 2, Sum::default(), 5, &on_disk);
+        settle(&mut replica);
+        let mut snapshot = Vec::new();
+        snapshot.extend_from_slice(&4u32.to_le_bytes());
+        snapshot.extend_from_slice(&0u32.to_le_bytes());
+        0u64.encode(&mut snapshot);
+        let payload = crate::message::StatePayload::Delta {
+            op: 3,
+            op_checksum: c3.checksum,
+            since: 1,
+            offset: 0,
+            total_size: snapshot.len() as u64,
+            total_checksum: crate::checksum::checksum(&snapshot),
+            chunk: Bytes::from(snapshot),
+        };
+        let new_state = Message::NewState {
+            view: 1,
+            op: 3,
+            commit: 3,
+            normal: false,
+            payload,
+        };
+        replica.on_message(from_replica(1, new_state));
+        let commands = drain(&mut replica);
+        assert_eq!(replica.commit(), 3);
+        // Crash after each prefix of the writes: every restart must work.
+        let writes: Vec<&Write> = commands
+            .iter()
+            .filter_map(|command| match command {
+                Command::Persist { write, .. } => Some(write),
+                _ => None,
+            })
+            .collect();
+        for kept in 0..=writes.len() {
+            let mut crashed = on_disk.clone();
+            writes[..kept].iter().for_each(|write| crashed.apply(write));
+            let restarted = Replica::open(config(3), 2, Sum::default(), 5, &crashed);
+            assert!(restarted.commit() >= 1);
+        }
+    }
+
+    /// A new primary truncated its log to its commit number and appended the chosen suffix
+    /// again, even where it already held it: a crash after the truncate lost entries it voted
+    /// for, with nothing to show for it.
+    #[test]
+    fn a_new_primary_keeps_the_entries_it_holds() {
+        let e1 = noop(1, 0, 0);
+        let e2 = noop(2, 0, e1.checksum);
+        let e3 = noop(3, 0, e2.checksum);
+        let view_state = ViewState {
+            view: 0,
+            last_normal_view: 0,
+            commit: 1,
+            recovering: false,
+        };
+        let mut replica = Replica::open(
+            config(3),
+            1,
+            Sum::default(),
+            5,
+            &disk(view_state, &[&e1, &e2, &e3]),
+        );
+        settle(&mut replica);
+        replica.on_message(from_replica(2, Message::StartViewChange { view: 1 }));
+        settle(&mut replica);
+        let do_view_change = Message::DoViewChange {
+            view: 1,
+            last_normal_view: 0,
+            op: 1,
+            commit: 1,
+            entries: vec![],
+        };
+        replica.on_message(from_replica(2, do_view_change));
+        let commands = settle(&mut replica);
+        assert_eq!(replica.status_name(), "normal");
+        assert_eq!(replica.op(), 3);
+        assert!(
+            !commands.iter().any(|command| matches!(
+                command,
+                Command::Persist {
+                    write: Write::Truncate { .. },
+                    ..
+                }
+            )),
+            "nothing it holds is truncated"
+        );
+    }
+
+    /// Numbers near `u64::MAX` from a peer overflowed `+ 1`: they are dropped now.
+    #[test]
+    fn huge_numbers_from_a_peer_are_dropped() {
+        let mut replica = replica(1, 3);
+        let do_view_change = Message::DoViewChange {
+            view: 1,
+            last_normal_view: 0,
+            op: u64::MAX,
+            commit: u64::MAX,
+            entries: vec![],
+        };
+        replica.on_message(from_replica(2, do_view_change));
+        replica.on_message(from_replica(2, Message::StartViewChange { view: u64::MAX }));
+        for _ in 0..1000 {
+            replica.on_tick();
+            drain(&mut replica);
+        }
+        assert!(replica.view() < 1 << 62);
+        assert!(replica.stats().messages_dropped >= 2);
+    }
+
+    /// Normal-operation messages count only from the view's primary.
+    #[test]
+    fn a_prepare_from_a_backup_is_dropped() {
+        let mut replica = replica(1, 3);
+        let entry = noop(1, 0, 0);
+        replica.on_message(from_replica(
+            2,
+            Message::Prepare {
+                view: 0,
+                commit: 0,
+                entry,
+            },
+        ));
+        assert_eq!(replica.op(), 0);
+        assert_eq!(replica.stats().messages_dropped, 1);
+    }
+}
