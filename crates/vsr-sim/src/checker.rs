@@ -75,6 +75,15 @@ impl Reference {
     }
 
     fn register(&mut self, entry: &Entry) {
+        // A duplicate register of a live session (its request number already reached) leaves
+        // the session as it is.
+        if self
+            .sessions
+            .get(&entry.client)
+            .is_some_and(|session| entry.request <= session.request)
+        {
+            return;
+        }
         if !self.sessions.contains_key(&entry.client) && self.sessions.len() >= self.clients_max {
             let oldest = self
                 .sessions

@@ -67,6 +67,21 @@ impl ClientTable {
         }
     }
 
+    /// Decides what a committed register entry does: a register with a request number the
+    /// client's live session has already reached is a duplicate (resent or delayed) and must
+    /// not replace the session.
+    pub(crate) fn admit_register(&self, entry: &Entry) -> Admission {
+        assert_eq!(entry.operation, Operation::Register);
+        match self.sessions.get(&entry.client) {
+            Some(session) if entry.request == session.request => Admission::Reply {
+                op: session.reply_op,
+                result: session.reply.clone(),
+            },
+            Some(session) if entry.request < session.request => Admission::Drop,
+            _ => Admission::Execute,
+        }
+    }
+
     /// Records an executed request's reply.
     pub(crate) fn record(&mut self, entry: &Entry, result: Bytes) {
         let session = self

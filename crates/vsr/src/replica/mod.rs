@@ -633,19 +633,23 @@ impl<S: StateMachine> Replica<S> {
         let primary = matches!(self.status, Status::Normal) && self.is_primary();
         match entry.operation {
             Operation::Noop => {}
-            Operation::Register => {
-                if self.client_table.register(entry, self.config.clients_max) {
-                    self.stats.evictions += 1;
+            Operation::Register => match self.client_table.admit_register(entry) {
+                Admission::Execute => {
+                    if self.client_table.register(entry, self.config.clients_max) {
+                        self.stats.evictions += 1;
+                    }
+                    if primary {
+                        let result = ReplyResult::Registered;
+                        self.reply(entry.client, entry.op, entry.request, result);
+                    }
                 }
-                if primary {
-                    self.reply(
-                        entry.client,
-                        entry.op,
-                        entry.request,
-                        ReplyResult::Registered,
-                    );
+                Admission::Reply { op, result } => {
+                    if primary {
+                        self.reply(entry.client, op, entry.request, result);
+                    }
                 }
-            }
+                Admission::Drop => {}
+            },
             Operation::StateMachine => match self.client_table.admit(entry) {
                 Admission::Execute => {
                     let result = match S::Operation::decode(&entry.body) {

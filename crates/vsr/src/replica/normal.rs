@@ -45,6 +45,18 @@ impl<S: StateMachine> Replica<S> {
             self.stats.messages_dropped += 1;
             return;
         }
+        if operation == Operation::Register {
+            // A resent or delayed register of a live session: never a second session.
+            if let Some(table) = self.client_table.get(client)
+                && request <= table.request
+            {
+                if request == table.request {
+                    let (op, result) = (table.reply_op, table.reply.clone());
+                    self.reply(client, op, request, result);
+                }
+                return;
+            }
+        }
         if operation == Operation::StateMachine {
             match self.client_table.get(client) {
                 Some(table) if table.session == session => {

@@ -342,6 +342,29 @@ mod client_table {
         assert_eq!(replica.state_machine().total, 5);
     }
 
+    /// Found by the core review: a delayed duplicate register replaced the client's live
+    /// session, so its next request was answered "session evicted".
+    #[test]
+    fn a_duplicate_register_keeps_the_session() {
+        let mut replica = solo();
+        assert_eq!(
+            submit(&mut replica, register()),
+            vec![(1, 1, ReplyResult::Registered)]
+        );
+        assert_eq!(
+            submit(&mut replica, register()),
+            vec![(1, 1, ReplyResult::Registered)]
+        );
+        let executed = ReplyResult::Executed(Bytes::from(5u64.to_bytes()));
+        assert_eq!(submit(&mut replica, add(2, 1, 5)), vec![(2, 2, executed)]);
+        assert!(
+            submit(&mut replica, register()).is_empty(),
+            "an old register is dropped"
+        );
+        let executed = ReplyResult::Executed(Bytes::from(6u64.to_bytes()));
+        assert_eq!(submit(&mut replica, add(3, 1, 1)), vec![(3, 3, executed)]);
+    }
+
     #[test]
     fn unknown_session_is_told_evicted() {
         let mut replica = solo();
