@@ -69,9 +69,9 @@ impl<S: StateMachine> Replica<S> {
                         return;
                     }
                 }
-                // An uncommitted register of this session may be in the log (after a view
-                // change): only an empty pipeline proves the session is gone.
-                _ if self.log.op() > self.commit => return,
+                // An uncommitted register of this client may be in the log (after a view
+                // change): wait for it rather than call the session gone.
+                _ if self.register_pending(client) => return,
                 _ => {
                     self.reply(client, 0, request, ReplyResult::SessionEvicted);
                     return;
@@ -106,6 +106,14 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         self.prepare(client, message);
+    }
+
+    /// Whether an uncommitted register of `client` is in the log.
+    fn register_pending(&self, client: ClientId) -> bool {
+        (self.commit + 1..=self.log.op()).any(|op| {
+            let entry = self.log.get(op).expect("uncommitted ops are in the log");
+            entry.client == client && entry.operation == Operation::Register
+        })
     }
 
     fn is_in_pipeline(&self, client: ClientId, request: u64) -> bool {

@@ -365,6 +365,27 @@ mod client_table {
         assert_eq!(submit(&mut replica, add(3, 1, 1)), vec![(3, 3, executed)]);
     }
 
+    /// An unknown session is told at once, even while other ops are in flight; a client whose
+    /// register is still uncommitted waits.
+    #[test]
+    fn unknown_session_is_told_even_while_the_pipeline_is_busy() {
+        let mut primary = replica(0, 3);
+        primary.on_message(register());
+        drain(&mut primary);
+        let mut stranger = add(2, 9, 5);
+        stranger.sender = Sender::Client(0xbad);
+        primary.on_message(stranger);
+        assert_eq!(
+            replies(&drain(&mut primary)),
+            vec![(0, 2, ReplyResult::SessionEvicted)]
+        );
+        primary.on_message(add(2, 1, 5));
+        assert!(
+            drain(&mut primary).is_empty(),
+            "its register is in flight: wait for it"
+        );
+    }
+
     #[test]
     fn unknown_session_is_told_evicted() {
         let mut replica = solo();
