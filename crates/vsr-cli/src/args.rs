@@ -1,6 +1,29 @@
-//! Value parsers the subcommands share: cluster ids, addresses and durations.
+//! What the subcommands share: the cluster and its addresses, and value parsers for cluster
+//! ids, addresses and durations.
 
 use std::time::Duration;
+
+use clap::Args;
+
+/// The cluster to reach: `--cluster` and `--addresses`, as `vsr start` and `vsr client` take
+/// them.
+#[derive(Debug, Args)]
+pub(crate) struct ClusterAddresses {
+    /// The cluster id (decimal, or hex with 0x); data and messages of another cluster are
+    /// refused.
+    #[arg(long, env = "VSR_CLUSTER", default_value = "0", value_parser = parse_cluster)]
+    pub(crate) cluster: u128,
+    /// Every replica's host:port, comma-separated, the i-th for replica i. A replica listens on
+    /// its own entry; each process may be given its own list (for peers behind proxies).
+    #[arg(
+        long,
+        env = "VSR_ADDRESSES",
+        value_delimiter = ',',
+        required = true,
+        value_parser = parse_address
+    )]
+    pub(crate) addresses: Vec<String>,
+}
 
 /// Parses a cluster id: decimal, or hexadecimal with a `0x` prefix.
 pub(crate) fn parse_cluster(text: &str) -> Result<u128, String> {

@@ -21,7 +21,7 @@ use vsr::Codec;
 use vsr_kv::{KEY_SIZE_MAX, KvOperation, KvResult, VALUE_SIZE_MAX};
 use vsr_server::{Client, RequestError};
 
-use crate::args::{parse_address, parse_cluster, parse_duration};
+use crate::args::{ClusterAddresses, parse_duration};
 
 /// How a missing value is written, in output and as the `<old>` of `cas`.
 const NIL: &str = "(nil)";
@@ -42,18 +42,8 @@ quote keys or values that hold spaces: put greeting \"hello world\"";
 #[derive(Debug, Args)]
 #[command(after_help = "Without a command, opens an interactive shell with the same commands.")]
 pub(crate) struct ClientArgs {
-    /// The cluster id (decimal, or hex with 0x).
-    #[arg(long, env = "VSR_CLUSTER", default_value = "0", value_parser = parse_cluster)]
-    cluster: u128,
-    /// Every replica's host:port, comma-separated, the i-th for replica i.
-    #[arg(
-        long,
-        env = "VSR_ADDRESSES",
-        value_delimiter = ',',
-        required = true,
-        value_parser = parse_address
-    )]
-    addresses: Vec<String>,
+    #[command(flatten)]
+    cluster: ClusterAddresses,
     /// How long to wait for each command's result (for example 500ms, 5s, 1m).
     #[arg(long, env = "VSR_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
@@ -150,7 +140,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the tokio runtime")?;
     let client = {
         let _guard = runtime.enter();
-        Client::connect(args.cluster, args.addresses.clone())?
+        Client::connect(args.cluster.cluster, args.cluster.addresses.clone())?
     };
     match &args.command {
         Some(command) => {
@@ -216,8 +206,8 @@ fn shell(runtime: &tokio::runtime::Runtime, client: &Client, args: &ClientArgs) 
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         eprintln!(
             "cluster {} at {}; type help for the commands, exit to leave",
-            args.cluster,
-            args.addresses.join(",")
+            args.cluster.cluster,
+            args.cluster.addresses.join(",")
         );
     }
     loop {

@@ -16,25 +16,13 @@ use tracing_subscriber::EnvFilter;
 use vsr_kv::KvStore;
 use vsr_server::{ReplicaOptions, ServerError, run_replica};
 
-use crate::args::{parse_address, parse_cluster};
+use crate::args::ClusterAddresses;
 
 /// Options of `vsr start`.
 #[derive(Debug, Args)]
 pub(crate) struct StartArgs {
-    /// The cluster id the data directory was formatted with (decimal, or hex with 0x); data of
-    /// another cluster is refused.
-    #[arg(long, env = "VSR_CLUSTER", default_value = "0", value_parser = parse_cluster)]
-    cluster: u128,
-    /// Every replica's host:port, comma-separated, the i-th for replica i. This replica listens
-    /// on its own entry; each process may be given its own list (for peers behind proxies).
-    #[arg(
-        long,
-        env = "VSR_ADDRESSES",
-        value_delimiter = ',',
-        required = true,
-        value_parser = parse_address
-    )]
-    addresses: Vec<String>,
+    #[command(flatten)]
+    cluster: ClusterAddresses,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, env = "VSR_METRICS", value_name = "HOST:PORT")]
     metrics: Option<SocketAddr>,
@@ -62,7 +50,7 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let mut options = ReplicaOptions::new(args.cluster, args.addresses, args.path);
+    let mut options = ReplicaOptions::new(args.cluster.cluster, args.cluster.addresses, args.path);
     options.metrics = args.metrics;
     let result = runtime.block_on(async {
         let shutdown = shutdown_signal()?;
