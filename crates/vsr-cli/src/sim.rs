@@ -148,6 +148,7 @@ fn print_summary(args: &SimArgs, report: &SimReport) {
         stats.ops_committed
     );
     say!("simulated time {:.3} s", report.simulated_ns as f64 / 1e9);
+    say!("{}", batching(stats));
     say!(
         "view changes {}, state transfers {} (by delta {}), recoveries {}, evictions {}",
         stats.view_changes,
@@ -272,6 +273,7 @@ fn print_swarm_results(args: &SimArgs, outcomes: &[Outcome], wall: f64) -> ExitC
         totals.ops_completed
     );
     say!("totals: {}", disk_faults(&totals));
+    say!("totals: {}", batching(&totals));
     say!(
         "speed: {:.1} seeds/s, {:.0} simulated s per wall s ({simulated:.0} simulated s in {wall:.2} s)",
         outcomes.len() as f64 / wall.max(1e-9),
@@ -283,6 +285,17 @@ fn print_swarm_results(args: &SimArgs, outcomes: &[Outcome], wall: f64) -> ExitC
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// How ops were batched into prepares, in one line.
+fn batching(stats: &SimStats) -> String {
+    format!(
+        "prepares {} carrying {} ops ({:.2} per prepare), {} batched",
+        stats.prepares,
+        stats.ops_prepared,
+        stats.ops_prepared as f64 / stats.prepares.max(1) as f64,
+        stats.prepares_batched
+    )
 }
 
 /// The disk faults a run injected, in one line.

@@ -103,6 +103,12 @@ pub struct SimStats {
     pub recoveries: u64,
     /// Client sessions evicted (counted by every replica that executed the eviction).
     pub evictions: u64,
+    /// Prepares sent by primaries.
+    pub prepares: u64,
+    /// Ops those prepares carried.
+    pub ops_prepared: u64,
+    /// Prepares that carried a batch of more than one op.
+    pub prepares_batched: u64,
     /// Replica crashes (each replica of a whole-cluster crash counts).
     pub crashes: u64,
     /// Crashes of the whole cluster at once.
@@ -145,6 +151,9 @@ impl SimStats {
         self.state_transfers_delta += stats.state_transfers_delta;
         self.recoveries += stats.recoveries;
         self.evictions += stats.evictions;
+        self.prepares += stats.prepares;
+        self.ops_prepared += stats.ops_prepared;
+        self.prepares_batched += stats.prepares_batched;
     }
 
     /// Adds another run's totals.
@@ -158,6 +167,9 @@ impl SimStats {
             state_transfers_delta: other.state_transfers_delta,
             recoveries: other.recoveries,
             evictions: other.evictions,
+            prepares: other.prepares,
+            ops_prepared: other.ops_prepared,
+            prepares_batched: other.prepares_batched,
             ..ReplicaStats::default()
         });
         self.crashes += other.crashes;

@@ -21,6 +21,8 @@ pub(crate) const SECOND: u64 = 1_000 * MS;
 pub struct ClusterParams {
     /// Prepares in flight at once.
     pub pipeline_max: u64,
+    /// Most ops in one prepare.
+    pub batch_max: u64,
     /// Client sessions kept in the client table.
     pub clients_max: usize,
     /// Committed entries kept in memory for lagging peers.
@@ -38,7 +40,8 @@ impl ClusterParams {
     #[must_use]
     pub fn roomy(clients: usize) -> Self {
         Self {
-            pipeline_max: 8,
+            pipeline_max: 4,
+            batch_max: 4,
             clients_max: clients.max(1),
             log_retained_max: 64,
             checkpoint_interval: 64,
@@ -48,7 +51,9 @@ impl ClusterParams {
     }
 
     pub(crate) fn swarm(prng: &mut Prng, clients: usize) -> Self {
-        let pipeline_max = prng.range(4, 8);
+        // Small pipelines and batches, so that both fill: requests wait, then leave together.
+        let pipeline_max = prng.range(1, 2);
+        let batch_max = prng.range(1, 6);
         let clients_max = match prng.below(4) {
             0 if clients >= 2 => clients - 1,
             1 => clients + 2,
@@ -56,8 +61,9 @@ impl ClusterParams {
         };
         Self {
             pipeline_max,
+            batch_max,
             clients_max: clients_max.max(1),
-            log_retained_max: prng.range(16, 48).max(pipeline_max),
+            log_retained_max: prng.range(16, 48),
             checkpoint_interval: prng.range(8, 48),
             state_chunk_size_max: prng.range(256, 1024) as usize,
             view_change_timeout_ticks: prng.range(30, 80),
@@ -69,6 +75,7 @@ impl ClusterParams {
     pub fn config(&self, cluster: u128, replicas: u8) -> Config {
         let mut config = Config::new(cluster, replicas);
         config.pipeline_max = self.pipeline_max;
+        config.batch_max = self.batch_max;
         config.clients_max = self.clients_max;
         config.log_retained_max = self.log_retained_max;
         config.checkpoint_interval = self.checkpoint_interval;

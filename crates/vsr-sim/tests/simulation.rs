@@ -200,8 +200,10 @@ fn assert_passes(scenario: &Scenario) -> SimReport {
 fn busy(mut scenario: Scenario) -> Scenario {
     scenario.clients = 6;
     scenario.think_ticks_max = 1;
+    // Two prepares in flight of up to three ops: six busy clients fill both.
     scenario.params = ClusterParams {
-        pipeline_max: 4,
+        pipeline_max: 2,
+        batch_max: 3,
         ..ClusterParams::roomy(6)
     };
     scenario

@@ -294,12 +294,12 @@ mod tests {
             message: vsr::Message::Prepare {
                 view: 2,
                 commit: 0,
-                entry: entry.clone(),
+                entries: vec![entry.clone()],
             },
         };
         let frame = vsr::wire::encode(&prepare);
         assert_eq!(
-            &frame[vsr::wire::HEADER_SIZE..],
+            &frame[vsr::wire::HEADER_SIZE + vsr::wire::ENTRIES_COUNT_SIZE..],
             &record[RECORD_HEADER_SIZE..]
         );
         assert_eq!(decode_record(&record), Some(Record::Append(entry)));

@@ -180,6 +180,7 @@ impl Client {
             return;
         }
         let Message::Reply {
+            client,
             view,
             op,
             request,
@@ -188,6 +189,9 @@ impl Client {
         else {
             return;
         };
+        if client != self.id {
+            return; // Another session's reply, on a shared connection.
+        }
         let Some(in_flight) = &self.in_flight else {
             return;
         };

@@ -9,15 +9,23 @@ pub const MESSAGE_BODY_SIZE_MAX: usize = 4 * 1024 * 1024;
 /// Largest state machine operation a client may send, in bytes.
 pub const OPERATION_SIZE_MAX: usize = 24 * 1024;
 
-/// Largest pipeline. A log suffix after the commit number holds at most a few pipelines of
-/// entries, so this bounds do_view_change and start_view messages.
-pub const PIPELINE_MAX: u64 = 48;
+/// Largest pipeline: prepares in flight at once, each a batch of entries.
+pub const PIPELINE_MAX: u64 = 16;
+
+/// Most entries one prepare carries.
+pub const BATCH_MAX: u64 = 1024;
+
+/// Largest encoded entries list of one prepare, in bytes (count prefix and entry headers
+/// included). Any single operation fits.
+pub const BATCH_SIZE_MAX: usize = 64 * 1024;
+
+const _: () = assert!(BATCH_SIZE_MAX >= 4 + crate::wire::ENTRY_HEADER_SIZE + OPERATION_SIZE_MAX);
 
 /// The log suffix after a replica's commit number spans at most three pipelines (one in flight,
-/// one of commit numbers not yet heard, one of commit numbers not yet persisted), and must fit
-/// in one do_view_change or start_view message, with room for per-entry headers.
-const _: () =
-    assert!(3 * PIPELINE_MAX as usize * (OPERATION_SIZE_MAX + 128) + 4096 <= MESSAGE_BODY_SIZE_MAX);
+/// one of commit numbers not yet heard, one of commit numbers not yet persisted), each bounded
+/// by `PIPELINE_MAX` batches of `BATCH_SIZE_MAX` bytes, and must fit in one do_view_change or
+/// start_view message.
+const _: () = assert!(3 * PIPELINE_MAX as usize * BATCH_SIZE_MAX + 4096 <= MESSAGE_BODY_SIZE_MAX);
 
 /// Static configuration of one replica. All replicas of a cluster must agree on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,8 +34,11 @@ pub struct Config {
     pub cluster: u128,
     /// Number of replicas: 1, 3, 5 or 7.
     pub replica_count: u8,
-    /// Prepares in flight at once (ops after the commit number).
+    /// Prepares in flight at once. A request that arrives while the pipeline is full waits and
+    /// joins the next prepare, so batches grow with load and a lone request never waits.
     pub pipeline_max: u64,
+    /// Most entries in one prepare.
+    pub batch_max: u64,
     /// Client sessions kept in the client table.
     pub clients_max: usize,
     /// Committed entries each replica keeps in memory for lagging peers.
@@ -53,7 +64,8 @@ impl Config {
         let config = Self {
             cluster,
             replica_count,
-            pipeline_max: 32,
+            pipeline_max: 4,
+            batch_max: 512,
             clients_max: 1024,
             log_retained_max: 8192,
             checkpoint_interval: 4096,
@@ -74,8 +86,9 @@ impl Config {
             "replica count must be 1, 3, 5 or 7"
         );
         assert!(self.pipeline_max >= 1 && self.pipeline_max <= PIPELINE_MAX);
+        assert!(self.batch_max >= 1 && self.batch_max <= BATCH_MAX);
         assert!(self.clients_max >= 1);
-        assert!(self.log_retained_max >= self.pipeline_max);
+        assert!(self.log_retained_max >= 1);
         assert!(self.checkpoint_interval >= 1);
         assert!(
             self.state_chunk_size_max >= 64
@@ -84,6 +97,18 @@ impl Config {
         assert!(self.heartbeat_ticks >= 1);
         assert!(self.view_change_timeout_ticks > self.heartbeat_ticks);
         assert!(self.prepare_retry_ticks >= 1 && self.retry_ticks >= 1);
+    }
+
+    /// Most ops after the commit number the primary prepares: a full pipeline of full batches.
+    #[must_use]
+    pub fn pipeline_ops_max(&self) -> u64 {
+        self.pipeline_max * self.batch_max
+    }
+
+    /// Most bytes of entries after the commit number the primary prepares.
+    #[must_use]
+    pub fn pipeline_size_max(&self) -> usize {
+        self.pipeline_max as usize * BATCH_SIZE_MAX
     }
 
     /// f: failures tolerated.

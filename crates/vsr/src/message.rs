@@ -176,6 +176,8 @@ pub enum Message {
     },
     /// Replica → client: the result of a request.
     Reply {
+        /// The client this reply is for, so replies of many sessions can share a connection.
+        client: ClientId,
         /// The view of the replying primary, so the client learns who is primary.
         view: u64,
         /// The op number at which the request executed (the session for a register).
@@ -185,14 +187,15 @@ pub enum Message {
         /// The outcome.
         result: ReplyResult,
     },
-    /// Primary → backups: append this entry.
+    /// Primary → backups: append these entries, a batch of client requests.
     Prepare {
         /// The primary's view.
         view: u64,
         /// The primary's commit number.
         commit: u64,
-        /// The entry to append.
-        entry: Entry,
+        /// The entries to append: at least one, consecutive, bounded by
+        /// [`crate::config::BATCH_SIZE_MAX`] bytes.
+        entries: Vec<Entry>,
     },
     /// Backup → primary: the entry is durable in my log.
     PrepareOk {

@@ -38,8 +38,8 @@
 //! | command                 | header fields used                                         | body |
 //! |-------------------------|------------------------------------------------------------|------|
 //! | 1 `request`             | `context` = request, `context_wide` = session, `kind` = operation | operation bytes |
-//! | 2 `reply`               | `view`, `op`, `context` = request, `kind` = result (0 executed, 1 registered, 2 session evicted) | result bytes (executed only) |
-//! | 3 `prepare`             | `view`, `commit`, `op` = entry op, `context_wide` = entry checksum | entry |
+//! | 2 `reply`               | `view`, `op`, `client` = the client replied to, `context` = request, `kind` = result (0 executed, 1 registered, 2 session evicted) | result bytes (executed only) |
+//! | 3 `prepare`             | `view`, `commit`, `op` = last entry's op, `context_wide` = last entry's checksum | entries (at least one) |
 //! | 4 `prepare_ok`          | `view`, `op`, `context_wide` = checksum                    | empty |
 //! | 5 `commit`              | `view`, `commit`                                           | empty |
 //! | 6 `start_view_change`   | `view`                                                     | empty |
@@ -74,7 +74,7 @@ pub const HEADER_SIZE: usize = 128;
 const _: () = assert!(HEADER_SIZE == 128);
 
 /// The wire protocol version this code speaks; frames of any other version are rejected.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame: a header and the largest body.
 pub const FRAME_SIZE_MAX: usize = HEADER_SIZE + MESSAGE_BODY_SIZE_MAX;
@@ -330,8 +330,8 @@ pub fn body_size(message: &Message) -> usize {
             result: ReplyResult::Executed(bytes),
             ..
         } => bytes.len(),
-        Message::Prepare { entry, .. } => entry_size(entry),
-        Message::DoViewChange { entries, .. }
+        Message::Prepare { entries, .. }
+        | Message::DoViewChange { entries, .. }
         | Message::StartView { entries, .. }
         | Message::NewState {
             payload: StatePayload::Entries(entries),
@@ -361,9 +361,12 @@ pub fn entry_size(entry: &Entry) -> usize {
 /// below is one column of the module doc's command table.
 fn header_fields(envelope: &Envelope) -> Header {
     let message = &envelope.message;
-    let (sender_kind, replica, client) = match envelope.sender {
-        Sender::Replica(replica) => (SENDER_KIND_REPLICA, replica, 0),
-        Sender::Client(client) => (SENDER_KIND_CLIENT, 0, client),
+    let (sender_kind, replica, client) = match (envelope.sender, message) {
+        (Sender::Replica(replica), Message::Reply { client, .. }) => {
+            (SENDER_KIND_REPLICA, replica, *client)
+        }
+        (Sender::Replica(replica), _) => (SENDER_KIND_REPLICA, replica, 0),
+        (Sender::Client(client), _) => (SENDER_KIND_CLIENT, 0, client),
     };
     let (view, op, commit) = header_view_op_commit(message);
     Header {
@@ -409,8 +412,8 @@ fn header_view_op_commit(message: &Message) -> (u64, u64, u64) {
         Message::Prepare {
             view,
             commit,
-            entry,
-        } => (*view, entry.op, *commit),
+            entries,
+        } => (*view, entries.last().map_or(0, |entry| entry.op), *commit),
         Message::Commit { view, commit } => (*view, 0, *commit),
         Message::StartViewChange { view } => (*view, 0, 0),
         Message::DoViewChange {
@@ -443,7 +446,7 @@ fn header_context(message: &Message) -> u64 {
 fn header_context_wide(message: &Message) -> u128 {
     match message {
         Message::Request { session, .. } => u128::from(*session),
-        Message::Prepare { entry, .. } => entry.checksum,
+        Message::Prepare { entries, .. } => entries.last().map_or(0, |entry| entry.checksum),
         Message::PrepareOk { checksum, .. } => *checksum,
         _ => 0,
     }
@@ -491,8 +494,8 @@ fn encode_body(message: &Message, out: &mut Vec<u8>) {
             result: ReplyResult::Executed(bytes),
             ..
         } => out.extend_from_slice(bytes),
-        Message::Prepare { entry, .. } => encode_entry(entry, out),
-        Message::DoViewChange { entries, .. }
+        Message::Prepare { entries, .. }
+        | Message::DoViewChange { entries, .. }
         | Message::StartView { entries, .. }
         | Message::NewState {
             payload: StatePayload::Entries(entries),
@@ -644,6 +647,9 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
 
     let sender = match header.sender_kind {
         SENDER_KIND_REPLICA => Sender::Replica(header.replica),
+        SENDER_KIND_CLIENT if command == Command::Reply => {
+            return Err(DecodeError::Malformed("a reply from a client"));
+        }
         SENDER_KIND_CLIENT => Sender::Client(header.client),
         _ => return Err(DecodeError::Malformed("unknown sender kind")),
     };
@@ -696,6 +702,7 @@ fn decode_message(
             body: Bytes::copy_from_slice(reader.rest()),
         },
         Command::Reply => Message::Reply {
+            client: header.client,
             view,
             op,
             request: context,
@@ -706,11 +713,17 @@ fn decode_message(
                 _ => return Err(DecodeError::Malformed("unknown reply result")),
             },
         },
-        Command::Prepare => Message::Prepare {
-            view,
-            commit,
-            entry: read_entry(reader)?,
-        },
+        Command::Prepare => {
+            let entries = decode_entries(reader)?;
+            if entries.is_empty() {
+                return Err(DecodeError::Malformed("prepare without entries"));
+            }
+            Message::Prepare {
+                view,
+                commit,
+                entries,
+            }
+        }
         Command::PrepareOk => Message::PrepareOk {
             view,
             op,
@@ -960,6 +973,7 @@ mod tests {
             envelope(
                 replica,
                 Message::Reply {
+                    client: 0xc1,
                     view: 4,
                     op: 99,
                     request: 5,
@@ -969,6 +983,7 @@ mod tests {
             envelope(
                 replica,
                 Message::Reply {
+                    client: 0xc1,
                     view: 4,
                     op: 17,
                     request: 1,
@@ -978,6 +993,7 @@ mod tests {
             envelope(
                 replica,
                 Message::Reply {
+                    client: 0xc1,
                     view: 4,
                     op: 0,
                     request: 8,
@@ -997,7 +1013,7 @@ mod tests {
                 Message::Prepare {
                     view: 7,
                     commit: 40,
-                    entry: prepare,
+                    entries: vec![prepare],
                 },
             ),
             envelope(
@@ -1309,8 +1325,8 @@ mod tests {
             );
         };
         assert_eq!(
-            resealed(request, |b| b[72] = 2),
-            Err(DecodeError::Version { version: 2 })
+            resealed(request, |b| b[72] = 3),
+            Err(DecodeError::Version { version: 3 })
         );
         assert_eq!(
             resealed(request, |b| b[74] = 0),
@@ -1335,7 +1351,12 @@ mod tests {
         malformed(resealed(prepare, |b| b[88] ^= 1)); // header op disagrees with entry op
         malformed(resealed(prepare, |b| b.push(0))); // trailing byte
         malformed(resealed(prepare, |b| b.truncate(b.len() - 1))); // entry body cut short
-        malformed(resealed(prepare, |b| b[128 + 80] = 0xff)); // entry body size too large
+        malformed(resealed(prepare, |b| b[128 + 4 + 80] = 0xff)); // entry body size too large
+        malformed(resealed(prepare, |b| {
+            b.truncate(HEADER_SIZE);
+            b.extend_from_slice(&0u32.to_le_bytes()); // a prepare without entries
+        }));
+        malformed(resealed(&examples[3], |b| b[75] = SENDER_KIND_CLIENT)); // reply from a client
         malformed(resealed(view_change, |b| b[128] = 4)); // count beyond the entries
         malformed(resealed(view_change, |b| {
             b[128..132].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -1346,7 +1367,7 @@ mod tests {
             b[size - 24] = 0; // chunk size disagrees with the chunk
         }));
         assert_eq!(
-            resealed(prepare, |b| b[HEADER_SIZE + 64] ^= 1), // entry view
+            resealed(prepare, |b| b[HEADER_SIZE + 4 + 64] ^= 1), // entry view
             Err(DecodeError::EntryChecksum { op: 41 })
         );
     }
@@ -1466,19 +1487,23 @@ mod tests {
                     body
                 }
             ),
-            (u(), u(), u(), arbitrary_result()).prop_map(|(view, op, request, result)| {
-                Message::Reply {
+            (any::<u128>(), u(), u(), u(), arbitrary_result()).prop_map(
+                |(client, view, op, request, result)| Message::Reply {
+                    client,
                     view,
                     op,
                     request,
                     result,
                 }
-            }),
-            (u(), u(), arbitrary_entry()).prop_map(|(view, commit, entry)| Message::Prepare {
-                view,
-                commit,
-                entry
-            }),
+            ),
+            (u(), u(), arbitrary_entries())
+                .prop_filter("a prepare carries entries", |(_, _, entries)| !entries
+                    .is_empty())
+                .prop_map(|(view, commit, entries)| Message::Prepare {
+                    view,
+                    commit,
+                    entries
+                }),
             (u(), u(), any::<u128>()).prop_map(|(view, op, checksum)| Message::PrepareOk {
                 view,
                 op,
@@ -1532,11 +1557,21 @@ mod tests {
             any::<u128>().prop_map(Sender::Client)
         ];
         (any::<u128>(), any::<u32>(), sender, arbitrary_message()).prop_map(
-            |(cluster, epoch, sender, message)| Envelope {
-                cluster,
-                epoch,
-                sender,
-                message,
+            |(cluster, epoch, sender, message)| {
+                // Replies come only from replicas: their header's client field names the
+                // client replied to.
+                let sender = match (sender, &message) {
+                    (Sender::Client(client), Message::Reply { .. }) => {
+                        Sender::Replica(client as u8)
+                    }
+                    _ => sender,
+                };
+                Envelope {
+                    cluster,
+                    epoch,
+                    sender,
+                    message,
+                }
             },
         )
     }
@@ -1612,9 +1647,9 @@ mod tests {
             prop_assert_eq!(bytes.len(), entry_size(&entry));
             let prepare = envelope(
                 Sender::Replica(0),
-                Message::Prepare { view: entry.view, commit: 0, entry: entry.clone() },
+                Message::Prepare { view: entry.view, commit: 0, entries: vec![entry.clone()] },
             );
-            prop_assert_eq!(&encode(&prepare)[HEADER_SIZE..], &bytes[..]);
+            prop_assert_eq!(&encode(&prepare)[HEADER_SIZE + ENTRIES_COUNT_SIZE..], &bytes[..]);
             prop_assert_eq!(decode_entry(&bytes), Ok(entry));
             for bit in 0..bytes.len() * 8 {
                 let mut flipped = bytes.clone();

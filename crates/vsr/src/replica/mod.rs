@@ -13,13 +13,14 @@
 mod client_table;
 mod log;
 mod normal;
+mod pipeline;
 mod recovery;
 mod state_transfer;
 #[cfg(test)]
 mod tests;
 mod view_change;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use rand_core::{Rng, SeedableRng};
@@ -33,7 +34,7 @@ use crate::message::{
 use crate::state_machine::{Codec, CodecError, StateMachine};
 use client_table::{Admission, ClientTable};
 use log::Log;
-use normal::Prepared;
+use pipeline::Pipeline;
 use recovery::Recovering;
 use state_transfer::{DeltaTransfer, StateRequest};
 use view_change::ViewChange;
@@ -66,6 +67,12 @@ pub struct ReplicaStats {
     pub messages_dropped: u64,
     /// Ops executed.
     pub ops_executed: u64,
+    /// Prepares this replica sent as primary (each a batch of ops).
+    pub prepares: u64,
+    /// Ops those prepares carried.
+    pub ops_prepared: u64,
+    /// Prepares that carried more than one op.
+    pub prepares_batched: u64,
 }
 
 /// An action that waits until every write issued before it is durable.
@@ -113,10 +120,10 @@ pub struct Replica<S: StateMachine> {
     seq_durable: u64,
     deferred: VecDeque<(u64, Deferred)>,
     commands: Vec<Command>,
-    /// Primary: uncommitted ops and their votes.
-    pipeline: BTreeMap<u64, Prepared>,
-    /// Primary: requests waiting for room in the pipeline.
-    request_queue: VecDeque<(Sender, Message)>,
+    /// Primary: prepares in flight, their votes, and the requests waiting for room.
+    pipeline: Pipeline,
+    /// Wire bytes of the entries executed since the commit number was last persisted.
+    commit_unpersisted_size: usize,
     heartbeat_at: u64,
     view_change_timeout_at: u64,
     state_request: Option<StateRequest>,
@@ -187,8 +194,8 @@ impl<S: StateMachine> Replica<S> {
             seq_durable: 0,
             deferred: VecDeque::new(),
             commands: Vec::new(),
-            pipeline: BTreeMap::new(),
-            request_queue: VecDeque::new(),
+            pipeline: Pipeline::default(),
+            commit_unpersisted_size: 0,
             heartbeat_at: 0,
             view_change_timeout_at: 0,
             state_request: None,
@@ -411,8 +418,8 @@ impl<S: StateMachine> Replica<S> {
             Message::Prepare {
                 view,
                 commit,
-                entry,
-            } => self.on_prepare(view, commit, entry),
+                entries,
+            } => self.on_prepare(view, commit, &entries),
             Message::PrepareOk { view, op, checksum } => {
                 self.on_prepare_ok(from, view, op, checksum)
             }
@@ -475,6 +482,7 @@ impl<S: StateMachine> Replica<S> {
 
     fn persist_view_state(&mut self, recovering: bool) {
         self.commit_persisted = self.commit;
+        self.commit_unpersisted_size = 0;
         self.persist(Write::ViewState(ViewState {
             view: self.view,
             last_normal_view: self.last_normal_view,
@@ -602,6 +610,7 @@ impl<S: StateMachine> Replica<S> {
 
     fn reply(&mut self, client: u128, op: u64, request: u64, result: ReplyResult) {
         let message = Message::Reply {
+            client,
             view: self.view,
             op,
             request,
@@ -623,6 +632,7 @@ impl<S: StateMachine> Replica<S> {
                 .expect("the log holds every op after the commit")
                 .clone();
             self.execute(&entry);
+            self.commit_unpersisted_size += crate::wire::entry_size(&entry);
             self.commit = op;
             self.stats.ops_executed += 1;
             self.after_execute();
@@ -679,7 +689,10 @@ impl<S: StateMachine> Replica<S> {
     fn after_execute(&mut self) {
         if self.commit - self.checkpoint_op >= self.config.checkpoint_interval {
             self.checkpoint();
-        } else if self.commit.saturating_sub(self.commit_persisted) >= self.config.pipeline_max {
+        } else if self.commit.saturating_sub(self.commit_persisted)
+            >= self.config.pipeline_ops_max()
+            || self.commit_unpersisted_size >= self.config.pipeline_size_max()
+        {
             let recovering = matches!(self.status, Status::Recovering(_));
             self.persist_view_state(recovering);
         }
@@ -761,12 +774,8 @@ fn numbers_in_bounds(message: &Message) -> bool {
         Message::Prepare {
             view,
             commit,
-            entry,
-        } => {
-            *view < NUMBER_MAX
-                && *commit < NUMBER_MAX
-                && entries_in_bounds(std::slice::from_ref(entry))
-        }
+            entries,
+        } => *view < NUMBER_MAX && *commit < NUMBER_MAX && entries_in_bounds(entries),
         Message::PrepareOk { view, op, .. } => *view < NUMBER_MAX && *op < NUMBER_MAX,
         Message::Commit { view, commit } => *view < NUMBER_MAX && *commit < NUMBER_MAX,
         Message::StartViewChange { view } => *view < NUMBER_MAX,

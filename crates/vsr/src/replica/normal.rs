@@ -6,19 +6,13 @@
 //! itself included only after its own write is durable, hold it; it then executes and replies.
 //! A backup that sees a gap asks for the missing entries at once (state transfer).
 
+use super::pipeline::Queued;
 use super::{Deferred, Replica, Status};
 use crate::command::Write;
-use crate::config::OPERATION_SIZE_MAX;
-use crate::message::{ClientId, Entry, Message, Operation, ReplyResult, Sender};
+use crate::config::{BATCH_SIZE_MAX, OPERATION_SIZE_MAX};
+use crate::message::{ClientId, Entry, Message, Operation, ReplyResult};
 use crate::state_machine::{Codec, StateMachine};
-
-/// An op the primary prepared and has not committed yet.
-#[derive(Debug)]
-pub(crate) struct Prepared {
-    /// Bit i set: replica i holds the op durably.
-    votes: u16,
-    sent_tick: u64,
-}
+use crate::wire::{ENTRIES_COUNT_SIZE, ENTRY_HEADER_SIZE};
 
 impl<S: StateMachine> Replica<S> {
     pub(super) fn on_request(&mut self, client: ClientId, message: Message) {
@@ -78,34 +72,23 @@ impl<S: StateMachine> Replica<S> {
                 }
             }
         }
-        if self.is_in_pipeline(client, request) {
+        if self.pipeline.contains(client, request) {
+            return; // A resend of a request already prepared or waiting.
+        }
+        // Each session has at most one request outstanding, so a queue as long as the client
+        // table holds every legitimate request; beyond that a client misbehaves.
+        if self.pipeline.queue_len() >= self.config.clients_max {
+            self.stats.messages_dropped += 1;
             return;
         }
-        let queued = self.request_queue.iter().any(|(sender, queued)| {
-            *sender == Sender::Client(client)
-                && matches!(queued, Message::Request { request: r, .. } if *r == request)
-        });
-        if queued {
-            return;
-        }
-        let message = Message::Request {
+        self.pipeline.enqueue(Queued {
+            client,
             session,
             request,
             operation,
             body,
-        };
-        if self.pipeline_full() {
-            // Each session has at most one request outstanding, so a queue as long as the
-            // client table holds every legitimate request; beyond that a client misbehaves.
-            if self.request_queue.len() < self.config.clients_max {
-                self.request_queue
-                    .push_back((Sender::Client(client), message));
-            } else {
-                self.stats.messages_dropped += 1;
-            }
-            return;
-        }
-        self.prepare(client, message);
+        });
+        self.prepare_queued();
     }
 
     /// Whether an uncommitted register of `client` is in the log.
@@ -116,54 +99,88 @@ impl<S: StateMachine> Replica<S> {
         })
     }
 
-    fn is_in_pipeline(&self, client: ClientId, request: u64) -> bool {
-        self.pipeline.keys().any(|&op| {
-            let entry = self.log.get(op).expect("pipeline ops are in the log");
-            entry.client == client && entry.request == request
-        })
+    /// Prepares waiting requests while the pipeline has room, each prepare a batch.
+    pub(super) fn prepare_queued(&mut self) {
+        while self.pipeline.queue_len() > 0
+            && self.pipeline.prepares() < self.config.pipeline_max as usize
+        {
+            self.prepare_batch();
+        }
     }
 
-    fn pipeline_full(&self) -> bool {
-        self.log.op() - self.commit >= self.config.pipeline_max
-    }
-
-    fn prepare(&mut self, client: ClientId, message: Message) {
-        let Message::Request {
-            session,
-            request,
-            operation,
-            body,
-        } = message
-        else {
-            unreachable!("only requests are prepared")
-        };
+    /// Appends the longest batch of waiting requests that fits one prepare, and sends it.
+    fn prepare_batch(&mut self) {
         assert!(matches!(self.status, Status::Normal) && self.is_primary());
-        let op = self.log.op() + 1;
-        let parent = self.log.head_checksum();
-        let entry = Entry::new(
-            op, self.view, parent, client, session, request, operation, body,
-        );
-        self.append_as_primary(entry);
-    }
-
-    /// Appends an entry the primary created, persists it and sends it to the backups.
-    pub(super) fn append_as_primary(&mut self, entry: Entry) {
-        let op = entry.op;
-        self.pipeline.insert(op, Prepared::new(self.tick));
-        self.log.append(entry.clone());
-        self.op_verified = op;
-        self.persist(Write::Append(entry.clone()));
+        let mut entries = Vec::new();
+        let mut size = ENTRIES_COUNT_SIZE;
+        while (entries.len() as u64) < self.config.batch_max {
+            let Some(queued) = self.pipeline.queue_front() else {
+                break;
+            };
+            let entry_size = ENTRY_HEADER_SIZE + queued.body.len();
+            if !entries.is_empty() && size + entry_size > BATCH_SIZE_MAX {
+                break;
+            }
+            size += entry_size;
+            let queued = self.pipeline.dequeue().expect("checked");
+            let entry = Entry::new(
+                self.log.op() + 1,
+                self.view,
+                self.log.head_checksum(),
+                queued.client,
+                queued.session,
+                queued.request,
+                queued.operation,
+                queued.body,
+            );
+            self.log.append(entry.clone());
+            self.persist(Write::Append(entry.clone()));
+            entries.push(entry);
+        }
+        let (first, last) = (entries[0].op, self.log.op());
+        self.stats.prepares += 1;
+        self.stats.ops_prepared += entries.len() as u64;
+        self.stats.prepares_batched += u64::from(entries.len() > 1);
+        self.op_verified = last;
+        self.pipeline.push(first, last, self.tick);
         let message = Message::Prepare {
             view: self.view,
             commit: self.commit,
-            entry,
+            entries,
         };
         self.broadcast(&message);
         self.heartbeat_at = self.tick + self.config.heartbeat_ticks;
         self.after_durable(Deferred::PrimaryDurable {
             view: self.view,
-            op,
+            op: last,
         });
+    }
+
+    /// A new primary takes over the ops after its commit number as prepares in flight, split
+    /// as the batch bounds require, so that retries resend them within those bounds.
+    pub(super) fn inherit_pipeline(&mut self) {
+        self.pipeline.clear();
+        let mut op = self.commit + 1;
+        while op <= self.log.op() {
+            let first = op;
+            let mut size = ENTRIES_COUNT_SIZE;
+            while op <= self.log.op() && op - first < self.config.batch_max {
+                let entry = self
+                    .log
+                    .get(op)
+                    .expect("ops after the commit are in the log");
+                let entry_size = crate::wire::entry_size(entry);
+                if op > first && size + entry_size > BATCH_SIZE_MAX {
+                    break;
+                }
+                size += entry_size;
+                if entry.operation != Operation::Noop {
+                    self.pipeline.track(entry.client, entry.request);
+                }
+                op += 1;
+            }
+            self.pipeline.push(first, op - 1, self.tick);
+        }
     }
 
     pub(super) fn on_prepare_ok(&mut self, from: u8, view: u64, op: u64, checksum: u128) {
@@ -178,9 +195,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Replica `from` durably holds every op up to `op`.
     pub(super) fn on_prepare_ok_votes(&mut self, from: u8, op: u64) {
-        for (_, prepared) in self.pipeline.range_mut(..=op) {
-            prepared.votes |= 1 << from;
-        }
+        self.pipeline.vote(from, op);
         self.commit_pipeline();
     }
 
@@ -190,20 +205,20 @@ impl<S: StateMachine> Replica<S> {
         } else {
             self.config.quorum()
         };
-        while let Some((&op, prepared)) = self.pipeline.first_key_value() {
-            if (prepared.votes.count_ones() as usize) < quorum {
-                break;
+        let committed = self
+            .pipeline
+            .quorum_op(self.config.replica_count, quorum)
+            .min(self.log.op());
+        if committed > self.commit_max {
+            for op in self.commit_max + 1..=committed {
+                let entry = self.log.get(op).expect("pipeline ops are in the log");
+                self.pipeline.untrack(entry.client, entry.request);
             }
-            self.pipeline.pop_first();
-            self.commit_max = self.commit_max.max(op);
+            self.commit_max = committed;
         }
+        self.pipeline.pop_committed(self.commit_max);
         self.execute_committed();
-        while !self.pipeline_full() {
-            let Some((Sender::Client(client), message)) = self.request_queue.pop_front() else {
-                break;
-            };
-            self.on_request(client, message);
-        }
+        self.prepare_queued();
     }
 
     pub(super) fn tick_primary(&mut self) {
@@ -214,30 +229,20 @@ impl<S: StateMachine> Replica<S> {
                 commit: self.commit,
             });
         }
-        let retry = self.config.prepare_retry_ticks;
-        let due: Vec<(u64, u16)> = self
-            .pipeline
-            .iter()
-            .filter(|(_, prepared)| prepared.sent_tick + retry <= self.tick)
-            .map(|(&op, prepared)| (op, prepared.votes))
-            .collect();
-        for (op, votes) in due {
-            let entry = self
-                .log
-                .get(op)
-                .expect("pipeline ops are in the log")
-                .clone();
+        let Some(sent_before) = self.tick.checked_sub(self.config.prepare_retry_ticks) else {
+            return;
+        };
+        for (first, last) in self.pipeline.take_due(sent_before, self.tick) {
             let message = Message::Prepare {
                 view: self.view,
                 commit: self.commit,
-                entry,
+                entries: self.log.range(first, last),
             };
             for to in self.others() {
-                if votes & (1 << to) == 0 {
+                if !self.pipeline.has_voted(to, last) {
                     self.send(to, message.clone());
                 }
             }
-            self.pipeline.get_mut(&op).expect("due op").sent_tick = self.tick;
         }
     }
 
@@ -248,11 +253,11 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// A prepare from `view`'s primary.
-    pub(super) fn on_prepare(&mut self, view: u64, commit: u64, entry: Entry) {
+    pub(super) fn on_prepare(&mut self, view: u64, commit: u64, entries: &[Entry]) {
         if !self.accept_from_primary(view) {
             return;
         }
-        if self.merge_entries(std::slice::from_ref(&entry)).is_some() {
+        if self.merge_entries(entries).is_some() {
             // Appended, or a retry of an entry we hold: (re)vote for our verified log.
             let _ = self.maybe_complete_view();
             self.vote_for_log();
@@ -289,15 +294,6 @@ impl<S: StateMachine> Replica<S> {
         self.execute_committed();
         if self.commit_max > self.op_verified {
             self.request_state();
-        }
-    }
-}
-
-impl Prepared {
-    pub(crate) fn new(tick: u64) -> Self {
-        Self {
-            votes: 0,
-            sent_tick: tick,
         }
     }
 }

@@ -42,7 +42,6 @@ impl<S: StateMachine> Replica<S> {
             retry_at,
         });
         self.pipeline.clear();
-        self.request_queue.clear();
         self.state_request = None;
         self.broadcast(&Message::Recovery { nonce });
     }

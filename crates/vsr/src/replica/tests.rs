@@ -104,6 +104,24 @@ fn add(request_number: u64, session: u64, value: u64) -> Envelope {
     )
 }
 
+/// The number of entries of each prepare in `commands`.
+fn prepare_sizes(commands: &[Command]) -> Vec<usize> {
+    commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Send {
+                envelope:
+                    Envelope {
+                        message: Message::Prepare { entries, .. },
+                        ..
+                    },
+                ..
+            } => Some(entries.len()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Completes every write emitted so far; returns the commands emitted before and after.
 fn persist_all(replica: &mut Replica<Sum>, commands: &[Command]) -> Vec<Command> {
     let last = commands.iter().filter_map(|command| match command {
@@ -173,6 +191,50 @@ mod normal {
         assert!(replies(&commands).is_empty());
     }
 
+    /// Requests that arrive while the pipeline is full leave together, in one prepare, as soon
+    /// as a prepare commits; a lone request never waits for a batch to fill.
+    #[test]
+    fn requests_waiting_for_the_pipeline_leave_as_one_batch() {
+        let mut config = config(3);
+        config.pipeline_max = 1;
+        config.batch_max = 2;
+        let mut primary = Replica::new(config, 0, Sum::default(), 1);
+        let registers: Vec<Envelope> = (1..=4u128)
+            .map(|client| {
+                let mut envelope = register();
+                envelope.sender = Sender::Client(client);
+                envelope
+            })
+            .collect();
+        primary.on_message(registers[0].clone());
+        let first = drain(&mut primary);
+        assert_eq!(
+            prepare_sizes(&first),
+            vec![1, 1],
+            "the lone request goes at once"
+        );
+        for envelope in &registers[1..] {
+            primary.on_message(envelope.clone());
+            primary.on_message(envelope.clone()); // A resend is not queued twice.
+        }
+        assert!(
+            sends(&drain(&mut primary)).is_empty(),
+            "the pipeline is full"
+        );
+        persist_all(&mut primary, &first);
+        let ok = Message::PrepareOk {
+            view: 0,
+            op: 1,
+            checksum: prepared_entry(&first).checksum,
+        };
+        primary.on_message(from_replica(1, ok));
+        let next = drain(&mut primary);
+        assert_eq!(replies(&next).len(), 1);
+        assert_eq!(prepare_sizes(&next), vec![2, 2], "a batch of batch_max");
+        assert_eq!(primary.op(), 3);
+        assert_eq!(primary.stats().prepares_batched, 1);
+    }
+
     #[test]
     fn primary_counts_itself_only_once_durable() {
         let mut primary = replica(0, 3);
@@ -220,7 +282,7 @@ mod normal {
             Message::Prepare {
                 view: 0,
                 commit: 0,
-                entry: entry.clone(),
+                entries: vec![entry.clone()],
             },
         ));
         let commands = drain(&mut backup);
@@ -261,7 +323,7 @@ mod normal {
             Message::Prepare {
                 view: 0,
                 commit: 0,
-                entry: entries[2].clone(),
+                entries: vec![entries[2].clone()],
             },
         ));
         let commands = drain(&mut backup);
@@ -833,7 +895,7 @@ mod regressions {
             let message = Message::Prepare {
                 view: 0,
                 commit: 0,
-                entry: entry.clone(),
+                entries: vec![entry.clone()],
             };
             backup.on_message(from_replica(0, message));
             commands.extend(drain(backup));
@@ -931,7 +993,7 @@ mod regressions {
         let retry = Message::Prepare {
             view: 0,
             commit: 0,
-            entry: entries[2].clone(),
+            entries: vec![entries[2].clone()],
         };
         backup.on_message(from_replica(0, retry));
         let commands = drain(&mut backup);
@@ -1210,7 +1272,7 @@ mod review {
             Message::Prepare {
                 view: 0,
                 commit: 0,
-                entry,
+                entries: vec![entry],
             },
         ));
         assert_eq!(replica.op(), 0);

@@ -63,7 +63,6 @@ impl<S: StateMachine> Replica<S> {
             ..ViewChange::default()
         });
         self.pipeline.clear();
-        self.request_queue.clear();
         self.state_request = None;
         self.op_verified = self.commit;
         self.persist_view_state(false);
@@ -230,10 +229,7 @@ impl<S: StateMachine> Replica<S> {
         self.start_view_op = None;
         self.commit_max = commit_max.max(self.commit);
         self.persist_view_state(false);
-        for op in self.commit + 1..=self.log.op() {
-            self.pipeline
-                .insert(op, super::normal::Prepared::new(self.tick));
-        }
+        self.inherit_pipeline();
         self.stats.view_changes += 1;
         self.send_start_view_from(commit_min, None);
         let (view, op) = (self.view, self.log.op());
@@ -295,7 +291,7 @@ impl<S: StateMachine> Replica<S> {
     fn send_start_view_from(&mut self, from_commit: u64, to: Option<ReplicaIndex>) {
         let from = from_commit
             .max(self.log.base_op())
-            .max(self.commit.saturating_sub(self.config.pipeline_max));
+            .max(self.committed_suffix_start());
         let message = Message::StartView {
             view: self.view,
             op: self.log.op(),
@@ -306,6 +302,25 @@ impl<S: StateMachine> Replica<S> {
             Some(to) => self.send_after_durable(to, message),
             None => self.broadcast_after_durable(&message),
         }
+    }
+
+    /// How far back before the commit number a start_view reaches: at most a pipeline of
+    /// committed entries, by count and by bytes, to spare lagging backups a state transfer.
+    fn committed_suffix_start(&self) -> u64 {
+        let mut from = self.commit;
+        let mut size = 0;
+        while from > self.log.base_op() && self.commit - from < self.config.pipeline_ops_max() {
+            let entry = self
+                .log
+                .get(from)
+                .expect("the log holds ops after its base");
+            size += crate::wire::entry_size(entry);
+            if size > self.config.pipeline_size_max() {
+                break;
+            }
+            from -= 1;
+        }
+        from
     }
 
     pub(super) fn on_start_view(&mut self, view: u64, op: u64, commit: u64, entries: Vec<Entry>) {
@@ -324,7 +339,6 @@ impl<S: StateMachine> Replica<S> {
         self.status = Status::Normal;
         self.start_view_op = Some(op);
         self.pipeline.clear();
-        self.request_queue.clear();
         self.state_request = None;
         self.commit_max = self.commit;
         self.op_verified = self.commit;
@@ -353,7 +367,6 @@ impl<S: StateMachine> Replica<S> {
         // primary's state, completes it.
         self.start_view_op = None;
         self.pipeline.clear();
-        self.request_queue.clear();
         self.state_request = None;
         self.commit_max = self.commit;
         self.op_verified = self.commit;

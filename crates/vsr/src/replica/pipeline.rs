@@ -1,0 +1,199 @@
+//! The primary's pipeline: the prepares in flight, the votes for them, and the requests that
+//! wait for room.
+//!
+//! A request that finds the pipeline full waits in the queue; when a prepare commits, the queue
+//! leaves as one batch (bounded by count and bytes). Under load batches grow by themselves; a
+//! lone request is prepared at once.
+//!
+//! Votes are kept per replica, not per op: a prepare_ok for op n says the sender durably holds
+//! this view's log up to n (the hash chain makes the prefix match), so the op committed is the
+//! quorum-th highest vote. Each step costs O(replicas), whatever the number of ops in flight.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::config::REPLICAS_MAX;
+use crate::message::{ClientId, Operation};
+
+/// A client request waiting for room in the pipeline.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) client: ClientId,
+    pub(crate) session: u64,
+    pub(crate) request: u64,
+    pub(crate) operation: Operation,
+    pub(crate) body: Bytes,
+}
+
+/// One prepare in flight: a range of consecutive ops sent together.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+    pub(crate) sent_tick: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Pipeline {
+    /// Prepares in flight, in op order; their ranges are consecutive.
+    prepares: VecDeque<InFlight>,
+    /// Per replica, the highest op of this view's log it holds durably.
+    votes: [u64; REPLICAS_MAX],
+    /// Requests waiting for room.
+    queue: VecDeque<Queued>,
+    /// The request number each client has prepared or queued (at most one per session), so a
+    /// resent request is recognized in O(log clients).
+    clients: BTreeMap<ClientId, u64>,
+}
+
+impl Pipeline {
+    /// Forgets everything: the replica is no longer primary of this view.
+    pub(crate) fn clear(&mut self) {
+        self.prepares.clear();
+        self.votes = [0; REPLICAS_MAX];
+        self.queue.clear();
+        self.clients.clear();
+    }
+
+    pub(crate) fn prepares(&self) -> usize {
+        self.prepares.len()
+    }
+
+    /// Whether `client`'s request `request` is prepared or queued.
+    pub(crate) fn contains(&self, client: ClientId, request: u64) -> bool {
+        self.clients.get(&client) == Some(&request)
+    }
+
+    /// Records a prepare of ops `first..=last`, sent at `tick`. `clients` are the requests it
+    /// carries.
+    pub(crate) fn push(&mut self, first: u64, last: u64, tick: u64) {
+        assert!(first <= last);
+        if let Some(previous) = self.prepares.back() {
+            assert_eq!(
+                previous.last + 1,
+                first,
+                "prepares in flight are consecutive"
+            );
+        }
+        self.prepares.push_back(InFlight {
+            first,
+            last,
+            sent_tick: tick,
+        });
+    }
+
+    /// Marks `client`'s request as prepared or queued.
+    pub(crate) fn track(&mut self, client: ClientId, request: u64) {
+        self.clients.insert(client, request);
+    }
+
+    /// Forgets `client`'s request `request` once it committed.
+    pub(crate) fn untrack(&mut self, client: ClientId, request: u64) {
+        if self.clients.get(&client) == Some(&request) {
+            self.clients.remove(&client);
+        }
+    }
+
+    /// Replica `from` durably holds the view's log up to `op`.
+    pub(crate) fn vote(&mut self, from: u8, op: u64) {
+        let vote = &mut self.votes[usize::from(from)];
+        *vote = (*vote).max(op);
+    }
+
+    /// The highest op at least `quorum` of `replica_count` replicas hold.
+    pub(crate) fn quorum_op(&self, replica_count: u8, quorum: usize) -> u64 {
+        let mut votes = self.votes;
+        let votes = &mut votes[..usize::from(replica_count)];
+        votes.sort_unstable_by(|a, b| b.cmp(a));
+        votes[quorum - 1]
+    }
+
+    /// Whether replica `to` has voted for every op up to `op`.
+    pub(crate) fn has_voted(&self, to: u8, op: u64) -> bool {
+        self.votes[usize::from(to)] >= op
+    }
+
+    /// Drops prepares whose every op is committed.
+    pub(crate) fn pop_committed(&mut self, commit: u64) {
+        while self
+            .prepares
+            .front()
+            .is_some_and(|prepare| prepare.last <= commit)
+        {
+            self.prepares.pop_front();
+        }
+    }
+
+    /// The prepares last sent at or before `sent_before`, as op ranges; they count as sent
+    /// again at `tick`.
+    pub(crate) fn take_due(&mut self, sent_before: u64, tick: u64) -> Vec<(u64, u64)> {
+        let mut due = Vec::new();
+        for prepare in &mut self.prepares {
+            if prepare.sent_tick <= sent_before {
+                prepare.sent_tick = tick;
+                due.push((prepare.first, prepare.last));
+            }
+        }
+        due
+    }
+
+    pub(crate) fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub(crate) fn enqueue(&mut self, queued: Queued) {
+        self.track(queued.client, queued.request);
+        self.queue.push_back(queued);
+    }
+
+    pub(crate) fn queue_front(&self) -> Option<&Queued> {
+        self.queue.front()
+    }
+
+    pub(crate) fn dequeue(&mut self) -> Option<Queued> {
+        self.queue.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quorum_op_is_the_quorum_th_highest_vote() {
+        let mut pipeline = Pipeline::default();
+        pipeline.vote(0, 9);
+        pipeline.vote(1, 4);
+        pipeline.vote(2, 7);
+        assert_eq!(pipeline.quorum_op(3, 2), 7);
+        assert_eq!(pipeline.quorum_op(3, 3), 4);
+        pipeline.vote(2, 3); // A stale vote never lowers one.
+        assert_eq!(pipeline.quorum_op(3, 2), 7);
+        assert_eq!(pipeline.quorum_op(5, 3), 4);
+    }
+
+    #[test]
+    fn a_prepare_leaves_only_when_all_its_ops_committed() {
+        let mut pipeline = Pipeline::default();
+        pipeline.push(1, 4, 0);
+        pipeline.push(5, 5, 0);
+        pipeline.pop_committed(3);
+        assert_eq!(pipeline.prepares(), 2);
+        pipeline.pop_committed(4);
+        assert_eq!(pipeline.prepares(), 1);
+        assert_eq!(pipeline.take_due(0, 9), vec![(5, 5)]);
+        assert!(pipeline.take_due(0, 10).is_empty(), "sent again at tick 9");
+    }
+
+    #[test]
+    fn a_request_is_tracked_until_it_commits() {
+        let mut pipeline = Pipeline::default();
+        pipeline.track(7, 1);
+        assert!(pipeline.contains(7, 1));
+        pipeline.untrack(7, 0); // An older request of the same client leaves it tracked.
+        assert!(pipeline.contains(7, 1));
+        pipeline.untrack(7, 1);
+        assert!(!pipeline.contains(7, 1));
+    }
+}
