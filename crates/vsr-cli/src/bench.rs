@@ -7,7 +7,8 @@
 //! nothing. With `--addresses` it loads that cluster instead.
 //!
 //! Data flow: `--clients` sessions ([`vsr_server::Client`], one request in flight each, as VR
-//! requires) run as tasks of one tokio runtime. They take request numbers from a shared
+//! requires) run as tasks of one tokio runtime and share `--connections` connections to each
+//! replica ([`ClientPool`]). They take request numbers from a shared
 //! [`Workload`] until `--requests` are taken: back to back (closed loop), or each at its
 //! scheduled instant `index / --rate` (open loop, latency counted from the schedule so a slow
 //! cluster cannot hide its queueing). Each session keeps its own latencies; they are merged and
@@ -34,7 +35,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 use vsr::Codec;
 use vsr_kv::{KEY_SIZE_MAX, KvOperation, KvResult, VALUE_SIZE_MAX};
-use vsr_server::Client;
+use vsr_server::{Client, ClientPool};
 
 use crate::args::{parse_address, parse_cluster, parse_duration};
 use crate::demo::interrupted;
@@ -60,6 +61,10 @@ pub(crate) struct BenchArgs {
     /// Concurrent client sessions, each with one request in flight.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=CLIENTS_MAX))]
     clients: u64,
+    /// TCP connections to each replica that the sessions share (default: one per 64 sessions,
+    /// at most 4).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=64))]
+    connections: Option<u64>,
     /// Operations in total, across all sessions.
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
     requests: u64,
@@ -267,9 +272,16 @@ async fn load(
     addresses: &[String],
     target: &Target,
 ) -> anyhow::Result<Measured> {
+    let connections = args
+        .connections
+        .unwrap_or_else(|| args.clients.div_ceil(64).min(4));
+    let pools = (0..connections)
+        .map(|_| ClientPool::connect(cluster, addresses.to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut clients = Vec::new();
-    for _ in 0..args.clients {
-        clients.push(Arc::new(Client::connect(cluster, addresses.to_vec())?));
+    for index in 0..args.clients {
+        let pool = &pools[(index % connections) as usize];
+        clients.push(Arc::new(pool.client()?));
     }
     warm_up(&clients, args).await?;
     let mode = match args.rate {

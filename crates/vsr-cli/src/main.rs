@@ -32,6 +32,11 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the replicas allocate and free many small buffers per operation, across threads;
+/// it does that with fewer instructions and page faults than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Viewstamped Replication: a replicated key-value store and its tools.
 #[derive(Debug, Parser)]
 #[command(name = "vsr", version, about)]

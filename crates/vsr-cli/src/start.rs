@@ -46,7 +46,9 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread runs the event loop and every connection (the storage thread is separate):
+    // handing messages between threads would cost more than the work they carry.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;

@@ -162,21 +162,24 @@ impl<T: QueueItem> QueueSender<T> {
     /// Queues `item` without waiting.
     pub(crate) fn try_send(&self, item: T) -> Result<(), QueueError> {
         let size = item.frame().len();
-        if self.bytes.load(Ordering::Relaxed) + size > self.bytes_max {
+        // Count the bytes before the item becomes visible: the receiver subtracts them as soon
+        // as it takes the item, so counting after the send could wrap the counter.
+        let queued = self.bytes.fetch_add(size, Ordering::AcqRel);
+        if queued + size > self.bytes_max {
+            self.bytes.fetch_sub(size, Ordering::AcqRel);
             return Err(if self.sender.is_closed() {
                 QueueError::Closed
             } else {
                 QueueError::Full
             });
         }
-        match self.sender.try_send(item) {
-            Ok(()) => {
-                self.bytes.fetch_add(size, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(QueueError::Full),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(QueueError::Closed),
-        }
+        let result = match self.sender.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => QueueError::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => QueueError::Closed,
+        };
+        self.bytes.fetch_sub(size, Ordering::AcqRel);
+        Err(result)
     }
 
     /// Whether the receiving task is gone.
@@ -189,13 +192,13 @@ impl<T: QueueItem> QueueReceiver<T> {
     /// Waits for the next item; `None` once every sender is gone.
     pub(crate) async fn recv(&mut self) -> Option<T> {
         let item = self.receiver.recv().await?;
-        self.bytes.fetch_sub(item.frame().len(), Ordering::Relaxed);
+        self.bytes.fetch_sub(item.frame().len(), Ordering::AcqRel);
         Some(item)
     }
 
     fn try_recv(&mut self) -> Option<T> {
         let item = self.receiver.try_recv().ok()?;
-        self.bytes.fetch_sub(item.frame().len(), Ordering::Relaxed);
+        self.bytes.fetch_sub(item.frame().len(), Ordering::AcqRel);
         Some(item)
     }
 
@@ -288,6 +291,44 @@ mod tests {
             sender: Sender::Replica(1),
             message,
         })
+    }
+
+    /// Senders on several threads race the receiver: the byte count never wraps (it did when
+    /// bytes were counted after the send) and returns to zero once the queue is drained.
+    #[test]
+    fn queue_byte_count_survives_racing_senders_and_receiver() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (sender, mut receiver) = queue::<Bytes>(64, 64 * 1024);
+            let mut senders = tokio::task::JoinSet::new();
+            for _ in 0..4 {
+                let sender = sender.clone();
+                senders.spawn(async move {
+                    let mut sent = 0;
+                    for _ in 0..20_000 {
+                        if sender.try_send(Bytes::from_static(&[0; 100])).is_ok() {
+                            sent += 1;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    sent
+                });
+            }
+            drop(sender);
+            let mut received = 0u64;
+            while receiver.recv().await.is_some() {
+                received += 1;
+            }
+            let mut sent = 0u64;
+            while let Some(joined) = senders.join_next().await {
+                sent += joined.expect("sender");
+            }
+            assert_eq!(received, sent);
+            assert_eq!(receiver.bytes.load(Ordering::Acquire), 0);
+        });
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ mod server;
 mod storage;
 mod transport;
 
-pub use client::Client;
+pub use client::{Client, ClientPool};
 pub use error::{ClientError, RequestError, ServerError};
 pub use server::{ReplicaOptions, run_replica, run_replica_with};
 pub use transport::{TcpTransport, Transport};

@@ -406,6 +406,7 @@ impl<S: StateMachine> Driver<S> {
         commands.extend(self.replica.drain_commands());
         // Broadcasts emit the same envelope once per peer: encode it once.
         let mut last_encoded: Option<(Envelope, Bytes)> = None;
+        let mut writes = Vec::new();
         for command in commands.drain(..) {
             match command {
                 Command::Send { to, envelope } => {
@@ -420,11 +421,10 @@ impl<S: StateMachine> Driver<S> {
                         last_encoded.as_ref().map(|(e, _)| &e.message),
                     );
                 }
-                Command::Persist { seq, write } => {
-                    self.storage.as_ref().expect("running").submit(seq, write);
-                }
+                Command::Persist { seq, write } => writes.push((seq, write)),
             }
         }
+        self.storage.as_ref().expect("running").submit_all(writes);
         self.commands = commands;
     }
 

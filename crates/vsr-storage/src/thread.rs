@@ -25,7 +25,7 @@ pub const BATCH_WRITES_MAX: usize = 1024;
 
 /// A storage thread doing group commit. Shut down (and joined) on drop.
 pub struct StorageThread {
-    sender: Option<Sender<(u64, Write)>>,
+    sender: Option<Sender<Vec<(u64, Write)>>>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -60,9 +60,17 @@ impl StorageThread {
     /// Queues a write; never blocks. Sequence numbers must increase. After the thread stopped
     /// on an error the write is dropped: it will never be reported durable.
     pub fn submit(&self, seq: u64, write: Write) {
+        self.submit_all(vec![(seq, write)]);
+    }
+
+    /// Queues several writes at once (one wake-up of the thread), in order; as [`Self::submit`].
+    pub fn submit_all(&self, writes: Vec<(u64, Write)>) {
+        if writes.is_empty() {
+            return;
+        }
         if let Some(sender) = &self.sender {
             // A send fails only when the thread has stopped; see the module docs.
-            let _ = sender.send((seq, write));
+            let _ = sender.send(writes);
         }
     }
 
@@ -114,15 +122,14 @@ impl Drop for StorageThread {
 
 fn run(
     mut storage: FileStorage,
-    receiver: &Receiver<(u64, Write)>,
+    receiver: &Receiver<Vec<(u64, Write)>>,
     mut on_durable: Box<dyn FnMut(u64) + Send>,
 ) {
     let mut seq_last = None;
-    while let Ok(first) = receiver.recv() {
-        let mut batch = vec![first];
+    while let Ok(mut batch) = receiver.recv() {
         while batch.len() < BATCH_WRITES_MAX {
             match receiver.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => batch.extend(next),
                 Err(_) => break,
             }
         }

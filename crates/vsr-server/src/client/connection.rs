@@ -1,5 +1,8 @@
 //! The client's connections: one task per replica, connected lazily (on the first frame queued
-//! for it), reconnected with backoff after errors, decoupled from the session that uses them.
+//! for it), reconnected with backoff after errors, decoupled from the sessions that use them.
+//! Many sessions share one set of connections: a reply names its client in the header, and
+//! the read side routes it to that session's queue (a reply for a session that is gone, or for
+//! none registered, is dropped).
 //!
 //! Frames of a state machine operation carry a shared "sent" state so the session can tell,
 //! after its deadline, whether any copy of the operation reached a socket: the connection task
@@ -7,21 +10,22 @@
 //! that was never written stays unwritten and the session can report the request definitely
 //! not executed.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use vsr::Envelope;
+use vsr::{ClientId, Envelope, Message};
 
 use crate::frame::{Backoff, FrameReader, QueueItem, QueueReceiver, QueueSender, ReadError, queue};
 use crate::transport::Transport;
 
-/// Frames queued for one replica.
-const QUEUE_FRAMES_MAX: usize = 256;
+/// Frames queued for one replica (shared by every session of the connections).
+const QUEUE_FRAMES_MAX: usize = 8192;
 /// Bytes queued for one replica.
 const QUEUE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Longest wait for a connection to open.
@@ -61,38 +65,67 @@ impl QueueItem for Outbound {
     }
 }
 
+/// Where replies go: each live session's queue, by client id.
+#[derive(Clone, Default)]
+pub(crate) struct Router {
+    sessions: Arc<Mutex<HashMap<ClientId, mpsc::Sender<Envelope>>>>,
+}
+
+impl Router {
+    pub(crate) fn register(&self, client: ClientId, replies: mpsc::Sender<Envelope>) {
+        self.lock().insert(client, replies);
+    }
+
+    pub(crate) fn unregister(&self, client: ClientId) {
+        self.lock().remove(&client);
+    }
+
+    /// Hands a reply to its session; anything else from a replica is dropped.
+    fn route(&self, envelope: Envelope) {
+        let Message::Reply { client, .. } = envelope.message else {
+            return;
+        };
+        if let Some(session) = self.lock().get(&client) {
+            // A session keeps up with one request at a time; if it does not, drop.
+            let _ = session.try_send(envelope);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, mpsc::Sender<Envelope>>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// One connection task per replica; dropping this stops them all.
 pub(crate) struct Connections {
     queues: Vec<QueueSender<Outbound>>,
+    router: Router,
     _tasks: JoinSet<()>,
 }
 
 impl Connections {
-    /// Starts a task per address; decoded messages from any replica go to `replies`.
-    pub(crate) fn spawn<T: Transport>(
-        transport: &T,
-        addresses: &[String],
-        replies: &mpsc::Sender<Envelope>,
-    ) -> Self {
+    /// Starts a task per address; replies from any replica go to their session.
+    pub(crate) fn spawn<T: Transport>(transport: &T, addresses: &[String]) -> Self {
+        let router = Router::default();
         let mut tasks = JoinSet::new();
         let queues = addresses
             .iter()
             .map(|address| {
                 let (sender, receiver) = queue(QUEUE_FRAMES_MAX, QUEUE_BYTES_MAX);
-                let task = connection(
-                    transport.clone(),
-                    address.clone(),
-                    receiver,
-                    replies.clone(),
-                );
+                let task = connection(transport.clone(), address.clone(), receiver, router.clone());
                 tasks.spawn(task);
                 sender
             })
             .collect();
         Self {
             queues,
+            router,
             _tasks: tasks,
         }
+    }
+
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
     }
 
     /// Queues a frame for replica `to`; a full queue drops it (the session retries).
@@ -107,7 +140,7 @@ async fn connection<T: Transport>(
     transport: T,
     address: String,
     mut queue: QueueReceiver<Outbound>,
-    replies: mpsc::Sender<Envelope>,
+    router: Router,
 ) {
     let mut backoff = Backoff::new();
     // Lazy: connect only once there is something to send.
@@ -124,7 +157,7 @@ async fn connection<T: Transport>(
         backoff.reset();
         let (reader, mut writer) = tokio::io::split(stream);
         tokio::select! {
-            () = read_loop(reader, &replies, &address) => {}
+            () = read_loop(reader, &router, &address) => {}
             () = write_loop(&mut writer, &mut queue, first) => {}
         }
         backoff.wait().await;
@@ -135,18 +168,11 @@ async fn connection<T: Transport>(
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
-    reader: R,
-    replies: &mpsc::Sender<Envelope>,
-    address: &str,
-) {
+async fn read_loop<R: AsyncRead + Unpin>(reader: R, router: &Router, address: &str) {
     let mut reader = FrameReader::new(reader);
     loop {
         match reader.next().await {
-            Ok(Some((envelope, _))) => {
-                // The session keeps up with one request at a time; if it does not, drop.
-                let _ = replies.try_send(envelope);
-            }
+            Ok(Some((envelope, _))) => router.route(envelope),
             Ok(None) => return,
             Err(ReadError::Io(error)) => {
                 return tracing::debug!(%address, %error, "lost the connection to a replica");

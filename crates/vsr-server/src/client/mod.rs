@@ -2,14 +2,16 @@
 //! and waits for its result, or says whether it may have executed.
 //!
 //! A [`Client`] holds one [`vsr::Client`] session (the protocol: registration, request numbers,
-//! primary discovery, retries) and the connections it speaks through ([`connection`]). Requests
-//! are serialized: VR allows one request in flight per client. While a request is in flight a
-//! tick interval drives the session's retries and replies from any replica are fed to it.
-//! When a request's deadline passes the session is replaced by a fresh one (new client id, new
-//! connections), so a late reply can never be mistaken for the answer to a later request.
+//! primary discovery, retries) and speaks through the connections of a [`ClientPool`]
+//! ([`connection`]), which many sessions share: replies carry their client id and are routed
+//! to their session. Requests are serialized: VR allows one request in flight per client.
+//! While a request is in flight a tick interval drives the session's retries and its replies
+//! are fed to it. When a request's deadline passes the session is replaced by a fresh one (new
+//! client id), so a late reply can never be mistaken for the answer to a later request.
 
 mod connection;
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -22,19 +24,122 @@ use vsr::{ClientEvent, ClientId, Envelope, Message, Operation};
 
 use crate::error::{ClientError, RequestError};
 use crate::transport::{TcpTransport, Transport};
-use connection::{Connections, Outbound, SENT_CANCELLED, SENT_PENDING};
+use connection::{Connections, Outbound, Router, SENT_CANCELLED, SENT_PENDING};
 
 /// Replies waiting for the session.
 const REPLIES_QUEUE_MAX: usize = 256;
 /// The client's tick: its retry timeouts count these.
 const TICK: Duration = Duration::from_millis(10);
 
+/// Connections to every replica of a cluster, shared by any number of [`Client`] sessions
+/// (cheap to clone). Each session keeps its own identity and its one request in flight; only
+/// the sockets are shared, so thousands of sessions need a handful of connections.
+pub struct ClientPool<T: Transport = TcpTransport> {
+    inner: Arc<PoolInner<T>>,
+}
+
+struct PoolInner<T: Transport> {
+    /// The connections' tasks own the transport; the pool only names its type.
+    transport: PhantomData<fn() -> T>,
+    cluster: u128,
+    addresses: Arc<[String]>,
+    connections: Connections,
+}
+
+impl<T: Transport> Clone for ClientPool<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl ClientPool<TcpTransport> {
+    /// Connections to cluster `cluster` whose replica i is at `addresses[i]` (`host:port`).
+    ///
+    /// Connections open lazily, so no replica needs to be up yet.
+    ///
+    /// # Errors
+    /// When the number of addresses is not a supported cluster size.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn connect(cluster: u128, addresses: Vec<String>) -> Result<Self, ClientError> {
+        Self::connect_with(TcpTransport, cluster, addresses)
+    }
+}
+
+impl<T: Transport> ClientPool<T> {
+    /// [`ClientPool::connect`] over another [`Transport`].
+    ///
+    /// # Errors
+    /// As [`ClientPool::connect`].
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn connect_with(
+        transport: T,
+        cluster: u128,
+        addresses: Vec<String>,
+    ) -> Result<Self, ClientError> {
+        if addresses.len() > REPLICAS_MAX || addresses.len().is_multiple_of(2) {
+            return Err(ClientError::AddressCount {
+                addresses: addresses.len(),
+            });
+        }
+        let addresses: Arc<[String]> = addresses.into();
+        let connections = Connections::spawn(&transport, &addresses);
+        Ok(Self {
+            inner: Arc::new(PoolInner {
+                transport: PhantomData,
+                cluster,
+                addresses,
+                connections,
+            }),
+        })
+    }
+
+    /// A new session speaking through these connections.
+    ///
+    /// # Errors
+    /// When OS entropy for the client id fails.
+    pub fn client(&self) -> Result<Client<T>, ClientError> {
+        let session = self.new_session()?;
+        let id = std::sync::Mutex::new(session.core.id());
+        Ok(Client {
+            pool: self.clone(),
+            session: Mutex::new(session),
+            id,
+        })
+    }
+
+    fn new_session(&self) -> Result<Session, ClientError> {
+        let entropy = |error: getrandom::Error| ClientError::Entropy(error.to_string());
+        let mut id: ClientId = 0;
+        while id == 0 {
+            let mut bytes = [0u8; 16];
+            getrandom::fill(&mut bytes).map_err(entropy)?;
+            id = u128::from_le_bytes(bytes);
+        }
+        let seed = getrandom::u64().map_err(entropy)?;
+        let inner = &self.inner;
+        let replica_count = u8::try_from(inner.addresses.len()).expect("checked by connect");
+        let core = vsr::Client::new(inner.cluster, replica_count, id, seed);
+        let (sender, replies) = mpsc::channel(REPLIES_QUEUE_MAX);
+        let router = inner.connections.router().clone();
+        router.register(id, sender);
+        Ok(Session {
+            core,
+            replies,
+            router,
+        })
+    }
+}
+
 /// A client of a vsr cluster; see the module docs. Cheap to share (`&self` methods; wrap it in
 /// an `Arc` to share it between tasks).
 pub struct Client<T: Transport = TcpTransport> {
-    transport: T,
-    cluster: u128,
-    addresses: Arc<[String]>,
+    pool: ClientPool<T>,
     session: Mutex<Session>,
     /// The current session's client id, readable without waiting for a request.
     id: std::sync::Mutex<ClientId>,
@@ -43,22 +148,29 @@ pub struct Client<T: Transport = TcpTransport> {
 impl<T: Transport> std::fmt::Debug for Client<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("cluster", &format_args!("{:x}", self.cluster))
-            .field("addresses", &self.addresses)
+            .field("cluster", &format_args!("{:x}", self.pool.inner.cluster))
+            .field("addresses", &self.pool.inner.addresses)
             .field("client_id", &format_args!("{:x}", self.client_id()))
             .finish_non_exhaustive()
     }
 }
 
-/// One protocol session and the connections it speaks through.
+/// One protocol session and the queue its replies arrive on.
 struct Session {
     core: vsr::Client,
-    connections: Connections,
     replies: mpsc::Receiver<Envelope>,
+    router: Router,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.router.unregister(self.core.id());
+    }
 }
 
 impl Client<TcpTransport> {
-    /// A client of cluster `cluster` whose replica i is at `addresses[i]` (`host:port`).
+    /// A client of cluster `cluster` whose replica i is at `addresses[i]` (`host:port`), with
+    /// connections of its own (see [`ClientPool`] to share them).
     ///
     /// Connections open lazily, so no replica needs to be up yet.
     ///
@@ -68,7 +180,7 @@ impl Client<TcpTransport> {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn connect(cluster: u128, addresses: Vec<String>) -> Result<Self, ClientError> {
-        Self::connect_with(TcpTransport, cluster, addresses)
+        ClientPool::connect(cluster, addresses)?.client()
     }
 }
 
@@ -85,21 +197,7 @@ impl<T: Transport> Client<T> {
         cluster: u128,
         addresses: Vec<String>,
     ) -> Result<Self, ClientError> {
-        if addresses.len() > REPLICAS_MAX || addresses.len().is_multiple_of(2) {
-            return Err(ClientError::AddressCount {
-                addresses: addresses.len(),
-            });
-        }
-        let addresses: Arc<[String]> = addresses.into();
-        let session = new_session(&transport, cluster, &addresses)?;
-        let id = std::sync::Mutex::new(session.core.id());
-        Ok(Self {
-            transport,
-            cluster,
-            addresses,
-            session: Mutex::new(session),
-            id,
-        })
+        ClientPool::connect_with(transport, cluster, addresses)?.client()
     }
 
     /// The current session's client id. It changes when a request's deadline passes (the
@@ -144,7 +242,8 @@ impl<T: Transport> Client<T> {
         }
         let sent = Arc::new(AtomicU8::new(SENT_PENDING));
         session.core.submit(body);
-        match drive(&mut session, &sent, deadline_at).await {
+        let connections = &self.pool.inner.connections;
+        match drive(&mut session, connections, &sent, deadline_at).await {
             Some(ClientEvent::Completed { result, .. }) => Ok(result),
             Some(_) => Err(RequestError::Unknown {
                 reason: "the cluster evicted this client's session; the next request registers \
@@ -174,13 +273,13 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// Starts a fresh session: new client id, new connections.
+    /// Starts a fresh session: new client id; replies to the old one are dropped.
     fn replace(&self, session: &mut Session) -> Result<(), RequestError> {
-        *session =
-            new_session(&self.transport, self.cluster, &self.addresses).map_err(|error| {
-                RequestError::NotExecuted {
-                    reason: format!("cannot start a new session: {error}"),
-                }
+        *session = self
+            .pool
+            .new_session()
+            .map_err(|error| RequestError::NotExecuted {
+                reason: format!("cannot start a new session: {error}"),
             })?;
         *self
             .id
@@ -190,34 +289,11 @@ impl<T: Transport> Client<T> {
     }
 }
 
-fn new_session<T: Transport>(
-    transport: &T,
-    cluster: u128,
-    addresses: &[String],
-) -> Result<Session, ClientError> {
-    let entropy = |error: getrandom::Error| ClientError::Entropy(error.to_string());
-    let mut id: ClientId = 0;
-    while id == 0 {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(entropy)?;
-        id = u128::from_le_bytes(bytes);
-    }
-    let seed = getrandom::u64().map_err(entropy)?;
-    let replica_count = u8::try_from(addresses.len()).expect("checked by connect");
-    let core = vsr::Client::new(cluster, replica_count, id, seed);
-    let (sender, replies) = mpsc::channel(REPLIES_QUEUE_MAX);
-    let connections = Connections::spawn(transport, addresses, &sender);
-    Ok(Session {
-        core,
-        connections,
-        replies,
-    })
-}
-
 /// Runs the session until its request completes (`Completed` or `Evicted`) or the deadline
 /// passes (`None`).
 async fn drive(
     session: &mut Session,
+    connections: &Connections,
     sent: &Arc<AtomicU8>,
     deadline_at: Instant,
 ) -> Option<ClientEvent> {
@@ -245,7 +321,7 @@ async fn drive(
                 }
             };
             let sent = operation.then(|| Arc::clone(sent));
-            session.connections.send(to, Outbound { frame, sent });
+            connections.send(to, Outbound { frame, sent });
         }
         tokio::select! {
             () = tokio::time::sleep_until(deadline_at) => return None,
