@@ -39,49 +39,57 @@ impl Codec for Put {
     }
 }
 
-impl Codec for u64 {
+/// The op an operation executed at.
+#[derive(Debug)]
+struct At(u64);
+
+impl Codec for At {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
+        out.extend_from_slice(&self.0.to_le_bytes());
     }
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        let bytes = bytes
-            .try_into()
-            .map_err(|_| CodecError::new("u64", "size"))?;
-        Ok(u64::from_le_bytes(bytes))
+        let bytes = bytes.try_into().map_err(|_| CodecError::new("at", "size"))?;
+        Ok(At(u64::from_le_bytes(bytes)))
     }
 }
 
-impl Codec for Vec<u64> {
+/// Every slot, as the delta.
+#[derive(Debug)]
+struct Snapshot(Vec<u64>);
+
+impl Codec for Snapshot {
     fn encode(&self, out: &mut Vec<u8>) {
-        for slot in self {
+        for slot in &self.0 {
             out.extend_from_slice(&slot.to_le_bytes());
         }
     }
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        Ok(bytes
-            .chunks_exact(8)
-            .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8 bytes")))
-            .collect())
+        Ok(Snapshot(
+            bytes
+                .chunks_exact(8)
+                .map(|chunk| u64::from_le_bytes(chunk.try_into().expect("8 bytes")))
+                .collect(),
+        ))
     }
 }
 
 impl StateMachine for Slots {
     type Operation = Put;
-    type Result = u64;
-    type Delta = Vec<u64>;
-    fn apply(&mut self, op: u64, operation: Put) -> u64 {
+    type Result = At;
+    type Delta = Snapshot;
+    fn apply(&mut self, op: u64, operation: Put) -> At {
         let slot = operation.0.first().copied().unwrap_or(0) as usize;
         if self.slots.len() <= slot {
             self.slots.resize(slot + 1, 0);
         }
         self.slots[slot] = op;
-        op
+        At(op)
     }
-    fn delta(&self, _since: u64) -> Vec<u64> {
-        self.slots.clone()
+    fn delta(&self, _since: u64) -> Snapshot {
+        Snapshot(self.slots.clone())
     }
-    fn apply_delta(&mut self, delta: Vec<u64>) {
-        self.slots = delta;
+    fn apply_delta(&mut self, delta: Snapshot) {
+        self.slots = delta.0;
     }
     fn digest(&self) -> u128 {
         self.slots.iter().map(|&slot| u128::from(slot)).sum()
