@@ -48,7 +48,9 @@ impl Codec for At {
         out.extend_from_slice(&self.0.to_le_bytes());
     }
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        let bytes = bytes.try_into().map_err(|_| CodecError::new("at", "size"))?;
+        let bytes = bytes
+            .try_into()
+            .map_err(|_| CodecError::new("at", "size"))?;
         Ok(At(u64::from_le_bytes(bytes)))
     }
 }
