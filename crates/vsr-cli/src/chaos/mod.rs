@@ -225,6 +225,7 @@ async fn chaos(
             .into_iter()
             .map(|bad| format!("bad reply: {bad}")),
     );
+    failures.extend(panics(nemesis.cluster));
     summarize(&nemesis, &recorder);
     let history = recorder.history();
     let keys: std::collections::BTreeSet<&str> =
@@ -382,7 +383,7 @@ async fn converge(
             )),
         }
     }
-    compare_images(cluster, commit, reads, failures)?;
+    compare_images(cluster, commit, reads, failures);
     Ok(())
 }
 
@@ -420,17 +421,23 @@ fn compare_images(
     commit: u64,
     reads: &[(String, Option<String>)],
     failures: &mut Vec<String>,
-) -> anyhow::Result<()> {
+) {
     let count = cluster.replica_count();
     let mut images = Vec::with_capacity(count);
     for index in 0..count {
-        images.push(state::read(
+        match state::read(
             &cluster.data_dir(index),
             cluster.cluster,
             count,
             index,
             commit,
-        )?);
+        ) {
+            Ok(image) => images.push(image),
+            Err(error) => {
+                failures.push(format!("replica {index}'s data after the run: {error:#}"));
+                return;
+            }
+        }
     }
     let first = &images[0];
     for (index, image) in images.iter().enumerate() {
@@ -474,7 +481,19 @@ fn compare_images(
         first.digest,
         reads.len() - differing.len()
     ));
-    Ok(())
+}
+
+/// A line for every panic in a replica's log: a panic in a task does not always end the
+/// process, so the exit status alone would miss it.
+fn panics(cluster: &LocalCluster) -> Vec<String> {
+    let mut found = Vec::new();
+    for index in 0..cluster.replica_count() {
+        let log = std::fs::read_to_string(cluster.log_path(index)).unwrap_or_default();
+        for line in log.lines().filter(|line| line.contains("panicked at")) {
+            found.push(format!("replica {index} panicked: {}", line.trim()));
+        }
+    }
+    found
 }
 
 /// Prints the faults by kind and what became of the operations.
