@@ -167,3 +167,52 @@ fn an_interrupted_run_stops_every_replica_and_removes_its_files() {
         );
     }
 }
+
+#[test]
+fn a_replica_that_dies_unasked_fails_the_run() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vsr"))
+        .args(["chaos", "--duration", "10", "--seed", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vsr chaos starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+    // The first fault comes at least 2 s after the primary line: kill replica 0 before it, so
+    // the nemesis has not stopped or replaced it.
+    while !seen.contains(" is primary of view ") {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    let victim = pids(&seen)[0];
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(victim).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    let status = child.wait().expect("vsr chaos exits");
+    stdout.read_to_string(&mut seen).expect("read the rest");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{seen}\n{stderr}");
+    assert!(seen.contains("CRASH: replica 0 exited by itself"), "{seen}");
+    assert!(seen.contains("result: FAIL"), "{seen}");
+    assert!(stderr.contains("replica 0 exited by itself"), "{stderr}");
+    // The rest of the verdict still comes: the crash is the only failure.
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[lines.len() - 2], "linearizable: yes", "{seen}");
+    assert_eq!(
+        lines[lines.len() - 1],
+        "lost acknowledged writes: 0",
+        "{seen}"
+    );
+    assert!(!Path::new(&data_dir(&seen)).exists());
+}
