@@ -496,6 +496,31 @@ fn panics(cluster: &LocalCluster) -> Vec<String> {
     found
 }
 
+/// From the status changes the replicas' logs record: view changes started (each new view
+/// entered in view change status) and recoveries started (recovering status entered from
+/// another status, or at a start).
+fn status_changes(cluster: &LocalCluster) -> (usize, usize) {
+    let mut counts = (0, 0);
+    for index in 0..cluster.replica_count() {
+        let log = std::fs::read_to_string(cluster.log_path(index)).unwrap_or_default();
+        let mut recovering = false;
+        for line in log.lines() {
+            if line.contains(" listening ") {
+                recovering = false;
+            } else if line.contains(" status view_change primary ") {
+                counts.0 += 1;
+                recovering = false;
+            } else if line.contains(" status recovering primary ") {
+                counts.1 += usize::from(!recovering);
+                recovering = true;
+            } else if line.contains(" status normal primary ") {
+                recovering = false;
+            }
+        }
+    }
+    counts
+}
+
 /// Prints the faults by kind and what became of the operations.
 fn summarize(nemesis: &Nemesis<'_>, recorder: &Recorder) {
     let faults: Vec<String> = nemesis
@@ -516,6 +541,12 @@ fn summarize(nemesis: &Nemesis<'_>, recorder: &Recorder) {
     say(&format!(
         "  replicas that crashed by themselves: {}",
         nemesis.crashes.len()
+    ));
+    let (view_changes, recoveries) = status_changes(nemesis.cluster);
+    say(&format!(
+        "  protocol: {view_changes} view changes and {recoveries} recoveries started (replica \
+         logs), at least {} state transfers (replica metrics)",
+        nemesis.state_transfers
     ));
     let counts = &recorder.counts;
     let invoked = counts.invoked.load(Ordering::Relaxed);

@@ -19,7 +19,7 @@ use crate::chaos::damage;
 use crate::chaos::proxy::{LinkState, Mode, Network};
 use crate::chaos::schedule::{DamageKind, Fault, Prng, Schedule, Step, Target};
 use crate::local_cluster::{LocalCluster, log_tail};
-use crate::scrape::{ReplicaState, replica_state};
+use crate::scrape::{ReplicaState, metric, parse_state, scrape};
 
 /// `vsr_status` of a recovering replica.
 const STATUS_RECOVERING: u64 = 2;
@@ -58,6 +58,11 @@ pub(crate) struct Nemesis<'a> {
     pub(crate) skipped: u64,
     /// Replicas that exited by themselves: a line each.
     pub(crate) crashes: Vec<String>,
+    /// State transfers the replicas counted (`vsr_state_transfers_total`), as far as seen:
+    /// those in the last moments before a replica was killed are missed.
+    pub(crate) state_transfers: u64,
+    /// Per replica: the pid of the process last sampled and the count it reported.
+    transfers_seen: Vec<(u32, u64)>,
     last_status: Instant,
 }
 
@@ -68,7 +73,8 @@ impl<'a> Nemesis<'a> {
         seed: u64,
         started: Instant,
     ) -> Self {
-        let f = (cluster.replica_count() - 1) / 2;
+        let count = cluster.replica_count();
+        let f = (count - 1) / 2;
         Self {
             cluster,
             network,
@@ -81,6 +87,8 @@ impl<'a> Nemesis<'a> {
             counts: BTreeMap::new(),
             skipped: 0,
             crashes: Vec::new(),
+            state_transfers: 0,
+            transfers_seen: vec![(0, 0); count],
             last_status: Instant::now(),
         }
     }
@@ -138,26 +146,57 @@ impl<'a> Nemesis<'a> {
 
     /// The state of every replica that runs and is not paused.
     pub(crate) async fn states(&self) -> Vec<Option<ReplicaState>> {
+        let samples = self.samples().await;
+        samples
+            .into_iter()
+            .map(|sample| sample.map(|(state, _)| state))
+            .collect()
+    }
+
+    /// The state and the state transfer count of every replica that runs and is not paused.
+    async fn samples(&self) -> Vec<Option<(ReplicaState, u64)>> {
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..self.cluster.replica_count() {
             if self.cluster.pid(index).is_some() && !self.paused.contains(&index) {
                 let address = self.cluster.metrics[index];
                 tasks.spawn(async move {
-                    let state = tokio::time::timeout(SCRAPE_TIMEOUT, replica_state(address));
-                    (index, state.await.ok().flatten())
+                    let text = tokio::time::timeout(SCRAPE_TIMEOUT, scrape(address));
+                    let text = text.await.ok().flatten().unwrap_or_default();
+                    let transfers = metric(&text, "vsr_state_transfers_total").unwrap_or(0);
+                    (index, parse_state(&text).map(|state| (state, transfers)))
                 });
             }
         }
-        let mut states = vec![None; self.cluster.replica_count()];
-        while let Some(Ok((index, state))) = tasks.join_next().await {
-            states[index] = state;
+        let mut samples = vec![None; self.cluster.replica_count()];
+        while let Some(Ok((index, sample))) = tasks.join_next().await {
+            samples[index] = sample;
         }
-        states
+        samples
+    }
+
+    /// Adds the state transfers each replica process counted since the last look.
+    fn count_transfers(&mut self, samples: &[Option<(ReplicaState, u64)>]) {
+        for (index, sample) in samples.iter().enumerate() {
+            let (Some((_, transfers)), Some(pid)) = (sample, self.cluster.pid(index)) else {
+                continue;
+            };
+            let seen = &mut self.transfers_seen[index];
+            if seen.0 != pid {
+                *seen = (pid, 0);
+            }
+            self.state_transfers += transfers.saturating_sub(seen.1);
+            seen.1 = seen.1.max(*transfers);
+        }
     }
 
     /// Updates the suspects from the replicas' status.
     async fn observe(&mut self) {
-        let states = self.states().await;
+        let samples = self.samples().await;
+        self.count_transfers(&samples);
+        let states: Vec<Option<ReplicaState>> = samples
+            .into_iter()
+            .map(|sample| sample.map(|(state, _)| state))
+            .collect();
         let commit_max = states.iter().flatten().map(|s| s.commit).max().unwrap_or(0);
         for (index, state) in states.iter().enumerate() {
             let Some(state) = state else { continue };

@@ -1,7 +1,8 @@
 //! The fault schedule: what the nemesis does and when, drawn from `--seed`.
 //!
 //! A run alternates healthy periods (no fault at all, so the workload gets definite answers)
-//! with fault periods of one to three faults; each fault period ends by healing everything.
+//! with fault periods of one to three faults, each held a while (now and then long enough for
+//! a replica to need state transfer); each fault period ends by healing everything.
 //! Every choice — the lengths of the periods, the kind of each fault, which replica or link it
 //! hits, how a link fails — is drawn from one xoshiro256++ stream seeded with the seed, in
 //! order. Real processes and sockets are not deterministic, so the seed fixes the sequence of
@@ -19,6 +20,10 @@ use crate::chaos::proxy::Mode;
 const HEALTHY_MS: (u64, u64) = (2_000, 6_000);
 /// Shortest and longest wait after one fault before the next one (or the heal).
 const FAULT_HOLD_MS: (u64, u64) = (500, 3_000);
+/// One hold in [`LONG_HOLD_PERCENT`] is long instead: a replica down or cut off that long falls
+/// further behind than its peers keep log entries, so it catches up through state transfer.
+const FAULT_HOLD_LONG_MS: (u64, u64) = (10_000, 30_000);
+const LONG_HOLD_PERCENT: u64 = 10;
 /// Most faults in one fault period.
 const FAULTS_PER_PERIOD_MAX: u64 = 3;
 /// How long every replica stays down in a kill-all.
@@ -176,7 +181,11 @@ impl Schedule {
         let faults = self.prng.range((1, FAULTS_PER_PERIOD_MAX));
         for _ in 0..faults {
             let fault = self.draw_fault();
-            let hold = self.prng.millis(FAULT_HOLD_MS);
+            let hold = if self.prng.percent(LONG_HOLD_PERCENT) {
+                self.prng.millis(FAULT_HOLD_LONG_MS)
+            } else {
+                self.prng.millis(FAULT_HOLD_MS)
+            };
             self.pending.push_back(Step::Fault(fault, hold));
         }
         self.pending.push_back(Step::Heal);
