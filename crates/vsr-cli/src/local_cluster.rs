@@ -1,5 +1,6 @@
-//! [`LocalCluster`]: three replicas as child processes of this binary (`vsr start`) on free
-//! loopback ports, in one directory, for `vsr demo` and `vsr bench`.
+//! [`LocalCluster`]: replicas as child processes of this binary (`vsr start`) on free loopback
+//! ports, in one directory, for `vsr demo`, `vsr bench` (three replicas) and `vsr chaos` (three,
+//! five or seven, each possibly with its own `--addresses` list pointing at proxies).
 //!
 //! [`LocalCluster::create`] picks the ports and runs `vsr format` for each replica; `start`,
 //! `kill` and the waits drive the processes; the replicas' metrics ([`crate::scrape`]) tell who
@@ -10,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -18,15 +19,15 @@ use tempfile::TempDir;
 
 use crate::scrape::{ReplicaState, replica_state};
 
-/// Replicas of a local cluster.
+/// Replicas of a local cluster made by [`LocalCluster::create`].
 pub(crate) const REPLICA_COUNT: usize = 3;
 /// How long the restarted replica may take to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Interval between two looks at the metrics.
 const POLL: Duration = Duration::from_millis(10);
 
-/// Three replicas as child processes of this binary, in a temporary directory. Dropping it
-/// kills every child and removes the directory (unless [`LocalCluster::keep`] was called).
+/// Replicas as child processes of this binary, in a temporary directory. Dropping it kills
+/// every child and removes the directory (unless [`LocalCluster::keep`] was called).
 pub(crate) struct LocalCluster {
     exe: PathBuf,
     /// `None` once kept.
@@ -36,57 +37,84 @@ pub(crate) struct LocalCluster {
     pub(crate) cluster: u128,
     /// Replica i's `host:port`, the i-th.
     pub(crate) addresses: Vec<String>,
+    /// The `--addresses` list replica i is started with, the i-th (by default `addresses`).
+    start_addresses: Vec<Vec<String>>,
     /// Replica i's metrics endpoint, the i-th.
     pub(crate) metrics: Vec<SocketAddr>,
     children: Vec<Option<Child>>,
 }
 
 impl LocalCluster {
-    /// Picks free ports and formats the three data directories.
+    /// Picks free ports and formats the data directories of [`REPLICA_COUNT`] replicas.
     pub(crate) fn create(exe: PathBuf, dir: TempDir) -> anyhow::Result<Self> {
+        Self::create_sized(exe, dir, REPLICA_COUNT)
+    }
+
+    /// Picks free ports and formats the data directories of `replica_count` replicas.
+    pub(crate) fn create_sized(
+        exe: PathBuf,
+        dir: TempDir,
+        replica_count: usize,
+    ) -> anyhow::Result<Self> {
         let root = dir.path().to_owned();
-        let ports = free_ports(2 * REPLICA_COUNT)?;
+        let ports = free_ports(2 * replica_count)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos());
         let cluster = (nanos << 32) ^ u128::from(std::process::id());
+        let addresses: Vec<String> = ports[..replica_count]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let cluster = Self {
             exe,
             dir: Some(dir),
             root,
             cluster,
-            addresses: ports[..REPLICA_COUNT]
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            metrics: ports[REPLICA_COUNT..].to_vec(),
-            children: (0..REPLICA_COUNT).map(|_| None).collect(),
+            start_addresses: vec![addresses.clone(); replica_count],
+            addresses,
+            metrics: ports[replica_count..].to_vec(),
+            children: (0..replica_count).map(|_| None).collect(),
         };
-        for index in 0..REPLICA_COUNT {
-            cluster.format(index)?;
+        for index in 0..replica_count {
+            cluster.format(index, false)?;
         }
         Ok(cluster)
+    }
+
+    /// Replicas in the cluster.
+    pub(crate) fn replica_count(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Starts replica `index` with `addresses` as its `--addresses` list from now on (its own
+    /// entry must stay its listening address).
+    pub(crate) fn set_start_addresses(&mut self, index: usize, addresses: Vec<String>) {
+        assert_eq!(addresses.len(), self.replica_count());
+        assert_eq!(addresses[index], self.addresses[index]);
+        self.start_addresses[index] = addresses;
     }
 
     pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    fn data_dir(&self, index: usize) -> PathBuf {
+    pub(crate) fn data_dir(&self, index: usize) -> PathBuf {
         self.root.join(format!("replica-{index}"))
     }
 
-    fn log_path(&self, index: usize) -> PathBuf {
+    pub(crate) fn log_path(&self, index: usize) -> PathBuf {
         self.root.join(format!("replica-{index}.log"))
     }
 
-    /// Runs `vsr format` for replica `index`.
-    fn format(&self, index: usize) -> anyhow::Result<()> {
+    /// Runs `vsr format` for replica `index`, with `--recover` if `recover`.
+    fn format(&self, index: usize, recover: bool) -> anyhow::Result<()> {
         let output = Command::new(&self.exe)
             .arg("format")
             .arg(format!("--cluster={:#x}", self.cluster))
             .arg(format!("--replica={index}"))
-            .arg(format!("--replica-count={REPLICA_COUNT}"))
+            .arg(format!("--replica-count={}", self.replica_count()))
+            .args(recover.then_some("--recover"))
             .arg(self.data_dir(index))
             .stdin(Stdio::null())
             .output()
@@ -100,6 +128,20 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Replaces the data directory of the stopped replica `index` with an empty one formatted
+    /// with `vsr format --recover`: the way to rebuild a replica whose data was lost.
+    pub(crate) fn reformat_recovering(&self, index: usize) -> anyhow::Result<()> {
+        if self.children[index].is_some() {
+            bail!("replica {index} is running");
+        }
+        let dir = self.data_dir(index);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+        self.format(index, true)
+    }
+
     /// Starts `vsr start` for replica `index`, its log appended to `replica-<index>.log`.
     pub(crate) fn start(&mut self, index: usize) -> anyhow::Result<u32> {
         let log = OpenOptions::new()
@@ -110,7 +152,10 @@ impl LocalCluster {
         let child = Command::new(&self.exe)
             .arg("start")
             .arg(format!("--cluster={:#x}", self.cluster))
-            .arg(format!("--addresses={}", self.addresses.join(",")))
+            .arg(format!(
+                "--addresses={}",
+                self.start_addresses[index].join(",")
+            ))
             .arg(format!("--metrics={}", self.metrics[index]))
             .arg(self.data_dir(index))
             .env_remove("VSR_CLUSTER")
@@ -137,9 +182,46 @@ impl LocalCluster {
         Ok(pid)
     }
 
+    /// The pid of replica `index`, if it runs.
+    pub(crate) fn pid(&self, index: usize) -> Option<u32> {
+        self.children[index].as_ref().map(Child::id)
+    }
+
+    /// Reaps every replica that exited although nobody stopped it; returns each with its
+    /// status.
+    pub(crate) fn reap_exited(&mut self) -> Vec<(usize, ExitStatus)> {
+        let mut exited = Vec::new();
+        for (index, slot) in self.children.iter_mut().enumerate() {
+            if let Some(child) = slot.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                *slot = None;
+                exited.push((index, status));
+            }
+        }
+        exited
+    }
+
+    /// Waits up to `timeout` for replica `index` to exit (after a signal this process sent
+    /// it), and reaps it; `None` if it still runs.
+    pub(crate) fn wait_exit(&mut self, index: usize, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.children[index].as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.children[index] = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// Fails if a replica that should run has exited, with the end of its log.
     pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
-        for index in 0..REPLICA_COUNT {
+        for index in 0..self.replica_count() {
             let Some(child) = self.children[index].as_mut() else {
                 continue;
             };
@@ -156,8 +238,8 @@ impl LocalCluster {
     /// The state of every running replica whose metrics answer.
     async fn states(&mut self) -> anyhow::Result<Vec<Option<ReplicaState>>> {
         self.check_running()?;
-        let mut states = Vec::with_capacity(REPLICA_COUNT);
-        for index in 0..REPLICA_COUNT {
+        let mut states = Vec::with_capacity(self.replica_count());
+        for index in 0..self.replica_count() {
             states.push(if self.children[index].is_some() {
                 replica_state(self.metrics[index]).await
             } else {
@@ -179,7 +261,7 @@ impl LocalCluster {
             let states = self.states().await?;
             for (index, state) in states.iter().enumerate() {
                 if let Some(state) = state
-                    && state.is_primary(index, REPLICA_COUNT)
+                    && state.is_primary(index, self.replica_count())
                     && after.is_none_or(|view| state.view > view)
                 {
                     return Ok((index, *state));
@@ -269,7 +351,7 @@ fn free_ports(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
 }
 
 /// The last lines of a replica's log.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     const TAIL_BYTES: u64 = 2048;
     let mut bytes = Vec::new();
     if let Ok(mut file) = File::open(path) {

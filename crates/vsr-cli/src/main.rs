@@ -9,15 +9,19 @@
 //!   failure and checks that no acknowledged write was lost;
 //! * `sim` ([`sim`]) runs the deterministic cluster simulator;
 //! * `bench` ([`bench`]) measures throughput, latency and CPU per operation, on a local durable
-//!   cluster or an existing one.
+//!   cluster or an existing one;
+//! * `chaos` ([`chaos`]) runs a local cluster under kills, pauses, partitions and data damage
+//!   with concurrent clients, and checks the history they recorded.
 //!
 //! Every failure an operator can cause (a bad flag, a missing data directory, another cluster's
 //! data) prints one `error: ...` line on stderr and exits non-zero; nothing here panics on bad
 //! input. [`args`] holds the value parsers the subcommands share; [`scrape`] reads a replica's
-//! metrics endpoint; [`local_cluster`] runs the replica processes of `demo` and `bench`.
+//! metrics endpoint; [`local_cluster`] runs the replica processes of `demo`, `bench` and
+//! `chaos`.
 
 mod args;
 mod bench;
+mod chaos;
 mod client;
 mod demo;
 mod format;
@@ -60,6 +64,8 @@ enum Commands {
     Sim(sim::SimArgs),
     /// Measure throughput, latency and CPU per operation (starts a local cluster by default).
     Bench(bench::BenchArgs),
+    /// Run a local cluster under kills, pauses, partitions and data damage; check the history.
+    Chaos(chaos::ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
         Commands::Demo(args) => demo::run(&args),
         Commands::Sim(args) => sim::run(&args),
         Commands::Bench(args) => bench::run(&args),
+        Commands::Chaos(args) => chaos::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -36,12 +36,16 @@ impl ReplicaState {
 
 /// The replica's state, or `None` if its endpoint does not answer.
 pub(crate) async fn replica_state(address: SocketAddr) -> Option<ReplicaState> {
-    let text = scrape(address).await?;
+    parse_state(&scrape(address).await?)
+}
+
+/// The replica state in the metrics text `text`.
+pub(crate) fn parse_state(text: &str) -> Option<ReplicaState> {
     Some(ReplicaState {
-        view: metric(&text, "vsr_view")?,
-        status: metric(&text, "vsr_status")?,
-        op: metric(&text, "vsr_op")?,
-        commit: metric(&text, "vsr_commit")?,
+        view: metric(text, "vsr_view")?,
+        status: metric(text, "vsr_status")?,
+        op: metric(text, "vsr_op")?,
+        commit: metric(text, "vsr_commit")?,
     })
 }
 
