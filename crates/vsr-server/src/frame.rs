@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use vsr::Envelope;
 use vsr::wire::{self, DecodeError, HEADER_SIZE};
@@ -36,59 +36,57 @@ pub(crate) enum ReadError {
     Decode(DecodeError),
 }
 
-/// Reads verified envelopes from a byte stream.
+/// Reads verified envelopes from a byte stream. Frames are split off one shared read buffer
+/// without copying, and the decoded bodies are slices of them ([`wire::decode_shared`]).
 pub(crate) struct FrameReader<R> {
-    reader: BufReader<R>,
-    buffer: Vec<u8>,
+    reader: R,
+    buffer: BytesMut,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub(crate) fn new(reader: R) -> Self {
         Self {
-            reader: BufReader::with_capacity(READ_BUFFER_SIZE, reader),
-            buffer: Vec::new(),
+            reader,
+            buffer: BytesMut::new(),
         }
     }
 
     /// The next envelope and its frame size, or `None` when the stream ended between frames.
     pub(crate) async fn next(&mut self) -> Result<Option<(Envelope, usize)>, ReadError> {
-        self.buffer.resize(HEADER_SIZE, 0);
-        let mut filled = 0;
-        while filled < HEADER_SIZE {
-            match self
-                .reader
-                .read(&mut self.buffer[filled..HEADER_SIZE])
-                .await
-            {
-                Ok(0) if filled == 0 => return Ok(None),
-                Ok(0) => return Err(ReadError::Truncated),
-                Ok(read) => filled += read,
-                Err(error) => return Err(ReadError::Io(error)),
-            }
+        if !self.fill(HEADER_SIZE).await? {
+            return Ok(None);
         }
         let size = match wire::frame_size(&self.buffer) {
             Ok(Some(size)) => size,
             Ok(None) => unreachable!("a whole header was read"),
             Err(error) => return Err(ReadError::Decode(error)),
         };
-        self.buffer.resize(size, 0);
-        match self
-            .reader
-            .read_exact(&mut self.buffer[HEADER_SIZE..])
-            .await
-        {
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(ReadError::Truncated);
-            }
-            Err(error) => return Err(ReadError::Io(error)),
+        if !self.fill(size).await? {
+            return Err(ReadError::Truncated);
         }
-        let envelope = wire::decode(&self.buffer).map_err(ReadError::Decode)?;
-        if self.buffer.capacity() > READ_BUFFER_SIZE {
-            // Do not keep a multi-megabyte buffer for a connection that sent one large frame.
-            self.buffer = Vec::new();
-        }
+        let frame = self.buffer.split_to(size).freeze();
+        let envelope = wire::decode_shared(&frame).map_err(ReadError::Decode)?;
         Ok(Some((envelope, size)))
+    }
+
+    /// Reads until the buffer holds `size` bytes. `false`: the stream ended with the buffer
+    /// empty (`size` a header) or short; a stream ending inside a header is truncated.
+    async fn fill(&mut self, size: usize) -> Result<bool, ReadError> {
+        while self.buffer.len() < size {
+            if self.buffer.capacity() - self.buffer.len() < size - self.buffer.len() {
+                // Room for this frame, and for the small ones likely behind it.
+                self.buffer
+                    .reserve(size.max(READ_BUFFER_SIZE) - self.buffer.len());
+            }
+            match self.reader.read_buf(&mut self.buffer).await {
+                Ok(0) if self.buffer.is_empty() => return Ok(false),
+                Ok(0) if size == HEADER_SIZE => return Err(ReadError::Truncated),
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                Err(error) => return Err(ReadError::Io(error)),
+            }
+        }
+        Ok(true)
     }
 }
 

@@ -248,7 +248,7 @@ impl Header {
     }
 
     fn from_bytes(bytes: &[u8; HEADER_SIZE]) -> Header {
-        let mut reader = Reader { bytes };
+        let mut reader = Reader::new(bytes);
         let header = Header::read(&mut reader).expect("header fields add up to HEADER_SIZE");
         assert!(reader.bytes.is_empty());
         header
@@ -617,6 +617,19 @@ fn verified_header(bytes: &[u8; HEADER_SIZE]) -> Result<Header, DecodeError> {
 /// When the frame is corrupt, truncated, of another version, or not exactly what [`encode`]
 /// produces for the envelope it describes.
 pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+    decode_from(bytes, None)
+}
+
+/// [`decode`] of a frame held in shared [`Bytes`]: the bodies of the decoded message (request
+/// and reply bodies, entry bodies, delta chunks) are slices of `frame`, not copies.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_shared(frame: &Bytes) -> Result<Envelope, DecodeError> {
+    decode_from(frame, Some(frame))
+}
+
+fn decode_from(bytes: &[u8], frame: Option<&Bytes>) -> Result<Envelope, DecodeError> {
     let Some(header_bytes) = bytes.first_chunk::<HEADER_SIZE>() else {
         return Err(DecodeError::TooShort { size: bytes.len() });
     };
@@ -653,7 +666,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         SENDER_KIND_CLIENT => Sender::Client(header.client),
         _ => return Err(DecodeError::Malformed("unknown sender kind")),
     };
-    let mut reader = Reader { bytes: body };
+    let mut reader = Reader { bytes: body, frame };
     let message = decode_message(&header, command, &mut reader)?;
     if !reader.bytes.is_empty() {
         return Err(DecodeError::Malformed("trailing bytes after the body"));
@@ -699,7 +712,7 @@ fn decode_message(
                 .map_err(|_| DecodeError::Malformed("request session exceeds u64"))?,
             request: context,
             operation: decode_operation(header.kind)?,
-            body: Bytes::copy_from_slice(reader.rest()),
+            body: reader.rest_owned(),
         },
         Command::Reply => Message::Reply {
             client: header.client,
@@ -707,7 +720,7 @@ fn decode_message(
             op,
             request: context,
             result: match header.kind {
-                REPLY_EXECUTED => ReplyResult::Executed(Bytes::copy_from_slice(reader.rest())),
+                REPLY_EXECUTED => ReplyResult::Executed(reader.rest_owned()),
                 REPLY_REGISTERED => ReplyResult::Registered,
                 REPLY_SESSION_EVICTED => ReplyResult::SessionEvicted,
                 _ => return Err(DecodeError::Malformed("unknown reply result")),
@@ -795,7 +808,7 @@ fn decode_bool(flag: u8) -> Result<bool, DecodeError> {
 /// unknown operation; [`DecodeError::EntryChecksum`] if the entry's checksum does not match
 /// its fields.
 pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
-    let mut reader = Reader { bytes };
+    let mut reader = Reader::new(bytes);
     let entry = read_entry(&mut reader)?;
     if !reader.bytes.is_empty() {
         return Err(DecodeError::Malformed("trailing bytes after the entry"));
@@ -813,7 +826,7 @@ fn read_entry(reader: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     let request = reader.u64()?;
     let body_size = reader.u32()? as usize;
     let operation = decode_operation(reader.u8()?)?;
-    let body = Bytes::copy_from_slice(reader.take(body_size)?);
+    let body = reader.take_owned(body_size)?;
     let entry = Entry {
         op,
         view,
@@ -859,7 +872,7 @@ fn decode_delta(reader: &mut Reader<'_>) -> Result<StatePayload, DecodeError> {
     let total_size = reader.u64()?;
     let total_checksum = reader.u128()?;
     let chunk_size = reader.u32()? as usize;
-    let chunk = Bytes::copy_from_slice(reader.take(chunk_size)?);
+    let chunk = reader.take_owned(chunk_size)?;
     Ok(StatePayload::Delta {
         op,
         op_checksum,
@@ -874,9 +887,33 @@ fn decode_delta(reader: &mut Reader<'_>) -> Result<StatePayload, DecodeError> {
 /// Reads a body front to back; every read is checked against the bytes left.
 struct Reader<'a> {
     bytes: &'a [u8],
+    /// The frame `bytes` lie in, when it is shared: byte fields then slice it, not copy.
+    frame: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, frame: None }
+    }
+
+    /// `bytes` as an owned field: a slice of the shared frame, or a copy.
+    fn owned(&self, bytes: &[u8]) -> Bytes {
+        match self.frame {
+            Some(frame) => frame.slice_ref(bytes),
+            None => Bytes::copy_from_slice(bytes),
+        }
+    }
+
+    fn take_owned(&mut self, size: usize) -> Result<Bytes, DecodeError> {
+        let bytes = self.take(size)?;
+        Ok(self.owned(bytes))
+    }
+
+    fn rest_owned(&mut self) -> Bytes {
+        let bytes = self.rest();
+        self.owned(bytes)
+    }
+
     fn take(&mut self, size: usize) -> Result<&'a [u8], DecodeError> {
         if size > self.bytes.len() {
             return Err(DecodeError::Malformed("body ends inside a field"));
@@ -1582,6 +1619,7 @@ mod tests {
             let bytes = encode(&envelope);
             prop_assert_eq!(bytes.len(), HEADER_SIZE + body_size(&envelope.message));
             prop_assert_eq!(frame_size(&bytes), Ok(Some(bytes.len())));
+            prop_assert_eq!(decode_shared(&Bytes::from(bytes.clone())), Ok(envelope.clone()));
             prop_assert_eq!(decode(&bytes), Ok(envelope));
         }
 
