@@ -61,16 +61,7 @@ pub(crate) struct DemoArgs {
 
 /// Runs `vsr demo`.
 pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let dir = tempfile::Builder::new()
-        .prefix("vsr-demo-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let mut cluster = LocalCluster::create(exe, dir)?;
+    let (runtime, mut cluster) = LocalCluster::in_temp_dir("vsr-demo-", REPLICA_COUNT)?;
     let result = runtime.block_on(async {
         let interrupted = interrupted()?;
         tokio::select! {

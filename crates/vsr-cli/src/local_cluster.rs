@@ -45,6 +45,24 @@ pub(crate) struct LocalCluster {
 }
 
 impl LocalCluster {
+    /// A cluster of `replica_count` replicas of this program in a fresh temporary directory
+    /// named `prefix…` under the system's temporary directory, and a runtime to drive it.
+    pub(crate) fn in_temp_dir(
+        prefix: &str,
+        replica_count: usize,
+    ) -> anyhow::Result<(tokio::runtime::Runtime, Self)> {
+        let exe = std::env::current_exe().context("cannot find this program's path")?;
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the tokio runtime")?;
+        Ok((runtime, Self::create_sized(exe, dir, replica_count)?))
+    }
+
     /// Picks free ports and formats the data directories of [`REPLICA_COUNT`] replicas.
     pub(crate) fn create(exe: PathBuf, dir: TempDir) -> anyhow::Result<Self> {
         Self::create_sized(exe, dir, REPLICA_COUNT)

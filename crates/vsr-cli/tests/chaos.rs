@@ -121,41 +121,72 @@ fn bad_flags_are_refused_with_one_clear_line() {
     }
 }
 
+/// A `vsr chaos` run in progress, its output read line by line.
+struct Running {
+    child: std::process::Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    seen: String,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vsr"))
+            .arg("chaos")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vsr chaos starts");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Self {
+            child,
+            stdout,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads lines until one contains `marker` (or the output ends).
+    fn read_until(&mut self, marker: &str) {
+        use std::io::BufRead;
+        while !self.seen.contains(marker) {
+            let mut line = String::new();
+            if self.stdout.read_line(&mut line).expect("read") == 0 {
+                break;
+            }
+            self.seen.push_str(&line);
+        }
+    }
+
+    /// Waits for the exit; returns the exit code, all of stdout and all of stderr.
+    fn finish(mut self) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        let status = self.child.wait().expect("vsr chaos exits");
+        self.stdout
+            .read_to_string(&mut self.seen)
+            .expect("read the rest");
+        let mut stderr = String::new();
+        self.child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr)
+            .expect("read stderr");
+        (status.code(), self.seen, stderr)
+    }
+}
+
 #[test]
 fn an_interrupted_run_stops_every_replica_and_removes_its_files() {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vsr"))
-        .args(["chaos", "--duration", "120", "--seed", "5"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vsr chaos starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut seen = String::new();
+    let mut run = Running::start(&["--duration", "120", "--seed", "5"]);
     // Up to the first fault, so processes may be paused or partitioned when the signal comes.
-    while !seen.contains("] ") {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).expect("read") == 0 {
-            break;
-        }
-        seen.push_str(&line);
-    }
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    run.read_until("] ");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(run.child.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
     let started = Instant::now();
-    let status = child.wait().expect("vsr chaos exits");
+    let (code, seen, stderr) = run.finish();
     assert!(started.elapsed() < Duration::from_secs(30));
-    stdout.read_to_string(&mut seen).expect("read the rest");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
-    assert_eq!(status.code(), Some(2), "{seen}\n{stderr}");
+    assert_eq!(code, Some(2), "{seen}\n{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     let directory = data_dir(&seen);
     assert!(!Path::new(&directory).exists(), "{directory} removed");
@@ -170,39 +201,15 @@ fn an_interrupted_run_stops_every_replica_and_removes_its_files() {
 
 #[test]
 fn a_replica_that_dies_unasked_fails_the_run() {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::Stdio;
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vsr"))
-        .args(["chaos", "--duration", "10", "--seed", "3"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vsr chaos starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut seen = String::new();
+    let mut run = Running::start(&["--duration", "10", "--seed", "3"]);
     // The first fault comes at least 2 s after the primary line: kill replica 0 before it, so
     // the nemesis has not stopped or replaced it.
-    while !seen.contains(" is primary of view ") {
-        let mut line = String::new();
-        if stdout.read_line(&mut line).expect("read") == 0 {
-            break;
-        }
-        seen.push_str(&line);
-    }
-    let victim = pids(&seen)[0];
+    run.read_until(" is primary of view ");
+    let victim = pids(&run.seen)[0];
     let pid = nix::unistd::Pid::from_raw(i32::try_from(victim).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
-    let status = child.wait().expect("vsr chaos exits");
-    stdout.read_to_string(&mut seen).expect("read the rest");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
-    assert_eq!(status.code(), Some(1), "{seen}\n{stderr}");
+    let (code, seen, stderr) = run.finish();
+    assert_eq!(code, Some(1), "{seen}\n{stderr}");
     assert!(seen.contains("CRASH: replica 0 exited by itself"), "{seen}");
     assert!(seen.contains("result: FAIL"), "{seen}");
     assert!(stderr.contains("replica 0 exited by itself"), "{stderr}");

@@ -14,8 +14,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use vsr::{Entry, Operation, Write};
+use vsr::Write;
 use vsr_storage::{FileStorage, Identity, StorageThread, format};
+
+mod common;
 
 const RUN: Duration = Duration::from_secs(3);
 
@@ -65,18 +67,8 @@ fn run(dir: &std::path::Path, writers: usize, body_size: usize) -> (f64, f64, f6
                 while start.elapsed() < RUN {
                     let seq = {
                         let mut next = log.next.lock().unwrap();
-                        let (op, parent) = *next;
-                        let entry = Entry::new(
-                            op,
-                            0,
-                            parent,
-                            1,
-                            1,
-                            op,
-                            Operation::StateMachine,
-                            body.clone(),
-                        );
-                        *next = (op + 1, entry.checksum);
+                        let entry = common::next_entry(&mut next, &body);
+                        let op = entry.op;
                         // The seq equals the op: one write per append.
                         thread.submit(op, Write::Append(entry));
                         op

@@ -6,8 +6,10 @@
 use bytes::Bytes;
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
-use vsr::{Entry, Operation, Write};
+use vsr::Write;
 use vsr_storage::{FileStorage, Identity, format};
+
+mod common;
 
 fn main() {
     divan::main();
@@ -42,18 +44,7 @@ impl Fixture {
     /// Appends `count` entries of a 124-byte body (a 16-byte key, 100-byte value put).
     fn append(&mut self, count: usize, body: &Bytes) {
         for _ in 0..count {
-            let (op, parent) = self.next;
-            let entry = Entry::new(
-                op,
-                0,
-                parent,
-                1,
-                1,
-                op,
-                Operation::StateMachine,
-                body.clone(),
-            );
-            self.next = (op + 1, entry.checksum);
+            let entry = common::next_entry(&mut self.next, body);
             self.storage.write(&Write::Append(entry)).expect("write");
         }
     }

@@ -110,48 +110,54 @@ fn name(path: &Path) -> String {
     )
 }
 
-/// Flips bytes inside the payload of a random entry record of every WAL file; `None` when no
-/// WAL file holds an entry.
-pub(crate) fn flip_wal(dir: &Path, prng: &mut Prng) -> anyhow::Result<Option<String>> {
+/// Calls `damage` with a random entry record of every WAL file that holds one (and the last
+/// op of that file); returns what it did, one item per file.
+fn damage_wal_records(
+    dir: &Path,
+    prng: &mut Prng,
+    mut damage: impl FnMut(&Path, &Record, u64, &mut Prng) -> anyhow::Result<String>,
+) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
     for wal in files(dir, "wal-", ".log")? {
         let records = entry_records(&wal)?;
-        if records.is_empty() {
+        let Some(last) = records.last().map(|record| record.op) else {
             continue;
-        }
+        };
         let record = records[prng.index(records.len())];
-        let span = record.payload_size.saturating_sub(FLIP_BYTES).max(1);
-        flip(&wal, record.offset + RECORD_HEADER_SIZE + prng.below(span))?;
-        done.push(format!("op {} of {}", record.op, name(&wal)));
+        done.push(damage(&wal, &record, last, prng)?);
     }
+    Ok(done)
+}
+
+/// Flips bytes inside the payload of a random entry record of every WAL file; `None` when no
+/// WAL file holds an entry.
+pub(crate) fn flip_wal(dir: &Path, prng: &mut Prng) -> anyhow::Result<Option<String>> {
+    let done = damage_wal_records(dir, prng, |wal, record, _, prng| {
+        let span = record.payload_size.saturating_sub(FLIP_BYTES).max(1);
+        flip(wal, record.offset + RECORD_HEADER_SIZE + prng.below(span))?;
+        Ok(format!("op {} of {}", record.op, name(wal)))
+    })?;
     Ok((!done.is_empty()).then(|| format!("flipped {FLIP_BYTES} bytes in {}", done.join(", "))))
 }
 
 /// Cuts every WAL file inside the payload of a random entry record; `None` when no WAL file
 /// holds an entry.
 pub(crate) fn truncate_wal(dir: &Path, prng: &mut Prng) -> anyhow::Result<Option<String>> {
-    let mut done = Vec::new();
-    for wal in files(dir, "wal-", ".log")? {
-        let records = entry_records(&wal)?;
-        if records.is_empty() {
-            continue;
-        }
-        let record = records[prng.index(records.len())];
-        let last = records.last().expect("not empty").op;
+    let done = damage_wal_records(dir, prng, |wal, record, last, _| {
         let length = record.offset + RECORD_HEADER_SIZE + record.payload_size / 2;
         let file = OpenOptions::new()
             .write(true)
-            .open(&wal)
+            .open(wal)
             .with_context(|| format!("cannot open {}", wal.display()))?;
         file.set_len(length).context("cannot truncate a WAL")?;
         file.sync_all().context("cannot sync a truncated WAL")?;
-        done.push(format!(
+        Ok(format!(
             "{} cut inside op {} (ops {}..={last} lost)",
-            name(&wal),
+            name(wal),
             record.op,
             record.op
-        ));
-    }
+        ))
+    })?;
     Ok((!done.is_empty()).then(|| done.join(", ")))
 }
 

@@ -132,16 +132,7 @@ pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let dir = tempfile::Builder::new()
-        .prefix("vsr-chaos-")
-        .tempdir()
-        .context("cannot create a temporary directory")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let mut cluster = LocalCluster::create_sized(exe, dir, args.replicas)?;
+    let (runtime, mut cluster) = LocalCluster::in_temp_dir("vsr-chaos-", args.replicas)?;
     say(&format!(
         "vsr chaos: {} replicas, {} client sessions, {} s of faults, seed {seed}",
         args.replicas,
