@@ -103,17 +103,24 @@ impl<'a> Nemesis<'a> {
 
     /// Runs the schedule until `until`, then heals every fault.
     pub(crate) async fn run(&mut self, schedule: &mut Schedule, until: Instant) {
+        let mut faulty = false;
         while Instant::now() < until {
             match schedule.next_step() {
                 Step::Healthy(duration) => self.wait(duration, until).await,
                 Step::Fault(fault, hold) => {
                     self.inject(&fault).await;
+                    faulty = true;
                     self.wait(hold, until).await;
                 }
-                Step::Heal => self.heal(),
+                Step::Heal => {
+                    self.heal();
+                    faulty = false;
+                }
             }
         }
-        self.heal();
+        if faulty || !self.down.is_empty() || !self.paused.is_empty() {
+            self.heal();
+        }
     }
 
     /// Waits `duration` (not past `until`), watching for dead replicas and their status.
@@ -284,13 +291,21 @@ impl<'a> Nemesis<'a> {
 }
 
 impl Nemesis<'_> {
-    /// Injects one fault and adds it to the timeline.
+    /// Injects one fault and adds it to the timeline; a fault that finds nothing to do (a kill
+    /// or pause of a replica that is down, a damage that would exceed f) is not counted.
     async fn inject(&mut self, fault: &Fault) {
-        let text = match fault {
+        let (text, injected) = match fault {
             Fault::Kill(target) => {
                 let index = self.resolve(*target).await;
-                self.stop(index);
-                format!("SIGKILL replica {index}{}", primary_note(*target))
+                if self.cluster.pid(index).is_none() {
+                    (format!("kill replica {index}: already down"), false)
+                } else {
+                    self.stop(index);
+                    (
+                        format!("SIGKILL replica {index}{}", primary_note(*target)),
+                        true,
+                    )
+                }
             }
             Fault::KillAll { down } => {
                 for index in 0..self.cluster.replica_count() {
@@ -305,21 +320,26 @@ impl Nemesis<'_> {
                 for index in down {
                     self.restart(index);
                 }
-                "restarted every replica".to_owned()
+                ("restarted every replica".to_owned(), true)
             }
             Fault::Pause(target) => {
                 let index = self.resolve(*target).await;
                 if self.cluster.pid(index).is_none() || !self.paused.insert(index) {
-                    format!("pause replica {index}: not running, nothing to pause")
+                    (format!("pause replica {index}: not running"), false)
                 } else {
                     self.signal(index, Signal::SIGSTOP);
-                    format!("SIGSTOP replica {index}{}", primary_note(*target))
+                    (
+                        format!("SIGSTOP replica {index}{}", primary_note(*target)),
+                        true,
+                    )
                 }
             }
             Fault::Damage { target, kind } => self.damage(*target, *kind).await,
-            _ => self.partition(fault).await,
+            _ => (self.partition(fault).await, true),
         };
-        *self.counts.entry(fault.kind()).or_insert(0) += 1;
+        if injected {
+            *self.counts.entry(fault.kind()).or_insert(0) += 1;
+        }
         self.event(&text);
     }
 
@@ -408,17 +428,18 @@ impl Nemesis<'_> {
 
     /// Kills the target, damages its data and restarts it, unless that would make more than f
     /// replicas suspect; returns the timeline line.
-    async fn damage(&mut self, target: Target, kind: DamageKind) -> String {
+    async fn damage(&mut self, target: Target, kind: DamageKind) -> (String, bool) {
         self.observe().await;
         let index = self.resolve(target).await;
         if !self.suspects.contains_key(&index) && self.suspects.len() + 1 > self.f {
             self.skipped += 1;
             let suspects: Vec<usize> = self.suspects.keys().copied().collect();
-            return format!(
+            let text = format!(
                 "damage of replica {index} skipped: {suspects:?} already damaged or recovering \
                  (f = {})",
                 self.f
             );
+            return (text, false);
         }
         let commit_target = self.commit_max().await;
         self.stop(index);
@@ -435,10 +456,11 @@ impl Nemesis<'_> {
         );
         self.down.remove(&index);
         self.restart(index);
-        format!(
+        let text = format!(
             "SIGKILL replica {index}{}, {done}, restarted it",
             primary_note(target)
-        )
+        );
+        (text, true)
     }
 
     async fn commit_max(&self) -> u64 {
