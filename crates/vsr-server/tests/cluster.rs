@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use vsr::wire::{self, HEADER_SIZE};
 use vsr::{Codec, Envelope, Message, Operation, Sender};
 use vsr_kv::{KvOperation, KvResult, KvStore};
-use vsr_server::{Client, ReplicaOptions, RequestError, ServerError, run_replica};
+use vsr_server::{Client, ClientPool, ReplicaOptions, RequestError, ServerError, run_replica};
 
 const CLUSTER: u128 = 0x5eed_0000_0000_0000_0000_0000_0000_0001;
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -236,6 +236,38 @@ async fn failover_and_restart_lose_no_acknowledged_write() {
         .metric(new_primary, "vsr_request_latency_seconds_count")
         .await;
     assert!(latency.expect("metric") > 0);
+    cluster.shutdown().await;
+}
+
+/// Many sessions over one pool's connections: each gets its own answers (replies are routed
+/// by client id), their requests are batched by the primary, and a session replaced after a
+/// deadline never sees its predecessor's late replies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_sharing_connections_each_get_their_own_answers() {
+    let cluster = TestCluster::start(3).await;
+    let pool = ClientPool::connect(CLUSTER, cluster.addresses.clone()).expect("pool");
+    let mut sessions = tokio::task::JoinSet::new();
+    for session in 0..32 {
+        let client = pool.client().expect("a session");
+        sessions.spawn(async move {
+            for i in 0..20 {
+                let key = format!("s{session}-k{}", i % 3);
+                let value = format!("s{session}-v{i}");
+                put(&client, &key, &value).await;
+                assert_eq!(
+                    get(&client, &key).await.as_deref(),
+                    Some(value.as_bytes()),
+                    "session {session} reads its own write"
+                );
+            }
+        });
+    }
+    while let Some(joined) = sessions.join_next().await {
+        joined.expect("a session");
+    }
+    let primary = cluster.primary().await;
+    let requests = cluster.metric(primary, "vsr_requests_total").await;
+    assert!(requests.expect("metric") >= 32 * 40);
     cluster.shutdown().await;
 }
 
