@@ -2,6 +2,8 @@
 //! garbage on the wire dropped, counted and survived.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,16 +16,37 @@ use vsr::{Codec, Envelope, Message, Operation, Sender};
 use vsr_kv::{KvOperation, KvResult, KvStore};
 use vsr_server::{Client, ClientPool, ReplicaOptions, RequestError, ServerError, run_replica};
 
-const CLUSTER: u128 = 0x5eed_0000_0000_0000_0000_0000_0000_0001;
+const CLUSTER_BASE: u128 = 0x5eed_0000_0000_0000_0000_0000_0000_0000;
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// A cluster id of its own for each cluster of this process (odd, so id + 1 belongs to none),
+/// so that tests running at once can never accept each other's messages.
+fn cluster_id() -> u128 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let index = NEXT.fetch_add(1, Ordering::Relaxed);
+    CLUSTER_BASE | u128::from(std::process::id()) << 64 | u128::from(2 * index + 1)
+}
+
+/// A port nobody listens on now and that no other test of this process was given: tests run
+/// at once and bind their ports a moment after choosing them.
 fn free_address() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let address = listener.local_addr().expect("local address");
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&address.port()) {
+            given.push(address.port());
+            return address;
+        }
+    }
 }
 
 /// Replicas running as tasks of this test's runtime, each on its own formatted data directory.
 struct TestCluster {
+    cluster: u128,
     dirs: Vec<TempDir>,
     addresses: Vec<String>,
     metrics: Vec<SocketAddr>,
@@ -33,6 +56,7 @@ struct TestCluster {
 impl TestCluster {
     async fn start(replica_count: u8) -> Self {
         let mut cluster = TestCluster {
+            cluster: cluster_id(),
             dirs: Vec::new(),
             addresses: Vec::new(),
             metrics: Vec::new(),
@@ -41,7 +65,7 @@ impl TestCluster {
         for replica in 0..replica_count {
             let dir = tempfile::tempdir().expect("temp dir");
             let identity = vsr_storage::Identity {
-                cluster: CLUSTER,
+                cluster: cluster.cluster,
                 replica,
                 replica_count,
             };
@@ -57,21 +81,30 @@ impl TestCluster {
         cluster
     }
 
-    /// Starts replica `index` from its data directory; retries while its port is still held
-    /// by a task that was just aborted.
+    /// Starts replica `index` from its data directory and waits until it serves (its metrics
+    /// endpoint, bound after its listener, answers); retries while its port is still held by a
+    /// task that was just aborted. A replica that stops while starting fails the test here,
+    /// not later as a mysterious timeout.
     async fn restart(&mut self, index: usize) {
         for _ in 0..100 {
             let mut options = ReplicaOptions::new(
-                CLUSTER,
+                self.cluster,
                 self.addresses.clone(),
                 self.dirs[index].path().to_owned(),
             );
             options.metrics = Some(self.metrics[index]);
             let task = tokio::spawn(run_replica::<KvStore>(options, std::future::pending()));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if !task.is_finished() {
-                self.tasks[index] = Some(task);
-                return;
+            let started = tokio::time::Instant::now();
+            while !task.is_finished() {
+                if scrape(self.metrics[index], "/metrics").await.is_some() {
+                    self.tasks[index] = Some(task);
+                    return;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "replica {index} did not start serving"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             match task.await.expect("the replica task does not panic") {
                 Err(ServerError::Listen { .. }) => continue,
@@ -82,6 +115,11 @@ impl TestCluster {
     }
 
     async fn kill(&mut self, index: usize) {
+        for (other, task) in self.tasks.iter().enumerate() {
+            if let Some(task) = task {
+                assert!(!task.is_finished(), "replica {other} stopped by itself");
+            }
+        }
         let task = self.tasks[index].take().expect("running");
         task.abort();
         let _ = task.await;
@@ -125,7 +163,7 @@ impl TestCluster {
     }
 
     fn client(&self) -> Client {
-        Client::connect(CLUSTER, self.addresses.clone()).expect("client")
+        Client::connect(self.cluster, self.addresses.clone()).expect("client")
     }
 }
 
@@ -245,7 +283,7 @@ async fn failover_and_restart_lose_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_sharing_connections_each_get_their_own_answers() {
     let cluster = TestCluster::start(3).await;
-    let pool = ClientPool::connect(CLUSTER, cluster.addresses.clone()).expect("pool");
+    let pool = ClientPool::connect(cluster.cluster, cluster.addresses.clone()).expect("pool");
     let mut sessions = tokio::task::JoinSet::new();
     for session in 0..32 {
         let client = pool.client().expect("a session");
@@ -274,7 +312,7 @@ async fn sessions_sharing_connections_each_get_their_own_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_cluster_reports_not_executed() {
     let addresses = vec![free_address().to_string()];
-    let client = Client::connect(CLUSTER, addresses).expect("client");
+    let client = Client::connect(cluster_id(), addresses).expect("client");
     let operation = KvOperation::Get {
         key: Bytes::from_static(b"k"),
     };
@@ -339,7 +377,7 @@ async fn garbage_is_dropped_counted_and_survived() {
     put(&client, "before", "garbage").await;
     let address = cluster.addresses[0].clone();
 
-    let valid = request_frame(CLUSTER);
+    let valid = request_frame(cluster.cluster);
     let mut body_corrupt = valid.clone();
     *body_corrupt.last_mut().expect("a body") ^= 1;
     let mut header_corrupt = valid.clone();
@@ -351,7 +389,7 @@ async fn garbage_is_dropped_counted_and_survived() {
         ("too_large", with_size(valid.clone(), u32::MAX), false),
         ("too_short", with_size(valid.clone(), 5), false),
         ("body_checksum", body_corrupt, false),
-        ("wrong_cluster", request_frame(CLUSTER + 1), false),
+        ("wrong_cluster", request_frame(cluster.cluster + 1), false),
     ];
     for (kind, bytes, close_write) in cases {
         let name = format!("vsr_errors_total{{kind=\"{kind}\"}}");
