@@ -6,13 +6,13 @@
 //! itself included only after its own write is durable, hold it; it then executes and replies.
 //! A backup that sees a gap asks for the missing entries at once (state transfer).
 
-use super::pipeline::Queued;
+use super::pipeline::{Batch, Queued};
 use super::{Deferred, Replica, Status};
 use crate::command::Write;
-use crate::config::{BATCH_SIZE_MAX, OPERATION_SIZE_MAX};
+use crate::config::OPERATION_SIZE_MAX;
 use crate::message::{ClientId, Entry, Message, Operation, ReplyResult};
 use crate::state_machine::{Codec, StateMachine};
-use crate::wire::{ENTRIES_COUNT_SIZE, ENTRY_HEADER_SIZE};
+use crate::wire::ENTRY_HEADER_SIZE;
 
 impl<S: StateMachine> Replica<S> {
     pub(super) fn on_request(&mut self, client: ClientId, message: Message) {
@@ -112,16 +112,11 @@ impl<S: StateMachine> Replica<S> {
     fn prepare_batch(&mut self) {
         assert!(matches!(self.status, Status::Normal) && self.is_primary());
         let mut entries = Vec::new();
-        let mut size = ENTRIES_COUNT_SIZE;
-        while (entries.len() as u64) < self.config.batch_max {
-            let Some(queued) = self.pipeline.queue_front() else {
-                break;
-            };
-            let entry_size = ENTRY_HEADER_SIZE + queued.body.len();
-            if !entries.is_empty() && size + entry_size > BATCH_SIZE_MAX {
+        let mut batch = Batch::new(self.config.batch_max);
+        while let Some(queued) = self.pipeline.queue_front() {
+            if !batch.take(ENTRY_HEADER_SIZE + queued.body.len()) {
                 break;
             }
-            size += entry_size;
             let queued = self.pipeline.dequeue().expect("checked");
             let entry = Entry::new(
                 self.log.op() + 1,
@@ -157,24 +152,19 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// A new primary takes over the ops after its commit number as prepares in flight, split
-    /// as the batch bounds require, so that retries resend them within those bounds.
+    /// as the batch bounds require, so that retries resend them within those bounds. Requests
+    /// of ops not yet known committed are tracked (committing untracks them).
     pub(super) fn inherit_pipeline(&mut self) {
         self.pipeline.clear();
         let mut op = self.commit + 1;
         while op <= self.log.op() {
             let first = op;
-            let mut size = ENTRIES_COUNT_SIZE;
-            while op <= self.log.op() && op - first < self.config.batch_max {
-                let entry = self
-                    .log
-                    .get(op)
-                    .expect("ops after the commit are in the log");
-                let entry_size = crate::wire::entry_size(entry);
-                if op > first && size + entry_size > BATCH_SIZE_MAX {
+            let mut batch = Batch::new(self.config.batch_max);
+            while let Some(entry) = self.log.get(op) {
+                if !batch.take(crate::wire::entry_size(entry)) {
                     break;
                 }
-                size += entry_size;
-                if entry.operation != Operation::Noop {
+                if entry.operation != Operation::Noop && op > self.commit_max {
                     self.pipeline.track(entry.client, entry.request);
                 }
                 op += 1;

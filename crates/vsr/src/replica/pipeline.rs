@@ -13,8 +13,39 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use crate::config::REPLICAS_MAX;
+use crate::config::{BATCH_SIZE_MAX, REPLICAS_MAX};
 use crate::message::{ClientId, Operation};
+use crate::wire::ENTRIES_COUNT_SIZE;
+
+/// The room left in one prepare: at most `batch_max` entries and [`BATCH_SIZE_MAX`] encoded
+/// bytes. The first entry always fits (any operation fits in a batch on its own).
+#[derive(Debug)]
+pub(crate) struct Batch {
+    count: u64,
+    size: usize,
+    count_max: u64,
+}
+
+impl Batch {
+    pub(crate) fn new(count_max: u64) -> Self {
+        Self {
+            count: 0,
+            size: ENTRIES_COUNT_SIZE,
+            count_max,
+        }
+    }
+
+    /// Counts an entry of `entry_size` encoded bytes in, if it fits.
+    pub(crate) fn take(&mut self, entry_size: usize) -> bool {
+        let full = self.count >= self.count_max
+            || (self.count > 0 && self.size + entry_size > BATCH_SIZE_MAX);
+        if !full {
+            self.count += 1;
+            self.size += entry_size;
+        }
+        !full
+    }
+}
 
 /// A client request waiting for room in the pipeline.
 #[derive(Debug)]
@@ -65,8 +96,7 @@ impl Pipeline {
         self.clients.get(&client) == Some(&request)
     }
 
-    /// Records a prepare of ops `first..=last`, sent at `tick`. `clients` are the requests it
-    /// carries.
+    /// Records a prepare of ops `first..=last`, sent at `tick`.
     pub(crate) fn push(&mut self, first: u64, last: u64, tick: u64) {
         assert!(first <= last);
         if let Some(previous) = self.prepares.back() {
