@@ -41,6 +41,8 @@ pub(crate) struct LocalCluster {
     start_addresses: Vec<Vec<String>>,
     /// Replica i's metrics endpoint, the i-th.
     pub(crate) metrics: Vec<SocketAddr>,
+    /// `--checkpoint-interval` for the replicas started from now on (`None`: the default).
+    pub(crate) checkpoint_interval: Option<u64>,
     children: Vec<Option<Child>>,
 }
 
@@ -92,6 +94,7 @@ impl LocalCluster {
             start_addresses: vec![addresses.clone(); replica_count],
             addresses,
             metrics: ports[replica_count..].to_vec(),
+            checkpoint_interval: None,
             children: (0..replica_count).map(|_| None).collect(),
         };
         for index in 0..replica_count {
@@ -167,14 +170,19 @@ impl LocalCluster {
             .append(true)
             .open(self.log_path(index))
             .context("cannot create a replica's log file")?;
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .arg("start")
             .arg(format!("--cluster={:#x}", self.cluster))
             .arg(format!(
                 "--addresses={}",
                 self.start_addresses[index].join(",")
             ))
-            .arg(format!("--metrics={}", self.metrics[index]))
+            .arg(format!("--metrics={}", self.metrics[index]));
+        if let Some(interval) = self.checkpoint_interval {
+            command.arg(format!("--checkpoint-interval={interval}"));
+        }
+        let child = command
             .arg(self.data_dir(index))
             .env_remove("VSR_CLUSTER")
             .env_remove("VSR_ADDRESSES")

@@ -26,6 +26,11 @@ pub(crate) struct StartArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, env = "VSR_METRICS", value_name = "HOST:PORT")]
     metrics: Option<SocketAddr>,
+    /// Ops between checkpoints (each writes the whole key-value state; one is also taken after
+    /// 64 MiB of log). Fewer checkpoints cost less; more keep restarts short.
+    #[arg(long, value_name = "OPS", default_value_t = vsr::Config::new(0, 1).checkpoint_interval,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
+    checkpoint_interval: u64,
     /// The replica's data directory, created by `vsr format`.
     #[arg(value_name = "PATH", env = "VSR_DATA")]
     path: PathBuf,
@@ -54,6 +59,7 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the tokio runtime")?;
     let mut options = ReplicaOptions::new(args.cluster.cluster, args.cluster.addresses, args.path);
     options.metrics = args.metrics;
+    options.checkpoint_interval = Some(args.checkpoint_interval);
     let result = runtime.block_on(async {
         let shutdown = shutdown_signal()?;
         run_replica::<KvStore>(options, shutdown)

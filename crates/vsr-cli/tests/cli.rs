@@ -145,6 +145,16 @@ fn a_bad_flag_value_is_one_line() {
         &vsr(&["format", "--replica", "0", "/tmp/x"]),
         "--replica-count",
     );
+    for interval in ["0", "-1", "lots", "4294967297"] {
+        fails_in_one_line(
+            &vsr(&[
+                "start",
+                &format!("--checkpoint-interval={interval}"),
+                "/tmp/x",
+            ]),
+            "--checkpoint-interval",
+        );
+    }
     let dir = temp_dir();
     let path = dir.path().join("data");
     let output = vsr(&[

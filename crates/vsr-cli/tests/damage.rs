@@ -609,8 +609,8 @@ fn a_replica_with_every_superblock_copy_flipped_refuses_to_start_and_is_rebuilt(
 
 #[test]
 fn a_flipped_checkpoint_is_repaired_from_peers() {
-    // The default checkpoint interval (vsr::Config::new) is 4096 ops, and `vsr start` has no
-    // flag to lower it: write past it.
+    // The tests start replicas with `--checkpoint-interval` 4096 (`common::CHECKPOINT_INTERVAL`):
+    // write past it.
     let mut case = Case::new("checkpoint", 4200);
     let checkpoints = files(&case.dir(), "checkpoint-", ".bin");
     assert_eq!(

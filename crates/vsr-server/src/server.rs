@@ -61,6 +61,9 @@ pub struct ReplicaOptions {
     /// Protocol configuration; `None` for [`Config::new`]'s defaults. Its cluster and replica
     /// count must match the data directory's.
     pub config: Option<Config>,
+    /// Overrides the configuration's `checkpoint_interval` (ops between checkpoints; at least
+    /// 1), as `vsr start --checkpoint-interval` does.
+    pub checkpoint_interval: Option<u64>,
 }
 
 impl ReplicaOptions {
@@ -74,6 +77,7 @@ impl ReplicaOptions {
             metrics: None,
             tick: Duration::from_millis(10),
             config: None,
+            checkpoint_interval: None,
         }
     }
 }
@@ -212,10 +216,13 @@ async fn open_storage(options: &ReplicaOptions) -> Result<Opened, ServerError> {
 
 fn config(options: &ReplicaOptions, opened: &Opened) -> Result<Config, ServerError> {
     let identity = opened.identity;
-    let config = options
+    let mut config = options
         .config
         .clone()
         .unwrap_or_else(|| Config::new(identity.cluster, identity.replica_count));
+    if let Some(interval) = options.checkpoint_interval {
+        config.checkpoint_interval = interval;
+    }
     if config.cluster != identity.cluster || config.replica_count != identity.replica_count {
         return Err(ServerError::ConfigMismatch {
             cluster: identity.cluster,

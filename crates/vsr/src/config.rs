@@ -43,8 +43,14 @@ pub struct Config {
     pub clients_max: usize,
     /// Committed entries each replica keeps in memory for lagging peers.
     pub log_retained_max: u64,
-    /// Ops between checkpoints of the state machine.
+    /// Ops between checkpoints of the state machine. A checkpoint writes the whole snapshot, so
+    /// it should come rarely enough that its cost, spread over the ops between checkpoints,
+    /// stays small next to the log itself.
     pub checkpoint_interval: u64,
+    /// Wire bytes of entries executed between checkpoints, at most: a checkpoint is taken at
+    /// whichever of this and `checkpoint_interval` comes first. It bounds the log a restart
+    /// replays (and holds in memory while it does) when operations are large.
+    pub checkpoint_log_size_max: usize,
     /// Largest chunk of a delta in one new_state message, in bytes.
     pub state_chunk_size_max: usize,
     /// Ticks between commit heartbeats from an idle primary.
@@ -68,7 +74,8 @@ impl Config {
             batch_max: 512,
             clients_max: 1024,
             log_retained_max: 8192,
-            checkpoint_interval: 4096,
+            checkpoint_interval: 65_536,
+            checkpoint_log_size_max: 64 * 1024 * 1024,
             state_chunk_size_max: 256 * 1024,
             heartbeat_ticks: 10,
             view_change_timeout_ticks: 50,
@@ -90,6 +97,7 @@ impl Config {
         assert!(self.clients_max >= 1);
         assert!(self.log_retained_max >= 1);
         assert!(self.checkpoint_interval >= 1);
+        assert!(self.checkpoint_log_size_max >= 1);
         assert!(
             self.state_chunk_size_max >= 64
                 && self.state_chunk_size_max <= MESSAGE_BODY_SIZE_MAX / 2

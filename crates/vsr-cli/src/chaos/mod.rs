@@ -62,6 +62,8 @@ const FINAL_READS_TIMEOUT: Duration = Duration::from_secs(60);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a replica may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--checkpoint-interval` of the replicas.
+const CHECKPOINT_INTERVAL: u64 = 4096;
 /// Shortest and longest run.
 const DURATION_MIN: Duration = Duration::from_secs(5);
 const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
@@ -133,6 +135,9 @@ pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let (runtime, mut cluster) = LocalCluster::in_temp_dir("vsr-chaos-", args.replicas)?;
+    // Under faults a run commits some 15,000 ops a minute: checkpoint often enough that
+    // checkpoints, log rotations and checkpoint damage happen in every run.
+    cluster.checkpoint_interval = Some(CHECKPOINT_INTERVAL);
     say(&format!(
         "vsr chaos: {} replicas, {} client sessions, {} s of faults, seed {seed}",
         args.replicas,

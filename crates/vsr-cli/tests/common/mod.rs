@@ -17,6 +17,10 @@ use tempfile::TempDir;
 /// The cluster id the tests use.
 pub(crate) const CLUSTER: u128 = 0x7e57;
 
+/// The `--checkpoint-interval` replicas are started with: the default (65,536 ops) is more than
+/// a test writes.
+pub(crate) const CHECKPOINT_INTERVAL: u64 = 4096;
+
 /// Runs the `vsr` binary to completion.
 pub(crate) fn vsr(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vsr"))
@@ -131,6 +135,8 @@ impl Cluster {
             .arg(format!("--cluster={CLUSTER}"))
             .arg(format!("--addresses={}", self.address_list()))
             .arg(format!("--metrics={}", self.metrics[index]))
+            // Checkpoints and log rotations within the few thousand ops a test writes.
+            .arg(format!("--checkpoint-interval={CHECKPOINT_INTERVAL}"))
             .arg(self.data_dir(index))
             .env_remove("VSR_CLUSTER")
             .env_remove("VSR_ADDRESSES")

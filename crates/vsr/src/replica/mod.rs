@@ -112,6 +112,8 @@ pub struct Replica<S: StateMachine> {
     /// The commit number last written to the view state.
     commit_persisted: u64,
     checkpoint_op: u64,
+    /// Wire bytes of the entries executed since `checkpoint_op`.
+    checkpoint_log_size: usize,
     state_machine: S,
     client_table: ClientTable,
     prng: Xoshiro256PlusPlus,
@@ -187,6 +189,7 @@ impl<S: StateMachine> Replica<S> {
             commit_max: 0,
             commit_persisted: view_state.commit,
             checkpoint_op: 0,
+            checkpoint_log_size: 0,
             state_machine,
             client_table: ClientTable::default(),
             tick: 0,
@@ -632,7 +635,9 @@ impl<S: StateMachine> Replica<S> {
                 .expect("the log holds every op after the commit")
                 .clone();
             self.execute(&entry);
-            self.commit_unpersisted_size += crate::wire::entry_size(&entry);
+            let size = crate::wire::entry_size(&entry);
+            self.commit_unpersisted_size += size;
+            self.checkpoint_log_size += size;
             self.commit = op;
             self.stats.ops_executed += 1;
             self.after_execute();
@@ -687,7 +692,9 @@ impl<S: StateMachine> Replica<S> {
 
     /// Checkpoints, lazy commit persistence and log trimming after an op executed.
     fn after_execute(&mut self) {
-        if self.commit - self.checkpoint_op >= self.config.checkpoint_interval {
+        if self.commit - self.checkpoint_op >= self.config.checkpoint_interval
+            || self.checkpoint_log_size >= self.config.checkpoint_log_size_max
+        {
             self.checkpoint();
         } else if self.commit.saturating_sub(self.commit_persisted)
             >= self.config.pipeline_ops_max()
@@ -715,6 +722,7 @@ impl<S: StateMachine> Replica<S> {
             snapshot,
         }));
         self.checkpoint_op = op;
+        self.checkpoint_log_size = 0;
         let recovering = matches!(self.status, Status::Recovering(_));
         self.persist_view_state(recovering);
     }

@@ -402,6 +402,7 @@ impl<S: StateMachine> Replica<S> {
             snapshot,
         }));
         self.checkpoint_op = op;
+        self.checkpoint_log_size = 0;
         let recovering = matches!(self.status, Status::Recovering(_));
         self.persist_view_state(recovering);
         self.stats.state_transfers_delta += 1;

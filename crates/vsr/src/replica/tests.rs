@@ -368,6 +368,53 @@ mod normal {
     }
 }
 
+/// Checkpoints come after `checkpoint_interval` ops or `checkpoint_log_size_max` bytes of
+/// executed entries, whichever is first, and each bound restarts after a checkpoint.
+#[test]
+fn a_checkpoint_comes_at_the_op_bound_or_the_byte_bound() {
+    fn checkpoint_ops(config: Config, requests: u64) -> Vec<u64> {
+        let mut replica = Replica::new(config, 0, Sum::default(), 1);
+        let mut checkpoints = Vec::new();
+        let mut envelopes = vec![register()];
+        envelopes.extend((2..=requests).map(|number| add(number, 1, number)));
+        for envelope in envelopes {
+            replica.on_message(envelope);
+            let commands = drain(&mut replica);
+            for command in commands.iter().chain(&persist_all(&mut replica, &commands)) {
+                if let Command::Persist {
+                    write: Write::Checkpoint(checkpoint),
+                    ..
+                } = command
+                {
+                    checkpoints.push(checkpoint.op);
+                }
+            }
+        }
+        checkpoints
+    }
+    let mut by_ops = config(1);
+    by_ops.checkpoint_interval = 5;
+    assert_eq!(checkpoint_ops(by_ops.clone(), 12), vec![5, 10]);
+    // A bound of one byte checkpoints after every op; a bound of three adds' bytes after every
+    // third add, the first time after the (smaller) register and three adds.
+    let entry_size = crate::wire::entry_size(&Entry::new(
+        2,
+        1,
+        0,
+        CLIENT,
+        1,
+        2,
+        Operation::StateMachine,
+        Bytes::from(2u64.to_bytes()),
+    ));
+    let mut by_bytes = by_ops.clone();
+    by_bytes.checkpoint_interval = 1_000;
+    by_bytes.checkpoint_log_size_max = 1;
+    assert_eq!(checkpoint_ops(by_bytes.clone(), 4), vec![1, 2, 3, 4]);
+    by_bytes.checkpoint_log_size_max = 3 * entry_size;
+    assert_eq!(checkpoint_ops(by_bytes, 12), vec![4, 7, 10]);
+}
+
 mod client_table {
     use super::*;
 
