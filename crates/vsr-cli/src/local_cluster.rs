@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -77,7 +77,8 @@ impl LocalCluster {
         replica_count: usize,
     ) -> anyhow::Result<Self> {
         let root = dir.path().to_owned();
-        let ports = free_ports(2 * replica_count)?;
+        let ports = vsr_server::loopback_ports(2 * replica_count)
+            .context("cannot find free loopback ports")?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos());
@@ -362,18 +363,6 @@ impl Drop for LocalCluster {
             let _ = child.wait();
         }
     }
-}
-
-/// `count` distinct free loopback ports: each bound at once (so none repeats), then released.
-fn free_ports(count: usize) -> anyhow::Result<Vec<SocketAddr>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()
-        .context("cannot find free loopback ports")?;
-    listeners
-        .iter()
-        .map(|listener| listener.local_addr().context("cannot read a local address"))
-        .collect()
 }
 
 /// The last lines of a replica's log.

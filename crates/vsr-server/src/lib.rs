@@ -23,11 +23,13 @@ mod frame;
 mod inbound;
 mod metrics;
 mod peer;
+mod ports;
 mod server;
 mod storage;
 mod transport;
 
 pub use client::{Client, ClientPool};
 pub use error::{ClientError, RequestError, ServerError};
+pub use ports::loopback_ports;
 pub use server::{ReplicaOptions, run_replica, run_replica_with};
 pub use transport::{TcpTransport, Transport};

@@ -2,7 +2,6 @@
 //! garbage on the wire dropped, counted and survived.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -27,21 +26,11 @@ fn cluster_id() -> u128 {
     CLUSTER_BASE | u128::from(std::process::id()) << 64 | u128::from(2 * index + 1)
 }
 
-/// A port nobody listens on now and that no other test of this process was given: tests run
-/// at once and bind their ports a moment after choosing them.
+/// A port nobody listens on now and that no other test of this process was given (tests run
+/// at once and bind their ports a moment after choosing them), below the ephemeral range so
+/// that no connection takes it while its replica is down.
 fn free_address() -> SocketAddr {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    loop {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let address = listener.local_addr().expect("local address");
-        let mut given = GIVEN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !given.contains(&address.port()) {
-            given.push(address.port());
-            return address;
-        }
-    }
+    vsr_server::loopback_ports(1).expect("a free loopback port")[0]
 }
 
 /// Replicas running as tasks of this test's runtime, each on its own formatted data directory.
