@@ -179,7 +179,8 @@ impl LocalCluster {
                 "--addresses={}",
                 self.start_addresses[index].join(",")
             ))
-            .arg(format!("--metrics={}", self.metrics[index]));
+            .arg(format!("--metrics={}", self.metrics[index]))
+            .arg(format!("--exit-with-parent={}", std::process::id()));
         if let Some(interval) = self.checkpoint_interval {
             command.arg(format!("--checkpoint-interval={interval}"));
         }

@@ -31,6 +31,11 @@ pub(crate) struct StartArgs {
     #[arg(long, value_name = "OPS", default_value_t = vsr::Config::new(0, 1).checkpoint_interval,
           value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     checkpoint_interval: u64,
+    /// Stop as on SIGTERM once process PID is no longer this one's parent (it exited), so that
+    /// a killed supervisor (`vsr demo`, `bench`, `chaos` pass their own pid) leaves no replica
+    /// behind.
+    #[arg(long, value_name = "PID")]
+    exit_with_parent: Option<u32>,
     /// The replica's data directory, created by `vsr format`.
     #[arg(value_name = "PATH", env = "VSR_DATA")]
     path: PathBuf,
@@ -61,7 +66,7 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     options.metrics = args.metrics;
     options.checkpoint_interval = Some(args.checkpoint_interval);
     let result = runtime.block_on(async {
-        let shutdown = shutdown_signal()?;
+        let shutdown = shutdown_signal(args.exit_with_parent)?;
         run_replica::<KvStore>(options, shutdown)
             .await
             .map_err(explain)
@@ -71,8 +76,9 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+/// Completes on the first SIGTERM or SIGINT, or, with `exit_with_parent`, once that process is
+/// no longer the parent.
+fn shutdown_signal(exit_with_parent: Option<u32>) -> anyhow::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -80,9 +86,21 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
         let name = tokio::select! {
             _ = terminate.recv() => "SIGTERM",
             _ = interrupt.recv() => "SIGINT",
+            () = parent_exit(exit_with_parent.unwrap_or(0)), if exit_with_parent.is_some() => {
+                "the parent process exited"
+            }
         };
         tracing::info!("{name}: shutting down");
     })
+}
+
+/// Completes once `parent` is not this process's parent: it exited, and the orphan was adopted
+/// by init or a subreaper (or it never was the parent: then at once).
+async fn parent_exit(parent: u32) {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(100);
+    while std::os::unix::process::parent_id() == parent {
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// The server's error, worded for the command line.

@@ -145,6 +145,12 @@ fn a_bad_flag_value_is_one_line() {
         &vsr(&["format", "--replica", "0", "/tmp/x"]),
         "--replica-count",
     );
+    for pid in ["-1", "me", ""] {
+        fails_in_one_line(
+            &vsr(&["start", &format!("--exit-with-parent={pid}"), "/tmp/x"]),
+            "--exit-with-parent",
+        );
+    }
     for interval in ["0", "-1", "lots", "4294967297"] {
         fails_in_one_line(
             &vsr(&[

@@ -50,3 +50,57 @@ fn demo_loses_no_write_and_cleans_up() {
         );
     }
 }
+
+/// Whether process `pid` still runs as a replica of `directory` (a zombie or a reused pid
+/// does not).
+fn runs_in(pid: &str, directory: &str) -> bool {
+    let running = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    });
+    running
+        && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| cmdline.contains(directory))
+}
+
+#[test]
+fn a_killed_demo_leaves_no_replica_running() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_vsr"))
+        .arg("demo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vsr demo runs");
+    let mut lines = BufReader::new(demo.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a first line").expect("utf-8");
+    let directory = first
+        .strip_prefix("starting 3 replicas in ")
+        .and_then(|rest| rest.split(" (cluster").next())
+        .expect("the first line names the directory")
+        .to_owned();
+    let mut pids = Vec::new();
+    while pids.len() < 3 {
+        let line = lines.next().expect("a line per replica").expect("utf-8");
+        if let Some(rest) = line.split("pid ").nth(1) {
+            let pid = rest.split(|c: char| !c.is_ascii_digit()).next();
+            pids.push(pid.expect("a pid").to_owned());
+        }
+    }
+    demo.kill().expect("SIGKILL the demo");
+    demo.wait().expect("reap the demo");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|pid| runs_in(pid, &directory)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<&String> = pids.iter().filter(|pid| runs_in(pid, &directory)).collect();
+    // Clean up whatever the killed demo could not, before judging.
+    for pid in &left {
+        let _ = Command::new("kill").args(["-KILL", pid.as_str()]).status();
+    }
+    let _ = std::fs::remove_dir_all(&directory);
+    assert!(left.is_empty(), "replicas {left:?} outlived their demo");
+}
