@@ -14,7 +14,8 @@
 //! - `codec.rs` owns the wire format helpers: little-endian integers, `u32` length prefixes, and
 //!   the size limits [`KEY_SIZE_MAX`] and [`VALUE_SIZE_MAX`], enforced where bytes enter.
 //! - `operation.rs` owns [`KvOperation`] and [`KvResult`] and their encodings.
-//! - `store.rs` owns [`KvStore`]: a `BTreeMap` from key to its value (or tombstone) and version.
+//! - `store.rs` owns [`KvStore`]: a hash map from key to its value (or tombstone) and version;
+//!   deltas and digests sort the keys they take.
 //! - `delta.rs` owns [`KvDelta`]: the keys written after some op, for state transfer.
 //!
 //! Every encoding is a tag byte followed by fixed-width little-endian integers and `u32`

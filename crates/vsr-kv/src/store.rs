@@ -1,4 +1,6 @@
-//! The store itself: a `BTreeMap` from key to its latest value (or tombstone) and version.
+//! The store itself: a hash map from key to its latest value (or tombstone) and version. Every
+//! executed operation looks one key up, so lookups are what must be fast; key order is needed
+//! only for a delta or a digest, which sort what they take.
 //!
 //! [`KvStore::apply`](vsr::StateMachine::apply) executes committed operations in op order. Every
 //! write records its op as the key's *version*, and a delete leaves a tombstone carrying its
@@ -8,7 +10,7 @@
 //! Known cost: tombstones are never removed, so a store that deletes many distinct keys grows
 //! without bound. Compacting tombstones older than every replica's checkpoint is out of scope.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use vsr::StateMachine;
@@ -32,8 +34,8 @@ pub(crate) struct Entry {
 /// deltas and the same [`digest`](vsr::StateMachine::digest) on every replica.
 #[derive(Clone, Debug, Default)]
 pub struct KvStore {
-    /// Live values and tombstones, in key order.
-    entries: BTreeMap<Bytes, Entry>,
+    /// Live values and tombstones.
+    entries: HashMap<Bytes, Entry>,
     /// How many entries are live (not tombstones).
     live_count: usize,
     /// The highest op applied, directly or through a delta.
@@ -158,12 +160,13 @@ impl StateMachine for KvStore {
     /// Every value and tombstone whose version is after `since`, and the last op applied.
     /// `delta(0)` is the whole state.
     fn delta(&self, since: u64) -> KvDelta {
-        let entries = self
+        let mut entries: Vec<(Bytes, Entry)> = self
             .entries
             .iter()
             .filter(|(_, entry)| entry.version > since)
             .map(|(key, entry)| (key.clone(), entry.clone()))
             .collect();
+        entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         KvDelta::new(since, self.op, entries)
     }
 
@@ -188,7 +191,9 @@ impl StateMachine for KvStore {
     fn digest(&self) -> u128 {
         let mut checksum = Checksum::default();
         let mut scratch = Vec::new();
-        for (key, entry) in &self.entries {
+        let mut entries: Vec<(&Bytes, &Entry)> = self.entries.iter().collect();
+        entries.sort_unstable_by_key(|(key, _)| *key);
+        for (key, entry) in entries {
             scratch.clear();
             encode_entry(&mut scratch, key, entry);
             checksum.update(&scratch);
@@ -350,6 +355,33 @@ mod tests {
         assert_eq!(receiver.len(), sender.len());
         assert_eq!(receiver.get(&7u64.to_le_bytes()), None);
         assert_eq!(receiver.op(), 102);
+    }
+
+    /// Two stores holding the same state give byte-identical deltas and equal digests, however
+    /// their keys were laid out in memory (each hash map iterates in its own order).
+    #[test]
+    fn deltas_and_digests_are_in_key_order() {
+        use vsr::Codec;
+
+        let mut a = KvStore::new();
+        for op in 1..=200u64 {
+            a.apply(op, put(&(op * 7919 % 1000).to_be_bytes(), b"v"));
+        }
+        let mut b = KvStore::new();
+        b.apply_delta(a.delta(0));
+        let (mut a_bytes, mut b_bytes) = (Vec::new(), Vec::new());
+        a.delta(0).encode(&mut a_bytes);
+        b.delta(0).encode(&mut b_bytes);
+        assert_eq!(a_bytes, b_bytes);
+        assert_eq!(a.digest(), b.digest());
+        let keys: Vec<Bytes> = a
+            .delta(0)
+            .into_entries()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(keys.len(), 200);
+        assert!(keys.is_sorted(), "a delta lists its keys in order");
     }
 
     #[test]
