@@ -26,15 +26,15 @@ pub(crate) struct StartArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, env = "VSR_METRICS", value_name = "HOST:PORT")]
     metrics: Option<SocketAddr>,
-    /// Ops between checkpoints (each writes the whole key-value state; one is also taken after
-    /// 64 MiB of log). Fewer checkpoints cost less; more keep restarts short.
+    /// Ops between checkpoints (each writes the whole key-value state; one is also taken after a
+    /// bound of log bytes). Fewer checkpoints cost less; more keep restarts short.
     #[arg(long, value_name = "OPS", default_value_t = vsr::Config::new(0, 1).checkpoint_interval,
           value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     checkpoint_interval: u64,
     /// Stop as on SIGTERM once process PID is no longer this one's parent (it exited), so that
     /// a killed supervisor (`vsr demo`, `bench`, `chaos` pass their own pid) leaves no replica
     /// behind.
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     exit_with_parent: Option<u32>,
     /// The replica's data directory, created by `vsr format`.
     #[arg(value_name = "PATH", env = "VSR_DATA")]
@@ -87,7 +87,7 @@ fn shutdown_signal(exit_with_parent: Option<u32>) -> anyhow::Result<impl Future<
             _ = terminate.recv() => "SIGTERM",
             _ = interrupt.recv() => "SIGINT",
             () = parent_exit(exit_with_parent.unwrap_or(0)), if exit_with_parent.is_some() => {
-                "the parent process exited"
+                "the --exit-with-parent process is not (or no longer) this one's parent"
             }
         };
         tracing::info!("{name}: shutting down");

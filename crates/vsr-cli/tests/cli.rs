@@ -145,7 +145,7 @@ fn a_bad_flag_value_is_one_line() {
         &vsr(&["format", "--replica", "0", "/tmp/x"]),
         "--replica-count",
     );
-    for pid in ["-1", "me", ""] {
+    for pid in ["0", "-1", "me", ""] {
         fails_in_one_line(
             &vsr(&["start", &format!("--exit-with-parent={pid}"), "/tmp/x"]),
             "--exit-with-parent",

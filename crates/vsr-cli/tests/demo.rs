@@ -69,13 +69,24 @@ fn a_killed_demo_leaves_no_replica_running() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let mut demo = Command::new(env!("CARGO_BIN_EXE_vsr"))
-        .arg("demo")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("vsr demo runs");
-    let mut lines = BufReader::new(demo.stdout.take().expect("stdout")).lines();
+    /// Kills the demo if the test fails before it does.
+    struct Demo(std::process::Child);
+    impl Drop for Demo {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let mut demo = Demo(
+        Command::new(env!("CARGO_BIN_EXE_vsr"))
+            .arg("demo")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vsr demo runs"),
+    );
+    let mut lines = BufReader::new(demo.0.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a first line").expect("utf-8");
     let directory = first
         .strip_prefix("starting 3 replicas in ")
@@ -90,8 +101,8 @@ fn a_killed_demo_leaves_no_replica_running() {
             pids.push(pid.expect("a pid").to_owned());
         }
     }
-    demo.kill().expect("SIGKILL the demo");
-    demo.wait().expect("reap the demo");
+    demo.0.kill().expect("SIGKILL the demo");
+    demo.0.wait().expect("reap the demo");
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|pid| runs_in(pid, &directory)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

@@ -55,6 +55,9 @@ pub enum ServerError {
         /// The data directory's replica count.
         replica_count: u8,
     },
+    /// `ReplicaOptions::checkpoint_interval` is zero.
+    #[error("the checkpoint interval must be at least one op")]
+    CheckpointInterval,
     /// The listening socket could not be opened.
     #[error("cannot listen on {address}: {source} (is another process using this port?)")]
     Listen {

@@ -62,7 +62,8 @@ pub struct ReplicaOptions {
     /// count must match the data directory's.
     pub config: Option<Config>,
     /// Overrides the configuration's `checkpoint_interval` (ops between checkpoints; at least
-    /// 1), as `vsr start --checkpoint-interval` does.
+    /// 1, else [`ServerError::CheckpointInterval`]), as `vsr start --checkpoint-interval` does.
+    /// Checkpoints are local: replicas of one cluster may checkpoint at different intervals.
     pub checkpoint_interval: Option<u64>,
 }
 
@@ -221,6 +222,9 @@ fn config(options: &ReplicaOptions, opened: &Opened) -> Result<Config, ServerErr
         .clone()
         .unwrap_or_else(|| Config::new(identity.cluster, identity.replica_count));
     if let Some(interval) = options.checkpoint_interval {
+        if interval == 0 {
+            return Err(ServerError::CheckpointInterval);
+        }
         config.checkpoint_interval = interval;
     }
     if config.cluster != identity.cluster || config.replica_count != identity.replica_count {

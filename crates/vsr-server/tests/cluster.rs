@@ -402,3 +402,38 @@ async fn garbage_is_dropped_counted_and_survived() {
     );
     cluster.shutdown().await;
 }
+
+/// Options that no replica can run with are an error, not a panic: a zero checkpoint interval,
+/// a configuration made for another cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_options_are_errors() {
+    let cluster = cluster_id();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let identity = vsr_storage::Identity {
+        cluster,
+        replica: 0,
+        replica_count: 1,
+    };
+    vsr_storage::format(dir.path(), identity, false).expect("format");
+    let options = || {
+        ReplicaOptions::new(
+            cluster,
+            vec![free_address().to_string()],
+            dir.path().to_owned(),
+        )
+    };
+    let mut zero = options();
+    zero.checkpoint_interval = Some(0);
+    let result = run_replica::<KvStore>(zero, std::future::pending()).await;
+    assert!(
+        matches!(result, Err(ServerError::CheckpointInterval)),
+        "{result:?}"
+    );
+    let mut other = options();
+    other.config = Some(vsr::Config::new(cluster + 1, 1));
+    let result = run_replica::<KvStore>(other, std::future::pending()).await;
+    assert!(
+        matches!(result, Err(ServerError::ConfigMismatch { .. })),
+        "{result:?}"
+    );
+}

@@ -29,6 +29,8 @@ pub struct ClusterParams {
     pub log_retained_max: u64,
     /// Ops between checkpoints.
     pub checkpoint_interval: u64,
+    /// Bytes of executed entries between checkpoints, at most.
+    pub checkpoint_log_size_max: usize,
     /// Largest chunk of a delta in one new_state message, in bytes.
     pub state_chunk_size_max: usize,
     /// Ticks without hearing from the primary before a view change.
@@ -45,6 +47,7 @@ impl ClusterParams {
             clients_max: clients.max(1),
             log_retained_max: 64,
             checkpoint_interval: 64,
+            checkpoint_log_size_max: usize::MAX,
             state_chunk_size_max: 1024,
             view_change_timeout_ticks: 50,
         }
@@ -59,12 +62,23 @@ impl ClusterParams {
             1 => clients + 2,
             _ => clients,
         };
+        let log_retained_max = prng.range(16, 48);
+        let checkpoint_interval = prng.range(8, 48);
+        // No draw of its own (seeds keep the rest of their parameters): with an even interval,
+        // the byte bound comes first, after about a third of the interval's ops (an entry of
+        // this workload is some 110 bytes on the wire).
+        let checkpoint_log_size_max = if checkpoint_interval.is_multiple_of(2) {
+            usize::try_from(checkpoint_interval).expect("small") * 32
+        } else {
+            usize::MAX
+        };
         Self {
             pipeline_max,
             batch_max,
             clients_max: clients_max.max(1),
-            log_retained_max: prng.range(16, 48),
-            checkpoint_interval: prng.range(8, 48),
+            log_retained_max,
+            checkpoint_interval,
+            checkpoint_log_size_max,
             state_chunk_size_max: prng.range(256, 1024) as usize,
             view_change_timeout_ticks: prng.range(30, 80),
         }
@@ -79,6 +93,7 @@ impl ClusterParams {
         config.clients_max = self.clients_max;
         config.log_retained_max = self.log_retained_max;
         config.checkpoint_interval = self.checkpoint_interval;
+        config.checkpoint_log_size_max = self.checkpoint_log_size_max;
         config.state_chunk_size_max = self.state_chunk_size_max;
         config.view_change_timeout_ticks = self.view_change_timeout_ticks;
         config.validate();

@@ -27,7 +27,9 @@ const _: () = assert!(BATCH_SIZE_MAX >= 4 + crate::wire::ENTRY_HEADER_SIZE + OPE
 /// start_view message.
 const _: () = assert!(3 * PIPELINE_MAX as usize * BATCH_SIZE_MAX + 4096 <= MESSAGE_BODY_SIZE_MAX);
 
-/// Static configuration of one replica. All replicas of a cluster must agree on it.
+/// Static configuration of one replica. All replicas of a cluster must agree on it, except for
+/// the checkpoint bounds (`checkpoint_interval`, `checkpoint_log_size_max`): checkpoints are
+/// local to each replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// The cluster's identity; messages of other clusters are dropped.

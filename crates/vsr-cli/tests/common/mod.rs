@@ -131,6 +131,8 @@ impl Cluster {
             .arg(format!("--metrics={}", self.metrics[index]))
             // Checkpoints and log rotations within the few thousand ops a test writes.
             .arg(format!("--checkpoint-interval={CHECKPOINT_INTERVAL}"))
+            // A killed test binary leaves no replica behind.
+            .arg(format!("--exit-with-parent={}", std::process::id()))
             .arg(self.data_dir(index))
             .env_remove("VSR_CLUSTER")
             .env_remove("VSR_ADDRESSES")

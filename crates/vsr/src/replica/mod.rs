@@ -715,6 +715,12 @@ impl<S: StateMachine> Replica<S> {
             .log
             .checksum(op)
             .expect("the log holds the commit's checksum");
+        self.persist_checkpoint(op, op_checksum);
+    }
+
+    /// Persists a checkpoint of the current state at `op` (the commit number), then the view
+    /// state, and restarts the checkpoint bounds from there.
+    fn persist_checkpoint(&mut self, op: u64, op_checksum: u128) {
         let snapshot = Bytes::from(self.encode_snapshot(0));
         self.persist(Write::Checkpoint(Checkpoint {
             op,

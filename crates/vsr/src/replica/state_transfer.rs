@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{Replica, Status};
 use crate::checksum::checksum;
-use crate::command::{Checkpoint, Write};
+use crate::command::Write;
 use crate::config::{MESSAGE_BODY_SIZE_MAX, OPERATION_SIZE_MAX};
 use crate::message::{Entry, Message, ReplicaIndex, StatePayload};
 use crate::state_machine::StateMachine;
@@ -392,19 +392,10 @@ impl<S: StateMachine> Replica<S> {
         self.commit = op;
         self.commit_max = self.commit_max.max(op);
         self.op_verified = op;
-        let snapshot = Bytes::from(self.encode_snapshot(0));
         // Truncate first: a crash between the two writes must not leave entries after the
         // checkpoint that do not continue its chain.
         self.persist(Write::Truncate { op: self.log.op() });
-        self.persist(Write::Checkpoint(Checkpoint {
-            op,
-            op_checksum,
-            snapshot,
-        }));
-        self.checkpoint_op = op;
-        self.checkpoint_log_size = 0;
-        let recovering = matches!(self.status, Status::Recovering(_));
-        self.persist_view_state(recovering);
+        self.persist_checkpoint(op, op_checksum);
         self.stats.state_transfers_delta += 1;
         self.execute_committed();
         true
