@@ -782,6 +782,50 @@ mod view_change {
     }
 }
 
+/// A restarted replica counts the entries it replays toward the checkpoint byte bound, so it
+/// checkpoints at the same ops as a peer that never stopped.
+#[test]
+fn a_restart_between_checkpoints_keeps_the_byte_bound() {
+    let entry_size = crate::wire::entry_size(&Entry::new(
+        2,
+        0,
+        0,
+        CLIENT,
+        1,
+        2,
+        Operation::StateMachine,
+        Bytes::from(1u64.to_bytes()),
+    ));
+    let mut config = config(3);
+    config.checkpoint_interval = 1_000;
+    config.log_retained_max = 1_000;
+    config.checkpoint_log_size_max = 5 * entry_size;
+    // One op per prepare: the commit number is persisted after every op, so the restart
+    // replays executed entries from its disk, not only from its peers.
+    config.pipeline_max = 1;
+    config.batch_max = 1;
+    let mut cluster = Cluster::with_config(config.clone());
+    cluster.submit(register());
+    run_workload(&mut cluster, 2, 8);
+    let checkpoint_op = |cluster: &Cluster, index: usize| {
+        cluster.disks[index]
+            .checkpoint
+            .as_ref()
+            .map(|checkpoint| checkpoint.op)
+    };
+    assert_eq!(checkpoint_op(&cluster, 2), Some(6), "register + 5 adds");
+    assert!(
+        cluster.replica(2).commit() > 6,
+        "executed past the checkpoint"
+    );
+    let disk = cluster.disks[2].clone();
+    cluster.replicas[2] = Some(Replica::open(config, 2, Sum::default(), 2, &disk));
+    run_workload(&mut cluster, 10, 8);
+    cluster.tick(50);
+    assert_eq!(checkpoint_op(&cluster, 1), Some(16));
+    assert_eq!(checkpoint_op(&cluster, 2), checkpoint_op(&cluster, 1));
+}
+
 mod state_transfer {
     use super::*;
 
