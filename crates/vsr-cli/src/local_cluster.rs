@@ -2,10 +2,13 @@
 //! ports, in one directory, for `vsr demo`, `vsr bench` (three replicas) and `vsr chaos` (three,
 //! five or seven, each possibly with its own `--addresses` list pointing at proxies).
 //!
-//! [`LocalCluster::create`] picks the ports and runs `vsr format` for each replica; `start`,
-//! `kill` and the waits drive the processes; the replicas' metrics ([`crate::scrape`]) tell who
-//! is primary and how far each replica got. Dropping the cluster kills every child; the
-//! directory goes with its [`TempDir`] unless [`LocalCluster::keep`] was called.
+//! [`LocalCluster::create`] picks the ports (outside the ephemeral range, so a restarted replica
+//! finds its port free: `vsr_server::loopback_ports`) and runs `vsr format` for each replica;
+//! `start`, `kill` and the waits drive the processes; the replicas' metrics
+//! ([`crate::scrape`]) tell who is primary and how far each replica got. Dropping the cluster
+//! kills every child; the directory goes with its [`TempDir`] unless [`LocalCluster::keep`] was
+//! called. Replicas are started with `--exit-with-parent`, so if this process is killed
+//! outright they stop by themselves (its directory then stays behind).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};

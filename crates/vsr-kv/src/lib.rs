@@ -1,7 +1,8 @@
 //! A replicated key-value store: the [`StateMachine`](vsr::StateMachine) that `vsr` replicates
 //! in its examples, simulator and command-line tool.
 //!
-//! The crate is pure: no clock, no I/O, no hash-map iteration. Data flows like this:
+//! The crate is pure: no clock, no I/O, and no hash-map order ever leaves the store (a delta
+//! or a digest sorts the keys it takes). Data flows like this:
 //!
 //! ```text
 //!   client bytes ──decode──▶ KvOperation ──KvStore::apply(op, ..)──▶ KvResult ──encode──▶ reply

@@ -30,8 +30,9 @@ pub(crate) struct Entry {
 
 /// The replicated key-value state machine.
 ///
-/// Deterministic and pure: the same operations at the same ops give the same results, the same
-/// deltas and the same [`digest`](vsr::StateMachine::digest) on every replica.
+/// Deterministic: the same operations at the same ops give the same results, the same deltas
+/// and the same [`digest`](vsr::StateMachine::digest) on every replica. (The hash map's seed is
+/// random per process, but its order never reaches a result, a delta or a digest.)
 #[derive(Clone, Debug, Default)]
 pub struct KvStore {
     /// Live values and tombstones.
