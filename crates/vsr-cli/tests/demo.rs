@@ -4,6 +4,20 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The demo's directory, from its first line (`starting 3 replicas in DIR (cluster ...)`).
+fn directory_in(first_line: &str) -> Option<&str> {
+    first_line
+        .strip_prefix("starting 3 replicas in ")
+        .and_then(|rest| rest.split(" (cluster").next())
+}
+
+/// The pid in a replica's line (`  replica i: pid N, ...`), if it has one.
+fn pid_in(line: &str) -> Option<&str> {
+    line.split("pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+}
+
 #[test]
 fn demo_loses_no_write_and_cleans_up() {
     let started = Instant::now();
@@ -29,19 +43,14 @@ fn demo_loses_no_write_and_cleans_up() {
     let directory = stdout
         .lines()
         .next()
-        .and_then(|line| line.strip_prefix("starting 3 replicas in "))
-        .and_then(|rest| rest.split(" (cluster").next())
+        .and_then(directory_in)
         .expect("the first line names the directory");
     assert!(
         !std::path::Path::new(directory).exists(),
         "{directory} removed"
     );
     for line in stdout.lines().filter(|line| line.contains("pid ")) {
-        let pid = line
-            .split("pid ")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .expect("a pid");
+        let pid = pid_in(line).expect("a pid");
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists()
                 || std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
@@ -88,17 +97,14 @@ fn a_killed_demo_leaves_no_replica_running() {
     );
     let mut lines = BufReader::new(demo.0.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("a first line").expect("utf-8");
-    let directory = first
-        .strip_prefix("starting 3 replicas in ")
-        .and_then(|rest| rest.split(" (cluster").next())
+    let directory = directory_in(&first)
         .expect("the first line names the directory")
         .to_owned();
     let mut pids = Vec::new();
     while pids.len() < 3 {
         let line = lines.next().expect("a line per replica").expect("utf-8");
-        if let Some(rest) = line.split("pid ").nth(1) {
-            let pid = rest.split(|c: char| !c.is_ascii_digit()).next();
-            pids.push(pid.expect("a pid").to_owned());
+        if let Some(pid) = pid_in(&line) {
+            pids.push(pid.to_owned());
         }
     }
     demo.0.kill().expect("SIGKILL the demo");
@@ -110,7 +116,12 @@ fn a_killed_demo_leaves_no_replica_running() {
     let left: Vec<&String> = pids.iter().filter(|pid| runs_in(pid, &directory)).collect();
     // Clean up whatever the killed demo could not, before judging.
     for pid in &left {
-        let _ = Command::new("kill").args(["-KILL", pid.as_str()]).status();
+        if let Ok(pid) = pid.parse() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&directory);
     assert!(left.is_empty(), "replicas {left:?} outlived their demo");

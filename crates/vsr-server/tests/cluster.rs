@@ -27,7 +27,7 @@ fn cluster_id() -> u128 {
 }
 
 /// A port nobody listens on now and that no other test of this process was given (tests run
-/// at once and bind their ports a moment after choosing them), below the ephemeral range so
+/// at once and bind their ports a moment after choosing them), outside the ephemeral range so
 /// that no connection takes it while its replica is down.
 fn free_address() -> SocketAddr {
     vsr_server::loopback_ports(1).expect("a free loopback port")[0]

@@ -104,6 +104,21 @@ fn add(request_number: u64, session: u64, value: u64) -> Envelope {
     )
 }
 
+/// The wire size of the log entry of an [`add`] request.
+fn add_entry_size() -> usize {
+    let body = Bytes::from(1u64.to_bytes());
+    crate::wire::entry_size(&Entry::new(
+        2,
+        0,
+        0,
+        CLIENT,
+        1,
+        2,
+        Operation::StateMachine,
+        body,
+    ))
+}
+
 /// The number of entries of each prepare in `commands`.
 fn prepare_sizes(commands: &[Command]) -> Vec<usize> {
     commands
@@ -397,16 +412,7 @@ fn a_checkpoint_comes_at_the_op_bound_or_the_byte_bound() {
     assert_eq!(checkpoint_ops(by_ops.clone(), 12), vec![5, 10]);
     // A bound of one byte checkpoints after every op; a bound of three adds' bytes after every
     // third add, the first time after the (smaller) register and three adds.
-    let entry_size = crate::wire::entry_size(&Entry::new(
-        2,
-        1,
-        0,
-        CLIENT,
-        1,
-        2,
-        Operation::StateMachine,
-        Bytes::from(2u64.to_bytes()),
-    ));
+    let entry_size = add_entry_size();
     let mut by_bytes = by_ops.clone();
     by_bytes.checkpoint_interval = 1_000;
     by_bytes.checkpoint_log_size_max = 1;
@@ -786,16 +792,7 @@ mod view_change {
 /// checkpoints at the same ops as a peer that never stopped.
 #[test]
 fn a_restart_between_checkpoints_keeps_the_byte_bound() {
-    let entry_size = crate::wire::entry_size(&Entry::new(
-        2,
-        0,
-        0,
-        CLIENT,
-        1,
-        2,
-        Operation::StateMachine,
-        Bytes::from(1u64.to_bytes()),
-    ));
+    let entry_size = add_entry_size();
     let mut config = config(3);
     config.checkpoint_interval = 1_000;
     config.log_retained_max = 1_000;
