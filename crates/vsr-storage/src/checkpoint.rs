@@ -52,7 +52,9 @@ pub(crate) fn write(
         checksum: hasher.finalize(),
     };
     disk.write_at(name, offset, &encode_trailer(&reference))?;
-    disk.sync(name)?;
+    if !cfg!(feature = "bug-checkpoint-unsynced") {
+        disk.sync(name)?;
+    }
     disk.sync_dir()?;
     Ok(reference)
 }
@@ -89,8 +91,13 @@ pub(crate) fn load(
     if disk.len(name)? != reference.size + TRAILER_SIZE as u64 {
         return Err(corrupt("has the wrong size"));
     }
+    // A read error (a latent sector error) makes the checkpoint as unusable as corruption.
+    let unreadable = |error: std::io::Error| corrupt(&format!("cannot be read ({error})"));
     let mut trailer = [0u8; TRAILER_SIZE];
-    if disk.read_at(name, reference.size, &mut trailer)? != TRAILER_SIZE
+    if disk
+        .read_at(name, reference.size, &mut trailer)
+        .map_err(unreadable)?
+        != TRAILER_SIZE
         || trailer != encode_trailer(reference)
     {
         return Err(corrupt("has a damaged trailer"));
@@ -99,7 +106,7 @@ pub(crate) fn load(
     let mut hasher = Checksum::default();
     let mut offset = 0;
     for chunk in snapshot.chunks_mut(chunk_size.max(1)) {
-        if disk.read_at(name, offset, chunk)? != chunk.len() {
+        if disk.read_at(name, offset, chunk).map_err(unreadable)? != chunk.len() {
             return Err(corrupt("is cut short"));
         }
         hasher.update(chunk);

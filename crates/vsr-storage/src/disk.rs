@@ -2,8 +2,8 @@
 //!
 //! A [`Disk`] is one data directory: files are addressed by name. [`RealDisk`] maps each call to
 //! one system call on a cached file handle (`pwrite`, `pread`, `fdatasync`, `ftruncate`);
-//! `crate::sim_disk::SimDisk` (tests only) keeps files in memory, remembers which writes are not
-//! yet durable and can produce the image a crash would leave.
+//! `crate::sim_disk::SimDisk` (feature `simulation`) keeps files in memory, remembers which
+//! writes are not yet durable and fails the way real disks do.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 ///
 /// Contents become durable with [`Disk::sync`]; creating and removing names becomes durable with
 /// [`Disk::sync_dir`].
-pub(crate) trait Disk: Send {
+pub trait Disk: Send {
     /// Names of the regular files in the directory, sorted.
     fn list(&mut self) -> io::Result<Vec<String>>;
     /// Creates `name` empty, truncating it if it exists.
@@ -34,6 +34,46 @@ pub(crate) trait Disk: Send {
     fn sync(&mut self, name: &str) -> io::Result<()>;
     /// Makes the creation and removal of names durable (`fsync` of the directory).
     fn sync_dir(&mut self) -> io::Result<()>;
+}
+
+/// Bytes that stand for a sector that could not be read: never all zeros (which read as "never
+/// written"), so records, slots and copies there fail their checksums like corrupt ones.
+pub(crate) const UNREADABLE_FILL: u8 = 0xE5;
+
+/// Bytes of the unit a failed read is retried in.
+const SECTOR_BYTES: u64 = 512;
+
+/// Reads like [`Disk::read_at`], but a read error other than a missing file does not fail: the
+/// range is read again sector by sector and every sector that fails is filled with
+/// [`UNREADABLE_FILL`], so the caller sees it as corrupt data and reports damage rather than
+/// stopping. Returns the bytes read (the file may end early).
+pub(crate) fn read_tolerant(
+    disk: &mut dyn Disk,
+    name: &str,
+    offset: u64,
+    buffer: &mut [u8],
+) -> io::Result<usize> {
+    match disk.read_at(name, offset, buffer) {
+        Ok(read) => return Ok(read),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(error),
+        Err(_) => {}
+    }
+    let mut done = 0;
+    while done < buffer.len() {
+        let position = offset + done as u64;
+        let piece = usize::try_from(SECTOR_BYTES - position % SECTOR_BYTES)
+            .expect("small")
+            .min(buffer.len() - done);
+        let target = &mut buffer[done..done + piece];
+        match disk.read_at(name, position, target) {
+            Ok(read) if read < piece => return Ok(done + read),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(error),
+            Err(_) => target.fill(UNREADABLE_FILL),
+        }
+        done += piece;
+    }
+    Ok(done)
 }
 
 /// A [`Disk`] backed by a real directory.

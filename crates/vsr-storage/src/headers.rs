@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use vsr::checksum::checksum;
 
 use crate::StorageError;
-use crate::disk::Disk;
+use crate::disk::{Disk, read_tolerant};
 use crate::record::{is_zero, u64_at, u128_at};
 
 /// Bytes of one slot.
@@ -301,7 +301,7 @@ pub(crate) fn claims(
     let mut buffer = vec![0u8; READ_SLOTS * SLOT_SIZE];
     let mut offset = 0;
     while offset < file_size {
-        let read = disk.read_at(name, offset, &mut buffer)?;
+        let read = read_tolerant(disk, name, offset, &mut buffer)?;
         if read == 0 {
             break;
         }

@@ -36,8 +36,8 @@ mod disk;
 mod error;
 mod headers;
 mod record;
-#[cfg(test)]
-mod sim_disk;
+#[cfg(any(test, feature = "simulation"))]
+pub mod sim_disk;
 mod storage;
 mod superblock;
 mod thread;
@@ -46,8 +46,9 @@ mod wal;
 #[cfg(test)]
 mod crash_tests;
 
+pub use disk::Disk;
 pub use error::StorageError;
-pub use storage::{FileStorage, format};
+pub use storage::{FileStorage, Tuning, format, format_disk};
 pub use superblock::FORMAT_VERSION;
 pub use thread::{BATCH_WRITES_MAX, StorageThread};
 

@@ -13,23 +13,24 @@ use vsr::{Checkpoint, DurableState, ViewState, Write};
 use crate::disk::{Disk, RealDisk};
 use crate::headers::Headers;
 use crate::superblock::{
-    COPIES, COPY_SIZE, COPY_STRIDE, Copy, SUPERBLOCK_FILE, Superblock, checkpoint_file_name,
-    is_data_file, wal_files,
+    COPIES, COPY_SIZE, COPY_STRIDE, Copy, SUPERBLOCK_FILE, Superblock, UPDATE_COPIES,
+    checkpoint_file_name, is_data_file, wal_files,
 };
 use crate::wal::{Wal, replay};
 use crate::{Damage, Identity, Opened, StorageError, checkpoint, superblock};
 
-/// Sizes that tests shrink to exercise growth and chunking.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Tuning {
+/// Sizes of growth steps, chunks and buffers. The defaults suit a real disk; tests and the
+/// simulator shrink them so that growth, chunking and early flushes happen on small logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
     /// The WAL file grows in steps of this many bytes.
-    pub(crate) wal_grow_bytes: u64,
-    /// The headers file grows in steps of this many bytes (a multiple of the slot size).
-    pub(crate) headers_grow_bytes: u64,
+    pub wal_grow_bytes: u64,
+    /// The headers file grows in steps of this many bytes (a multiple of 128, the slot size).
+    pub headers_grow_bytes: u64,
     /// Checkpoint files are written and read in chunks of this many bytes.
-    pub(crate) checkpoint_chunk_bytes: usize,
+    pub checkpoint_chunk_bytes: usize,
     /// Buffered WAL records are written out once they exceed this many bytes.
-    pub(crate) flush_bytes: usize,
+    pub flush_bytes: usize,
 }
 
 impl Default for Tuning {
@@ -114,7 +115,11 @@ fn check_identity(identity: Identity) -> Result<(), StorageError> {
     }
 }
 
-pub(crate) fn format_disk(
+/// Formats `disk` as [`format`] formats a directory; `directory` only names it in errors.
+///
+/// # Errors
+/// As [`format`].
+pub fn format_disk(
     disk: &mut dyn Disk,
     directory: &Path,
     identity: Identity,
@@ -152,13 +157,11 @@ pub(crate) fn format_disk(
     // The superblock comes last: its presence marks the directory as formatted.
     disk.create(SUPERBLOCK_FILE)?;
     disk.set_len(SUPERBLOCK_FILE, superblock::SUPERBLOCK_FILE_SIZE)?;
-    for _ in 0..COPIES {
+    for _ in 0..COPIES / UPDATE_COPIES {
         superblock.sequence += 1;
-        disk.write_at(
-            SUPERBLOCK_FILE,
-            superblock.copy_offset(),
-            &superblock.encode(),
-        )?;
+        for offset in superblock.copy_offsets() {
+            disk.write_at(SUPERBLOCK_FILE, offset, &superblock.encode())?;
+        }
     }
     disk.sync(SUPERBLOCK_FILE)?;
     disk.sync_dir()?;
@@ -190,7 +193,12 @@ impl FileStorage {
         Self::open_disk(disk, directory, expected_cluster, Tuning::default())
     }
 
-    pub(crate) fn open_disk(
+    /// Opens the data on `disk` as [`Self::open`] opens a directory; `directory` only names it
+    /// in errors.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_disk(
         mut disk: Box<dyn Disk>,
         directory: &Path,
         expected_cluster: Option<u128>,
@@ -395,10 +403,13 @@ impl FileStorage {
 
     fn write_superblock(&mut self) -> Result<(), StorageError> {
         self.superblock.sequence += 1;
-        let offset = self.superblock.copy_offset();
-        self.disk
-            .write_at(SUPERBLOCK_FILE, offset, &self.superblock.encode())?;
-        self.disk.sync(SUPERBLOCK_FILE)?;
+        let encoded = self.superblock.encode();
+        for offset in self.superblock.copy_offsets() {
+            self.disk.write_at(SUPERBLOCK_FILE, offset, &encoded)?;
+        }
+        if !cfg!(feature = "bug-superblock-unsynced") {
+            self.disk.sync(SUPERBLOCK_FILE)?;
+        }
         Ok(())
     }
 
@@ -530,8 +541,13 @@ fn read_superblock(disk: &mut dyn Disk, directory: &Path) -> Result<Superblock, 
     let mut copies = Vec::with_capacity(COPIES);
     for index in 0..COPIES as u64 {
         let mut bytes = [0u8; COPY_SIZE];
-        let read = disk.read_at(SUPERBLOCK_FILE, index * COPY_STRIDE, &mut bytes)?;
-        copies.push(Superblock::decode(&bytes[..read]));
+        // A copy that cannot be read (a latent sector error) is as good as a damaged one.
+        copies.push(
+            match disk.read_at(SUPERBLOCK_FILE, index * COPY_STRIDE, &mut bytes) {
+                Ok(read) => Superblock::decode(&bytes[..read]),
+                Err(_) => Copy::Damaged,
+            },
+        );
     }
     match superblock::best(&copies) {
         Copy::Valid(superblock) => Ok(superblock),

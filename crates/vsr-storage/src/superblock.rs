@@ -1,9 +1,10 @@
 //! The superblock: who this replica is, its view state, and which checkpoint and WAL are live.
 //!
 //! The file [`SUPERBLOCK_FILE`] holds [`COPIES`] copies of [`COPY_SIZE`] bytes, [`COPY_STRIDE`]
-//! bytes apart. Each update increments `sequence` and overwrites copy `sequence % COPIES`,
-//! followed by an fdatasync: a torn write damages one copy only, and the previous sequence is
-//! still intact in another. On open the valid copy with the highest sequence wins.
+//! bytes apart. Each update increments `sequence` and overwrites two copies, `2 * sequence % 4`
+//! and the next, followed by one fdatasync: a torn update damages only its own pair, so the
+//! previous sequence is intact in the other pair, and a sector that later rots in one copy of
+//! the newest update leaves the other copy. On open the valid copy with the highest sequence wins.
 //!
 //! | offset | size | field                     | meaning                                      |
 //! |-------:|-----:|---------------------------|----------------------------------------------|
@@ -42,6 +43,10 @@ pub(crate) const SUPERBLOCK_FILE: &str = "superblock";
 
 /// Copies of the superblock.
 pub(crate) const COPIES: usize = 4;
+
+/// Copies each update writes.
+pub(crate) const UPDATE_COPIES: usize = 2;
+const _: () = assert!(COPIES == 2 * UPDATE_COPIES);
 
 /// Bytes of one copy.
 pub(crate) const COPY_SIZE: usize = 256;
@@ -106,9 +111,12 @@ impl Superblock {
         (reference.generation > 0).then(|| checkpoint_file_name(reference.op, reference.generation))
     }
 
-    /// Where the copy for this superblock's sequence goes.
-    pub(crate) fn copy_offset(&self) -> u64 {
-        (self.sequence % COPIES as u64) * COPY_STRIDE
+    /// Where the two copies of this superblock's sequence go: the update with sequence `s` writes
+    /// copies `2s mod 4` and `2s + 1 mod 4`, so the previous update stays whole in the other
+    /// pair while this one is written, and one rotten copy of the newest update leaves the other.
+    pub(crate) fn copy_offsets(&self) -> [u64; UPDATE_COPIES] {
+        let first = (self.sequence * UPDATE_COPIES as u64) % COPIES as u64;
+        [first * COPY_STRIDE, (first + 1) * COPY_STRIDE]
     }
 
     /// Encodes one sealed copy.

@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use vsr::{DurableState, Write};
 
 use crate::StorageError;
-use crate::disk::Disk;
+use crate::disk::{Disk, read_tolerant};
 use crate::headers::{self, Headers, Slot, SlotKind};
 use crate::record::{
     MAGIC_OFFSET, RECORD_HEADER_SIZE, RECORD_MAGIC, Record, RecordHeader, RecordKind,
@@ -192,8 +192,17 @@ impl Wal {
     /// Flushes and makes everything written durable: the WAL first, then the headers file, so
     /// that a disk which keeps write order never holds a durable slot without its record.
     pub(crate) fn sync(&mut self, disk: &mut dyn Disk) -> Result<(), StorageError> {
+        let buffered = !self.buffer.is_empty();
         self.flush(disk)?;
-        if self.unsynced {
+        if cfg!(feature = "bug-headers-synced-first") {
+            self.headers.sync(disk)?;
+        }
+        let unsynced = if cfg!(feature = "bug-wal-sync-skips-flushed") {
+            buffered
+        } else {
+            self.unsynced
+        };
+        if unsynced {
             disk.sync(&self.name)?;
             self.unsynced = false;
         }
@@ -309,7 +318,7 @@ impl Reader<'_> {
             let available = usize::try_from(self.file_size - offset).unwrap_or(usize::MAX);
             self.window
                 .resize(size.max(READ_WINDOW_BYTES).min(available), 0);
-            let read = self.disk.read_at(self.name, offset, &mut self.window)?;
+            let read = read_tolerant(self.disk, self.name, offset, &mut self.window)?;
             self.window.truncate(read);
             self.window_start = offset;
             if read < size {
@@ -423,6 +432,9 @@ pub(crate) fn replay(
             })
             .filter(|op| *op > checkpoint_op),
     );
+    if cfg!(feature = "bug-damage-as-torn-tail") {
+        corrupt_ops.clear();
+    }
     corrupt_ops.sort_unstable();
     corrupt_ops.dedup();
     let lost_offsets: Vec<u64> = lost.iter().map(|slot| slot.record_offset).collect();

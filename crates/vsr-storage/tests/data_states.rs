@@ -211,27 +211,28 @@ fn damaged_superblock_copies_fall_back_to_the_others() {
     writes.push(Write::ViewState(view_state));
     let (directory, state) = directory_with(&writes);
     let path = directory.path().join("superblock");
-    // Format wrote sequences 1..=4 (copy = sequence % 4), the view state sequence 5 to copy 1.
-    for copy in [0, 2] {
+    // Format wrote sequence 1 to copies 2 and 3, sequence 2 to copies 0 and 1; the view state
+    // is sequence 3, in copies 2 and 3. One copy of the newest update is enough.
+    for copy in [2, 0] {
         flip_byte(&path, copy * COPY_STRIDE + 60);
         assert_eq!(
             FileStorage::open(directory.path(), None).unwrap().durable,
             state
         );
     }
-    // The newest copy damaged too: the state falls back to the newest valid copy (sequence 3).
-    flip_byte(&path, COPY_STRIDE + 100);
+    // Both copies of the newest update damaged: the state falls back to sequence 2.
+    flip_byte(&path, 3 * COPY_STRIDE + 100);
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.durable.view_state, ViewState::default());
     assert_eq!(opened.durable.entries, state.entries);
 
-    flip_byte(&path, 3 * COPY_STRIDE + 200);
+    flip_byte(&path, COPY_STRIDE + 200);
     let error = FileStorage::open(directory.path(), None).unwrap_err();
     assert!(matches!(error, StorageError::Corrupt(_)), "{error}");
 }
 
 #[test]
-fn one_damaged_copy_loses_nothing_when_it_is_not_the_newest() {
+fn one_whole_copy_of_the_newest_update_loses_nothing() {
     let view_state = ViewState {
         view: 4,
         last_normal_view: 4,
@@ -240,7 +241,8 @@ fn one_damaged_copy_loses_nothing_when_it_is_not_the_newest() {
     };
     let (directory, state) = directory_with(&[Write::ViewState(view_state)]);
     let path = directory.path().join("superblock");
-    for copy in [0, 2, 3] {
+    // The view state is sequence 3, in copies 2 and 3; all others damaged but copy 3.
+    for copy in [0, 1, 2] {
         flip_byte(&path, copy * COPY_STRIDE + 40);
     }
     let opened = FileStorage::open(directory.path(), None).unwrap();
