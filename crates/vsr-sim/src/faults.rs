@@ -3,23 +3,25 @@
 //! During the fault phase, a chaos step every 100 ms draws, with the seed's rates, partition
 //! changes (symmetric and one-way), slow links, crashes (some aimed at the primary), crashes of
 //! the whole cluster, restarts that lose state, and clock drift. The disk adds its own faults
-//! where they happen: a crash loses the writes in flight (a prefix survives, the next may be
-//! torn), a restart may read corrupt entries or a corrupt checkpoint, and a completed append may
-//! have landed on another entry's place. Scripted scenarios inject the same faults at fixed
-//! ticks instead. At the heal, every fault ends and every replica restarts; from then on every
+//! where they happen ([`crate::disk_faults`]): a crash loses unsynced writes, keeps some, tears
+//! one; a batch fails with a crash, EIO or ENOSPC at one of its disk calls; a write lands
+//! elsewhere; a restart reads corrupt or unreadable sectors. Scripted scenarios inject the
+//! same faults at fixed ticks instead. At the heal, every fault ends and every replica restarts; from then on every
 //! client request must complete within the liveness timeout, and once the clients are done the
 //! replicas must converge.
 //!
-//! **The fault budget.** A replica is impaired while a restart would not give back everything
+//! **The fault budget.** A replica is impaired while a restart might not give back everything
 //! it wrote (its disk carries latent damage, or says it must recover) or while it is recovering.
-//! Damage — corruption, misdirected writes, wipes — is injected only when at most f replicas are
-//! impaired afterwards, so no committed op is ever lost on a quorum. Crashes with intact disks
-//! are always allowed: losing writes that never completed is not damage.
+//! Damage — corruption, read errors, misdirected writes, crash images out of order, wipes — is
+//! injected only when at most f replicas are impaired afterwards, so no committed op is ever
+//! lost on a quorum. Crashes that keep the unsynced writes in order, EIO and ENOSPC are always
+//! allowed: losing writes that were never reported durable is not damage.
 
 use vsr::StateMachine;
 
-use crate::disk::CrashLoss;
 use crate::scenario::Action;
+use vsr_storage::sim_disk::{Fate, SECTOR_SIZE};
+
 use crate::sim::{EventKind, Simulator};
 
 impl Simulator {
@@ -98,85 +100,28 @@ impl Simulator {
     }
 
     pub(crate) fn crash(&mut self, index: u8) {
-        let profile = &self.plan.profile;
-        let (cut_ppm, torn_ppm) = (profile.disk_cut_ppm, profile.disk_torn_ppm);
         let slot = &mut self.replicas[usize::from(index)];
         if let Some(replica) = slot.replica.take() {
             self.stats.add_replica(&replica.stats());
             self.stats.crashes += 1;
             self.trace.event(21, self.now, u64::from(index));
-            let loss = slot.disk.crash(&mut self.prng, cut_ppm, torn_ppm);
-            self.count_loss(index, loss);
+            slot.storage.stop();
+            self.crash_disk(index);
         }
     }
 
-    /// Crashes `index` losing every write in flight (scripted).
+    /// Crashes `index` losing every write not yet durable (scripted).
     fn crash_losing_writes(&mut self, index: u8) {
         let slot = &mut self.replicas[usize::from(index)];
         if let Some(replica) = slot.replica.take() {
             self.stats.add_replica(&replica.stats());
             self.stats.crashes += 1;
             self.trace.event(21, self.now, u64::from(index));
-            let loss = slot.disk.crash_keeping(0, false);
-            self.count_loss(index, loss);
+            slot.storage.stop();
+            let report = slot.storage.disk.crash(|_, _| Fate::Lost);
+            self.stats.disk_writes_lost += report.lost;
+            self.stats.disk_names_lost += report.names_lost;
         }
-    }
-
-    fn count_loss(&mut self, index: u8, loss: CrashLoss) {
-        self.stats.disk_writes_lost += loss.lost;
-        self.stats.disk_writes_torn += loss.torn;
-        self.trace.event(
-            25,
-            self.now,
-            u64::from(index) | loss.lost << 8 | loss.torn << 40,
-        );
-    }
-
-    /// Completes a replica's writes up to `seq`; before the heal, a completed append may be
-    /// misdirected if the fault budget allows.
-    pub(crate) fn complete_writes(&mut self, index: u8, seq: u64) {
-        let ppm = self.plan.profile.disk_misdirect_ppm;
-        let ppm = if ppm > 0 && !self.healed && self.may_damage(index) {
-            ppm
-        } else {
-            0
-        };
-        let disk = &mut self.replicas[usize::from(index)].disk;
-        let misdirected = disk.complete(seq, &mut self.prng, ppm);
-        if misdirected > 0 {
-            self.stats.disk_misdirected_writes += misdirected;
-            self.trace.event(26, self.now, u64::from(index));
-        }
-    }
-
-    /// At a restart before the heal: the disk may read back corrupt entries or a corrupt
-    /// checkpoint, if the fault budget allows.
-    pub(crate) fn read_faults(&mut self, index: u8) {
-        if self.healed {
-            return;
-        }
-        let profile = &self.plan.profile;
-        let (entries_ppm, checkpoint_ppm) = (
-            profile.disk_corrupt_ppm,
-            profile.disk_checkpoint_corrupt_ppm,
-        );
-        let corrupt_entries = self.prng.chance(entries_ppm);
-        let corrupt_checkpoint = self.prng.chance(checkpoint_ppm);
-        if !(corrupt_entries || corrupt_checkpoint) || !self.may_damage(index) {
-            return;
-        }
-        let disk = &mut self.replicas[usize::from(index)].disk;
-        if corrupt_checkpoint && disk.corrupt_checkpoint() {
-            self.stats.disk_corruptions += 1;
-        }
-        if corrupt_entries && disk.entries() > 0 {
-            for _ in 0..self.prng.range(1, 3) {
-                let entry = self.prng.index(disk.entries());
-                disk.corrupt_entry(entry);
-                self.stats.disk_corruptions += 1;
-            }
-        }
-        self.trace.event(27, self.now, u64::from(index));
     }
 
     fn crash_all(&mut self) {
@@ -216,7 +161,7 @@ impl Simulator {
             .enumerate()
             .filter(|(other, slot)| {
                 *other != usize::from(index)
-                    && (slot.disk.is_impaired()
+                    && (slot.storage.is_impaired()
                         || slot
                             .replica
                             .as_ref()
@@ -228,7 +173,7 @@ impl Simulator {
 
     fn wipe(&mut self, index: u8) {
         self.crash(index);
-        self.replicas[usize::from(index)].disk.wipe();
+        self.rebuild_storage(index, true);
         self.stats.wipes += 1;
         self.trace.event(22, self.now, u64::from(index));
     }
@@ -338,29 +283,38 @@ impl Simulator {
             Action::CrashLosingWrites(index) => self.crash_losing_writes(index),
             Action::CorruptEntry(index) => {
                 self.assert_budget(index);
-                let disk = &mut self.replicas[usize::from(index)].disk;
-                let entries = disk.entries();
+                let slot = &self.replicas[usize::from(index)];
                 assert!(
-                    entries >= 3,
+                    slot.storage.durable.entries.len() >= 3,
                     "the scenario corrupts an entry of a short log"
                 );
-                disk.corrupt_entry(entries / 2);
+                let wal = slot
+                    .storage
+                    .disk
+                    .durable_files()
+                    .into_iter()
+                    .find(|(name, _)| name.ends_with(".log"))
+                    .expect("a live WAL");
+                // A sector in the middle of the written log: a record with valid ones after it.
+                let sector = wal.1.written() / SECTOR_SIZE / 2;
+                let slot = &mut self.replicas[usize::from(index)];
+                assert!(slot.storage.disk.corrupt_sector(&wal.0, sector, 0x5a5a));
+                slot.storage.latent_damage = true;
                 self.stats.disk_corruptions += 1;
             }
             Action::CorruptCheckpoint(index) => {
                 self.assert_budget(index);
-                let disk = &mut self.replicas[usize::from(index)].disk;
                 assert!(
-                    disk.corrupt_checkpoint(),
+                    self.damage_sector(index, Some("checkpoint-"), false),
                     "the scenario corrupts a missing checkpoint"
                 );
-                self.stats.disk_corruptions += 1;
             }
             Action::MisdirectNextAppend(index) => {
                 self.assert_budget(index);
-                self.replicas[usize::from(index)]
-                    .disk
-                    .misdirect_next_append();
+                let slot = &mut self.replicas[usize::from(index)];
+                slot.storage.disk.misdirect_next_in("wal-", 1);
+                slot.storage.latent_damage = true;
+                slot.disk_faults.misdirect_armed = true;
             }
             Action::Isolate(index) => self.partition(&[index]),
             Action::Partition(group) => self.partition(&group),

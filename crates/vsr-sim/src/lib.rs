@@ -10,19 +10,20 @@
 //!   plan (seed) ──▶ sim: event queue ──▶ Replica::on_message / on_tick / on_persisted
 //!                    ▲      │                      │ commands
 //!                    │      ▼                      ▼
-//!        network (faults)  clients ◀── replies   disk (faults) ──▶ completions
+//!        network (faults)  clients ◀── replies   vsr-storage on SimDisk (faults) ──▶ completions
 //!                                   │
 //!                                   ▼
 //!   checker (after every step) · linearizability (history) · liveness and convergence (heal)
 //! ```
 //!
-//! Modules: [`sim`](crate) owns the event loop and replicas, `network` the faulty links, `disk`
-//! each replica's faulty disk, `workload` the clients, `faults` fault injection, the fault
+//! Modules: [`sim`](crate) owns the event loop and replicas, `network` the faulty links,
+//! `storage` each replica's real storage over a faulty disk and the durability oracle,
+//! `disk_faults` the storage events and disk faults, `workload` the clients, `faults` fault injection, the fault
 //! budget and the end-of-run checks, [`checker`] the safety invariants, [`history`] and
 //! [`linearizability`] the client history and its check, [`scenario`] scripted fault schedules.
 
 pub mod checker;
-mod disk;
+mod disk_faults;
 mod faults;
 pub mod history;
 pub mod linearizability;
@@ -32,6 +33,7 @@ mod plan;
 mod random;
 pub mod scenario;
 mod sim;
+mod storage;
 mod swarm;
 mod trace;
 mod workload;
@@ -141,6 +143,29 @@ pub struct SimStats {
     pub disk_misdirected_writes: u64,
     /// Restarts whose disk reported damage: the replica repaired itself through recovery.
     pub damaged_restarts: u64,
+    /// Creates and removes of files lost at a crash because the directory was not synced.
+    pub disk_names_lost: u64,
+    /// Crashes whose disk kept its unsynced writes out of order (within the fault budget).
+    pub disk_reordered_crashes: u64,
+    /// Sectors made unreadable (latent sector errors) before a restart.
+    pub disk_read_errors: u64,
+    /// Disk calls that failed with EIO: the replica stopped.
+    pub disk_write_eio: u64,
+    /// Disk calls that failed with ENOSPC: the replica stopped.
+    pub disk_write_enospc: u64,
+    /// Running replicas whose storage stopped on a latent read error.
+    pub disk_read_stops: u64,
+    /// Crashes that found unsynced writes on the disk (between a write and its sync).
+    pub crashes_before_sync: u64,
+    /// Crashes at a disk call of a batch without a checkpoint.
+    pub crashes_in_batch: u64,
+    /// Crashes at a disk call writing a checkpoint file.
+    pub crashes_in_checkpoint: u64,
+    /// Crashes at a disk call of a checkpoint's superblock updates, WAL rotation or removals.
+    pub crashes_in_rotation: u64,
+    /// Replicas whose disk no longer opened (every superblock copy or the live WAL lost),
+    /// formatted anew as recovering.
+    pub storage_rebuilds: u64,
 }
 
 impl SimStats {
@@ -188,6 +213,17 @@ impl SimStats {
         self.disk_corruptions += other.disk_corruptions;
         self.disk_misdirected_writes += other.disk_misdirected_writes;
         self.damaged_restarts += other.damaged_restarts;
+        self.disk_names_lost += other.disk_names_lost;
+        self.disk_reordered_crashes += other.disk_reordered_crashes;
+        self.disk_read_errors += other.disk_read_errors;
+        self.disk_write_eio += other.disk_write_eio;
+        self.disk_write_enospc += other.disk_write_enospc;
+        self.disk_read_stops += other.disk_read_stops;
+        self.crashes_before_sync += other.crashes_before_sync;
+        self.crashes_in_batch += other.crashes_in_batch;
+        self.crashes_in_checkpoint += other.crashes_in_checkpoint;
+        self.crashes_in_rotation += other.crashes_in_rotation;
+        self.storage_rebuilds += other.storage_rebuilds;
     }
 
     /// Faults injected: crashes, wipes, partition changes, slow links, messages lost,
@@ -201,6 +237,11 @@ impl SimStats {
             + self.disk_writes_torn
             + self.disk_corruptions
             + self.disk_misdirected_writes
+            + self.disk_names_lost
+            + self.disk_reordered_crashes
+            + self.disk_read_errors
+            + self.disk_write_eio
+            + self.disk_write_enospc
             + self.partitions
             + self.slow_links
             + self.messages_lost

@@ -22,6 +22,8 @@ pub(crate) struct Plan {
     pub(crate) liveness_timeout_ns: u64,
     pub(crate) convergence_timeout_ns: u64,
     pub(crate) linearizability_budget: u64,
+    /// Sizes the replicas' storage runs with.
+    pub(crate) storage_tuning: vsr_storage::Tuning,
 }
 
 impl Plan {
@@ -49,6 +51,7 @@ impl Plan {
             liveness_timeout_ns: options.liveness_timeout_ns,
             convergence_timeout_ns: options.convergence_timeout_ns,
             linearizability_budget: options.linearizability_budget,
+            storage_tuning: crate::swarm::storage_tuning(prng),
         }
     }
 
@@ -78,6 +81,7 @@ impl Plan {
             liveness_timeout_ns: defaults.liveness_timeout_ns,
             convergence_timeout_ns: defaults.convergence_timeout_ns,
             linearizability_budget: defaults.linearizability_budget,
+            storage_tuning: crate::swarm::scenario_storage_tuning(),
         }
     }
 }

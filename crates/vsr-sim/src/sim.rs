@@ -2,10 +2,11 @@
 //!
 //! Everything that happens is an [`Event`] at a virtual time in nanoseconds; events at the same
 //! time run in the order they were scheduled, so the order is a function of the seed alone.
-//! A replica event (a delivered message, a tick, a write completing) is handed to the core, the
-//! commands it emits are carried out at once (sends go to the network, writes to the replica's
-//! simulated disk, [`crate::disk`], which completes them after a random latency, in order, and
-//! keeps only completed writes across a crash), and the safety checker inspects the replica.
+//! A replica event (a delivered message, a tick, a batch of writes made durable) is handed to the
+//! core, the commands it emits are carried out at once (sends go to the network, writes to the
+//! replica's real storage over a simulated disk, [`crate::storage`] and [`crate::disk_faults`],
+//! which writes them in batches and reports them durable after their sync), and the safety and
+//! durability checkers inspect the replica and what it sends.
 //!
 //! The network ([`crate::network`]), the clients ([`crate::workload`]) and the faults
 //! ([`crate::faults`]) add their own `impl Simulator` blocks.
@@ -18,10 +19,11 @@ use vsr_kv::KvStore;
 
 use crate::SimStats;
 use crate::checker::SafetyChecker;
-use crate::disk::SimDisk;
+use crate::disk_faults::DiskFaultState;
 use crate::history::History;
 use crate::plan::Plan;
 use crate::random::Prng;
+use crate::storage::{OpenOutcome, ReplicaStorage};
 use crate::swarm::MS;
 use crate::trace::Trace;
 use crate::workload::SimClient;
@@ -87,6 +89,11 @@ pub(crate) enum EventKind {
         replica: u8,
         incarnation: u64,
     },
+    /// The storage of a replica takes its next batch of writes.
+    StorageWrite {
+        replica: u8,
+        incarnation: u64,
+    },
 }
 
 impl EventKind {
@@ -101,6 +108,7 @@ impl EventKind {
             EventKind::Restart { replica, .. } => (7, u64::from(*replica)),
             EventKind::Script { step } => (8, *step as u64),
             EventKind::Crash { replica, .. } => (9, u64::from(*replica)),
+            EventKind::StorageWrite { replica, .. } => (10, u64::from(*replica)),
         }
     }
 }
@@ -129,10 +137,11 @@ impl Ord for Event {
     }
 }
 
-/// One replica's place in the cluster: the running incarnation (if up) and its disk.
+/// One replica's place in the cluster: the running incarnation (if up) and its storage.
 pub(crate) struct ReplicaSlot {
     pub(crate) replica: Option<Replica<KvStore>>,
-    pub(crate) disk: SimDisk,
+    pub(crate) storage: ReplicaStorage,
+    pub(crate) disk_faults: DiskFaultState,
     /// Incremented on every start; events of older incarnations are discarded.
     pub(crate) incarnation: u64,
     /// This replica's tick period, per mille of [`TICK_NS`].
@@ -160,6 +169,10 @@ pub(crate) struct Simulator {
     pub(crate) finished: bool,
     /// The latest value of each key some client saw, to make compare-and-swap succeed often.
     pub(crate) last_values: BTreeMap<String, Option<String>>,
+    /// (op, entry checksum) → the replicas on whose disk that entry has ever been durable.
+    pub(crate) ever_durable: BTreeMap<(u64, u128), u8>,
+    /// Per replica, the highest op of a checkpoint ever durable on its disk.
+    pub(crate) checkpoint_durable: Vec<u64>,
 }
 
 impl Simulator {
@@ -167,9 +180,14 @@ impl Simulator {
         let cluster = u128::from(prng.next_u64()) << 64 | u128::from(prng.next_u64());
         let config = plan.params.config(cluster, plan.replicas);
         let replicas = (0..plan.replicas)
-            .map(|_| ReplicaSlot {
+            .map(|index| ReplicaSlot {
                 replica: None,
-                disk: SimDisk::default(),
+                storage: ReplicaStorage::format(
+                    identity(cluster, index, plan.replicas),
+                    false,
+                    plan.storage_tuning,
+                ),
+                disk_faults: DiskFaultState::default(),
                 incarnation: 0,
                 tick_permille: prng.range(
                     plan.profile.tick_permille_min,
@@ -197,6 +215,8 @@ impl Simulator {
             clients_done_at: None,
             finished: false,
             last_values: BTreeMap::new(),
+            ever_durable: BTreeMap::new(),
+            checkpoint_durable: vec![0; usize::from(plan.replicas)],
             plan,
         };
         simulator.create_clients();
@@ -256,10 +276,15 @@ impl Simulator {
                 seq,
             } => {
                 if self.running(replica, incarnation).is_some() {
-                    self.complete_writes(replica, seq);
-                    let running = self.running(replica, incarnation).expect("checked");
-                    running.on_persisted(seq);
-                    self.after_replica(replica)?;
+                    self.storage_sync(replica, seq)?;
+                }
+            }
+            EventKind::StorageWrite {
+                replica,
+                incarnation,
+            } => {
+                if self.running(replica, incarnation).is_some() {
+                    self.storage_write(replica)?;
                 }
             }
             EventKind::ClientsTick => {
@@ -310,32 +335,63 @@ impl Simulator {
     /// Starts a replica from its disk: fresh, restarted, or recovering if its state was lost or
     /// the disk reports damage (which the fault injector may add as the disk is read).
     pub(crate) fn start_replica(&mut self, index: u8) -> Result<(), String> {
-        if self.replicas[usize::from(index)].incarnation > 0 {
+        let first = self.replicas[usize::from(index)].incarnation == 0;
+        if !first {
             self.read_faults(index);
+        }
+        let cluster = self.config.cluster;
+        let durable = match self.replicas[usize::from(index)].storage.open(cluster)? {
+            OpenOutcome::Opened(durable, damaged) => {
+                if damaged {
+                    self.stats.damaged_restarts += 1;
+                    self.trace.event(24, self.now, u64::from(index));
+                }
+                durable
+            }
+            OpenOutcome::Unopenable(_) => {
+                // What an operator does: move the data aside and format the replica as
+                // recovering (README); it rejoins through recovery.
+                self.stats.storage_rebuilds += 1;
+                self.rebuild_storage(index, true);
+                match self.replicas[usize::from(index)].storage.open(cluster)? {
+                    OpenOutcome::Opened(durable, _) => durable,
+                    OpenOutcome::Unopenable(error) => {
+                        return Err(format!("storage: a freshly formatted disk fails: {error}"));
+                    }
+                }
+            }
+        };
+        // What open read back is durable, whether or not its sync was ever reported.
+        for entry in &durable.entries {
+            self.record_durable(index, &Write::Append(entry.clone()));
+        }
+        if let Some(checkpoint) = &durable.checkpoint {
+            self.record_durable(index, &Write::Checkpoint(checkpoint.clone()));
         }
         let seed = self.prng.next_u64();
         let config = self.config.clone();
         let slot = &mut self.replicas[usize::from(index)];
         assert!(slot.replica.is_none());
         slot.incarnation += 1;
-        let replica = if slot.incarnation == 1 {
+        let replica = if first {
             Replica::new(config, index, KvStore::new(), seed)
-        } else if slot.disk.is_wiped() {
-            slot.disk.open(self.now);
-            Replica::recover(config, index, KvStore::new(), seed)
         } else {
-            let durable = slot.disk.open(self.now);
-            if durable.damaged {
-                self.stats.damaged_restarts += 1;
-                self.trace.event(24, self.now, u64::from(index));
-            }
-            Replica::open(config, index, KvStore::new(), seed, durable)
+            Replica::open(config, index, KvStore::new(), seed, &durable)
         };
         slot.replica = Some(replica);
         self.trace.event(20, self.now, u64::from(index));
         self.checker.on_start(index);
         self.schedule_tick(index);
         self.after_replica(index)
+    }
+
+    /// Replaces a replica's disk with a freshly formatted one (`recovering`: it lost its state).
+    pub(crate) fn rebuild_storage(&mut self, index: u8, recovering: bool) {
+        let identity = identity(self.config.cluster, index, self.plan.replicas);
+        let slot = &mut self.replicas[usize::from(index)];
+        assert!(slot.replica.is_none());
+        slot.storage = ReplicaStorage::format(identity, recovering, self.plan.storage_tuning);
+        slot.disk_faults = DiskFaultState::default();
     }
 
     fn schedule_tick(&mut self, replica: u8) {
@@ -367,9 +423,11 @@ impl Simulator {
         for command in commands {
             match command {
                 Command::Send { to, envelope } => {
+                    self.check_acknowledgement(index, &envelope.message)?;
                     self.send(Node::Replica(index), Node::Replica(to), envelope);
                 }
                 Command::Reply { client, envelope } => {
+                    self.check_reply_durable(index, &envelope.message)?;
                     if let Some(&client) = self.client_index.get(&client) {
                         self.send(Node::Replica(index), Node::Client(client), envelope);
                     }
@@ -388,33 +446,6 @@ impl Simulator {
             |op| replica.entry(op),
             || replica.state_machine().digest(),
         )
-    }
-
-    fn persist(&mut self, index: u8, seq: u64, write: Write) {
-        trace_write(&mut self.trace, seq, &write);
-        let latency = self.prng.range(
-            self.plan.profile.disk_latency_min_ns,
-            self.plan.profile.disk_latency_max_ns,
-        );
-        let slot = &mut self.replicas[usize::from(index)];
-        let done = slot.disk.issue(seq, write, self.now, latency);
-        let incarnation = slot.incarnation;
-        self.schedule(
-            done,
-            EventKind::Persisted {
-                replica: index,
-                incarnation,
-                seq,
-            },
-        );
-        if !self.healed && self.prng.chance(self.plan.profile.disk_crash_ppm) {
-            let at = self.prng.range(self.now, done - 1);
-            let crash = EventKind::Crash {
-                replica: index,
-                incarnation,
-            };
-            self.schedule(at, crash);
-        }
     }
 
     /// Every replica's view, status, op and commit, for failure messages.
@@ -436,7 +467,7 @@ impl Simulator {
     }
 }
 
-fn trace_write(trace: &mut Trace, seq: u64, write: &Write) {
+pub(crate) fn trace_write(trace: &mut Trace, seq: u64, write: &Write) {
     trace.number(u128::from(seq));
     match write {
         Write::ViewState(state) => {
@@ -449,5 +480,14 @@ fn trace_write(trace: &mut Trace, seq: u64, write: &Write) {
             trace.number(u128::from(checkpoint.op));
             trace.bytes(&checkpoint.snapshot);
         }
+    }
+}
+
+/// Who replica `index` of the simulated cluster is, for its storage.
+fn identity(cluster: u128, index: u8, replicas: u8) -> vsr_storage::Identity {
+    vsr_storage::Identity {
+        cluster,
+        replica: index,
+        replica_count: replicas,
     }
 }

@@ -141,8 +141,19 @@ pub(crate) struct FaultProfile {
     pub(crate) disk_checkpoint_corrupt_ppm: u32,
     /// Per completed append: chance it landed on another entry's place.
     pub(crate) disk_misdirect_ppm: u32,
-    /// Per write issued: chance the replica crashes while the write is in flight.
+    /// Per batch: chance the replica crashes between the batch's writes and its sync.
     pub(crate) disk_crash_ppm: u32,
+    /// Per cut crash, within the fault budget: chance the unsynced writes reach the platter in
+    /// any order (any subset kept, writes torn in any sectors) rather than a prefix in order.
+    pub(crate) disk_reorder_ppm: u32,
+    /// Per restart: chance some sectors fail every read (latent sector errors).
+    pub(crate) disk_read_error_ppm: u32,
+    /// Per batch: chance the process dies at one of the batch's disk calls.
+    pub(crate) disk_batch_crash_ppm: u32,
+    /// Per batch: chance one of its disk calls fails with EIO.
+    pub(crate) disk_eio_ppm: u32,
+    /// Per batch: chance one of its disk calls fails with ENOSPC.
+    pub(crate) disk_enospc_ppm: u32,
 }
 
 impl FaultProfile {
@@ -174,6 +185,11 @@ impl FaultProfile {
             disk_checkpoint_corrupt_ppm: 0,
             disk_misdirect_ppm: 0,
             disk_crash_ppm: 0,
+            disk_reorder_ppm: 0,
+            disk_read_error_ppm: 0,
+            disk_batch_crash_ppm: 0,
+            disk_eio_ppm: 0,
+            disk_enospc_ppm: 0,
         }
     }
 
@@ -211,6 +227,11 @@ impl FaultProfile {
             disk_checkpoint_corrupt_ppm: level(prng, 100_000),
             disk_misdirect_ppm: level(prng, 2_000),
             disk_crash_ppm: level(prng, 5_000),
+            disk_reorder_ppm: level(prng, PPM),
+            disk_read_error_ppm: level(prng, 300_000),
+            disk_batch_crash_ppm: level(prng, 10_000),
+            disk_eio_ppm: level(prng, 3_000),
+            disk_enospc_ppm: level(prng, 3_000),
         }
     }
 }
@@ -225,5 +246,26 @@ fn level(prng: &mut Prng, max_ppm: u32) -> u32 {
         2 => prng.range(1, u64::from(max_ppm / 100).max(1)) as u32,
         3 => prng.range(1, u64::from(max_ppm / 10).max(1)) as u32,
         _ => prng.range(1, u64::from(max_ppm)) as u32,
+    }
+}
+
+/// Storage sizes for a seed: small growth steps, chunks and flush thresholds, so that file
+/// growth, chunked checkpoints and records written before their sync all happen on short logs.
+pub(crate) fn storage_tuning(prng: &mut Prng) -> vsr_storage::Tuning {
+    vsr_storage::Tuning {
+        wal_grow_bytes: prng.pick(&[4 << 10, 64 << 10, 1 << 20]),
+        headers_grow_bytes: prng.pick(&[512, 4 << 10]),
+        checkpoint_chunk_bytes: prng.pick(&[64, 1 << 10, 1 << 20]),
+        flush_bytes: prng.pick(&[256, 4 << 10, 1 << 20]),
+    }
+}
+
+/// Storage sizes for scripted scenarios: small, fixed.
+pub(crate) fn scenario_storage_tuning() -> vsr_storage::Tuning {
+    vsr_storage::Tuning {
+        wal_grow_bytes: 16 << 10,
+        headers_grow_bytes: 512,
+        checkpoint_chunk_bytes: 1 << 10,
+        flush_bytes: 1 << 10,
     }
 }

@@ -192,8 +192,9 @@ struct State {
     failed: bool,
     /// The file the injected failure hit ("" for the directory).
     failed_on: Option<String>,
-    /// The next write carried to the platter lands this many bytes away.
-    misdirect: Option<i64>,
+    /// The next write carried to the platter of a file whose name starts with the prefix lands
+    /// this many bytes away.
+    misdirect: Option<(String, i64)>,
     /// Sectors that fail every read, by file.
     unreadable: BTreeMap<String, BTreeSet<u64>>,
 }
@@ -362,8 +363,13 @@ impl SimDisk {
     /// belongs (towards the file's start if that is possible, else towards its end). The page
     /// cache keeps the right bytes until the next crash.
     pub fn misdirect_next(&self, sectors: u64) {
+        self.misdirect_next_in("", sectors);
+    }
+
+    /// As [`Self::misdirect_next`], for the next write to a file whose name starts with `prefix`.
+    pub fn misdirect_next_in(&self, prefix: &str, sectors: u64) {
         let distance = i64::try_from(sectors * SECTOR_SIZE).expect("small files");
-        self.state().misdirect = Some(distance);
+        self.state().misdirect = Some((prefix.to_owned(), distance));
     }
 
     /// Whether a misdirection armed by [`Self::misdirect_next`] is still waiting for a write.
@@ -624,8 +630,13 @@ impl Disk for SimDisk {
                     data,
                 } if file == name => {
                     let offset = match state.misdirect.take() {
-                        Some(distance) => misdirected(offset, distance),
-                        None => offset,
+                        Some((prefix, distance)) if file.starts_with(&prefix) => {
+                            misdirected(offset, distance)
+                        }
+                        other => {
+                            state.misdirect = other;
+                            offset
+                        }
                     };
                     state
                         .durable
