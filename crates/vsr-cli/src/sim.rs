@@ -301,12 +301,24 @@ fn batching(stats: &SimStats) -> String {
 /// The disk faults a run injected, in one line.
 fn disk_faults(stats: &SimStats) -> String {
     format!(
-        "disk: unsynced writes lost {}, torn writes {}, corruptions {}, misdirected writes {}, \
-         damaged restarts {}",
+        "disk: unsynced writes lost {}, names lost {}, torn writes {}, reordered crashes {}, \
+         misdirected writes {}, corruptions {}, read errors {}, EIO {}, ENOSPC {}; \
+         crashes before a sync {}, in a batch {}, in a checkpoint {}, in a rotation {}; \
+         damaged restarts {}, rebuilds {}",
         stats.disk_writes_lost,
+        stats.disk_names_lost,
         stats.disk_writes_torn,
-        stats.disk_corruptions,
+        stats.disk_reordered_crashes,
         stats.disk_misdirected_writes,
-        stats.damaged_restarts
+        stats.disk_corruptions,
+        stats.disk_read_errors,
+        stats.disk_write_eio,
+        stats.disk_write_enospc,
+        stats.crashes_before_sync,
+        stats.crashes_in_batch,
+        stats.crashes_in_checkpoint,
+        stats.crashes_in_rotation,
+        stats.damaged_restarts,
+        stats.storage_rebuilds,
     )
 }

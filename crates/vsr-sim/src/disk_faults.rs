@@ -56,6 +56,17 @@ pub(crate) struct DiskFaultState {
 const ARMED_CALLS_MAX: u64 = 24;
 
 impl Simulator {
+    /// With `VSR_SIM_LOG` set, prints a disk event of replica `index` to stderr.
+    pub(crate) fn log_disk(&self, index: u8, what: impl FnOnce() -> String) {
+        if crate::network::log_enabled() {
+            eprintln!(
+                "{} ms replica {index} disk: {}",
+                self.now / 1_000_000,
+                what()
+            );
+        }
+    }
+
     /// A replica's write: queued, and a batch started if the storage is idle.
     pub(crate) fn persist(&mut self, index: u8, seq: u64, write: Write) {
         crate::sim::trace_write(&mut self.trace, seq, &write);
@@ -190,6 +201,11 @@ impl Simulator {
             profile.disk_enospc_ppm,
         );
         let misdirect_ppm = profile.disk_misdirect_ppm;
+        let crash = if checkpoint {
+            crash.max(profile.disk_checkpoint_crash_ppm)
+        } else {
+            crash
+        };
         let failure = if self.prng.chance(crash) {
             Some(ArmedFailure::Crash)
         } else if self.prng.chance(eio) {
@@ -200,7 +216,13 @@ impl Simulator {
             None
         };
         if let Some(failure) = failure {
-            let call = self.prng.below(ARMED_CALLS_MAX);
+            // A checkpoint makes many more calls (its file in chunks, the rotation).
+            let calls = if checkpoint {
+                4 * ARMED_CALLS_MAX
+            } else {
+                ARMED_CALLS_MAX
+            };
+            let call = self.prng.below(calls);
             let disk = &self.replicas[usize::from(index)].storage.disk;
             match failure {
                 ArmedFailure::Crash => disk.fail_at(Some(call)),
@@ -208,6 +230,7 @@ impl Simulator {
                 ArmedFailure::Enospc => disk.fail_with(call, std::io::ErrorKind::StorageFull),
             }
             self.replicas[usize::from(index)].disk_faults.armed = Some((failure, checkpoint));
+            self.log_disk(index, || format!("armed {failure:?} at call {call}"));
         }
         let slot = &self.replicas[usize::from(index)];
         if misdirect_ppm > 0
@@ -226,6 +249,9 @@ impl Simulator {
             slot.storage.disk.misdirect_next_in(prefix, sectors);
             slot.disk_faults.misdirect_armed = true;
             slot.storage.latent_damage = true;
+            self.log_disk(index, || {
+                format!("misdirect the next {prefix}* write by {sectors} sectors")
+            });
         }
     }
 
@@ -304,6 +330,14 @@ impl Simulator {
             fates.resize(pending.len(), Fate::Lost);
             fates
         };
+        self.log_disk(index, || {
+            let fates: Vec<String> = pending
+                .iter()
+                .zip(&fates)
+                .map(|(operation, fate)| format!("{} {fate:?}", describe_operation(operation)))
+                .collect();
+            format!("crash image: {}", fates.join(", "))
+        });
         let report = self.replicas[usize::from(index)]
             .storage
             .disk
@@ -405,6 +439,10 @@ impl Simulator {
         }
         slot.disk_faults.superblock_hit |= name == "superblock";
         slot.storage.latent_damage = true;
+        self.log_disk(index, || {
+            let what = if unreadable { "unreadable" } else { "corrupt" };
+            format!("{what} sector {sector} of {name}")
+        });
         true
     }
 
@@ -475,5 +513,17 @@ impl Simulator {
             ));
         }
         Ok(())
+    }
+}
+
+fn describe_operation(operation: &Operation) -> String {
+    match operation {
+        Operation::Create(name) => format!("create {name}"),
+        Operation::Link(name) => format!("link {name}"),
+        Operation::Remove(name) => format!("remove {name}"),
+        Operation::Write { name, offset, data } => {
+            format!("write {name} @{offset}+{}", data.len())
+        }
+        Operation::SetLen { name, len } => format!("set_len {name} {len}"),
     }
 }

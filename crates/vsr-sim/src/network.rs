@@ -185,7 +185,7 @@ const LOG_MESSAGE_CHARS: usize = 160;
 
 /// Whether `VSR_SIM_LOG` is set: then every message delivered to a replica is printed to stderr
 /// with the replica's state after handling it (for debugging one seed; slow).
-fn log_enabled() -> bool {
+pub(crate) fn log_enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| std::env::var_os("VSR_SIM_LOG").is_some())
 }

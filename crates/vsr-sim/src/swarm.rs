@@ -150,6 +150,9 @@ pub(crate) struct FaultProfile {
     pub(crate) disk_read_error_ppm: u32,
     /// Per batch: chance the process dies at one of the batch's disk calls.
     pub(crate) disk_batch_crash_ppm: u32,
+    /// Per batch holding a checkpoint: chance the process dies at one of its disk calls (in
+    /// the checkpoint file, the superblock updates or the rotation).
+    pub(crate) disk_checkpoint_crash_ppm: u32,
     /// Per batch: chance one of its disk calls fails with EIO.
     pub(crate) disk_eio_ppm: u32,
     /// Per batch: chance one of its disk calls fails with ENOSPC.
@@ -188,6 +191,7 @@ impl FaultProfile {
             disk_reorder_ppm: 0,
             disk_read_error_ppm: 0,
             disk_batch_crash_ppm: 0,
+            disk_checkpoint_crash_ppm: 0,
             disk_eio_ppm: 0,
             disk_enospc_ppm: 0,
         }
@@ -221,17 +225,19 @@ impl FaultProfile {
             tick_permille_max: if jitter { prng.range(1000, 2500) } else { 1000 },
             disk_latency_min_ns,
             disk_latency_max_ns: disk_latency_min_ns + disk_spread,
-            disk_cut_ppm: level(prng, PPM),
+            // In a third of the seeds the disk always wrote everything before a crash.
+            disk_cut_ppm: prng.pick(&[0, PPM / 2, PPM]),
             disk_torn_ppm: level(prng, PPM),
             disk_corrupt_ppm: level(prng, 500_000),
             disk_checkpoint_corrupt_ppm: level(prng, 100_000),
-            disk_misdirect_ppm: level(prng, 2_000),
-            disk_crash_ppm: level(prng, 5_000),
+            disk_misdirect_ppm: level(prng, 10_000),
+            disk_crash_ppm: level(prng, 30_000),
             disk_reorder_ppm: level(prng, PPM),
             disk_read_error_ppm: level(prng, 300_000),
-            disk_batch_crash_ppm: level(prng, 10_000),
-            disk_eio_ppm: level(prng, 3_000),
-            disk_enospc_ppm: level(prng, 3_000),
+            disk_batch_crash_ppm: level(prng, 20_000),
+            disk_checkpoint_crash_ppm: level(prng, 300_000),
+            disk_eio_ppm: level(prng, 8_000),
+            disk_enospc_ppm: level(prng, 8_000),
         }
     }
 }
@@ -253,7 +259,7 @@ fn level(prng: &mut Prng, max_ppm: u32) -> u32 {
 /// growth, chunked checkpoints and records written before their sync all happen on short logs.
 pub(crate) fn storage_tuning(prng: &mut Prng) -> vsr_storage::Tuning {
     vsr_storage::Tuning {
-        wal_grow_bytes: prng.pick(&[4 << 10, 64 << 10, 1 << 20]),
+        wal_grow_bytes: prng.pick(&[4 << 10, 16 << 10, 64 << 10]),
         headers_grow_bytes: prng.pick(&[512, 4 << 10]),
         checkpoint_chunk_bytes: prng.pick(&[64, 1 << 10, 1 << 20]),
         flush_bytes: prng.pick(&[256, 4 << 10, 1 << 20]),

@@ -54,7 +54,7 @@ impl Random {
 }
 
 #[derive(Clone, Debug)]
-enum Step {
+pub(crate) enum Step {
     Write(Write),
     Sync,
 }
@@ -113,7 +113,7 @@ fn next_write(state: &DurableState, random: &mut Random) -> Write {
 }
 
 /// The workload, and the model state after each prefix of its writes.
-fn workload(seed: u64, writes: usize) -> (Vec<Step>, Vec<DurableState>) {
+pub(crate) fn workload(seed: u64, writes: usize) -> (Vec<Step>, Vec<DurableState>) {
     let mut random = Random(seed);
     let mut states = vec![DurableState::default()];
     let mut steps = Vec::new();
@@ -132,7 +132,7 @@ fn workload(seed: u64, writes: usize) -> (Vec<Step>, Vec<DurableState>) {
     (steps, states)
 }
 
-fn formatted() -> SimDisk {
+pub(crate) fn formatted() -> SimDisk {
     let disk = SimDisk::default();
     format_disk(
         &mut disk.clone(),
@@ -145,7 +145,7 @@ fn formatted() -> SimDisk {
     disk
 }
 
-fn open(disk: &SimDisk) -> Opened {
+pub(crate) fn open(disk: &SimDisk) -> Opened {
     FileStorage::open_disk(
         Box::new(disk.clone()),
         Path::new("sim"),

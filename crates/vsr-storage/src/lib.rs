@@ -45,6 +45,8 @@ mod wal;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod fault_tests;
 
 pub use disk::Disk;
 pub use error::StorageError;

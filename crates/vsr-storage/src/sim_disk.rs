@@ -483,22 +483,28 @@ impl SimDisk {
     }
 }
 
-/// A write over a whole unreadable sector remaps it: it reads again.
+/// A write over any part of an unreadable sector remaps it (the file system writes whole blocks
+/// from its page cache), and so does cutting the file before it: it reads again.
 fn remap_written(unreadable: &mut BTreeMap<String, BTreeSet<u64>>, operation: &Operation) {
     match operation {
         Operation::Write { name, offset, data } => {
+            if let Some(sectors) = unreadable.get_mut(name)
+                && !data.is_empty()
+            {
+                let first = offset / SECTOR_SIZE;
+                let last = (offset + data.len() as u64 - 1) / SECTOR_SIZE;
+                sectors.retain(|sector| !(first..=last).contains(sector));
+            }
+        }
+        Operation::SetLen { name, len } => {
             if let Some(sectors) = unreadable.get_mut(name) {
-                let end = offset + data.len() as u64;
-                sectors.retain(|sector| {
-                    let start = sector * SECTOR_SIZE;
-                    !(start >= *offset && start + SECTOR_SIZE <= end)
-                });
+                sectors.retain(|sector| sector * SECTOR_SIZE < *len);
             }
         }
         Operation::Create(name) | Operation::Remove(name) => {
             unreadable.remove(name);
         }
-        Operation::Link(_) | Operation::SetLen { .. } => {}
+        Operation::Link(_) => {}
     }
 }
 
