@@ -450,35 +450,9 @@ impl Simulator {
     /// do_view_change, only for entries durable on its disk.
     pub(crate) fn check_acknowledgement(&self, index: u8, message: &Message) -> Result<(), String> {
         let durable = &self.replicas[usize::from(index)].storage.durable;
-        let holds = |op: u64, checksum: u128| {
-            durable
-                .entries
-                .iter()
-                .any(|entry| entry.op == op && entry.checksum == checksum)
-                || durable.checkpoint.as_ref().is_some_and(|checkpoint| {
-                    checkpoint.op > op
-                        || (checkpoint.op == op && checkpoint.op_checksum == checksum)
-                })
-        };
-        match message {
-            Message::PrepareOk { op, checksum, .. } if !holds(*op, *checksum) => Err(format!(
-                "durability: replica {index} sent prepare_ok for op {op} before the entry was \
-                 durable on its disk"
-            )),
-            Message::DoViewChange { view, entries, .. } => {
-                match entries
-                    .iter()
-                    .find(|entry| !holds(entry.op, entry.checksum))
-                {
-                    Some(entry) => Err(format!(
-                        "durability: replica {index} sent do_view_change for view {view} with op \
-                         {} not durable on its disk",
-                        entry.op
-                    )),
-                    None => Ok(()),
-                }
-            }
-            _ => Ok(()),
+        match crate::storage::acknowledgement_violation(durable, index, message) {
+            Some(violation) => Err(violation),
+            None => Ok(()),
         }
     }
 
@@ -500,19 +474,12 @@ impl Simulator {
             .get(&(entry.op, entry.checksum))
             .copied()
             .unwrap_or(0);
-        let count = (0..self.plan.replicas)
-            .filter(|&other| {
-                holders & (1 << other) != 0 || self.checkpoint_durable[usize::from(other)] >= *op
-            })
-            .count();
-        if count < self.config.quorum() {
-            return Err(format!(
-                "durability: replica {index} replied for op {op}, durable on only {count} disks \
-                 (a quorum is {})",
-                self.config.quorum()
-            ));
+        let quorum = self.config.quorum();
+        match crate::storage::reply_violation(holders, &self.checkpoint_durable, quorum, index, *op)
+        {
+            Some(violation) => Err(violation),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 

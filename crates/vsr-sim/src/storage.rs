@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use vsr::{DurableState, Write};
+use vsr::{DurableState, Message, Write};
 use vsr_storage::sim_disk::SimDisk;
 use vsr_storage::{FileStorage, Identity, Opened, StorageError, Tuning};
 
@@ -239,4 +239,186 @@ fn describe(state: &DurableState) -> String {
         if view.recovering { ", recovering" } else { "" },
         state.checkpoint_op(),
     )
+}
+
+/// Whether `message`, sent by replica `index` whose disk durably holds `durable`, acknowledges
+/// an entry that is not durable there: a prepare_ok, or a do_view_change carrying it.
+pub(crate) fn acknowledgement_violation(
+    durable: &DurableState,
+    index: u8,
+    message: &Message,
+) -> Option<String> {
+    let holds = |op: u64, checksum: u128| {
+        durable
+            .entries
+            .iter()
+            .any(|entry| entry.op == op && entry.checksum == checksum)
+            || durable.checkpoint.as_ref().is_some_and(|checkpoint| {
+                checkpoint.op > op || (checkpoint.op == op && checkpoint.op_checksum == checksum)
+            })
+    };
+    match message {
+        Message::PrepareOk { op, checksum, .. } if !holds(*op, *checksum) => Some(format!(
+            "durability: replica {index} sent prepare_ok for op {op} before the entry was \
+             durable on its disk"
+        )),
+        Message::DoViewChange { view, entries, .. } => entries
+            .iter()
+            .find(|entry| !holds(entry.op, entry.checksum))
+            .map(|entry| {
+                format!(
+                    "durability: replica {index} sent do_view_change for view {view} with op {} \
+                     not durable on its disk",
+                    entry.op
+                )
+            }),
+        _ => None,
+    }
+}
+
+/// Whether a reply for `op` by replica `index` comes before the op was durable on a quorum:
+/// `holders` has a bit per replica whose disk held the op's entry, `checkpoints` the highest
+/// checkpoint op each disk held.
+pub(crate) fn reply_violation(
+    holders: u8,
+    checkpoints: &[u64],
+    quorum: usize,
+    index: u8,
+    op: u64,
+) -> Option<String> {
+    let count = checkpoints
+        .iter()
+        .enumerate()
+        .filter(|(replica, checkpoint)| holders & (1 << replica) != 0 || **checkpoint >= op)
+        .count();
+    (count < quorum).then(|| {
+        format!(
+            "durability: replica {index} replied for op {op}, durable on only {count} disks \
+             (a quorum is {quorum})"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use vsr::{Entry, Operation, ViewState};
+
+    use super::*;
+
+    fn entry(op: u64) -> Entry {
+        Entry::new(op, 1, u128::from(op), 7, 1, op, Operation::Noop, Bytes::new())
+    }
+
+    fn formatted() -> ReplicaStorage {
+        let identity = Identity {
+            cluster: 9,
+            replica: 0,
+            replica_count: 3,
+        };
+        let mut storage = ReplicaStorage::format(identity, false, crate::swarm::scenario_storage_tuning());
+        assert!(matches!(storage.open(9), Ok(OpenOutcome::Opened(_, false))));
+        storage
+    }
+
+    /// Writes, syncs and reports durable `writes` with sequence numbers from `seq`.
+    fn write_durably(storage: &mut ReplicaStorage, seq: u64, writes: &[Write]) {
+        for (offset, write) in writes.iter().enumerate() {
+            let seq = seq + offset as u64;
+            storage.submit(seq, write.clone());
+            storage.storage.as_mut().unwrap().write(write).unwrap();
+        }
+        storage.take_batch();
+        storage.storage.as_mut().unwrap().sync().unwrap();
+        storage.made_durable(seq + writes.len() as u64 - 1);
+    }
+
+    fn crash(storage: &mut ReplicaStorage) {
+        storage.stop();
+        storage.disk.crash(|_, _| vsr_storage::sim_disk::Fate::Lost);
+    }
+
+    #[test]
+    fn a_restart_that_gives_back_every_durable_write_passes() {
+        let mut storage = formatted();
+        write_durably(&mut storage, 1, &[Write::Append(entry(1)), Write::Append(entry(2))]);
+        // Issued, written, never synced: a crash may keep or lose it.
+        storage.submit(3, Write::Append(entry(3)));
+        crash(&mut storage);
+        assert!(matches!(storage.open(9), Ok(OpenOutcome::Opened(state, false)) if state.entries.len() == 2));
+    }
+
+    #[test]
+    fn the_oracle_catches_a_restart_that_lost_a_durable_write() {
+        let mut storage = formatted();
+        write_durably(&mut storage, 1, &[Write::Append(entry(1))]);
+        // The oracle believes op 2 durable, but the disk never saw it (a storage that reports
+        // a write durable before it is).
+        storage.submit(2, Write::Append(entry(2)));
+        storage.made_durable(2);
+        crash(&mut storage);
+        let error = storage.open(9).err().expect("the loss is caught");
+        assert!(error.contains("not what its durable writes built"), "{error}");
+    }
+
+    #[test]
+    fn the_oracle_catches_damage_no_fault_explains() {
+        let mut storage = formatted();
+        write_durably(&mut storage, 1, &[Write::Append(entry(1)), Write::Append(entry(2))]);
+        crash(&mut storage);
+        let wal = storage
+            .disk
+            .durable_files()
+            .into_iter()
+            .find(|(name, _)| name.ends_with(".log"))
+            .unwrap();
+        storage.disk.corrupt_sector(&wal.0, 0, 0xff);
+        // Injected but not recorded as injected: the damage report is unexplained.
+        let error = storage.open(9).err().expect("unexplained damage is caught");
+        assert!(error.contains("no injected fault"), "{error}");
+        // Recorded as injected: the same damage is expected.
+        let mut storage = formatted();
+        write_durably(&mut storage, 1, &[Write::Append(entry(1)), Write::Append(entry(2))]);
+        crash(&mut storage);
+        storage.disk.corrupt_sector(&wal.0, 0, 0xff);
+        storage.latent_damage = true;
+        assert!(matches!(storage.open(9), Ok(OpenOutcome::Opened(_, true))));
+    }
+
+    #[test]
+    fn acknowledging_an_entry_not_durable_is_caught() {
+        let mut durable = DurableState::default();
+        durable.apply(&Write::Append(entry(1)));
+        let ok = |op: u64, checksum: u128| Message::PrepareOk {
+            view: 1,
+            op,
+            checksum,
+        };
+        assert_eq!(acknowledgement_violation(&durable, 0, &ok(1, entry(1).checksum)), None);
+        assert!(acknowledgement_violation(&durable, 0, &ok(2, entry(2).checksum)).is_some());
+        // Another entry at a durable op is not durable either.
+        assert!(acknowledgement_violation(&durable, 0, &ok(1, 12345)).is_some());
+        let do_view_change = |entries: Vec<Entry>| Message::DoViewChange {
+            view: 2,
+            last_normal_view: 1,
+            op: 2,
+            commit: 0,
+            entries,
+        };
+        assert_eq!(acknowledgement_violation(&durable, 0, &do_view_change(vec![entry(1)])), None);
+        assert!(
+            acknowledgement_violation(&durable, 0, &do_view_change(vec![entry(1), entry(2)]))
+                .is_some()
+        );
+        durable.view_state = ViewState::default();
+    }
+
+    #[test]
+    fn a_reply_before_a_quorum_holds_the_op_is_caught() {
+        // Three replicas, quorum 2: replica 0 alone holds op 5.
+        assert!(reply_violation(0b001, &[0, 0, 0], 2, 0, 5).is_some());
+        assert_eq!(reply_violation(0b101, &[0, 0, 0], 2, 0, 5), None);
+        // A checkpoint past the op holds it too.
+        assert_eq!(reply_violation(0b001, &[0, 6, 0], 2, 0, 5), None);
+    }
 }

@@ -266,12 +266,13 @@ pub(crate) fn storage_tuning(prng: &mut Prng) -> vsr_storage::Tuning {
     }
 }
 
-/// Storage sizes for scripted scenarios: small, fixed.
+/// Storage sizes for scripted scenarios: small, fixed; records reach the disk before their
+/// sync, so a crash finds unsynced writes there.
 pub(crate) fn scenario_storage_tuning() -> vsr_storage::Tuning {
     vsr_storage::Tuning {
         wal_grow_bytes: 16 << 10,
         headers_grow_bytes: 512,
         checkpoint_chunk_bytes: 1 << 10,
-        flush_bytes: 1 << 10,
+        flush_bytes: 128,
     }
 }

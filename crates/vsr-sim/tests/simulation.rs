@@ -6,8 +6,13 @@
 //! cargo test -p vsr-sim --features bug-commit-without-quorum
 //! cargo test -p vsr-sim --features bug-view-change-wrong-log
 //! cargo test -p vsr-sim --features bug-skip-dedup
-//! cargo test -p vsr-sim --features bug-ignore-disk-damage -- bug_ignore_disk_damage
+//! cargo test -p vsr-sim --features bug-damage-as-torn-tail -- the_damage_scenarios_catch_it
+//! cargo test -p vsr-sim --features bug-wal-sync-skips-flushed -- the_swarm_catches_it
 //! ```
+//!
+//! Each storage slip (`bug-wal-sync-skips-flushed`, `bug-headers-synced-first`,
+//! `bug-superblock-unsynced`, `bug-checkpoint-unsynced`, `bug-damage-as-torn-tail`) is caught by
+//! the swarm the same way.
 
 use vsr_sim::history::{History, OpKind, OpResult};
 use vsr_sim::{Action, ClusterParams, Scenario, SimOptions, SimReport, run, run_scenario};
@@ -16,7 +21,11 @@ use vsr_sim::{Action, ClusterParams, Scenario, SimOptions, SimReport, run, run_s
     feature = "bug-commit-without-quorum",
     feature = "bug-view-change-wrong-log",
     feature = "bug-skip-dedup",
-    feature = "bug-ignore-disk-damage"
+    feature = "bug-wal-sync-skips-flushed",
+    feature = "bug-headers-synced-first",
+    feature = "bug-superblock-unsynced",
+    feature = "bug-checkpoint-unsynced",
+    feature = "bug-damage-as-torn-tail"
 )))]
 mod swarms {
     use super::*;
@@ -69,16 +78,23 @@ mod swarms {
             "{totals:?}"
         );
         assert!(totals.messages_corrupted > 0, "{totals:?}");
-        assert!(
-            totals.disk_writes_lost > 0 && totals.disk_writes_torn > 0,
-            "{totals:?}"
-        );
-        assert!(
-            totals.disk_corruptions > 0
-                && totals.disk_misdirected_writes > 0
-                && totals.damaged_restarts > 0,
-            "{totals:?}"
-        );
+        // Every kind of disk fault, and crashes inside checkpoints and rotations.
+        let disk_faults = [
+            totals.disk_writes_lost,
+            totals.disk_names_lost,
+            totals.disk_writes_torn,
+            totals.disk_reordered_crashes,
+            totals.disk_misdirected_writes,
+            totals.disk_corruptions,
+            totals.disk_read_errors,
+            totals.disk_write_eio,
+            totals.disk_write_enospc,
+            totals.crashes_before_sync,
+            totals.crashes_in_checkpoint,
+            totals.crashes_in_rotation,
+            totals.damaged_restarts,
+        ];
+        assert!(disk_faults.iter().all(|count| *count > 0), "{totals:?}");
     }
 
     #[test]
@@ -92,6 +108,7 @@ mod swarms {
             // One replica has no peer to repair from: its disk never damages data.
             let stats = report.stats;
             assert_eq!(stats.disk_corruptions + stats.disk_misdirected_writes, 0);
+            assert_eq!(stats.disk_read_errors + stats.disk_reordered_crashes, 0);
             assert_eq!(stats.damaged_restarts + stats.wipes, 0);
         }
         swarm(7, 0, 50);
@@ -373,7 +390,7 @@ fn damage_on_f_replicas_scenario(replicas: u8) -> Scenario {
     )
 }
 
-#[cfg(not(feature = "bug-ignore-disk-damage"))]
+#[cfg(not(feature = "bug-damage-as-torn-tail"))]
 mod damage {
     use super::*;
 
@@ -415,17 +432,17 @@ mod damage {
     }
 }
 
-/// With the disk's damage report dropped, a damaged replica votes with a log that lost entries
-/// it acknowledged: each damage scenario must then fail.
-#[cfg(feature = "bug-ignore-disk-damage")]
-mod bug_ignore_disk_damage {
+/// With storage taking damage for a torn tail, a damaged replica comes back with a log that
+/// lost entries it acknowledged: each damage scenario of the log must then fail.
+#[cfg(feature = "bug-damage-as-torn-tail")]
+mod bug_damage_as_torn_tail {
     use super::*;
 
     #[test]
     fn the_damage_scenarios_catch_it() {
+        // (A corrupt checkpoint is found by its own checksum, not by replaying the log.)
         let scenarios = [
             corrupt_entry_scenario(),
-            corrupt_checkpoint_scenario(),
             misdirected_write_scenario(),
             damage_on_f_replicas_scenario(5),
         ];
@@ -474,6 +491,24 @@ mod bug_skip_dedup {
     }
 }
 
+/// Storage slips: the durability checks must catch each in the default swarm, at 3 and at 5
+/// replicas.
+#[cfg(any(
+    feature = "bug-wal-sync-skips-flushed",
+    feature = "bug-headers-synced-first",
+    feature = "bug-superblock-unsynced",
+    feature = "bug-checkpoint-unsynced",
+    feature = "bug-damage-as-torn-tail"
+))]
+mod storage_bugs {
+    #[test]
+    fn the_swarm_catches_it() {
+        for replicas in [3, 5] {
+            super::assert_seeds_fail(replicas, 10);
+        }
+    }
+}
+
 /// Runs the default swarm until a seed fails; at most 1000 seeds.
 #[cfg(any(
     feature = "bug-commit-without-quorum",
@@ -481,15 +516,37 @@ mod bug_skip_dedup {
     feature = "bug-skip-dedup"
 ))]
 fn assert_some_seed_fails() {
+    assert_seeds_fail(3, 1);
+}
+
+/// Runs the default swarm at `replicas` until `wanted` seeds failed; at most 1000 seeds.
+#[cfg(any(
+    feature = "bug-commit-without-quorum",
+    feature = "bug-view-change-wrong-log",
+    feature = "bug-skip-dedup",
+    feature = "bug-wal-sync-skips-flushed",
+    feature = "bug-headers-synced-first",
+    feature = "bug-superblock-unsynced",
+    feature = "bug-checkpoint-unsynced",
+    feature = "bug-damage-as-torn-tail"
+))]
+fn assert_seeds_fail(replicas: u8, wanted: usize) {
+    let mut failed = 0;
     for seed in 0..1000 {
         let report = run(&SimOptions {
             seed,
+            replicas,
             ..SimOptions::default()
         });
         if let Some(failure) = report.failure {
-            eprintln!("seed {seed} caught the planted bug: {failure}");
-            return;
+            if failed == 0 {
+                eprintln!("{replicas} replicas, seed {seed} caught the planted bug: {failure}");
+            }
+            failed += 1;
+            if failed == wanted {
+                return;
+            }
         }
     }
-    panic!("no seed of 1000 caught the planted bug");
+    panic!("{failed} seeds of 1000 at {replicas} replicas caught the planted bug, not {wanted}");
 }
