@@ -1,19 +1,24 @@
 //! The headers file: a redundant copy of each entry record's header, kept apart from the WAL.
 //!
 //! Each WAL file `wal-<start>-<generation>.log` has a companion `wal-<start>-<generation>.headers`:
-//! an array of [`SLOT_SIZE`]-byte slots, slot `op - start` for op `op`. Appending an entry writes
-//! its record to the WAL and its slot here, in the same flush (the WAL first) and covered by the
-//! same sync (the WAL first). The slot names the op, view, checksum and parent of the entry and
-//! the offset of its record in the WAL file. A truncate that removes live entries writes a slot
-//! too, at the index of the first op it removes (whose entry is gone): so a synced truncate
-//! whose record rots is not mistaken for a torn one, which would bring the removed entries back. The file grows with the WAL (in steps, like the WAL)
-//! and is replaced with it at every rotation, so it never wraps: a slot can only be stale
-//! because its op was truncated away or because a crash cut the log behind it.
+//! an array of [`SLOT_SIZE`]-byte slots, slot `op - start` for op `op`. Appending an entry
+//! buffers its slot here; [`crate::wal::Wal::sync`] writes the buffered slots only after the
+//! WAL's fdatasync returned, then syncs this file. So any slot on disk that is not all zeros,
+//! whole or torn, names a record that was synced before the slot was written. The slot names
+//! the op, view, checksum and parent of the entry and the offset of its record in the WAL
+//! file. A truncate that removes live entries writes a slot too, at the index of the first op
+//! it removes (whose entry is gone): so a synced truncate whose record rots is not mistaken
+//! for a torn one, which would bring the removed entries back. The file grows with the WAL (in
+//! steps, like the WAL) and is replaced with it at every rotation, so it never wraps: a slot
+//! can only be stale because its op was truncated away or because a crash cut the log behind
+//! it.
 //!
 //! On open the slots tell a torn tail from a lost record: a valid slot that names a record at or
 //! after the end of the WAL's valid records, where no valid record with that checksum sits, is a
-//! record that was written and may have been synced and acknowledged. The replica reports that
-//! op damaged and repairs it. Stale slots never name such an offset: records are appended at
+//! record that was synced and may have been acknowledged. A slot that is neither zeros nor valid
+//! after the last valid op ([`Scan::damaged`]) is one that rotted or was torn while being
+//! written; [`crate::wal::replay`] decides which. The replica reports a lost op damaged and
+//! repairs it. Stale slots never name an offset at or after the end: records are appended at
 //! increasing offsets, so a truncated op's record lies before the truncate record that removed
 //! it, inside the valid records; and the slots behind a cut are zeroed before anything is
 //! written after it.
@@ -95,7 +100,7 @@ impl Slot {
     }
 
     /// The slot's index in the headers file of a WAL starting at op `start`.
-    fn index(&self, start: u64) -> u64 {
+    pub(crate) fn index(&self, start: u64) -> u64 {
         match self.kind {
             SlotKind::Entry => self.op - start,
             SlotKind::Truncate => (self.op + 1).max(start) - start,
@@ -222,11 +227,11 @@ impl Headers {
             .insert(slot.index(self.start), encode_slot(slot));
     }
 
-    /// Buffers zeros over `slots`: they name records that are being cut.
-    pub(crate) fn clear(&mut self, slots: &[Slot]) {
-        for slot in slots {
-            self.pending
-                .insert(slot.index(self.start), [0u8; SLOT_SIZE]);
+    /// Buffers zeros over the slots at `indexes`: they name records that are being cut, or
+    /// are damaged and name no record of the log.
+    pub(crate) fn clear(&mut self, indexes: &[u64]) {
+        for index in indexes {
+            self.pending.insert(*index, [0u8; SLOT_SIZE]);
         }
     }
 
@@ -277,27 +282,40 @@ impl Headers {
 
 /// What open found in a headers file.
 #[derive(Debug, Default)]
-pub(crate) struct Claims {
+pub(crate) struct Scan {
     /// Valid slots naming a record at or after the offset asked about, in op order.
-    pub(crate) slots: Vec<Slot>,
+    pub(crate) claims: Vec<Slot>,
+    /// Indexes of the slots that are neither all zeros nor valid at their index (rotten, torn
+    /// while being written, or misdirected), in order.
+    pub(crate) damaged: Vec<u64>,
+    /// The expected slots that the file does not hold (a slot missing, damaged, or naming
+    /// another record), for the indexes the file covers.
+    pub(crate) mismatched: Vec<Slot>,
+    /// Slots the file covers: indexes from here on were never written.
+    pub(crate) slot_count: u64,
     /// Size of the file; `None` if it is missing.
     pub(crate) file_size: Option<u64>,
 }
 
-/// Reads the headers file `name` of a WAL starting at op `start` and returns the valid slots
-/// that name a record at or after `from_offset`. A slot whose op does not match its index is
-/// not valid (a misdirected write).
-pub(crate) fn claims(
+/// Reads the headers file `name` of a WAL starting at op `start`. Returns the valid slots that
+/// name a record at or after `from_offset`, the indexes of damaged slots, and the slots that
+/// differ from `expected(index)` where that is given. A slot whose op does not match its index
+/// is not valid (a misdirected write).
+pub(crate) fn scan(
     disk: &mut dyn Disk,
     name: &str,
     start: u64,
     from_offset: u64,
-) -> Result<Claims, StorageError> {
+    expected: &dyn Fn(u64) -> Option<Slot>,
+) -> Result<Scan, StorageError> {
     if !disk.list()?.iter().any(|file| file == name) {
-        return Ok(Claims::default());
+        return Ok(Scan::default());
     }
     let file_size = disk.len(name)?;
-    let mut slots = Vec::new();
+    let mut scan = Scan {
+        file_size: Some(file_size),
+        ..Scan::default()
+    };
     let mut buffer = vec![0u8; READ_SLOTS * SLOT_SIZE];
     let mut offset = 0;
     while offset < file_size {
@@ -307,21 +325,24 @@ pub(crate) fn claims(
         }
         for (position, bytes) in buffer[..read].chunks_exact(SLOT_SIZE).enumerate() {
             let index = offset / SLOT_SIZE as u64 + position as u64;
-            let found = decode_slot(bytes).filter(|slot| {
-                let placed = match slot.kind {
-                    SlotKind::Entry => slot.op >= start && slot.index(start) == index,
-                    SlotKind::Truncate => slot.op < u64::MAX && slot.index(start) == index,
-                };
-                placed && slot.record_offset >= from_offset
+            let placed = decode_slot(bytes).filter(|slot| match slot.kind {
+                SlotKind::Entry => slot.op >= start && slot.index(start) == index,
+                SlotKind::Truncate => slot.op < u64::MAX && slot.index(start) == index,
             });
-            slots.extend(found);
+            match placed {
+                Some(slot) if slot.record_offset >= from_offset => scan.claims.push(slot),
+                Some(_) => {}
+                None if is_zero(bytes) => {}
+                None => scan.damaged.push(index),
+            }
+            if let Some(slot) = expected(index).filter(|slot| placed != Some(*slot)) {
+                scan.mismatched.push(slot);
+            }
+            scan.slot_count = index + 1;
         }
         offset += read as u64;
     }
-    Ok(Claims {
-        slots,
-        file_size: Some(file_size),
-    })
+    Ok(scan)
 }
 
 #[cfg(test)]

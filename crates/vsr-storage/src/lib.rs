@@ -77,7 +77,8 @@ pub struct Damage {
     pub corrupt_ops: Vec<u64>,
     /// Records at the end of the log that were partly written when the replica crashed, with no
     /// header copy naming them. They were never acknowledged (the core acknowledges only after
-    /// sync, and the header copy is synced with the record), so they are cut off.
+    /// sync, and header copies are written only after their records are synced), so they are
+    /// cut off.
     pub torn_tail_records: usize,
     /// The live checkpoint file is damaged or missing. The returned state has no checkpoint and
     /// no entries (they cannot be used without it), only the view state; the first write after

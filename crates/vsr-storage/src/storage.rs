@@ -16,7 +16,7 @@ use crate::superblock::{
     COPIES, COPY_SIZE, COPY_STRIDE, Copy, SUPERBLOCK_FILE, Superblock, UPDATE_COPIES,
     checkpoint_file_name, is_data_file, wal_files,
 };
-use crate::wal::{Wal, replay};
+use crate::wal::{SlotRepairs, Wal, replay};
 use crate::{Damage, Identity, Opened, StorageError, checkpoint, superblock};
 
 /// Sizes of growth steps, chunks and buffers. The defaults suit a real disk; tests and the
@@ -59,9 +59,10 @@ pub struct FileStorage {
     /// Open found damage: before anything is discarded, the superblock must say "recovering",
     /// so that a crash cannot leave a shortened log that looks whole.
     damaged: bool,
-    /// Header copies that name records at or after the WAL's logical end: zeroed with the cut
-    /// of the tail, before anything is written there.
-    stale_slots: Vec<crate::headers::Slot>,
+    /// Header copies to zero (naming records at or after the WAL's logical end, or damaged)
+    /// or to write (missing or damaged copies of the log's records): repaired after the cut of
+    /// the tail, before anything is written there.
+    slot_repairs: SlotRepairs,
     /// Open found the checkpoint corrupt: `wal` names a new, empty WAL file (not yet created)
     /// and `superblock` has no checkpoint; the first write makes that durable.
     reset_log: bool,
@@ -231,7 +232,7 @@ impl FileStorage {
         let ReplayDamage {
             damage,
             dirty_tail,
-            stale_slots,
+            slot_repairs,
             headers_missing,
         } = replay_damage;
         durable.damaged = !damage.is_clean();
@@ -252,9 +253,9 @@ impl FileStorage {
                 || rotation_due
                 || durable.damaged
                 || headers_missing
-                || !stale_slots.is_empty(),
+                || !slot_repairs.is_empty(),
             dirty_tail,
-            stale_slots,
+            slot_repairs,
             damaged: durable.damaged,
             reset_log: false,
             failed: false,
@@ -303,7 +304,7 @@ impl FileStorage {
             wal,
             maintenance_due: true,
             dirty_tail: false,
-            stale_slots: Vec::new(),
+            slot_repairs: SlotRepairs::default(),
             damaged: true,
             reset_log: true,
             failed: false,
@@ -477,12 +478,14 @@ impl FileStorage {
             self.wal.allocated = self.wal.end;
             self.dirty_tail = false;
         }
-        if !self.stale_slots.is_empty() {
+        if !self.slot_repairs.is_empty() {
             // Nor any header copy naming a record behind the cut: it would be taken for a lost
-            // record of the new log.
-            self.wal.headers.clear(&self.stale_slots);
-            self.wal.headers.sync(self.disk.as_mut())?;
-            self.stale_slots.clear();
+            // record of the new log. Nor any damaged slot, which a later truncate and torn
+            // tail could make look like a lost record. And every record kept gets its copy.
+            // After damage this comes after the superblock says recovering: a crash here may
+            // lose the evidence.
+            let repairs = std::mem::take(&mut self.slot_repairs);
+            self.wal.repair_slots(self.disk.as_mut(), &repairs)?;
         }
         if self.superblock.wal_start != self.superblock.checkpoint.op + 1 {
             self.rotate()?;
@@ -568,8 +571,8 @@ struct ReplayDamage {
     damage: Damage,
     /// Anything but zeros follows the valid records.
     dirty_tail: bool,
-    /// Header copies naming records at or after the valid records' end.
-    stale_slots: Vec<crate::headers::Slot>,
+    /// Slots to zero or rewrite before the first write.
+    slot_repairs: SlotRepairs,
     /// The WAL has no headers file (written by an earlier build).
     headers_missing: bool,
 }
@@ -635,7 +638,7 @@ fn replay_wal(
     let replay_damage = ReplayDamage {
         damage,
         dirty_tail: replay.dirty_tail,
-        stale_slots: replay.stale_slots,
+        slot_repairs: replay.slot_repairs,
         headers_missing: replay.headers_size.is_none(),
     };
     Ok((durable, wal, replay_damage))

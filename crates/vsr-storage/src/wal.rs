@@ -7,17 +7,20 @@
 //! rotation can copy them to the next WAL file without holding entries in memory.
 //!
 //! Each entry record (and each truncate that removes live entries) also gets a copy of its
-//! header in the WAL's headers file ([`crate::headers`]), written after the records of the same
-//! flush and synced after them.
+//! header in the WAL's headers file ([`crate::headers`]). The copies are written only by
+//! [`Wal::sync`], after the WAL's fdatasync returned, and then synced: a slot that is not all
+//! zeros names a record that was durable before the slot was written.
 //!
 //! Replay reads records in order and applies them to a [`DurableState`] until the first record
 //! that is not valid. What follows decides what that record was: if a valid record appears
 //! later in the file, the log is damaged in the middle and the unreadable ops are reported; if
 //! a header copy names a record at or after that point which is not there, that record was
-//! written (and maybe acknowledged) and is lost: its op is reported; otherwise the tail was
+//! synced (and maybe acknowledged) and is lost: its op is reported; if a slot after the last
+//! valid op is damaged while something unreadable follows the valid records, the record that
+//! slot named was synced and is lost with its copy: its op is reported; otherwise the tail was
 //! torn by a crash and is cut off.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use vsr::{DurableState, Write};
 
@@ -166,14 +169,10 @@ impl Wal {
         self.buffer.len()
     }
 
-    /// Writes the buffer to the file, growing it first when needed, then the buffered header
-    /// copies to the headers file: a crash that keeps a slot keeps the record it names.
+    /// Writes the buffered records to the file, growing it first when needed. The buffered
+    /// header copies stay buffered: only [`Self::sync`] writes them, once their records are
+    /// durable.
     pub(crate) fn flush(&mut self, disk: &mut dyn Disk) -> Result<(), StorageError> {
-        self.flush_records(disk)?;
-        self.headers.flush(disk)
-    }
-
-    fn flush_records(&mut self, disk: &mut dyn Disk) -> Result<(), StorageError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -189,8 +188,10 @@ impl Wal {
         Ok(())
     }
 
-    /// Flushes and makes everything written durable: the WAL first, then the headers file, so
-    /// that a disk which keeps write order never holds a durable slot without its record.
+    /// Makes everything buffered durable: writes the records and fdatasyncs the WAL, and only
+    /// then writes the header copies and fdatasyncs the headers file. So no disk, whatever order
+    /// it keeps unsynced writes in, ever holds a slot (whole or torn) whose record was not
+    /// durable before it (docs/storage.md, ordering rule 2).
     pub(crate) fn sync(&mut self, disk: &mut dyn Disk) -> Result<(), StorageError> {
         let buffered = !self.buffer.is_empty();
         self.flush(disk)?;
@@ -205,6 +206,34 @@ impl Wal {
         if unsynced {
             disk.sync(&self.name)?;
             self.unsynced = false;
+        }
+        self.headers.sync(disk)
+    }
+
+    /// Carries out the slot repairs open found necessary, durably, before anything else is
+    /// written: zeros over the slots of records behind a cut and over damaged slots that name
+    /// nothing the log holds, and the expected slot wherever the file does not hold it. Stale
+    /// or damaged slots would otherwise be taken for lost records once a later truncate puts
+    /// their index after the log's end; and records without slots (kept by a crash before
+    /// their sync, or written before headers files existed) could rot unnoticed.
+    pub(crate) fn repair_slots(
+        &mut self,
+        disk: &mut dyn Disk,
+        repairs: &SlotRepairs,
+    ) -> Result<(), StorageError> {
+        assert!(
+            self.buffer.is_empty(),
+            "repairs come before the first write"
+        );
+        if !repairs.rewrite.is_empty() {
+            // The records must be durable before slots name them: open may have read them from
+            // a page cache that outlived the process.
+            disk.sync(&self.name)?;
+            self.unsynced = false;
+        }
+        self.headers.clear(&repairs.zero);
+        for slot in &repairs.rewrite {
+            self.headers.put(slot);
         }
         self.headers.sync(disk)
     }
@@ -280,11 +309,30 @@ pub(crate) struct Replay {
     pub(crate) torn_tail_records: usize,
     /// Whether anything but zeros follows `end`.
     pub(crate) dirty_tail: bool,
-    /// Header copies that name records at or after `end`: they are zeroed when the tail is
-    /// cut, before anything is written there.
-    pub(crate) stale_slots: Vec<Slot>,
+    /// Slots to zero or rewrite before anything is written after `end`.
+    pub(crate) slot_repairs: SlotRepairs,
     /// Size of the headers file; `None` if it is missing.
     pub(crate) headers_size: Option<u64>,
+}
+
+/// Slots that the first write after open repairs, durably, before it writes anything else.
+#[derive(Debug, Default)]
+pub(crate) struct SlotRepairs {
+    /// Indexes to zero: valid slots naming records at or after the end of the valid records
+    /// (they would be taken for lost records of the new log), and damaged slots that name
+    /// nothing the log holds.
+    pub(crate) zero: Vec<u64>,
+    /// The slots the valid records put that the file does not hold (missing, damaged, or
+    /// naming another record): copies of live entries' record headers, and of truncates that
+    /// removed the op at their index. Written after zeros at the same index.
+    pub(crate) rewrite: Vec<Slot>,
+}
+
+impl SlotRepairs {
+    /// Whether there is nothing to repair.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.zero.is_empty() && self.rewrite.is_empty()
+    }
 }
 
 /// One step of the scan.
@@ -394,12 +442,16 @@ pub(crate) fn replay(
         window_start: 0,
         window: Vec::new(),
     };
-    let mut live = VecDeque::new();
+    let mut log = Applied {
+        start: files.start,
+        live: VecDeque::new(),
+        truncate_slots: BTreeMap::new(),
+    };
     let mut offset = 0;
     let first_bad = loop {
         match reader.step(offset)? {
             Step::Valid { size, record } if applies(state, &record) => {
-                apply(state, &mut live, record, offset, size);
+                log.apply(state, record, offset, size);
                 offset += size;
             }
             step => break step,
@@ -412,42 +464,102 @@ pub(crate) fn replay(
         tail.bad_records = 1;
     }
     scan_tail(&mut reader, &mut tail, end, first_bad)?;
-    let claims = headers::claims(disk, &files.headers_name, files.start, end)?;
-    let lost: Vec<&Slot> = claims
-        .slots
-        .iter()
-        .filter(|slot| !tail.holds(slot))
-        .collect();
+    let first_after = log.first_after(state);
+    let expected = |index| log.expected_slot(state, first_after, index);
+    let scan = headers::scan(disk, &files.headers_name, files.start, end, &expected)?;
+    let evidence = evidence(&scan, &tail, first_after, files.start, checkpoint_op);
     let mut corrupt_ops = if tail.valid_after_bad {
         tail.corrupt_ops(state)
     } else {
         Vec::new()
     };
-    // A lost truncate puts every op it removed in doubt: report the first.
-    corrupt_ops.extend(
-        lost.iter()
-            .map(|slot| match slot.kind {
-                SlotKind::Entry => slot.op,
-                SlotKind::Truncate => slot.op + 1,
-            })
-            .filter(|op| *op > checkpoint_op),
-    );
+    corrupt_ops.extend(&evidence.lost_ops);
+    if corrupt_ops.is_empty() {
+        // The cut would discard synced records silently: only zeros (a lost write) lie
+        // between them and the valid log, and the records lost there are before the
+        // checkpoint. Any damage report makes the replica repair everything after the cut.
+        corrupt_ops.extend(&evidence.discarded_ops);
+    }
     if cfg!(feature = "bug-damage-as-torn-tail") {
         corrupt_ops.clear();
     }
     corrupt_ops.sort_unstable();
     corrupt_ops.dedup();
-    let lost_offsets: Vec<u64> = lost.iter().map(|slot| slot.record_offset).collect();
+    let headers_size = scan.file_size;
+    let slot_repairs = log.slot_repairs(scan, state, first_after);
     Ok(Replay {
         end,
         file_size,
-        live,
+        live: log.live,
         corrupt_ops,
-        torn_tail_records: tail.torn_tail_records(&lost_offsets),
+        torn_tail_records: tail.torn_tail_records(&evidence),
         dirty_tail: tail.bad_records > 0 || tail.valid_after_bad,
-        stale_slots: claims.slots,
-        headers_size: claims.file_size,
+        slot_repairs,
+        headers_size,
     })
+}
+
+/// What the header copies say was lost at the end of the log.
+struct Evidence {
+    /// Ops of synced records that are not in the valid log (after `checkpoint_op`).
+    lost_ops: Vec<u64>,
+    /// Offsets of lost records that valid slots name.
+    lost_offsets: Vec<u64>,
+    /// Records were lost together with their slots: where they were is unknown.
+    lost_unnamed: bool,
+    /// Ops of valid records after the end that slots name: synced, and discarded by the cut
+    /// (after `checkpoint_op`).
+    discarded_ops: Vec<u64>,
+}
+
+/// Reads the scan of the headers file: which synced records the valid log misses.
+///
+/// A valid slot naming a record at or after the end, where no valid record with its checksum
+/// sits, names a lost record (for a truncate's slot, the first op it removed is reported: the
+/// removed entries would otherwise come back). A valid slot naming a valid record after the
+/// end names a synced record that the cut discards ([`Evidence::discarded_ops`]).
+///
+/// A damaged slot at or after `first_after` (the index after the last valid op) names a lost
+/// record too if anything but zeros follows the valid records. Slots are written only after the
+/// records they name were synced, so such a slot names a synced record that is not in the valid
+/// log: rotten, or lost. Unless the slot was torn by a crash while it was written; but then its
+/// records were synced and are in the valid log, and nothing was written to the WAL after
+/// them, so only zeros follow the valid records. (That torn slot can sit after the last valid
+/// op: the slot of a truncate sits at the first op it removed, and a batch that appends an op
+/// and truncates it writes the op's slot too.) A rotten or unreadable record leaves something
+/// that is not zeros at the end of the valid records.
+fn evidence(
+    scan: &headers::Scan,
+    tail: &Tail,
+    first_after: u64,
+    start: u64,
+    checkpoint_op: u64,
+) -> Evidence {
+    let (held, lost): (Vec<&Slot>, Vec<&Slot>) =
+        scan.claims.iter().partition(|slot| tail.holds(slot));
+    let named_op = |slot: &&Slot| match slot.kind {
+        SlotKind::Entry => slot.op,
+        SlotKind::Truncate => slot.op + 1,
+    };
+    let mut lost_ops: Vec<u64> = lost.iter().map(named_op).collect();
+    let mut lost_unnamed = false;
+    if !tail.items.is_empty() {
+        for index in scan.damaged.iter().filter(|index| **index >= first_after) {
+            lost_ops.push(start + index);
+            lost_unnamed = true;
+        }
+    }
+    lost_ops.retain(|op| *op > checkpoint_op);
+    Evidence {
+        lost_ops,
+        lost_offsets: lost.iter().map(|slot| slot.record_offset).collect(),
+        lost_unnamed,
+        discarded_ops: held
+            .iter()
+            .map(named_op)
+            .filter(|op| *op > checkpoint_op)
+            .collect(),
+    }
 }
 
 fn applies(state: &DurableState, record: &Record) -> bool {
@@ -463,28 +575,106 @@ fn applies(state: &DurableState, record: &Record) -> bool {
     }
 }
 
-fn apply(
-    state: &mut DurableState,
-    live: &mut VecDeque<LiveRecord>,
-    record: Record,
-    offset: u64,
-    size: u64,
-) {
-    match record {
-        Record::Append(entry) => {
-            live.push_back(LiveRecord {
-                op: entry.op,
-                offset,
-                size,
-            });
-            state.apply(&Write::Append(entry));
-        }
-        Record::Truncate { op } => {
-            while live.back().is_some_and(|record| record.op > op) {
-                live.pop_back();
+/// The valid records replayed so far, as far as the WAL and its headers file need them.
+struct Applied {
+    /// The WAL's first op: slot 0.
+    start: u64,
+    /// The records of live entries.
+    live: VecDeque<LiveRecord>,
+    /// The slots of truncates that removed live entries, by index, until an append at the
+    /// index replaces them: what the headers file holds there after the records so far.
+    truncate_slots: BTreeMap<u64, Slot>,
+}
+
+impl Applied {
+    /// Applies a valid record, as [`Wal::append`] and [`Wal::truncate`] wrote it.
+    fn apply(&mut self, state: &mut DurableState, record: Record, offset: u64, size: u64) {
+        match record {
+            Record::Append(entry) => {
+                self.truncate_slots.remove(&(entry.op - self.start));
+                self.live.push_back(LiveRecord {
+                    op: entry.op,
+                    offset,
+                    size,
+                });
+                state.apply(&Write::Append(entry));
             }
-            state.apply(&Write::Truncate { op });
+            Record::Truncate { op } => {
+                if self.live.back().is_some_and(|record| record.op > op) {
+                    let slot = Slot::truncate(op, offset);
+                    self.truncate_slots.insert(slot.index(self.start), slot);
+                }
+                while self.live.back().is_some_and(|record| record.op > op) {
+                    self.live.pop_back();
+                }
+                state.apply(&Write::Truncate { op });
+            }
         }
+    }
+
+    /// The index of the first slot after the last valid op.
+    fn first_after(&self, state: &DurableState) -> u64 {
+        let last = state
+            .entries
+            .back()
+            .map_or(state.checkpoint_op(), |last| last.op);
+        last + 1 - self.start
+    }
+
+    /// The slot the valid records put at `index`, if it still matters: the copy of a live
+    /// entry's record header, or of a truncate that removed the op at `index`.
+    fn expected_slot(&self, state: &DurableState, first_after: u64, index: u64) -> Option<Slot> {
+        if index >= first_after {
+            return self.truncate_slots.get(&index).copied();
+        }
+        // Every op from the WAL's start to the last valid op is live, in order.
+        let op = self.start + index;
+        let position = usize::try_from(index).expect("an index into the log");
+        let (entry, record) = (&state.entries[position], self.live[position]);
+        assert!(
+            entry.op == op && record.op == op,
+            "live ops are consecutive"
+        );
+        Some(Slot {
+            kind: SlotKind::Entry,
+            op,
+            view: entry.view,
+            record_offset: record.offset,
+            entry_checksum: entry.checksum,
+            entry_parent: entry.parent,
+        })
+    }
+
+    /// What the first write after open repairs in the headers file ([`Wal::repair_slots`]):
+    /// zeros over the slots that name records at or after the end and over damaged slots that
+    /// name nothing the log holds; the expected slot wherever the file does not hold it (a
+    /// crash kept a record but not its slot, a torn slot, a rotten one, a WAL from before
+    /// headers files).
+    fn slot_repairs(
+        &self,
+        scan: headers::Scan,
+        state: &DurableState,
+        first_after: u64,
+    ) -> SlotRepairs {
+        let expected = |index| self.expected_slot(state, first_after, index);
+        let mut zero: Vec<u64> = scan
+            .claims
+            .iter()
+            .map(|slot| slot.index(self.start))
+            .collect();
+        zero.extend(
+            scan.damaged
+                .iter()
+                .filter(|index| expected(**index).is_none()),
+        );
+        let mut rewrite = scan.mismatched;
+        rewrite.extend((scan.slot_count..first_after).filter_map(expected));
+        rewrite.extend(
+            self.truncate_slots
+                .range(scan.slot_count.max(first_after)..)
+                .map(|(_, slot)| *slot),
+        );
+        SlotRepairs { zero, rewrite }
     }
 }
 
@@ -571,8 +761,13 @@ impl Tail {
     }
 
     /// Unreadable records after the last valid one that no header copy names: a crash tore
-    /// them while they were written, before any sync covered them.
-    fn torn_tail_records(&self, lost_offsets: &[u64]) -> usize {
+    /// them while they were written, before any sync covered them. When records were lost
+    /// with their slots, none counts: the lost ones cannot be told from torn ones after them.
+    fn torn_tail_records(&self, evidence: &Evidence) -> usize {
+        if evidence.lost_unnamed {
+            return 0;
+        }
+        let lost_offsets = &evidence.lost_offsets;
         let after = self.last_valid().map_or(0, |last| last + 1);
         self.items[after..]
             .iter()
