@@ -141,14 +141,23 @@ impl ReplicaStorage {
     /// Whether `opened` is the oracle's durable state followed by a prefix of the writes issued
     /// after it.
     fn check_prefix(&self, opened: &DurableState) -> Result<(), String> {
-        let mut state = self.durable.clone();
-        if same(&state, opened) {
-            return Ok(());
+        let mut bases = vec![self.durable.clone()];
+        if self.damaged_open {
+            // After a damaged open, storage itself marks the replica recovering before it
+            // discards anything (the core's first write says the same): a crash may keep that.
+            let mut marked = self.durable.clone();
+            marked.view_state.recovering = true;
+            bases.push(marked);
         }
-        for (_, write) in &self.undurable {
-            state.apply(write);
+        for mut state in bases {
             if same(&state, opened) {
                 return Ok(());
+            }
+            for (_, write) in &self.undurable {
+                state.apply(write);
+                if same(&state, opened) {
+                    return Ok(());
+                }
             }
         }
         Err(format!(
@@ -307,7 +316,16 @@ mod tests {
     use super::*;
 
     fn entry(op: u64) -> Entry {
-        Entry::new(op, 1, u128::from(op), 7, 1, op, Operation::Noop, Bytes::new())
+        Entry::new(
+            op,
+            1,
+            u128::from(op),
+            7,
+            1,
+            op,
+            Operation::Noop,
+            Bytes::new(),
+        )
     }
 
     fn formatted() -> ReplicaStorage {
@@ -316,7 +334,8 @@ mod tests {
             replica: 0,
             replica_count: 3,
         };
-        let mut storage = ReplicaStorage::format(identity, false, crate::swarm::scenario_storage_tuning());
+        let mut storage =
+            ReplicaStorage::format(identity, false, crate::swarm::scenario_storage_tuning());
         assert!(matches!(storage.open(9), Ok(OpenOutcome::Opened(_, false))));
         storage
     }
@@ -341,11 +360,17 @@ mod tests {
     #[test]
     fn a_restart_that_gives_back_every_durable_write_passes() {
         let mut storage = formatted();
-        write_durably(&mut storage, 1, &[Write::Append(entry(1)), Write::Append(entry(2))]);
+        write_durably(
+            &mut storage,
+            1,
+            &[Write::Append(entry(1)), Write::Append(entry(2))],
+        );
         // Issued, written, never synced: a crash may keep or lose it.
         storage.submit(3, Write::Append(entry(3)));
         crash(&mut storage);
-        assert!(matches!(storage.open(9), Ok(OpenOutcome::Opened(state, false)) if state.entries.len() == 2));
+        assert!(
+            matches!(storage.open(9), Ok(OpenOutcome::Opened(state, false)) if state.entries.len() == 2)
+        );
     }
 
     #[test]
@@ -358,13 +383,20 @@ mod tests {
         storage.made_durable(2);
         crash(&mut storage);
         let error = storage.open(9).err().expect("the loss is caught");
-        assert!(error.contains("not what its durable writes built"), "{error}");
+        assert!(
+            error.contains("not what its durable writes built"),
+            "{error}"
+        );
     }
 
     #[test]
     fn the_oracle_catches_damage_no_fault_explains() {
         let mut storage = formatted();
-        write_durably(&mut storage, 1, &[Write::Append(entry(1)), Write::Append(entry(2))]);
+        write_durably(
+            &mut storage,
+            1,
+            &[Write::Append(entry(1)), Write::Append(entry(2))],
+        );
         crash(&mut storage);
         let wal = storage
             .disk
@@ -378,7 +410,11 @@ mod tests {
         assert!(error.contains("no injected fault"), "{error}");
         // Recorded as injected: the same damage is expected.
         let mut storage = formatted();
-        write_durably(&mut storage, 1, &[Write::Append(entry(1)), Write::Append(entry(2))]);
+        write_durably(
+            &mut storage,
+            1,
+            &[Write::Append(entry(1)), Write::Append(entry(2))],
+        );
         crash(&mut storage);
         storage.disk.corrupt_sector(&wal.0, 0, 0xff);
         storage.latent_damage = true;
@@ -394,7 +430,10 @@ mod tests {
             op,
             checksum,
         };
-        assert_eq!(acknowledgement_violation(&durable, 0, &ok(1, entry(1).checksum)), None);
+        assert_eq!(
+            acknowledgement_violation(&durable, 0, &ok(1, entry(1).checksum)),
+            None
+        );
         assert!(acknowledgement_violation(&durable, 0, &ok(2, entry(2).checksum)).is_some());
         // Another entry at a durable op is not durable either.
         assert!(acknowledgement_violation(&durable, 0, &ok(1, 12345)).is_some());
@@ -405,7 +444,10 @@ mod tests {
             commit: 0,
             entries,
         };
-        assert_eq!(acknowledgement_violation(&durable, 0, &do_view_change(vec![entry(1)])), None);
+        assert_eq!(
+            acknowledgement_violation(&durable, 0, &do_view_change(vec![entry(1)])),
+            None
+        );
         assert!(
             acknowledgement_violation(&durable, 0, &do_view_change(vec![entry(1), entry(2)]))
                 .is_some()

@@ -506,7 +506,11 @@ impl<S: StateMachine> Replica<S> {
 
     fn release(&mut self, action: Deferred) {
         match action {
-            Deferred::Send(command) => self.commands.push(*command),
+            Deferred::Send(command) => {
+                if self.still_vouches(&command) {
+                    self.commands.push(*command);
+                }
+            }
             Deferred::PrepareOk { view, op, checksum } => {
                 let still_held = self.log.checksum(op) == Some(checksum);
                 let complete =
@@ -585,6 +589,21 @@ impl<S: StateMachine> Replica<S> {
         assert_ne!(to, self.index, "a replica never sends to itself");
         let envelope = self.envelope(message);
         self.commands.push(Command::Send { to, envelope });
+    }
+
+    /// Whether a message deferred until durable still says what is true. A do_view_change
+    /// vouches for the sender's log: once the replica left that view change (a start_view
+    /// arrived, which may have truncated entries the message carries), it is stale.
+    fn still_vouches(&self, command: &Command) -> bool {
+        match command {
+            Command::Send { envelope, .. } => match envelope.message {
+                Message::DoViewChange { view, .. } => {
+                    view == self.view && matches!(self.status, Status::ViewChange(_))
+                }
+                _ => true,
+            },
+            Command::Reply { .. } | Command::Persist { .. } => true,
+        }
     }
 
     fn send_after_durable(&mut self, to: ReplicaIndex, message: Message) {
