@@ -1107,6 +1107,86 @@ mod regressions {
         assert!(matches!(&commands[..], [Command::Send { to: 1, envelope }]
             if matches!(&envelope.message, Message::NewState { normal: true, op: 0, .. })));
     }
+
+    /// Every do_view_change in `commands`: (to, op, entries carried).
+    fn do_view_changes(commands: &[Command]) -> Vec<(u8, u64, usize)> {
+        commands
+            .iter()
+            .filter_map(|command| match command {
+                Command::Send { to, envelope } => match &envelope.message {
+                    Message::DoViewChange { op, entries, .. } => Some((*to, *op, entries.len())),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The primary of view 0 (of 5) with ops 1..=3 appended and durable, none committed, moves
+    /// to view 1 on two start_view_change votes. Its do_view_change for view 1 (carrying ops
+    /// 1..=3) waits for its view state; returns the replica, its commands and the entries.
+    fn old_primary_with_a_deferred_do_view_change() -> (Replica<Sum>, Vec<Command>, Vec<Entry>) {
+        let mut old_primary = replica(0, 5);
+        let entries = prepare_ops(&mut old_primary, 3);
+        old_primary.on_persisted(3);
+        drain(&mut old_primary);
+        old_primary.on_message(from_replica(2, Message::StartViewChange { view: 1 }));
+        old_primary.on_message(from_replica(3, Message::StartViewChange { view: 1 }));
+        let commands = drain(&mut old_primary);
+        assert_eq!(old_primary.status_name(), "view_change");
+        assert_eq!(old_primary.view(), 1);
+        assert!(
+            sends(&commands).is_empty(),
+            "nothing leaves before the view state is durable"
+        );
+        (old_primary, commands, entries)
+    }
+
+    /// Found by the simulator (5 replicas): an old primary with an uncommitted op 23 built its
+    /// do_view_change for the next view and deferred it until durable. The new primary's
+    /// start_view, whose log ends at op 22, arrived first: the replica truncated op 23 and went
+    /// normal. The durability report then released the stale do_view_change, vouching for an op
+    /// the replica no longer held. Here op 3 plays op 23.
+    #[test]
+    fn a_do_view_change_deferred_past_the_start_view_is_dropped() {
+        // Durable while still in the view change: the do_view_change leaves, with op 3.
+        let (mut in_time, commands, _) = old_primary_with_a_deferred_do_view_change();
+        let after = persist_all(&mut in_time, &commands);
+        assert_eq!(in_time.status_name(), "view_change");
+        assert_eq!(do_view_changes(&after), vec![(1, 3, 3)]);
+
+        // The start_view of view 1 (log up to op 2) arrives before the durability report.
+        let (mut overtaken, commands, entries) = old_primary_with_a_deferred_do_view_change();
+        let start_view = Message::StartView {
+            view: 1,
+            op: 2,
+            commit: 0,
+            entries: entries[..2].to_vec(),
+        };
+        overtaken.on_message(from_replica(1, start_view));
+        let start_view_commands = drain(&mut overtaken);
+        assert_eq!(overtaken.status_name(), "normal");
+        assert_eq!(overtaken.last_normal_view(), 1);
+        assert_eq!(overtaken.op(), 2, "op 3 is not view 1's log");
+        assert!(start_view_commands.iter().any(|command| matches!(
+            command,
+            Command::Persist {
+                write: Write::Truncate { op: 2 },
+                ..
+            }
+        )));
+        let commands = [commands, start_view_commands].concat();
+        let after = persist_all(&mut overtaken, &commands);
+        assert!(
+            sends(&after).contains(&(1, "prepare_ok")),
+            "the durability report released the deferred actions"
+        );
+        assert_eq!(
+            do_view_changes(&after),
+            vec![],
+            "a do_view_change for op 3, which the replica no longer holds"
+        );
+    }
 }
 
 /// Regressions for the core review's findings, as explicit schedules.
