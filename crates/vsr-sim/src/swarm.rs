@@ -227,17 +227,17 @@ impl FaultProfile {
             disk_latency_max_ns: disk_latency_min_ns + disk_spread,
             // In a third of the seeds the disk always wrote everything before a crash.
             disk_cut_ppm: prng.pick(&[0, PPM / 2, PPM]),
-            disk_torn_ppm: level(prng, PPM),
+            disk_torn_ppm: prng.pick(&[0, PPM / 2, PPM]),
             disk_corrupt_ppm: level(prng, 500_000),
             disk_checkpoint_corrupt_ppm: level(prng, 100_000),
             disk_misdirect_ppm: level(prng, 10_000),
-            disk_crash_ppm: level(prng, 30_000),
+            disk_crash_ppm: level(prng, 50_000),
             disk_reorder_ppm: level(prng, PPM),
             disk_read_error_ppm: level(prng, 300_000),
             disk_batch_crash_ppm: level(prng, 20_000),
-            disk_checkpoint_crash_ppm: level(prng, 300_000),
-            disk_eio_ppm: level(prng, 8_000),
-            disk_enospc_ppm: level(prng, 8_000),
+            disk_checkpoint_crash_ppm: level(prng, PPM / 2),
+            disk_eio_ppm: level(prng, 15_000),
+            disk_enospc_ppm: level(prng, 12_000),
         }
     }
 }
@@ -262,7 +262,7 @@ pub(crate) fn storage_tuning(prng: &mut Prng) -> vsr_storage::Tuning {
         wal_grow_bytes: prng.pick(&[4 << 10, 16 << 10, 64 << 10]),
         headers_grow_bytes: prng.pick(&[512, 4 << 10]),
         checkpoint_chunk_bytes: prng.pick(&[64, 1 << 10, 1 << 20]),
-        flush_bytes: prng.pick(&[256, 4 << 10, 1 << 20]),
+        flush_bytes: prng.pick(&[128, 512, 4 << 10, 1 << 20]),
     }
 }
 
