@@ -190,14 +190,21 @@ fn run(disk: &SimDisk, steps: &[Step]) -> (usize, usize) {
     (acknowledged, issued)
 }
 
-/// Every image a crash could leave, given the operations not yet durable.
+/// Every image a crash could leave, given the operations not yet durable: a prefix of them
+/// kept, the next one torn after its first byte, its middle and its last but one.
 fn crash_images(disk: &SimDisk) -> Vec<(String, Image)> {
+    images_torn_at(disk, |size| vec![1, size / 2, size - 1])
+}
+
+/// Every image with a prefix of `disk`'s pending operations kept, and the next, if a write,
+/// torn after each of the byte counts `tears(its size)` gives.
+fn images_torn_at(disk: &SimDisk, tears: impl Fn(usize) -> Vec<usize>) -> Vec<(String, Image)> {
     let pending = disk.pending();
     let mut images = Vec::new();
     for keep in 0..=pending.len() {
         images.push((format!("keep {keep}"), disk.crash_image(keep, None)));
         if let Some(DiskOperation::Write { data, .. }) = pending.get(keep) {
-            for torn in [1, data.len() / 2, data.len() - 1] {
+            for torn in tears(data.len()) {
                 images.push((
                     format!("keep {keep}, tear at {torn}"),
                     disk.crash_image(keep, Some(torn)),
@@ -445,20 +452,7 @@ fn crashed_in_the_sync_of(
 /// Every image a crash could leave with `disk`'s pending writes: a prefix of them kept, the
 /// next torn after each of its bytes.
 fn torn_everywhere(disk: &SimDisk) -> Vec<(String, Image)> {
-    let pending = disk.pending();
-    let mut images = Vec::new();
-    for keep in 0..=pending.len() {
-        images.push((format!("keep {keep}"), disk.crash_image(keep, None)));
-        if let Some(DiskOperation::Write { data, .. }) = pending.get(keep) {
-            for torn in 1..data.len() {
-                images.push((
-                    format!("keep {keep}, tear at {torn}"),
-                    disk.crash_image(keep, Some(torn)),
-                ));
-            }
-        }
-    }
-    images
+    images_torn_at(disk, |size| (1..size).collect())
 }
 
 /// The damaged slots (neither zeros nor valid) of the headers file of the first WAL.
