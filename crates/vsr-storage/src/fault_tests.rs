@@ -466,3 +466,80 @@ fn a_write_torn_at_a_sector_boundary_after_an_ordered_prefix_is_not_damage() {
     println!("{checked} torn crashes checked");
     assert!(checked > 50, "only {checked} torn crashes checked");
 }
+
+/// A client's payload can hold a well-formed record (checksums are not secret). When the real
+/// header before it rots, replay finds the forged record; an absurd op there must not panic the
+/// open, nor make it list ops without bound: the damage is reported from what is plausible.
+#[test]
+fn a_forged_record_inside_a_payload_never_panics_the_open() {
+    for forged_op in [u64::MAX, u64::MAX - 1, 1 << 40] {
+        let disk = formatted();
+        let mut storage = open(&disk).storage;
+        let mut state = DurableState::default();
+        for index in 0..4 {
+            let body = if index == 1 {
+                let forged = Entry::new(
+                    forged_op,
+                    0,
+                    0,
+                    7,
+                    1,
+                    1,
+                    Operation::StateMachine,
+                    Bytes::new(),
+                );
+                let mut bytes = Vec::new();
+                encode_entry_record(&forged, &mut bytes);
+                bytes
+            } else {
+                vec![index; 40]
+            };
+            let mut entry = entry_after(&state, 0);
+            entry = Entry::new(
+                entry.op,
+                entry.view,
+                entry.parent,
+                7,
+                1,
+                entry.op,
+                Operation::StateMachine,
+                Bytes::from(body),
+            );
+            let write = Write::Append(entry);
+            storage.write(&write).unwrap();
+            state.apply(&write);
+        }
+        storage.sync().unwrap();
+        drop(storage);
+        // Rot the header of op 2's record (the one carrying the forged record).
+        let mut offset = 0;
+        for entry in state.entries.iter().take(1) {
+            let mut record = Vec::new();
+            encode_entry_record(entry, &mut record);
+            offset += record.len() as u64;
+        }
+        let wal = disk
+            .durable_files()
+            .into_iter()
+            .find(|(name, _)| name.ends_with(".log"))
+            .expect("a WAL")
+            .0;
+        let mut header = [0u8; 16];
+        let mut handle = disk.clone();
+        handle.read_at(&wal, offset, &mut header).unwrap();
+        header[0] ^= 0xff;
+        handle.write_at(&wal, offset, &header).unwrap();
+        handle.sync(&wal).unwrap();
+        let opened = open(&disk);
+        assert!(
+            opened.durable.damaged,
+            "forged op {forged_op}: {:?}",
+            opened.damage
+        );
+        assert!(
+            opened.damage.corrupt_ops.iter().all(|op| *op <= 1 << 20),
+            "forged op {forged_op}: {:?}",
+            opened.damage
+        );
+    }
+}

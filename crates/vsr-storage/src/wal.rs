@@ -474,7 +474,7 @@ pub(crate) fn replay(
     let scan = headers::scan(disk, &files.headers_name, files.start, end, &expected)?;
     let evidence = evidence(&scan, &tail, first_after, files.start, checkpoint_op);
     let mut corrupt_ops = if tail.valid_after_bad {
-        tail.corrupt_ops(state)
+        tail.corrupt_ops(state, file_size)
     } else {
         Vec::new()
     };
@@ -717,25 +717,44 @@ impl Tail {
     }
 
     /// Ops known or inferred to be lost, up to the last valid record.
-    fn corrupt_ops(&self, state: &DurableState) -> Vec<u64> {
+    ///
+    /// Records found after damage are not trusted for more than their checksums: the checksum is
+    /// not a secret, so a client's payload can hold a well-formed record that resynchronisation
+    /// finds once the real header before it rotted. An op outside what a file of `file_size`
+    /// bytes can hold after the valid log is ignored, so no forged op can make this overflow or
+    /// list more ops than the file has records.
+    fn corrupt_ops(&self, state: &DurableState, file_size: u64) -> Vec<u64> {
         let mut next_op = state
             .entries
             .back()
             .map_or(state.checkpoint_op() + 1, |last| last.op + 1);
+        let op_first = next_op;
+        let op_limit = next_op.saturating_add(file_size / RECORD_HEADER_SIZE as u64);
+        let plausible = |op: u64| (op_first..=op_limit).contains(&op);
         let mut ops = Vec::new();
         for item in &self.items[..self.last_valid().map_or(0, |last| last + 1)] {
-            match *item {
+            let item = match *item {
+                TailItem::Bad {
+                    op: Some(op),
+                    offset,
+                } if !plausible(op) => TailItem::Bad { op: None, offset },
+                TailItem::Entry { op, .. } | TailItem::Truncate { op, .. } if !plausible(op) => {
+                    continue;
+                }
+                item => item,
+            };
+            match item {
                 TailItem::Bad { op: Some(op), .. } => {
                     ops.extend(next_op..op);
                     ops.push(op);
-                    next_op = op + 1;
+                    next_op = op.saturating_add(1);
                 }
                 TailItem::Bad { op: None, .. } => {}
                 TailItem::Entry { op, .. } => {
                     ops.extend(next_op..op);
-                    next_op = op + 1;
+                    next_op = op.saturating_add(1);
                 }
-                TailItem::Truncate { op, .. } => next_op = op + 1,
+                TailItem::Truncate { op, .. } => next_op = op.saturating_add(1),
             }
         }
         ops.sort_unstable();
