@@ -304,7 +304,7 @@ fn disk_faults(stats: &SimStats) -> String {
         "disk: unsynced writes lost {}, names lost {}, torn writes {}, reordered crashes {}, \
          misdirected writes {}, corruptions {}, read errors {}, EIO {}, ENOSPC {}; \
          crashes before a sync {}, in a batch {}, in a checkpoint {}, in a rotation {}; \
-         damaged restarts {}, rebuilds {}",
+         damaged restarts {}",
         stats.disk_writes_lost,
         stats.disk_names_lost,
         stats.disk_writes_torn,
@@ -319,6 +319,5 @@ fn disk_faults(stats: &SimStats) -> String {
         stats.crashes_in_checkpoint,
         stats.crashes_in_rotation,
         stats.damaged_restarts,
-        stats.storage_rebuilds,
     )
 }

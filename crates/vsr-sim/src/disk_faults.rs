@@ -50,6 +50,18 @@ pub(crate) struct DiskFaultState {
     pub(crate) misdirect_armed: bool,
     /// The superblock was hit by corruption or a read error already.
     superblock_hit: bool,
+    /// The files on the platter when the current batch's failure was armed.
+    files_before: Vec<String>,
+}
+
+impl DiskFaultState {
+    /// At a crash: nothing armed survives it (the disk forgets armed failures and
+    /// misdirections too); what was hit stays hit.
+    pub(crate) fn crashed(&mut self) {
+        self.armed = None;
+        self.misdirect_armed = false;
+        self.files_before.clear();
+    }
 }
 
 /// Disk calls a batch makes, at most, that an armed failure is drawn among.
@@ -104,6 +116,8 @@ impl Simulator {
                 return self.storage_failed(index, &error.to_string());
             }
         }
+        self.check_no_error_ignored(index)?;
+        let slot = &mut self.replicas[usize::from(index)];
         slot.storage.syncing = Some(last);
         let incarnation = slot.incarnation;
         let profile = &self.plan.profile;
@@ -140,6 +154,7 @@ impl Simulator {
         if let Err(error) = storage.sync() {
             return self.storage_failed(index, &error.to_string());
         }
+        self.check_no_error_ignored(index)?;
         let slot = &mut self.replicas[usize::from(index)];
         slot.storage.disk.fail_at(None);
         slot.disk_faults.armed = None;
@@ -169,6 +184,16 @@ impl Simulator {
         let replica = slot.replica.as_mut().expect("a running replica");
         replica.on_persisted(seq);
         self.after_replica(index)
+    }
+
+    /// An injected failure fired, yet storage reported success: it ignored an I/O error.
+    fn check_no_error_ignored(&self, index: u8) -> Result<(), String> {
+        match self.replicas[usize::from(index)].storage.disk.failed_on() {
+            Some(file) => Err(format!(
+                "storage: replica {index}'s storage went on after an I/O error on {file:?}"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Records that `write` is durable on replica `index`'s disk, for the reply check.
@@ -229,7 +254,17 @@ impl Simulator {
                 ArmedFailure::Eio => disk.fail_with(call, std::io::ErrorKind::Other),
                 ArmedFailure::Enospc => disk.fail_with(call, std::io::ErrorKind::StorageFull),
             }
-            self.replicas[usize::from(index)].disk_faults.armed = Some((failure, checkpoint));
+            let slot = &mut self.replicas[usize::from(index)];
+            slot.disk_faults.armed = Some((failure, checkpoint));
+            // The files that exist now: a failure on a WAL file created later in the batch is
+            // inside the rotation.
+            slot.disk_faults.files_before = slot
+                .storage
+                .disk
+                .durable_files()
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
             self.log_disk(index, || format!("armed {failure:?} at call {call}"));
         }
         let slot = &self.replicas[usize::from(index)];
@@ -264,7 +299,7 @@ impl Simulator {
         let armed = slot.disk_faults.armed.take();
         match (armed, failed_on) {
             (Some((failure, checkpoint)), Some(file)) => {
-                self.count_armed_failure(failure, checkpoint, &file);
+                self.count_armed_failure(index, failure, checkpoint, &file);
             }
             _ if slot.storage.latent_damage => self.stats.disk_read_stops += 1,
             _ => {
@@ -278,14 +313,36 @@ impl Simulator {
         Ok(())
     }
 
-    fn count_armed_failure(&mut self, failure: ArmedFailure, checkpoint: bool, file: &str) {
+    /// Counts a failure that fired on `file` ("" for the directory).
+    fn count_armed_failure(
+        &mut self,
+        index: u8,
+        failure: ArmedFailure,
+        checkpoint: bool,
+        file: &str,
+    ) {
+        let slot = &self.replicas[usize::from(index)];
+        // A WAL file the batch created, or the directory after one was: the rotation.
+        let rotation = checkpoint
+            && ((file.starts_with("wal-")
+                && !slot
+                    .disk_faults
+                    .files_before
+                    .iter()
+                    .any(|name| name == file))
+                || (file.is_empty()
+                    && slot.storage.disk.current().keys().any(|name| {
+                        name.starts_with("wal-") && !slot.disk_faults.files_before.contains(name)
+                    })));
         match failure {
             ArmedFailure::Eio => self.stats.disk_write_eio += 1,
             ArmedFailure::Enospc => self.stats.disk_write_enospc += 1,
-            ArmedFailure::Crash if checkpoint && file.starts_with("checkpoint-") => {
+            ArmedFailure::Crash if rotation => self.stats.crashes_in_rotation += 1,
+            ArmedFailure::Crash
+                if checkpoint && (file.starts_with("checkpoint-") || file == "superblock") =>
+            {
                 self.stats.crashes_in_checkpoint += 1;
             }
-            ArmedFailure::Crash if checkpoint => self.stats.crashes_in_rotation += 1,
             ArmedFailure::Crash => self.stats.crashes_in_batch += 1,
         }
     }

@@ -106,6 +106,7 @@ impl Simulator {
             self.stats.crashes += 1;
             self.trace.event(21, self.now, u64::from(index));
             slot.storage.stop();
+            slot.disk_faults.crashed();
             self.crash_disk(index);
         }
     }
@@ -118,6 +119,7 @@ impl Simulator {
             self.stats.crashes += 1;
             self.trace.event(21, self.now, u64::from(index));
             slot.storage.stop();
+            slot.disk_faults.crashed();
             let report = slot.storage.disk.crash(|_, _| Fate::Lost);
             self.stats.disk_writes_lost += report.lost;
             self.stats.disk_names_lost += report.names_lost;

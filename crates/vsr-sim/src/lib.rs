@@ -163,9 +163,6 @@ pub struct SimStats {
     pub crashes_in_checkpoint: u64,
     /// Crashes at a disk call of a checkpoint's superblock updates, WAL rotation or removals.
     pub crashes_in_rotation: u64,
-    /// Replicas whose disk no longer opened (every superblock copy or the live WAL lost),
-    /// formatted anew as recovering.
-    pub storage_rebuilds: u64,
 }
 
 impl SimStats {
@@ -223,7 +220,6 @@ impl SimStats {
         self.crashes_in_batch += other.crashes_in_batch;
         self.crashes_in_checkpoint += other.crashes_in_checkpoint;
         self.crashes_in_rotation += other.crashes_in_rotation;
-        self.storage_rebuilds += other.storage_rebuilds;
     }
 
     /// Faults injected: crashes, wipes, partition changes, slow links, messages lost,

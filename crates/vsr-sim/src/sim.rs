@@ -23,7 +23,7 @@ use crate::disk_faults::DiskFaultState;
 use crate::history::History;
 use crate::plan::Plan;
 use crate::random::Prng;
-use crate::storage::{OpenOutcome, ReplicaStorage};
+use crate::storage::ReplicaStorage;
 use crate::swarm::MS;
 use crate::trace::Trace;
 use crate::workload::SimClient;
@@ -340,27 +340,11 @@ impl Simulator {
             self.read_faults(index);
         }
         let cluster = self.config.cluster;
-        let durable = match self.replicas[usize::from(index)].storage.open(cluster)? {
-            OpenOutcome::Opened(durable, damaged) => {
-                if damaged {
-                    self.stats.damaged_restarts += 1;
-                    self.trace.event(24, self.now, u64::from(index));
-                }
-                durable
-            }
-            OpenOutcome::Unopenable(_) => {
-                // What an operator does: move the data aside and format the replica as
-                // recovering (README); it rejoins through recovery.
-                self.stats.storage_rebuilds += 1;
-                self.rebuild_storage(index, true);
-                match self.replicas[usize::from(index)].storage.open(cluster)? {
-                    OpenOutcome::Opened(durable, _) => durable,
-                    OpenOutcome::Unopenable(error) => {
-                        return Err(format!("storage: a freshly formatted disk fails: {error}"));
-                    }
-                }
-            }
-        };
+        let durable = self.replicas[usize::from(index)].storage.open(cluster)?;
+        if durable.damaged {
+            self.stats.damaged_restarts += 1;
+            self.trace.event(24, self.now, u64::from(index));
+        }
         // What open read back is durable, whether or not its sync was ever reported.
         for entry in &durable.entries {
             self.record_durable(index, &Write::Append(entry.clone()));

@@ -25,7 +25,7 @@ use std::path::Path;
 
 use vsr::{DurableState, Message, Write};
 use vsr_storage::sim_disk::SimDisk;
-use vsr_storage::{FileStorage, Identity, Opened, StorageError, Tuning};
+use vsr_storage::{FileStorage, Identity, Opened, Tuning};
 
 /// One replica's disk, the storage open on it (while the replica runs), and the oracle.
 pub(crate) struct ReplicaStorage {
@@ -48,15 +48,6 @@ pub(crate) struct ReplicaStorage {
     /// Open reported damage, and no write has been durable since.
     damaged_open: bool,
     pub(crate) tuning: Tuning,
-}
-
-/// What opening the disk gave.
-pub(crate) enum OpenOutcome {
-    /// The state to hand to the replica; whether storage reported damage.
-    Opened(DurableState, bool),
-    /// Storage refused to open (no readable superblock, a missing live WAL): an operator must
-    /// rebuild the replica.
-    Unopenable(StorageError),
 }
 
 impl ReplicaStorage {
@@ -90,12 +81,15 @@ impl ReplicaStorage {
         }
     }
 
-    /// Opens the disk for a new incarnation and checks what it read against the oracle.
+    /// Opens the disk for a new incarnation and checks what it read against the oracle; returns
+    /// the state to hand to the replica.
     ///
     /// # Errors
     /// A durability violation: storage returned less than it acknowledged without reporting
-    /// damage, or a state no prefix of the writes gives, or damage no injected fault explains.
-    pub(crate) fn open(&mut self, cluster: u128) -> Result<OpenOutcome, String> {
+    /// damage, or a state no prefix of the writes gives, or damage no injected fault explains,
+    /// or a disk that no longer opens (no fault the simulator injects can take every superblock
+    /// copy or the live WAL's name).
+    pub(crate) fn open(&mut self, cluster: u128) -> Result<DurableState, String> {
         assert!(self.storage.is_none() && self.queue.is_empty());
         let opened = FileStorage::open_disk(
             Box::new(self.disk.clone()),
@@ -108,15 +102,7 @@ impl ReplicaStorage {
             durable,
             damage,
             ..
-        } = match opened {
-            Ok(opened) => opened,
-            Err(error) if self.latent_damage => return Ok(OpenOutcome::Unopenable(error)),
-            Err(error) => {
-                return Err(format!(
-                    "storage: the disk no longer opens after faults that damage nothing: {error}"
-                ));
-            }
-        };
+        } = opened.map_err(|error| format!("storage: the disk no longer opens: {error}"))?;
         if durable.damaged {
             if !self.latent_damage {
                 return Err(format!(
@@ -124,6 +110,7 @@ impl ReplicaStorage {
                      have damaged the disk"
                 ));
             }
+            self.check_damaged(&durable)?;
         } else {
             self.check_prefix(&durable)?;
         }
@@ -135,12 +122,12 @@ impl ReplicaStorage {
             ..durable.clone()
         };
         self.undurable.clear();
-        Ok(OpenOutcome::Opened(durable, self.damaged_open))
+        Ok(durable)
     }
 
-    /// Whether `opened` is the oracle's durable state followed by a prefix of the writes issued
-    /// after it.
-    fn check_prefix(&self, opened: &DurableState) -> Result<(), String> {
+    /// Every state the disk may hold: the oracle's durable state followed by each prefix of the
+    /// writes issued after it.
+    fn candidates(&self) -> Vec<DurableState> {
         let mut bases = vec![self.durable.clone()];
         if self.damaged_open {
             // After a damaged open, storage itself marks the replica recovering before it
@@ -149,16 +136,48 @@ impl ReplicaStorage {
             marked.view_state.recovering = true;
             bases.push(marked);
         }
+        let mut candidates = Vec::new();
         for mut state in bases {
-            if same(&state, opened) {
-                return Ok(());
-            }
+            candidates.push(state.clone());
             for (_, write) in &self.undurable {
                 state.apply(write);
-                if same(&state, opened) {
-                    return Ok(());
-                }
+                candidates.push(state.clone());
             }
+        }
+        candidates
+    }
+
+    /// What a damaged open returns must still be true: the view state of some candidate, and
+    /// its checkpoint with a prefix of its entries, or (the checkpoint lost) nothing but the
+    /// view state. Damage excuses losing data, never inventing it.
+    fn check_damaged(&self, opened: &DurableState) -> Result<(), String> {
+        let consistent = self.candidates().iter().any(|state| {
+            let entries_prefix = opened.entries.len() <= state.entries.len()
+                && opened
+                    .entries
+                    .iter()
+                    .zip(&state.entries)
+                    .all(|(a, b)| a == b);
+            state.view_state == opened.view_state
+                && ((opened.checkpoint == state.checkpoint && entries_prefix)
+                    || (opened.checkpoint.is_none() && opened.entries.is_empty()))
+        });
+        if consistent {
+            return Ok(());
+        }
+        Err(format!(
+            "storage: a damaged open returned {} — not the valid part of what its writes built \
+             ({})",
+            describe(opened),
+            describe(&self.durable)
+        ))
+    }
+
+    /// Whether `opened` is the oracle's durable state followed by a prefix of the writes issued
+    /// after it.
+    fn check_prefix(&self, opened: &DurableState) -> Result<(), String> {
+        if self.candidates().iter().any(|state| same(state, opened)) {
+            return Ok(());
         }
         Err(format!(
             "storage: after a restart the replica read back {} — not what its durable writes \
@@ -267,6 +286,11 @@ pub(crate) fn acknowledgement_violation(
             })
     };
     match message {
+        Message::DoViewChange { view, .. } if durable.view_state.view < *view => Some(format!(
+            "durability: replica {index} sent do_view_change for view {view} before that view \
+             was durable on its disk (durable: view {})",
+            durable.view_state.view
+        )),
         Message::PrepareOk { op, checksum, .. } if !holds(*op, *checksum) => Some(format!(
             "durability: replica {index} sent prepare_ok for op {op} before the entry was \
              durable on its disk"
@@ -311,7 +335,7 @@ pub(crate) fn reply_violation(
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use vsr::{Entry, Operation, ViewState};
+    use vsr::{Entry, Operation};
 
     use super::*;
 
@@ -336,7 +360,7 @@ mod tests {
         };
         let mut storage =
             ReplicaStorage::format(identity, false, crate::swarm::scenario_storage_tuning());
-        assert!(matches!(storage.open(9), Ok(OpenOutcome::Opened(_, false))));
+        assert!(!storage.open(9).unwrap().damaged);
         storage
     }
 
@@ -418,7 +442,7 @@ mod tests {
         crash(&mut storage);
         storage.disk.corrupt_sector(&wal.0, 0, 0xff);
         storage.latent_damage = true;
-        assert!(matches!(storage.open(9), Ok(OpenOutcome::Opened(_, true))));
+        assert!(storage.open(9).unwrap().damaged);
     }
 
     #[test]
@@ -452,7 +476,6 @@ mod tests {
             acknowledgement_violation(&durable, 0, &do_view_change(vec![entry(1), entry(2)]))
                 .is_some()
         );
-        durable.view_state = ViewState::default();
     }
 
     #[test]
