@@ -392,9 +392,8 @@ mod tests {
         // Issued, written, never synced: a crash may keep or lose it.
         storage.submit(3, Write::Append(entry(3)));
         crash(&mut storage);
-        assert!(
-            matches!(storage.open(9), Ok(OpenOutcome::Opened(state, false)) if state.entries.len() == 2)
-        );
+        let state = storage.open(9).unwrap();
+        assert!(!state.damaged && state.entries.len() == 2);
     }
 
     #[test]
@@ -406,7 +405,7 @@ mod tests {
         storage.submit(2, Write::Append(entry(2)));
         storage.made_durable(2);
         crash(&mut storage);
-        let error = storage.open(9).err().expect("the loss is caught");
+        let error = storage.open(9).expect_err("the loss is caught");
         assert!(
             error.contains("not what its durable writes built"),
             "{error}"
@@ -430,7 +429,7 @@ mod tests {
             .unwrap();
         storage.disk.corrupt_sector(&wal.0, 0, 0xff);
         // Injected but not recorded as injected: the damage report is unexplained.
-        let error = storage.open(9).err().expect("unexplained damage is caught");
+        let error = storage.open(9).expect_err("unexplained damage is caught");
         assert!(error.contains("no injected fault"), "{error}");
         // Recorded as injected: the same damage is expected.
         let mut storage = formatted();
@@ -468,6 +467,9 @@ mod tests {
             commit: 0,
             entries,
         };
+        // The view is not durable yet.
+        assert!(acknowledgement_violation(&durable, 0, &do_view_change(vec![entry(1)])).is_some());
+        durable.view_state.view = 2;
         assert_eq!(
             acknowledgement_violation(&durable, 0, &do_view_change(vec![entry(1)])),
             None
