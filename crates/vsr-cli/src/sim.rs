@@ -301,10 +301,11 @@ fn batching(stats: &SimStats) -> String {
 /// The disk faults a run injected, in one line.
 fn disk_faults(stats: &SimStats) -> String {
     format!(
-        "disk: unsynced writes lost {}, names lost {}, torn writes {}, reordered crashes {}, \
+        "disk: process crashes (page cache kept) {}, unsynced writes lost {}, names lost {}, torn writes {}, reordered crashes {}, \
          misdirected writes {}, corruptions {}, read errors {}, EIO {}, ENOSPC {}; \
          crashes before a sync {}, in a batch {}, in a checkpoint {}, in a rotation {}; \
          damaged restarts {}",
+        stats.process_crashes,
         stats.disk_writes_lost,
         stats.disk_names_lost,
         stats.disk_writes_torn,

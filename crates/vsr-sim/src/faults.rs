@@ -107,7 +107,16 @@ impl Simulator {
             self.trace.event(21, self.now, u64::from(index));
             slot.storage.stop();
             slot.disk_faults.crashed();
-            self.crash_disk(index);
+            if self.prng.chance(self.plan.profile.process_crash_ppm) {
+                // The machine stays up: the page cache keeps every write, synced or not.
+                slot.storage.disk.crash_process();
+                self.stats.process_crashes += 1;
+                self.log_disk(index, || {
+                    "process crash: the page cache survives".to_owned()
+                });
+            } else {
+                self.crash_disk(index);
+            }
         }
     }
 

@@ -115,6 +115,8 @@ pub struct SimStats {
     pub crashes: u64,
     /// Crashes of the whole cluster at once.
     pub cluster_crashes: u64,
+    /// Crashes of a replica's process alone: the machine, and its page cache, stayed up.
+    pub process_crashes: u64,
     /// Restarts that lost the replica's state.
     pub wipes: u64,
     /// Partition changes.
@@ -196,6 +198,7 @@ impl SimStats {
         });
         self.crashes += other.crashes;
         self.cluster_crashes += other.cluster_crashes;
+        self.process_crashes += other.process_crashes;
         self.wipes += other.wipes;
         self.partitions += other.partitions;
         self.slow_links += other.slow_links;

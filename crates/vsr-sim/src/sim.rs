@@ -340,7 +340,18 @@ impl Simulator {
             self.read_faults(index);
         }
         let cluster = self.config.cluster;
-        let durable = self.replicas[usize::from(index)].storage.open(cluster)?;
+        let durable = self.replicas[usize::from(index)]
+            .storage
+            .open(cluster)
+            .map_err(|violation| format!("replica {index}: {violation}"))?;
+        self.log_disk(index, || {
+            format!(
+                "opened: {} entries after checkpoint {}, damaged {}",
+                durable.entries.len(),
+                durable.checkpoint_op(),
+                durable.damaged
+            )
+        });
         if durable.damaged {
             self.stats.damaged_restarts += 1;
             self.trace.event(24, self.now, u64::from(index));

@@ -103,6 +103,14 @@ impl ReplicaStorage {
             damage,
             ..
         } = opened.map_err(|error| format!("storage: the disk no longer opens: {error}"))?;
+        if self.disk.pending_len() > 0 {
+            // After a process crash the page cache still holds unsynced writes, and open reads
+            // them: the replica will act on them as durable.
+            return Err(format!(
+                "storage: open returned data that is not durable ({} operations still unsynced)",
+                self.disk.pending_len()
+            ));
+        }
         if durable.damaged {
             if !self.latent_damage {
                 return Err(format!(
@@ -111,37 +119,42 @@ impl ReplicaStorage {
                 ));
             }
             self.check_damaged(&durable)?;
+            self.durable = DurableState {
+                damaged: false,
+                ..durable.clone()
+            };
+            self.undurable.clear();
         } else {
             self.check_prefix(&durable)?;
+            // Open made what it read durable (a crash of the process alone leaves unsynced
+            // writes in the page cache, where open reads them): the replica may act on all of it.
+            self.durable = durable.clone();
+            self.undurable.clear();
         }
         self.storage = Some(storage);
         self.damaged_open = durable.damaged;
         self.latent_damage = durable.damaged;
-        self.durable = DurableState {
-            damaged: false,
-            ..durable.clone()
-        };
-        self.undurable.clear();
         Ok(durable)
     }
 
     /// Every state the disk may hold: the oracle's durable state followed by each prefix of the
-    /// writes issued after it.
-    fn candidates(&self) -> Vec<DurableState> {
-        let mut bases = vec![self.durable.clone()];
+    /// writes issued after it; with whether storage marked it recovering itself, and how many
+    /// of those writes it holds.
+    fn candidates(&self) -> Vec<(DurableState, bool, usize)> {
+        let mut bases = vec![(self.durable.clone(), false)];
         if self.damaged_open {
             // After a damaged open, storage itself marks the replica recovering before it
             // discards anything (the core's first write says the same): a crash may keep that.
             let mut marked = self.durable.clone();
             marked.view_state.recovering = true;
-            bases.push(marked);
+            bases.push((marked, true));
         }
         let mut candidates = Vec::new();
-        for mut state in bases {
-            candidates.push(state.clone());
-            for (_, write) in &self.undurable {
+        for (mut state, marked) in bases {
+            candidates.push((state.clone(), marked, 0));
+            for (count, (_, write)) in self.undurable.iter().enumerate() {
                 state.apply(write);
-                candidates.push(state.clone());
+                candidates.push((state.clone(), marked, count + 1));
             }
         }
         candidates
@@ -151,7 +164,7 @@ impl ReplicaStorage {
     /// its checkpoint with a prefix of its entries, or (the checkpoint lost) nothing but the
     /// view state. Damage excuses losing data, never inventing it.
     fn check_damaged(&self, opened: &DurableState) -> Result<(), String> {
-        let consistent = self.candidates().iter().any(|state| {
+        let consistent = self.candidates().iter().any(|(state, _, _)| {
             let entries_prefix = opened.entries.len() <= state.entries.len()
                 && opened
                     .entries
@@ -175,9 +188,13 @@ impl ReplicaStorage {
 
     /// Whether `opened` is the oracle's durable state followed by a prefix of the writes issued
     /// after it.
-    fn check_prefix(&self, opened: &DurableState) -> Result<(), String> {
-        if self.candidates().iter().any(|state| same(state, opened)) {
-            return Ok(());
+    fn check_prefix(&self, opened: &DurableState) -> Result<(bool, usize), String> {
+        if let Some((_, marked, count)) = self
+            .candidates()
+            .into_iter()
+            .find(|(state, _, _)| same(state, opened))
+        {
+            return Ok((marked, count));
         }
         Err(format!(
             "storage: after a restart the replica read back {} — not what its durable writes \

@@ -157,6 +157,9 @@ pub(crate) struct FaultProfile {
     pub(crate) disk_eio_ppm: u32,
     /// Per batch: chance one of its disk calls fails with ENOSPC.
     pub(crate) disk_enospc_ppm: u32,
+    /// Per crash of a replica: chance only the process dies (the page cache survives) rather
+    /// than the machine losing power.
+    pub(crate) process_crash_ppm: u32,
 }
 
 impl FaultProfile {
@@ -194,6 +197,7 @@ impl FaultProfile {
             disk_checkpoint_crash_ppm: 0,
             disk_eio_ppm: 0,
             disk_enospc_ppm: 0,
+            process_crash_ppm: 0,
         }
     }
 
@@ -238,6 +242,7 @@ impl FaultProfile {
             disk_checkpoint_crash_ppm: level(prng, PPM / 2),
             disk_eio_ppm: level(prng, 15_000),
             disk_enospc_ppm: level(prng, 12_000),
+            process_crash_ppm: prng.pick(&[0, PPM / 4, PPM / 2]),
         }
     }
 }

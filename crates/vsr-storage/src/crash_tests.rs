@@ -165,8 +165,11 @@ pub(crate) fn open(disk: &SimDisk) -> Opened {
 }
 
 /// Runs the workload until the disk fails; returns (writes acknowledged, writes issued).
-fn run(disk: &SimDisk, steps: &[Step]) -> (usize, usize) {
+/// Opens `disk`, then arms a crash at call `fail_at` (counted from after the open) and runs
+/// `steps` until the crash.
+fn run(disk: &SimDisk, steps: &[Step], fail_at: Option<u64>) -> (usize, usize) {
     let mut storage = open(disk).storage;
+    disk.fail_at(fail_at);
     let (mut acknowledged, mut issued) = (0, 0);
     for step in steps {
         match step {
@@ -270,14 +273,12 @@ fn crash_everywhere_from(
     case: &str,
 ) -> usize {
     let disk = SimDisk::from_image(base);
-    disk.fail_at(None);
-    run(&disk, steps);
+    run(&disk, steps, None);
     let calls = disk.calls();
     let mut checked = 0;
     for fail_at in 0..=calls {
         let disk = SimDisk::from_image(base);
-        disk.fail_at(Some(fail_at));
-        let (acknowledged, issued) = run(&disk, steps);
+        let (acknowledged, issued) = run(&disk, steps, Some(fail_at));
         for (name, image) in crash_images(&disk) {
             let result =
                 std::panic::catch_unwind(|| check_image(&image, states, acknowledged, issued));

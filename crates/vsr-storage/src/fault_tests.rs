@@ -543,3 +543,40 @@ fn a_forged_record_inside_a_payload_never_panics_the_open() {
         );
     }
 }
+
+/// A process that dies with the machine up leaves its unsynced writes in the page cache, where
+/// open reads them. Open makes them durable before returning: a power loss right after must
+/// not take back what the replica, reopened, may now acknowledge.
+#[test]
+fn what_open_reads_after_a_process_crash_is_durable() {
+    let disk = formatted();
+    let mut storage = open(&disk).storage;
+    let mut state = DurableState::default();
+    for _ in 0..3 {
+        let write = Write::Append(entry_after(&state, 300));
+        storage.write(&write).unwrap();
+        state.apply(&write);
+    }
+    storage
+        .write(&Write::ViewState(ViewState {
+            view: 2,
+            ..ViewState::default()
+        }))
+        .unwrap();
+    state.view_state.view = 2;
+    // Enough to pass the flush threshold: written to the file, not synced.
+    for _ in 0..2 {
+        let write = Write::Append(entry_after(&state, 300));
+        storage.write(&write).unwrap();
+        state.apply(&write);
+    }
+    drop(storage);
+    assert!(disk.pending_len() > 0, "the last appends are not synced");
+    disk.crash_process();
+    let opened = open(&disk);
+    assert_eq!(opened.durable, state, "the page cache is read back");
+    assert_eq!(disk.pending_len(), 0, "and made durable by open");
+    drop(opened);
+    disk.crash(|_, _| Fate::Lost);
+    assert_eq!(open(&disk).durable, state);
+}

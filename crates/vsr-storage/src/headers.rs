@@ -215,6 +215,16 @@ impl Headers {
         Ok(())
     }
 
+    /// The first op of the WAL this file belongs to.
+    pub(crate) fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// Whether the file does not exist yet (a WAL written before headers files).
+    pub(crate) fn is_missing(&self) -> bool {
+        self.missing
+    }
+
     /// The step the file grows in.
     pub(crate) fn grow_bytes(&self) -> u64 {
         self.grow_bytes

@@ -16,7 +16,9 @@
 //! ```
 //!
 //! Faults, each under the caller's control so that a simulator can draw them from its seed:
-//! - [`SimDisk::crash`]: the process dies; each pending operation reaches the platter whole,
+//! - [`SimDisk::crash_process`]: the process dies, the page cache survives: nothing is lost
+//!   yet, nothing becomes durable either.
+//! - [`SimDisk::crash`]: the machine loses power; each pending operation reaches the platter whole,
 //!   not at all, or torn (any subset of its 512-byte sectors), as a [`Fate`] chooses. Keeping a
 //!   prefix in order is the gentle case; anything else is unsynced writes reaching the platter
 //!   in any order. [`SimDisk::crash_image`] and [`SimDisk::reordered_image`] build such images
@@ -359,6 +361,18 @@ impl SimDisk {
         report
     }
 
+    /// The process dies but the machine stays up: the page cache survives, so nothing written
+    /// is lost yet, and what is not synced stays pending (a later power loss may still lose
+    /// it). Injected call failures and misdirections are disarmed.
+    pub fn crash_process(&self) {
+        let mut state = self.state();
+        state.calls = 0;
+        state.fail_at = None;
+        state.failed = false;
+        state.failed_on = None;
+        state.misdirect = None;
+    }
+
     /// The next write a sync carries to the platter lands `sectors` sectors away from where it
     /// belongs (towards the file's start if that is possible, else towards its end). The page
     /// cache keeps the right bytes until the next crash.
@@ -462,6 +476,16 @@ impl SimDisk {
             pending.push(operation);
         }
         Ok(())
+    }
+
+    /// A sync with nothing to carry to the platter does nothing and is not counted as a call
+    /// (a crash "at" it is a crash at the next call); a dead process still fails it.
+    fn nothing_pending(&self, concerns: impl Fn(&Operation) -> bool) -> io::Result<bool> {
+        let state = self.state();
+        if state.failed {
+            return Err(io::Error::other("simulated crash"));
+        }
+        Ok(!state.pending.iter().any(concerns))
     }
 
     fn check_readable(&self, name: &str, offset: u64, size: usize) -> io::Result<()> {
@@ -624,6 +648,9 @@ impl Disk for SimDisk {
 
     fn sync(&mut self, name: &str) -> io::Result<()> {
         self.len(name)?;
+        if self.nothing_pending(|operation| operation_file(operation) == Some(name))? {
+            return Ok(());
+        }
         self.call(None, name)?;
         let mut state = self.state();
         let pending = std::mem::take(&mut state.pending);
@@ -666,6 +693,9 @@ impl Disk for SimDisk {
     }
 
     fn sync_dir(&mut self) -> io::Result<()> {
+        if self.nothing_pending(Operation::is_name_change)? {
+            return Ok(());
+        }
         self.call(None, "")?;
         let mut state = self.state();
         let pending = std::mem::take(&mut state.pending);
@@ -690,6 +720,16 @@ impl Disk for SimDisk {
         }
         state.pending = kept;
         Ok(())
+    }
+}
+
+/// The file whose contents an operation changes.
+fn operation_file(operation: &Operation) -> Option<&str> {
+    match operation {
+        Operation::Write { name, .. }
+        | Operation::SetLen { name, .. }
+        | Operation::Create(name) => Some(name),
+        Operation::Link(_) | Operation::Remove(_) => None,
     }
 }
 
@@ -782,7 +822,10 @@ mod tests {
         assert_eq!(error.kind(), io::ErrorKind::StorageFull);
         assert_eq!(disk.failed_on().as_deref(), Some("f"));
         disk.sync("f").unwrap();
-        disk.fail_at(Some(0));
+        // A sync with nothing to do is not a call; one with work is, and fails.
+        disk.fail_at(Some(1));
+        disk.sync("f").unwrap();
+        disk.write_at("f", 0, &[7; 8]).unwrap();
         assert!(disk.sync("f").is_err());
         assert!(disk.sync_dir().is_err());
     }

@@ -212,6 +212,7 @@ impl FileStorage {
                 found: superblock.cluster,
             });
         }
+        make_durable(disk.as_mut())?;
         let checkpoint = match superblock.checkpoint_file() {
             None => None,
             Some(name) => match checkpoint::load(
@@ -243,7 +244,7 @@ impl FileStorage {
             .any(|name| is_data_file(&name) && !live_names.contains(&name));
         let rotation_due = superblock.wal_start != superblock.checkpoint.op + 1;
         let identity = identity_of(&superblock);
-        let storage = FileStorage {
+        let mut storage = FileStorage {
             disk,
             tuning,
             superblock,
@@ -260,12 +261,37 @@ impl FileStorage {
             reset_log: false,
             failed: false,
         };
+        if !storage.damaged {
+            storage.cover_records_read_back()?;
+        }
         Ok(Opened {
             storage,
             identity,
             durable,
             damage,
         })
+    }
+
+    /// Writes the header copies that records open returns lack: a crash of the process alone
+    /// leaves records it never synced in the page cache, open made them durable, and the
+    /// replica may acknowledge them as soon as it runs; uncovered, a record that later rotted
+    /// would be cut as a torn tail. Writing copies discards nothing, so it need not wait for the
+    /// first write like the other repairs (copies at an index that is also to be zeroed do).
+    fn cover_records_read_back(&mut self) -> Result<(), StorageError> {
+        let headers = &mut self.wal.headers;
+        if self.slot_repairs.rewrite.is_empty() || headers.is_missing() {
+            return Ok(());
+        }
+        let start = headers.start();
+        let zero = &self.slot_repairs.zero;
+        let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.slot_repairs.rewrite)
+            .into_iter()
+            .partition(|slot| !zero.contains(&slot.index(start)));
+        self.slot_repairs.rewrite = later;
+        for slot in &now {
+            headers.put(slot);
+        }
+        headers.sync(self.disk.as_mut())
     }
 
     /// Opens a directory whose live checkpoint file is damaged or missing: the entries after it
@@ -519,6 +545,20 @@ impl FileStorage {
         self.damaged = false;
         Ok(())
     }
+}
+
+/// Syncs every data file and the directory. A process that died (the machine still up) left
+/// its unsynced writes in the page cache, where open reads them: they must be durable before
+/// the replica acts on what open returns, or a later power loss could take back what it
+/// acknowledged.
+fn make_durable(disk: &mut dyn Disk) -> Result<(), StorageError> {
+    for name in disk.list()? {
+        if name == SUPERBLOCK_FILE || is_data_file(&name) {
+            disk.sync(&name)?;
+        }
+    }
+    disk.sync_dir()?;
+    Ok(())
 }
 
 fn identity_of(superblock: &Superblock) -> Identity {
