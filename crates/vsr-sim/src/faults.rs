@@ -110,11 +110,13 @@ impl Simulator {
             if self.prng.chance(self.plan.profile.process_crash_ppm) {
                 // The machine stays up: the page cache keeps every write, synced or not.
                 slot.storage.disk.crash_process();
+                slot.storage.page_cache_kept = true;
                 self.stats.process_crashes += 1;
                 self.log_disk(index, || {
                     "process crash: the page cache survives".to_owned()
                 });
             } else {
+                slot.storage.page_cache_kept = false;
                 self.crash_disk(index);
             }
         }
@@ -129,6 +131,7 @@ impl Simulator {
             self.trace.event(21, self.now, u64::from(index));
             slot.storage.stop();
             slot.disk_faults.crashed();
+            slot.storage.page_cache_kept = false;
             let report = slot.storage.disk.crash(|_, _| Fate::Lost);
             self.stats.disk_writes_lost += report.lost;
             self.stats.disk_names_lost += report.names_lost;

@@ -47,6 +47,11 @@ pub(crate) struct ReplicaStorage {
     pub(crate) latent_damage: bool,
     /// Open reported damage, and no write has been durable since.
     damaged_open: bool,
+    /// Every entry ever submitted to this disk, by op and checksum.
+    written: std::collections::BTreeSet<(u64, u128)>,
+    /// The last crash was of the process alone: the page cache, which may hide damage on the
+    /// platter (a misdirected write), survived it.
+    pub(crate) page_cache_kept: bool,
     pub(crate) tuning: Tuning,
 }
 
@@ -77,6 +82,8 @@ impl ReplicaStorage {
             undurable: VecDeque::new(),
             latent_damage: false,
             damaged_open: false,
+            page_cache_kept: false,
+            written: std::collections::BTreeSet::new(),
             tuning,
         }
     }
@@ -133,7 +140,9 @@ impl ReplicaStorage {
         }
         self.storage = Some(storage);
         self.damaged_open = durable.damaged;
-        self.latent_damage = durable.damaged;
+        // Open read what it found; what it could not see (the page cache hid the platter)
+        // stays latent until a power loss drops the cache.
+        self.latent_damage = durable.damaged || (self.latent_damage && self.page_cache_kept);
         Ok(durable)
     }
 
@@ -161,28 +170,37 @@ impl ReplicaStorage {
     }
 
     /// What a damaged open returns must still be true: the view state of some candidate, and
-    /// its checkpoint with a prefix of its entries, or (the checkpoint lost) nothing but the
-    /// view state. Damage excuses losing data, never inventing it.
+    /// its checkpoint with entries this disk was once given, or (the checkpoint lost) nothing
+    /// but the view state. Damage excuses losing data, never inventing it. (The entries may
+    /// include ones a lost truncate had removed: the replica executes none of a damaged log
+    /// and repairs through recovery.)
     fn check_damaged(&self, opened: &DurableState) -> Result<(), String> {
+        let entries_known = opened
+            .entries
+            .iter()
+            .all(|entry| self.written.contains(&(entry.op, entry.checksum)));
         let consistent = self.candidates().iter().any(|(state, _, _)| {
-            let entries_prefix = opened.entries.len() <= state.entries.len()
-                && opened
-                    .entries
-                    .iter()
-                    .zip(&state.entries)
-                    .all(|(a, b)| a == b);
             state.view_state == opened.view_state
-                && ((opened.checkpoint == state.checkpoint && entries_prefix)
+                && ((opened.checkpoint == state.checkpoint && entries_known)
                     || (opened.checkpoint.is_none() && opened.entries.is_empty()))
         });
         if consistent {
             return Ok(());
         }
+        let differs = self.durable.view_state != opened.view_state;
         Err(format!(
             "storage: a damaged open returned {} — not the valid part of what its writes built \
-             ({})",
+             ({}){}",
             describe(opened),
-            describe(&self.durable)
+            describe(&self.durable),
+            if differs {
+                format!(
+                    "; view state {:?}, expected {:?}",
+                    opened.view_state, self.durable.view_state
+                )
+            } else {
+                String::new()
+            }
         ))
     }
 
@@ -211,6 +229,9 @@ impl ReplicaStorage {
 
     /// Queues a write the replica emitted.
     pub(crate) fn submit(&mut self, seq: u64, write: Write) {
+        if let Write::Append(entry) = &write {
+            self.written.insert((entry.op, entry.checksum));
+        }
         self.undurable.push_back((seq, write.clone()));
         self.queue.push_back((seq, write));
     }

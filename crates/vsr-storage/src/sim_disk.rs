@@ -183,12 +183,24 @@ enum Failure {
     Error(io::ErrorKind),
 }
 
+impl State {
+    /// The pending operations, then the write a crash interrupted.
+    fn all_pending(&self) -> Vec<Operation> {
+        let mut all = self.pending.clone();
+        all.extend(self.in_flight.clone());
+        all
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     durable_names: BTreeSet<String>,
     durable: BTreeMap<String, SimFile>,
     current: BTreeMap<String, SimFile>,
     pending: Vec<Operation>,
+    /// The write a crash interrupted: it may have partly reached the platter, never the page
+    /// cache. A power loss may keep it (whole or torn); a crash of the process alone drops it.
+    in_flight: Option<Operation>,
     calls: u64,
     fail_at: Option<(u64, Option<Failure>)>,
     failed: bool,
@@ -238,8 +250,7 @@ impl SimDisk {
 
     /// Makes call number `call` (counted from now) return an I/O error of `kind` (EIO is
     /// [`io::ErrorKind::Other`], ENOSPC [`io::ErrorKind::StorageFull`]); later calls work. A
-    /// write that fails this way may still have partly reached the page cache: it stays
-    /// pending, so a crash may keep it, whole or torn.
+    /// write that fails this way did not happen.
     pub fn fail_with(&self, call: u64, kind: io::ErrorKind) {
         let mut state = self.state();
         state.calls = 0;
@@ -261,13 +272,13 @@ impl SimDisk {
     /// Operations not yet durable.
     #[must_use]
     pub fn pending(&self) -> Vec<Operation> {
-        self.state().pending.clone()
+        self.state().all_pending()
     }
 
     /// Number of operations not yet durable.
     #[must_use]
     pub fn pending_len(&self) -> usize {
-        self.state().pending.len()
+        self.state().all_pending().len()
     }
 
     /// What the process sees now (as if everything reached the disk).
@@ -295,11 +306,12 @@ impl SimDisk {
         let state = self.state();
         let mut names = state.durable_names.clone();
         let mut files = state.durable.clone();
-        for operation in &state.pending[..keep] {
+        let pending = state.all_pending();
+        for operation in &pending[..keep] {
             apply(&mut names, &mut files, operation);
         }
         if let (Some(torn), Some(Operation::Write { name, offset, data })) =
-            (torn, state.pending.get(keep))
+            (torn, pending.get(keep))
         {
             let torn = Operation::Write {
                 name: name.clone(),
@@ -319,7 +331,11 @@ impl SimDisk {
         let state = self.state();
         let mut names = state.durable_names.clone();
         let mut files = state.durable.clone();
-        for operation in state.pending.iter().filter(|operation| keep(operation)) {
+        for operation in state
+            .all_pending()
+            .iter()
+            .filter(|operation| keep(operation))
+        {
             apply(&mut names, &mut files, operation);
         }
         files.retain(|name, _| names.contains(name));
@@ -334,7 +350,8 @@ impl SimDisk {
         let mut names = std::mem::take(&mut state.durable_names);
         let mut files = std::mem::take(&mut state.durable);
         let mut report = CrashReport::default();
-        let pending = std::mem::take(&mut state.pending);
+        let mut pending = std::mem::take(&mut state.pending);
+        pending.extend(state.in_flight.take());
         for (index, operation) in pending.iter().enumerate() {
             match fate(index, operation) {
                 Fate::Kept => {
@@ -366,6 +383,7 @@ impl SimDisk {
     /// it). Injected call failures and misdirections are disarmed.
     pub fn crash_process(&self) {
         let mut state = self.state();
+        state.in_flight = None;
         state.calls = 0;
         state.fail_at = None;
         state.failed = false;
@@ -442,10 +460,11 @@ impl SimDisk {
         };
         if state.failed || injected.is_some() {
             if !state.failed {
-                // The call in flight when the process died or the device failed: it may have
-                // partly reached the disk.
-                let write = operation.filter(|op| matches!(op, Operation::Write { .. }));
-                state.pending.extend(write);
+                // The write in flight when the process died may have partly reached the
+                // platter (never the page cache); one that failed with an error did not happen.
+                if injected == Some(Failure::Crash) {
+                    state.in_flight = operation.filter(|op| matches!(op, Operation::Write { .. }));
+                }
                 state.failed_on = Some(target.to_owned());
             }
             return match injected {

@@ -270,12 +270,16 @@ impl<S: StateMachine> Replica<S> {
             self.log.append(entry.clone());
         }
         // Only what was executed before is known committed; the rest is verified again against
-        // the view's log.
-        self.commit_max = durable
-            .view_state
-            .commit
-            .min(self.log.op())
-            .max(self.commit);
+        // the view's log. A damaged log executes nothing past its checkpoint: its valid prefix
+        // may still hold entries a lost truncate had removed (the committed ones at those ops
+        // were written after it), so the commit number does not vouch for them. Recovery
+        // brings the committed state.
+        let commit_known = if durable.damaged {
+            self.commit
+        } else {
+            durable.view_state.commit
+        };
+        self.commit_max = commit_known.min(self.log.op()).max(self.commit);
         self.op_verified = self.commit_max;
         self.execute_committed();
         false

@@ -1214,6 +1214,31 @@ mod review {
         [commands, after].concat()
     }
 
+    /// A damaged log can hold an entry a lost truncate had removed (op 3 of view 1, replaced
+    /// by the committed op 3 of view 2 whose records rotted), under a durable commit number that
+    /// covers the op: executing it would diverge. A damaged replica executes nothing of its log.
+    #[test]
+    fn a_damaged_log_is_not_executed_under_its_commit_number() {
+        let e1 = noop(1, 0, 0);
+        let e2 = noop(2, 0, e1.checksum);
+        let stale3 = noop(3, 1, e2.checksum);
+        let view_state = ViewState {
+            view: 2,
+            last_normal_view: 2,
+            commit: 3,
+            recovering: false,
+        };
+        let mut damaged = disk(view_state, &[&e1, &e2, &stale3]);
+        damaged.damaged = true;
+        let replica = Replica::open(config(3), 1, Sum::default(), 5, &damaged);
+        assert_eq!(replica.commit(), 0, "nothing executed before recovery");
+        assert_eq!(replica.status_name(), "recovering");
+        // The same log, whole: the commit number is trusted.
+        damaged.damaged = false;
+        let replica = Replica::open(config(3), 1, Sum::default(), 5, &damaged);
+        assert_eq!(replica.commit(), 3);
+    }
+
     /// A damaged replica kept ops 4..=5 of view 1 (never committed) past the primary's log when
     /// it finished recovery, claimed view 2 with them, and its do_view_change for view 3 beat
     /// the log holding the committed op 4 of view 2.
