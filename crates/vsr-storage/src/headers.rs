@@ -326,7 +326,9 @@ pub(crate) fn scan(
         file_size: Some(file_size),
         ..Scan::default()
     };
-    let mut buffer = vec![0u8; READ_SLOTS * SLOT_SIZE];
+    let buffer_size =
+        (READ_SLOTS * SLOT_SIZE).min(usize::try_from(file_size).unwrap_or(usize::MAX));
+    let mut buffer = vec![0u8; buffer_size.max(SLOT_SIZE)];
     let mut offset = 0;
     while offset < file_size {
         let read = read_tolerant(disk, name, offset, &mut buffer)?;
