@@ -473,12 +473,11 @@ impl Simulator {
             .disk
             .durable_files()
             .into_iter()
-            .filter(|(name, file)| {
-                file.written() > 0
+            .filter(|(name, written)| {
+                *written > 0
                     && prefix.is_none_or(|prefix| name.starts_with(prefix))
                     && !(superblock_hit && name == "superblock")
             })
-            .map(|(name, file)| (name, file.written()))
             .collect();
         if files.is_empty() {
             return false;

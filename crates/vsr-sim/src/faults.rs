@@ -187,7 +187,7 @@ impl Simulator {
 
     fn wipe(&mut self, index: u8) {
         self.crash(index);
-        self.rebuild_storage(index, true);
+        self.rebuild_storage(index);
         self.stats.wipes += 1;
         self.trace.event(22, self.now, u64::from(index));
     }
@@ -310,7 +310,7 @@ impl Simulator {
                     .find(|(name, _)| name.ends_with(".log"))
                     .expect("a live WAL");
                 // A sector in the middle of the written log: a record with valid ones after it.
-                let sector = wal.1.written() / SECTOR_SIZE / 2;
+                let sector = wal.1 / SECTOR_SIZE / 2;
                 let slot = &mut self.replicas[usize::from(index)];
                 assert!(slot.storage.disk.corrupt_sector(&wal.0, sector, 0x5a5a));
                 slot.storage.latent_damage = true;

@@ -380,12 +380,12 @@ impl Simulator {
         self.after_replica(index)
     }
 
-    /// Replaces a replica's disk with a freshly formatted one (`recovering`: it lost its state).
-    pub(crate) fn rebuild_storage(&mut self, index: u8, recovering: bool) {
+    /// Replaces a replica's disk with a freshly formatted one that says it lost its state.
+    pub(crate) fn rebuild_storage(&mut self, index: u8) {
         let identity = identity(self.config.cluster, index, self.plan.replicas);
         let slot = &mut self.replicas[usize::from(index)];
         assert!(slot.replica.is_none());
-        slot.storage = ReplicaStorage::format(identity, recovering, self.plan.storage_tuning);
+        slot.storage = ReplicaStorage::format(identity, true, self.plan.storage_tuning);
         slot.disk_faults = DiskFaultState::default();
     }
 

@@ -52,7 +52,8 @@ pub(crate) struct ReplicaStorage {
     /// The last crash was of the process alone: the page cache, which may hide damage on the
     /// platter (a misdirected write), survived it.
     pub(crate) page_cache_kept: bool,
-    pub(crate) tuning: Tuning,
+    /// The sizes the storage runs with.
+    tuning: Tuning,
 }
 
 impl ReplicaStorage {

@@ -288,14 +288,16 @@ impl SimDisk {
     }
 
     /// The durable files and their sizes, by name.
+    /// The durable files, by name, with the bytes ever written to each (the rest of a file is
+    /// a hole): enough to aim a fault without copying contents.
     #[must_use]
-    pub fn durable_files(&self) -> Vec<(String, SimFile)> {
+    pub fn durable_files(&self) -> Vec<(String, u64)> {
         let state = self.state();
         state
             .durable
             .iter()
             .filter(|(name, _)| state.durable_names.contains(*name))
-            .map(|(name, file)| (name.clone(), file.clone()))
+            .map(|(name, file)| (name.clone(), file.written()))
             .collect()
     }
 
