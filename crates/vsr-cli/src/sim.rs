@@ -55,6 +55,20 @@ pub(crate) struct SimArgs {
     /// Worker threads for --seeds [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Switch on the deliberate slip NAME (one of `vsr::bugs::Bug`) in every replica and its
+    /// storage, to see the checkers catch it.
+    #[cfg(feature = "bugs")]
+    #[arg(long, value_name = "NAME", value_parser = parse_bug)]
+    bug: Option<vsr::bugs::Bug>,
+}
+
+/// Parses a `--bug` name, listing the names on a mistake.
+#[cfg(feature = "bugs")]
+fn parse_bug(name: &str) -> Result<vsr::bugs::Bug, String> {
+    vsr::bugs::Bug::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = vsr::bugs::Bug::ALL.iter().map(|bug| bug.name()).collect();
+        format!("no bug named {name:?}; the bugs are: {}", names.join(", "))
+    })
 }
 
 impl SimArgs {
@@ -65,6 +79,8 @@ impl SimArgs {
             clients: self.clients,
             requests_per_client: self.requests,
             faults: !self.no_faults,
+            #[cfg(feature = "bugs")]
+            bug: self.bug,
             ..SimOptions::default()
         }
     }
@@ -80,6 +96,10 @@ impl SimArgs {
         }
         if self.no_faults {
             command.push_str(" --no-faults");
+        }
+        #[cfg(feature = "bugs")]
+        if let Some(bug) = self.bug {
+            command.push_str(&format!(" --bug {}", bug.name()));
         }
         command
     }

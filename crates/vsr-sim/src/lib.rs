@@ -69,6 +69,9 @@ pub struct SimOptions {
     pub convergence_timeout_ns: u64,
     /// Search steps for the linearizability check; running out fails the seed. Default 10^7.
     pub linearizability_budget: u64,
+    /// A deliberate slip switched on for this run (only with the `bugs` feature).
+    #[cfg(feature = "bugs")]
+    pub bug: Option<vsr::bugs::Bug>,
 }
 
 impl Default for SimOptions {
@@ -82,6 +85,8 @@ impl Default for SimOptions {
             liveness_timeout_ns: 60 * swarm::SECOND,
             convergence_timeout_ns: 30 * swarm::SECOND,
             linearizability_budget: 10_000_000,
+            #[cfg(feature = "bugs")]
+            bug: None,
         }
     }
 }
@@ -274,10 +279,16 @@ pub struct SimReport {
 pub fn run(options: &SimOptions) -> SimReport {
     let mut prng = Prng::new(options.seed);
     let plan = Plan::swarm(options, &mut prng);
-    simulate(options.seed, plan, prng)
+    #[cfg(feature = "bugs")]
+    vsr::bugs::select(options.bug);
+    let report = simulate(options.seed, plan, prng);
+    #[cfg(feature = "bugs")]
+    vsr::bugs::select(None);
+    report
 }
 
-/// Runs a scripted scenario; `seed` drives only latencies and the workload.
+/// Runs a scripted scenario; `seed` drives only latencies and the workload. (With the `bugs`
+/// feature, the slip selected on this thread by `vsr::bugs::select` applies.)
 #[must_use]
 pub fn run_scenario(scenario: &Scenario, seed: u64) -> SimReport {
     simulate(seed, Plan::scenario(scenario), Prng::new(seed))

@@ -1,32 +1,10 @@
 //! The simulator's integration tests, one binary: bounded swarms, determinism, the checkers'
-//! self-tests, scripted regression scenarios, and (behind the `bug-*` features) proof that the
-//! swarm catches deliberately broken replicas:
-//!
-//! ```text
-//! cargo test -p vsr-sim --features bug-commit-without-quorum
-//! cargo test -p vsr-sim --features bug-view-change-wrong-log
-//! cargo test -p vsr-sim --features bug-skip-dedup
-//! cargo test -p vsr-sim --features bug-damage-as-torn-tail -- the_damage_scenarios_catch_it
-//! cargo test -p vsr-sim --features bug-wal-sync-skips-flushed -- the_swarm_catches_it
-//! ```
-//!
-//! Each storage slip (`bug-wal-sync-skips-flushed`, `bug-headers-synced-first`,
-//! `bug-superblock-unsynced`, `bug-checkpoint-unsynced`, `bug-damage-as-torn-tail`) is caught by
-//! the swarm the same way.
+//! self-tests and scripted regression scenarios. Proof that the swarm catches each deliberate
+//! slip is in `tests/bugs.rs` (with the `bugs` feature).
 
 use vsr_sim::history::{History, OpKind, OpResult};
 use vsr_sim::{Action, ClusterParams, Scenario, SimOptions, SimReport, run, run_scenario};
 
-#[cfg(not(any(
-    feature = "bug-commit-without-quorum",
-    feature = "bug-view-change-wrong-log",
-    feature = "bug-skip-dedup",
-    feature = "bug-wal-sync-skips-flushed",
-    feature = "bug-headers-synced-first",
-    feature = "bug-superblock-unsynced",
-    feature = "bug-checkpoint-unsynced",
-    feature = "bug-damage-as-torn-tail"
-)))]
 mod swarms {
     use super::*;
 
@@ -360,7 +338,6 @@ fn corrupt_entry_scenario() -> Scenario {
 }
 
 // A corrupt checkpoint is found by its own checksum: not a scenario for the replay slip.
-#[cfg_attr(feature = "bug-damage-as-torn-tail", allow(dead_code))]
 fn corrupt_checkpoint_scenario() -> Scenario {
     let mut scenario = damage_quorum(
         long_log(Scenario::new("corrupt checkpoint", 3)),
@@ -392,7 +369,6 @@ fn damage_on_f_replicas_scenario(replicas: u8) -> Scenario {
     )
 }
 
-#[cfg(not(feature = "bug-damage-as-torn-tail"))]
 mod damage {
     use super::*;
 
@@ -436,12 +412,13 @@ mod damage {
 
 /// With storage taking damage for a torn tail, a damaged replica comes back with a log that
 /// lost entries it acknowledged: each damage scenario of the log must then fail.
-#[cfg(feature = "bug-damage-as-torn-tail")]
+#[cfg(feature = "bugs")]
 mod bug_damage_as_torn_tail {
     use super::*;
 
     #[test]
     fn the_damage_scenarios_catch_it() {
+        vsr::bugs::select(Some(vsr::bugs::Bug::DamageAsTornTail));
         // (A corrupt checkpoint is found by its own checksum, not by replaying the log.)
         let scenarios = [
             corrupt_entry_scenario(),
@@ -467,88 +444,4 @@ fn scenario_damage_beyond_the_budget_is_refused() {
         .failure
         .expect("the budget refuses the second damage");
     assert!(failure.contains("more than f replicas"), "{failure}");
-}
-
-#[cfg(feature = "bug-commit-without-quorum")]
-mod bug_commit_without_quorum {
-    #[test]
-    fn the_swarm_catches_it() {
-        super::assert_some_seed_fails();
-    }
-}
-
-#[cfg(feature = "bug-view-change-wrong-log")]
-mod bug_view_change_wrong_log {
-    #[test]
-    fn the_swarm_catches_it() {
-        super::assert_some_seed_fails();
-    }
-}
-
-#[cfg(feature = "bug-skip-dedup")]
-mod bug_skip_dedup {
-    #[test]
-    fn the_swarm_catches_it() {
-        super::assert_some_seed_fails();
-    }
-}
-
-/// Storage slips: the durability checks must catch each in the default swarm, at 3 and at 5
-/// replicas.
-#[cfg(any(
-    feature = "bug-wal-sync-skips-flushed",
-    feature = "bug-headers-synced-first",
-    feature = "bug-superblock-unsynced",
-    feature = "bug-checkpoint-unsynced",
-    feature = "bug-damage-as-torn-tail"
-))]
-mod storage_bugs {
-    #[test]
-    fn the_swarm_catches_it() {
-        for replicas in [3, 5] {
-            super::assert_seeds_fail(replicas, 10);
-        }
-    }
-}
-
-/// Runs the default swarm until a seed fails; at most 1000 seeds.
-#[cfg(any(
-    feature = "bug-commit-without-quorum",
-    feature = "bug-view-change-wrong-log",
-    feature = "bug-skip-dedup"
-))]
-fn assert_some_seed_fails() {
-    assert_seeds_fail(3, 1);
-}
-
-/// Runs the default swarm at `replicas` until `wanted` seeds failed; at most 1000 seeds.
-#[cfg(any(
-    feature = "bug-commit-without-quorum",
-    feature = "bug-view-change-wrong-log",
-    feature = "bug-skip-dedup",
-    feature = "bug-wal-sync-skips-flushed",
-    feature = "bug-headers-synced-first",
-    feature = "bug-superblock-unsynced",
-    feature = "bug-checkpoint-unsynced",
-    feature = "bug-damage-as-torn-tail"
-))]
-fn assert_seeds_fail(replicas: u8, wanted: usize) {
-    let mut failed = 0;
-    for seed in 0..1000 {
-        let report = run(&SimOptions {
-            seed,
-            replicas,
-            ..SimOptions::default()
-        });
-        if let Some(failure) = report.failure {
-            if failed == 0 {
-                eprintln!("{replicas} replicas, seed {seed} caught the planted bug: {failure}");
-            }
-            failed += 1;
-            if failed == wanted {
-                return;
-            }
-        }
-    }
-    panic!("{failed} seeds of 1000 at {replicas} replicas caught the planted bug, not {wanted}");
 }

@@ -52,7 +52,7 @@ pub(crate) fn write(
         checksum: hasher.finalize(),
     };
     disk.write_at(name, offset, &encode_trailer(&reference))?;
-    if !cfg!(feature = "bug-checkpoint-unsynced") {
+    if !vsr::bug!(CheckpointUnsynced) {
         disk.sync(name)?;
     }
     disk.sync_dir()?;

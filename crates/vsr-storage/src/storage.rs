@@ -434,7 +434,7 @@ impl FileStorage {
         for offset in self.superblock.copy_offsets() {
             self.disk.write_at(SUPERBLOCK_FILE, offset, &encoded)?;
         }
-        if !cfg!(feature = "bug-superblock-unsynced") {
+        if !vsr::bug!(SuperblockUnsynced) {
             self.disk.sync(SUPERBLOCK_FILE)?;
         }
         Ok(())

@@ -227,13 +227,15 @@ pub(crate) fn is_data_file(name: &str) -> bool {
 
 /// Picks the winner among the copies read from the superblock file.
 pub(crate) fn best(copies: &[Copy]) -> Copy {
-    let valid = copies
-        .iter()
-        .filter_map(|copy| match copy {
-            Copy::Valid(superblock) => Some(*superblock),
-            _ => None,
-        })
-        .max_by_key(|superblock| superblock.sequence);
+    let mut valid = copies.iter().filter_map(|copy| match copy {
+        Copy::Valid(superblock) => Some(*superblock),
+        _ => None,
+    });
+    let valid = if vsr::bug!(SuperblockFirstCopy) {
+        valid.next()
+    } else {
+        valid.max_by_key(|superblock| superblock.sequence)
+    };
     let newer = copies.iter().find(|copy| matches!(copy, Copy::Newer(_)));
     let damaged = copies.contains(&Copy::Damaged);
     match (newer, valid) {

@@ -195,10 +195,10 @@ impl Wal {
     pub(crate) fn sync(&mut self, disk: &mut dyn Disk) -> Result<(), StorageError> {
         let buffered = !self.buffer.is_empty();
         self.flush(disk)?;
-        if cfg!(feature = "bug-headers-synced-first") {
+        if vsr::bug!(HeadersSyncedFirst) {
             self.headers.sync(disk)?;
         }
-        let unsynced = if cfg!(feature = "bug-wal-sync-skips-flushed") {
+        let unsynced = if vsr::bug!(WalSyncSkipsFlushed) {
             buffered
         } else {
             self.unsynced
@@ -478,14 +478,16 @@ pub(crate) fn replay(
     } else {
         Vec::new()
     };
-    corrupt_ops.extend(&evidence.lost_ops);
+    if !vsr::bug!(HeadersIgnored) {
+        corrupt_ops.extend(&evidence.lost_ops);
+    }
     if corrupt_ops.is_empty() {
         // The cut would discard synced records silently: only zeros (a lost write) lie
         // between them and the valid log, and the records lost there are before the
         // checkpoint. Any damage report makes the replica repair everything after the cut.
         corrupt_ops.extend(&evidence.discarded_ops);
     }
-    if cfg!(feature = "bug-damage-as-torn-tail") {
+    if vsr::bug!(DamageAsTornTail) {
         corrupt_ops.clear();
     }
     corrupt_ops.sort_unstable();

@@ -15,6 +15,8 @@
 //!
 //! A [`Client`] is driven the same way. The replicated service is a [`StateMachine`].
 
+#[cfg(feature = "bugs")]
+pub mod bugs;
 pub mod checksum;
 pub mod client;
 pub mod command;
@@ -32,3 +34,22 @@ pub use message::{
 };
 pub use replica::{Replica, ReplicaStats, Status};
 pub use state_machine::{Codec, CodecError, StateMachine};
+
+/// Whether the named deliberate slip is switched on for this thread: `vsr::bug!(SkipDedup)`
+/// (see `bugs`, present with the `bugs` feature).
+#[cfg(feature = "bugs")]
+#[macro_export]
+macro_rules! bug {
+    ($variant:ident) => {
+        $crate::bugs::active($crate::bugs::Bug::$variant)
+    };
+}
+
+/// Without the `bugs` feature no slip exists: `vsr::bug!(Name)` is `false`.
+#[cfg(not(feature = "bugs"))]
+#[macro_export]
+macro_rules! bug {
+    ($variant:ident) => {
+        false
+    };
+}

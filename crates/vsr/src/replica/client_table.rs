@@ -48,7 +48,7 @@ impl ClientTable {
         assert_eq!(entry.operation, Operation::StateMachine);
         match self.sessions.get(&entry.client) {
             Some(session) if session.session == entry.session => {
-                let skip_dedup = cfg!(feature = "bug-skip-dedup");
+                let skip_dedup = crate::bug!(SkipDedup);
                 if entry.request > session.request || skip_dedup {
                     Admission::Execute
                 } else if entry.request == session.request {
@@ -88,7 +88,7 @@ impl ClientTable {
             .sessions
             .get_mut(&entry.client)
             .expect("admitted session");
-        assert!(entry.request > session.request || cfg!(feature = "bug-skip-dedup"));
+        assert!(entry.request > session.request || crate::bug!(SkipDedup));
         session.request = entry.request;
         session.reply_op = entry.op;
         session.reply = ReplyResult::Executed(result);
@@ -128,6 +128,11 @@ impl ClientTable {
                 ReplyResult::Registered => out.push(0),
                 ReplyResult::SessionEvicted => out.push(1),
                 ReplyResult::Executed(result) => {
+                    let result = if crate::bug!(SnapshotDropsReplies) {
+                        &[][..]
+                    } else {
+                        result
+                    };
                     out.push(2);
                     out.extend_from_slice(&(result.len() as u32).to_le_bytes());
                     out.extend_from_slice(result);

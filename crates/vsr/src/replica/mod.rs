@@ -213,7 +213,8 @@ impl<S: StateMachine> Replica<S> {
             .entries
             .back()
             .map_or(durable.checkpoint_op(), |entry| entry.op);
-        let damaged = durable.damaged || broken || view_state.commit > last_op;
+        let reported = durable.damaged && !crate::bug!(DamagedLogRejoins);
+        let damaged = reported || broken || view_state.commit > last_op;
         if view_state.recovering || damaged {
             if !view_state.recovering {
                 // A damaged log may have lost entries this replica voted for: it must not vote
@@ -500,7 +501,11 @@ impl<S: StateMachine> Replica<S> {
 
     /// Runs `action` once every write issued so far is durable.
     fn after_durable(&mut self, action: Deferred) {
-        let seq = self.seq_next - 1;
+        self.after_durable_at(self.seq_next - 1, action);
+    }
+
+    /// Runs `action` once write `seq` and every write before it are durable.
+    fn after_durable_at(&mut self, seq: u64, action: Deferred) {
         if seq <= self.seq_durable {
             self.release(action);
         } else {
@@ -568,13 +573,18 @@ impl<S: StateMachine> Replica<S> {
     /// already executed count too: a new primary may still need votes for ops that the old
     /// view committed without telling the new view's quorum.
     fn vote_for_log(&mut self) {
+        self.vote_for_log_at(self.seq_next - 1);
+    }
+
+    /// Votes for the verified log once write `seq` (and every write before it) is durable.
+    fn vote_for_log_at(&mut self, seq: u64) {
         let op = self.op_verified;
         if matches!(self.status, Status::Normal) && !self.is_primary() && op > 0 {
             let (view, checksum) = (
                 self.view,
                 self.log.checksum(op).expect("verified ops are in the log"),
             );
-            self.after_durable(Deferred::PrepareOk { view, op, checksum });
+            self.after_durable_at(seq, Deferred::PrepareOk { view, op, checksum });
         }
     }
 

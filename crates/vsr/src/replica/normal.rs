@@ -57,7 +57,7 @@ impl<S: StateMachine> Replica<S> {
                     if request < table.request {
                         return;
                     }
-                    if request == table.request && !cfg!(feature = "bug-skip-dedup") {
+                    if request == table.request && !crate::bug!(SkipDedup) {
                         let (op, result) = (table.reply_op, table.reply.clone());
                         self.reply(client, op, request, result);
                         return;
@@ -138,6 +138,9 @@ impl<S: StateMachine> Replica<S> {
         self.stats.prepares_batched += u64::from(entries.len() > 1);
         self.op_verified = last;
         self.pipeline.push(first, last, self.tick);
+        if crate::bug!(PrimaryVotesBeforeDurable) {
+            self.pipeline.vote(self.index, last);
+        }
         let message = Message::Prepare {
             view: self.view,
             commit: self.commit,
@@ -190,7 +193,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn commit_pipeline(&mut self) {
-        let quorum = if cfg!(feature = "bug-commit-without-quorum") {
+        let quorum = if crate::bug!(CommitWithoutQuorum) {
             1
         } else {
             self.config.quorum()
@@ -247,9 +250,13 @@ impl<S: StateMachine> Replica<S> {
         if !self.accept_from_primary(view) {
             return;
         }
+        let first_write = self.seq_next;
         if self.merge_entries(entries).is_some() {
             // Appended, or a retry of an entry we hold: (re)vote for our verified log.
             let _ = self.maybe_complete_view();
+            if crate::bug!(BatchVoteEarly) && self.seq_next > first_write + 1 {
+                self.vote_for_log_at(first_write);
+            }
             self.vote_for_log();
         } else {
             // A gap, or our suffix is not this view's: fetch the primary's log after what we
@@ -268,6 +275,9 @@ impl<S: StateMachine> Replica<S> {
 
     /// Filters a normal-operation message from `view`'s primary; adopts a newer view.
     fn accept_from_primary(&mut self, view: u64) -> bool {
+        if crate::bug!(TimeoutResetByOldView) && matches!(self.status, Status::Normal) {
+            self.reset_view_change_timeout();
+        }
         if view < self.view || (view == self.view && self.is_primary()) {
             return false;
         }

@@ -70,7 +70,11 @@ impl<S: StateMachine> Replica<S> {
         _commit: u64,
         primary: bool,
     ) {
-        let quorum = self.config.quorum();
+        let quorum = if crate::bug!(RecoveryQuorumTooSmall) {
+            self.config.quorum() - 1
+        } else {
+            self.config.quorum()
+        };
         let is_primary_of_view = self.config.primary(view) == from;
         let Status::Recovering(recovering) = &mut self.status else {
             return;

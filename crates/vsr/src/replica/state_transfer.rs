@@ -278,7 +278,7 @@ impl<S: StateMachine> Replica<S> {
     /// Takes entries from a new_state: all of them from a sender whose log is our view's log
     /// (`authoritative`), otherwise only committed ones. Returns whether anything changed.
     fn install_entries(&mut self, entries: &[Entry], commit: u64, authoritative: bool) -> bool {
-        let usable = if authoritative {
+        let usable = if authoritative || crate::bug!(StateTransferTakesUncommitted) {
             entries
         } else {
             let committed = entries

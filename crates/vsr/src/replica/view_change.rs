@@ -184,17 +184,21 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         let messages = &view_change.do_view_change;
-        let (&best_from, best) = if cfg!(feature = "bug-view-change-wrong-log") {
-            messages
-                .iter()
-                .min_by_key(|(_, dvc)| (dvc.last_normal_view, dvc.op))
-                .expect("quorum")
-        } else {
-            messages
-                .iter()
-                .max_by_key(|(_, dvc)| (dvc.last_normal_view, dvc.op))
-                .expect("quorum")
+        // The log of the latest normal view, and of those the longest.
+        let rank = |dvc: &DoViewChange| {
+            let view = if crate::bug!(ViewChangeLongestLog) {
+                0
+            } else {
+                dvc.last_normal_view
+            };
+            (view, dvc.op)
         };
+        let (&best_from, best) = if crate::bug!(ViewChangeWrongLog) {
+            messages.iter().min_by_key(|(_, dvc)| rank(dvc))
+        } else {
+            messages.iter().max_by_key(|(_, dvc)| rank(dvc))
+        }
+        .expect("quorum");
         let best = best.clone();
         let commit_max = messages
             .values()
