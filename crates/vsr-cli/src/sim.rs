@@ -192,6 +192,7 @@ fn print_summary(args: &SimArgs, report: &SimReport) {
         stats.messages_corrupted
     );
     say!("{}", disk_faults(stats));
+    say!("{}", schedules(stats));
     say!(
         "verdict: {}",
         if report.passed { "passed" } else { "FAILED" }
@@ -293,6 +294,7 @@ fn print_swarm_results(args: &SimArgs, outcomes: &[Outcome], wall: f64) -> ExitC
         totals.ops_completed
     );
     say!("totals: {}", disk_faults(&totals));
+    say!("totals: {}", schedules(&totals));
     say!("totals: {}", batching(&totals));
     say!(
         "speed: {:.1} seeds/s, {:.0} simulated s per wall s ({simulated:.0} simulated s in {wall:.2} s)",
@@ -315,6 +317,25 @@ fn batching(stats: &SimStats) -> String {
         stats.ops_prepared,
         stats.ops_prepared as f64 / stats.prepares.max(1) as f64,
         stats.prepares_batched
+    )
+}
+
+/// The adversarial schedules and liveness windows of a run, in one line.
+fn schedules(stats: &SimStats) -> String {
+    format!(
+        "schedules: messages held back {}, replayed {}; primaries isolated {}, raced {}; wipes of \
+         the longest log {}; partial heals {} leaving out {} replicas; stall windows {}, \
+         view changes for a stalled primary {}; storage batches cut {}",
+        stats.messages_held,
+        stats.messages_replayed,
+        stats.primary_isolations,
+        stats.races,
+        stats.wipes_of_longest_log,
+        stats.partial_heals,
+        stats.replicas_left_out,
+        stats.stall_windows,
+        stats.primary_stalls,
+        stats.storage_batches_cut,
     )
 }
 

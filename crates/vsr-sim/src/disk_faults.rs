@@ -100,7 +100,11 @@ impl Simulator {
 
     /// Writes the next batch; its sync follows after the disk's latency.
     pub(crate) fn storage_write(&mut self, index: u8) -> Result<(), String> {
-        let batch = self.replicas[usize::from(index)].storage.take_batch();
+        let queued = self.replicas[usize::from(index)].storage.queued();
+        let cut = (queued > 1 && self.prng.chance(self.plan.profile.storage_batch_cut_ppm))
+            .then(|| self.prng.range(1, queued as u64 - 1) as usize);
+        self.stats.storage_batches_cut += u64::from(cut.is_some());
+        let batch = self.replicas[usize::from(index)].storage.take_batch(cut);
         let Some(&(last, _)) = batch.last() else {
             self.replicas[usize::from(index)].storage.busy = false;
             return Ok(());
@@ -442,29 +446,34 @@ impl Simulator {
         if !(corrupt || checkpoint || unreadable) || !self.may_damage(index) {
             return;
         }
+        // Aimed at the newest records of the log: those fewest replicas may hold yet.
+        let newest = self.prng.chance(self.plan.profile.disk_damage_newest_ppm);
+        let prefix = newest.then_some("wal-");
         if corrupt {
             for _ in 0..self.prng.range(1, 3) {
-                self.damage_sector(index, None, false);
+                self.damage_sector(index, prefix, false, newest);
             }
         }
         if checkpoint {
-            self.damage_sector(index, Some("checkpoint-"), false);
+            self.damage_sector(index, Some("checkpoint-"), false, false);
         }
         if unreadable {
             for _ in 0..self.prng.range(1, 2) {
-                self.damage_sector(index, None, true);
+                self.damage_sector(index, prefix, true, newest);
             }
         }
         self.trace.event(27, self.now, u64::from(index));
     }
 
     /// Corrupts (or makes unreadable) one written sector of a random file of the replica's
-    /// disk, among those whose name starts with `prefix` if given. Returns whether it hit.
+    /// disk, among those whose name starts with `prefix` if given: any sector, or one of the
+    /// last four written (`newest`). Returns whether it hit.
     pub(crate) fn damage_sector(
         &mut self,
         index: u8,
         prefix: Option<&str>,
         unreadable: bool,
+        newest: bool,
     ) -> bool {
         let slot = &self.replicas[usize::from(index)];
         let superblock_hit = slot.disk_faults.superblock_hit;
@@ -483,7 +492,12 @@ impl Simulator {
             return false;
         }
         let (name, written) = files[self.prng.index(files.len())].clone();
-        let sector = self.prng.below(written.div_ceil(SECTOR_SIZE));
+        let sectors = written.div_ceil(SECTOR_SIZE);
+        let sector = if newest {
+            sectors - 1 - self.prng.below(sectors.min(4))
+        } else {
+            self.prng.below(sectors)
+        };
         let pattern = self.prng.next_u64();
         let slot = &mut self.replicas[usize::from(index)];
         if unreadable {

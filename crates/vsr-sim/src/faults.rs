@@ -17,8 +17,6 @@
 //! lost on a quorum. Crashes that keep the unsynced writes in order, EIO and ENOSPC are always
 //! allowed: losing writes that were never reported durable is not damage.
 
-use vsr::StateMachine;
-
 use crate::scenario::Action;
 use vsr_storage::sim_disk::{Fate, SECTOR_SIZE};
 
@@ -34,6 +32,7 @@ impl Simulator {
                 self.chaos()?;
             }
         }
+        self.check_stall()?;
         if self.healed {
             self.check_liveness()?;
             if self.clients_done_at.is_some() {
@@ -67,11 +66,29 @@ impl Simulator {
             }
         }
         if self.prng.chance(profile.wipe_ppm) {
-            let target = self.prng.below(u64::from(self.plan.replicas)) as u8;
+            let longest = self
+                .prng
+                .chance(profile.wipe_longest_ppm)
+                .then(|| self.longest_log())
+                .flatten();
+            let target =
+                longest.unwrap_or_else(|| self.prng.below(u64::from(self.plan.replicas)) as u8);
             if self.may_damage(target) {
+                self.stats.wipes_of_longest_log += u64::from(longest.is_some());
                 self.wipe(target);
                 self.schedule_restarts();
             }
+        }
+        if self.prng.chance(profile.isolate_primary_ppm) {
+            let burst = self.prng.range(0, 3) as u32;
+            self.isolate_primary(burst);
+        }
+        if self.prng.chance(profile.storm_toggle_ppm) {
+            self.network.stormy = !self.network.stormy;
+        }
+        if self.prng.chance(profile.replay_ppm) {
+            let count = self.prng.range(1, 8) as usize;
+            self.replay_old_messages(count);
         }
         if profile.tick_permille_min != profile.tick_permille_max && self.prng.chance(50_000) {
             let replica = self.prng.index(self.replicas.len());
@@ -83,6 +100,98 @@ impl Simulator {
         Ok(())
     }
 
+    /// The running replica holding the most ops past the highest commit number, if any holds
+    /// one: possibly the only copy of uncommitted ops.
+    fn longest_log(&self) -> Option<u8> {
+        let commit_max = self.checker.commit_max();
+        self.replicas
+            .iter()
+            .filter_map(|slot| slot.replica.as_ref())
+            .filter(|replica| replica.op() > commit_max)
+            .max_by_key(|replica| replica.op())
+            .map(vsr::Replica::index)
+    }
+
+    /// Cuts off the primary of the moment (and, in clusters of 5 or more, half the time one
+    /// more replica): the rest elect another, whom the next isolation cuts off in turn,
+    /// `remaining` more times, soon after it may have started its view.
+    pub(crate) fn isolate_primary(&mut self, remaining: u32) {
+        let Some(primary) = self.primary() else {
+            return;
+        };
+        let mut group = vec![primary];
+        if self.config.faults_max() >= 2 && self.prng.chance(500_000) {
+            let other = self.prng.below(u64::from(self.plan.replicas)) as u8;
+            if other != primary {
+                group.push(other);
+            }
+        }
+        self.network.clear_partitions();
+        self.partition(&group);
+        self.stats.primary_isolations += 1;
+        self.stats.partitions += 1;
+        // Back to back: the next primary is cut off too, once it may have started its view.
+        if remaining > 0 {
+            let timeout = self.config.view_change_timeout_ticks * crate::sim::TICK_NS;
+            let at = self.now + self.prng.range(timeout / 2, 3 * timeout);
+            self.schedule(
+                at,
+                EventKind::IsolatePrimary {
+                    remaining: remaining - 1,
+                },
+            );
+        }
+    }
+
+    /// Crashes the primary of the moment, or cuts it off alone, or cuts it off together with
+    /// the replica that just restarted (which then recovers or catches up from a deposed
+    /// primary): a view change racing the restart (see `race_ppm`).
+    pub(crate) fn race(&mut self, restarted: u8) {
+        let Some(primary) = self.primary() else {
+            return;
+        };
+        self.stats.races += 1;
+        match self.prng.below(3) {
+            0 => {
+                self.crash(primary);
+                self.schedule_restarts();
+            }
+            1 => {
+                self.network.clear_partitions();
+                self.partition(&[primary]);
+                self.stats.partitions += 1;
+            }
+            _ => {
+                // A primary of an older view that does not know it was deposed, if any, is
+                // the one the restarted replica ends up with.
+                let deposed = self.deposed_primary().unwrap_or(primary);
+                self.network.clear_partitions();
+                let group = if restarted == deposed {
+                    vec![deposed]
+                } else {
+                    vec![deposed, restarted]
+                };
+                self.partition(&group);
+                self.stats.partitions += 1;
+            }
+        }
+    }
+
+    /// A running replica, normal and primary of a view older than the latest primary's.
+    fn deposed_primary(&self) -> Option<u8> {
+        let latest = self.primary()?;
+        let latest_view = self.replicas[usize::from(latest)].replica.as_ref()?.view();
+        self.replicas
+            .iter()
+            .filter_map(|slot| slot.replica.as_ref())
+            .find(|replica| {
+                replica.status_name() == "normal"
+                    && replica.is_primary()
+                    && replica.view() < latest_view
+            })
+            .map(vsr::Replica::index)
+    }
+
     fn up_replicas(&self) -> Vec<u8> {
         (0..self.plan.replicas)
             .filter(|&r| self.replicas[usize::from(r)].replica.is_some())
@@ -90,7 +199,7 @@ impl Simulator {
     }
 
     /// The primary of the highest view among replicas in normal status.
-    fn primary(&self) -> Option<u8> {
+    pub(crate) fn primary(&self) -> Option<u8> {
         self.replicas
             .iter()
             .filter_map(|slot| slot.replica.as_ref())
@@ -253,19 +362,6 @@ impl Simulator {
         }
     }
 
-    /// Ends every fault: a clean network and every replica up.
-    fn heal(&mut self) -> Result<(), String> {
-        self.healed = true;
-        self.trace.event(23, self.now, 0);
-        self.network.heal();
-        for index in 0..self.plan.replicas {
-            if self.replicas[usize::from(index)].replica.is_none() {
-                self.start_replica(index)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Carries out a scripted action.
     pub(crate) fn script_step(&mut self, step: usize) -> Result<(), String> {
         let action = self.plan.script[step].1.clone();
@@ -319,7 +415,7 @@ impl Simulator {
             Action::CorruptCheckpoint(index) => {
                 self.assert_budget(index);
                 assert!(
-                    self.damage_sector(index, Some("checkpoint-"), false),
+                    self.damage_sector(index, Some("checkpoint-"), false, false),
                     "the scenario corrupts a missing checkpoint"
                 );
             }
@@ -343,57 +439,5 @@ impl Simulator {
             self.may_damage(index),
             "the scenario damages more than f replicas at once"
         );
-    }
-
-    fn check_liveness(&self) -> Result<(), String> {
-        for (index, client) in self.clients.iter().enumerate() {
-            let Some(pending) = &client.pending else {
-                continue;
-            };
-            let deadline =
-                pending.invoke_ns.max(self.plan.heal_at_ns) + self.plan.liveness_timeout_ns;
-            if self.now > deadline {
-                return Err(format!(
-                    "liveness: client {index}'s request sent at {} ms did not complete within {} s \
-                     after the heal at {} ms; {}",
-                    pending.invoke_ns / 1_000_000,
-                    self.plan.liveness_timeout_ns / 1_000_000_000,
-                    self.plan.heal_at_ns / 1_000_000,
-                    self.describe_replicas()
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Finishes the run once every replica is normal with the same commit and state, equal to
-    /// the committed log's; fails when that takes longer than the convergence timeout.
-    fn check_convergence(&mut self) -> Result<(), String> {
-        let commit_max = self.checker.commit_max();
-        let expected = self.checker.digest_at(commit_max);
-        let converged = self.replicas.iter().all(|slot| {
-            slot.replica.as_ref().is_some_and(|replica| {
-                replica.status_name() == "normal"
-                    && replica.commit() == commit_max
-                    && Some(replica.state_machine().digest()) == expected
-            })
-        });
-        if converged {
-            self.finished = true;
-            return Ok(());
-        }
-        let since = self
-            .clients_done_at
-            .expect("clients done")
-            .max(self.plan.heal_at_ns);
-        if self.now > since + self.plan.convergence_timeout_ns {
-            return Err(format!(
-                "convergence: replicas did not reach commit {commit_max} with equal state within \
-                 {} s after the clients finished; {}",
-                self.plan.convergence_timeout_ns / 1_000_000_000,
-                self.describe_replicas()
-            ));
-        }
-        Ok(())
     }
 }

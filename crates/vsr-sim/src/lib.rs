@@ -27,6 +27,7 @@ mod disk_faults;
 mod faults;
 pub mod history;
 pub mod linearizability;
+mod liveness;
 mod network;
 mod panics;
 mod plan;
@@ -138,6 +139,28 @@ pub struct SimStats {
     pub messages_partitioned: u64,
     /// Messages duplicated.
     pub messages_duplicated: u64,
+    /// Messages between replicas held back for seconds.
+    pub messages_held: u64,
+    /// Old messages between replicas delivered again.
+    pub messages_replayed: u64,
+    /// Times the primary of the moment was cut off (rolling isolation).
+    pub primary_isolations: u64,
+    /// Wipes aimed at the replica holding the most uncommitted ops.
+    pub wipes_of_longest_log: u64,
+    /// Primaries crashed or cut off just after another replica restarted.
+    pub races: u64,
+    /// Batches of writes the storage thread took before the whole queue was in.
+    pub storage_batches_cut: u64,
+    /// Heals that left up to f replicas out until the clients were done.
+    pub partial_heals: u64,
+    /// Replicas those heals left out.
+    pub replicas_left_out: u64,
+    /// View changes backups started because the primary, though heard from, committed
+    /// nothing.
+    pub primary_stalls: u64,
+    /// Monitor steps (100 ms) at which a quorum had been up and connected in calm weather for
+    /// the stall window: commit had to advance if a request waited all that while.
+    pub stall_windows: u64,
     /// Corrupted messages, rejected by the wire codec.
     pub messages_corrupted: u64,
     /// Writes in flight at a crash that the disk never wrote (lost unsynced writes).
@@ -183,6 +206,7 @@ impl SimStats {
         self.prepares += stats.prepares;
         self.ops_prepared += stats.ops_prepared;
         self.prepares_batched += stats.prepares_batched;
+        self.primary_stalls += stats.primary_stalls;
     }
 
     /// Adds another run's totals.
@@ -199,6 +223,7 @@ impl SimStats {
             prepares: other.prepares,
             ops_prepared: other.ops_prepared,
             prepares_batched: other.prepares_batched,
+            primary_stalls: other.primary_stalls,
             ..ReplicaStats::default()
         });
         self.crashes += other.crashes;
@@ -212,6 +237,15 @@ impl SimStats {
         self.messages_lost += other.messages_lost;
         self.messages_partitioned += other.messages_partitioned;
         self.messages_duplicated += other.messages_duplicated;
+        self.messages_held += other.messages_held;
+        self.messages_replayed += other.messages_replayed;
+        self.primary_isolations += other.primary_isolations;
+        self.wipes_of_longest_log += other.wipes_of_longest_log;
+        self.races += other.races;
+        self.partial_heals += other.partial_heals;
+        self.storage_batches_cut += other.storage_batches_cut;
+        self.replicas_left_out += other.replicas_left_out;
+        self.stall_windows += other.stall_windows;
         self.messages_corrupted += other.messages_corrupted;
         self.disk_writes_lost += other.disk_writes_lost;
         self.disk_writes_torn += other.disk_writes_torn;
@@ -252,6 +286,11 @@ impl SimStats {
             + self.messages_partitioned
             + self.messages_duplicated
             + self.messages_corrupted
+            + self.messages_held
+            + self.messages_replayed
+            + self.primary_isolations
+            + self.races
+            + self.replicas_left_out
     }
 }
 

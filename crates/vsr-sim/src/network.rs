@@ -1,5 +1,9 @@
 //! The simulated network: loss, duplication, corruption, latency (hence reordering), slow
-//! links and partitions, symmetric or one-way.
+//! links and partitions, symmetric or one-way; messages held back for seconds, and old messages
+//! delivered again.
+//!
+//! Loss and corruption come as weather: a seed may switch them off and on again during the
+//! fault phase, so that calm spells let the liveness monitor demand progress.
 //!
 //! Every message goes through the real wire codec: it is encoded when sent, travels as bytes
 //! (a corrupted copy has one random bit flipped) and is decoded on delivery. An intact frame
@@ -7,10 +11,13 @@
 //! and counted. Partitions and slow links apply between replicas; loss, duplication and
 //! corruption apply to client traffic too.
 
+use std::collections::VecDeque;
+
 use vsr::{Envelope, wire};
 
+use crate::random::Prng;
 use crate::sim::{EventKind, Frame, Node, Simulator};
-use crate::swarm::FaultProfile;
+use crate::swarm::{FaultProfile, SECOND};
 
 /// Per-link and global network conditions, changed by the fault injector.
 #[derive(Clone, Debug)]
@@ -23,7 +30,18 @@ pub(crate) struct Network {
     pub(crate) loss_ppm: u32,
     pub(crate) duplicate_ppm: u32,
     pub(crate) corrupt_ppm: u32,
+    /// Whether loss and corruption are on (the weather; see the module docs).
+    pub(crate) stormy: bool,
+    /// Per message between replicas: chance it is held back for seconds.
+    pub(crate) hold_ppm: u32,
+    /// Whether old messages are replayed in this run (then sent messages are remembered).
+    replay: bool,
+    /// The last messages sent between replicas, oldest first, for replays.
+    recent: VecDeque<(u8, u8, Envelope)>,
 }
+
+/// Messages kept for replays.
+const RECENT_MAX: usize = 256;
 
 impl Network {
     pub(crate) fn new(profile: &FaultProfile, replicas: u8) -> Self {
@@ -35,7 +53,16 @@ impl Network {
             loss_ppm: profile.loss_ppm,
             duplicate_ppm: profile.duplicate_ppm,
             corrupt_ppm: profile.corrupt_ppm,
+            stormy: true,
+            hold_ppm: profile.hold_ppm,
+            replay: profile.replay_ppm > 0,
+            recent: VecDeque::new(),
         }
+    }
+
+    /// Whether messages may be lost or corrupted now.
+    pub(crate) fn lossy(&self) -> bool {
+        self.stormy && (self.loss_ppm > 0 || self.corrupt_ppm > 0 || self.hold_ppm > 0)
     }
 
     /// Whether `from` can reach `to`.
@@ -66,6 +93,26 @@ impl Network {
         self.loss_ppm = 0;
         self.duplicate_ppm = 0;
         self.corrupt_ppm = 0;
+        self.hold_ppm = 0;
+        self.replay = false;
+        self.recent.clear();
+    }
+}
+
+impl Network {
+    fn remember(&mut self, from: u8, to: u8, envelope: &Envelope) {
+        if self.recent.len() == RECENT_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((from, to, envelope.clone()));
+    }
+
+    fn pick_recent(&mut self, prng: &mut Prng) -> Option<(u8, u8, Envelope)> {
+        if self.recent.is_empty() {
+            return None;
+        }
+        let (from, to, envelope) = &self.recent[prng.index(self.recent.len())];
+        Some((*from, *to, envelope.clone()))
     }
 }
 
@@ -78,14 +125,23 @@ impl Simulator {
         self.trace.bytes(&bytes);
         self.stats.messages_sent += 1;
         let mut slow = 1;
+        let mut held = 0;
         if let (Node::Replica(a), Node::Replica(b)) = (from, to) {
+            if self.network.replay {
+                self.network.remember(a, b, &envelope);
+            }
             if self.network.is_blocked(a, b) {
                 self.stats.messages_partitioned += 1;
                 return;
             }
             slow = self.network.slow_factor(a, b);
+            if self.network.stormy && self.prng.chance(self.network.hold_ppm) {
+                held = self.prng.range(SECOND, 15 * SECOND);
+                self.stats.messages_held += 1;
+            }
         }
-        if self.prng.chance(self.network.loss_ppm) {
+        let stormy = self.network.stormy;
+        if stormy && self.prng.chance(self.network.loss_ppm) {
             self.stats.messages_lost += 1;
             return;
         }
@@ -97,7 +153,7 @@ impl Simulator {
         };
         for _ in 0..copies {
             let mut frame_bytes = bytes.clone();
-            let corrupted = self.prng.chance(self.network.corrupt_ppm);
+            let corrupted = stormy && self.prng.chance(self.network.corrupt_ppm);
             if corrupted {
                 let bit = self.prng.below(frame_bytes.len() as u64 * 8);
                 frame_bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
@@ -106,7 +162,8 @@ impl Simulator {
             let latency = self
                 .prng
                 .range(profile.latency_min_ns, profile.latency_max_ns)
-                * slow;
+                * slow
+                + held;
             let frame = Frame {
                 to,
                 bytes: frame_bytes,
@@ -114,6 +171,18 @@ impl Simulator {
                 corrupted,
             };
             self.schedule(self.now + latency, EventKind::Deliver(Box::new(frame)));
+        }
+    }
+
+    /// Delivers `count` old messages between replicas again, each as it was sent (a replay of
+    /// the network, not a forgery): to its destination, through today's partitions.
+    pub(crate) fn replay_old_messages(&mut self, count: usize) {
+        for _ in 0..count {
+            let Some((from, to, envelope)) = self.network.pick_recent(&mut self.prng) else {
+                return;
+            };
+            self.stats.messages_replayed += 1;
+            self.send(Node::Replica(from), Node::Replica(to), envelope);
         }
     }
 

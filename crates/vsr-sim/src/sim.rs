@@ -94,6 +94,14 @@ pub(crate) enum EventKind {
         replica: u8,
         incarnation: u64,
     },
+    /// The primary is crashed or cut off, racing the restart of `replica`.
+    Race {
+        replica: u8,
+    },
+    /// The next isolation of a back-to-back series.
+    IsolatePrimary {
+        remaining: u32,
+    },
 }
 
 impl EventKind {
@@ -109,6 +117,8 @@ impl EventKind {
             EventKind::Script { step } => (8, *step as u64),
             EventKind::Crash { replica, .. } => (9, u64::from(*replica)),
             EventKind::StorageWrite { replica, .. } => (10, u64::from(*replica)),
+            EventKind::Race { replica } => (11, u64::from(*replica)),
+            EventKind::IsolatePrimary { remaining } => (12, u64::from(*remaining)),
         }
     }
 }
@@ -165,6 +175,7 @@ pub(crate) struct Simulator {
     pub(crate) trace: Trace,
     pub(crate) stats: SimStats,
     pub(crate) healed: bool,
+    pub(crate) monitor: crate::liveness::Monitor,
     pub(crate) clients_done_at: Option<u64>,
     pub(crate) finished: bool,
     /// The latest value of each key some client saw, to make compare-and-swap succeed often.
@@ -212,6 +223,7 @@ impl Simulator {
             trace: Trace::default(),
             stats: SimStats::default(),
             healed: false,
+            monitor: crate::liveness::Monitor::new(plan.replicas, stall_window_ns(&plan)),
             clients_done_at: None,
             finished: false,
             last_values: BTreeMap::new(),
@@ -304,11 +316,28 @@ impl Simulator {
                 incarnation,
             } => {
                 let slot = &self.replicas[usize::from(replica)];
-                if slot.replica.is_none() && slot.incarnation == incarnation {
+                if slot.replica.is_none()
+                    && slot.incarnation == incarnation
+                    && !self.monitor.held_down(replica)
+                {
                     self.start_replica(replica)?;
+                    if !self.healed && self.prng.chance(self.plan.profile.race_ppm) {
+                        let at = self.now + self.prng.range(0, 300 * MS);
+                        self.schedule(at, EventKind::Race { replica });
+                    }
                 }
             }
             EventKind::Script { step } => self.script_step(step)?,
+            EventKind::Race { replica } => {
+                if !self.healed {
+                    self.race(replica);
+                }
+            }
+            EventKind::IsolatePrimary { remaining } => {
+                if !self.healed {
+                    self.isolate_primary(remaining);
+                }
+            }
             EventKind::Crash {
                 replica,
                 incarnation,
@@ -476,6 +505,11 @@ pub(crate) fn trace_write(trace: &mut Trace, seq: u64, write: &Write) {
             trace.bytes(&checkpoint.snapshot);
         }
     }
+}
+
+/// The stall window of the liveness monitor: 10 view-change timeouts at the slowest clock.
+fn stall_window_ns(plan: &Plan) -> u64 {
+    10 * plan.params.view_change_timeout_ticks * TICK_NS * plan.profile.tick_permille_max / 1000
 }
 
 /// Who replica `index` of the simulated cluster is, for its storage.

@@ -237,10 +237,20 @@ impl ReplicaStorage {
         self.queue.push_back((seq, write));
     }
 
-    /// Takes the next batch, as the storage thread does.
-    pub(crate) fn take_batch(&mut self) -> Vec<(u64, Write)> {
-        let count = self.queue.len().min(vsr_storage::BATCH_WRITES_MAX);
+    /// Takes the next batch, as the storage thread does: every queued write, or the first
+    /// `cut` of them (the thread woke while writes were still being queued).
+    pub(crate) fn take_batch(&mut self, cut: Option<usize>) -> Vec<(u64, Write)> {
+        let count = self
+            .queue
+            .len()
+            .min(vsr_storage::BATCH_WRITES_MAX)
+            .min(cut.unwrap_or(usize::MAX));
         self.queue.drain(..count).collect()
+    }
+
+    /// Writes waiting for a batch.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.len()
     }
 
     /// Whether writes wait for a batch.
@@ -410,7 +420,7 @@ mod tests {
             storage.submit(seq, write.clone());
             storage.storage.as_mut().unwrap().write(write).unwrap();
         }
-        storage.take_batch();
+        storage.take_batch(None);
         storage.storage.as_mut().unwrap().sync().unwrap();
         storage.made_durable(seq + writes.len() as u64 - 1);
     }

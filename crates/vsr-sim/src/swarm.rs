@@ -160,6 +160,30 @@ pub(crate) struct FaultProfile {
     /// Per crash of a replica: chance only the process dies (the page cache survives) rather
     /// than the machine losing power.
     pub(crate) process_crash_ppm: u32,
+    /// Per chaos step: chance the weather changes — loss and corruption stop, or start again
+    /// (0: they last the whole fault phase).
+    pub(crate) storm_toggle_ppm: u32,
+    /// Per message between replicas: chance it is held back for 1 to 15 s, to arrive after view
+    /// changes, recoveries and retries.
+    pub(crate) hold_ppm: u32,
+    /// Per chaos step: chance some old messages between replicas are delivered again.
+    pub(crate) replay_ppm: u32,
+    /// Per chaos step: chance the primary of the moment is cut off (with, in larger clusters,
+    /// another replica): back-to-back view changes, each isolating a different minority.
+    pub(crate) isolate_primary_ppm: u32,
+    /// Of the wipes, the share aimed at the replica holding the most uncommitted ops.
+    pub(crate) wipe_longest_ppm: u32,
+    /// Per restart: chance the primary is crashed or cut off within 300 ms, racing the
+    /// restarted replica's recovery or state transfer with a view change.
+    pub(crate) race_ppm: u32,
+    /// Whether the heal leaves up to f replicas crashed, partitioned or cut one way until the
+    /// clients are done: the f + 1 others must serve every request alone.
+    pub(crate) partial_heal: bool,
+    /// Per batch of writes: chance the storage thread takes only part of the queue (it woke
+    /// while the replica was still issuing writes), so one event's writes sync apart.
+    pub(crate) storage_batch_cut_ppm: u32,
+    /// Per damaging restart: chance the damage is aimed at the newest sectors of the log.
+    pub(crate) disk_damage_newest_ppm: u32,
 }
 
 impl FaultProfile {
@@ -198,6 +222,15 @@ impl FaultProfile {
             disk_eio_ppm: 0,
             disk_enospc_ppm: 0,
             process_crash_ppm: 0,
+            storm_toggle_ppm: 0,
+            hold_ppm: 0,
+            replay_ppm: 0,
+            isolate_primary_ppm: 0,
+            wipe_longest_ppm: 0,
+            race_ppm: 0,
+            partial_heal: false,
+            storage_batch_cut_ppm: 0,
+            disk_damage_newest_ppm: 0,
         }
     }
 
@@ -210,7 +243,7 @@ impl FaultProfile {
         let jitter = prng.chance(PPM_HALF);
         let downtime_max_ns = prng.pick(&[500 * MS, 2 * SECOND, 5 * SECOND]);
         Self {
-            fault_phase_ns: prng.range(3, 20) * SECOND,
+            fault_phase_ns: prng.range(3, 30) * SECOND,
             latency_min_ns,
             latency_max_ns: latency_min_ns + latency_spread,
             loss_ppm: level(prng, 300_000),
@@ -243,6 +276,15 @@ impl FaultProfile {
             disk_eio_ppm: level(prng, 15_000),
             disk_enospc_ppm: level(prng, 12_000),
             process_crash_ppm: prng.pick(&[0, PPM / 4, PPM / 2]),
+            storm_toggle_ppm: prng.pick(&[0, 20_000, 100_000]),
+            hold_ppm: level(prng, 20_000),
+            replay_ppm: level(prng, 300_000),
+            isolate_primary_ppm: level(prng, 60_000),
+            wipe_longest_ppm: prng.pick(&[0, PPM / 2, PPM]),
+            race_ppm: prng.pick(&[0, PPM / 4, PPM / 2]),
+            partial_heal: prng.chance(PPM / 3),
+            storage_batch_cut_ppm: prng.pick(&[0, PPM / 4, PPM / 2, PPM]),
+            disk_damage_newest_ppm: prng.pick(&[0, PPM / 2, PPM]),
         }
     }
 }

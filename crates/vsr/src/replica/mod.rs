@@ -73,6 +73,9 @@ pub struct ReplicaStats {
     pub ops_prepared: u64,
     /// Prepares that carried more than one op.
     pub prepares_batched: u64,
+    /// View changes this replica started as a backup because the primary, though heard
+    /// from, committed nothing for two view-change timeouts.
+    pub primary_stalls: u64,
 }
 
 /// An action that waits until every write issued before it is durable.
@@ -128,6 +131,9 @@ pub struct Replica<S: StateMachine> {
     commit_unpersisted_size: usize,
     heartbeat_at: u64,
     view_change_timeout_at: u64,
+    /// Backup: (view, known commit, since tick) of the uncommitted ops it holds, to notice a
+    /// primary that is heard from but commits nothing (it may not hear its backups).
+    progress: (u64, u64, u64),
     state_request: Option<StateRequest>,
     transfer: Option<DeltaTransfer>,
     stats: ReplicaStats,
@@ -201,6 +207,7 @@ impl<S: StateMachine> Replica<S> {
             commit_unpersisted_size: 0,
             heartbeat_at: 0,
             view_change_timeout_at: 0,
+            progress: (0, 0, 0),
             state_request: None,
             transfer: None,
             stats: ReplicaStats::default(),

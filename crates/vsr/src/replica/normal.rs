@@ -242,7 +242,24 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn tick_backup(&mut self) {
         if self.tick >= self.view_change_timeout_at {
             self.start_view_change(self.view + 1);
+        } else if self.commit_stalled() {
+            self.stats.primary_stalls += 1;
+            self.start_view_change(self.view + 1);
         }
+    }
+
+    /// Whether this backup has held ops of its view's log for two view-change timeouts
+    /// without the primary committing any: a primary still heard from (its heartbeats and
+    /// retries reset the view-change timeout) may be unable to hear its backups, and would
+    /// otherwise keep the view forever without progress.
+    fn commit_stalled(&mut self) -> bool {
+        let pending = matches!(self.status, Status::Normal) && self.op_verified > self.commit_max;
+        let (view, commit, since) = self.progress;
+        if !pending || view != self.view || commit != self.commit_max {
+            self.progress = (self.view, self.commit_max, self.tick);
+            return false;
+        }
+        self.tick >= since + 2 * self.config.view_change_timeout_ticks
     }
 
     /// A prepare from `view`'s primary.
