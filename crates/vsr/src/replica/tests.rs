@@ -322,6 +322,59 @@ mod normal {
         );
     }
 
+    /// A primary that hears nobody (its inbound links are cut) still sends heartbeats and
+    /// prepare retries, which keep resetting its backups' view-change timeouts: a backup holding
+    /// ops the primary never commits must still give up on the view.
+    #[test]
+    fn backup_leaves_a_primary_that_is_heard_but_commits_nothing() {
+        let mut primary = replica(0, 3);
+        let mut backup = replica(1, 3);
+        primary.on_message(register());
+        let entry = prepared_entry(&drain(&mut primary));
+        backup.on_message(from_replica(
+            0,
+            Message::Prepare {
+                view: 0,
+                commit: 0,
+                entries: vec![entry],
+            },
+        ));
+        let commands = drain(&mut backup);
+        let _ = persist_all(&mut backup, &commands);
+        let timeout = backup.config.view_change_timeout_ticks;
+        // Heartbeats every few ticks, as a live primary sends them; its commit never moves.
+        for tick in 0..timeout * 3 {
+            if tick % 5 == 0 {
+                backup.on_message(from_replica(0, Message::Commit { view: 0, commit: 0 }));
+            }
+            backup.on_tick();
+            let commands = drain(&mut backup);
+            let _ = persist_all(&mut backup, &commands);
+            if backup.view() > 0 {
+                break;
+            }
+        }
+        assert_eq!(backup.view(), 1, "the backup stayed with a stalled primary");
+        assert_eq!(backup.status_name(), "view_change");
+        assert_eq!(backup.stats().primary_stalls, 1);
+    }
+
+    /// The same heartbeats with nothing pending keep the view: an idle cluster does not churn.
+    #[test]
+    fn backup_stays_with_an_idle_primary_it_hears() {
+        let mut backup = replica(1, 3);
+        for tick in 0..backup.config.view_change_timeout_ticks * 4 {
+            if tick % 5 == 0 {
+                backup.on_message(from_replica(0, Message::Commit { view: 0, commit: 0 }));
+            }
+            backup.on_tick();
+            let commands = drain(&mut backup);
+            let _ = persist_all(&mut backup, &commands);
+        }
+        assert_eq!(backup.view(), 0);
+        assert_eq!(backup.stats().primary_stalls, 0);
+    }
+
     #[test]
     fn backup_asks_for_missing_prepares_at_once() {
         let mut primary = replica(0, 3);
