@@ -162,15 +162,26 @@ impl Simulator {
                 self.stats.partitions += 1;
             }
             _ => {
-                // A primary of an older view that does not know it was deposed, if any, is
-                // the one the restarted replica ends up with.
+                // A primary of an older view that does not know it was deposed, if any, and
+                // the replicas still in its view are those the restarted replica ends up with.
                 let deposed = self.deposed_primary().unwrap_or(primary);
+                let view = self.replicas[usize::from(deposed)]
+                    .replica
+                    .as_ref()
+                    .map(vsr::Replica::view);
+                let mut group: Vec<u8> = self
+                    .replicas
+                    .iter()
+                    .filter_map(|slot| slot.replica.as_ref())
+                    .filter(|replica| {
+                        replica.status_name() == "normal" && Some(replica.view()) == view
+                    })
+                    .map(vsr::Replica::index)
+                    .collect();
+                if !group.contains(&restarted) {
+                    group.push(restarted);
+                }
                 self.network.clear_partitions();
-                let group = if restarted == deposed {
-                    vec![deposed]
-                } else {
-                    vec![deposed, restarted]
-                };
                 self.partition(&group);
                 self.stats.partitions += 1;
             }

@@ -7,6 +7,8 @@
 //! client table), in bounded chunks. Entries are merged by checksum: an entry already held is
 //! kept, a different one at the same op replaces the suffix from there.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
 use super::{Replica, Status};
@@ -38,7 +40,10 @@ pub(crate) struct DeltaTransfer {
     since: u64,
     total_size: u64,
     total_checksum: u128,
-    buffer: Vec<u8>,
+    /// Chunks received, by offset: they may arrive in any order.
+    chunks: BTreeMap<u64, Vec<u8>>,
+    /// Bytes of those chunks.
+    received: u64,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -240,7 +245,8 @@ impl<S: StateMachine> Replica<S> {
                     since,
                     total_size,
                     total_checksum,
-                    buffer: Vec::new(),
+                    chunks: BTreeMap::new(),
+                    received: 0,
                 };
                 self.receive_delta_chunk(header, offset, &chunk)
             }
@@ -351,31 +357,43 @@ impl<S: StateMachine> Replica<S> {
             ) == (header.from, header.op, header.since, header.total_checksum)
         });
         if !same {
-            if offset != 0 {
-                return false;
-            }
             self.transfer = Some(header);
         }
         let transfer = self.transfer.as_mut().expect("set above");
-        if offset != transfer.buffer.len() as u64
-            || transfer.buffer.len() as u64 + chunk.len() as u64 > transfer.total_size
-        {
+        // A chunk must lie inside the delta and overlap none received (a duplicate is dropped).
+        let Some(end) = offset.checked_add(chunk.len() as u64) else {
+            return false;
+        };
+        let overlaps_before = transfer
+            .chunks
+            .range(..=offset)
+            .next_back()
+            .is_some_and(|(&start, bytes)| start + bytes.len() as u64 > offset);
+        let overlaps_after = transfer
+            .chunks
+            .range(offset..)
+            .next()
+            .is_some_and(|(&start, _)| start < end);
+        if chunk.is_empty() || end > transfer.total_size || overlaps_before || overlaps_after {
             return false;
         }
-        transfer.buffer.extend_from_slice(chunk);
-        if (transfer.buffer.len() as u64) < transfer.total_size {
+        transfer.chunks.insert(offset, chunk.to_vec());
+        transfer.received += chunk.len() as u64;
+        if transfer.received < transfer.total_size {
             return false;
         }
+        // No overlaps and as many bytes as the delta: the chunks tile it exactly.
         let transfer = self.transfer.take().expect("set above");
-        if checksum(&transfer.buffer) != transfer.total_checksum {
+        let delta: Vec<u8> = transfer.chunks.values().flatten().copied().collect();
+        if checksum(&delta) != transfer.total_checksum {
             self.stats.messages_dropped += 1;
             return false;
         }
-        self.install_delta(&transfer)
+        self.install_delta(&transfer, &delta)
     }
 
-    fn install_delta(&mut self, transfer: &DeltaTransfer) -> bool {
-        if self.install_snapshot(&transfer.buffer).is_err() {
+    fn install_delta(&mut self, transfer: &DeltaTransfer, delta: &[u8]) -> bool {
+        if self.install_snapshot(delta).is_err() {
             self.stats.messages_dropped += 1;
             return false;
         }

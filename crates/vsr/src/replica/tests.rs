@@ -613,6 +613,8 @@ struct Cluster {
     /// Replicas cut off from everyone.
     isolated: Vec<bool>,
     network: std::collections::VecDeque<(u8, Envelope)>,
+    /// Deliver the newest message first (reordering everything sent together).
+    newest_first: bool,
     replies: Vec<(u64, u64, ReplyResult)>,
 }
 
@@ -629,6 +631,7 @@ impl Cluster {
             disks: vec![crate::command::DurableState::default(); usize::from(replica_count)],
             isolated: vec![false; usize::from(replica_count)],
             network: std::collections::VecDeque::new(),
+            newest_first: false,
             replies: Vec::new(),
         }
     }
@@ -674,7 +677,12 @@ impl Cluster {
             self.collect(index);
         }
         for _ in 0..100_000 {
-            let Some((to, envelope)) = self.network.pop_front() else {
+            let next = if self.newest_first {
+                self.network.pop_back()
+            } else {
+                self.network.pop_front()
+            };
+            let Some((to, envelope)) = next else {
                 return;
             };
             let Sender::Replica(from) = envelope.sender else {
@@ -887,6 +895,27 @@ mod state_transfer {
         run_workload(&mut cluster, 2, 40);
         assert_eq!(cluster.replica(2).commit(), 0);
         cluster.isolated[2] = false;
+        cluster.tick(30);
+        let lagging = cluster.replica(2);
+        assert_eq!(lagging.state_machine().total, 40);
+        assert!(
+            lagging.stats().state_transfers_delta >= 1,
+            "{:?}",
+            lagging.stats()
+        );
+    }
+
+    /// A delta's chunks may arrive in any order: the transfer assembles them by offset.
+    #[test]
+    fn a_delta_installs_from_chunks_arriving_in_reverse_order() {
+        let mut config = config(3);
+        config.state_chunk_size_max = 64;
+        let mut cluster = Cluster::with_config(config);
+        cluster.submit(register());
+        cluster.isolated[2] = true;
+        run_workload(&mut cluster, 2, 40);
+        cluster.isolated[2] = false;
+        cluster.newest_first = true;
         cluster.tick(30);
         let lagging = cluster.replica(2);
         assert_eq!(lagging.state_machine().total, 40);
