@@ -178,6 +178,12 @@ impl SafetyChecker {
         self.committed.last_key_value().map_or(0, |(op, _)| *op)
     }
 
+    /// The checksum of the entry committed at `op`, if a replica was seen executing it.
+    #[must_use]
+    pub fn committed_checksum(&self, op: u64) -> Option<u128> {
+        self.committed.get(&op).map(|(_, entry)| entry.checksum)
+    }
+
     /// The op up to which the reference model replayed the committed log.
     #[must_use]
     pub fn reference_op(&self) -> u64 {

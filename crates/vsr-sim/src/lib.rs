@@ -19,13 +19,16 @@
 //! Modules: [`sim`](crate) owns the event loop and replicas, `network` the faulty links,
 //! `storage` each replica's real storage over a faulty disk and the durability oracle,
 //! `disk_faults` the storage events and disk faults, `workload` the clients, `faults` fault injection, the fault
-//! budget and the end-of-run checks, [`checker`] the safety invariants, [`history`] and
-//! [`linearizability`] the client history and its check, [`scenario`] scripted fault schedules.
+//! budget and the end-of-run checks, [`checker`] the safety invariants, [`invariants`] the
+//! invariants of primaries, views, logs, transfers and client tables checked after every step,
+//! [`history`] and [`linearizability`] the client history and its check, [`scenario`] scripted
+//! fault schedules.
 
 pub mod checker;
 mod disk_faults;
 mod faults;
 pub mod history;
+pub mod invariants;
 pub mod linearizability;
 mod liveness;
 mod network;

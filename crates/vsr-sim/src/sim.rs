@@ -21,6 +21,7 @@ use crate::SimStats;
 use crate::checker::SafetyChecker;
 use crate::disk_faults::DiskFaultState;
 use crate::history::History;
+use crate::invariants::{Inspect, Invariants, Step};
 use crate::plan::Plan;
 use crate::random::Prng;
 use crate::storage::ReplicaStorage;
@@ -171,6 +172,7 @@ pub(crate) struct Simulator {
     pub(crate) client_index: BTreeMap<u128, usize>,
     pub(crate) network: crate::network::Network,
     pub(crate) checker: SafetyChecker,
+    pub(crate) invariants: Invariants,
     pub(crate) history: History,
     pub(crate) trace: Trace,
     pub(crate) stats: SimStats,
@@ -207,6 +209,7 @@ impl Simulator {
             })
             .collect();
         let checker = SafetyChecker::new(plan.replicas, plan.params.clients_max);
+        let invariants = Invariants::new(plan.replicas);
         let network = crate::network::Network::new(&plan.profile, plan.replicas);
         let mut simulator = Self {
             config,
@@ -219,6 +222,7 @@ impl Simulator {
             client_index: BTreeMap::new(),
             network,
             checker,
+            invariants,
             history: History::new(),
             trace: Trace::default(),
             stats: SimStats::default(),
@@ -369,6 +373,7 @@ impl Simulator {
             self.read_faults(index);
         }
         let cluster = self.config.cluster;
+        let durable_before = self.replicas[usize::from(index)].storage.durable.view_state;
         let durable = self.replicas[usize::from(index)]
             .storage
             .open(cluster)
@@ -405,6 +410,7 @@ impl Simulator {
         slot.replica = Some(replica);
         self.trace.event(20, self.now, u64::from(index));
         self.checker.on_start(index);
+        self.invariants.on_start(index, durable_before);
         self.schedule_tick(index);
         self.after_replica(index)
     }
@@ -444,9 +450,11 @@ impl Simulator {
             .as_mut()
             .expect("an event reached a running replica");
         let commands: Vec<Command> = replica.drain_commands().collect();
+        let mut step = Step::default();
         for command in commands {
             match command {
                 Command::Send { to, envelope } => {
+                    step.record(&envelope.message);
                     self.check_acknowledgement(index, &envelope.message)?;
                     self.send(Node::Replica(index), Node::Replica(to), envelope);
                 }
@@ -469,7 +477,14 @@ impl Simulator {
             commit,
             |op| replica.entry(op),
             || replica.state_machine().digest(),
-        )
+        )?;
+        let mut running: [Option<&dyn Inspect>; vsr::config::REPLICAS_MAX] = Default::default();
+        for (slot, running) in self.replicas.iter().zip(&mut running) {
+            *running = slot.replica.as_ref().map(|replica| replica as &dyn Inspect);
+        }
+        let running = &running[..self.replicas.len()];
+        self.invariants
+            .after_step(running, index, &step, &self.checker)
     }
 
     /// Every replica's view, status, op and commit, for failure messages.

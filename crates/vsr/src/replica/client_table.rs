@@ -117,6 +117,15 @@ impl ClientTable {
         evicted
     }
 
+    /// A checksum over every session. The whole table is replicated state (the pipeline, not
+    /// the table, holds a primary's requests in flight), so it is equal on every replica at the
+    /// same commit number.
+    pub(crate) fn digest(&self) -> u128 {
+        let mut bytes = Vec::new();
+        self.encode(&mut bytes);
+        crate::checksum::checksum(&bytes)
+    }
+
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&(self.sessions.len() as u32).to_le_bytes());
         for (client, session) in &self.sessions {

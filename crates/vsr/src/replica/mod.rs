@@ -347,6 +347,12 @@ impl<S: StateMachine> Replica<S> {
         self.commit
     }
 
+    /// The highest op this replica knows committed in its view (its log may not reach it yet).
+    #[must_use]
+    pub fn commit_max(&self) -> u64 {
+        self.commit_max
+    }
+
     /// The log entry at `op`, while the in-memory window holds it.
     #[must_use]
     pub fn entry(&self, op: u64) -> Option<&Entry> {
@@ -357,6 +363,12 @@ impl<S: StateMachine> Replica<S> {
     #[must_use]
     pub fn state_machine(&self) -> &S {
         &self.state_machine
+    }
+
+    /// A checksum of the client table: equal on every replica at the same commit number.
+    #[must_use]
+    pub fn client_table_digest(&self) -> u128 {
+        self.client_table.digest()
     }
 
     /// Event counters.
