@@ -128,6 +128,9 @@ impl Simulator {
         }
         self.network.clear_partitions();
         self.partition(&group);
+        if self.prng.chance(self.plan.profile.straggle_ppm) {
+            self.straggle(primary);
+        }
         self.stats.primary_isolations += 1;
         self.stats.partitions += 1;
         // Back to back: the next primary is cut off too, once it may have started its view.
@@ -151,6 +154,9 @@ impl Simulator {
             return;
         };
         self.stats.races += 1;
+        if self.prng.chance(self.plan.profile.straggle_ppm) {
+            self.straggle(primary);
+        }
         match self.prng.below(3) {
             0 => {
                 self.crash(primary);

@@ -17,7 +17,7 @@ use vsr::{Envelope, wire};
 
 use crate::random::Prng;
 use crate::sim::{EventKind, Frame, Node, Simulator};
-use crate::swarm::{FaultProfile, SECOND};
+use crate::swarm::{FaultProfile, MS, SECOND};
 
 /// Per-link and global network conditions, changed by the fault injector.
 #[derive(Clone, Debug)]
@@ -37,7 +37,16 @@ pub(crate) struct Network {
     /// Whether old messages are replayed in this run (then sent messages are remembered).
     replay: bool,
     /// The last messages sent between replicas, oldest first, for replays.
-    recent: VecDeque<(u8, u8, Envelope)>,
+    recent: VecDeque<Sent>,
+}
+
+/// A message between replicas, as sent.
+#[derive(Clone, Debug)]
+struct Sent {
+    at: u64,
+    from: u8,
+    to: u8,
+    envelope: Envelope,
 }
 
 /// Messages kept for replays.
@@ -55,7 +64,7 @@ impl Network {
             corrupt_ppm: profile.corrupt_ppm,
             stormy: true,
             hold_ppm: profile.hold_ppm,
-            replay: profile.replay_ppm > 0,
+            replay: profile.replay_ppm > 0 || profile.straggle_ppm > 0,
             recent: VecDeque::new(),
         }
     }
@@ -100,19 +109,23 @@ impl Network {
 }
 
 impl Network {
-    fn remember(&mut self, from: u8, to: u8, envelope: &Envelope) {
+    fn remember(&mut self, at: u64, from: u8, to: u8, envelope: &Envelope) {
         if self.recent.len() == RECENT_MAX {
             self.recent.pop_front();
         }
-        self.recent.push_back((from, to, envelope.clone()));
+        self.recent.push_back(Sent {
+            at,
+            from,
+            to,
+            envelope: envelope.clone(),
+        });
     }
 
-    fn pick_recent(&mut self, prng: &mut Prng) -> Option<(u8, u8, Envelope)> {
+    fn pick_recent(&mut self, prng: &mut Prng) -> Option<Sent> {
         if self.recent.is_empty() {
             return None;
         }
-        let (from, to, envelope) = &self.recent[prng.index(self.recent.len())];
-        Some((*from, *to, envelope.clone()))
+        Some(self.recent[prng.index(self.recent.len())].clone())
     }
 }
 
@@ -128,7 +141,7 @@ impl Simulator {
         let mut held = 0;
         if let (Node::Replica(a), Node::Replica(b)) = (from, to) {
             if self.network.replay {
-                self.network.remember(a, b, &envelope);
+                self.network.remember(self.now, a, b, &envelope);
             }
             if self.network.is_blocked(a, b) {
                 self.stats.messages_partitioned += 1;
@@ -178,11 +191,36 @@ impl Simulator {
     /// the network, not a forgery): to its destination, through today's partitions.
     pub(crate) fn replay_old_messages(&mut self, count: usize) {
         for _ in 0..count {
-            let Some((from, to, envelope)) = self.network.pick_recent(&mut self.prng) else {
+            let Some(sent) = self.network.pick_recent(&mut self.prng) else {
                 return;
             };
             self.stats.messages_replayed += 1;
-            self.send(Node::Replica(from), Node::Replica(to), envelope);
+            self.send(Node::Replica(sent.from), Node::Replica(sent.to), sent.envelope);
+        }
+    }
+
+    /// The messages `from` sent in the last 300 ms arrive again 1 to 10 s from now: what a
+    /// primary had in flight as it was cut off straggles in after the view change. Held
+    /// messages are not cut by the partitions of the moment.
+    pub(crate) fn straggle(&mut self, from: u8) {
+        let since = self.now.saturating_sub(300 * MS);
+        let stragglers: Vec<Sent> = self
+            .network
+            .recent
+            .iter()
+            .filter(|sent| sent.from == from && sent.at >= since)
+            .cloned()
+            .collect();
+        for sent in stragglers {
+            let delay = self.prng.range(SECOND, 10 * SECOND);
+            let frame = Frame {
+                to: Node::Replica(sent.to),
+                bytes: wire::encode(&sent.envelope),
+                original: sent.envelope,
+                corrupted: false,
+            };
+            self.stats.messages_held += 1;
+            self.schedule(self.now + delay, EventKind::Deliver(Box::new(frame)));
         }
     }
 

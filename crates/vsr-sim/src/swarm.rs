@@ -184,6 +184,9 @@ pub(crate) struct FaultProfile {
     pub(crate) storage_batch_cut_ppm: u32,
     /// Per damaging restart: chance the damage is aimed at the newest sectors of the log.
     pub(crate) disk_damage_newest_ppm: u32,
+    /// Per primary isolated or raced: chance what it sent in its last 300 ms arrives again
+    /// 1 to 10 s later, after the view change.
+    pub(crate) straggle_ppm: u32,
 }
 
 impl FaultProfile {
@@ -231,6 +234,7 @@ impl FaultProfile {
             partial_heal: false,
             storage_batch_cut_ppm: 0,
             disk_damage_newest_ppm: 0,
+            straggle_ppm: 0,
         }
     }
 
@@ -285,6 +289,7 @@ impl FaultProfile {
             partial_heal: prng.chance(PPM / 3),
             storage_batch_cut_ppm: prng.pick(&[0, PPM / 4, PPM / 2, PPM]),
             disk_damage_newest_ppm: prng.pick(&[0, PPM / 2, PPM]),
+            straggle_ppm: prng.pick(&[0, PPM / 2, PPM]),
         }
     }
 }

@@ -3,7 +3,11 @@
 //!
 //! A recovering replica is exempt until it leaves recovery: it learns its view from its peers
 //! and takes part in no quorum meanwhile (a wiped disk made nothing durable, so its floor is
-//! view 0). A replica restarted without recovering also resumes at least at the commit number
+//! view 0). A damaged disk that recovers must end up at least in the last view it was normal
+//! in; it may settle below a view it had only started a view change for: recovery takes the
+//! latest view of f + 1 peers, and a view that completed with this replica's vote has f other
+//! members, one of whom answers among any f + 1 of its peers, so a view it settles below never
+//! completed (its promise there bound nobody). A replica restarted without recovering also resumes at least at the commit number
 //! its disk made durable. Within an incarnation the commit number's monotonicity is the
 //! [`SafetyChecker`](crate::checker::SafetyChecker)'s check.
 
@@ -17,6 +21,8 @@ struct Watch {
     view: Option<u64>,
     /// The view the disk made durable before this incarnation started.
     view_durable: u64,
+    /// The last view the disk says the replica was normal in.
+    last_normal_durable: u64,
     /// The commit number the disk made durable, until checked (none for a recovering disk).
     commit_durable: Option<u64>,
 }
@@ -41,6 +47,7 @@ impl MonotonicChecker {
         self.watches[usize::from(replica)] = Watch {
             view: None,
             view_durable: durable.view,
+            last_normal_durable: durable.last_normal_view,
             commit_durable: (!durable.recovering).then_some(durable.commit),
         };
     }
@@ -54,6 +61,7 @@ impl MonotonicChecker {
         let watch = &mut self.watches[usize::from(index)];
         if replica.phase() == Phase::Recovering {
             watch.commit_durable = None;
+            watch.view_durable = watch.last_normal_durable;
             return Ok(());
         }
         let view = replica.view();
@@ -137,7 +145,7 @@ mod tests {
             error.contains("below view 7 its disk had made durable"),
             "{error}"
         );
-        // A damaged disk recovers, but must not end up in a view below its durable one.
+        // A damaged disk recovers, but must not end up below the last view it was normal in.
         let mut damaged = durable(7, 0);
         damaged.recovering = true;
         checker.on_start(2, damaged);
@@ -147,6 +155,28 @@ mod tests {
         recovering.phase = Phase::Normal;
         let error = checker.check(&recovering).unwrap_err();
         assert!(error.contains("view 5 (Normal), below view 7"), "{error}");
+    }
+
+    #[test]
+    fn a_recovery_may_settle_below_a_view_only_started() {
+        let mut checker = MonotonicChecker::new(3);
+        let mut started = durable(3, 0);
+        started.last_normal_view = 1;
+        started.recovering = true;
+        checker.on_start(0, started);
+        let mut recovering = Planted::normal(0, 1, &[]);
+        recovering.phase = Phase::Recovering;
+        checker.check(&recovering).unwrap();
+        recovering.phase = Phase::Normal;
+        checker.check(&recovering).unwrap();
+        // Below the last normal view it is caught.
+        checker.on_start(0, started);
+        let mut recovering = Planted::normal(0, 0, &[]);
+        recovering.phase = Phase::Recovering;
+        checker.check(&recovering).unwrap();
+        recovering.phase = Phase::Normal;
+        let error = checker.check(&recovering).unwrap_err();
+        assert!(error.contains("below view 1"), "{error}");
     }
 
     #[test]
