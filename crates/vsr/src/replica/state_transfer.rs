@@ -99,6 +99,7 @@ impl<S: StateMachine> Replica<S> {
         let to = match &self.status {
             Status::Recovering(_) => previous,
             _ => {
+                crate::mark!(StateRequestRetriesAnotherReplica);
                 let count = self.config.replica_count;
                 let mut to = (previous + 1) % count;
                 if to == self.index {
@@ -117,6 +118,7 @@ impl<S: StateMachine> Replica<S> {
         let (after, up_to) = if same_view {
             (op, self.op_verified)
         } else {
+            crate::mark!(GetStateOtherViewCommittedOnly);
             (commit, self.commit)
         };
         if commit > op {
@@ -127,6 +129,7 @@ impl<S: StateMachine> Replica<S> {
             // Nothing to send, but the primary's answer tells a backup that it holds the
             // whole log of the view.
             if same_view && self.is_primary() && up_to == after {
+                crate::mark!(GetStatePrimaryConfirmsLog);
                 self.send_new_state(from, true, StatePayload::Entries(Vec::new()));
             }
             return;
@@ -146,6 +149,7 @@ impl<S: StateMachine> Replica<S> {
             let payload = StatePayload::Entries(entries);
             self.send_new_state(from, same_view, payload);
         } else if commit < self.commit {
+            crate::mark!(GetStateSendsDelta);
             self.send_delta(from, commit);
         }
     }
@@ -197,6 +201,7 @@ impl<S: StateMachine> Replica<S> {
         if matches!(self.status, Status::Normal) && self.is_primary() {
             // The primary's log is the view's log; a late answer to an old request must not
             // replace it.
+            crate::mark!(NewStateToPrimaryIgnored);
             return;
         }
         let Message::NewState {
@@ -285,6 +290,9 @@ impl<S: StateMachine> Replica<S> {
                 .iter()
                 .take_while(|entry| entry.op <= commit)
                 .count();
+            if committed < entries.len() {
+                crate::mark!(NewStateCommittedOnly);
+            }
             &entries[..committed]
         };
         let verified_before = self.op_verified;
@@ -322,6 +330,7 @@ impl<S: StateMachine> Replica<S> {
             }
             if self.log.checksum(entry.op) != Some(entry.checksum) {
                 if self.log.op() >= entry.op {
+                    crate::mark!(MergeReplacesDivergentSuffix);
                     self.log.truncate(entry.op - 1);
                     self.persist(Write::Truncate { op: entry.op - 1 });
                 }
@@ -340,6 +349,7 @@ impl<S: StateMachine> Replica<S> {
             || header.op <= self.commit
             || header.total_size > DELTA_SIZE_MAX
         {
+            crate::mark!(DeltaChunkWrongBaseDropped);
             return false;
         }
         let same = self.transfer.as_ref().is_some_and(|transfer| {
@@ -352,7 +362,11 @@ impl<S: StateMachine> Replica<S> {
         });
         if !same {
             if offset != 0 {
+                crate::mark!(DeltaChunkOutOfOrderDropped);
                 return false;
+            }
+            if self.transfer.is_some() {
+                crate::mark!(DeltaTransferRestarted);
             }
             self.transfer = Some(header);
         }
@@ -360,6 +374,7 @@ impl<S: StateMachine> Replica<S> {
         if offset != transfer.buffer.len() as u64
             || transfer.buffer.len() as u64 + chunk.len() as u64 > transfer.total_size
         {
+            crate::mark!(DeltaChunkOutOfOrderDropped);
             return false;
         }
         transfer.buffer.extend_from_slice(chunk);
@@ -385,8 +400,10 @@ impl<S: StateMachine> Replica<S> {
         self.log.reset(op, op_checksum);
         for entry in kept {
             if !self.log.connects(&entry) {
+                crate::mark!(DeltaDropsEntriesOffChain);
                 break;
             }
+            crate::mark!(DeltaKeepsEntriesOnChain);
             self.log.append(entry);
         }
         self.commit = op;
