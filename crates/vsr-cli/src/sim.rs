@@ -3,7 +3,8 @@
 //! One seed prints its trace hash and a summary, and can save the client history. A swarm runs
 //! seeds `start..start+seeds` on a pool of threads that take the next seed from a shared
 //! counter; results are gathered and printed in seed order, so the output does not depend on
-//! the number of threads. The last line is `P passed, F failed`.
+//! the number of threads. With `--coverage`, one line per coverage mark says in how many seeds
+//! it was hit. The last line is `P passed, F failed`.
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -16,6 +17,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use vsr::coverage::{Counts, Mark};
 use vsr_sim::{SimOptions, SimReport, SimStats};
 
 /// Prints a line to stdout; a closed pipe (`vsr sim ... | head`) is not an error.
@@ -55,6 +57,10 @@ pub(crate) struct SimArgs {
     /// Worker threads for --seeds [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// After the results of --seeds, print `coverage NAME SEEDS` for every coverage mark
+    /// (`vsr::coverage::Mark`): the number of seeds that hit it at least once.
+    #[arg(long, requires = "seeds")]
+    coverage: bool,
     /// Switch on the deliberate slip NAME (one of `vsr::bugs::Bug`) in every replica and its
     /// storage, to see the checkers catch it.
     #[cfg(feature = "bugs")]
@@ -205,6 +211,7 @@ struct Outcome {
     failure: Option<String>,
     stats: SimStats,
     simulated_ns: u64,
+    coverage: Counts,
 }
 
 fn run_swarm(args: &SimArgs, seeds: u64) -> ExitCode {
@@ -238,6 +245,7 @@ fn run_swarm(args: &SimArgs, seeds: u64) -> ExitCode {
                         failure: report.failure,
                         stats: report.stats,
                         simulated_ns: report.simulated_ns,
+                        coverage: report.coverage,
                     };
                     outcomes
                         .lock()
@@ -301,11 +309,25 @@ fn print_swarm_results(args: &SimArgs, outcomes: &[Outcome], wall: f64) -> ExitC
         outcomes.len() as f64 / wall.max(1e-9),
         simulated / wall.max(1e-9)
     );
+    if args.coverage {
+        print_coverage(outcomes);
+    }
     say!("{passed} passed, {failed} failed");
     if failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// One line per coverage mark, in declaration order: the number of seeds that hit it.
+fn print_coverage(outcomes: &[Outcome]) {
+    for &mark in Mark::ALL {
+        let seeds = outcomes
+            .iter()
+            .filter(|outcome| outcome.coverage.get(mark) > 0)
+            .count();
+        say!("coverage {} {seeds}", mark.name());
     }
 }
 

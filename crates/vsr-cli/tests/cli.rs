@@ -53,6 +53,45 @@ fn sim_swarm_ends_with_the_totals_line() {
 }
 
 #[test]
+fn sim_swarm_prints_coverage_before_the_totals_line() {
+    let output = vsr(&["sim", "--seeds", "4", "--threads", "2", "--coverage"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let (last, rest) = lines.split_last().expect("output");
+    assert!(last.ends_with(" failed"), "{stdout}");
+    let coverage: Vec<&str> = rest
+        .iter()
+        .copied()
+        .filter(|line| line.starts_with("coverage "))
+        .collect();
+    assert_eq!(coverage.len(), vsr::coverage::Mark::ALL.len(), "{stdout}");
+    assert_eq!(
+        rest[rest.len() - coverage.len()..],
+        coverage[..],
+        "the coverage lines come last but one"
+    );
+    for (line, mark) in coverage.iter().zip(vsr::coverage::Mark::ALL) {
+        let seeds = line
+            .strip_prefix(&format!("coverage {} ", mark.name()))
+            .unwrap_or_else(|| panic!("{line} is not the line of {}", mark.name()));
+        assert!(seeds.parse::<u64>().expect("a seed count") <= 4, "{line}");
+    }
+    let without = vsr(&["sim", "--seeds", "4", "--threads", "2"]);
+    let kept: Vec<&str> = rest
+        .iter()
+        .copied()
+        .filter(|line| !line.starts_with("coverage ") && !line.starts_with("speed:"))
+        .chain([*last])
+        .collect();
+    let plain = String::from_utf8_lossy(&without.stdout);
+    let plain: Vec<&str> = plain
+        .lines()
+        .filter(|line| !line.starts_with("speed:"))
+        .collect();
+    assert_eq!(kept, plain, "--coverage only adds lines");
+}
+
+#[test]
 fn sim_rejects_a_bad_replica_count_in_one_line() {
     let output = vsr(&["sim", "--seed", "1", "--replicas", "4"]);
     assert_eq!(output.status.code(), Some(2));

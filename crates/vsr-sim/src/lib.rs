@@ -314,6 +314,8 @@ pub struct SimReport {
     pub simulated_ns: u64,
     /// Totals.
     pub stats: SimStats,
+    /// How often the run hit each coverage mark (`vsr::coverage`).
+    pub coverage: vsr::coverage::Counts,
 }
 
 /// Runs one seed of the swarm: cluster, workload and faults drawn from `options.seed`.
@@ -337,6 +339,8 @@ pub fn run_scenario(scenario: &Scenario, seed: u64) -> SimReport {
 }
 
 fn simulate(seed: u64, plan: Plan, prng: Prng) -> SimReport {
+    // The run is on this thread: what the marks count from here on is this run's.
+    let _ = vsr::coverage::take();
     let budget = plan.linearizability_budget;
     let mut simulator = Simulator::new(plan, prng);
     let outcome = panics::catching(|| simulator.run());
@@ -366,6 +370,7 @@ fn simulate(seed: u64, plan: Plan, prng: Prng) -> SimReport {
         history: std::mem::take(&mut simulator.history),
         simulated_ns: simulator.now,
         stats,
+        coverage: vsr::coverage::take(),
     }
 }
 

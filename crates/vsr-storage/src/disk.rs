@@ -69,7 +69,10 @@ pub(crate) fn read_tolerant(
             Ok(read) if read < piece => return Ok(done + read),
             Ok(_) => {}
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Err(error),
-            Err(_) => target.fill(UNREADABLE_FILL),
+            Err(_) => {
+                vsr::mark!(DiskReadErrorReadAsDamage);
+                target.fill(UNREADABLE_FILL);
+            }
         }
         done += piece;
     }

@@ -206,6 +206,7 @@ impl Headers {
     /// Creates the file if open found it missing, durably.
     pub(crate) fn create_if_missing(&mut self, disk: &mut dyn Disk) -> Result<(), StorageError> {
         if self.missing {
+            vsr::mark!(HeadersFileRecreated);
             let pending = std::mem::take(&mut self.pending);
             *self = Self::create(disk, self.name.clone(), self.start, self.grow_bytes)?;
             self.pending = pending;
@@ -337,10 +338,14 @@ pub(crate) fn scan(
         }
         for (position, bytes) in buffer[..read].chunks_exact(SLOT_SIZE).enumerate() {
             let index = offset / SLOT_SIZE as u64 + position as u64;
-            let placed = decode_slot(bytes).filter(|slot| match slot.kind {
+            let decoded = decode_slot(bytes);
+            let placed = decoded.filter(|slot| match slot.kind {
                 SlotKind::Entry => slot.op >= start && slot.index(start) == index,
                 SlotKind::Truncate => slot.op < u64::MAX && slot.index(start) == index,
             });
+            if decoded.is_some() && placed.is_none() {
+                vsr::mark!(HeadersMisdirectedSlotRejected);
+            }
             match placed {
                 Some(slot) if slot.record_offset >= from_offset => scan.claims.push(slot),
                 Some(_) => {}

@@ -242,6 +242,9 @@ impl FileStorage {
             .list()?
             .into_iter()
             .any(|name| is_data_file(&name) && !live_names.contains(&name));
+        if leftovers {
+            vsr::mark!(OpenRemovesLeftoverFiles);
+        }
         let rotation_due = superblock.wal_start != superblock.checkpoint.op + 1;
         let identity = identity_of(&superblock);
         let mut storage = FileStorage {
@@ -289,6 +292,7 @@ impl FileStorage {
             .partition(|slot| !zero.contains(&slot.index(start)));
         self.slot_repairs.rewrite = later;
         for slot in &now {
+            vsr::mark!(HeadersSlotRewritten);
             headers.put(slot);
         }
         headers.sync(self.disk.as_mut())
@@ -302,6 +306,7 @@ impl FileStorage {
         mut superblock: Superblock,
         tuning: Tuning,
     ) -> Result<Opened, StorageError> {
+        vsr::mark!(CheckpointDamagedLogReset);
         let durable = DurableState {
             view_state: superblock.view_state,
             checkpoint: None,
@@ -498,6 +503,7 @@ impl FileStorage {
         if self.dirty_tail {
             // Zero everything after the valid records, durably, before writing there: no stale
             // record may survive behind new ones.
+            vsr::mark!(WalDirtyTailZeroed);
             let disk = self.disk.as_mut();
             disk.set_len(&self.wal.name, self.wal.end)?;
             disk.sync(&self.wal.name)?;
@@ -514,6 +520,7 @@ impl FileStorage {
             self.wal.repair_slots(self.disk.as_mut(), &repairs)?;
         }
         if self.superblock.wal_start != self.superblock.checkpoint.op + 1 {
+            vsr::mark!(OpenFinishesInterruptedRotation);
             self.rotate()?;
         }
         self.remove_leftovers()?;

@@ -236,6 +236,9 @@ pub(crate) fn best(copies: &[Copy]) -> Copy {
     } else {
         valid.max_by_key(|superblock| superblock.sequence)
     };
+    if let Some(winner) = valid {
+        mark_skipped_copies(copies, winner);
+    }
     let newer = copies.iter().find(|copy| matches!(copy, Copy::Newer(_)));
     let damaged = copies.contains(&Copy::Damaged);
     match (newer, valid) {
@@ -244,6 +247,23 @@ pub(crate) fn best(copies: &[Copy]) -> Copy {
         (None, Some(superblock)) => Copy::Valid(superblock),
         (None, None) if damaged => Copy::Damaged,
         (None, None) => Copy::Foreign,
+    }
+}
+
+/// Counts the coverage marks of a winner chosen over copies that are not whole: its twin (the
+/// other copy its update wrote) is not it, or a copy of the other pair is not valid.
+fn mark_skipped_copies(copies: &[Copy], winner: Superblock) {
+    let pair = winner
+        .copy_offsets()
+        .map(|offset| usize::try_from(offset / COPY_STRIDE).expect("a copy index"));
+    for (index, copy) in copies.iter().enumerate() {
+        if pair.contains(&index) {
+            if *copy != Copy::Valid(winner) {
+                vsr::mark!(SuperblockTwinCopyUsed);
+            }
+        } else if !matches!(copy, Copy::Valid(_)) {
+            vsr::mark!(SuperblockOtherPairDamaged);
+        }
     }
 }
 

@@ -225,7 +225,11 @@ impl Wal {
             self.buffer.is_empty(),
             "repairs come before the first write"
         );
+        if !repairs.zero.is_empty() {
+            vsr::mark!(HeadersStaleSlotZeroed);
+        }
         if !repairs.rewrite.is_empty() {
+            vsr::mark!(HeadersSlotRewritten);
             // The records must be durable before slots name them: open may have read them from
             // a page cache that outlived the process.
             disk.sync(&self.name)?;
@@ -466,6 +470,7 @@ pub(crate) fn replay(
     let mut tail = Tail::default();
     if matches!(first_bad, Step::Valid { .. }) {
         // A valid record that does not continue the log: something between was lost.
+        vsr::mark!(WalRecordOutOfSequence);
         tail.bad_records = 1;
     }
     scan_tail(&mut reader, &mut tail, end, first_bad)?;
@@ -474,6 +479,7 @@ pub(crate) fn replay(
     let scan = headers::scan(disk, &files.headers_name, files.start, end, &expected)?;
     let evidence = evidence(&scan, &tail, first_after, files.start, checkpoint_op);
     let mut corrupt_ops = if tail.valid_after_bad {
+        vsr::mark!(WalDamagedRecordReported);
         tail.corrupt_ops(state, file_size)
     } else {
         Vec::new()
@@ -485,6 +491,9 @@ pub(crate) fn replay(
         // The cut would discard synced records silently: only zeros (a lost write) lie
         // between them and the valid log, and the records lost there are before the
         // checkpoint. Any damage report makes the replica repair everything after the cut.
+        if !evidence.discarded_ops.is_empty() {
+            vsr::mark!(WalCutDiscardsSyncedRecords);
+        }
         corrupt_ops.extend(&evidence.discarded_ops);
     }
     if vsr::bug!(DamageAsTornTail) {
@@ -494,12 +503,16 @@ pub(crate) fn replay(
     corrupt_ops.dedup();
     let headers_size = scan.file_size;
     let slot_repairs = log.slot_repairs(scan, state, first_after);
+    let torn_tail_records = tail.torn_tail_records(&evidence);
+    if torn_tail_records > 0 {
+        vsr::mark!(WalTornTailCut);
+    }
     Ok(Replay {
         end,
         file_size,
         live: log.live,
         corrupt_ops,
-        torn_tail_records: tail.torn_tail_records(&evidence),
+        torn_tail_records,
         dirty_tail: tail.bad_records > 0 || tail.valid_after_bad,
         slot_repairs,
         headers_size,
@@ -549,14 +562,22 @@ fn evidence(
         SlotKind::Truncate => slot.op + 1,
     };
     let mut lost_ops: Vec<u64> = lost.iter().map(named_op).collect();
+    if !lost.is_empty() {
+        vsr::mark!(WalSlotNamesLostRecord);
+    }
     let mut lost_unnamed = false;
     if !tail.items.is_empty() {
         for index in scan.damaged.iter().filter(|index| **index >= first_after) {
+            vsr::mark!(WalDamagedSlotNamesLostRecord);
             lost_ops.push(start + index);
             lost_unnamed = true;
         }
     }
+    let named = lost_ops.len();
     lost_ops.retain(|op| *op > checkpoint_op);
+    if lost_ops.len() < named {
+        vsr::mark!(WalLostRecordCoveredByCheckpoint);
+    }
     Evidence {
         lost_ops,
         lost_offsets: lost.iter().map(|slot| slot.record_offset).collect(),

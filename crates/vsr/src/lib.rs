@@ -21,6 +21,7 @@ pub mod checksum;
 pub mod client;
 pub mod command;
 pub mod config;
+pub mod coverage;
 pub mod message;
 pub mod replica;
 pub mod state_machine;
@@ -34,6 +35,15 @@ pub use message::{
 };
 pub use replica::{Replica, ReplicaStats, Status};
 pub use state_machine::{Codec, CodecError, StateMachine};
+
+/// Counts a hit of the named coverage mark on this thread: `vsr::mark!(WalTornTailCut)` (see
+/// `coverage`). Present in every build; it never changes behaviour.
+#[macro_export]
+macro_rules! mark {
+    ($variant:ident) => {
+        $crate::coverage::hit($crate::coverage::Mark::$variant)
+    };
+}
 
 /// Whether the named deliberate slip is switched on for this thread: `vsr::bug!(SkipDedup)`
 /// (see `bugs`, present with the `bugs` feature).

@@ -52,18 +52,23 @@ impl ClientTable {
                 if entry.request > session.request || skip_dedup {
                     Admission::Execute
                 } else if entry.request == session.request {
+                    crate::mark!(ExecuteDuplicateRepliedFromTable);
                     Admission::Reply {
                         op: session.reply_op,
                         result: session.reply.clone(),
                     }
                 } else {
+                    crate::mark!(ExecuteOldRequestDropped);
                     Admission::Drop
                 }
             }
-            _ => Admission::Reply {
-                op: entry.op,
-                result: ReplyResult::SessionEvicted,
-            },
+            _ => {
+                crate::mark!(ExecuteSessionEvicted);
+                Admission::Reply {
+                    op: entry.op,
+                    result: ReplyResult::SessionEvicted,
+                }
+            }
         }
     }
 
@@ -73,11 +78,17 @@ impl ClientTable {
     pub(crate) fn admit_register(&self, entry: &Entry) -> Admission {
         assert_eq!(entry.operation, Operation::Register);
         match self.sessions.get(&entry.client) {
-            Some(session) if entry.request == session.request => Admission::Reply {
-                op: session.reply_op,
-                result: session.reply.clone(),
-            },
-            Some(session) if entry.request < session.request => Admission::Drop,
+            Some(session) if entry.request == session.request => {
+                crate::mark!(ExecuteRegisterDuplicate);
+                Admission::Reply {
+                    op: session.reply_op,
+                    result: session.reply.clone(),
+                }
+            }
+            Some(session) if entry.request < session.request => {
+                crate::mark!(ExecuteRegisterOldDropped);
+                Admission::Drop
+            }
             _ => Admission::Execute,
         }
     }
@@ -105,6 +116,7 @@ impl ClientTable {
                 .min_by_key(|(_, session)| session.reply_op)
                 .expect("the table is full, so not empty");
             self.sessions.remove(&oldest);
+            crate::mark!(ClientTableEvictsOldest);
             evicted = true;
         }
         let session = Session {

@@ -223,7 +223,10 @@ impl<S: StateMachine> Replica<S> {
         let reported = durable.damaged && !crate::bug!(DamagedLogRejoins);
         let damaged = reported || broken || view_state.commit > last_op;
         if view_state.recovering || damaged {
-            if !view_state.recovering {
+            if view_state.recovering {
+                crate::mark!(RestartResumesRecovery);
+            } else {
+                crate::mark!(RestartDamagedRecovers);
                 // A damaged log may have lost entries this replica voted for: it must not vote
                 // again until it holds the current primary's log, and a crash during the repair
                 // must resume it.
@@ -239,6 +242,7 @@ impl<S: StateMachine> Replica<S> {
             replica.reset_view_change_timeout();
         } else if replica.is_primary() || replica.last_normal_view < replica.view {
             // In-memory votes are gone: let a view change rebuild them.
+            crate::mark!(RestartStartsViewChange);
             replica.start_view_change(replica.view + 1);
         } else {
             replica.reset_view_change_timeout();
@@ -283,6 +287,9 @@ impl<S: StateMachine> Replica<S> {
         // were written after it), so the commit number does not vouch for them. Recovery
         // brings the committed state.
         let commit_known = if durable.damaged {
+            if durable.view_state.commit > self.commit {
+                crate::mark!(RestartDamagedNotExecuted);
+            }
             self.commit
         } else {
             durable.view_state.commit
@@ -393,14 +400,17 @@ impl<S: StateMachine> Replica<S> {
     /// Handles a message. Invalid or misdirected messages are dropped and counted.
     pub fn on_message(&mut self, envelope: Envelope) {
         if envelope.cluster != self.config.cluster || envelope.epoch != 0 {
+            crate::mark!(DropWrongCluster);
             self.stats.messages_dropped += 1;
             return;
         }
         match envelope.sender {
             Sender::Replica(from) if from >= self.config.replica_count || from == self.index => {
+                crate::mark!(DropBadSender);
                 self.stats.messages_dropped += 1;
             }
             Sender::Client(_) if !matches!(envelope.message, Message::Request { .. }) => {
+                crate::mark!(DropBadSender);
                 self.stats.messages_dropped += 1;
             }
             Sender::Client(client) => self.on_request(client, envelope.message),
@@ -411,6 +421,7 @@ impl<S: StateMachine> Replica<S> {
     fn on_replica_message(&mut self, from: ReplicaIndex, message: Message) {
         if !numbers_in_bounds(&message) {
             // No honest replica reaches these views or ops; arithmetic on them could overflow.
+            crate::mark!(DropNumbersOutOfBounds);
             self.stats.messages_dropped += 1;
             return;
         }
@@ -422,6 +433,7 @@ impl<S: StateMachine> Replica<S> {
             _ => true,
         };
         if !from_primary {
+            crate::mark!(DropNotFromPrimary);
             self.stats.messages_dropped += 1;
             return;
         }
@@ -437,7 +449,7 @@ impl<S: StateMachine> Replica<S> {
                     self.on_recovery_response(from, view, nonce, op, commit, primary);
                 }
                 Message::NewState { .. } => self.on_new_state(from, message),
-                _ => {}
+                _ => crate::mark!(DropWhileRecovering),
             }
             return;
         }
@@ -465,6 +477,7 @@ impl<S: StateMachine> Replica<S> {
             Message::NewState { .. } => self.on_new_state(from, message),
             Message::Recovery { nonce } => self.on_recovery(from, nonce),
             Message::Request { .. } | Message::Reply { .. } | Message::RecoveryResponse { .. } => {
+                crate::mark!(DropOutOfPlace);
                 self.stats.messages_dropped += 1;
             }
         }
@@ -537,6 +550,8 @@ impl<S: StateMachine> Replica<S> {
             Deferred::Send(command) => {
                 if self.still_vouches(&command) {
                     self.commands.push(*command);
+                } else {
+                    crate::mark!(DoViewChangeStaleAfterDurable);
                 }
             }
             Deferred::PrepareOk { view, op, checksum } => {
@@ -546,11 +561,17 @@ impl<S: StateMachine> Replica<S> {
                 if still_held && complete && matches!(self.status, Status::Normal) {
                     let primary = self.config.primary(view);
                     self.send(primary, Message::PrepareOk { view, op, checksum });
+                } else if !still_held {
+                    crate::mark!(PrepareOkWithheldEntryReplaced);
+                } else {
+                    crate::mark!(PrepareOkWithheldViewChanged);
                 }
             }
             Deferred::PrimaryDurable { view, op } => {
                 if view == self.view && self.is_primary() && matches!(self.status, Status::Normal) {
                     self.on_prepare_ok_votes(self.index, op);
+                } else {
+                    crate::mark!(PrimaryVoteStaleAfterDurable);
                 }
             }
         }
@@ -571,10 +592,14 @@ impl<S: StateMachine> Replica<S> {
             .is_some_and(|entry| entry.view == self.view);
         let reached = self.start_view_op.is_some_and(|op| self.op_verified >= op);
         if head_of_view || reached {
+            if !reached {
+                crate::mark!(ViewCompletedByEntryOfView);
+            }
             // Entries after the verified prefix are from older views and lie beyond the view's
             // start, so they were never committed (every op committed before this view is in
             // its start log): drop them, so the log we present for this view is its log.
             if self.log.op() > self.op_verified {
+                crate::mark!(ViewCompleteTruncatesOldSuffix);
                 self.log.truncate(self.op_verified);
                 self.persist(Write::Truncate {
                     op: self.op_verified,

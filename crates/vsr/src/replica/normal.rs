@@ -26,6 +26,7 @@ impl<S: StateMachine> Replica<S> {
             unreachable!("dispatch sends only requests here")
         };
         if !matches!(self.status, Status::Normal) || !self.is_primary() {
+            crate::mark!(RequestNotPrimaryIgnored);
             return; // The client will try the others.
         }
         let valid = match operation {
@@ -45,8 +46,11 @@ impl<S: StateMachine> Replica<S> {
                 && request <= table.request
             {
                 if request == table.request {
+                    crate::mark!(RequestRegisterDuplicateAnswered);
                     let (op, result) = (table.reply_op, table.reply.clone());
                     self.reply(client, op, request, result);
+                } else {
+                    crate::mark!(RequestRegisterOldDropped);
                 }
                 return;
             }
@@ -55,9 +59,11 @@ impl<S: StateMachine> Replica<S> {
             match self.client_table.get(client) {
                 Some(table) if table.session == session => {
                     if request < table.request {
+                        crate::mark!(RequestOldDropped);
                         return;
                     }
                     if request == table.request && !crate::bug!(SkipDedup) {
+                        crate::mark!(RequestDuplicateAnswered);
                         let (op, result) = (table.reply_op, table.reply.clone());
                         self.reply(client, op, request, result);
                         return;
@@ -65,21 +71,30 @@ impl<S: StateMachine> Replica<S> {
                 }
                 // An uncommitted register of this client may be in the log (after a view
                 // change): wait for it rather than call the session gone.
-                _ if self.register_pending(client) => return,
+                _ if self.register_pending(client) => {
+                    crate::mark!(RequestWaitsForPendingRegister);
+                    return;
+                }
                 _ => {
+                    crate::mark!(RequestSessionEvicted);
                     self.reply(client, 0, request, ReplyResult::SessionEvicted);
                     return;
                 }
             }
         }
         if self.pipeline.contains(client, request) {
+            crate::mark!(RequestResendInPipeline);
             return; // A resend of a request already prepared or waiting.
         }
         // Each session has at most one request outstanding, so a queue as long as the client
         // table holds every legitimate request; beyond that a client misbehaves.
         if self.pipeline.queue_len() >= self.config.clients_max {
+            crate::mark!(RequestQueueFullDropped);
             self.stats.messages_dropped += 1;
             return;
+        }
+        if self.pipeline.prepares() >= self.config.pipeline_max as usize {
+            crate::mark!(RequestQueuedPipelineFull);
         }
         self.pipeline.enqueue(Queued {
             client,
@@ -136,6 +151,9 @@ impl<S: StateMachine> Replica<S> {
         self.stats.prepares += 1;
         self.stats.ops_prepared += entries.len() as u64;
         self.stats.prepares_batched += u64::from(entries.len() > 1);
+        if entries.len() > 1 {
+            crate::mark!(PrepareBatchesSeveralOps);
+        }
         self.op_verified = last;
         self.pipeline.push(first, last, self.tick);
         if crate::bug!(PrimaryVotesBeforeDurable) {
@@ -173,14 +191,17 @@ impl<S: StateMachine> Replica<S> {
                 op += 1;
             }
             self.pipeline.push(first, op - 1, self.tick);
+            crate::mark!(PrimaryInheritsPrepares);
         }
     }
 
     pub(super) fn on_prepare_ok(&mut self, from: u8, view: u64, op: u64, checksum: u128) {
         if view != self.view || !matches!(self.status, Status::Normal) || !self.is_primary() {
+            crate::mark!(PrepareOkOldViewIgnored);
             return;
         }
         if self.log.checksum(op) != Some(checksum) {
+            crate::mark!(PrepareOkEntryNotHeldIgnored);
             return;
         }
         self.on_prepare_ok_votes(from, op);
@@ -279,6 +300,7 @@ impl<S: StateMachine> Replica<S> {
             // A gap, or our suffix is not this view's: fetch the primary's log after what we
             // know to be this view's. Nothing is truncated here: our suffix may hold committed
             // ops we voted for, and only entries of this view's log may replace them.
+            crate::mark!(PrepareGapRequestsState);
             self.request_state();
         }
         self.advance_commit(commit);
@@ -296,9 +318,15 @@ impl<S: StateMachine> Replica<S> {
             self.reset_view_change_timeout();
         }
         if view < self.view || (view == self.view && self.is_primary()) {
+            crate::mark!(PrimaryMessageOldViewDropped);
             return false;
         }
         if view > self.view || !matches!(self.status, Status::Normal) {
+            if view > self.view {
+                crate::mark!(AdoptViewFromPrimaryMessage);
+            } else {
+                crate::mark!(AdoptViewEndsViewChange);
+            }
             self.adopt_view(view);
         }
         self.reset_view_change_timeout();
@@ -310,6 +338,7 @@ impl<S: StateMachine> Replica<S> {
         self.commit_max = self.commit_max.max(commit);
         self.execute_committed();
         if self.commit_max > self.op_verified {
+            crate::mark!(CommitBeyondLogRequestsState);
             self.request_state();
         }
     }

@@ -48,6 +48,7 @@ impl<S: StateMachine> Replica<S> {
 
     pub(super) fn on_recovery(&mut self, from: ReplicaIndex, nonce: u64) {
         if !matches!(self.status, Status::Normal) {
+            crate::mark!(RecoveryUnansweredNotNormal);
             return;
         }
         let primary = self.is_primary();
@@ -81,6 +82,11 @@ impl<S: StateMachine> Replica<S> {
         };
         if nonce != recovering.nonce || primary != is_primary_of_view || recovering.target.is_some()
         {
+            if nonce != recovering.nonce {
+                crate::mark!(RecoveryResponseStaleNonceDropped);
+            } else if recovering.target.is_some() {
+                crate::mark!(RecoveryResponseAfterTargetIgnored);
+            }
             return;
         }
         recovering.responses.insert(from, (view, op, primary));
@@ -95,9 +101,11 @@ impl<S: StateMachine> Replica<S> {
             .expect("quorum");
         let primary_max = self.config.primary(view_max);
         let Some(&(_, primary_op, true)) = recovering.responses.get(&primary_max) else {
+            crate::mark!(RecoveryWaitsForLatestPrimary);
             return;
         };
         if recovering.responses[&primary_max].0 != view_max {
+            crate::mark!(RecoveryWaitsForLatestPrimary);
             return;
         }
         recovering.target = Some((view_max, primary_max, primary_op));
@@ -124,6 +132,7 @@ impl<S: StateMachine> Replica<S> {
         // tail): they are not this view's log and were never committed, so they go before the
         // replica claims the view.
         if self.log.op() > self.op_verified {
+            crate::mark!(RecoveryTruncatesBeyondPrimaryLog);
             self.log.truncate(self.op_verified);
             self.persist(Write::Truncate {
                 op: self.op_verified,
@@ -143,6 +152,7 @@ impl<S: StateMachine> Replica<S> {
             return;
         };
         if self.tick >= recovering.retry_at {
+            crate::mark!(RecoveryRetriesWithFreshNonce);
             self.start_recovery();
         }
     }

@@ -104,6 +104,7 @@ impl<S: StateMachine> Replica<S> {
         let to = match &self.status {
             Status::Recovering(_) => previous,
             _ => {
+                crate::mark!(StateRequestRetriesAnotherReplica);
                 let count = self.config.replica_count;
                 let mut to = (previous + 1) % count;
                 if to == self.index {
@@ -122,6 +123,7 @@ impl<S: StateMachine> Replica<S> {
         let (after, up_to) = if same_view {
             (op, self.op_verified)
         } else {
+            crate::mark!(GetStateOtherViewCommittedOnly);
             (commit, self.commit)
         };
         if commit > op {
@@ -132,6 +134,7 @@ impl<S: StateMachine> Replica<S> {
             // Nothing to send, but the primary's answer tells a backup that it holds the
             // whole log of the view.
             if same_view && self.is_primary() && up_to == after {
+                crate::mark!(GetStatePrimaryConfirmsLog);
                 self.send_new_state(from, true, StatePayload::Entries(Vec::new()));
             }
             return;
@@ -151,6 +154,7 @@ impl<S: StateMachine> Replica<S> {
             let payload = StatePayload::Entries(entries);
             self.send_new_state(from, same_view, payload);
         } else if commit < self.commit {
+            crate::mark!(GetStateSendsDelta);
             self.send_delta(from, commit);
         }
     }
@@ -202,6 +206,7 @@ impl<S: StateMachine> Replica<S> {
         if matches!(self.status, Status::Normal) && self.is_primary() {
             // The primary's log is the view's log; a late answer to an old request must not
             // replace it.
+            crate::mark!(NewStateToPrimaryIgnored);
             return;
         }
         let Message::NewState {
@@ -291,6 +296,9 @@ impl<S: StateMachine> Replica<S> {
                 .iter()
                 .take_while(|entry| entry.op <= commit)
                 .count();
+            if committed < entries.len() {
+                crate::mark!(NewStateCommittedOnly);
+            }
             &entries[..committed]
         };
         let verified_before = self.op_verified;
@@ -328,6 +336,7 @@ impl<S: StateMachine> Replica<S> {
             }
             if self.log.checksum(entry.op) != Some(entry.checksum) {
                 if self.log.op() >= entry.op {
+                    crate::mark!(MergeReplacesDivergentSuffix);
                     self.log.truncate(entry.op - 1);
                     self.persist(Write::Truncate { op: entry.op - 1 });
                 }
@@ -346,6 +355,7 @@ impl<S: StateMachine> Replica<S> {
             || header.op <= self.commit
             || header.total_size > DELTA_SIZE_MAX
         {
+            crate::mark!(DeltaChunkWrongBaseDropped);
             return false;
         }
         let same = self.transfer.as_ref().is_some_and(|transfer| {
@@ -357,6 +367,9 @@ impl<S: StateMachine> Replica<S> {
             ) == (header.from, header.op, header.since, header.total_checksum)
         });
         if !same {
+            if self.transfer.is_some() {
+                crate::mark!(DeltaTransferRestarted);
+            }
             self.transfer = Some(header);
         }
         let transfer = self.transfer.as_mut().expect("set above");
@@ -375,6 +388,7 @@ impl<S: StateMachine> Replica<S> {
             .next()
             .is_some_and(|(&start, _)| start < end);
         if chunk.is_empty() || end > transfer.total_size || overlaps_before || overlaps_after {
+            crate::mark!(DeltaChunkDuplicateDropped);
             return false;
         }
         transfer.chunks.insert(offset, chunk.to_vec());
@@ -403,8 +417,10 @@ impl<S: StateMachine> Replica<S> {
         self.log.reset(op, op_checksum);
         for entry in kept {
             if !self.log.connects(&entry) {
+                crate::mark!(DeltaDropsEntriesOffChain);
                 break;
             }
+            crate::mark!(DeltaKeepsEntriesOnChain);
             self.log.append(entry);
         }
         self.commit = op;

@@ -72,12 +72,15 @@ impl<S: StateMachine> Replica<S> {
 
     pub(super) fn on_start_view_change(&mut self, from: ReplicaIndex, view: u64) {
         if view > self.view {
+            crate::mark!(StartViewChangeJoinsHigherView);
             self.start_view_change(view);
         }
         if view != self.view {
+            crate::mark!(StartViewChangeStaleIgnored);
             return;
         }
         let Some(view_change) = self.view_change_mut() else {
+            crate::mark!(StartViewChangeStaleIgnored);
             return;
         };
         view_change.start_view_change_votes |= 1 << from;
@@ -152,13 +155,16 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         if view > self.view {
+            crate::mark!(DoViewChangeJoinsHigherView);
             self.start_view_change(view);
         }
         if view != self.view {
+            crate::mark!(DoViewChangeOldViewIgnored);
             return;
         }
         if matches!(self.status, Status::Normal) {
             // The sender missed our start_view.
+            crate::mark!(DoViewChangeAnsweredWithStartView);
             self.send_start_view(Some(from));
             return;
         }
@@ -177,6 +183,7 @@ impl<S: StateMachine> Replica<S> {
     /// the view.
     pub(super) fn try_complete_view_change(&mut self) {
         let quorum = self.config.quorum();
+        let index = self.index;
         let Some(view_change) = self.view_change_mut() else {
             return;
         };
@@ -199,7 +206,11 @@ impl<S: StateMachine> Replica<S> {
             messages.iter().max_by_key(|(_, dvc)| rank(dvc))
         }
         .expect("quorum");
+        let own_log_passed_over = messages
+            .get(&index)
+            .is_none_or(|own| rank(best) > rank(own));
         let best = best.clone();
+        let longer_log_passed_over = messages.values().any(|dvc| dvc.op > best.op);
         let commit_max = messages
             .values()
             .map(|dvc| dvc.commit)
@@ -210,8 +221,18 @@ impl<S: StateMachine> Replica<S> {
             .map(|dvc| dvc.commit)
             .min()
             .expect("quorum");
+        if own_log_passed_over {
+            crate::mark!(ViewChangePicksAnotherLog);
+        }
+        if longer_log_passed_over {
+            crate::mark!(ViewChangePicksNewerViewOverLongerLog);
+        }
+        if commit_max > best.commit {
+            crate::mark!(ViewChangeTakesMaxCommit);
+        }
         if self.commit < best.commit {
             // Committed entries we lack precede the chosen suffix: fetch them first.
+            crate::mark!(ViewChangeFetchesCommittedFirst);
             self.view_change_mut()
                 .expect("in view change")
                 .awaiting_state = true;
@@ -235,6 +256,9 @@ impl<S: StateMachine> Replica<S> {
         self.persist_view_state(false);
         self.inherit_pipeline();
         self.stats.view_changes += 1;
+        if commit_min < self.commit {
+            crate::mark!(StartViewFromQuorumMinCommit);
+        }
         self.send_start_view_from(commit_min, None);
         let (view, op) = (self.view, self.log.op());
         self.after_durable(Deferred::PrimaryDurable { view, op });
@@ -266,10 +290,12 @@ impl<S: StateMachine> Replica<S> {
         let mut end = commit;
         for entry in entries.iter().filter(|entry| entry.op > commit) {
             if self.log.checksum(entry.op) == Some(entry.checksum) {
+                crate::mark!(ViewChangeKeepsHeldEntries);
                 end = entry.op;
                 continue;
             }
             if self.log.op() > end {
+                crate::mark!(ViewChangeReplacesDivergentSuffix);
                 self.log.truncate(end);
                 self.persist(Write::Truncate { op: end });
             }
@@ -282,6 +308,7 @@ impl<S: StateMachine> Replica<S> {
         }
         // Our entries past the chosen log are not in it, so they were never committed.
         if self.log.op() > end {
+            crate::mark!(ViewChangeTruncatesBeyondChosenLog);
             self.log.truncate(end);
             self.persist(Write::Truncate { op: end });
         }
@@ -337,6 +364,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let complete = matches!(self.status, Status::Normal) && self.last_normal_view == view;
         if view < self.view || (view == self.view && complete) {
+            crate::mark!(StartViewStaleIgnored);
             return;
         }
         self.view = view;
@@ -349,12 +377,19 @@ impl<S: StateMachine> Replica<S> {
         // The view's log replaces ours only where it differs: our suffix may hold committed
         // ops we voted for, and the start_view's suffix may not reach back to our commit.
         let _ = self.merge_entries(&entries);
+        if entries
+            .first()
+            .is_some_and(|first| first.op > self.commit + 1 && self.op_verified >= first.op)
+        {
+            crate::mark!(StartViewKeepsOwnEntries);
+        }
         self.persist_view_state(false);
         let _ = self.maybe_complete_view();
         self.reset_view_change_timeout();
         self.vote_for_log();
         self.advance_commit(commit);
         if self.op_verified < op {
+            crate::mark!(StartViewIncompleteRequestsState);
             self.request_state();
         }
     }
@@ -383,6 +418,7 @@ impl<S: StateMachine> Replica<S> {
         let retry_ticks = self.config.retry_ticks;
         let view_change = self.view_change_mut().expect("in view change");
         if tick >= view_change.deadline {
+            crate::mark!(ViewChangeTimesOut);
             self.start_view_change(self.view + 1);
             return;
         }

@@ -1,0 +1,95 @@
+//! Proof that the default swarm reaches every decision rule: each coverage mark of
+//! `vsr::coverage` must be hit by at least one of the first [`SEEDS`] seeds at 3 replicas or at
+//! 5 replicas. A mark no seed hits is a hole in the swarm: the fix belongs in the swarm.
+//!
+//! ```text
+//! cargo test --release -p vsr-sim --test coverage
+//! vsr sim --seeds 1000 --coverage            # seeds per mark, at 3 replicas
+//! vsr sim --seeds 1000 --replicas 5 --coverage
+//! ```
+
+use vsr::coverage::{Mark, take};
+use vsr_sim::{SimOptions, run};
+
+/// Seeds run at each cluster size.
+const SEEDS: u64 = 1000;
+
+/// Seeds (of `0..SEEDS`) that hit each mark, in `Mark::ALL` order, at `replicas` replicas.
+fn seeds_per_mark(replicas: u8) -> Vec<u64> {
+    let mut seeds = vec![0; Mark::ALL.len()];
+    for seed in 0..SEEDS {
+        let report = run(&SimOptions {
+            seed,
+            replicas,
+            ..SimOptions::default()
+        });
+        for (index, (_, hits)) in report.coverage.iter().enumerate() {
+            seeds[index] += u64::from(hits > 0);
+        }
+    }
+    seeds
+}
+
+#[test]
+fn the_default_swarm_hits_every_mark() {
+    let three = seeds_per_mark(3);
+    let five = seeds_per_mark(5);
+    let mut missed = Vec::new();
+    for (index, mark) in Mark::ALL.iter().enumerate() {
+        eprintln!(
+            "{:<50} {:>4} seeds at 3 replicas, {:>4} at 5",
+            mark.name(),
+            three[index],
+            five[index]
+        );
+        if three[index] + five[index] == 0 {
+            missed.push(mark.name());
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "{} of {} marks hit by no seed of 0..{SEEDS} at 3 or 5 replicas: {}",
+        missed.len(),
+        Mark::ALL.len(),
+        missed.join(", ")
+    );
+}
+
+#[test]
+fn a_run_reports_only_its_own_marks() {
+    vsr::mark!(DropWrongCluster);
+    let report = run(&SimOptions {
+        seed: 1,
+        faults: false,
+        ..SimOptions::default()
+    });
+    assert_eq!(
+        report.coverage.get(Mark::DropWrongCluster),
+        0,
+        "a hit before the run is not the run's"
+    );
+    assert!(
+        report.coverage.iter().any(|(_, hits)| hits > 0),
+        "a run hits some mark"
+    );
+    assert_eq!(
+        take(),
+        vsr::coverage::Counts::default(),
+        "the run took its hits"
+    );
+}
+
+#[test]
+fn coverage_does_not_change_a_run() {
+    let options = SimOptions {
+        seed: 7,
+        ..SimOptions::default()
+    };
+    let first = run(&options);
+    let second = run(&options);
+    assert_eq!(first.trace, second.trace);
+    assert_eq!(
+        first.coverage, second.coverage,
+        "a seed hits the same marks"
+    );
+}
