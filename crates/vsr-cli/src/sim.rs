@@ -345,11 +345,12 @@ fn batching(stats: &SimStats) -> String {
 /// The adversarial schedules and liveness windows of a run, in one line.
 fn schedules(stats: &SimStats) -> String {
     format!(
-        "schedules: messages held back {}, replayed {}; primaries isolated {}, raced {}; wipes of \
+        "schedules: messages held back {}, replayed {}, forged {}; primaries isolated {}, raced {}; wipes of \
          the longest log {}; partial heals {} leaving out {} replicas; stall windows {}, \
          view changes for a stalled primary {}; storage batches cut {}",
         stats.messages_held,
         stats.messages_replayed,
+        stats.messages_forged,
         stats.primary_isolations,
         stats.races,
         stats.wipes_of_longest_log,

@@ -279,11 +279,7 @@ impl Simulator {
             && self.may_damage(index)
         {
             let sectors = self.prng.range(1, 16);
-            let prefix = if self.prng.chance(750_000) {
-                "wal-"
-            } else {
-                "checkpoint-"
-            };
+            let prefix = self.prng.pick(&["wal-", "wal-", ".headers", "checkpoint-"]);
             let slot = &mut self.replicas[usize::from(index)];
             slot.storage.disk.misdirect_next_in(prefix, sectors);
             slot.disk_faults.misdirect_armed = true;

@@ -86,6 +86,9 @@ impl Simulator {
         if self.prng.chance(profile.storm_toggle_ppm) {
             self.network.stormy = !self.network.stormy;
         }
+        if self.plan.replicas > 1 && self.prng.chance(profile.forge_ppm) {
+            self.forge();
+        }
         if self.prng.chance(profile.replay_ppm) {
             let count = self.prng.range(1, 8) as usize;
             self.replay_old_messages(count);

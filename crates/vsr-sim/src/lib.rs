@@ -146,6 +146,8 @@ pub struct SimStats {
     pub messages_held: u64,
     /// Old messages between replicas delivered again.
     pub messages_replayed: u64,
+    /// Well-formed messages no honest replica sends, delivered to be dropped.
+    pub messages_forged: u64,
     /// Times the primary of the moment was cut off (rolling isolation).
     pub primary_isolations: u64,
     /// Wipes aimed at the replica holding the most uncommitted ops.
@@ -242,6 +244,7 @@ impl SimStats {
         self.messages_duplicated += other.messages_duplicated;
         self.messages_held += other.messages_held;
         self.messages_replayed += other.messages_replayed;
+        self.messages_forged += other.messages_forged;
         self.primary_isolations += other.primary_isolations;
         self.wipes_of_longest_log += other.wipes_of_longest_log;
         self.races += other.races;
@@ -291,6 +294,7 @@ impl SimStats {
             + self.messages_corrupted
             + self.messages_held
             + self.messages_replayed
+            + self.messages_forged
             + self.primary_isolations
             + self.races
             + self.replicas_left_out

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use vsr::{Envelope, wire};
+use vsr::{Envelope, Message, Sender, wire};
 
 use crate::random::Prng;
 use crate::sim::{EventKind, Frame, Node, Simulator};
@@ -222,6 +222,50 @@ impl Simulator {
             self.stats.messages_held += 1;
             self.schedule(self.now + delay, EventKind::Deliver(Box::new(frame)));
         }
+    }
+
+    /// Delivers a well-formed message no honest replica sends, which the replica must drop: one
+    /// of another cluster, one claiming to come from the receiver itself or a client's
+    /// replica message, numbers no cluster reaches, or a primary's message from a replica the
+    /// view does not name.
+    pub(crate) fn forge(&mut self) {
+        let replicas = u64::from(self.plan.replicas);
+        let to = self.prng.below(replicas) as u8;
+        let other = (to + 1 + self.prng.below(replicas - 1) as u8) % self.plan.replicas;
+        let mut envelope = Envelope {
+            cluster: self.config.cluster,
+            epoch: 0,
+            sender: Sender::Replica(other),
+            message: Message::Commit { view: 0, commit: 0 },
+        };
+        match self.prng.below(5) {
+            0 => envelope.cluster ^= 1 << self.prng.below(128),
+            1 => envelope.sender = Sender::Replica(to),
+            2 => envelope.sender = Sender::Client(u128::from(self.prng.next_u64()) | 1),
+            3 => envelope.message = Message::StartViewChange { view: u64::MAX },
+            _ => {
+                // A view whose primary is neither the sender nor the receiver.
+                let view = (0..replicas * 2)
+                    .map(|offset| self.prng.below(1 << 20) * replicas + offset)
+                    .find(|&view| {
+                        let primary = self.config.primary(view);
+                        primary != other && primary != to
+                    })
+                    .unwrap_or(0);
+                envelope.message = Message::Commit { view, commit: 0 };
+            }
+        }
+        self.stats.messages_forged += 1;
+        let latency = self
+            .prng
+            .range(self.plan.profile.latency_min_ns, self.plan.profile.latency_max_ns);
+        let frame = Frame {
+            to: Node::Replica(to),
+            bytes: wire::encode(&envelope),
+            original: envelope,
+            corrupted: false,
+        };
+        self.schedule(self.now + latency, EventKind::Deliver(Box::new(frame)));
     }
 
     /// Delivers a frame: decodes it (checking the codec) and hands it to its node.

@@ -187,6 +187,10 @@ pub(crate) struct FaultProfile {
     /// Per primary isolated or raced: chance what it sent in its last 300 ms arrives again
     /// 1 to 10 s later, after the view change.
     pub(crate) straggle_ppm: u32,
+    /// Per chaos step: chance a forged message (another cluster's, a bad sender, numbers out
+    /// of bounds, a primary's message from a replica that is not the primary) reaches a
+    /// replica, which must drop it.
+    pub(crate) forge_ppm: u32,
 }
 
 impl FaultProfile {
@@ -235,6 +239,7 @@ impl FaultProfile {
             storage_batch_cut_ppm: 0,
             disk_damage_newest_ppm: 0,
             straggle_ppm: 0,
+            forge_ppm: 0,
         }
     }
 
@@ -290,6 +295,7 @@ impl FaultProfile {
             storage_batch_cut_ppm: prng.pick(&[0, PPM / 4, PPM / 2, PPM]),
             disk_damage_newest_ppm: prng.pick(&[0, PPM / 2, PPM]),
             straggle_ppm: prng.pick(&[0, PPM / 2, PPM]),
+            forge_ppm: level(prng, 200_000),
         }
     }
 }

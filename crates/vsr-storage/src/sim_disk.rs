@@ -400,10 +400,11 @@ impl SimDisk {
         self.misdirect_next_in("", sectors);
     }
 
-    /// As [`Self::misdirect_next`], for the next write to a file whose name starts with `prefix`.
-    pub fn misdirect_next_in(&self, prefix: &str, sectors: u64) {
+    /// As [`Self::misdirect_next`], for the next write to a file whose name starts or ends with
+    /// `pattern` (`"wal-"`, `".headers"`).
+    pub fn misdirect_next_in(&self, pattern: &str, sectors: u64) {
         let distance = i64::try_from(sectors * SECTOR_SIZE).expect("small files");
-        self.state().misdirect = Some((prefix.to_owned(), distance));
+        self.state().misdirect = Some((pattern.to_owned(), distance));
     }
 
     /// Whether a misdirection armed by [`Self::misdirect_next`] is still waiting for a write.
@@ -684,7 +685,9 @@ impl Disk for SimDisk {
                     data,
                 } if file == name => {
                     let offset = match state.misdirect.take() {
-                        Some((prefix, distance)) if file.starts_with(&prefix) => {
+                        Some((pattern, distance))
+                            if file.starts_with(&pattern) || file.ends_with(&pattern) =>
+                        {
                             misdirected(offset, distance)
                         }
                         other => {
