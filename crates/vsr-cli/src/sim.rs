@@ -366,7 +366,7 @@ fn schedules(stats: &SimStats) -> String {
 fn disk_faults(stats: &SimStats) -> String {
     format!(
         "disk: process crashes (page cache kept) {}, unsynced writes lost {}, names lost {}, torn writes {}, reordered crashes {}, \
-         misdirected writes {}, corruptions {}, read errors {}, EIO {}, ENOSPC {}; \
+         misdirected writes {}, corruptions {}, read errors {}, header files lost {}, EIO {}, ENOSPC {}; \
          crashes before a sync {}, in a batch {}, in a checkpoint {}, in a rotation {}; \
          damaged restarts {}",
         stats.process_crashes,
@@ -377,6 +377,7 @@ fn disk_faults(stats: &SimStats) -> String {
         stats.disk_misdirected_writes,
         stats.disk_corruptions,
         stats.disk_read_errors,
+        stats.disk_headers_lost,
         stats.disk_write_eio,
         stats.disk_write_enospc,
         stats.crashes_before_sync,

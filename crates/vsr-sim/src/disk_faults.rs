@@ -442,6 +442,15 @@ impl Simulator {
         if !(corrupt || checkpoint || unreadable) || !self.may_damage(index) {
             return;
         }
+        // Header copies exist to survive damage to the WAL: losing both at once is beyond what
+        // a disk promises (like both superblock copies), so a lost headers file comes alone, on
+        // a disk without other damage.
+        let storage = &self.replicas[usize::from(index)].storage;
+        let clean = !storage.latent_damage && !storage.page_cache_kept;
+        if clean && self.prng.chance(self.plan.profile.disk_headers_lost_ppm) {
+            self.lose_headers_file(index);
+            return;
+        }
         // Aimed at the newest records of the log: those fewest replicas may hold yet.
         let newest = self.prng.chance(self.plan.profile.disk_damage_newest_ppm);
         let prefix = newest.then_some("wal-");
@@ -458,7 +467,37 @@ impl Simulator {
                 self.damage_sector(index, prefix, true, newest);
             }
         }
+
         self.trace.event(27, self.now, u64::from(index));
+    }
+
+    /// Removes a header-copies file from the disk (an operator's slip, a file system losing an
+    /// inode): storage rebuilds it from its WAL at open.
+    fn lose_headers_file(&mut self, index: u8) {
+        let slot = &mut self.replicas[usize::from(index)];
+        let headers: Vec<String> = slot
+            .storage
+            .disk
+            .durable_files()
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| name.ends_with(".headers"))
+            .collect();
+        if headers.is_empty() {
+            return;
+        }
+        let name = headers[self.prng.index(headers.len())].clone();
+        let slot = &mut self.replicas[usize::from(index)];
+        let disk: &mut dyn vsr_storage::Disk = &mut slot.storage.disk;
+        if disk.remove(&name).and_then(|()| disk.sync_dir()).is_err() {
+            // A failure armed for the replica's next run took the call; the file may be gone
+            // or not: damage either way.
+            slot.storage.latent_damage = true;
+            return;
+        }
+        slot.storage.latent_damage = true;
+        self.stats.disk_headers_lost += 1;
+        self.log_disk(index, || format!("lost {name}"));
     }
 
     /// Corrupts (or makes unreadable) one written sector of a random file of the replica's

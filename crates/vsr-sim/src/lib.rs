@@ -146,6 +146,8 @@ pub struct SimStats {
     pub messages_held: u64,
     /// Old messages between replicas delivered again.
     pub messages_replayed: u64,
+    /// Header-copies files removed from a down replica's disk.
+    pub disk_headers_lost: u64,
     /// Well-formed messages no honest replica sends, delivered to be dropped.
     pub messages_forged: u64,
     /// Times the primary of the moment was cut off (rolling isolation).
@@ -245,6 +247,7 @@ impl SimStats {
         self.messages_held += other.messages_held;
         self.messages_replayed += other.messages_replayed;
         self.messages_forged += other.messages_forged;
+        self.disk_headers_lost += other.disk_headers_lost;
         self.primary_isolations += other.primary_isolations;
         self.wipes_of_longest_log += other.wipes_of_longest_log;
         self.races += other.races;
@@ -284,6 +287,7 @@ impl SimStats {
             + self.disk_names_lost
             + self.disk_reordered_crashes
             + self.disk_read_errors
+            + self.disk_headers_lost
             + self.disk_write_eio
             + self.disk_write_enospc
             + self.partitions

@@ -195,7 +195,11 @@ impl Simulator {
                 return;
             };
             self.stats.messages_replayed += 1;
-            self.send(Node::Replica(sent.from), Node::Replica(sent.to), sent.envelope);
+            self.send(
+                Node::Replica(sent.from),
+                Node::Replica(sent.to),
+                sent.envelope,
+            );
         }
     }
 
@@ -256,9 +260,10 @@ impl Simulator {
             }
         }
         self.stats.messages_forged += 1;
-        let latency = self
-            .prng
-            .range(self.plan.profile.latency_min_ns, self.plan.profile.latency_max_ns);
+        let latency = self.prng.range(
+            self.plan.profile.latency_min_ns,
+            self.plan.profile.latency_max_ns,
+        );
         let frame = Frame {
             to: Node::Replica(to),
             bytes: wire::encode(&envelope),

@@ -79,7 +79,7 @@ impl ClusterParams {
             log_retained_max,
             checkpoint_interval,
             checkpoint_log_size_max,
-            state_chunk_size_max: prng.range(256, 1024) as usize,
+            state_chunk_size_max: prng.range(64, 1024) as usize,
             view_change_timeout_ticks: prng.range(30, 80),
         }
     }
@@ -191,6 +191,8 @@ pub(crate) struct FaultProfile {
     /// of bounds, a primary's message from a replica that is not the primary) reaches a
     /// replica, which must drop it.
     pub(crate) forge_ppm: u32,
+    /// Per damaging restart: chance a header-copies file is gone from the disk.
+    pub(crate) disk_headers_lost_ppm: u32,
 }
 
 impl FaultProfile {
@@ -240,6 +242,7 @@ impl FaultProfile {
             disk_damage_newest_ppm: 0,
             straggle_ppm: 0,
             forge_ppm: 0,
+            disk_headers_lost_ppm: 0,
         }
     }
 
@@ -296,6 +299,7 @@ impl FaultProfile {
             disk_damage_newest_ppm: prng.pick(&[0, PPM / 2, PPM]),
             straggle_ppm: prng.pick(&[0, PPM / 2, PPM]),
             forge_ppm: level(prng, 200_000),
+            disk_headers_lost_ppm: prng.pick(&[0, PPM / 4]),
         }
     }
 }

@@ -149,6 +149,9 @@ marks! {
     // ---- View change -------------------------------------------------------------------------
     /// A start_view_change of a higher view makes the replica join that view change.
     StartViewChangeJoinsHigherView => "start-view-change-joins-higher-view",
+    /// A backup that hears its primary but sees nothing committed for two view-change
+    /// timeouts starts a view change (the primary may not hear its backups).
+    BackupLeavesStalledPrimary => "backup-leaves-stalled-primary",
     /// A start_view_change of an older view, or of the current view once it started, is
     /// ignored.
     StartViewChangeStaleIgnored => "start-view-change-stale-ignored",
@@ -213,6 +216,8 @@ marks! {
     /// A delta chunk overlapping one already received (a duplicate) or outside the delta is
     /// dropped (chunks in any other order are kept and assembled by offset).
     DeltaChunkDuplicateDropped => "delta-chunk-duplicate-dropped",
+    /// A delta chunk arrives ahead of one before it: kept, to be assembled by offset.
+    DeltaChunkOutOfOrderKept => "delta-chunk-out-of-order-kept",
     /// A chunk of another delta replaces an unfinished transfer.
     DeltaTransferRestarted => "delta-transfer-restarted",
     /// Installing a delta keeps the log's entries after it that continue its chain.

@@ -264,6 +264,7 @@ impl<S: StateMachine> Replica<S> {
         if self.tick >= self.view_change_timeout_at {
             self.start_view_change(self.view + 1);
         } else if self.commit_stalled() {
+            crate::mark!(BackupLeavesStalledPrimary);
             self.stats.primary_stalls += 1;
             self.start_view_change(self.view + 1);
         }

@@ -391,6 +391,16 @@ impl<S: StateMachine> Replica<S> {
             crate::mark!(DeltaChunkDuplicateDropped);
             return false;
         }
+        let follows = |(&start, bytes): (&u64, &Vec<u8>)| start + bytes.len() as u64 == offset;
+        if offset > 0
+            && !transfer
+                .chunks
+                .range(..offset)
+                .next_back()
+                .is_some_and(follows)
+        {
+            crate::mark!(DeltaChunkOutOfOrderKept);
+        }
         transfer.chunks.insert(offset, chunk.to_vec());
         transfer.received += chunk.len() as u64;
         if transfer.received < transfer.total_size {
