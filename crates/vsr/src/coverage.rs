@@ -208,6 +208,8 @@ marks! {
     GetStateSendsDelta => "get-state-sends-delta",
     /// A late new_state reaches the primary of the view: ignored.
     NewStateToPrimaryIgnored => "new-state-to-primary-ignored",
+    /// A new_state from a later view reaches a replica normal in an older view: ignored.
+    NewStateFromNewerViewIgnored => "new-state-from-newer-view-ignored",
     /// A new_state from a sender whose log is not this view's log: its uncommitted entries are
     /// not used.
     NewStateCommittedOnly => "new-state-non-authoritative-committed-only",

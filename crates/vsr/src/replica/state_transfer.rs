@@ -219,6 +219,13 @@ impl<S: StateMachine> Replica<S> {
         else {
             unreachable!("dispatch sends only new_state here")
         };
+        if view > self.view && matches!(self.status, Status::Normal) {
+            // Our verified log is our view's log, and a later view's committed entries need not
+            // continue it: our view's primary may hold entries there that the later view
+            // replaced. We take the later view's log once we learn of that view from its primary.
+            crate::mark!(NewStateFromNewerViewIgnored);
+            return;
+        }
         // The sender's log is our view's log: it is normal in our view, and we are normal too
         // or recovering from that view's primary.
         let authoritative = normal

@@ -1148,6 +1148,55 @@ mod regressions {
         assert_eq!(backup.op(), 1, "ops 2..=3 are not view 1's log");
     }
 
+    /// Seed 1574 (5 replicas): a backup normal in view 0 asked a replica of view 1 for state
+    /// and merged view 1's committed op 2 as verified, while view 0's (isolated) primary held
+    /// its own op 2 there: the backup's log of view 0 was no longer view 0's log. A replica
+    /// normal in an older view ignores a later view's new_state and takes that view's log from
+    /// its primary once it learns of the view.
+    #[test]
+    fn a_new_state_from_a_later_view_is_not_this_views_log() {
+        let mut primary = replica(0, 5);
+        let mut backup = replica(4, 5);
+        let entries = prepare_ops(&mut primary, 2);
+        deliver_prepares(&mut backup, &entries[..1]);
+        // View 1 (replicas 1..=3) committed another op 2.
+        let op2_view1 = Entry::new(
+            2,
+            1,
+            entries[0].checksum,
+            0,
+            0,
+            0,
+            Operation::Noop,
+            Bytes::new(),
+        );
+        let new_state = |normal| Message::NewState {
+            view: 1,
+            op: 2,
+            commit: 2,
+            normal,
+            payload: crate::message::StatePayload::Entries(vec![
+                entries[0].clone(),
+                op2_view1.clone(),
+            ]),
+        };
+        backup.on_message(from_replica(2, new_state(false)));
+        drain(&mut backup);
+        assert_eq!((backup.view(), backup.op_verified()), (0, 1));
+        assert_eq!(backup.op(), 1, "view 1's op 2 is not view 0's log");
+        // The primary of view 1 tells it of view 1; its log then follows view 1's.
+        backup.on_message(from_replica(1, Message::Commit { view: 1, commit: 2 }));
+        assert!(sends(&drain(&mut backup)).contains(&(1, "get_state")));
+        backup.on_message(from_replica(1, new_state(true)));
+        let commands = drain(&mut backup);
+        persist_all(&mut backup, &commands);
+        assert_eq!((backup.view(), backup.op_verified()), (1, 2));
+        assert_eq!(
+            backup.entry(2).map(|entry| entry.checksum),
+            Some(op2_view1.checksum)
+        );
+    }
+
     /// Seed 4218 (5 replicas): a new primary inherited an op that the old view had committed
     /// without telling the new view's quorum. The backups that had executed it did not vote
     /// for ops at or below their commit number, so the new primary never committed it.
