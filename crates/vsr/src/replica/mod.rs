@@ -131,8 +131,9 @@ pub struct Replica<S: StateMachine> {
     commit_unpersisted_size: usize,
     heartbeat_at: u64,
     view_change_timeout_at: u64,
-    /// Backup: (view, known commit, since tick) of the uncommitted ops it holds, to notice a
-    /// primary that is heard from but commits nothing (it may not hear its backups).
+    /// Backup: (view, commit number its primary last announced, since tick) while it holds
+    /// ops of the view's log beyond that number, to notice a primary that is heard from but
+    /// commits nothing (it may not hear its backups).
     progress: (u64, u64, u64),
     state_request: Option<StateRequest>,
     transfer: Option<DeltaTransfer>,

@@ -273,15 +273,28 @@ impl<S: StateMachine> Replica<S> {
     /// Whether this backup has held ops of its view's log for two view-change timeouts
     /// without the primary committing any: a primary still heard from (its heartbeats and
     /// retries reset the view-change timeout) may be unable to hear its backups, and would
-    /// otherwise keep the view forever without progress.
+    /// otherwise keep the view forever without progress. What counts is the commit number the
+    /// primary announces, not the one this backup knows: a backup may know its ops committed
+    /// (it committed them as an earlier primary, or learned it by state transfer) while the
+    /// primary, which took them into its view uncommitted, waits for votes it cannot hear.
     fn commit_stalled(&mut self) -> bool {
-        let pending = matches!(self.status, Status::Normal) && self.op_verified > self.commit_max;
         let (view, commit, since) = self.progress;
-        if !pending || view != self.view || commit != self.commit_max {
-            self.progress = (self.view, self.commit_max, self.tick);
+        let pending =
+            matches!(self.status, Status::Normal) && view == self.view && self.op_verified > commit;
+        if !pending {
+            self.progress.2 = self.tick;
             return false;
         }
         self.tick >= since + 2 * self.config.view_change_timeout_ticks
+    }
+
+    /// The current view's primary announced `commit`; a higher one (or a new view) restarts
+    /// the stall clock. Replays of older messages carry lower numbers and change nothing.
+    fn primary_announced_commit(&mut self, commit: u64) {
+        let (view, known, _) = self.progress;
+        if view != self.view || commit > known {
+            self.progress = (self.view, commit, self.tick);
+        }
     }
 
     /// A prepare from `view`'s primary.
@@ -304,11 +317,13 @@ impl<S: StateMachine> Replica<S> {
             crate::mark!(PrepareGapRequestsState);
             self.request_state();
         }
+        self.primary_announced_commit(commit);
         self.advance_commit(commit);
     }
 
     pub(super) fn on_commit(&mut self, view: u64, commit: u64) {
         if self.accept_from_primary(view) {
+            self.primary_announced_commit(commit);
             self.advance_commit(commit);
         }
     }

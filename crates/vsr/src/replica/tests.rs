@@ -1239,6 +1239,53 @@ mod regressions {
             if matches!(&envelope.message, Message::NewState { normal: true, op: 0, .. })));
     }
 
+    /// Seed 2993 (3 replicas): the primary of view 0 committed op 1 with one backup's vote; the
+    /// primary of view 1 took op 1 into its view uncommitted and then heard none of its
+    /// backups. The old primary, a backup of view 1 that already knew op 1 committed, saw
+    /// nothing pending past its own commit number and stayed with a primary whose heartbeats
+    /// kept announcing commit 0 while a client waited.
+    #[test]
+    fn backup_leaves_a_primary_that_never_commits_what_the_backup_knows_committed() {
+        let mut backup = replica(0, 3);
+        backup.on_message(register());
+        let commands = drain(&mut backup);
+        let entry = prepared_entry(&commands);
+        let _ = persist_all(&mut backup, &commands);
+        let ok = Message::PrepareOk {
+            view: 0,
+            op: 1,
+            checksum: entry.checksum,
+        };
+        backup.on_message(from_replica(1, ok));
+        let _ = drain(&mut backup);
+        assert_eq!(backup.commit(), 1);
+        let start_view = Message::StartView {
+            view: 1,
+            op: 1,
+            commit: 0,
+            entries: vec![entry],
+        };
+        backup.on_message(from_replica(1, start_view));
+        let commands = drain(&mut backup);
+        let _ = persist_all(&mut backup, &commands);
+        assert_eq!((backup.view(), backup.status_name()), (1, "normal"));
+        assert_eq!((backup.op_verified(), backup.commit()), (1, 1));
+        let timeout = backup.config.view_change_timeout_ticks;
+        for tick in 0..timeout * 3 {
+            if tick % 5 == 0 {
+                backup.on_message(from_replica(1, Message::Commit { view: 1, commit: 0 }));
+            }
+            backup.on_tick();
+            let commands = drain(&mut backup);
+            let _ = persist_all(&mut backup, &commands);
+            if backup.view() > 1 {
+                break;
+            }
+        }
+        assert_eq!(backup.view(), 2, "the backup stayed with a stalled primary");
+        assert_eq!(backup.stats().primary_stalls, 1);
+    }
+
     /// Every do_view_change in `commands`: (to, op, entries carried).
     fn do_view_changes(commands: &[Command]) -> Vec<(u8, u64, usize)> {
         commands
