@@ -33,7 +33,10 @@ const KNOWN_HOLES: &[(&str, &str)] = &[
         "execute-register-duplicate",
         "as above, for a register; hit by a few seeds in 10,000",
     ),
-    ("execute-register-old-dropped", "as above, for an old register"),
+    (
+        "execute-register-old-dropped",
+        "as above, for an old register",
+    ),
     (
         "recovery-truncates-beyond-primary-log",
         "needs an old primary with unreplicated entries to restart damaged in the middle of its \
