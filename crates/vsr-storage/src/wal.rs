@@ -311,7 +311,7 @@ pub(crate) struct Replay {
     /// Damaged records at the end of the log, with nothing valid after them and no header copy
     /// naming them.
     pub(crate) torn_tail_records: usize,
-    /// Whether anything but zeros follows `end`.
+    /// Whether a record, valid or not, follows `end`.
     pub(crate) dirty_tail: bool,
     /// Slots to zero or rewrite before anything is written after `end`.
     pub(crate) slot_repairs: SlotRepairs,
@@ -513,7 +513,10 @@ pub(crate) fn replay(
         live: log.live,
         corrupt_ops,
         torn_tail_records,
-        dirty_tail: tail.bad_records > 0 || tail.valid_after_bad,
+        // Valid records after zeros count too (a misdirected or lost write before them): left
+        // behind new records, they would come back after them or make a torn one look like
+        // damage in the middle.
+        dirty_tail: !tail.items.is_empty(),
         slot_repairs,
         headers_size,
     })
