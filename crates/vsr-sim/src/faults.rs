@@ -90,7 +90,7 @@ impl Simulator {
             self.forge();
         }
         if self.prng.chance(profile.replay_ppm) {
-            let count = self.prng.range(1, 16) as usize;
+            let count = self.prng.range(1, 8) as usize;
             self.replay_old_messages(count);
         }
         if profile.tick_permille_min != profile.tick_permille_max && self.prng.chance(50_000) {

@@ -290,7 +290,7 @@ impl FaultProfile {
             process_crash_ppm: prng.pick(&[0, PPM / 4, PPM / 2]),
             storm_toggle_ppm: prng.pick(&[0, 20_000, 100_000]),
             hold_ppm: level(prng, 20_000),
-            replay_ppm: level(prng, PPM),
+            replay_ppm: level(prng, 300_000),
             isolate_primary_ppm: level(prng, 60_000),
             wipe_longest_ppm: prng.pick(&[0, PPM / 2, PPM]),
             race_ppm: prng.pick(&[0, PPM / 4, PPM / 2]),
