@@ -47,6 +47,10 @@ pub(crate) struct ReplicaStorage {
     pub(crate) latent_damage: bool,
     /// Open reported damage, and no write has been durable since.
     damaged_open: bool,
+    /// Latent damage the page cache may have hidden from the last open (a process crash kept
+    /// it): on the platter still, it outlives the first write after a damaged open and stays
+    /// latent until a power loss drops the cache.
+    damage_hidden: bool,
     /// Every entry ever submitted to this disk, by op and checksum.
     written: std::collections::BTreeSet<(u64, u128)>,
     /// The last crash was of the process alone: the page cache, which may hide damage on the
@@ -83,6 +87,7 @@ impl ReplicaStorage {
             undurable: VecDeque::new(),
             latent_damage: false,
             damaged_open: false,
+            damage_hidden: false,
             page_cache_kept: false,
             written: std::collections::BTreeSet::new(),
             tuning,
@@ -143,7 +148,8 @@ impl ReplicaStorage {
         self.damaged_open = durable.damaged;
         // Open read what it found; what it could not see (the page cache hid the platter)
         // stays latent until a power loss drops the cache.
-        self.latent_damage = durable.damaged || (self.latent_damage && self.page_cache_kept);
+        self.damage_hidden = self.latent_damage && self.page_cache_kept;
+        self.latent_damage = durable.damaged || self.damage_hidden;
         Ok(durable)
     }
 
@@ -273,9 +279,10 @@ impl ReplicaStorage {
         }
         if !made.is_empty() && self.damaged_open {
             // The first write after a damaged open marks the replica recovering before it
-            // discards anything: the damage is now carried by the view state.
+            // discards anything: the damage open found is now carried by the view state; what
+            // the page cache hid from it is not.
             self.damaged_open = false;
-            self.latent_damage = false;
+            self.latent_damage = self.damage_hidden;
         }
         made
     }
@@ -385,6 +392,7 @@ pub(crate) fn reply_violation(
 mod tests {
     use bytes::Bytes;
     use vsr::{Entry, Operation};
+    use vsr_storage::sim_disk::SECTOR_SIZE;
 
     use super::*;
 
@@ -491,6 +499,62 @@ mod tests {
         storage.disk.corrupt_sector(&wal.0, 0, 0xff);
         storage.latent_damage = true;
         assert!(storage.open(9).unwrap().damaged);
+    }
+
+    #[test]
+    fn damage_a_surviving_page_cache_hid_outlives_a_damaged_open() {
+        let mut storage = formatted();
+        write_durably(
+            &mut storage,
+            1,
+            &[Write::Append(entry(1)), Write::Append(entry(2))],
+        );
+        // The checkpoint file's write lands elsewhere on the platter; the page cache shows it
+        // in place.
+        storage.disk.misdirect_next_in("checkpoint-", 15);
+        storage.latent_damage = true;
+        let checkpoint = vsr::Checkpoint {
+            op: 2,
+            op_checksum: entry(2).checksum,
+            snapshot: Bytes::from(vec![0xc4; 300]),
+        };
+        write_durably(
+            &mut storage,
+            3,
+            &[
+                Write::Checkpoint(checkpoint),
+                Write::Append(entry(3)),
+                Write::Append(entry(4)),
+            ],
+        );
+        assert!(!storage.disk.misdirect_armed());
+        // The process alone crashes; at the restart a sector of the WAL fails reads. Open sees
+        // that damage, not the checkpoint's.
+        storage.stop();
+        storage.disk.crash_process();
+        storage.page_cache_kept = true;
+        let wal = storage
+            .disk
+            .durable_files()
+            .into_iter()
+            .find(|(name, _)| name.ends_with(".log"))
+            .unwrap();
+        storage
+            .disk
+            .make_unreadable(&wal.0, (wal.1 - 1) / SECTOR_SIZE);
+        let opened = storage.open(9).unwrap();
+        assert!(opened.damaged && opened.checkpoint.is_some());
+        // The first write after the damaged open marks the replica recovering; the checkpoint
+        // stays live, misdirected on the platter.
+        let mut view_state = opened.view_state;
+        view_state.recovering = true;
+        write_durably(&mut storage, 6, &[Write::ViewState(view_state)]);
+        assert!(storage.is_impaired() && storage.latent_damage);
+        // A power loss drops the page cache: the next open finds the checkpoint corrupt.
+        crash(&mut storage);
+        storage.page_cache_kept = false;
+        let opened = storage.open(9).unwrap();
+        assert!(opened.damaged && opened.checkpoint.is_none());
     }
 
     #[test]
