@@ -119,6 +119,7 @@ caught! {
     batch_vote_early => BatchVoteEarly,
     view_change_wrong_log => ViewChangeWrongLog,
     view_change_longest_log => ViewChangeLongestLog,
+    recovery_finishes_early => RecoveryFinishesEarly,
     damaged_log_rejoins => DamagedLogRejoins,
     skip_dedup => SkipDedup,
     snapshot_drops_replies => SnapshotDropsReplies,

@@ -53,6 +53,9 @@ bugs! {
     StateTransferTakesUncommitted => "state-transfer-takes-uncommitted",
     /// Recovery: a recovering replica settles for f answers instead of f + 1.
     RecoveryQuorumTooSmall => "recovery-quorum-too-small",
+    /// Recovery: a recovering replica declares itself recovered once a quorum answered,
+    /// without waiting for the primary's log.
+    RecoveryFinishesEarly => "recovery-finishes-early",
     /// Repair: a replica whose storage reported damage rejoins without recovering, as if its
     /// log were whole.
     DamagedLogRejoins => "damaged-log-rejoins",

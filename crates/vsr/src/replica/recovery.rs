@@ -125,7 +125,8 @@ impl<S: StateMachine> Replica<S> {
         let Some((view, _, op)) = recovering.target else {
             return;
         };
-        if self.view != view || self.op_verified < op {
+        let fetched = self.op_verified >= op || crate::bug!(RecoveryFinishesEarly);
+        if self.view != view || !fetched {
             return;
         }
         // Entries past the primary's log are from an older view (a damaged log keeps its old
