@@ -488,14 +488,13 @@ impl Simulator {
         }
         let name = headers[self.prng.index(headers.len())].clone();
         let slot = &mut self.replicas[usize::from(index)];
+        // A failure armed for the replica's next run may take the call: the file may then be
+        // gone or not, damage either way.
+        slot.storage.latent_damage = true;
         let disk: &mut dyn vsr_storage::Disk = &mut slot.storage.disk;
         if disk.remove(&name).and_then(|()| disk.sync_dir()).is_err() {
-            // A failure armed for the replica's next run took the call; the file may be gone
-            // or not: damage either way.
-            slot.storage.latent_damage = true;
             return;
         }
-        slot.storage.latent_damage = true;
         self.stats.disk_headers_lost += 1;
         self.log_disk(index, || format!("lost {name}"));
     }

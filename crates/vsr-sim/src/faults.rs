@@ -129,13 +129,11 @@ impl Simulator {
                 group.push(other);
             }
         }
-        self.network.clear_partitions();
-        self.partition(&group);
+        self.cut_off(&group);
         if self.prng.chance(self.plan.profile.straggle_ppm) {
             self.straggle(primary);
         }
         self.stats.primary_isolations += 1;
-        self.stats.partitions += 1;
         // Back to back: the next primary is cut off too, once it may have started its view.
         if remaining > 0 {
             let timeout = self.config.view_change_timeout_ticks * crate::sim::TICK_NS;
@@ -165,11 +163,7 @@ impl Simulator {
                 self.crash(primary);
                 self.schedule_restarts();
             }
-            1 => {
-                self.network.clear_partitions();
-                self.partition(&[primary]);
-                self.stats.partitions += 1;
-            }
+            1 => self.cut_off(&[primary]),
             _ => {
                 // A primary of an older view that does not know it was deposed, if any, and
                 // the replicas still in its view are those the restarted replica ends up with.
@@ -190,9 +184,7 @@ impl Simulator {
                 if !group.contains(&restarted) {
                     group.push(restarted);
                 }
-                self.network.clear_partitions();
-                self.partition(&group);
-                self.stats.partitions += 1;
+                self.cut_off(&group);
             }
         }
     }
@@ -302,14 +294,7 @@ impl Simulator {
             .replicas
             .iter()
             .enumerate()
-            .filter(|(other, slot)| {
-                *other != usize::from(index)
-                    && (slot.storage.is_impaired()
-                        || slot
-                            .replica
-                            .as_ref()
-                            .is_some_and(|replica| replica.status_name() == "recovering"))
-            })
+            .filter(|(other, slot)| *other != usize::from(index) && slot.is_impaired())
             .count();
         self.plan.replicas > 1 && impaired < self.config.faults_max()
     }
@@ -349,6 +334,13 @@ impl Simulator {
                 }
             }
         }
+        self.stats.partitions += 1;
+    }
+
+    /// Replaces the partitions of the moment with one cutting `group` off, and counts it.
+    fn cut_off(&mut self, group: &[u8]) {
+        self.network.clear_partitions();
+        self.partition(group);
         self.stats.partitions += 1;
     }
 

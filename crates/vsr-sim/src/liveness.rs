@@ -112,9 +112,7 @@ impl Simulator {
         let replicas = usize::from(self.plan.replicas);
         for index in 0..replicas {
             let slot = &self.replicas[index];
-            let healthy = slot.replica.as_ref().is_some_and(|replica| {
-                replica.status_name() != "recovering" && !slot.storage.is_impaired()
-            });
+            let healthy = slot.replica.is_some() && !slot.is_impaired();
             let since = &mut self.monitor.healthy_since[index];
             *since = match (*since, healthy) {
                 (Some((incarnation, at)), true) if incarnation == slot.incarnation => {
@@ -204,14 +202,7 @@ impl Simulator {
     fn leave_out(&mut self) {
         let f = self.config.faults_max();
         let impaired: Vec<u8> = (0..self.plan.replicas)
-            .filter(|&index| {
-                let slot = &self.replicas[usize::from(index)];
-                slot.storage.is_impaired()
-                    || slot
-                        .replica
-                        .as_ref()
-                        .is_some_and(|replica| replica.status_name() == "recovering")
-            })
+            .filter(|&index| self.replicas[usize::from(index)].is_impaired())
             .collect();
         if f == 0 || impaired.len() > f {
             return;

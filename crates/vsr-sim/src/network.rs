@@ -34,8 +34,8 @@ pub(crate) struct Network {
     pub(crate) stormy: bool,
     /// Per message between replicas: chance it is held back for seconds.
     pub(crate) hold_ppm: u32,
-    /// Whether old messages are replayed in this run (then sent messages are remembered).
-    replay: bool,
+    /// Whether sent messages are remembered (for replays and stragglers).
+    remember: bool,
     /// The last messages sent between replicas, oldest first, for replays.
     recent: VecDeque<Sent>,
 }
@@ -64,7 +64,7 @@ impl Network {
             corrupt_ppm: profile.corrupt_ppm,
             stormy: true,
             hold_ppm: profile.hold_ppm,
-            replay: profile.replay_ppm > 0 || profile.straggle_ppm > 0,
+            remember: profile.replay_ppm > 0 || profile.straggle_ppm > 0,
             recent: VecDeque::new(),
         }
     }
@@ -103,7 +103,7 @@ impl Network {
         self.duplicate_ppm = 0;
         self.corrupt_ppm = 0;
         self.hold_ppm = 0;
-        self.replay = false;
+        self.remember = false;
         self.recent.clear();
     }
 }
@@ -140,7 +140,7 @@ impl Simulator {
         let mut slow = 1;
         let mut held = 0;
         if let (Node::Replica(a), Node::Replica(b)) = (from, to) {
-            if self.network.replay {
+            if self.network.remember {
                 self.network.remember(self.now, a, b, &envelope);
             }
             if self.network.is_blocked(a, b) {

@@ -159,6 +159,18 @@ pub(crate) struct ReplicaSlot {
     pub(crate) tick_permille: u64,
 }
 
+impl ReplicaSlot {
+    /// Whether this replica counts against the fault budget: its disk might not give back
+    /// everything it wrote, or it is recovering (see `faults.rs`).
+    pub(crate) fn is_impaired(&self) -> bool {
+        self.storage.is_impaired()
+            || self
+                .replica
+                .as_ref()
+                .is_some_and(|replica| replica.status_name() == "recovering")
+    }
+}
+
 /// The whole simulated world of one run.
 pub(crate) struct Simulator {
     pub(crate) plan: Plan,

@@ -149,6 +149,24 @@ fn persist_all(replica: &mut Replica<Sum>, commands: &[Command]) -> Vec<Command>
     drain(replica)
 }
 
+/// Ticks `backup` up to `ticks` times, persisting what it writes, with a commit heartbeat of its
+/// view at `commit` from `primary` every 5 ticks, as a live primary sends them; stops once the
+/// backup leaves the view.
+fn heartbeats(backup: &mut Replica<Sum>, primary: u8, commit: u64, ticks: u64) {
+    let view = backup.view();
+    for tick in 0..ticks {
+        if tick % 5 == 0 {
+            backup.on_message(from_replica(primary, Message::Commit { view, commit }));
+        }
+        backup.on_tick();
+        let commands = drain(backup);
+        let _ = persist_all(backup, &commands);
+        if backup.view() != view {
+            return;
+        }
+    }
+}
+
 fn sends(commands: &[Command]) -> Vec<(u8, &'static str)> {
     commands
         .iter()
@@ -341,19 +359,9 @@ mod normal {
         ));
         let commands = drain(&mut backup);
         let _ = persist_all(&mut backup, &commands);
-        let timeout = backup.config.view_change_timeout_ticks;
-        // Heartbeats every few ticks, as a live primary sends them; its commit never moves.
-        for tick in 0..timeout * 3 {
-            if tick % 5 == 0 {
-                backup.on_message(from_replica(0, Message::Commit { view: 0, commit: 0 }));
-            }
-            backup.on_tick();
-            let commands = drain(&mut backup);
-            let _ = persist_all(&mut backup, &commands);
-            if backup.view() > 0 {
-                break;
-            }
-        }
+        // The primary's commit never moves.
+        let ticks = backup.config.view_change_timeout_ticks * 3;
+        heartbeats(&mut backup, 0, 0, ticks);
         assert_eq!(backup.view(), 1, "the backup stayed with a stalled primary");
         assert_eq!(backup.status_name(), "view_change");
         assert_eq!(backup.stats().primary_stalls, 1);
@@ -363,14 +371,8 @@ mod normal {
     #[test]
     fn backup_stays_with_an_idle_primary_it_hears() {
         let mut backup = replica(1, 3);
-        for tick in 0..backup.config.view_change_timeout_ticks * 4 {
-            if tick % 5 == 0 {
-                backup.on_message(from_replica(0, Message::Commit { view: 0, commit: 0 }));
-            }
-            backup.on_tick();
-            let commands = drain(&mut backup);
-            let _ = persist_all(&mut backup, &commands);
-        }
+        let ticks = backup.config.view_change_timeout_ticks * 4;
+        heartbeats(&mut backup, 0, 0, ticks);
         assert_eq!(backup.view(), 0);
         assert_eq!(backup.stats().primary_stalls, 0);
     }
@@ -1270,18 +1272,8 @@ mod regressions {
         let _ = persist_all(&mut backup, &commands);
         assert_eq!((backup.view(), backup.status_name()), (1, "normal"));
         assert_eq!((backup.op_verified(), backup.commit()), (1, 1));
-        let timeout = backup.config.view_change_timeout_ticks;
-        for tick in 0..timeout * 3 {
-            if tick % 5 == 0 {
-                backup.on_message(from_replica(1, Message::Commit { view: 1, commit: 0 }));
-            }
-            backup.on_tick();
-            let commands = drain(&mut backup);
-            let _ = persist_all(&mut backup, &commands);
-            if backup.view() > 1 {
-                break;
-            }
-        }
+        let ticks = backup.config.view_change_timeout_ticks * 3;
+        heartbeats(&mut backup, 1, 0, ticks);
         assert_eq!(backup.view(), 2, "the backup stayed with a stalled primary");
         assert_eq!(backup.stats().primary_stalls, 1);
     }
