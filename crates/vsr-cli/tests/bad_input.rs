@@ -9,6 +9,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use vsr::{Commit, Request};
 
 use bytes::Bytes;
 use common::{CLUSTER, Cluster};
@@ -29,12 +30,12 @@ fn request_frame(cluster: u128) -> Vec<u8> {
         cluster,
         epoch: 0,
         sender: Sender::Client(CLIENT),
-        message: Message::Request {
+        message: Message::Request(Request {
             session: 1,
             request: 1,
             operation: Operation::StateMachine,
             body: Bytes::from(operation.to_bytes()),
-        },
+        }),
     })
 }
 
@@ -147,7 +148,7 @@ fn replica_index_out_of_range() {
         cluster: CLUSTER,
         epoch: 0,
         sender: Sender::Replica(5),
-        message: Message::Commit { view: 0, commit: 0 },
+        message: Message::Commit(Commit { view: 0, commit: 0 }),
     });
     rejects(&frame, false, "bad_sender");
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use vsr::Envelope;
 use vsr::wire::{self, DecodeError, HEADER_SIZE};
+use vsr::{Receiver, Verified};
 
 /// Buffer of a frame reader: many small frames per read system call.
 const READ_BUFFER_SIZE: usize = 64 * 1024;
@@ -41,18 +41,21 @@ pub(crate) enum ReadError {
 pub(crate) struct FrameReader<R> {
     reader: R,
     buffer: BytesMut,
+    /// Who the frames are for: decoding checks each against it.
+    receiver: Receiver,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub(crate) fn new(reader: R) -> Self {
+    pub(crate) fn new(reader: R, receiver: Receiver) -> Self {
         Self {
             reader,
             buffer: BytesMut::new(),
+            receiver,
         }
     }
 
     /// The next envelope and its frame size, or `None` when the stream ended between frames.
-    pub(crate) async fn next(&mut self) -> Result<Option<(Envelope, usize)>, ReadError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<(Verified, usize)>, ReadError> {
         if !self.fill(HEADER_SIZE).await? {
             return Ok(None);
         }
@@ -65,8 +68,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Err(ReadError::Truncated);
         }
         let frame = self.buffer.split_to(size).freeze();
-        let envelope = wire::decode_shared(&frame).map_err(ReadError::Decode)?;
-        Ok(Some((envelope, size)))
+        let verified = wire::decode_shared(&frame, &self.receiver).map_err(ReadError::Decode)?;
+        Ok(Some((verified, size)))
     }
 
     /// Reads until the buffer holds `size` bytes. `false`: the stream ended with the buffer
@@ -279,16 +282,22 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vsr::{Message, Sender};
+    use vsr::{Commit, Envelope, Message, Sender};
 
+    /// A commit from view `view`'s primary in a cluster of three.
     fn frame(view: u64) -> Vec<u8> {
-        let message = Message::Commit { view, commit: 3 };
+        let message = Message::Commit(Commit { view, commit: 3 });
         wire::encode(&Envelope {
             cluster: 9,
             epoch: 0,
-            sender: Sender::Replica(1),
+            sender: Sender::Replica((view % 3) as u8),
             message,
         })
+    }
+
+    /// Replica 0 of that cluster.
+    fn receiver() -> Receiver {
+        Receiver::replica(&vsr::Config::new(9, 3), 0)
     }
 
     /// Senders on several threads race the receiver: the byte count never wraps (it did when
@@ -333,10 +342,13 @@ mod tests {
     async fn reader_splits_a_stream_into_frames() {
         let mut bytes = frame(1);
         bytes.extend_from_slice(&frame(2));
-        let mut reader = FrameReader::new(&bytes[..]);
+        let mut reader = FrameReader::new(&bytes[..], receiver());
         for view in [1, 2] {
-            let (envelope, size) = reader.next().await.expect("valid").expect("a frame");
-            assert_eq!(envelope.message, Message::Commit { view, commit: 3 });
+            let (verified, size) = reader.next().await.expect("valid").expect("a frame");
+            assert_eq!(
+                verified.envelope().message,
+                Message::Commit(Commit { view, commit: 3 })
+            );
             assert_eq!(size, HEADER_SIZE);
         }
         assert!(matches!(reader.next().await, Ok(None)));
@@ -345,11 +357,11 @@ mod tests {
     #[tokio::test]
     async fn reader_rejects_truncation_and_corruption() {
         let bytes = frame(1);
-        let mut reader = FrameReader::new(&bytes[..HEADER_SIZE - 1]);
+        let mut reader = FrameReader::new(&bytes[..HEADER_SIZE - 1], receiver());
         assert!(matches!(reader.next().await, Err(ReadError::Truncated)));
         let mut corrupt = bytes.clone();
         corrupt[100] ^= 1;
-        let mut reader = FrameReader::new(&corrupt[..]);
+        let mut reader = FrameReader::new(&corrupt[..], receiver());
         assert!(matches!(
             reader.next().await,
             Err(ReadError::Decode(DecodeError::HeaderChecksum))

@@ -2,9 +2,9 @@
 //!
 //! The accept loop owns one task per connection. A connection's reader turns frames into
 //! verified envelopes and hands them to the event loop through one bounded channel: when the
-//! loop is busy the reader waits (back-pressure on that connection only). Garbage — a frame
-//! that fails [`vsr::wire::decode`], a frame of another cluster, a sender index out of range —
-//! is counted, logged (rate-limited) and closes the connection. A client's replies flow back
+//! loop is busy the reader waits (back-pressure on that connection only). Garbage — any frame
+//! that fails [`vsr::wire::decode`] for this replica: corrupt, of another cluster, from a sender
+//! out of range, with numbers out of bounds, an operation too large — is counted, logged (rate-limited) and closes the connection. A client's replies flow back
 //! through the connection's bounded reply queue; a client that stops reading has its replies
 //! dropped, and its connection closed once a write stalls.
 
@@ -16,9 +16,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
-use vsr::config::OPERATION_SIZE_MAX;
-use vsr::wire::HEADER_SIZE;
-use vsr::{Envelope, Sender};
+use vsr::{Receiver, Sender, Verified};
 
 use crate::frame::{FrameReader, QueueReceiver, QueueSender, ReadError, queue};
 use crate::metrics::{ErrorKind, Metrics};
@@ -37,7 +35,7 @@ const INBOUND_KIBIBYTES_MAX: usize = 256 * 1024;
 
 /// A verified message on its way to the event loop.
 pub(crate) struct Inbound {
-    pub(crate) envelope: Envelope,
+    pub(crate) envelope: Verified,
     /// For a client's message: where its replies go.
     pub(crate) route: Option<ReplyRoute>,
     /// Holds the message's share of the inbound byte budget until the loop has handled it.
@@ -53,9 +51,9 @@ pub(crate) struct ReplyRoute {
 
 /// What every connection task needs.
 pub(crate) struct InboundContext {
-    pub(crate) cluster: u128,
-    pub(crate) replica_count: u8,
-    pub(crate) index: u8,
+    /// What frames are decoded for: this replica (the cluster, the sender, the message's
+    /// bounds are all checked there).
+    pub(crate) receiver: Receiver,
     pub(crate) sender: mpsc::Sender<Inbound>,
     pub(crate) metrics: Arc<Metrics>,
     budget: Arc<Semaphore>,
@@ -69,28 +67,10 @@ impl InboundContext {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            cluster: config.cluster,
-            replica_count: config.replica_count,
-            index,
+            receiver: Receiver::replica(config, index),
             sender,
             metrics,
             budget: Arc::new(Semaphore::new(INBOUND_KIBIBYTES_MAX)),
-        }
-    }
-
-    /// Why a verified envelope must still be rejected, if it must.
-    fn check(&self, envelope: &Envelope, size: usize) -> Option<ErrorKind> {
-        if envelope.cluster != self.cluster {
-            return Some(ErrorKind::WrongCluster);
-        }
-        match envelope.sender {
-            Sender::Replica(from) if from >= self.replica_count || from == self.index => {
-                Some(ErrorKind::BadSender)
-            }
-            Sender::Client(_) if size > HEADER_SIZE + OPERATION_SIZE_MAX => {
-                Some(ErrorKind::TooLarge)
-            }
-            _ => None,
         }
     }
 
@@ -164,7 +144,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     context: &InboundContext,
     peer: SocketAddr,
 ) {
-    let mut reader = FrameReader::new(reader);
+    let mut reader = FrameReader::new(reader, context.receiver);
     loop {
         let (envelope, size) = match reader.next().await {
             Ok(Some(frame)) => frame,
@@ -179,11 +159,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 return context.reject(ErrorKind::of(&error), peer, &error);
             }
         };
-        if let Some(kind) = context.check(&envelope, size) {
-            let sender = envelope.sender;
-            let detail = format!("cluster {:x}, sender {sender:?}", envelope.cluster);
-            return context.reject(kind, peer, &detail);
-        }
         let kibibytes = u32::try_from(size.div_ceil(1024)).expect("frames are bounded");
         let Ok(budget) = Arc::clone(&context.budget)
             .acquire_many_owned(kibibytes)
@@ -191,7 +166,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         else {
             return;
         };
-        let route = matches!(envelope.sender, Sender::Client(_)).then(|| route.clone());
+        let route = matches!(envelope.envelope().sender, Sender::Client(_)).then(|| route.clone());
         if context
             .sender
             .send(Inbound {

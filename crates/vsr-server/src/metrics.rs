@@ -73,7 +73,13 @@ impl ErrorKind {
             DecodeError::BodyChecksum | DecodeError::EntryChecksum { .. } => {
                 ErrorKind::BodyChecksum
             }
-            DecodeError::TooLarge { .. } => ErrorKind::TooLarge,
+            DecodeError::TooLarge { .. } | DecodeError::OperationTooLarge { .. } => {
+                ErrorKind::TooLarge
+            }
+            DecodeError::WrongCluster { .. } => ErrorKind::WrongCluster,
+            DecodeError::BadSender { .. }
+            | DecodeError::NotFromPrimary { .. }
+            | DecodeError::OutOfPlace { .. } => ErrorKind::BadSender,
             DecodeError::TooShort { .. } => ErrorKind::TooShort,
             DecodeError::Version { .. } => ErrorKind::Version,
             _ => ErrorKind::Malformed,

@@ -18,6 +18,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use vsr::{Reply, Request};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -368,8 +369,8 @@ impl<S: StateMachine> Driver<S> {
         let Inbound {
             envelope, route, ..
         } = inbound;
-        if let (Sender::Client(client), Message::Request { request, .. }) =
-            (envelope.sender, &envelope.message)
+        if let (Sender::Client(client), Message::Request(Request { request, .. })) =
+            (envelope.envelope().sender, &envelope.envelope().message)
         {
             self.metrics.requests.fetch_add(1, Ordering::Relaxed);
             if let Some(route) = route {
@@ -454,7 +455,7 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn reply(&mut self, client: ClientId, frame: Bytes, message: Option<&Message>) {
-        if let Some(Message::Reply { request, .. }) = message
+        if let Some(Message::Reply(Reply { request, .. })) = message
             && let Some(arrival) = self.arrivals.remove(&(client, *request))
         {
             self.metrics.observe_latency(arrival.elapsed());

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use vsr::Request;
 
 use bytes::Bytes;
 use tempfile::TempDir;
@@ -326,12 +327,12 @@ fn request_frame(cluster: u128) -> Vec<u8> {
         cluster,
         epoch: 0,
         sender: Sender::Client(7),
-        message: Message::Request {
+        message: Message::Request(Request {
             session: 0,
             request: 1,
             operation: Operation::StateMachine,
             body: Bytes::from(operation.to_bytes()),
-        },
+        }),
     };
     wire::encode(&envelope)
 }

@@ -25,6 +25,7 @@
 //! misdirected write: it keeps two copies of each update, which survive one damaged copy but
 //! not two (docs/storage.md, known limits).
 
+use vsr::Reply;
 use vsr::{Message, Write};
 use vsr_storage::sim_disk::{Fate, Operation, SECTOR_SIZE};
 
@@ -562,7 +563,7 @@ impl Simulator {
 
     /// Checks a reply: its op must have been durable on a quorum of disks.
     pub(crate) fn check_reply_durable(&self, index: u8, message: &Message) -> Result<(), String> {
-        let Message::Reply { op, .. } = message else {
+        let Message::Reply(Reply { op, .. }) = message else {
             return Ok(());
         };
         let replica = self.replicas[usize::from(index)]

@@ -170,6 +170,8 @@ pub struct SimStats {
     pub stall_windows: u64,
     /// Corrupted messages, rejected by the wire codec.
     pub messages_corrupted: u64,
+    /// Forged messages decoding rejected at their replica (each forged message must be).
+    pub messages_rejected: u64,
     /// Writes in flight at a crash that the disk never wrote (lost unsynced writes).
     pub disk_writes_lost: u64,
     /// Writes a crash interrupted (torn): lost too.
@@ -256,6 +258,7 @@ impl SimStats {
         self.replicas_left_out += other.replicas_left_out;
         self.stall_windows += other.stall_windows;
         self.messages_corrupted += other.messages_corrupted;
+        self.messages_rejected += other.messages_rejected;
         self.disk_writes_lost += other.disk_writes_lost;
         self.disk_writes_torn += other.disk_writes_torn;
         self.disk_corruptions += other.disk_corruptions;

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use vsr::{Envelope, Message, Sender, wire};
+use vsr::{Commit, Envelope, Message, Receiver, Sender, StartViewChange, wire};
 
 use crate::random::Prng;
 use crate::sim::{EventKind, Frame, Node, Simulator};
@@ -182,6 +182,7 @@ impl Simulator {
                 bytes: frame_bytes,
                 original: envelope.clone(),
                 corrupted,
+                forged: false,
             };
             self.schedule(self.now + latency, EventKind::Deliver(Box::new(frame)));
         }
@@ -222,6 +223,7 @@ impl Simulator {
                 bytes: wire::encode(&sent.envelope),
                 original: sent.envelope,
                 corrupted: false,
+                forged: false,
             };
             self.stats.messages_held += 1;
             self.schedule(self.now + delay, EventKind::Deliver(Box::new(frame)));
@@ -240,13 +242,13 @@ impl Simulator {
             cluster: self.config.cluster,
             epoch: 0,
             sender: Sender::Replica(other),
-            message: Message::Commit { view: 0, commit: 0 },
+            message: Message::Commit(Commit { view: 0, commit: 0 }),
         };
         match self.prng.below(5) {
             0 => envelope.cluster ^= 1 << self.prng.below(128),
             1 => envelope.sender = Sender::Replica(to),
             2 => envelope.sender = Sender::Client(u128::from(self.prng.next_u64()) | 1),
-            3 => envelope.message = Message::StartViewChange { view: u64::MAX },
+            3 => envelope.message = Message::StartViewChange(StartViewChange { view: u64::MAX }),
             _ => {
                 // A view whose primary is neither the sender nor the receiver.
                 let view = (0..replicas * 2)
@@ -256,7 +258,7 @@ impl Simulator {
                         primary != other && primary != to
                     })
                     .unwrap_or(0);
-                envelope.message = Message::Commit { view, commit: 0 };
+                envelope.message = Message::Commit(Commit { view, commit: 0 });
             }
         }
         self.stats.messages_forged += 1;
@@ -269,36 +271,40 @@ impl Simulator {
             bytes: wire::encode(&envelope),
             original: envelope,
             corrupted: false,
+            forged: true,
         };
         self.schedule(self.now + latency, EventKind::Deliver(Box::new(frame)));
     }
 
-    /// Delivers a frame: decodes it (checking the codec) and hands it to its node.
+    /// Delivers a frame: decodes it for its receiver (checking the codec) and hands it over.
+    /// Decoding must reject exactly the corrupted and the forged frames.
     pub(crate) fn deliver(&mut self, frame: Frame) -> Result<(), String> {
-        let envelope = match (wire::decode(&frame.bytes), frame.corrupted) {
+        let receiver = match frame.to {
+            Node::Replica(index) => Receiver::replica(&self.config, index),
+            Node::Client(_) => Receiver::client(self.config.cluster, self.plan.replicas),
+        };
+        let name = frame.original.message.name();
+        let verified = match (wire::decode(&frame.bytes, &receiver), frame.corrupted) {
             (Err(_), true) => {
                 self.stats.messages_corrupted += 1;
                 return Ok(());
             }
+            (Err(_), false) if frame.forged => return self.rejected(&frame),
             (Err(error), false) => {
                 return Err(format!(
-                    "wire: an intact {} frame failed to decode: {error}",
-                    frame.original.message.name()
+                    "wire: an intact {name} frame failed to decode: {error}"
                 ));
             }
             (Ok(_), true) => {
-                return Err(format!(
-                    "wire: a {} frame with a flipped bit decoded",
-                    frame.original.message.name()
-                ));
+                return Err(format!("wire: a {name} frame with a flipped bit decoded"));
             }
-            (Ok(envelope), false) => envelope,
+            (Ok(_), false) if frame.forged => {
+                return Err(format!("wire: a forged {name} frame was admitted"));
+            }
+            (Ok(verified), false) => verified,
         };
-        if envelope != frame.original {
-            return Err(format!(
-                "wire: decode(encode(m)) != m for a {} message",
-                frame.original.message.name()
-            ));
+        if *verified.envelope() != frame.original {
+            return Err(format!("wire: decode(encode(m)) != m for a {name} message"));
         }
         self.trace.bytes(&frame.bytes);
         match frame.to {
@@ -309,9 +315,11 @@ impl Simulator {
                     return Ok(());
                 };
                 self.stats.messages_delivered += 1;
-                let log =
-                    log_enabled().then(|| (envelope.sender, format!("{:?}", envelope.message)));
-                replica.on_message(envelope);
+                let log = log_enabled().then(|| {
+                    let envelope = verified.envelope();
+                    (envelope.sender, format!("{:?}", envelope.message))
+                });
+                replica.on_message(verified);
                 if let Some((sender, message)) = log {
                     let message: String = message.chars().take(LOG_MESSAGE_CHARS).collect();
                     eprintln!(
@@ -329,10 +337,25 @@ impl Simulator {
             }
             Node::Client(client) => {
                 self.stats.messages_delivered += 1;
-                self.clients[client].client.on_message(envelope);
+                self.clients[client].client.on_message(verified);
                 self.poll_client(client)
             }
         }
+    }
+
+    /// A forged frame decoding rejected: it reached its replica's door and went no further.
+    fn rejected(&mut self, frame: &Frame) -> Result<(), String> {
+        self.trace.bytes(&frame.bytes);
+        let Node::Replica(index) = frame.to else {
+            return Err("wire: a forged frame addressed to a client".to_owned());
+        };
+        if self.replicas[usize::from(index)].replica.is_none() {
+            self.stats.messages_lost += 1;
+            return Ok(());
+        }
+        self.stats.messages_delivered += 1;
+        self.stats.messages_rejected += 1;
+        self.after_replica(index)
     }
 }
 

@@ -59,6 +59,8 @@ pub(crate) struct Frame {
     pub(crate) bytes: Vec<u8>,
     pub(crate) original: Envelope,
     pub(crate) corrupted: bool,
+    /// Built by the network's forger: decoding must reject it.
+    pub(crate) forged: bool,
 }
 
 #[derive(Debug)]

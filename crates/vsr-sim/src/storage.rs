@@ -22,6 +22,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use vsr::{DoViewChange, PrepareOk};
 
 use vsr::{DurableState, Message, Write};
 use vsr_storage::sim_disk::SimDisk;
@@ -342,16 +343,20 @@ pub(crate) fn acknowledgement_violation(
             })
     };
     match message {
-        Message::DoViewChange { view, .. } if durable.view_state.view < *view => Some(format!(
-            "durability: replica {index} sent do_view_change for view {view} before that view \
+        Message::DoViewChange(DoViewChange { view, .. }) if durable.view_state.view < *view => {
+            Some(format!(
+                "durability: replica {index} sent do_view_change for view {view} before that view \
              was durable on its disk (durable: view {})",
-            durable.view_state.view
-        )),
-        Message::PrepareOk { op, checksum, .. } if !holds(*op, *checksum) => Some(format!(
-            "durability: replica {index} sent prepare_ok for op {op} before the entry was \
+                durable.view_state.view
+            ))
+        }
+        Message::PrepareOk(PrepareOk { op, checksum, .. }) if !holds(*op, *checksum) => {
+            Some(format!(
+                "durability: replica {index} sent prepare_ok for op {op} before the entry was \
              durable on its disk"
-        )),
-        Message::DoViewChange { view, entries, .. } => entries
+            ))
+        }
+        Message::DoViewChange(DoViewChange { view, entries, .. }) => entries
             .iter()
             .find(|entry| !holds(entry.op, entry.checksum))
             .map(|entry| {
@@ -561,10 +566,12 @@ mod tests {
     fn acknowledging_an_entry_not_durable_is_caught() {
         let mut durable = DurableState::default();
         durable.apply(&Write::Append(entry(1)));
-        let ok = |op: u64, checksum: u128| Message::PrepareOk {
-            view: 1,
-            op,
-            checksum,
+        let ok = |op: u64, checksum: u128| {
+            Message::PrepareOk(PrepareOk {
+                view: 1,
+                op,
+                checksum,
+            })
         };
         assert_eq!(
             acknowledgement_violation(&durable, 0, &ok(1, entry(1).checksum)),
@@ -573,12 +580,14 @@ mod tests {
         assert!(acknowledgement_violation(&durable, 0, &ok(2, entry(2).checksum)).is_some());
         // Another entry at a durable op is not durable either.
         assert!(acknowledgement_violation(&durable, 0, &ok(1, 12345)).is_some());
-        let do_view_change = |entries: Vec<Entry>| Message::DoViewChange {
-            view: 2,
-            last_normal_view: 1,
-            op: 2,
-            commit: 0,
-            entries,
+        let do_view_change = |entries: Vec<Entry>| {
+            Message::DoViewChange(DoViewChange {
+                view: 2,
+                last_normal_view: 1,
+                op: 2,
+                commit: 0,
+                entries,
+            })
         };
         // The view is not durable yet.
         assert!(acknowledgement_violation(&durable, 0, &do_view_change(vec![entry(1)])).is_some());

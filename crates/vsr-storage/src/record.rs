@@ -291,11 +291,11 @@ mod tests {
             cluster: 1,
             epoch: 0,
             sender: vsr::Sender::Replica(0),
-            message: vsr::Message::Prepare {
+            message: vsr::Message::Prepare(vsr::Prepare {
                 view: 2,
                 commit: 0,
                 entries: vec![entry.clone()],
-            },
+            }),
         };
         let frame = vsr::wire::encode(&prepare);
         assert_eq!(

@@ -9,8 +9,8 @@ use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
 use vsr::wire::{decode, encode};
 use vsr::{
-    ClientId, Codec, CodecError, Command, Config, Entry, Envelope, Message, Operation, Replica,
-    Sender, StateMachine,
+    ClientId, Codec, CodecError, Command, Config, Entry, Envelope, Message, Operation, Prepare,
+    Receiver, Replica, Request, Sender, StateMachine,
 };
 
 fn main() {
@@ -103,13 +103,13 @@ impl StateMachine for Slots {
 struct Cluster {
     replicas: Vec<Replica<Slots>>,
     sessions: Vec<(ClientId, u64, u64)>,
-    through_wire: bool,
+    receivers: Vec<Receiver>,
     inbox: VecDeque<(u8, Envelope)>,
     replies: usize,
 }
 
 impl Cluster {
-    fn new(clients: usize, through_wire: bool) -> Self {
+    fn new(clients: usize) -> Self {
         let config = Config::new(CLUSTER, 3);
         let replicas = (0..3)
             .map(|index| Replica::new(config.clone(), index, Slots::default(), 1))
@@ -117,7 +117,9 @@ impl Cluster {
         let mut cluster = Self {
             replicas,
             sessions: Vec::new(),
-            through_wire,
+            receivers: (0..3)
+                .map(|index| Receiver::replica(&config, index))
+                .collect(),
             inbox: VecDeque::new(),
             replies: 0,
         };
@@ -148,13 +150,10 @@ impl Cluster {
 
     fn run(&mut self) {
         while let Some((to, envelope)) = self.inbox.pop_front() {
-            let envelope = if self.through_wire {
-                decode(&encode(&envelope)).expect("valid frame")
-            } else {
-                envelope
-            };
+            let verified =
+                decode(&encode(&envelope), &self.receivers[usize::from(to)]).expect("valid frame");
             let replica = &mut self.replicas[usize::from(to)];
-            replica.on_message(envelope);
+            replica.on_message(verified);
             let mut durable = None;
             for command in replica.drain_commands() {
                 match command {
@@ -188,12 +187,12 @@ fn request(
         cluster: CLUSTER,
         epoch: 0,
         sender: Sender::Client(client),
-        message: Message::Request {
+        message: Message::Request(Request {
             session,
             request,
             operation,
             body,
-        },
+        }),
     }
 }
 
@@ -212,20 +211,11 @@ fn body() -> Bytes {
 }
 
 /// One round of `clients` concurrent requests: each is prepared (in batches), replicated,
-/// committed, executed on all three replicas and answered. Counted per request.
+/// committed, executed on all three replicas and answered, every message encoded, checksummed,
+/// decoded and verified on the way (the only way into a replica). Counted per request.
 #[divan::bench(args = [1, 16, 64, 256])]
 fn replica_step(bencher: Bencher, clients: usize) {
-    let mut cluster = Cluster::new(clients, false);
-    let body = body();
-    bencher
-        .counter(ItemsCount::new(clients))
-        .bench_local(|| cluster.step(&body));
-}
-
-/// As [`replica_step`], with every message encoded, checksummed, decoded and verified.
-#[divan::bench(args = [1, 64, 256])]
-fn replica_step_through_wire(bencher: Bencher, clients: usize) {
-    let mut cluster = Cluster::new(clients, true);
+    let mut cluster = Cluster::new(clients);
     let body = body();
     bencher
         .counter(ItemsCount::new(clients))
@@ -253,12 +243,12 @@ fn prepare(entries: u64) -> Envelope {
     Envelope {
         cluster: CLUSTER,
         epoch: 0,
-        sender: Sender::Replica(0),
-        message: Message::Prepare {
+        sender: Sender::Replica(1), // view 1's primary
+        message: Message::Prepare(Prepare {
             view: 1,
             commit: 0,
             entries,
-        },
+        }),
     }
 }
 
@@ -277,14 +267,20 @@ fn decode_prepare(bencher: Bencher, entries: u64) {
     let frame = encode(&prepare(entries));
     bencher
         .counter(ItemsCount::new(entries))
-        .bench(|| decode(black_box(&frame)).expect("valid"));
+        .bench(|| decode(black_box(&frame), &backup()).expect("valid"));
 }
 
 /// A client request frame, both ways: what the primary's connection does per request.
 #[divan::bench]
 fn request_round_trip(bencher: Bencher) {
     let envelope = request_envelope(0xc1, 1, 1, &body());
-    bencher.bench(|| decode(&encode(black_box(&envelope))).expect("valid"));
+    let primary = Receiver::replica(&Config::new(CLUSTER, 3), 0);
+    bencher.bench(|| decode(&encode(black_box(&envelope)), &primary).expect("valid"));
+}
+
+/// Replica 0 of the benchmarks' cluster, a backup in view 1.
+fn backup() -> Receiver {
+    Receiver::replica(&Config::new(CLUSTER, 3), 0)
 }
 
 /// The checksum alone over common sizes.

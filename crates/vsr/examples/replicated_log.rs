@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use vsr::{Client, ClientEvent, Codec, CodecError, Command, Config, DurableState, Envelope};
-use vsr::{Replica, ReplicaIndex, StateMachine};
+use vsr::{Replica, ReplicaIndex, StateMachine, wire};
 
 enum LogOperation {
     Append(String),
@@ -147,7 +147,12 @@ impl Cluster {
             for command in commands {
                 match command {
                     Command::Send { to, envelope } => self.network.push_back((to, envelope)),
-                    Command::Reply { envelope, .. } => self.client.on_message(envelope),
+                    Command::Reply { envelope, .. } => {
+                        let verified =
+                            wire::decode(&wire::encode(&envelope), &self.client.receiver())
+                                .expect("replicas send valid replies");
+                        self.client.on_message(verified);
+                    }
                     // An ideal disk: durable the moment it is applied. The replica holds back
                     // what must wait for durability (its prepare_ok, say) until we say so.
                     Command::Persist { seq, write } => {
@@ -174,9 +179,12 @@ impl Cluster {
             let Some((to, envelope)) = self.network.pop_front() else {
                 return completed;
             };
-            // A crashed replica's messages are simply lost.
+            // A crashed replica's messages are simply lost. What travels is bytes: the
+            // receiver decodes them, and acts only on what decoding verified.
             if let Some(replica) = self.replicas[usize::from(to)].as_mut() {
-                replica.on_message(envelope);
+                let frame = wire::encode(&envelope);
+                let verified = wire::decode(&frame, &replica.receiver()).expect("a valid frame");
+                replica.on_message(verified);
             }
         }
     }

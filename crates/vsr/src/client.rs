@@ -5,6 +5,8 @@
 //! timeout it sends to every replica (only the primary acts on a request) and backs off. Replies
 //! teach it the view, hence the primary.
 
+use crate::message::{Reply, Request};
+use crate::wire::{Receiver, Verified};
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -174,20 +176,25 @@ impl Client {
         }
     }
 
-    /// Handles a message from a replica. Anything unexpected is ignored.
-    pub fn on_message(&mut self, envelope: Envelope) {
-        if envelope.cluster != self.cluster {
-            return;
-        }
-        let Message::Reply {
+    /// What a driver decodes this client's frames for: [`crate::wire::decode`] with it admits
+    /// only replies from this cluster's replicas.
+    #[must_use]
+    pub fn receiver(&self) -> Receiver {
+        Receiver::client(self.cluster, self.replica_count)
+    }
+
+    /// Handles a reply decoded for [`Client::receiver`]. A reply to another session or another
+    /// request is ignored.
+    pub fn on_message(&mut self, verified: Verified) {
+        let Message::Reply(Reply {
             client,
             view,
             op,
             request,
             result,
-        } = envelope.message
+        }) = verified.into_envelope().message
         else {
-            return;
+            unreachable!("decoding for a client admits only replies");
         };
         if client != self.id {
             return; // Another session's reply, on a shared connection.
@@ -246,12 +253,12 @@ impl Client {
         } else {
             self.session
         };
-        let message = Message::Request {
+        let message = Message::Request(Request {
             session,
             request: in_flight.request,
             operation: in_flight.operation,
             body: in_flight.body.clone(),
-        };
+        });
         let envelope = Envelope {
             cluster: self.cluster,
             epoch: 0,

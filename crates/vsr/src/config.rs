@@ -1,31 +1,9 @@
 //! Cluster configuration and the protocol's bounds.
 
-/// Largest supported cluster.
-pub const REPLICAS_MAX: usize = 7;
-
-/// Largest body of any message, in bytes. Every size that reaches the wire is bounded by it.
-pub const MESSAGE_BODY_SIZE_MAX: usize = 4 * 1024 * 1024;
-
-/// Largest state machine operation a client may send, in bytes.
-pub const OPERATION_SIZE_MAX: usize = 24 * 1024;
-
-/// Largest pipeline: prepares in flight at once, each a batch of entries.
-pub const PIPELINE_MAX: u64 = 16;
-
-/// Most entries one prepare carries.
-pub const BATCH_MAX: u64 = 1024;
-
-/// Largest encoded entries list of one prepare, in bytes (count prefix and entry headers
-/// included). Any single operation fits.
-pub const BATCH_SIZE_MAX: usize = 64 * 1024;
-
-const _: () = assert!(BATCH_SIZE_MAX >= 4 + crate::wire::ENTRY_HEADER_SIZE + OPERATION_SIZE_MAX);
-
-/// The log suffix after a replica's commit number spans at most three pipelines (one in flight,
-/// one of commit numbers not yet heard, one of commit numbers not yet persisted), each bounded
-/// by `PIPELINE_MAX` batches of `BATCH_SIZE_MAX` bytes, and must fit in one do_view_change or
-/// start_view message.
-const _: () = assert!(3 * PIPELINE_MAX as usize * BATCH_SIZE_MAX + 4096 <= MESSAGE_BODY_SIZE_MAX);
+pub use crate::limits::{
+    BATCH_MAX, BATCH_SIZE_MAX, MESSAGE_BODY_SIZE_MAX, OPERATION_SIZE_MAX, PIPELINE_MAX,
+    REPLICAS_MAX,
+};
 
 /// Static configuration of one replica. All replicas of a cluster must agree on it, except for
 /// the checkpoint bounds (`checkpoint_interval`, `checkpoint_log_size_max`): checkpoints are

@@ -8,7 +8,7 @@
 //! ```text
 //!   driver                          Replica                           driver
 //!   ──────                          ───────                           ──────
-//!   on_message(Envelope)  ─┐                                   ┌─▶ Command::Send { to, envelope }
+//!   on_message(Verified)  ─┐                                   ┌─▶ Command::Send { to, envelope }
 //!   on_tick()             ─┼─▶ normal / view_change /  ────────┼─▶ Command::Reply { client, envelope }
 //!   on_persisted(seq)     ─┘   state_transfer / recovery       └─▶ Command::Persist { seq, write }
 //! ```
@@ -22,6 +22,7 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod coverage;
+pub mod limits;
 pub mod message;
 pub mod replica;
 pub mod state_machine;
@@ -31,10 +32,13 @@ pub use client::{Client, ClientEvent};
 pub use command::{Checkpoint, Command, DurableState, ViewState, Write};
 pub use config::Config;
 pub use message::{
-    ClientId, Entry, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender,
+    ClientId, Commit, DoViewChange, Entry, Envelope, GetState, Message, NewState, Operation,
+    Prepare, PrepareOk, Recovery, RecoveryResponse, ReplicaIndex, Reply, ReplyResult, Request,
+    Sender, StartView, StartViewChange, StatePayload,
 };
 pub use replica::{Replica, ReplicaStats, Status};
 pub use state_machine::{Codec, CodecError, StateMachine};
+pub use wire::{Receiver, Verified};
 
 /// Counts a hit of the named coverage mark on this thread: `vsr::mark!(WalTornTailCut)` (see
 /// `coverage`). Present in every build; it never changes behaviour.

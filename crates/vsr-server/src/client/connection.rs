@@ -19,7 +19,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use vsr::{ClientId, Envelope, Message};
+use vsr::{ClientId, Message, Receiver, Reply, Verified};
 
 use crate::frame::{Backoff, FrameReader, QueueItem, QueueReceiver, QueueSender, ReadError, queue};
 use crate::transport::Transport;
@@ -66,13 +66,22 @@ impl QueueItem for Outbound {
 }
 
 /// Where replies go: each live session's queue, by client id.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Router {
-    sessions: Arc<Mutex<HashMap<ClientId, mpsc::Sender<Envelope>>>>,
+    sessions: Arc<Mutex<HashMap<ClientId, mpsc::Sender<Verified>>>>,
+    /// What replies are decoded for: any client of the cluster.
+    receiver: Receiver,
 }
 
 impl Router {
-    pub(crate) fn register(&self, client: ClientId, replies: mpsc::Sender<Envelope>) {
+    fn new(receiver: Receiver) -> Self {
+        Self {
+            sessions: Arc::default(),
+            receiver,
+        }
+    }
+
+    pub(crate) fn register(&self, client: ClientId, replies: mpsc::Sender<Verified>) {
         self.lock().insert(client, replies);
     }
 
@@ -80,18 +89,18 @@ impl Router {
         self.lock().remove(&client);
     }
 
-    /// Hands a reply to its session; anything else from a replica is dropped.
-    fn route(&self, envelope: Envelope) {
-        let Message::Reply { client, .. } = envelope.message else {
-            return;
+    /// Hands a reply to its session.
+    fn route(&self, verified: Verified) {
+        let Message::Reply(Reply { client, .. }) = verified.envelope().message else {
+            unreachable!("decoding for a client admits only replies");
         };
         if let Some(session) = self.lock().get(&client) {
             // A session keeps up with one request at a time; if it does not, drop.
-            let _ = session.try_send(envelope);
+            let _ = session.try_send(verified);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, mpsc::Sender<Envelope>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, mpsc::Sender<Verified>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -105,8 +114,12 @@ pub(crate) struct Connections {
 
 impl Connections {
     /// Starts a task per address; replies from any replica go to their session.
-    pub(crate) fn spawn<T: Transport>(transport: &T, addresses: &[String]) -> Self {
-        let router = Router::default();
+    pub(crate) fn spawn<T: Transport>(
+        transport: &T,
+        addresses: &[String],
+        receiver: Receiver,
+    ) -> Self {
+        let router = Router::new(receiver);
         let mut tasks = JoinSet::new();
         let queues = addresses
             .iter()
@@ -169,10 +182,10 @@ async fn connection<T: Transport>(
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(reader: R, router: &Router, address: &str) {
-    let mut reader = FrameReader::new(reader);
+    let mut reader = FrameReader::new(reader, router.receiver);
     loop {
         match reader.next().await {
-            Ok(Some((envelope, _))) => router.route(envelope),
+            Ok(Some((verified, _))) => router.route(verified),
             Ok(None) => return,
             Err(ReadError::Io(error)) => {
                 return tracing::debug!(%address, %error, "lost the connection to a replica");

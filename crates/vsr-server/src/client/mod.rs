@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use vsr::config::{OPERATION_SIZE_MAX, REPLICAS_MAX};
-use vsr::{ClientEvent, ClientId, Envelope, Message, Operation};
+use vsr::{ClientEvent, ClientId, Envelope, Message, Operation, Request};
 
 use crate::error::{ClientError, RequestError};
 use crate::transport::{TcpTransport, Transport};
@@ -88,7 +88,9 @@ impl<T: Transport> ClientPool<T> {
             });
         }
         let addresses: Arc<[String]> = addresses.into();
-        let connections = Connections::spawn(&transport, &addresses);
+        let replica_count = u8::try_from(addresses.len()).expect("checked above");
+        let receiver = vsr::Receiver::client(cluster, replica_count);
+        let connections = Connections::spawn(&transport, &addresses, receiver);
         Ok(Self {
             inner: Arc::new(PoolInner {
                 transport: PhantomData,
@@ -158,7 +160,7 @@ impl<T: Transport> std::fmt::Debug for Client<T> {
 /// One protocol session and the queue its replies arrive on.
 struct Session {
     core: vsr::Client,
-    replies: mpsc::Receiver<Envelope>,
+    replies: mpsc::Receiver<vsr::Verified>,
     router: Router,
 }
 
@@ -307,10 +309,10 @@ async fn drive(
             };
             let operation = matches!(
                 envelope.message,
-                Message::Request {
+                Message::Request(Request {
                     operation: Operation::StateMachine,
                     ..
-                }
+                })
             );
             let frame = match &last_encoded {
                 Some((previous, frame)) if *previous == envelope => frame.clone(),

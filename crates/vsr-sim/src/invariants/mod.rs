@@ -18,6 +18,7 @@ pub mod monotonic;
 pub mod primary;
 pub mod transfer;
 
+use vsr::{Commit, Prepare, StartView};
 use vsr::{Entry, Message, Replica, ReplicaStats, StateMachine, Status, ViewState};
 
 use crate::checker::SafetyChecker;
@@ -120,12 +121,12 @@ impl Step {
     /// Notes a message the replica sent.
     pub fn record(&mut self, message: &Message) {
         match message {
-            Message::Prepare { view, .. } => self.primary_send(*view, "prepare"),
-            Message::Commit { view, .. } => self.primary_send(*view, "commit"),
-            Message::StartView { view, .. } if self.start_views.last() != Some(view) => {
+            Message::Prepare(Prepare { view, .. }) => self.primary_send(*view, "prepare"),
+            Message::Commit(Commit { view, .. }) => self.primary_send(*view, "commit"),
+            Message::StartView(StartView { view, .. }) if self.start_views.last() != Some(view) => {
                 self.start_views.push(*view);
             }
-            Message::GetState { .. } => self.get_state = true,
+            Message::GetState(_) => self.get_state = true,
             _ => {}
         }
     }

@@ -20,6 +20,8 @@ mod state_transfer;
 mod tests;
 mod view_change;
 
+use crate::message::{DoViewChange, PrepareOk, Reply};
+use crate::wire::{Receiver, Verified};
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -28,9 +30,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::command::{Checkpoint, Command, DurableState, ViewState, Write};
 use crate::config::Config;
-use crate::message::{
-    Entry, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender, StatePayload,
-};
+use crate::message::{Entry, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender};
 use crate::state_machine::{Codec, CodecError, StateMachine};
 use client_table::{Admission, ClientTable};
 use log::Log;
@@ -391,6 +391,13 @@ impl<S: StateMachine> Replica<S> {
         self.config.primary(self.view) == self.index
     }
 
+    /// What a driver decodes this replica's frames for: [`crate::wire::decode`] with it admits
+    /// only messages this replica may act on.
+    #[must_use]
+    pub fn receiver(&self) -> Receiver {
+        Receiver::replica(&self.config, self.index)
+    }
+
     /// Takes the commands emitted so far.
     pub fn drain_commands(&mut self) -> std::vec::Drain<'_, Command> {
         self.commands.drain(..)
@@ -398,88 +405,47 @@ impl<S: StateMachine> Replica<S> {
 
     // ---- Events ----------------------------------------------------------------------------
 
-    /// Handles a message. Invalid or misdirected messages are dropped and counted.
-    pub fn on_message(&mut self, envelope: Envelope) {
-        if envelope.cluster != self.config.cluster || envelope.epoch != 0 {
-            crate::mark!(DropWrongCluster);
-            self.stats.messages_dropped += 1;
-            return;
-        }
-        match envelope.sender {
-            Sender::Replica(from) if from >= self.config.replica_count || from == self.index => {
-                crate::mark!(DropBadSender);
-                self.stats.messages_dropped += 1;
+    /// Handles a message decoded for [`Replica::receiver`]. One the replica's state makes
+    /// useless (stale, for another status) is dropped.
+    pub fn on_message(&mut self, verified: Verified) {
+        let Envelope {
+            sender, message, ..
+        } = verified.into_envelope();
+        let from = match sender {
+            Sender::Client(client) => {
+                let Message::Request(request) = message else {
+                    unreachable!("decoding admits only requests from clients");
+                };
+                return self.on_request(client, request);
             }
-            Sender::Client(_) if !matches!(envelope.message, Message::Request { .. }) => {
-                crate::mark!(DropBadSender);
-                self.stats.messages_dropped += 1;
-            }
-            Sender::Client(client) => self.on_request(client, envelope.message),
-            Sender::Replica(from) => self.on_replica_message(from, envelope.message),
-        }
-    }
-
-    fn on_replica_message(&mut self, from: ReplicaIndex, message: Message) {
-        if !numbers_in_bounds(&message) {
-            // No honest replica reaches these views or ops; arithmetic on them could overflow.
-            crate::mark!(DropNumbersOutOfBounds);
-            self.stats.messages_dropped += 1;
-            return;
-        }
-        // Normal-operation messages and start_view come only from the view's primary.
-        let from_primary = match &message {
-            Message::Prepare { view, .. }
-            | Message::Commit { view, .. }
-            | Message::StartView { view, .. } => self.config.primary(*view) == from,
-            _ => true,
+            Sender::Replica(from) => from,
         };
-        if !from_primary {
-            crate::mark!(DropNotFromPrimary);
-            self.stats.messages_dropped += 1;
-            return;
-        }
         if let Status::Recovering(_) = self.status {
             match message {
-                Message::RecoveryResponse {
-                    view,
-                    nonce,
-                    op,
-                    commit,
-                    primary,
-                } => {
-                    self.on_recovery_response(from, view, nonce, op, commit, primary);
-                }
-                Message::NewState { .. } => self.on_new_state(from, message),
+                Message::RecoveryResponse(response) => self.on_recovery_response(from, response),
+                Message::NewState(new_state) => self.on_new_state(from, new_state),
                 _ => crate::mark!(DropWhileRecovering),
             }
             return;
         }
         match message {
-            Message::Prepare {
-                view,
-                commit,
-                entries,
-            } => self.on_prepare(view, commit, &entries),
-            Message::PrepareOk { view, op, checksum } => {
-                self.on_prepare_ok(from, view, op, checksum)
+            Message::Prepare(prepare) => self.on_prepare(prepare),
+            Message::PrepareOk(prepare_ok) => self.on_prepare_ok(from, prepare_ok),
+            Message::Commit(commit) => self.on_commit(commit),
+            Message::StartViewChange(start_view_change) => {
+                self.on_start_view_change(from, start_view_change);
             }
-            Message::Commit { view, commit } => self.on_commit(view, commit),
-            Message::StartViewChange { view } => self.on_start_view_change(from, view),
-            Message::DoViewChange { .. } => self.on_do_view_change(from, message),
-            Message::StartView {
-                view,
-                op,
-                commit,
-                entries,
-            } => {
-                self.on_start_view(view, op, commit, entries);
-            }
-            Message::GetState { view, op, commit } => self.on_get_state(from, view, op, commit),
-            Message::NewState { .. } => self.on_new_state(from, message),
-            Message::Recovery { nonce } => self.on_recovery(from, nonce),
-            Message::Request { .. } | Message::Reply { .. } | Message::RecoveryResponse { .. } => {
+            Message::DoViewChange(do_view_change) => self.on_do_view_change(from, do_view_change),
+            Message::StartView(start_view) => self.on_start_view(start_view),
+            Message::GetState(get_state) => self.on_get_state(from, get_state),
+            Message::NewState(new_state) => self.on_new_state(from, new_state),
+            Message::Recovery(recovery) => self.on_recovery(from, recovery),
+            Message::RecoveryResponse(_) => {
                 crate::mark!(DropOutOfPlace);
                 self.stats.messages_dropped += 1;
+            }
+            Message::Request(_) | Message::Reply(_) => {
+                unreachable!("decoding admits requests only from clients, replies only to clients")
             }
         }
     }
@@ -561,7 +527,10 @@ impl<S: StateMachine> Replica<S> {
                     view == self.view && self.last_normal_view == view && op <= self.op_verified;
                 if still_held && complete && matches!(self.status, Status::Normal) {
                     let primary = self.config.primary(view);
-                    self.send(primary, Message::PrepareOk { view, op, checksum });
+                    self.send(
+                        primary,
+                        Message::PrepareOk(PrepareOk { view, op, checksum }),
+                    );
                 } else if !still_held {
                     crate::mark!(PrepareOkWithheldEntryReplaced);
                 } else {
@@ -656,7 +625,7 @@ impl<S: StateMachine> Replica<S> {
     fn still_vouches(&self, command: &Command) -> bool {
         match command {
             Command::Send { envelope, .. } => match envelope.message {
-                Message::DoViewChange { view, .. } => {
+                Message::DoViewChange(DoViewChange { view, .. }) => {
                     view == self.view && matches!(self.status, Status::ViewChange(_))
                 }
                 _ => true,
@@ -690,13 +659,13 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn reply(&mut self, client: u128, op: u64, request: u64, result: ReplyResult) {
-        let message = Message::Reply {
+        let message = Message::Reply(Reply {
             client,
             view: self.view,
             op,
             request,
             result,
-        };
+        });
         let envelope = self.envelope(message);
         self.commands.push(Command::Reply { client, envelope });
     }
@@ -850,83 +819,5 @@ impl<S: StateMachine> Replica<S> {
     fn reset_view_change_timeout(&mut self) {
         let timeout = self.config.view_change_timeout_ticks;
         self.view_change_timeout_at = self.tick + timeout + self.jitter(timeout);
-    }
-}
-
-/// The largest view, op or commit number a replica accepts from a peer: far beyond anything an
-/// honest cluster reaches, and far enough below `u64::MAX` that `+ 1` never overflows.
-const NUMBER_MAX: u64 = 1 << 62;
-
-fn numbers_in_bounds(message: &Message) -> bool {
-    let entries_in_bounds = |entries: &[Entry]| {
-        entries
-            .iter()
-            .all(|entry| entry.op < NUMBER_MAX && entry.view < NUMBER_MAX)
-    };
-    match message {
-        Message::Prepare {
-            view,
-            commit,
-            entries,
-        } => *view < NUMBER_MAX && *commit < NUMBER_MAX && entries_in_bounds(entries),
-        Message::PrepareOk { view, op, .. } => *view < NUMBER_MAX && *op < NUMBER_MAX,
-        Message::Commit { view, commit } => *view < NUMBER_MAX && *commit < NUMBER_MAX,
-        Message::StartViewChange { view } => *view < NUMBER_MAX,
-        Message::DoViewChange {
-            view,
-            last_normal_view,
-            op,
-            commit,
-            entries,
-        } => {
-            [*view, *last_normal_view, *op, *commit]
-                .iter()
-                .all(|number| *number < NUMBER_MAX)
-                && entries_in_bounds(entries)
-        }
-        Message::StartView {
-            view,
-            op,
-            commit,
-            entries,
-        } => {
-            [*view, *op, *commit]
-                .iter()
-                .all(|number| *number < NUMBER_MAX)
-                && entries_in_bounds(entries)
-        }
-        Message::GetState { view, op, commit } => [*view, *op, *commit]
-            .iter()
-            .all(|number| *number < NUMBER_MAX),
-        Message::NewState {
-            view,
-            op,
-            commit,
-            payload,
-            ..
-        } => {
-            let payload_in_bounds = match payload {
-                StatePayload::Entries(entries) => entries_in_bounds(entries),
-                StatePayload::Delta {
-                    op,
-                    since,
-                    offset,
-                    total_size,
-                    ..
-                } => [*op, *since, *offset, *total_size]
-                    .iter()
-                    .all(|number| *number < NUMBER_MAX),
-            };
-            [*view, *op, *commit]
-                .iter()
-                .all(|number| *number < NUMBER_MAX)
-                && payload_in_bounds
-        }
-        Message::RecoveryResponse {
-            view, op, commit, ..
-        } => [*view, *op, *commit]
-            .iter()
-            .all(|number| *number < NUMBER_MAX),
-        Message::Recovery { .. } | Message::Request { .. } | Message::Reply { .. } => true,
     }
 }

@@ -11,20 +11,18 @@ use super::{Deferred, Replica, Status};
 use crate::command::Write;
 use crate::config::OPERATION_SIZE_MAX;
 use crate::message::{ClientId, Entry, Message, Operation, ReplyResult};
+use crate::message::{Commit, Prepare, PrepareOk, Request};
 use crate::state_machine::{Codec, StateMachine};
 use crate::wire::ENTRY_HEADER_SIZE;
 
 impl<S: StateMachine> Replica<S> {
-    pub(super) fn on_request(&mut self, client: ClientId, message: Message) {
-        let Message::Request {
+    pub(super) fn on_request(&mut self, client: ClientId, message: Request) {
+        let Request {
             session,
             request,
             operation,
             body,
-        } = message
-        else {
-            unreachable!("dispatch sends only requests here")
-        };
+        } = message;
         if !matches!(self.status, Status::Normal) || !self.is_primary() {
             crate::mark!(RequestNotPrimaryIgnored);
             return; // The client will try the others.
@@ -159,11 +157,11 @@ impl<S: StateMachine> Replica<S> {
         if crate::bug!(PrimaryVotesBeforeDurable) {
             self.pipeline.vote(self.index, last);
         }
-        let message = Message::Prepare {
+        let message = Message::Prepare(Prepare {
             view: self.view,
             commit: self.commit,
             entries,
-        };
+        });
         self.broadcast(&message);
         self.heartbeat_at = self.tick + self.config.heartbeat_ticks;
         self.after_durable(Deferred::PrimaryDurable {
@@ -195,7 +193,8 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    pub(super) fn on_prepare_ok(&mut self, from: u8, view: u64, op: u64, checksum: u128) {
+    pub(super) fn on_prepare_ok(&mut self, from: u8, message: PrepareOk) {
+        let PrepareOk { view, op, checksum } = message;
         if view != self.view || !matches!(self.status, Status::Normal) || !self.is_primary() {
             crate::mark!(PrepareOkOldViewIgnored);
             return;
@@ -238,20 +237,20 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn tick_primary(&mut self) {
         if self.tick >= self.heartbeat_at {
             self.heartbeat_at = self.tick + self.config.heartbeat_ticks;
-            self.broadcast(&Message::Commit {
+            self.broadcast(&Message::Commit(Commit {
                 view: self.view,
                 commit: self.commit,
-            });
+            }));
         }
         let Some(sent_before) = self.tick.checked_sub(self.config.prepare_retry_ticks) else {
             return;
         };
         for (first, last) in self.pipeline.take_due(sent_before, self.tick) {
-            let message = Message::Prepare {
+            let message = Message::Prepare(Prepare {
                 view: self.view,
                 commit: self.commit,
                 entries: self.log.range(first, last),
-            };
+            });
             for to in self.others() {
                 if !self.pipeline.has_voted(to, last) {
                     self.send(to, message.clone());
@@ -298,12 +297,17 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// A prepare from `view`'s primary.
-    pub(super) fn on_prepare(&mut self, view: u64, commit: u64, entries: &[Entry]) {
+    pub(super) fn on_prepare(&mut self, message: Prepare) {
+        let Prepare {
+            view,
+            commit,
+            entries,
+        } = message;
         if !self.accept_from_primary(view) {
             return;
         }
         let first_write = self.seq_next;
-        if self.merge_entries(entries).is_some() {
+        if self.merge_entries(&entries).is_some() {
             // Appended, or a retry of an entry we hold: (re)vote for our verified log.
             let _ = self.maybe_complete_view();
             if crate::bug!(BatchVoteEarly) && self.seq_next > first_write + 1 {
@@ -321,7 +325,8 @@ impl<S: StateMachine> Replica<S> {
         self.advance_commit(commit);
     }
 
-    pub(super) fn on_commit(&mut self, view: u64, commit: u64) {
+    pub(super) fn on_commit(&mut self, message: Commit) {
+        let Commit { view, commit } = message;
         if self.accept_from_primary(view) {
             self.primary_announced_commit(commit);
             self.advance_commit(commit);

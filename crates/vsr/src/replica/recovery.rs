@@ -3,6 +3,7 @@
 //! fetches the primary's state and log up to the op the primary reported, and only then takes
 //! part in quorums again.
 
+use crate::message::{Recovery, RecoveryResponse};
 use std::collections::BTreeMap;
 
 use rand_core::Rng;
@@ -43,34 +44,34 @@ impl<S: StateMachine> Replica<S> {
         });
         self.pipeline.clear();
         self.state_request = None;
-        self.broadcast(&Message::Recovery { nonce });
+        self.broadcast(&Message::Recovery(Recovery { nonce }));
     }
 
-    pub(super) fn on_recovery(&mut self, from: ReplicaIndex, nonce: u64) {
+    pub(super) fn on_recovery(&mut self, from: ReplicaIndex, message: Recovery) {
+        let Recovery { nonce } = message;
         if !matches!(self.status, Status::Normal) {
             crate::mark!(RecoveryUnansweredNotNormal);
             return;
         }
         let primary = self.is_primary();
-        let message = Message::RecoveryResponse {
+        let message = Message::RecoveryResponse(RecoveryResponse {
             view: self.view,
             nonce,
             op: self.log.op(),
             commit: self.commit,
             primary,
-        };
+        });
         self.send(from, message);
     }
 
-    pub(super) fn on_recovery_response(
-        &mut self,
-        from: ReplicaIndex,
-        view: u64,
-        nonce: u64,
-        op: u64,
-        _commit: u64,
-        primary: bool,
-    ) {
+    pub(super) fn on_recovery_response(&mut self, from: ReplicaIndex, message: RecoveryResponse) {
+        let RecoveryResponse {
+            view,
+            nonce,
+            op,
+            primary,
+            ..
+        } = message;
         let quorum = if crate::bug!(RecoveryQuorumTooSmall) {
             self.config.quorum() - 1
         } else {

@@ -7,6 +7,7 @@
 //! client table), in bounded chunks. Entries are merged by checksum: an entry already held is
 //! kept, a different one at the same op replaces the suffix from there.
 
+use crate::message::{GetState, NewState};
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -70,11 +71,11 @@ impl<S: StateMachine> Replica<S> {
             Status::Normal | Status::Recovering(_) => self.op_verified,
             Status::ViewChange(_) => self.commit,
         };
-        let message = Message::GetState {
+        let message = Message::GetState(GetState {
             view: self.view,
             op,
             commit: self.commit,
-        };
+        });
         self.send(to, message);
     }
 
@@ -118,7 +119,8 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    pub(super) fn on_get_state(&mut self, from: ReplicaIndex, view: u64, op: u64, commit: u64) {
+    pub(super) fn on_get_state(&mut self, from: ReplicaIndex, message: GetState) {
+        let GetState { view, op, commit } = message;
         let same_view = matches!(self.status, Status::Normal) && view == self.view;
         let (after, up_to) = if same_view {
             (op, self.op_verified)
@@ -160,13 +162,13 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn send_new_state(&mut self, to: ReplicaIndex, normal: bool, payload: StatePayload) {
-        let message = Message::NewState {
+        let message = Message::NewState(NewState {
             view: self.view,
             op: self.op_verified,
             commit: self.commit,
             normal,
             payload,
-        };
+        });
         self.send(to, message);
     }
 
@@ -202,23 +204,20 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    pub(super) fn on_new_state(&mut self, from: ReplicaIndex, message: Message) {
+    pub(super) fn on_new_state(&mut self, from: ReplicaIndex, message: NewState) {
         if matches!(self.status, Status::Normal) && self.is_primary() {
             // The primary's log is the view's log; a late answer to an old request must not
             // replace it.
             crate::mark!(NewStateToPrimaryIgnored);
             return;
         }
-        let Message::NewState {
+        let NewState {
             view,
             op,
             commit,
             normal,
             payload,
-        } = message
-        else {
-            unreachable!("dispatch sends only new_state here")
-        };
+        } = message;
         if view > self.view && matches!(self.status, Status::Normal) {
             // Our verified log is our view's log, and a later view's committed entries need not
             // continue it: our view's primary may hold entries there that the later view

@@ -6,8 +6,13 @@ use bytes::Bytes;
 use super::Replica;
 use crate::command::{Command, Write};
 use crate::config::Config;
-use crate::message::{Entry, Envelope, Message, Operation, ReplyResult, Sender};
+use crate::message::{
+    Commit, DoViewChange, Entry, Envelope, GetState, Message, NewState, Operation, Prepare,
+    PrepareOk, Recovery, RecoveryResponse, Reply, ReplyResult, Request, Sender, StartView,
+    StartViewChange,
+};
 use crate::state_machine::{Codec, CodecError, StateMachine};
+use crate::wire::{self, DecodeError};
 
 /// A state machine that adds numbers: result is the running sum. Its delta is the full state.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -63,6 +68,23 @@ fn replica(index: u8, replica_count: u8) -> Replica<Sum> {
     Replica::new(config(replica_count), index, Sum::default(), 1)
 }
 
+impl Replica<Sum> {
+    /// Hands `envelope` over as a driver would: encoded, then decoded for this replica.
+    /// Decoding rejects it with the error a driver would count.
+    fn offer(&mut self, envelope: &Envelope) -> Result<(), DecodeError> {
+        let verified = wire::decode(&wire::encode(envelope), &self.receiver())?;
+        self.on_message(verified);
+        Ok(())
+    }
+
+    /// [`Replica::offer`] of a message decoding must admit.
+    fn deliver(&mut self, envelope: Envelope) {
+        if let Err(error) = self.offer(&envelope) {
+            panic!("{} rejected: {error}", envelope.message.name());
+        }
+    }
+}
+
 fn drain(replica: &mut Replica<Sum>) -> Vec<Command> {
     replica.drain_commands().collect()
 }
@@ -77,12 +99,12 @@ fn from_replica(sender: u8, message: Message) -> Envelope {
 }
 
 fn request(request: u64, session: u64, operation: Operation, body: Bytes) -> Envelope {
-    let message = Message::Request {
+    let message = Message::Request(Request {
         session,
         request,
         operation,
         body,
-    };
+    });
     Envelope {
         cluster: CLUSTER,
         epoch: 0,
@@ -127,7 +149,7 @@ fn prepare_sizes(commands: &[Command]) -> Vec<usize> {
             Command::Send {
                 envelope:
                     Envelope {
-                        message: Message::Prepare { entries, .. },
+                        message: Message::Prepare(Prepare { entries, .. }),
                         ..
                     },
                 ..
@@ -156,7 +178,10 @@ fn heartbeats(backup: &mut Replica<Sum>, primary: u8, commit: u64, ticks: u64) {
     let view = backup.view();
     for tick in 0..ticks {
         if tick % 5 == 0 {
-            backup.on_message(from_replica(primary, Message::Commit { view, commit }));
+            backup.deliver(from_replica(
+                primary,
+                Message::Commit(Commit { view, commit }),
+            ));
         }
         backup.on_tick();
         let commands = drain(backup);
@@ -182,12 +207,12 @@ fn replies(commands: &[Command]) -> Vec<(u64, u64, ReplyResult)> {
         .iter()
         .filter_map(|command| match command {
             Command::Reply { envelope, .. } => match &envelope.message {
-                Message::Reply {
+                Message::Reply(Reply {
                     op,
                     request,
                     result,
                     ..
-                } => Some((*op, *request, result.clone())),
+                }) => Some((*op, *request, result.clone())),
                 _ => None,
             },
             _ => None,
@@ -214,7 +239,7 @@ mod normal {
     #[test]
     fn primary_prepares_persists_and_sends() {
         let mut primary = replica(0, 3);
-        primary.on_message(register());
+        primary.deliver(register());
         let commands = drain(&mut primary);
         assert!(
             matches!(&commands[0], Command::Persist { seq: 1, write: Write::Append(entry) }
@@ -239,7 +264,7 @@ mod normal {
                 envelope
             })
             .collect();
-        primary.on_message(registers[0].clone());
+        primary.deliver(registers[0].clone());
         let first = drain(&mut primary);
         assert_eq!(
             prepare_sizes(&first),
@@ -247,20 +272,20 @@ mod normal {
             "the lone request goes at once"
         );
         for envelope in &registers[1..] {
-            primary.on_message(envelope.clone());
-            primary.on_message(envelope.clone()); // A resend is not queued twice.
+            primary.deliver(envelope.clone());
+            primary.deliver(envelope.clone()); // A resend is not queued twice.
         }
         assert!(
             sends(&drain(&mut primary)).is_empty(),
             "the pipeline is full"
         );
         persist_all(&mut primary, &first);
-        let ok = Message::PrepareOk {
+        let ok = Message::PrepareOk(PrepareOk {
             view: 0,
             op: 1,
             checksum: prepared_entry(&first).checksum,
-        };
-        primary.on_message(from_replica(1, ok));
+        });
+        primary.deliver(from_replica(1, ok));
         let next = drain(&mut primary);
         assert_eq!(replies(&next).len(), 1);
         assert_eq!(prepare_sizes(&next), vec![2, 2], "a batch of batch_max");
@@ -271,15 +296,15 @@ mod normal {
     #[test]
     fn primary_counts_itself_only_once_durable() {
         let mut primary = replica(0, 3);
-        primary.on_message(register());
+        primary.deliver(register());
         let commands = drain(&mut primary);
         let entry = prepared_entry(&commands);
-        let ok = Message::PrepareOk {
+        let ok = Message::PrepareOk(PrepareOk {
             view: 0,
             op: 1,
             checksum: entry.checksum,
-        };
-        primary.on_message(from_replica(1, ok));
+        });
+        primary.deliver(from_replica(1, ok));
         assert!(
             replies(&drain(&mut primary)).is_empty(),
             "one vote of two, own write pending"
@@ -292,15 +317,15 @@ mod normal {
     #[test]
     fn prepare_ok_with_wrong_checksum_is_ignored() {
         let mut primary = replica(0, 3);
-        primary.on_message(register());
+        primary.deliver(register());
         let commands = drain(&mut primary);
         persist_all(&mut primary, &commands);
-        let ok = Message::PrepareOk {
+        let ok = Message::PrepareOk(PrepareOk {
             view: 0,
             op: 1,
             checksum: 12345,
-        };
-        primary.on_message(from_replica(1, ok));
+        });
+        primary.deliver(from_replica(1, ok));
         assert_eq!(primary.commit(), 0);
     }
 
@@ -308,15 +333,15 @@ mod normal {
     fn backup_votes_only_after_durable() {
         let mut primary = replica(0, 3);
         let mut backup = replica(1, 3);
-        primary.on_message(register());
+        primary.deliver(register());
         let entry = prepared_entry(&drain(&mut primary));
-        backup.on_message(from_replica(
+        backup.deliver(from_replica(
             0,
-            Message::Prepare {
+            Message::Prepare(Prepare {
                 view: 0,
                 commit: 0,
                 entries: vec![entry.clone()],
-            },
+            }),
         ));
         let commands = drain(&mut backup);
         assert!(
@@ -330,11 +355,11 @@ mod normal {
                 to: 0,
                 envelope: from_replica(
                     1,
-                    Message::PrepareOk {
+                    Message::PrepareOk(PrepareOk {
                         view: 0,
                         op: 1,
                         checksum: entry.checksum
-                    }
+                    })
                 ),
             }]
         );
@@ -347,15 +372,15 @@ mod normal {
     fn backup_leaves_a_primary_that_is_heard_but_commits_nothing() {
         let mut primary = replica(0, 3);
         let mut backup = replica(1, 3);
-        primary.on_message(register());
+        primary.deliver(register());
         let entry = prepared_entry(&drain(&mut primary));
-        backup.on_message(from_replica(
+        backup.deliver(from_replica(
             0,
-            Message::Prepare {
+            Message::Prepare(Prepare {
                 view: 0,
                 commit: 0,
                 entries: vec![entry],
-            },
+            }),
         ));
         let commands = drain(&mut backup);
         let _ = persist_all(&mut backup, &commands);
@@ -385,16 +410,16 @@ mod normal {
         for client in 1..=3u128 {
             let mut envelope = register();
             envelope.sender = Sender::Client(client);
-            primary.on_message(envelope);
+            primary.deliver(envelope);
             entries.push(prepared_entry(&drain(&mut primary)));
         }
-        backup.on_message(from_replica(
+        backup.deliver(from_replica(
             0,
-            Message::Prepare {
+            Message::Prepare(Prepare {
                 view: 0,
                 commit: 0,
                 entries: vec![entries[2].clone()],
-            },
+            }),
         ));
         let commands = drain(&mut backup);
         assert_eq!(
@@ -403,11 +428,11 @@ mod normal {
                 to: 0,
                 envelope: from_replica(
                     1,
-                    Message::GetState {
+                    Message::GetState(GetState {
                         view: 0,
                         op: 0,
                         commit: 0
-                    }
+                    })
                 ),
             }]
         );
@@ -428,13 +453,15 @@ mod normal {
     #[test]
     fn backup_ignores_requests_and_other_clusters() {
         let mut backup = replica(1, 3);
-        backup.on_message(register());
+        backup.deliver(register());
         assert!(drain(&mut backup).is_empty());
         let mut envelope = register();
         envelope.cluster = 99;
-        backup.on_message(envelope);
+        assert_eq!(
+            backup.offer(&envelope),
+            Err(DecodeError::WrongCluster { cluster: 99 })
+        );
         assert!(drain(&mut backup).is_empty());
-        assert_eq!(backup.stats().messages_dropped, 1);
     }
 }
 
@@ -448,7 +475,7 @@ fn a_checkpoint_comes_at_the_op_bound_or_the_byte_bound() {
         let mut envelopes = vec![register()];
         envelopes.extend((2..=requests).map(|number| add(number, 1, number)));
         for envelope in envelopes {
-            replica.on_message(envelope);
+            replica.deliver(envelope);
             let commands = drain(&mut replica);
             for command in commands.iter().chain(&persist_all(&mut replica, &commands)) {
                 if let Command::Persist {
@@ -485,7 +512,7 @@ mod client_table {
     }
 
     fn submit(replica: &mut Replica<Sum>, envelope: Envelope) -> Vec<(u64, u64, ReplyResult)> {
-        replica.on_message(envelope);
+        replica.deliver(envelope);
         let commands = drain(replica);
         let mut all = replies(&commands);
         all.extend(replies(&persist_all(replica, &commands)));
@@ -540,16 +567,16 @@ mod client_table {
     #[test]
     fn unknown_session_is_told_even_while_the_pipeline_is_busy() {
         let mut primary = replica(0, 3);
-        primary.on_message(register());
+        primary.deliver(register());
         drain(&mut primary);
         let mut stranger = add(2, 9, 5);
         stranger.sender = Sender::Client(0xbad);
-        primary.on_message(stranger);
+        primary.deliver(stranger);
         assert_eq!(
             replies(&drain(&mut primary)),
             vec![(0, 2, ReplyResult::SessionEvicted)]
         );
-        primary.on_message(add(2, 1, 5));
+        primary.deliver(add(2, 1, 5));
         assert!(
             drain(&mut primary).is_empty(),
             "its register is in flight: wait for it"
@@ -577,12 +604,12 @@ mod client_table {
             1,
         );
         let register_as = |client: u128| {
-            let message = Message::Request {
+            let message = Message::Request(Request {
                 session: 0,
                 request: 1,
                 operation: Operation::Register,
                 body: Bytes::new(),
-            };
+            });
             Envelope {
                 cluster: CLUSTER,
                 epoch: 0,
@@ -648,12 +675,12 @@ impl Cluster {
             match command {
                 Command::Send { to, envelope } => self.network.push_back((to, envelope)),
                 Command::Reply { envelope, .. } => {
-                    if let Message::Reply {
+                    if let Message::Reply(Reply {
                         op,
                         request,
                         result,
                         ..
-                    } = envelope.message
+                    }) = envelope.message
                     {
                         self.replies.push((op, request, result));
                     }
@@ -694,7 +721,7 @@ impl Cluster {
                 continue;
             }
             if let Some(replica) = self.replicas[usize::from(to)].as_mut() {
-                replica.on_message(envelope);
+                replica.deliver(envelope);
                 self.collect(usize::from(to));
             }
         }
@@ -731,10 +758,7 @@ impl Cluster {
 
     fn submit(&mut self, envelope: Envelope) {
         let primary = self.primary();
-        self.replicas[primary]
-            .as_mut()
-            .unwrap()
-            .on_message(envelope);
+        self.replicas[primary].as_mut().unwrap().deliver(envelope);
         self.settle();
     }
 
@@ -779,7 +803,10 @@ mod view_change {
     #[test]
     fn start_view_change_quorum_sends_do_view_change_to_new_primary() {
         let mut backup = replica(2, 3);
-        backup.on_message(from_replica(0, Message::StartViewChange { view: 1 }));
+        backup.deliver(from_replica(
+            0,
+            Message::StartViewChange(StartViewChange { view: 1 }),
+        ));
         let commands = drain(&mut backup);
         let after = persist_all(&mut backup, &commands);
         // f = 1: one other start_view_change is enough.
@@ -1037,8 +1064,14 @@ mod recovery {
         let mut replica = Replica::recover(config(3), 2, Sum::default(), 9);
         let commands = drain(&mut replica);
         assert_eq!(sends(&commands), vec![(0, "recovery"), (1, "recovery")]);
-        replica.on_message(from_replica(0, Message::Commit { view: 0, commit: 5 }));
-        replica.on_message(from_replica(0, Message::StartViewChange { view: 3 }));
+        replica.deliver(from_replica(
+            0,
+            Message::Commit(Commit { view: 0, commit: 5 }),
+        ));
+        replica.deliver(from_replica(
+            0,
+            Message::StartViewChange(StartViewChange { view: 3 }),
+        ));
         assert!(drain(&mut replica).is_empty());
         assert_eq!(replica.status_name(), "recovering");
     }
@@ -1055,7 +1088,7 @@ mod regressions {
         for client in 1..=count as u128 {
             let mut envelope = register();
             envelope.sender = Sender::Client(client);
-            primary.on_message(envelope);
+            primary.deliver(envelope);
             entries.push(prepared_entry(&drain(primary)));
         }
         entries
@@ -1064,12 +1097,12 @@ mod regressions {
     fn deliver_prepares(backup: &mut Replica<Sum>, entries: &[Entry]) -> Vec<Command> {
         let mut commands = Vec::new();
         for entry in entries {
-            let message = Message::Prepare {
+            let message = Message::Prepare(Prepare {
                 view: 0,
                 commit: 0,
                 entries: vec![entry.clone()],
-            };
-            backup.on_message(from_replica(0, message));
+            });
+            backup.deliver(from_replica(0, message));
             commands.extend(drain(backup));
         }
         commands.extend(persist_all(backup, &commands));
@@ -1087,12 +1120,18 @@ mod regressions {
         let entries = prepare_ops(&mut primary, 3);
         let votes = deliver_prepares(&mut backup, &entries);
         assert_eq!(sends(&votes).last(), Some(&(0, "prepare_ok")));
-        backup.on_message(from_replica(0, Message::StartViewChange { view: 1 }));
+        backup.deliver(from_replica(
+            0,
+            Message::StartViewChange(StartViewChange { view: 1 }),
+        ));
         let commands = drain(&mut backup);
         persist_all(&mut backup, &commands);
         assert_eq!(backup.status_name(), "view_change");
         // The start_view of view 1 is lost; a commit from its primary arrives instead.
-        backup.on_message(from_replica(1, Message::Commit { view: 1, commit: 0 }));
+        backup.deliver(from_replica(
+            1,
+            Message::Commit(Commit { view: 1, commit: 0 }),
+        ));
         assert_eq!(backup.status_name(), "normal");
         assert_eq!(backup.op(), 3, "the voted suffix is kept");
         assert_eq!(backup.last_normal_view(), 0, "view 1's log is not held yet");
@@ -1107,17 +1146,20 @@ mod regressions {
         );
         assert!(sends(&commands).contains(&(1, "get_state")));
         // A view change now presents the whole voted suffix, with the old last normal view.
-        backup.on_message(from_replica(0, Message::StartViewChange { view: 3 }));
+        backup.deliver(from_replica(
+            0,
+            Message::StartViewChange(StartViewChange { view: 3 }),
+        ));
         let commands = drain(&mut backup);
         let after = persist_all(&mut backup, &commands);
         let do_view_change = after.iter().find_map(|command| match command {
             Command::Send { to: 0, envelope } => match &envelope.message {
-                Message::DoViewChange {
+                Message::DoViewChange(DoViewChange {
                     last_normal_view,
                     op,
                     entries,
                     ..
-                } => Some((*last_normal_view, *op, entries.len())),
+                }) => Some((*last_normal_view, *op, entries.len())),
                 _ => None,
             },
             _ => None,
@@ -1135,16 +1177,19 @@ mod regressions {
         let mut backup = replica(2, 3);
         let entries = prepare_ops(&mut primary, 3);
         deliver_prepares(&mut backup, &entries);
-        backup.on_message(from_replica(0, Message::Commit { view: 0, commit: 1 }));
+        backup.deliver(from_replica(
+            0,
+            Message::Commit(Commit { view: 0, commit: 1 }),
+        ));
         assert_eq!(backup.commit(), 1);
         // View 1 started with only op 1 (ops 2 and 3 were not in its quorum's logs).
-        let start_view = Message::StartView {
+        let start_view = Message::StartView(StartView {
             view: 1,
             op: 1,
             commit: 1,
             entries: Vec::new(),
-        };
-        backup.on_message(from_replica(1, start_view));
+        });
+        backup.deliver(from_replica(1, start_view));
         drain(&mut backup);
         assert_eq!(backup.last_normal_view(), 1);
         assert_eq!(backup.op(), 1, "ops 2..=3 are not view 1's log");
@@ -1172,24 +1217,29 @@ mod regressions {
             Operation::Noop,
             Bytes::new(),
         );
-        let new_state = |normal| Message::NewState {
-            view: 1,
-            op: 2,
-            commit: 2,
-            normal,
-            payload: crate::message::StatePayload::Entries(vec![
-                entries[0].clone(),
-                op2_view1.clone(),
-            ]),
+        let new_state = |normal| {
+            Message::NewState(NewState {
+                view: 1,
+                op: 2,
+                commit: 2,
+                normal,
+                payload: crate::message::StatePayload::Entries(vec![
+                    entries[0].clone(),
+                    op2_view1.clone(),
+                ]),
+            })
         };
-        backup.on_message(from_replica(2, new_state(false)));
+        backup.deliver(from_replica(2, new_state(false)));
         drain(&mut backup);
         assert_eq!((backup.view(), backup.op_verified()), (0, 1));
         assert_eq!(backup.op(), 1, "view 1's op 2 is not view 0's log");
         // The primary of view 1 tells it of view 1; its log then follows view 1's.
-        backup.on_message(from_replica(1, Message::Commit { view: 1, commit: 2 }));
+        backup.deliver(from_replica(
+            1,
+            Message::Commit(Commit { view: 1, commit: 2 }),
+        ));
         assert!(sends(&drain(&mut backup)).contains(&(1, "get_state")));
-        backup.on_message(from_replica(1, new_state(true)));
+        backup.deliver(from_replica(1, new_state(true)));
         let commands = drain(&mut backup);
         persist_all(&mut backup, &commands);
         assert_eq!((backup.view(), backup.op_verified()), (1, 2));
@@ -1208,15 +1258,18 @@ mod regressions {
         let mut backup = replica(2, 3);
         let entries = prepare_ops(&mut primary, 3);
         deliver_prepares(&mut backup, &entries);
-        backup.on_message(from_replica(0, Message::Commit { view: 0, commit: 3 }));
+        backup.deliver(from_replica(
+            0,
+            Message::Commit(Commit { view: 0, commit: 3 }),
+        ));
         assert_eq!(backup.commit(), 3);
         drain(&mut backup);
-        let retry = Message::Prepare {
+        let retry = Message::Prepare(Prepare {
             view: 0,
             commit: 0,
             entries: vec![entries[2].clone()],
-        };
-        backup.on_message(from_replica(0, retry));
+        });
+        backup.deliver(from_replica(0, retry));
         let commands = drain(&mut backup);
         let after = persist_all(&mut backup, &commands);
         assert_eq!(sends(&[commands, after].concat()), vec![(0, "prepare_ok")]);
@@ -1228,17 +1281,17 @@ mod regressions {
     #[test]
     fn primary_answers_an_up_to_date_get_state() {
         let mut primary = replica(0, 3);
-        primary.on_message(from_replica(
+        primary.deliver(from_replica(
             1,
-            Message::GetState {
+            Message::GetState(GetState {
                 view: 0,
                 op: 0,
                 commit: 0,
-            },
+            }),
         ));
         let commands = drain(&mut primary);
         assert!(matches!(&commands[..], [Command::Send { to: 1, envelope }]
-            if matches!(&envelope.message, Message::NewState { normal: true, op: 0, .. })));
+            if matches!(&envelope.message, Message::NewState(NewState { normal: true, op: 0, .. }))));
     }
 
     /// Seed 2993 (3 replicas): the primary of view 0 committed op 1 with one backup's vote; the
@@ -1249,25 +1302,25 @@ mod regressions {
     #[test]
     fn backup_leaves_a_primary_that_never_commits_what_the_backup_knows_committed() {
         let mut backup = replica(0, 3);
-        backup.on_message(register());
+        backup.deliver(register());
         let commands = drain(&mut backup);
         let entry = prepared_entry(&commands);
         let _ = persist_all(&mut backup, &commands);
-        let ok = Message::PrepareOk {
+        let ok = Message::PrepareOk(PrepareOk {
             view: 0,
             op: 1,
             checksum: entry.checksum,
-        };
-        backup.on_message(from_replica(1, ok));
+        });
+        backup.deliver(from_replica(1, ok));
         let _ = drain(&mut backup);
         assert_eq!(backup.commit(), 1);
-        let start_view = Message::StartView {
+        let start_view = Message::StartView(StartView {
             view: 1,
             op: 1,
             commit: 0,
             entries: vec![entry],
-        };
-        backup.on_message(from_replica(1, start_view));
+        });
+        backup.deliver(from_replica(1, start_view));
         let commands = drain(&mut backup);
         let _ = persist_all(&mut backup, &commands);
         assert_eq!((backup.view(), backup.status_name()), (1, "normal"));
@@ -1284,7 +1337,9 @@ mod regressions {
             .iter()
             .filter_map(|command| match command {
                 Command::Send { to, envelope } => match &envelope.message {
-                    Message::DoViewChange { op, entries, .. } => Some((*to, *op, entries.len())),
+                    Message::DoViewChange(DoViewChange { op, entries, .. }) => {
+                        Some((*to, *op, entries.len()))
+                    }
                     _ => None,
                 },
                 _ => None,
@@ -1300,8 +1355,14 @@ mod regressions {
         let entries = prepare_ops(&mut old_primary, 3);
         old_primary.on_persisted(3);
         drain(&mut old_primary);
-        old_primary.on_message(from_replica(2, Message::StartViewChange { view: 1 }));
-        old_primary.on_message(from_replica(3, Message::StartViewChange { view: 1 }));
+        old_primary.deliver(from_replica(
+            2,
+            Message::StartViewChange(StartViewChange { view: 1 }),
+        ));
+        old_primary.deliver(from_replica(
+            3,
+            Message::StartViewChange(StartViewChange { view: 1 }),
+        ));
         let commands = drain(&mut old_primary);
         assert_eq!(old_primary.status_name(), "view_change");
         assert_eq!(old_primary.view(), 1);
@@ -1327,13 +1388,13 @@ mod regressions {
 
         // The start_view of view 1 (log up to op 2) arrives before the durability report.
         let (mut overtaken, commands, entries) = old_primary_with_a_deferred_do_view_change();
-        let start_view = Message::StartView {
+        let start_view = Message::StartView(StartView {
             view: 1,
             op: 2,
             commit: 0,
             entries: entries[..2].to_vec(),
-        };
-        overtaken.on_message(from_replica(1, start_view));
+        });
+        overtaken.deliver(from_replica(1, start_view));
         let start_view_commands = drain(&mut overtaken);
         assert_eq!(overtaken.status_name(), "normal");
         assert_eq!(overtaken.last_normal_view(), 1);
@@ -1433,43 +1494,47 @@ mod review {
             .iter()
             .find_map(|command| match command {
                 Command::Send { envelope, .. } => match envelope.message {
-                    Message::Recovery { nonce } => Some(nonce),
+                    Message::Recovery(Recovery { nonce }) => Some(nonce),
                     _ => None,
                 },
                 _ => None,
             })
             .expect("a recovery message");
-        let response = |primary| Message::RecoveryResponse {
-            view: 2,
-            nonce,
-            op: 3,
-            commit: 3,
-            primary,
+        let response = |primary| {
+            Message::RecoveryResponse(RecoveryResponse {
+                view: 2,
+                nonce,
+                op: 3,
+                commit: 3,
+                primary,
+            })
         };
-        replica.on_message(from_replica(0, response(false)));
-        replica.on_message(from_replica(2, response(true)));
+        replica.deliver(from_replica(0, response(false)));
+        replica.deliver(from_replica(2, response(true)));
         settle(&mut replica);
         let entries = vec![e1.clone(), e2.clone(), e3.clone()];
         let payload = crate::message::StatePayload::Entries(entries);
-        let new_state = Message::NewState {
+        let new_state = Message::NewState(NewState {
             view: 2,
             op: 3,
             commit: 3,
             normal: true,
             payload,
-        };
-        replica.on_message(from_replica(2, new_state));
+        });
+        replica.deliver(from_replica(2, new_state));
         settle(&mut replica);
         assert_eq!(replica.status_name(), "normal");
         assert_eq!(replica.op(), 3, "ops 4..=5 of view 1 are not view 2's log");
         // The view change to 3 now keeps the committed op 4 of view 2.
-        replica.on_message(from_replica(2, Message::StartViewChange { view: 3 }));
+        replica.deliver(from_replica(
+            2,
+            Message::StartViewChange(StartViewChange { view: 3 }),
+        ));
         let do_view_change = settle(&mut replica)
             .into_iter()
             .find_map(|command| match command {
                 Command::Send { to: 0, envelope } => {
-                    matches!(envelope.message, Message::DoViewChange { .. })
-                        .then_some(envelope.message)
+                    matches!(envelope.message, Message::DoViewChange(_)).then_some(envelope.message)
                 }
                 _ => None,
             })
@@ -1488,9 +1553,12 @@ mod review {
             &disk(view_state, &[&e1, &e2, &e3, &committed4]),
         );
         settle(&mut primary);
-        primary.on_message(from_replica(1, Message::StartViewChange { view: 3 }));
+        primary.deliver(from_replica(
+            1,
+            Message::StartViewChange(StartViewChange { view: 3 }),
+        ));
         settle(&mut primary);
-        primary.on_message(from_replica(1, do_view_change));
+        primary.deliver(from_replica(1, do_view_change));
         settle(&mut primary);
         assert_eq!(primary.status_name(), "normal");
         assert_eq!(
@@ -1531,14 +1599,14 @@ mod review {
             total_checksum: crate::checksum::checksum(&snapshot),
             chunk: Bytes::from(snapshot),
         };
-        let new_state = Message::NewState {
+        let new_state = Message::NewState(NewState {
             view: 1,
             op: 3,
             commit: 3,
             normal: false,
             payload,
-        };
-        replica.on_message(from_replica(1, new_state));
+        });
+        replica.deliver(from_replica(1, new_state));
         let commands = drain(&mut replica);
         assert_eq!(replica.commit(), 3);
         // Crash after each prefix of the writes: every restart must work.
@@ -1579,16 +1647,19 @@ mod review {
             &disk(view_state, &[&e1, &e2, &e3]),
         );
         settle(&mut replica);
-        replica.on_message(from_replica(2, Message::StartViewChange { view: 1 }));
+        replica.deliver(from_replica(
+            2,
+            Message::StartViewChange(StartViewChange { view: 1 }),
+        ));
         settle(&mut replica);
-        let do_view_change = Message::DoViewChange {
+        let do_view_change = Message::DoViewChange(DoViewChange {
             view: 1,
             last_normal_view: 0,
             op: 1,
             commit: 1,
             entries: vec![],
-        };
-        replica.on_message(from_replica(2, do_view_change));
+        });
+        replica.deliver(from_replica(2, do_view_change));
         let commands = settle(&mut replica);
         assert_eq!(replica.status_name(), "normal");
         assert_eq!(replica.op(), 3);
@@ -1608,21 +1679,24 @@ mod review {
     #[test]
     fn huge_numbers_from_a_peer_are_dropped() {
         let mut replica = replica(1, 3);
-        let do_view_change = Message::DoViewChange {
+        let do_view_change = Message::DoViewChange(DoViewChange {
             view: 1,
             last_normal_view: 0,
             op: u64::MAX,
             commit: u64::MAX,
             entries: vec![],
-        };
-        replica.on_message(from_replica(2, do_view_change));
-        replica.on_message(from_replica(2, Message::StartViewChange { view: u64::MAX }));
+        });
+        let start_view_change = Message::StartViewChange(StartViewChange { view: u64::MAX });
+        for message in [do_view_change, start_view_change] {
+            let name = message.name();
+            let result = replica.offer(&from_replica(2, message));
+            assert_eq!(result, Err(DecodeError::OutOfBounds), "{name}");
+        }
         for _ in 0..1000 {
             replica.on_tick();
             drain(&mut replica);
         }
         assert!(replica.view() < 1 << 62);
-        assert!(replica.stats().messages_dropped >= 2);
     }
 
     /// Normal-operation messages count only from the view's primary.
@@ -1630,15 +1704,22 @@ mod review {
     fn a_prepare_from_a_backup_is_dropped() {
         let mut replica = replica(1, 3);
         let entry = noop(1, 0, 0);
-        replica.on_message(from_replica(
+        let result = replica.offer(&from_replica(
             2,
-            Message::Prepare {
+            Message::Prepare(Prepare {
                 view: 0,
                 commit: 0,
                 entries: vec![entry],
-            },
+            }),
         ));
+        assert_eq!(
+            result,
+            Err(DecodeError::NotFromPrimary {
+                sender: 2,
+                view: 0,
+                name: "prepare"
+            })
+        );
         assert_eq!(replica.op(), 0);
-        assert_eq!(replica.stats().messages_dropped, 1);
     }
 }

@@ -7,6 +7,7 @@
 //! entries it lacks first, and starts the view (start_view). The view state is durable before any
 //! of these messages leaves.
 
+use crate::message::{DoViewChange, StartView, StartViewChange};
 use std::collections::BTreeMap;
 
 use super::{Deferred, Replica, Status};
@@ -34,14 +35,6 @@ impl ViewChange {
     }
 }
 
-#[derive(Clone, Debug)]
-struct DoViewChange {
-    last_normal_view: u64,
-    op: u64,
-    commit: u64,
-    entries: Vec<Entry>,
-}
-
 impl<S: StateMachine> Replica<S> {
     fn view_change_mut(&mut self) -> Option<&mut ViewChange> {
         match &mut self.status {
@@ -66,11 +59,12 @@ impl<S: StateMachine> Replica<S> {
         self.state_request = None;
         self.op_verified = self.commit;
         self.persist_view_state(false);
-        self.broadcast_after_durable(&Message::StartViewChange { view });
+        self.broadcast_after_durable(&Message::StartViewChange(StartViewChange { view }));
         self.maybe_send_do_view_change();
     }
 
-    pub(super) fn on_start_view_change(&mut self, from: ReplicaIndex, view: u64) {
+    pub(super) fn on_start_view_change(&mut self, from: ReplicaIndex, message: StartViewChange) {
+        let StartViewChange { view } = message;
         if view > self.view {
             crate::mark!(StartViewChangeJoinsHigherView);
             self.start_view_change(view);
@@ -103,6 +97,7 @@ impl<S: StateMachine> Replica<S> {
 
     fn own_do_view_change(&self) -> DoViewChange {
         DoViewChange {
+            view: self.view,
             last_normal_view: self.last_normal_view,
             op: self.log.op(),
             commit: self.commit,
@@ -121,36 +116,13 @@ impl<S: StateMachine> Replica<S> {
                 .insert(index, own);
             self.try_complete_view_change();
         } else {
-            let message = Message::DoViewChange {
-                view: self.view,
-                last_normal_view: own.last_normal_view,
-                op: own.op,
-                commit: own.commit,
-                entries: own.entries,
-            };
-            self.send_after_durable(primary, message);
+            self.send_after_durable(primary, Message::DoViewChange(own));
         }
     }
 
-    pub(super) fn on_do_view_change(&mut self, from: ReplicaIndex, message: Message) {
-        let Message::DoViewChange {
-            view,
-            last_normal_view,
-            op,
-            commit,
-            entries,
-        } = message
-        else {
-            unreachable!("dispatch sends only do_view_change here")
-        };
-        let consistent = last_normal_view < view
-            && commit <= op
-            && entries.len() as u64 == op - commit
-            && entries
-                .iter()
-                .zip(commit + 1..)
-                .all(|(entry, op)| entry.op == op);
-        if !consistent || self.config.primary(view) != self.index {
+    pub(super) fn on_do_view_change(&mut self, from: ReplicaIndex, message: DoViewChange) {
+        let view = message.view;
+        if self.config.primary(view) != self.index {
             self.stats.messages_dropped += 1;
             return;
         }
@@ -168,14 +140,8 @@ impl<S: StateMachine> Replica<S> {
             self.send_start_view(Some(from));
             return;
         }
-        let received = DoViewChange {
-            last_normal_view,
-            op,
-            commit,
-            entries,
-        };
         let view_change = self.view_change_mut().expect("in view change");
-        view_change.do_view_change.insert(from, received);
+        view_change.do_view_change.insert(from, message);
         self.try_complete_view_change();
     }
 
@@ -323,12 +289,12 @@ impl<S: StateMachine> Replica<S> {
         let from = from_commit
             .max(self.log.base_op())
             .max(self.committed_suffix_start());
-        let message = Message::StartView {
+        let message = Message::StartView(StartView {
             view: self.view,
             op: self.log.op(),
             commit: self.commit_max,
             entries: self.log.range(from + 1, self.log.op()),
-        };
+        });
         match to {
             Some(to) => self.send_after_durable(to, message),
             None => self.broadcast_after_durable(&message),
@@ -354,14 +320,13 @@ impl<S: StateMachine> Replica<S> {
         from
     }
 
-    pub(super) fn on_start_view(&mut self, view: u64, op: u64, commit: u64, entries: Vec<Entry>) {
-        let consistent = commit <= op
-            && entries.last().is_none_or(|entry| entry.op == op)
-            && entries.windows(2).all(|pair| pair[1].op == pair[0].op + 1);
-        if !consistent || self.config.primary(view) == self.index {
-            self.stats.messages_dropped += 1;
-            return;
-        }
+    pub(super) fn on_start_view(&mut self, message: StartView) {
+        let StartView {
+            view,
+            op,
+            commit,
+            entries,
+        } = message;
         let complete = matches!(self.status, Status::Normal) && self.last_normal_view == view;
         if view < self.view || (view == self.view && complete) {
             crate::mark!(StartViewStaleIgnored);
@@ -427,7 +392,9 @@ impl<S: StateMachine> Replica<S> {
         }
         view_change.resend_at = tick + retry_ticks;
         let resend_do_view_change = view_change.do_view_change_sent;
-        self.broadcast(&Message::StartViewChange { view: self.view });
+        self.broadcast(&Message::StartViewChange(StartViewChange {
+            view: self.view,
+        }));
         if resend_do_view_change && self.config.primary(self.view) != self.index {
             self.send_do_view_change();
         }

@@ -1,0 +1,54 @@
+//! The protocol's fixed bounds: the bottom layer every other module sizes itself by.
+//!
+//! Nothing here depends on another module of the crate, so both the wire format and the
+//! configuration can refer to these constants without an import circle.
+
+/// Largest supported cluster.
+pub const REPLICAS_MAX: usize = 7;
+
+/// Size of every message header, in bytes.
+pub const HEADER_SIZE: usize = 128;
+
+/// Largest body of any message, in bytes. Every size that reaches the wire is bounded by it.
+pub const MESSAGE_BODY_SIZE_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest frame: a header and the largest body.
+pub const FRAME_SIZE_MAX: usize = HEADER_SIZE + MESSAGE_BODY_SIZE_MAX;
+const _: () = assert!(FRAME_SIZE_MAX <= u32::MAX as usize);
+
+/// Largest state machine operation a client may send, in bytes.
+pub const OPERATION_SIZE_MAX: usize = 24 * 1024;
+
+/// Largest pipeline: prepares in flight at once, each a batch of entries.
+pub const PIPELINE_MAX: u64 = 16;
+
+/// Most entries one prepare carries.
+pub const BATCH_MAX: u64 = 1024;
+
+/// Largest encoded entries list of one prepare, in bytes (count prefix and entry headers
+/// included). Any single operation fits.
+pub const BATCH_SIZE_MAX: usize = 64 * 1024;
+
+/// Bytes an entry takes in a body besides its own body.
+pub const ENTRY_HEADER_SIZE: usize = 16 * 3 + 8 * 4 + 4 + 1;
+const _: () = assert!(ENTRY_HEADER_SIZE == 85);
+
+/// Bytes the count of an entries list takes.
+pub const ENTRIES_COUNT_SIZE: usize = 4;
+
+/// Bytes a delta payload takes besides its chunk.
+pub const DELTA_HEADER_SIZE: usize = 8 + 16 + 8 + 8 + 8 + 16 + 4;
+const _: () = assert!(DELTA_HEADER_SIZE == 68);
+
+const _: () =
+    assert!(BATCH_SIZE_MAX >= ENTRIES_COUNT_SIZE + ENTRY_HEADER_SIZE + OPERATION_SIZE_MAX);
+
+/// The log suffix after a replica's commit number spans at most three pipelines (one in flight,
+/// one of commit numbers not yet heard, one of commit numbers not yet persisted), each bounded
+/// by `PIPELINE_MAX` batches of `BATCH_SIZE_MAX` bytes, and must fit in one do_view_change or
+/// start_view message.
+const _: () = assert!(3 * PIPELINE_MAX as usize * BATCH_SIZE_MAX + 4096 <= MESSAGE_BODY_SIZE_MAX);
+
+/// Views and ops a message may carry are below this: no honest cluster reaches it, and
+/// arithmetic on smaller numbers cannot overflow. Decoding rejects anything larger.
+pub const NUMBER_MAX: u64 = 1 << 62;

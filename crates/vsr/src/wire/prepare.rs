@@ -1,0 +1,60 @@
+//! prepare: primary → backups, append these entries (a batch of client requests).
+//!
+//! Header: `view`, `commit`, `op` = the last entry's op, `wide` = the last entry's checksum.
+//! Body: an entries list of at least one entry. Only the view's primary sends it.
+
+use bytes::Bytes;
+
+use super::entry::{decode_entries, encode_entries, entries_size};
+use super::{DecodeError, Fields, WireMessage, in_bounds};
+use crate::wire::Entry;
+
+/// Primary → backups: append these entries, a batch of client requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepare {
+    /// The primary's view.
+    pub view: u64,
+    /// The primary's commit number.
+    pub commit: u64,
+    /// The entries to append: at least one, consecutive, bounded by
+    /// [`crate::config::BATCH_SIZE_MAX`] bytes.
+    pub entries: Vec<Entry>,
+}
+
+impl WireMessage for Prepare {
+    fn fields(&self) -> Fields {
+        let last = self.entries.last();
+        Fields {
+            view: self.view,
+            op: last.map_or(0, |entry| entry.op),
+            commit: self.commit,
+            wide: last.map_or(0, |entry| entry.checksum),
+            ..Fields::default()
+        }
+    }
+
+    fn body_size(&self) -> usize {
+        entries_size(&self.entries)
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        encode_entries(&self.entries, out);
+    }
+
+    fn decode(fields: &Fields, body: &mut Bytes) -> Result<Self, DecodeError> {
+        in_bounds(&[fields.view, fields.commit])?;
+        let entries = decode_entries(body)?;
+        if entries.is_empty() {
+            return Err(DecodeError::Malformed("prepare without entries"));
+        }
+        Ok(Prepare {
+            view: fields.view,
+            commit: fields.commit,
+            entries,
+        })
+    }
+
+    fn primary_of(&self) -> Option<u64> {
+        Some(self.view)
+    }
+}

@@ -1,0 +1,46 @@
+//! recovery_response: the answer to recovery.
+//!
+//! Header: `view`, `op`, `commit`, `word` = nonce, `flag` = primary. No body.
+
+use bytes::Bytes;
+
+use super::{DecodeError, Fields, WireMessage, decode_bool, in_bounds};
+
+/// The answer to [`super::Recovery`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryResponse {
+    /// The responder's view.
+    pub view: u64,
+    /// The recovering replica's nonce.
+    pub nonce: u64,
+    /// The responder's op number (meaningful from the primary).
+    pub op: u64,
+    /// The responder's commit number (meaningful from the primary).
+    pub commit: u64,
+    /// Whether the responder is the primary of `view` in normal status.
+    pub primary: bool,
+}
+
+impl WireMessage for RecoveryResponse {
+    fn fields(&self) -> Fields {
+        Fields {
+            view: self.view,
+            op: self.op,
+            commit: self.commit,
+            word: self.nonce,
+            flag: u8::from(self.primary),
+            ..Fields::default()
+        }
+    }
+
+    fn decode(fields: &Fields, _body: &mut Bytes) -> Result<Self, DecodeError> {
+        in_bounds(&[fields.view, fields.op, fields.commit])?;
+        Ok(RecoveryResponse {
+            view: fields.view,
+            nonce: fields.word,
+            op: fields.op,
+            commit: fields.commit,
+            primary: decode_bool(fields.flag)?,
+        })
+    }
+}

@@ -1,0 +1,88 @@
+//! reply: replica → client, the result of a request.
+//!
+//! Header: `view`, `op`, `client` = the client replied to, `word` = request, `tag` = result
+//! (0 executed, 1 registered, 2 session evicted). Body: the result's bytes (executed only).
+//! Only a replica sends it, and only a client receives it.
+
+use bytes::{BufMut, Bytes};
+
+use super::{DecodeError, Fields, Read, WireMessage};
+use crate::message::ClientId;
+
+/// The outcome carried by a reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplyResult {
+    /// The request executed; the encoded state machine result.
+    Executed(Bytes),
+    /// A register request executed; the session number is the reply's op.
+    Registered,
+    /// The client's session is not in the client table (evicted, or never registered). The
+    /// request was not executed by this session; whether an earlier copy executed is unknown.
+    SessionEvicted,
+}
+
+const EXECUTED: u8 = 0;
+const REGISTERED: u8 = 1;
+const SESSION_EVICTED: u8 = 2;
+
+/// Replica → client: the result of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The client this reply is for, so replies of many sessions can share a connection.
+    pub client: ClientId,
+    /// The view of the replying primary, so the client learns who is primary.
+    pub view: u64,
+    /// The op number at which the request executed (the session for a register).
+    pub op: u64,
+    /// The client's request number this replies to.
+    pub request: u64,
+    /// The outcome.
+    pub result: ReplyResult,
+}
+
+impl WireMessage for Reply {
+    const TO_CLIENT: bool = true;
+
+    fn fields(&self) -> Fields {
+        Fields {
+            client: self.client,
+            view: self.view,
+            op: self.op,
+            word: self.request,
+            tag: match self.result {
+                ReplyResult::Executed(_) => EXECUTED,
+                ReplyResult::Registered => REGISTERED,
+                ReplyResult::SessionEvicted => SESSION_EVICTED,
+            },
+            ..Fields::default()
+        }
+    }
+
+    fn body_size(&self) -> usize {
+        match &self.result {
+            ReplyResult::Executed(bytes) => bytes.len(),
+            ReplyResult::Registered | ReplyResult::SessionEvicted => 0,
+        }
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        if let ReplyResult::Executed(bytes) = &self.result {
+            out.put_slice(bytes);
+        }
+    }
+
+    fn decode(fields: &Fields, body: &mut Bytes) -> Result<Self, DecodeError> {
+        Ok(Reply {
+            client: fields.client,
+            view: fields.view,
+            op: fields.op,
+            request: fields.word,
+            result: match fields.tag {
+                EXECUTED => ReplyResult::Executed(body.rest()),
+                REGISTERED => ReplyResult::Registered,
+                SESSION_EVICTED => ReplyResult::SessionEvicted,
+                _ => return Err(DecodeError::Malformed("unknown reply result")),
+            },
+        })
+    }
+}

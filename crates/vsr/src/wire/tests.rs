@@ -1,0 +1,892 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::limits::NUMBER_MAX;
+
+/// The codec alone, without a receiver's checks.
+fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+    decode_envelope(&Bytes::copy_from_slice(bytes))
+}
+
+/// [`decode`] of a shared frame.
+fn decode_shared(frame: &Bytes) -> Result<Envelope, DecodeError> {
+    decode_envelope(frame)
+}
+
+fn entry(op: u64, body: &'static [u8]) -> Entry {
+    Entry::new(
+        op,
+        7,
+        0x1111_2222_3333_4444_5555_6666_7777_8888,
+        0xabcd_ef01_2345_6789_abcd_ef01_2345_6789,
+        3,
+        op.wrapping_add(100),
+        Operation::StateMachine,
+        Bytes::from_static(body),
+    )
+}
+
+fn envelope(sender: Sender, message: Message) -> Envelope {
+    Envelope {
+        cluster: 0xc1u128 << 100 | 0x5eed,
+        epoch: 0,
+        sender,
+        message,
+    }
+}
+
+/// One hand-written example of every variant (and every tag of `Reply` and `NewState`).
+fn examples() -> Vec<Envelope> {
+    [client_examples(), normal_examples(), view_change_examples()].concat()
+}
+
+fn client_examples() -> Vec<Envelope> {
+    let client = Sender::Client(u128::MAX - 5);
+    let replica = Sender::Replica(2);
+    let executed = ReplyResult::Executed(Bytes::from_static(b"ok"));
+    vec![
+        envelope(
+            client,
+            Message::Request(Request {
+                session: 17,
+                request: 5,
+                operation: Operation::StateMachine,
+                body: Bytes::from_static(b"put k v"),
+            }),
+        ),
+        envelope(
+            client,
+            Message::Request(Request {
+                session: 0,
+                request: 1,
+                operation: Operation::Register,
+                body: Bytes::new(),
+            }),
+        ),
+        envelope(
+            replica,
+            Message::Reply(Reply {
+                client: 0xc1,
+                view: 4,
+                op: 99,
+                request: 5,
+                result: executed,
+            }),
+        ),
+        envelope(
+            replica,
+            Message::Reply(Reply {
+                client: 0xc1,
+                view: 4,
+                op: 17,
+                request: 1,
+                result: ReplyResult::Registered,
+            }),
+        ),
+        envelope(
+            replica,
+            Message::Reply(Reply {
+                client: 0xc1,
+                view: 4,
+                op: 0,
+                request: 8,
+                result: ReplyResult::SessionEvicted,
+            }),
+        ),
+    ]
+}
+
+fn normal_examples() -> Vec<Envelope> {
+    let replica = Sender::Replica(2);
+    let prepare = entry(41, b"set x 1");
+    let checksum = prepare.checksum;
+    vec![
+        envelope(
+            replica,
+            Message::Prepare(Prepare {
+                view: 7,
+                commit: 40,
+                entries: vec![prepare],
+            }),
+        ),
+        envelope(
+            replica,
+            Message::PrepareOk(PrepareOk {
+                view: 7,
+                op: 41,
+                checksum,
+            }),
+        ),
+        envelope(
+            replica,
+            Message::Commit(Commit {
+                view: 7,
+                commit: 41,
+            }),
+        ),
+        envelope(
+            replica,
+            Message::StartViewChange(StartViewChange { view: 8 }),
+        ),
+    ]
+}
+
+fn view_change_examples() -> Vec<Envelope> {
+    let replica = Sender::Replica(6);
+    let chain = vec![
+        entry(41, b"set x 1"),
+        entry(42, b""),
+        entry(43, &[0xff; 40]),
+    ];
+    let delta = StatePayload::Delta {
+        op: 9000,
+        op_checksum: u128::MAX / 3,
+        since: 4000,
+        offset: 65_536,
+        total_size: 200_000,
+        total_checksum: 0x0123_4567_89ab_cdef,
+        chunk: Bytes::from_static(b"a chunk of the delta"),
+    };
+    let messages = vec![
+        Message::DoViewChange(DoViewChange {
+            view: 8,
+            last_normal_view: 7,
+            op: 43,
+            commit: 40,
+            entries: chain.clone(),
+        }),
+        Message::DoViewChange(DoViewChange {
+            view: 8,
+            last_normal_view: 6,
+            op: 40,
+            commit: 40,
+            entries: vec![],
+        }),
+        Message::StartView(StartView {
+            view: 8,
+            op: 43,
+            commit: 40,
+            entries: chain.clone(),
+        }),
+        Message::GetState(GetState {
+            view: 8,
+            op: 40,
+            commit: 40,
+        }),
+        Message::NewState(NewState {
+            view: 8,
+            op: 43,
+            commit: 41,
+            normal: true,
+            payload: StatePayload::Entries(chain),
+        }),
+        Message::NewState(NewState {
+            view: 8,
+            op: 0,
+            commit: 9000,
+            normal: false,
+            payload: delta,
+        }),
+        Message::Recovery(Recovery { nonce: 0xdead_beef }),
+        Message::RecoveryResponse(RecoveryResponse {
+            view: 8,
+            nonce: 0xdead_beef,
+            op: 43,
+            commit: 41,
+            primary: true,
+        }),
+    ];
+    messages
+        .into_iter()
+        .map(|message| envelope(replica, message))
+        .collect()
+}
+
+/// Recomputes the size and both checksums of a frame whose fields a test changed.
+fn reseal(bytes: &mut [u8]) {
+    let size = u32::try_from(bytes.len()).unwrap();
+    bytes[64..68].copy_from_slice(&size.to_le_bytes());
+    let checksum_body = checksum(&bytes[HEADER_SIZE..]);
+    bytes[16..32].copy_from_slice(&checksum_body.to_le_bytes());
+    let checksum_header = checksum(&bytes[16..HEADER_SIZE]);
+    bytes[..16].copy_from_slice(&checksum_header.to_le_bytes());
+}
+
+/// Every single-bit flip and every truncation of `bytes` is rejected.
+fn assert_corruption_detected(bytes: &[u8]) {
+    let mut corrupt = bytes.to_vec();
+    for bit in 0..bytes.len() * 8 {
+        corrupt[bit / 8] ^= 1 << (bit % 8);
+        let error = decode(&corrupt).expect_err("a flipped bit must be detected");
+        assert!(
+            matches!(
+                error,
+                DecodeError::HeaderChecksum | DecodeError::BodyChecksum
+            ),
+            "bit {bit}: {error:?}"
+        );
+        corrupt[bit / 8] ^= 1 << (bit % 8);
+    }
+    assert_eq!(corrupt, bytes);
+    for size in 0..bytes.len() {
+        let error = decode(&bytes[..size]).expect_err("a truncation must be detected");
+        assert!(
+            matches!(
+                error,
+                DecodeError::TooShort { .. } | DecodeError::SizeMismatch { .. }
+            ),
+            "size {size}: {error:?}"
+        );
+    }
+    let mut longer = bytes.to_vec();
+    longer.push(0);
+    assert!(matches!(
+        decode(&longer),
+        Err(DecodeError::SizeMismatch { .. })
+    ));
+}
+
+#[test]
+fn examples_round_trip() {
+    let examples = examples();
+    let mut commands: Vec<u8> = Vec::new();
+    for example in &examples {
+        let bytes = encode(example);
+        assert_eq!(bytes.len(), HEADER_SIZE + body_size(&example.message));
+        assert_eq!(frame_size(&bytes), Ok(Some(bytes.len())));
+        assert_eq!(
+            decode(&bytes).as_ref(),
+            Ok(example),
+            "{}",
+            example.message.name()
+        );
+        assert_eq!(encode(example), bytes, "encoding is deterministic");
+        let mut appended = vec![1, 2, 3];
+        encode_into(example, &mut appended);
+        assert_eq!(appended[3..], bytes[..]);
+        commands.push(bytes[74]);
+    }
+    commands.sort_unstable();
+    commands.dedup();
+    assert_eq!(
+        commands,
+        (1..=12).collect::<Vec<u8>>(),
+        "every command is exercised"
+    );
+}
+
+#[test]
+fn header_layout() {
+    let example = Envelope {
+        cluster: 0x0102,
+        epoch: 3,
+        sender: Sender::Replica(4),
+        message: Message::DoViewChange(DoViewChange {
+            view: 5,
+            last_normal_view: 6,
+            op: 7,
+            commit: 8,
+            entries: vec![],
+        }),
+    };
+    let bytes = encode(&example);
+    assert_eq!(bytes.len(), HEADER_SIZE + 4);
+    assert_eq!(
+        u128::from_le_bytes(bytes[0..16].try_into().unwrap()),
+        checksum(&bytes[16..128])
+    );
+    assert_eq!(
+        u128::from_le_bytes(bytes[16..32].try_into().unwrap()),
+        checksum(&[0; 4])
+    );
+    assert_eq!(bytes[32..48], 0x0102u128.to_le_bytes());
+    assert_eq!(bytes[48..64], [0; 16]);
+    assert_eq!(bytes[64..68], 132u32.to_le_bytes());
+    assert_eq!(bytes[68..72], 3u32.to_le_bytes());
+    assert_eq!(bytes[72..74], PROTOCOL_VERSION.to_le_bytes());
+    assert_eq!(bytes[74..80], [7, 0, 4, 0, 0, 0]);
+    assert_eq!(bytes[80..88], 5u64.to_le_bytes());
+    assert_eq!(bytes[88..96], 7u64.to_le_bytes());
+    assert_eq!(bytes[96..104], 8u64.to_le_bytes());
+    assert_eq!(bytes[104..112], 6u64.to_le_bytes());
+    assert_eq!(bytes[112..128], [0; 16]);
+    assert_eq!(bytes[128..], [0; 4]);
+
+    let request = envelope(
+        Sender::Client(0x77),
+        Message::Request(Request {
+            session: 9,
+            request: 10,
+            operation: Operation::Noop,
+            body: Bytes::from_static(b"xyz"),
+        }),
+    );
+    let bytes = encode(&request);
+    assert_eq!(bytes[48..64], 0x77u128.to_le_bytes());
+    assert_eq!(bytes[74..80], [1, 1, 0, 2, 0, 0]);
+    assert_eq!(bytes[104..112], 10u64.to_le_bytes());
+    assert_eq!(bytes[112..128], 9u128.to_le_bytes());
+    assert_eq!(&bytes[128..], b"xyz");
+}
+
+#[test]
+fn examples_detect_every_bit_flip_and_truncation() {
+    for example in examples() {
+        assert_corruption_detected(&encode(&example));
+    }
+}
+
+#[test]
+fn frame_size_bounds() {
+    let bytes = encode(&examples()[0]);
+    for size in 0..HEADER_SIZE {
+        assert_eq!(frame_size(&bytes[..size]), Ok(None));
+    }
+    assert_eq!(frame_size(&bytes[..HEADER_SIZE]), Ok(Some(bytes.len())));
+
+    let mut header = bytes[..HEADER_SIZE].to_vec();
+    let frame_max = u32::try_from(FRAME_SIZE_MAX).unwrap();
+    for (size, expected) in [
+        (u32::MAX, Err(DecodeError::TooLarge { size: u32::MAX })),
+        (1 << 31, Err(DecodeError::TooLarge { size: 1 << 31 })),
+        (
+            frame_max + 1,
+            Err(DecodeError::TooLarge {
+                size: frame_max + 1,
+            }),
+        ),
+        (frame_max, Ok(Some(FRAME_SIZE_MAX))),
+        (128, Ok(Some(HEADER_SIZE))),
+        (127, Err(DecodeError::TooShort { size: 127 })),
+        (0, Err(DecodeError::TooShort { size: 0 })),
+    ] {
+        header[64..68].copy_from_slice(&size.to_le_bytes());
+        assert_eq!(
+            frame_size(&header),
+            Err(DecodeError::HeaderChecksum),
+            "unsealed"
+        );
+        let checksum_header = checksum(&header[16..HEADER_SIZE]);
+        header[..16].copy_from_slice(&checksum_header.to_le_bytes());
+        assert_eq!(frame_size(&header), expected, "size {size}");
+    }
+}
+
+#[test]
+fn largest_body_round_trips_and_larger_panics() {
+    let reply = |size: usize| {
+        envelope(
+            Sender::Replica(1),
+            Message::Reply(Reply {
+                client: 9,
+                view: 1,
+                op: 2,
+                request: 3,
+                result: ReplyResult::Executed(Bytes::from(vec![0x5a; size])),
+            }),
+        )
+    };
+    let largest = reply(MESSAGE_BODY_SIZE_MAX);
+    let bytes = encode(&largest);
+    assert_eq!(bytes.len(), FRAME_SIZE_MAX);
+    assert_eq!(decode(&bytes), Ok(largest));
+
+    let too_large = reply(MESSAGE_BODY_SIZE_MAX + 1);
+    let panic = std::panic::catch_unwind(|| encode(&too_large));
+    assert!(
+        panic.is_err(),
+        "encode must refuse a body over MESSAGE_BODY_SIZE_MAX"
+    );
+}
+
+/// A request carries at most one operation's bytes, whatever room the frame has.
+#[test]
+fn a_request_over_the_operation_size_is_rejected() {
+    let request = |size: usize| {
+        envelope(
+            Sender::Client(1),
+            Message::Request(Request {
+                session: 1,
+                request: 1,
+                operation: Operation::StateMachine,
+                body: Bytes::from(vec![0x5a; size]),
+            }),
+        )
+    };
+    let largest = request(crate::limits::OPERATION_SIZE_MAX);
+    assert_eq!(decode(&encode(&largest)), Ok(largest));
+    assert_eq!(
+        decode(&encode(&request(crate::limits::OPERATION_SIZE_MAX + 1))),
+        Err(DecodeError::OperationTooLarge {
+            size: crate::limits::OPERATION_SIZE_MAX + 1
+        })
+    );
+}
+
+/// Builds a frame with valid checksums from a valid one after `change` edits it.
+fn resealed(
+    example: &Envelope,
+    change: impl FnOnce(&mut Vec<u8>),
+) -> Result<Envelope, DecodeError> {
+    let mut bytes = encode(example);
+    change(&mut bytes);
+    reseal(&mut bytes);
+    decode(&bytes)
+}
+
+#[test]
+fn checksummed_but_invalid_frames_are_rejected() {
+    let examples = examples();
+    let (request, prepare, view_change, delta) =
+        (&examples[0], &examples[5], &examples[9], &examples[14]);
+    let malformed = |result: Result<Envelope, DecodeError>| {
+        assert!(
+            matches!(result, Err(DecodeError::Malformed(_))),
+            "{result:?}"
+        );
+    };
+    assert_eq!(
+        resealed(request, |b| b[72] = 3),
+        Err(DecodeError::Version { version: 3 })
+    );
+    assert_eq!(
+        resealed(request, |b| b[74] = 0),
+        Err(DecodeError::UnknownKind { kind: 0 })
+    );
+    assert_eq!(
+        resealed(request, |b| b[74] = 13),
+        Err(DecodeError::UnknownKind { kind: 13 })
+    );
+    malformed(resealed(request, |b| b[79] = 1)); // reserved
+    malformed(resealed(request, |b| b[75] = 2)); // sender kind
+    malformed(resealed(request, |b| b[76] = 1)); // replica index of a client
+    malformed(resealed(request, |b| b[77] = 3)); // operation
+    malformed(resealed(request, |b| b[80] = 1)); // view unused by request
+    malformed(resealed(request, |b| b[120] = 1)); // session above u64
+    malformed(resealed(&examples[7], |b| b[112] = 1)); // wide slot unused by commit
+    malformed(resealed(&examples[7], |b| b.push(0))); // body on an empty command
+    malformed(resealed(&examples[16], |b| b[78] = 2)); // flag neither 0 nor 1
+    malformed(resealed(&examples[13], |b| b[77] = 2)); // new_state payload tag
+    malformed(resealed(&examples[3], |b| b[77] = 3)); // reply result tag
+    malformed(resealed(&examples[3], |b| b.push(0))); // registered reply with bytes
+    malformed(resealed(prepare, |b| b[88] ^= 1)); // header op disagrees with entry op
+    malformed(resealed(prepare, |b| b.push(0))); // trailing byte
+    malformed(resealed(prepare, |b| b.truncate(b.len() - 1))); // entry body cut short
+    malformed(resealed(prepare, |b| b[128 + 4 + 80] = 0xff)); // entry body size too large
+    malformed(resealed(prepare, |b| {
+        b.truncate(HEADER_SIZE);
+        b.extend_from_slice(&0u32.to_le_bytes()); // a prepare without entries
+    }));
+    malformed(resealed(view_change, |b| b[128] = 4)); // count beyond the entries
+    malformed(resealed(view_change, |b| {
+        b[128..132].copy_from_slice(&u32::MAX.to_le_bytes());
+    }));
+    malformed(resealed(view_change, |b| b[128] = 2)); // trailing entry
+    malformed(resealed(delta, |b| {
+        let size = b.len();
+        b[size - 24] = 0; // chunk size disagrees with the chunk
+    }));
+    assert_eq!(
+        resealed(prepare, |b| b[HEADER_SIZE + 4 + 64] ^= 1), // entry view
+        Err(DecodeError::EntryChecksum { op: 41 })
+    );
+}
+
+#[test]
+fn entries_must_be_valid_and_consecutive() {
+    let mut broken = entry(41, b"x");
+    broken.request += 1;
+    let bad_checksum = envelope(
+        Sender::Replica(0),
+        Message::StartView(StartView {
+            view: 1,
+            op: 42,
+            commit: 40,
+            entries: vec![entry(40, b""), broken],
+        }),
+    );
+    assert_eq!(
+        decode(&encode(&bad_checksum)),
+        Err(DecodeError::EntryChecksum { op: 41 })
+    );
+
+    for ops in [[40, 42], [40, 40], [41, 40], [u64::MAX, 0]] {
+        let gap = envelope(
+            Sender::Replica(0),
+            Message::NewState(NewState {
+                view: 1,
+                op: 42,
+                commit: 40,
+                normal: false,
+                payload: StatePayload::Entries(ops.iter().map(|op| entry(*op, b"")).collect()),
+            }),
+        );
+        assert_eq!(
+            decode(&encode(&gap)),
+            Err(DecodeError::Malformed("entry ops are not consecutive")),
+            "{ops:?}"
+        );
+    }
+}
+
+fn arbitrary_bytes() -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 0..48).prop_map(Bytes::from)
+}
+
+fn arbitrary_operation() -> impl Strategy<Value = Operation> {
+    prop_oneof![
+        Just(Operation::Register),
+        Just(Operation::StateMachine),
+        Just(Operation::Noop)
+    ]
+}
+
+/// A view, op or commit number a cluster can reach.
+fn number() -> impl Strategy<Value = u64> {
+    prop_oneof![0..16u64, 0..NUMBER_MAX]
+}
+
+fn arbitrary_entry_at(op: u64) -> impl Strategy<Value = Entry> {
+    (
+        number(),
+        any::<u128>(),
+        any::<u128>(),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_flat_map(move |fields| (Just(fields), arbitrary_operation(), arbitrary_bytes()))
+        .prop_map(
+            move |((view, parent, client, session, request), operation, body)| {
+                Entry::new(op, view, parent, client, session, request, operation, body)
+            },
+        )
+}
+
+fn arbitrary_entry() -> impl Strategy<Value = Entry> {
+    any::<u64>().prop_flat_map(arbitrary_entry_at)
+}
+
+/// `count` entries with consecutive ops from `start`.
+fn arbitrary_entries_from(start: u64, count: u64) -> impl Strategy<Value = Vec<Entry>> {
+    (0..count)
+        .map(|index| arbitrary_entry_at(start + index))
+        .collect::<Vec<_>>()
+}
+
+/// Up to five entries with consecutive ops.
+fn arbitrary_entries() -> impl Strategy<Value = Vec<Entry>> {
+    (number(), 0..=5u64)
+        .prop_flat_map(|(start, count)| arbitrary_entries_from(start.min(NUMBER_MAX - 8), count))
+}
+
+fn arbitrary_payload() -> impl Strategy<Value = StatePayload> {
+    let numbers = (number(), number(), number(), number());
+    let checksums = any::<(u128, u128)>();
+    let delta = (numbers, checksums, arbitrary_bytes()).prop_map(
+        |((op, since, offset, total_size), (op_checksum, total_checksum), chunk)| {
+            StatePayload::Delta {
+                op,
+                op_checksum,
+                since,
+                offset,
+                total_size,
+                total_checksum,
+                chunk,
+            }
+        },
+    );
+    prop_oneof![arbitrary_entries().prop_map(StatePayload::Entries), delta]
+}
+
+fn arbitrary_result() -> impl Strategy<Value = ReplyResult> {
+    prop_oneof![
+        arbitrary_bytes().prop_map(ReplyResult::Executed),
+        Just(ReplyResult::Registered),
+        Just(ReplyResult::SessionEvicted),
+    ]
+}
+
+/// A do_view_change whose suffix is exactly the ops after its commit, from an earlier view.
+fn arbitrary_do_view_change() -> impl Strategy<Value = Message> {
+    (
+        1..NUMBER_MAX,
+        number(),
+        number().prop_map(|commit| commit.min(NUMBER_MAX - 8)),
+        0..=5u64,
+    )
+        .prop_flat_map(|(view, last_normal_view, commit, count)| {
+            let last_normal_view = last_normal_view % view;
+            arbitrary_entries_from(commit + 1, count).prop_map(move |entries| {
+                Message::DoViewChange(DoViewChange {
+                    view,
+                    last_normal_view,
+                    op: commit + count,
+                    commit,
+                    entries,
+                })
+            })
+        })
+}
+
+/// A start_view whose entries end at its op, with its commit at or below that op.
+fn arbitrary_start_view() -> impl Strategy<Value = Message> {
+    (number(), number(), arbitrary_entries()).prop_map(|(view, number, entries)| {
+        let op = entries.last().map_or(number, |entry| entry.op);
+        Message::StartView(StartView {
+            view,
+            op,
+            commit: number.min(op),
+            entries,
+        })
+    })
+}
+
+fn arbitrary_message() -> impl Strategy<Value = Message> {
+    let u = any::<u64>;
+    let n = number;
+    prop_oneof![
+        (u(), u(), arbitrary_operation(), arbitrary_bytes()).prop_map(
+            |(session, request, operation, body)| Message::Request(Request {
+                session,
+                request,
+                operation,
+                body
+            })
+        ),
+        (any::<u128>(), u(), u(), u(), arbitrary_result()).prop_map(
+            |(client, view, op, request, result)| Message::Reply(Reply {
+                client,
+                view,
+                op,
+                request,
+                result,
+            })
+        ),
+        (n(), n(), arbitrary_entries())
+            .prop_filter("a prepare carries entries", |(_, _, entries)| !entries
+                .is_empty())
+            .prop_map(|(view, commit, entries)| Message::Prepare(Prepare {
+                view,
+                commit,
+                entries
+            })),
+        (n(), n(), any::<u128>()).prop_map(|(view, op, checksum)| Message::PrepareOk(PrepareOk {
+            view,
+            op,
+            checksum
+        })),
+        (n(), n()).prop_map(|(view, commit)| Message::Commit(Commit { view, commit })),
+        n().prop_map(|view| Message::StartViewChange(StartViewChange { view })),
+        arbitrary_do_view_change(),
+        arbitrary_start_view(),
+        (n(), n(), n()).prop_map(|(view, op, commit)| Message::GetState(GetState {
+            view,
+            op,
+            commit
+        })),
+        (n(), n(), n(), any::<bool>(), arbitrary_payload()).prop_map(
+            |(view, op, commit, normal, payload)| Message::NewState(NewState {
+                view,
+                op,
+                commit,
+                normal,
+                payload
+            })
+        ),
+        u().prop_map(|nonce| Message::Recovery(Recovery { nonce })),
+        (n(), u(), n(), n(), any::<bool>()).prop_map(|(view, nonce, op, commit, primary)| {
+            Message::RecoveryResponse(RecoveryResponse {
+                view,
+                nonce,
+                op,
+                commit,
+                primary,
+            })
+        }),
+    ]
+}
+
+fn arbitrary_envelope() -> impl Strategy<Value = Envelope> {
+    let sender = prop_oneof![
+        any::<u8>().prop_map(Sender::Replica),
+        any::<u128>().prop_map(Sender::Client)
+    ];
+    (any::<u128>(), any::<u32>(), sender, arbitrary_message()).prop_map(
+        |(cluster, epoch, sender, message)| {
+            // Replies come only from replicas: their header's client field names the
+            // client replied to.
+            let sender = match (sender, &message) {
+                (Sender::Client(client), Message::Reply(_)) => Sender::Replica(client as u8),
+                _ => sender,
+            };
+            Envelope {
+                cluster,
+                epoch,
+                sender,
+                message,
+            }
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn round_trip(envelope in arbitrary_envelope()) {
+        let bytes = encode(&envelope);
+        prop_assert_eq!(bytes.len(), HEADER_SIZE + body_size(&envelope.message));
+        prop_assert_eq!(frame_size(&bytes), Ok(Some(bytes.len())));
+        prop_assert_eq!(decode_shared(&Bytes::from(bytes.clone())), Ok(envelope.clone()));
+        prop_assert_eq!(decode(&bytes), Ok(envelope));
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let _ = frame_size(&bytes);
+        prop_assert!(decode(&bytes).is_err());
+    }
+
+    /// Garbage behind valid checksums reaches the body decoder: it must never panic, and
+    /// whatever it accepts is exactly what encode produces.
+    #[test]
+    fn resealed_garbage_is_canonical(
+        command in 0..=13u8,
+        header in prop::collection::vec(prop_oneof![Just(0u8), Just(1), any::<u8>()], 48..=48),
+        body in prop::collection::vec(prop_oneof![Just(0u8), Just(1), any::<u8>()], 0..300),
+    ) {
+        let mut bytes = vec![0; HEADER_SIZE];
+        bytes[80..].copy_from_slice(&header);
+        bytes[72..74].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        bytes[74] = command;
+        bytes.extend_from_slice(&body);
+        reseal(&mut bytes);
+        if let Ok(envelope) = decode(&bytes) {
+            prop_assert_eq!(encode(&envelope), bytes);
+        }
+    }
+
+    /// A valid frame with some bytes overwritten and resealed: same property, but close
+    /// enough to valid to reach deep into the body decoder.
+    #[test]
+    fn resealed_mutation_is_canonical(
+        envelope in arbitrary_envelope(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut bytes = encode(&envelope);
+        for (index, value) in edits {
+            let position = 72 + index.index(bytes.len() - 72);
+            bytes[position] = value;
+        }
+        reseal(&mut bytes);
+        if let Ok(decoded) = decode(&bytes) {
+            prop_assert_eq!(encode(&decoded), bytes);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn every_bit_flip_and_truncation_is_detected(envelope in arbitrary_envelope()) {
+        assert_corruption_detected(&encode(&envelope));
+    }
+
+    /// The public entry encoding is the prepare body, and decoding takes exactly one whole,
+    /// valid entry.
+    #[test]
+    fn one_entry_round_trips_and_every_flip_truncation_or_extension_is_rejected(
+        entry in arbitrary_entry()
+    ) {
+        let mut bytes = Vec::new();
+        encode_entry(&entry, &mut bytes);
+        prop_assert_eq!(bytes.len(), entry_size(&entry));
+        let prepare = envelope(
+            Sender::Replica(0),
+            Message::Prepare(Prepare { view: entry.view, commit: 0, entries: vec![entry.clone()] }),
+        );
+        prop_assert_eq!(&encode(&prepare)[HEADER_SIZE + ENTRIES_COUNT_SIZE..], &bytes[..]);
+        prop_assert_eq!(decode_entry(&bytes), Ok(entry));
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            prop_assert!(decode_entry(&flipped).is_err(), "bit {} flipped went unnoticed", bit);
+        }
+        for size in 0..bytes.len() {
+            prop_assert!(decode_entry(&bytes[..size]).is_err(), "cut to {} bytes", size);
+        }
+        bytes.push(0);
+        prop_assert_eq!(
+            decode_entry(&bytes),
+            Err(DecodeError::Malformed("trailing bytes after the entry"))
+        );
+    }
+}
+
+/// Decoding for a receiver admits only what that receiver may act on; each rejection names
+/// its reason.
+#[test]
+fn the_receiver_admits_only_what_it_may_act_on() {
+    let config = crate::config::Config::new(0xc1u128 << 100 | 0x5eed, 3);
+    let replica = Receiver::replica(&config, 1);
+    let client = Receiver::client(config.cluster, 3);
+    let commit = |view| Message::Commit(Commit { view, commit: 0 });
+    let admit = |receiver: &Receiver, example: &Envelope| {
+        super::decode(&encode(example), receiver).map(Verified::into_envelope)
+    };
+    let examples = examples();
+    let reply = examples
+        .iter()
+        .find(|example| matches!(example.message, Message::Reply(_)))
+        .unwrap();
+    assert_eq!(admit(&client, reply).as_ref(), Ok(reply));
+    assert_eq!(
+        admit(&replica, reply),
+        Err(DecodeError::OutOfPlace { name: "reply" })
+    );
+    let from_primary = envelope(Sender::Replica(0), commit(3));
+    assert_eq!(admit(&replica, &from_primary).as_ref(), Ok(&from_primary));
+    assert_eq!(
+        admit(&client, &from_primary),
+        Err(DecodeError::OutOfPlace { name: "commit" })
+    );
+    let mut other_cluster = from_primary.clone();
+    other_cluster.cluster ^= 1;
+    assert!(matches!(
+        admit(&replica, &other_cluster),
+        Err(DecodeError::WrongCluster { .. })
+    ));
+    let mut other_epoch = from_primary.clone();
+    other_epoch.epoch = 1;
+    assert!(matches!(
+        admit(&replica, &other_epoch),
+        Err(DecodeError::WrongCluster { .. })
+    ));
+    for sender in [Sender::Replica(1), Sender::Replica(3), Sender::Client(5)] {
+        assert_eq!(
+            admit(&replica, &envelope(sender, commit(4))),
+            Err(DecodeError::BadSender {
+                sender,
+                name: "commit"
+            }),
+            "{sender:?}"
+        );
+    }
+    assert_eq!(
+        admit(&replica, &envelope(Sender::Replica(2), commit(3))),
+        Err(DecodeError::NotFromPrimary {
+            sender: 2,
+            view: 3,
+            name: "commit"
+        })
+    );
+    let request = examples
+        .iter()
+        .find(|example| matches!(example.message, Message::Request(_)))
+        .unwrap();
+    assert_eq!(admit(&replica, request).as_ref(), Ok(request));
+    let mut request_from_replica = request.clone();
+    request_from_replica.sender = Sender::Replica(0);
+    assert!(matches!(
+        admit(&replica, &request_from_replica),
+        Err(DecodeError::BadSender { .. })
+    ));
+}
