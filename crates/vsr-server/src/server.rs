@@ -376,7 +376,7 @@ impl<S: StateMachine> Driver<S> {
             if let Some(route) = route {
                 self.remember_route(client, route);
             }
-            if self.replica.is_primary() && matches!(self.replica.status(), Status::Normal) {
+            if self.replica.is_primary() {
                 self.remember_arrival(client, *request, now);
             }
         }
@@ -517,7 +517,7 @@ impl<S: StateMachine> Driver<S> {
 
 fn status_code(status: &Status) -> u64 {
     match status {
-        Status::Normal => 0,
+        Status::Normal(_) => 0,
         Status::ViewChange(_) => 1,
         Status::Recovering(_) => 2,
     }

@@ -68,7 +68,7 @@ impl<S: StateMachine> Inspect for Replica<S> {
     }
     fn phase(&self) -> Phase {
         match self.status() {
-            Status::Normal => Phase::Normal,
+            Status::Normal(_) => Phase::Normal,
             Status::ViewChange(_) => Phase::ViewChange,
             Status::Recovering(_) => Phase::Recovering,
         }

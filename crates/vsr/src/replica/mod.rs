@@ -34,6 +34,7 @@ use crate::message::{Entry, Envelope, Message, Operation, ReplicaIndex, ReplyRes
 use crate::state_machine::{Codec, CodecError, StateMachine};
 use client_table::{Admission, ClientTable};
 use log::Log;
+pub use normal::{Backup, Primary};
 use pipeline::Pipeline;
 use recovery::Recovering;
 use state_transfer::{DeltaTransfer, StateRequest};
@@ -42,12 +43,48 @@ use view_change::ViewChange;
 /// A replica's status, carrying the data that only that status needs.
 #[derive(Debug)]
 pub enum Status {
-    /// Normal operation in the current view.
-    Normal,
+    /// Normal operation in the current view, as its primary or as a backup.
+    Normal(Role),
     /// A view change to the current view is in progress.
     ViewChange(ViewChange),
     /// The replica lost its state and is recovering; it takes part in no quorum.
     Recovering(Recovering),
+}
+
+/// What a replica in normal status does in its view: the configuration names one primary per
+/// view, and every other replica is a backup.
+#[derive(Debug)]
+pub enum Role {
+    /// The view's primary: it orders requests and commits them.
+    Primary(Primary),
+    /// A backup: it follows the primary's log.
+    Backup(Backup),
+}
+
+impl Status {
+    /// The primary's state, in normal status as the view's primary.
+    fn primary_mut(&mut self) -> Option<&mut Primary> {
+        match self {
+            Status::Normal(Role::Primary(primary)) => Some(primary),
+            _ => None,
+        }
+    }
+
+    /// The backup's state, in normal status as a backup.
+    fn backup_mut(&mut self) -> Option<&mut Backup> {
+        match self {
+            Status::Normal(Role::Backup(backup)) => Some(backup),
+            _ => None,
+        }
+    }
+
+    /// The primary's pipeline. Only code a primary runs asks for it.
+    fn pipeline(&mut self) -> &mut Pipeline {
+        &mut self
+            .primary_mut()
+            .expect("only the primary of the view has a pipeline")
+            .pipeline
+    }
 }
 
 /// Counters of protocol events, for tests, the simulator and metrics.
@@ -97,11 +134,6 @@ pub struct Replica<S: StateMachine> {
     status: Status,
     view: u64,
     last_normal_view: u64,
-    /// In normal status before the log holds the whole log the view started with: the op it
-    /// must reach (None if unknown). Until then `last_normal_view` stays behind `view`, and the
-    /// replica casts no prepare_ok: a do_view_change must never present a partial log as the
-    /// log of a view.
-    start_view_op: Option<u64>,
     log: Log,
     /// The log up to this op is known to be the current view's log (or committed): only this
     /// prefix is voted for, served to peers as the view's log, and executed. Entries after it
@@ -125,15 +157,14 @@ pub struct Replica<S: StateMachine> {
     seq_durable: u64,
     deferred: VecDeque<(u64, Deferred)>,
     commands: Vec<Command>,
-    /// Primary: prepares in flight, their votes, and the requests waiting for room.
-    pipeline: Pipeline,
     /// Wire bytes of the entries executed since the commit number was last persisted.
     commit_unpersisted_size: usize,
-    heartbeat_at: u64,
     view_change_timeout_at: u64,
-    /// Backup: (view, commit number its primary last announced, since tick) while it holds
-    /// ops of the view's log beyond that number, to notice a primary that is heard from but
-    /// commits nothing (it may not hear its backups).
+    /// A backup's watch over its view's primary: (view, the commit number the primary last
+    /// announced, since which tick). A backup that holds ops of the view's log beyond that
+    /// number for two view-change timeouts leaves a primary that is heard from but commits
+    /// nothing (it may not hear its backups). It outlives status changes: a replica that goes
+    /// back to normal status in the same view continues the same watch.
     progress: (u64, u64, u64),
     state_request: Option<StateRequest>,
     transfer: Option<DeltaTransfer>,
@@ -186,10 +217,9 @@ impl<S: StateMachine> Replica<S> {
             prng: Xoshiro256PlusPlus::seed_from_u64(seed ^ (u64::from(index) << 56)),
             config,
             index,
-            status: Status::Normal,
+            status: Status::Normal(Role::Backup(Backup::default())),
             view: view_state.view,
             last_normal_view: view_state.last_normal_view,
-            start_view_op: None,
             log: Log::default(),
             op_verified: 0,
             commit: 0,
@@ -204,15 +234,16 @@ impl<S: StateMachine> Replica<S> {
             seq_durable: 0,
             deferred: VecDeque::new(),
             commands: Vec::new(),
-            pipeline: Pipeline::default(),
             commit_unpersisted_size: 0,
-            heartbeat_at: 0,
             view_change_timeout_at: 0,
             progress: (0, 0, 0),
             state_request: None,
             transfer: None,
             stats: ReplicaStats::default(),
         };
+        if replica.leads_view() {
+            replica.status = Status::Normal(Role::Primary(Primary::default()));
+        }
         let broken = replica.load(durable);
         replica.commit_persisted = replica.commit_persisted.max(replica.commit);
         // A commit number beyond the last op the storage returned proves that committed
@@ -241,7 +272,7 @@ impl<S: StateMachine> Replica<S> {
                 "a fresh replica has no state"
             );
             replica.reset_view_change_timeout();
-        } else if replica.is_primary() || replica.last_normal_view < replica.view {
+        } else if replica.leads_view() || replica.last_normal_view < replica.view {
             // In-memory votes are gone: let a view change rebuild them.
             crate::mark!(RestartStartsViewChange);
             replica.start_view_change(replica.view + 1);
@@ -337,7 +368,7 @@ impl<S: StateMachine> Replica<S> {
     #[must_use]
     pub fn status_name(&self) -> &'static str {
         match self.status {
-            Status::Normal => "normal",
+            Status::Normal(_) => "normal",
             Status::ViewChange(_) => "view_change",
             Status::Recovering(_) => "recovering",
         }
@@ -388,7 +419,17 @@ impl<S: StateMachine> Replica<S> {
     /// Whether this replica is the primary of its view, in normal status.
     #[must_use]
     pub fn is_primary(&self) -> bool {
+        matches!(self.status, Status::Normal(Role::Primary(_)))
+    }
+
+    /// Whether the configuration names this replica the primary of its current view, whatever
+    /// its status.
+    fn leads_view(&self) -> bool {
         self.config.primary(self.view) == self.index
+    }
+
+    fn is_normal(&self) -> bool {
+        matches!(self.status, Status::Normal(_))
     }
 
     /// What a driver decodes this replica's frames for: [`crate::wire::decode`] with it admits
@@ -454,8 +495,8 @@ impl<S: StateMachine> Replica<S> {
     pub fn on_tick(&mut self) {
         self.tick += 1;
         match self.status {
-            Status::Normal if self.is_primary() => self.tick_primary(),
-            Status::Normal => self.tick_backup(),
+            Status::Normal(Role::Primary(_)) => self.tick_primary(),
+            Status::Normal(Role::Backup(_)) => self.tick_backup(),
             Status::ViewChange(_) => self.tick_view_change(),
             Status::Recovering(_) => self.tick_recovery(),
         }
@@ -525,7 +566,7 @@ impl<S: StateMachine> Replica<S> {
                 let still_held = self.log.checksum(op) == Some(checksum);
                 let complete =
                     view == self.view && self.last_normal_view == view && op <= self.op_verified;
-                if still_held && complete && matches!(self.status, Status::Normal) {
+                if still_held && complete && self.is_normal() {
                     let primary = self.config.primary(view);
                     self.send(
                         primary,
@@ -538,7 +579,7 @@ impl<S: StateMachine> Replica<S> {
                 }
             }
             Deferred::PrimaryDurable { view, op } => {
-                if view == self.view && self.is_primary() && matches!(self.status, Status::Normal) {
+                if view == self.view && self.is_primary() {
                     self.on_prepare_ok_votes(self.index, op);
                 } else {
                     crate::mark!(PrimaryVoteStaleAfterDurable);
@@ -551,7 +592,11 @@ impl<S: StateMachine> Replica<S> {
     /// view as its last normal view (durably, before any prepare_ok that follows).
     /// Returns whether it did.
     fn maybe_complete_view(&mut self) -> bool {
-        if !matches!(self.status, Status::Normal) || self.last_normal_view == self.view {
+        let Some(backup) = self.status.backup_mut() else {
+            return false;
+        };
+        let start_view_op = backup.start_view_op;
+        if self.last_normal_view == self.view {
             return false;
         }
         // An entry of this view at the head: the primary created it after the start_view, so
@@ -560,7 +605,7 @@ impl<S: StateMachine> Replica<S> {
             .log
             .get(self.op_verified)
             .is_some_and(|entry| entry.view == self.view);
-        let reached = self.start_view_op.is_some_and(|op| self.op_verified >= op);
+        let reached = start_view_op.is_some_and(|op| self.op_verified >= op);
         if head_of_view || reached {
             if !reached {
                 crate::mark!(ViewCompletedByEntryOfView);
@@ -576,7 +621,10 @@ impl<S: StateMachine> Replica<S> {
                 });
             }
             self.last_normal_view = self.view;
-            self.start_view_op = None;
+            self.status
+                .backup_mut()
+                .expect("checked above")
+                .start_view_op = None;
             self.persist_view_state(false);
             return true;
         }
@@ -593,7 +641,7 @@ impl<S: StateMachine> Replica<S> {
     /// Votes for the verified log once write `seq` (and every write before it) is durable.
     fn vote_for_log_at(&mut self, seq: u64) {
         let op = self.op_verified;
-        if matches!(self.status, Status::Normal) && !self.is_primary() && op > 0 {
+        if matches!(self.status, Status::Normal(Role::Backup(_))) && op > 0 {
             let (view, checksum) = (
                 self.view,
                 self.log.checksum(op).expect("verified ops are in the log"),
@@ -692,7 +740,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn execute(&mut self, entry: &Entry) {
-        let primary = matches!(self.status, Status::Normal) && self.is_primary();
+        let primary = self.is_primary();
         match entry.operation {
             Operation::Noop => {}
             Operation::Register => match self.client_table.admit_register(entry) {

@@ -6,14 +6,32 @@
 //! itself included only after its own write is durable, hold it; it then executes and replies.
 //! A backup that sees a gap asks for the missing entries at once (state transfer).
 
-use super::pipeline::{Batch, Queued};
-use super::{Deferred, Replica, Status};
+use super::pipeline::{Batch, Pipeline, Queued};
+use super::{Deferred, Replica};
 use crate::command::Write;
 use crate::config::OPERATION_SIZE_MAX;
 use crate::message::{ClientId, Entry, Message, Operation, ReplyResult};
 use crate::message::{Commit, Prepare, PrepareOk, Request};
 use crate::state_machine::{Codec, StateMachine};
 use crate::wire::ENTRY_HEADER_SIZE;
+
+/// The state only the primary of a view keeps.
+#[derive(Debug, Default)]
+pub struct Primary {
+    /// Prepares in flight, their votes, and the requests waiting for room.
+    pub(super) pipeline: Pipeline,
+    /// The tick at which an idle primary sends its next commit heartbeat.
+    pub(super) heartbeat_at: u64,
+}
+
+/// The state only a backup keeps.
+#[derive(Debug, Default)]
+pub struct Backup {
+    /// Before the log holds the whole log the view started with: the op it must reach (None
+    /// if unknown). Until then `last_normal_view` stays behind `view`, and the replica casts
+    /// no prepare_ok: a do_view_change must never present a partial log as the log of a view.
+    pub(super) start_view_op: Option<u64>,
+}
 
 impl<S: StateMachine> Replica<S> {
     pub(super) fn on_request(&mut self, client: ClientId, message: Request) {
@@ -23,7 +41,7 @@ impl<S: StateMachine> Replica<S> {
             operation,
             body,
         } = message;
-        if !matches!(self.status, Status::Normal) || !self.is_primary() {
+        if !self.is_primary() {
             crate::mark!(RequestNotPrimaryIgnored);
             return; // The client will try the others.
         }
@@ -80,21 +98,21 @@ impl<S: StateMachine> Replica<S> {
                 }
             }
         }
-        if self.pipeline.contains(client, request) {
+        if self.status.pipeline().contains(client, request) {
             crate::mark!(RequestResendInPipeline);
             return; // A resend of a request already prepared or waiting.
         }
         // Each session has at most one request outstanding, so a queue as long as the client
         // table holds every legitimate request; beyond that a client misbehaves.
-        if self.pipeline.queue_len() >= self.config.clients_max {
+        if self.status.pipeline().queue_len() >= self.config.clients_max {
             crate::mark!(RequestQueueFullDropped);
             self.stats.messages_dropped += 1;
             return;
         }
-        if self.pipeline.prepares() >= self.config.pipeline_max as usize {
+        if self.status.pipeline().prepares() >= self.config.pipeline_max as usize {
             crate::mark!(RequestQueuedPipelineFull);
         }
-        self.pipeline.enqueue(Queued {
+        self.status.pipeline().enqueue(Queued {
             client,
             session,
             request,
@@ -114,8 +132,8 @@ impl<S: StateMachine> Replica<S> {
 
     /// Prepares waiting requests while the pipeline has room, each prepare a batch.
     pub(super) fn prepare_queued(&mut self) {
-        while self.pipeline.queue_len() > 0
-            && self.pipeline.prepares() < self.config.pipeline_max as usize
+        while self.status.pipeline().queue_len() > 0
+            && self.status.pipeline().prepares() < self.config.pipeline_max as usize
         {
             self.prepare_batch();
         }
@@ -123,14 +141,14 @@ impl<S: StateMachine> Replica<S> {
 
     /// Appends the longest batch of waiting requests that fits one prepare, and sends it.
     fn prepare_batch(&mut self) {
-        assert!(matches!(self.status, Status::Normal) && self.is_primary());
+        assert!(self.is_primary());
         let mut entries = Vec::new();
         let mut batch = Batch::new(self.config.batch_max);
-        while let Some(queued) = self.pipeline.queue_front() {
+        while let Some(queued) = self.status.pipeline().queue_front() {
             if !batch.take(ENTRY_HEADER_SIZE + queued.body.len()) {
                 break;
             }
-            let queued = self.pipeline.dequeue().expect("checked");
+            let queued = self.status.pipeline().dequeue().expect("checked");
             let entry = Entry::new(
                 self.log.op() + 1,
                 self.view,
@@ -153,9 +171,9 @@ impl<S: StateMachine> Replica<S> {
             crate::mark!(PrepareBatchesSeveralOps);
         }
         self.op_verified = last;
-        self.pipeline.push(first, last, self.tick);
+        self.status.pipeline().push(first, last, self.tick);
         if crate::bug!(PrimaryVotesBeforeDurable) {
-            self.pipeline.vote(self.index, last);
+            self.status.pipeline().vote(self.index, last);
         }
         let message = Message::Prepare(Prepare {
             view: self.view,
@@ -163,7 +181,11 @@ impl<S: StateMachine> Replica<S> {
             entries,
         });
         self.broadcast(&message);
-        self.heartbeat_at = self.tick + self.config.heartbeat_ticks;
+        let heartbeat_at = self.tick + self.config.heartbeat_ticks;
+        self.status
+            .primary_mut()
+            .expect("asserted above")
+            .heartbeat_at = heartbeat_at;
         self.after_durable(Deferred::PrimaryDurable {
             view: self.view,
             op: last,
@@ -174,7 +196,7 @@ impl<S: StateMachine> Replica<S> {
     /// as the batch bounds require, so that retries resend them within those bounds. Requests
     /// of ops not yet known committed are tracked (committing untracks them).
     pub(super) fn inherit_pipeline(&mut self) {
-        self.pipeline.clear();
+        self.status.pipeline().clear();
         let mut op = self.commit + 1;
         while op <= self.log.op() {
             let first = op;
@@ -184,18 +206,18 @@ impl<S: StateMachine> Replica<S> {
                     break;
                 }
                 if entry.operation != Operation::Noop && op > self.commit_max {
-                    self.pipeline.track(entry.client, entry.request);
+                    self.status.pipeline().track(entry.client, entry.request);
                 }
                 op += 1;
             }
-            self.pipeline.push(first, op - 1, self.tick);
+            self.status.pipeline().push(first, op - 1, self.tick);
             crate::mark!(PrimaryInheritsPrepares);
         }
     }
 
     pub(super) fn on_prepare_ok(&mut self, from: u8, message: PrepareOk) {
         let PrepareOk { view, op, checksum } = message;
-        if view != self.view || !matches!(self.status, Status::Normal) || !self.is_primary() {
+        if view != self.view || !self.is_primary() {
             crate::mark!(PrepareOkOldViewIgnored);
             return;
         }
@@ -208,7 +230,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Replica `from` durably holds every op up to `op`.
     pub(super) fn on_prepare_ok_votes(&mut self, from: u8, op: u64) {
-        self.pipeline.vote(from, op);
+        self.status.pipeline().vote(from, op);
         self.commit_pipeline();
     }
 
@@ -219,24 +241,30 @@ impl<S: StateMachine> Replica<S> {
             self.config.quorum()
         };
         let committed = self
-            .pipeline
+            .status
+            .pipeline()
             .quorum_op(self.config.replica_count, quorum)
             .min(self.log.op());
         if committed > self.commit_max {
             for op in self.commit_max + 1..=committed {
                 let entry = self.log.get(op).expect("pipeline ops are in the log");
-                self.pipeline.untrack(entry.client, entry.request);
+                self.status.pipeline().untrack(entry.client, entry.request);
             }
             self.commit_max = committed;
         }
-        self.pipeline.pop_committed(self.commit_max);
+        self.status.pipeline().pop_committed(self.commit_max);
         self.execute_committed();
         self.prepare_queued();
     }
 
     pub(super) fn tick_primary(&mut self) {
-        if self.tick >= self.heartbeat_at {
-            self.heartbeat_at = self.tick + self.config.heartbeat_ticks;
+        let (tick, heartbeat_ticks) = (self.tick, self.config.heartbeat_ticks);
+        let primary = self
+            .status
+            .primary_mut()
+            .expect("dispatched to the primary");
+        if tick >= primary.heartbeat_at {
+            primary.heartbeat_at = tick + heartbeat_ticks;
             self.broadcast(&Message::Commit(Commit {
                 view: self.view,
                 commit: self.commit,
@@ -245,14 +273,14 @@ impl<S: StateMachine> Replica<S> {
         let Some(sent_before) = self.tick.checked_sub(self.config.prepare_retry_ticks) else {
             return;
         };
-        for (first, last) in self.pipeline.take_due(sent_before, self.tick) {
+        for (first, last) in self.status.pipeline().take_due(sent_before, self.tick) {
             let message = Message::Prepare(Prepare {
                 view: self.view,
                 commit: self.commit,
                 entries: self.log.range(first, last),
             });
             for to in self.others() {
-                if !self.pipeline.has_voted(to, last) {
+                if !self.status.pipeline().has_voted(to, last) {
                     self.send(to, message.clone());
                 }
             }
@@ -278,9 +306,7 @@ impl<S: StateMachine> Replica<S> {
     /// primary, which took them into its view uncommitted, waits for votes it cannot hear.
     fn commit_stalled(&mut self) -> bool {
         let (view, commit, since) = self.progress;
-        let pending =
-            matches!(self.status, Status::Normal) && view == self.view && self.op_verified > commit;
-        if !pending {
+        if view != self.view || self.op_verified <= commit {
             self.progress.2 = self.tick;
             return false;
         }
@@ -335,14 +361,14 @@ impl<S: StateMachine> Replica<S> {
 
     /// Filters a normal-operation message from `view`'s primary; adopts a newer view.
     fn accept_from_primary(&mut self, view: u64) -> bool {
-        if crate::bug!(TimeoutResetByOldView) && matches!(self.status, Status::Normal) {
+        if crate::bug!(TimeoutResetByOldView) && self.is_normal() {
             self.reset_view_change_timeout();
         }
-        if view < self.view || (view == self.view && self.is_primary()) {
+        if view < self.view || (view == self.view && self.leads_view()) {
             crate::mark!(PrimaryMessageOldViewDropped);
             return false;
         }
-        if view > self.view || !matches!(self.status, Status::Normal) {
+        if view > self.view || !self.is_normal() {
             if view > self.view {
                 crate::mark!(AdoptViewFromPrimaryMessage);
             } else {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use rand_core::Rng;
 
-use super::{Replica, Status};
+use super::{Backup, Replica, Role, Status};
 use crate::command::Write;
 use crate::message::{Message, ReplicaIndex};
 use crate::state_machine::StateMachine;
@@ -42,14 +42,13 @@ impl<S: StateMachine> Replica<S> {
             target: None,
             retry_at,
         });
-        self.pipeline.clear();
         self.state_request = None;
         self.broadcast(&Message::Recovery(Recovery { nonce }));
     }
 
     pub(super) fn on_recovery(&mut self, from: ReplicaIndex, message: Recovery) {
         let Recovery { nonce } = message;
-        if !matches!(self.status, Status::Normal) {
+        if !self.is_normal() {
             crate::mark!(RecoveryUnansweredNotNormal);
             return;
         }
@@ -140,7 +139,8 @@ impl<S: StateMachine> Replica<S> {
                 op: self.op_verified,
             });
         }
-        self.status = Status::Normal;
+        // The view's primary answered, so this replica is a backup of the view.
+        self.status = Status::Normal(Role::Backup(Backup::default()));
         self.last_normal_view = view;
         self.commit_max = self.commit_max.max(self.commit);
         self.persist_view_state(false);

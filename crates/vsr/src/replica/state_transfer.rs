@@ -68,7 +68,7 @@ impl<S: StateMachine> Replica<S> {
         // Our log up to op_verified is this view's log in normal status, and the recovery
         // target's log while recovering; during a view change only committed entries count.
         let op = match self.status {
-            Status::Normal | Status::Recovering(_) => self.op_verified,
+            Status::Normal(_) | Status::Recovering(_) => self.op_verified,
             Status::ViewChange(_) => self.commit,
         };
         let message = Message::GetState(GetState {
@@ -82,7 +82,7 @@ impl<S: StateMachine> Replica<S> {
     fn needs_state(&self) -> bool {
         match &self.status {
             // Behind the commit number, or not yet holding the log the view started with.
-            Status::Normal => {
+            Status::Normal(_) => {
                 self.commit_max > self.op_verified || self.last_normal_view < self.view
             }
             Status::ViewChange(view_change) => view_change.awaiting_state(),
@@ -121,7 +121,7 @@ impl<S: StateMachine> Replica<S> {
 
     pub(super) fn on_get_state(&mut self, from: ReplicaIndex, message: GetState) {
         let GetState { view, op, commit } = message;
-        let same_view = matches!(self.status, Status::Normal) && view == self.view;
+        let same_view = self.is_normal() && view == self.view;
         let (after, up_to) = if same_view {
             (op, self.op_verified)
         } else {
@@ -205,7 +205,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(super) fn on_new_state(&mut self, from: ReplicaIndex, message: NewState) {
-        if matches!(self.status, Status::Normal) && self.is_primary() {
+        if self.is_primary() {
             // The primary's log is the view's log; a late answer to an old request must not
             // replace it.
             crate::mark!(NewStateToPrimaryIgnored);
@@ -218,7 +218,7 @@ impl<S: StateMachine> Replica<S> {
             normal,
             payload,
         } = message;
-        if view > self.view && matches!(self.status, Status::Normal) {
+        if view > self.view && self.is_normal() {
             // Our verified log is our view's log, and a later view's committed entries need not
             // continue it: our view's primary may hold entries there that the later view
             // replaced. We take the later view's log once we learn of that view from its primary.
@@ -227,16 +227,15 @@ impl<S: StateMachine> Replica<S> {
         }
         // The sender's log is our view's log: it is normal in our view, and we are normal too
         // or recovering from that view's primary.
-        let authoritative = normal
-            && view == self.view
-            && (self.config.primary(view) == from || matches!(self.status, Status::Normal));
+        let authoritative =
+            normal && view == self.view && (self.config.primary(view) == from || self.is_normal());
         let verified_before = self.op_verified;
         if authoritative
             && self.config.primary(view) == from
-            && matches!(self.status, Status::Normal)
+            && let Some(backup) = self.status.backup_mut()
         {
             // The primary's log holds the whole log the view started with.
-            self.start_view_op = Some(self.start_view_op.unwrap_or(0).max(op));
+            backup.start_view_op = Some(backup.start_view_op.unwrap_or(0).max(op));
         }
         let installed = match payload {
             StatePayload::Entries(entries) => self.install_entries(&entries, commit, authoritative),
@@ -285,7 +284,7 @@ impl<S: StateMachine> Replica<S> {
         match self.status {
             Status::ViewChange(_) => self.on_view_change_state_installed(),
             Status::Recovering(_) => self.try_finish_recovery(),
-            Status::Normal => {}
+            Status::Normal(_) => {}
         }
         if self.needs_state() && self.state_request.is_none() && from != self.index {
             self.request_state_from(from);

@@ -10,7 +10,7 @@
 use crate::message::{DoViewChange, StartView, StartViewChange};
 use std::collections::BTreeMap;
 
-use super::{Deferred, Replica, Status};
+use super::{Backup, Deferred, Primary, Replica, Role, Status};
 use crate::command::Write;
 use crate::message::{Entry, Message, ReplicaIndex};
 use crate::state_machine::StateMachine;
@@ -55,7 +55,6 @@ impl<S: StateMachine> Replica<S> {
             deadline,
             ..ViewChange::default()
         });
-        self.pipeline.clear();
         self.state_request = None;
         self.op_verified = self.commit;
         self.persist_view_state(false);
@@ -134,15 +133,18 @@ impl<S: StateMachine> Replica<S> {
             crate::mark!(DoViewChangeOldViewIgnored);
             return;
         }
-        if matches!(self.status, Status::Normal) {
-            // The sender missed our start_view.
-            crate::mark!(DoViewChangeAnsweredWithStartView);
-            self.send_start_view(Some(from));
-            return;
+        match &mut self.status {
+            Status::ViewChange(view_change) => {
+                view_change.do_view_change.insert(from, message);
+                self.try_complete_view_change();
+            }
+            Status::Normal(_) => {
+                // The sender missed our start_view.
+                crate::mark!(DoViewChangeAnsweredWithStartView);
+                self.send_start_view(Some(from));
+            }
+            Status::Recovering(_) => unreachable!("a recovering replica handles no do_view_change"),
         }
-        let view_change = self.view_change_mut().expect("in view change");
-        view_change.do_view_change.insert(from, message);
-        self.try_complete_view_change();
     }
 
     /// The new primary: with a quorum of do_view_change, installs the chosen log and starts
@@ -215,9 +217,8 @@ impl<S: StateMachine> Replica<S> {
         self.install_log_suffix(&best.entries);
         assert_eq!(self.log.op(), best.op.max(self.commit));
         self.op_verified = self.log.op();
-        self.status = Status::Normal;
+        self.status = Status::Normal(Role::Primary(Primary::default()));
         self.last_normal_view = self.view;
-        self.start_view_op = None;
         self.commit_max = commit_max.max(self.commit);
         self.persist_view_state(false);
         self.inherit_pipeline();
@@ -228,7 +229,11 @@ impl<S: StateMachine> Replica<S> {
         self.send_start_view_from(commit_min, None);
         let (view, op) = (self.view, self.log.op());
         self.after_durable(Deferred::PrimaryDurable { view, op });
-        self.heartbeat_at = self.tick + self.config.heartbeat_ticks;
+        let heartbeat_at = self.tick + self.config.heartbeat_ticks;
+        self.status
+            .primary_mut()
+            .expect("just became primary")
+            .heartbeat_at = heartbeat_at;
         self.execute_committed();
     }
 
@@ -327,15 +332,13 @@ impl<S: StateMachine> Replica<S> {
             commit,
             entries,
         } = message;
-        let complete = matches!(self.status, Status::Normal) && self.last_normal_view == view;
+        let complete = self.is_normal() && self.last_normal_view == view;
         if view < self.view || (view == self.view && complete) {
             crate::mark!(StartViewStaleIgnored);
             return;
         }
         self.view = view;
-        self.status = Status::Normal;
-        self.start_view_op = Some(op);
-        self.pipeline.clear();
+        self.become_backup(Some(op));
         self.state_request = None;
         self.commit_max = self.commit;
         self.op_verified = self.commit;
@@ -366,11 +369,9 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn adopt_view(&mut self, view: u64) {
         assert!(view >= self.view);
         self.view = view;
-        self.status = Status::Normal;
         // The log length of the view's start is unknown: the first entry of this view, or the
         // primary's state, completes it.
-        self.start_view_op = None;
-        self.pipeline.clear();
+        self.become_backup(None);
         self.state_request = None;
         self.commit_max = self.commit;
         self.op_verified = self.commit;
@@ -406,5 +407,12 @@ impl<S: StateMachine> Replica<S> {
             view_change.awaiting_state = false;
             self.try_complete_view_change();
         }
+    }
+
+    /// Enters normal status in the current view as a backup that must reach `start_view_op`
+    /// (None if unknown) before its log is the view's whole log.
+    fn become_backup(&mut self, start_view_op: Option<u64>) {
+        assert!(!self.leads_view());
+        self.status = Status::Normal(Role::Backup(Backup { start_view_op }));
     }
 }
