@@ -463,6 +463,7 @@ impl Simulator {
             .replica
             .as_mut()
             .expect("an event reached a running replica");
+        replica.invariants();
         let commands: Vec<Command> = replica.drain_commands().collect();
         let mut step = Step::default();
         for command in commands {

@@ -39,6 +39,11 @@ pub(crate) struct ClientTable {
 }
 
 impl ClientTable {
+    /// The number of sessions.
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
     pub(crate) fn get(&self, client: ClientId) -> Option<&Session> {
         self.sessions.get(&client)
     }

@@ -35,6 +35,16 @@ impl Log {
         Some(entry)
     }
 
+    /// Asserts the window is one hash chain of consecutive ops from `base_op`.
+    pub(crate) fn assert_chain(&self) {
+        let mut parent = self.base_checksum;
+        for (entry, op) in self.entries.iter().zip(self.base_op + 1..) {
+            assert_eq!(entry.op, op, "log ops not consecutive");
+            assert_eq!(entry.parent, parent, "log hash chain broken at op {op}");
+            parent = entry.checksum;
+        }
+    }
+
     /// The checksum of the entry at `op`, if the chain still knows it.
     pub(crate) fn checksum(&self, op: u64) -> Option<u128> {
         if op == self.base_op {
@@ -97,5 +107,44 @@ impl Log {
         (from.max(self.base_op + 1)..=to.min(self.op()))
             .map(|op| self.get(op).expect("in range").clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::Log;
+    use crate::message::{Entry, Operation};
+
+    fn chain(count: u64) -> Log {
+        let mut log = Log::default();
+        for op in 1..=count {
+            let entry = Entry::new(
+                op,
+                0,
+                log.head_checksum(),
+                0,
+                0,
+                0,
+                Operation::Noop,
+                Bytes::new(),
+            );
+            log.append(entry);
+        }
+        log
+    }
+
+    #[test]
+    fn a_broken_chain_is_caught() {
+        chain(3).assert_chain();
+        let mut broken_link = chain(3);
+        broken_link.entries[1].parent ^= 1;
+        let mut broken_order = chain(3);
+        broken_order.entries.swap(1, 2);
+        for log in [broken_link, broken_order] {
+            let result = std::panic::catch_unwind(|| log.assert_chain());
+            assert!(result.is_err());
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! view change) wait in `deferred` until the driver reports that sequence number durable.
 
 mod client_table;
+mod invariants;
 mod log;
 mod normal;
 mod pipeline;
@@ -279,6 +280,7 @@ impl<S: StateMachine> Replica<S> {
         } else {
             replica.reset_view_change_timeout();
         }
+        replica.invariants_constant();
         replica
     }
 
@@ -449,6 +451,11 @@ impl<S: StateMachine> Replica<S> {
     /// Handles a message decoded for [`Replica::receiver`]. One the replica's state makes
     /// useless (stale, for another status) is dropped.
     pub fn on_message(&mut self, verified: Verified) {
+        self.dispatch(verified);
+        self.invariants_constant();
+    }
+
+    fn dispatch(&mut self, verified: Verified) {
         let Envelope {
             sender, message, ..
         } = verified.into_envelope();
@@ -501,6 +508,7 @@ impl<S: StateMachine> Replica<S> {
             Status::Recovering(_) => self.tick_recovery(),
         }
         self.tick_state_request();
+        self.invariants_constant();
     }
 
     /// Every write up to and including `seq` is durable.
@@ -518,6 +526,7 @@ impl<S: StateMachine> Replica<S> {
             let (_, action) = self.deferred.pop_front().expect("checked");
             self.release(action);
         }
+        self.invariants_constant();
     }
 
     // ---- Durability ------------------------------------------------------------------------

@@ -87,6 +87,30 @@ impl Pipeline {
         self.clients.clear();
     }
 
+    /// Asserts prepares in flight are consecutive ranges within a log ending at `op`, and
+    /// that no replica voted past it.
+    pub(crate) fn assert_within(&self, replica_count: u8, op: u64) {
+        let mut next = None;
+        for prepare in &self.prepares {
+            assert!(
+                prepare.first <= prepare.last && prepare.last <= op,
+                "prepare past the log"
+            );
+            assert!(
+                next.is_none_or(|next| next == prepare.first),
+                "prepares not consecutive"
+            );
+            next = Some(prepare.last + 1);
+        }
+        let votes = &self.votes[..usize::from(replica_count)];
+        assert!(votes.iter().all(|vote| *vote <= op), "a vote past the log");
+        assert!(
+            self.votes[usize::from(replica_count)..]
+                .iter()
+                .all(|vote| *vote == 0)
+        );
+    }
+
     pub(crate) fn prepares(&self) -> usize {
         self.prepares.len()
     }

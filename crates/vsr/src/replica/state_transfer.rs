@@ -32,6 +32,13 @@ pub(crate) struct StateRequest {
     sent_tick: u64,
 }
 
+impl StateRequest {
+    /// The replica asked.
+    pub(crate) fn to(&self) -> ReplicaIndex {
+        self.to
+    }
+}
+
 /// A delta being received in chunks.
 #[derive(Debug)]
 pub(crate) struct DeltaTransfer {

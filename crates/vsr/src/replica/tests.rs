@@ -74,6 +74,7 @@ impl Replica<Sum> {
     fn offer(&mut self, envelope: &Envelope) -> Result<(), DecodeError> {
         let verified = wire::decode(&wire::encode(envelope), &self.receiver())?;
         self.on_message(verified);
+        self.invariants();
         Ok(())
     }
 
@@ -1721,5 +1722,34 @@ mod review {
             })
         );
         assert_eq!(replica.op(), 0);
+    }
+}
+
+/// `Replica::invariants` catches a replica whose own state is inconsistent.
+mod invariants {
+    use super::*;
+
+    fn violated(break_it: impl FnOnce(&mut Replica<Sum>)) -> bool {
+        let mut replica = replica(0, 3);
+        replica.deliver(register());
+        let commands = drain(&mut replica);
+        persist_all(&mut replica, &commands);
+        replica.invariants();
+        break_it(&mut replica);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| replica.invariants())).is_err()
+    }
+
+    #[test]
+    fn each_broken_fact_is_caught() {
+        assert!(violated(|replica| replica.commit = replica.log.op() + 1));
+        assert!(violated(
+            |replica| replica.last_normal_view = replica.view + 1
+        ));
+        assert!(violated(
+            |replica| replica.op_verified = replica.log.op() + 1
+        ));
+        assert!(violated(|replica| replica.seq_durable = replica.seq_next));
+        assert!(violated(|replica| replica.view = 1)); // primary of a view it does not lead
+        assert!(violated(|replica| replica.status.pipeline().vote(2, 99)));
     }
 }
