@@ -11,8 +11,6 @@
 //! (`superblock`, `wal-*.log`, `checkpoint-*.bin`) and damaged at offsets read from the record
 //! and superblock layouts documented in `vsr-storage`.
 
-mod common;
-
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{CLUSTER, Cluster, stderr, vsr};
+use crate::common::{CLUSTER, Cluster, stderr, vsr};
 use tokio::task::JoinSet;
 use vsr::Codec;
 use vsr_kv::{KvOperation, KvResult};
