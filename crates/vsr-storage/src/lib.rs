@@ -35,6 +35,7 @@
 mod checkpoint;
 mod disk;
 mod error;
+mod file;
 mod headers;
 pub mod layout;
 mod record;
