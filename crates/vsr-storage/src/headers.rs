@@ -257,7 +257,8 @@ impl Headers {
         let mut run_start = 0;
         for (index, bytes) in pending {
             if !run.is_empty() && run_start + (run.len() / SLOT_SIZE) as u64 != index {
-                self.file.write_at(disk, run_start * SLOT_SIZE as u64, &run)?;
+                self.file
+                    .write_at(disk, run_start * SLOT_SIZE as u64, &run)?;
                 run.clear();
             }
             if run.is_empty() {
@@ -266,7 +267,6 @@ impl Headers {
             run.extend_from_slice(&bytes);
         }
         self.file.write_at(disk, run_start * SLOT_SIZE as u64, &run)
-
     }
 
     /// Flushes and makes everything written durable.

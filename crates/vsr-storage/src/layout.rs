@@ -30,8 +30,8 @@ use crate::checkpoint::TRAILER_SIZE;
 use crate::headers::SLOT_SIZE;
 use crate::record::{RECORD_HEADER_SIZE, RecordKind, decode_header};
 use crate::superblock::{
-    self, CHECKSUM_RANGE, COPIES, COPY_SIZE, COPY_STRIDE, Copy, FORMAT_VERSION_RANGE,
-    SEALED_RANGE, Superblock, VIEW_STATE_RANGE, parse_checkpoint_file_name, parse_wal_file_name,
+    self, CHECKSUM_RANGE, COPIES, COPY_SIZE, COPY_STRIDE, Copy, FORMAT_VERSION_RANGE, SEALED_RANGE,
+    Superblock, VIEW_STATE_RANGE, parse_checkpoint_file_name, parse_wal_file_name,
 };
 
 /// Name of the superblock file in a data directory.
@@ -237,7 +237,8 @@ pub fn checkpoint_files(directory: &Path) -> io::Result<Vec<CheckpointFile>> {
 /// If the superblock file cannot be opened or read (a copy cut short reads as not valid).
 pub fn superblock_copies(directory: &Path) -> io::Result<Vec<SuperblockCopy>> {
     let file = File::open(directory.join(SUPERBLOCK_FILE))?;
-    let within = |start: u64, range: Range<usize>| start + range.start as u64..start + range.end as u64;
+    let within =
+        |start: u64, range: Range<usize>| start + range.start as u64..start + range.end as u64;
     let mut copies = Vec::with_capacity(COPIES);
     for index in 0..COPIES as u64 {
         let start = index * COPY_STRIDE;
@@ -337,7 +338,10 @@ mod tests {
         assert_eq!((wal.start, wal.generation), (1, 0));
         assert!(wal.headers_path.exists());
         let records = wal.records().unwrap();
-        let kinds: Vec<_> = records.iter().map(|record| (record.kind, record.op)).collect();
+        let kinds: Vec<_> = records
+            .iter()
+            .map(|record| (record.kind, record.op))
+            .collect();
         assert_eq!(
             kinds,
             [
@@ -362,7 +366,11 @@ mod tests {
         assert!(records[3].payload.is_empty());
         let headers = std::fs::read(&wal.headers_path).unwrap();
         let slot = wal.slot(3);
-        assert!(headers[slot.start as usize..slot.end as usize].iter().any(|b| *b != 0));
+        assert!(
+            headers[slot.start as usize..slot.end as usize]
+                .iter()
+                .any(|b| *b != 0)
+        );
         assert!(checkpoint_files(directory.path()).unwrap().is_empty());
 
         let copies = superblock_copies(directory.path()).unwrap();
@@ -400,7 +408,10 @@ mod tests {
         assert_eq!(wals.len(), 1, "the old WAL is removed: {wals:?}");
         assert_eq!(wals[0].start, 2);
         let copies = superblock_copies(directory.path()).unwrap();
-        let newest = copies.iter().filter_map(|copy| copy.contents).max_by_key(|c| c.sequence);
+        let newest = copies
+            .iter()
+            .filter_map(|copy| copy.contents)
+            .max_by_key(|c| c.sequence);
         assert_eq!(newest.unwrap().checkpoint_op, 1);
     }
 }

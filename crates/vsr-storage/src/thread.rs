@@ -184,7 +184,10 @@ mod tests {
         thread.submit(1, Write::Append(entry));
         let error = thread.join().unwrap_err();
         assert!(matches!(error, StorageError::Io(_)), "{error:?}");
-        assert!(error.to_string().contains("the replica must stop"), "{error}");
+        assert!(
+            error.to_string().contains("the replica must stop"),
+            "{error}"
+        );
         assert!(
             receiver.try_recv().is_err(),
             "a failed write was reported durable"
@@ -214,7 +217,10 @@ mod tests {
         let entry = Entry::new(2, 0, 0, 1, 1, 2, Operation::Noop, Bytes::new());
         thread.submit(2, Write::Append(entry));
         // The thread stops on the error and drops `on_durable`: the channel closes, unreported.
-        assert!(receiver.recv().is_err(), "a failed write was reported durable");
+        assert!(
+            receiver.recv().is_err(),
+            "a failed write was reported durable"
+        );
         match thread.join() {
             Err(StorageError::Io(error)) => {
                 assert_eq!(error.kind(), std::io::ErrorKind::StorageFull);

@@ -82,7 +82,10 @@ fn records(directory: &Path) -> Vec<WalRecord> {
 fn zero_slot(directory: &Path, op: u64) {
     let wal = wal_file(directory);
     let slot = wal.slot(op);
-    let file = OpenOptions::new().write(true).open(wal.headers_path).unwrap();
+    let file = OpenOptions::new()
+        .write(true)
+        .open(wal.headers_path)
+        .unwrap();
     let zeros = vec![0u8; usize::try_from(slot.end - slot.start).unwrap()];
     file.write_all_at(&zeros, slot.start).unwrap();
 }

@@ -82,7 +82,9 @@ fn damage_wal_records(
 pub(crate) fn flip_wal(dir: &Path, prng: &mut Prng) -> anyhow::Result<Option<String>> {
     let done = damage_wal_records(dir, prng, |wal, record, _, prng| {
         let payload = &record.payload;
-        let span = (payload.end - payload.start).saturating_sub(FLIP_BYTES).max(1);
+        let span = (payload.end - payload.start)
+            .saturating_sub(FLIP_BYTES)
+            .max(1);
         flip(wal, payload.start + prng.below(span))?;
         Ok(format!("op {} of {}", record.op, name(wal)))
     })?;
@@ -122,7 +124,10 @@ pub(crate) fn flip_checkpoint(dir: &Path, prng: &mut Prng) -> anyhow::Result<Opt
         if size < FLIP_BYTES {
             continue;
         }
-        flip(&checkpoint.path, file.start + prng.below(size - FLIP_BYTES + 1))?;
+        flip(
+            &checkpoint.path,
+            file.start + prng.below(size - FLIP_BYTES + 1),
+        )?;
         done.push(name(&checkpoint.path));
     }
     Ok((!done.is_empty()).then(|| format!("flipped {FLIP_BYTES} bytes in {}", done.join(", "))))
@@ -192,7 +197,10 @@ mod tests {
             .expect("truncate")
             .expect("cut");
         let size = std::fs::metadata(&wal).expect("metadata").len();
-        assert!(size < end && in_payload(usize::try_from(size).expect("small")), "{cut}: {size}");
+        assert!(
+            size < end && in_payload(usize::try_from(size).expect("small")),
+            "{cut}: {size}"
+        );
         assert!(cut.contains("cut inside op"), "{cut}");
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crate::common::{CLUSTER, Cluster};
+use bytes::Bytes;
 use vsr::wire::{self, HEADER_SIZE};
 use vsr::{Codec, Envelope, Message, Operation, Sender};
 use vsr_kv::KvOperation;

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crate::common::{CLUSTER, Cluster, stderr, vsr};
+use bytes::Bytes;
 use tokio::task::JoinSet;
 use vsr::Codec;
 use vsr_kv::{KvOperation, KvResult};
@@ -531,7 +531,8 @@ fn a_flipped_checkpoint_is_repaired_from_peers() {
     // The tests start replicas with `--checkpoint-interval` 4096 (`common::CHECKPOINT_INTERVAL`):
     // write past it.
     let mut case = Case::new("checkpoint", 4200);
-    let checkpoints = layout::checkpoint_files(&case.dir()).expect("the data directory is readable");
+    let checkpoints =
+        layout::checkpoint_files(&case.dir()).expect("the data directory is readable");
     assert_eq!(
         checkpoints.len(),
         1,
