@@ -32,6 +32,8 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::task::JoinSet;
 use vsr::Codec;
 use vsr_kv::{KEY_SIZE_MAX, KvOperation, KvResult, VALUE_SIZE_MAX};
@@ -414,7 +416,7 @@ impl Workload {
     }
 
     /// A random operation: a read with probability `get_ratio`, else a put.
-    fn operation(&self, random: &mut SplitMix64) -> (Bytes, bool) {
+    fn operation(&self, random: &mut WorkloadRandom) -> (Bytes, bool) {
         let number = random.next() % self.keys;
         let key = Bytes::from(format!("{number:0width$}", width = self.key_size));
         let read = random.unit() < self.get_ratio;
@@ -440,7 +442,7 @@ struct SessionResult {
 
 /// One session: takes requests until none are left, one in flight at a time.
 async fn session(client: Arc<Client>, workload: Arc<Workload>, index: u64) -> SessionResult {
-    let mut random = SplitMix64(index.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5eed);
+    let mut random = WorkloadRandom::new(index);
     let mut result = SessionResult::default();
     while let Some(scheduled) = workload.take() {
         if let Some(at) = scheduled {
@@ -469,16 +471,18 @@ async fn session(client: Arc<Client>, workload: Arc<Workload>, index: u64) -> Se
     result
 }
 
-/// The workload's random numbers: SplitMix64, seeded per session, so keys repeat run to run.
-struct SplitMix64(u64);
+/// The workload's random numbers: the workspace's pinned PRNG, seeded per session, so keys
+/// repeat run to run.
+struct WorkloadRandom(Xoshiro256PlusPlus);
 
-impl SplitMix64 {
+impl WorkloadRandom {
+    /// The generator of session `session`.
+    fn new(session: u64) -> Self {
+        Self(Xoshiro256PlusPlus::seed_from_u64(session))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
@@ -693,7 +697,7 @@ mod tests {
         assert!(parse_share("1.5").is_err());
         assert!(parse_share("-0.1").is_err());
         assert!(parse_share("half").is_err());
-        let mut random = SplitMix64(1);
+        let mut random = WorkloadRandom::new(1);
         assert!(
             (0..1000)
                 .map(|_| random.unit())

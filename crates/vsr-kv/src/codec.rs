@@ -1,10 +1,12 @@
 //! Byte-level helpers shared by every encoding in this crate.
 //!
-//! Writers append little-endian integers and `u32` length-prefixed byte strings to a `Vec<u8>`.
-//! A [`Reader`] consumes a borrowed slice and checks every length against both the bytes left and
-//! the documented maximum *before* copying, so a hostile length never drives an allocation.
+//! Writers append little-endian integers ([`bytes::BufMut`] on a `Vec<u8>`) and `u32`
+//! length-prefixed byte strings ([`put_bytes`]). A [`Reader`] consumes a borrowed slice through
+//! [`bytes::Buf`] and checks every length against both the bytes left and the documented maximum
+//! *before* copying, so a hostile length never drives an allocation (and never reaches one of
+//! `Buf`'s panicking reads).
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes};
 use vsr::CodecError;
 
 use crate::{KEY_SIZE_MAX, VALUE_SIZE_MAX};
@@ -14,27 +16,19 @@ pub(crate) const OPTION_NONE: u8 = 0;
 /// Tag byte of a present optional value.
 pub(crate) const OPTION_SOME: u8 = 1;
 
-pub(crate) fn put_u8(out: &mut Vec<u8>, value: u8) {
-    out.push(value);
-}
-
-pub(crate) fn put_u64(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(&value.to_le_bytes());
-}
-
 /// Appends a `u32` length prefix and the bytes themselves.
 pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     let size = u32::try_from(bytes.len()).expect("byte string longer than u32::MAX");
-    out.extend_from_slice(&size.to_le_bytes());
-    out.extend_from_slice(bytes);
+    out.put_u32_le(size);
+    out.put_slice(bytes);
 }
 
 /// Appends an optional value: a tag byte, then the value when present.
 pub(crate) fn put_option(out: &mut Vec<u8>, value: Option<&Bytes>) {
     match value {
-        None => put_u8(out, OPTION_NONE),
+        None => out.put_u8(OPTION_NONE),
         Some(value) => {
-            put_u8(out, OPTION_SOME);
+            out.put_u8(OPTION_SOME);
             put_bytes(out, value);
         }
     }
@@ -66,30 +60,27 @@ impl<'a> Reader<'a> {
         CodecError::new(self.what, reason)
     }
 
-    fn take(&mut self, size: usize) -> Result<&'a [u8], CodecError> {
-        if self.bytes.len() < size {
+    /// Fails unless `size` more bytes are left.
+    fn need(&self, size: usize) -> Result<(), CodecError> {
+        if self.bytes.remaining() < size {
             return Err(self.error("truncated"));
         }
-        let (head, tail) = self.bytes.split_at(size);
-        self.bytes = tail;
-        Ok(head)
-    }
-
-    fn take_array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
-        let head = self.take(N)?;
-        Ok(head.try_into().expect("take returned N bytes"))
+        Ok(())
     }
 
     pub(crate) fn u8(&mut self) -> Result<u8, CodecError> {
-        Ok(self.take_array::<1>()?[0])
+        self.need(1)?;
+        Ok(self.bytes.get_u8())
     }
 
     pub(crate) fn u32(&mut self) -> Result<u32, CodecError> {
-        Ok(u32::from_le_bytes(self.take_array()?))
+        self.need(4)?;
+        Ok(self.bytes.get_u32_le())
     }
 
     pub(crate) fn u64(&mut self) -> Result<u64, CodecError> {
-        Ok(u64::from_le_bytes(self.take_array()?))
+        self.need(8)?;
+        Ok(self.bytes.get_u64_le())
     }
 
     /// A length-prefixed byte string of at most `size_max` bytes.
@@ -98,7 +89,8 @@ impl<'a> Reader<'a> {
         if size > size_max {
             return Err(self.error(reason));
         }
-        Ok(Bytes::copy_from_slice(self.take(size)?))
+        self.need(size)?;
+        Ok(self.bytes.copy_to_bytes(size))
     }
 
     /// A non-empty key of at most [`KEY_SIZE_MAX`] bytes.
@@ -126,7 +118,7 @@ impl<'a> Reader<'a> {
 
     /// Succeeds only when every byte has been consumed.
     pub(crate) fn finish(self) -> Result<(), CodecError> {
-        if self.bytes.is_empty() {
+        if !self.bytes.has_remaining() {
             Ok(())
         } else {
             Err(self.error("trailing bytes"))
@@ -141,7 +133,7 @@ mod tests {
     #[test]
     fn length_checked_before_copy() {
         let mut out = Vec::new();
-        out.extend_from_slice(&u32::MAX.to_le_bytes());
+        out.put_u32_le(u32::MAX);
         let mut reader = Reader::new(&out, "test");
         assert_eq!(
             reader.value().unwrap_err().reason,

@@ -11,10 +11,10 @@
 //! version in `since + 1 ..= op`, so a decoded delta is one that [`KvStore`](crate::KvStore)
 //! could have produced.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use vsr::{Codec, CodecError};
 
-use crate::codec::{Reader, put_bytes, put_option, put_u8, put_u64};
+use crate::codec::{Reader, put_bytes, put_option};
 use crate::store::Entry;
 
 const TAG_DELTA: u8 = b'D';
@@ -70,7 +70,7 @@ impl KvDelta {
 /// Appends one entry's encoding; also what [`KvStore`](crate::KvStore)'s digest covers.
 pub(crate) fn encode_entry(out: &mut Vec<u8>, key: &Bytes, entry: &Entry) {
     put_bytes(out, key);
-    put_u64(out, entry.version);
+    out.put_u64_le(entry.version);
     put_option(out, entry.value.as_ref());
 }
 
@@ -91,11 +91,11 @@ fn decode_entry(
 
 impl Codec for KvDelta {
     fn encode(&self, out: &mut Vec<u8>) {
-        put_u8(out, TAG_DELTA);
-        put_u64(out, self.since);
-        put_u64(out, self.op);
+        out.put_u8(TAG_DELTA);
+        out.put_u64_le(self.since);
+        out.put_u64_le(self.op);
         let count = u32::try_from(self.entries.len()).expect("delta has more than u32::MAX keys");
-        out.extend_from_slice(&count.to_le_bytes());
+        out.put_u32_le(count);
         for (key, entry) in &self.entries {
             encode_entry(out, key, entry);
         }

@@ -18,10 +18,10 @@
 //!
 //! Keys and values are a `u32` little-endian length followed by the bytes.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use vsr::{Codec, CodecError};
 
-use crate::codec::{Reader, key_valid, put_bytes, put_option, put_u8, value_valid};
+use crate::codec::{Reader, key_valid, put_bytes, put_option, value_valid};
 
 const TAG_PUT: u8 = 0;
 const TAG_GET: u8 = 1;
@@ -110,20 +110,20 @@ impl Codec for KvOperation {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Self::Put { key, value } => {
-                put_u8(out, TAG_PUT);
+                out.put_u8(TAG_PUT);
                 put_bytes(out, key);
                 put_bytes(out, value);
             }
             Self::Get { key } => {
-                put_u8(out, TAG_GET);
+                out.put_u8(TAG_GET);
                 put_bytes(out, key);
             }
             Self::Delete { key } => {
-                put_u8(out, TAG_DELETE);
+                out.put_u8(TAG_DELETE);
                 put_bytes(out, key);
             }
             Self::CompareAndSwap { key, expected, new } => {
-                put_u8(out, TAG_COMPARE_AND_SWAP);
+                out.put_u8(TAG_COMPARE_AND_SWAP);
                 put_bytes(out, key);
                 put_option(out, expected.as_ref());
                 put_bytes(out, new);
@@ -155,14 +155,14 @@ impl Codec for KvOperation {
 impl Codec for KvResult {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Self::Ok => put_u8(out, TAG_OK),
+            Self::Ok => out.put_u8(TAG_OK),
             Self::Value(value) => {
-                put_u8(out, TAG_VALUE);
+                out.put_u8(TAG_VALUE);
                 put_option(out, value.as_ref());
             }
             Self::Swapped(swapped) => {
-                put_u8(out, TAG_SWAPPED);
-                put_u8(out, u8::from(*swapped));
+                out.put_u8(TAG_SWAPPED);
+                out.put_u8(u8::from(*swapped));
             }
         }
     }

@@ -68,13 +68,10 @@ pub enum ServerError {
     },
     /// The storage thread stopped after a write or sync failed; the replica stopped rather than
     /// acknowledge writes that may not be durable.
-    #[error(
-        "storage failed and the replica stopped ({reason}); check the disk, then restart the \
-         replica from its data directory"
-    )]
+    #[error("storage failed and the replica stopped: {source}")]
     StorageFailed {
-        /// The storage thread's error.
-        reason: String,
+        /// The storage thread's error: what failed, and what to do about it.
+        source: StorageError,
     },
     /// The operating system's random number generator failed.
     #[error("cannot read OS entropy for the replica's seed: {0}")]

@@ -233,11 +233,13 @@ impl<T: QueueItem> QueueReceiver<T> {
     }
 }
 
-/// Exponential backoff with jitter for reconnects: 10 ms doubling to 1 s.
+/// Exponential backoff with jitter for reconnects: 10 ms doubling to 1 s, each delay
+/// lengthened by a random share of itself (up to double) so that reconnects spread out.
+/// The schedule is `backon`'s; its jitter draws from a randomly seeded generator, which only
+/// spreads reconnects and never reaches the replica.
 #[derive(Debug)]
 pub(crate) struct Backoff {
-    delay: Duration,
-    prng: u64,
+    delays: backon::ExponentialBackoff,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -245,37 +247,29 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 impl Backoff {
     pub(crate) fn new() -> Self {
-        // Jitter only spreads reconnects out; a fixed seed is fine if entropy is unavailable.
-        let prng = getrandom::u64().unwrap_or(0x9E37_79B9_7F4A_7C15);
         Self {
-            delay: BACKOFF_MIN,
-            prng,
+            delays: Self::schedule(),
         }
+    }
+
+    fn schedule() -> backon::ExponentialBackoff {
+        let builder = backon::ExponentialBuilder::new()
+            .with_min_delay(BACKOFF_MIN)
+            .with_max_delay(BACKOFF_MAX)
+            .with_jitter()
+            .without_max_times();
+        backon::BackoffBuilder::build(builder)
     }
 
     /// Back to the shortest delay, after a success.
     pub(crate) fn reset(&mut self) {
-        self.delay = BACKOFF_MIN;
+        self.delays = Self::schedule();
     }
 
-    /// Sleeps for the current delay (with jitter: between half and one and a half of it), then
-    /// doubles it.
+    /// Sleeps for the current delay (with jitter), then doubles it.
     pub(crate) async fn wait(&mut self) {
-        let millis = u64::try_from(self.delay.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let jitter = self.next_random() % millis;
-        tokio::time::sleep(Duration::from_millis(millis / 2 + jitter)).await;
-        self.delay = (self.delay * 2).min(BACKOFF_MAX);
-    }
-
-    /// splitmix64.
-    fn next_random(&mut self) -> u64 {
-        self.prng = self.prng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.prng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        let delay = self.delays.next().expect("the schedule has no end");
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -31,7 +31,7 @@ use crate::frame::{QueueError, QueueSender, queue};
 use crate::inbound::{Inbound, InboundContext, ReplyRoute, accept_loop};
 use crate::metrics::{self, DropReason, Metrics};
 use crate::peer::{PEER_QUEUE_BYTES_MAX, PEER_QUEUE_FRAMES_MAX, peer_task};
-use crate::storage::{FileStorage, Opened, StorageThread};
+use crate::storage::{FileStorage, Opened, StorageError, StorageThread};
 use crate::transport::{TcpTransport, Transport};
 
 /// Messages waiting for the event loop, from all connections together.
@@ -356,12 +356,17 @@ impl<S: StateMachine> Driver<S> {
         let Some(storage) = self.storage.take() else {
             return Ok(());
         };
-        let stopped = tokio::task::spawn_blocking(move || storage.join()).await;
-        let stopped =
-            stopped.unwrap_or_else(|_| Err("the storage thread could not be joined".to_owned()));
-        stopped.map_err(|reason| {
-            tracing::error!(%reason, "storage failed: stopping the replica");
-            ServerError::StorageFailed { reason }
+        let stopped = match tokio::task::spawn_blocking(move || storage.join()).await {
+            Ok(stopped) => stopped,
+            // The storage thread panicked: a bug, carried on as a panic.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(StorageError::Io(std::io::Error::other(
+                "the storage thread could not be joined: the runtime is shutting down",
+            ))),
+        };
+        stopped.map_err(|source| {
+            tracing::error!(error = %source, "storage failed: stopping the replica");
+            ServerError::StorageFailed { source }
         })
     }
 

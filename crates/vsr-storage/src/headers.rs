@@ -45,6 +45,7 @@ use vsr::checksum::checksum;
 
 use crate::StorageError;
 use crate::disk::{Disk, read_tolerant};
+use crate::file::GrowingFile;
 use crate::record::{is_zero, u64_at, u128_at};
 
 /// Bytes of one slot.
@@ -151,34 +152,30 @@ pub(crate) fn decode_slot(bytes: &[u8]) -> Option<Slot> {
 /// The headers file of the live WAL, open for writing.
 #[derive(Debug)]
 pub(crate) struct Headers {
-    /// File name.
-    pub(crate) name: String,
+    /// The headers file.
+    pub(crate) file: GrowingFile,
     /// The op of slot 0: the WAL's start.
     start: u64,
-    /// Size of the file.
-    pub(crate) allocated: u64,
     /// Slots not yet written, by index; a later slot for the same op replaces an earlier one.
     pending: BTreeMap<u64, [u8; SLOT_SIZE]>,
-    /// Whether the file has writes not yet synced.
-    unsynced: bool,
     /// The file does not exist (data written before headers files existed): the first write
     /// after open creates it.
     missing: bool,
-    grow_bytes: u64,
 }
 
 impl Headers {
     /// The headers file `name` of a WAL starting at op `start`, `allocated` bytes long.
     pub(crate) fn new(name: String, start: u64, allocated: u64, grow_bytes: u64) -> Self {
-        assert!(grow_bytes > 0 && grow_bytes.is_multiple_of(SLOT_SIZE as u64));
+        Self::with_file(GrowingFile::new(name, allocated, grow_bytes), start)
+    }
+
+    fn with_file(file: GrowingFile, start: u64) -> Self {
+        assert!(file.grow_bytes().is_multiple_of(SLOT_SIZE as u64));
         Self {
-            name,
+            file,
             start,
-            allocated,
             pending: BTreeMap::new(),
-            unsynced: false,
             missing: false,
-            grow_bytes,
         }
     }
 
@@ -196,11 +193,8 @@ impl Headers {
         start: u64,
         grow_bytes: u64,
     ) -> Result<Self, StorageError> {
-        disk.create(&name)?;
-        disk.set_len(&name, grow_bytes)?;
-        let mut headers = Self::new(name, start, grow_bytes, grow_bytes);
-        headers.unsynced = true;
-        Ok(headers)
+        let file = GrowingFile::create(disk, name, grow_bytes)?;
+        Ok(Self::with_file(file, start))
     }
 
     /// Creates the file if open found it missing, durably.
@@ -208,7 +202,8 @@ impl Headers {
         if self.missing {
             vsr::mark!(HeadersFileRecreated);
             let pending = std::mem::take(&mut self.pending);
-            *self = Self::create(disk, self.name.clone(), self.start, self.grow_bytes)?;
+            let name = self.file.name.clone();
+            *self = Self::create(disk, name, self.start, self.file.grow_bytes())?;
             self.pending = pending;
             self.sync(disk)?;
             disk.sync_dir()?;
@@ -228,7 +223,7 @@ impl Headers {
 
     /// The step the file grows in.
     pub(crate) fn grow_bytes(&self) -> u64 {
-        self.grow_bytes
+        self.file.grow_bytes()
     }
 
     /// Buffers the slot of a record.
@@ -256,18 +251,14 @@ impl Headers {
             !self.missing,
             "the headers file is created before the first write"
         );
-        let needed = (last + 1) * SLOT_SIZE as u64;
-        if needed > self.allocated {
-            let allocated = needed.div_ceil(self.grow_bytes) * self.grow_bytes;
-            disk.set_len(&self.name, allocated)?;
-            self.allocated = allocated;
-        }
+        self.file.reserve(disk, (last + 1) * SLOT_SIZE as u64)?;
         let pending = std::mem::take(&mut self.pending);
         let mut run: Vec<u8> = Vec::new();
         let mut run_start = 0;
         for (index, bytes) in pending {
             if !run.is_empty() && run_start + (run.len() / SLOT_SIZE) as u64 != index {
-                disk.write_at(&self.name, run_start * SLOT_SIZE as u64, &run)?;
+                self.file
+                    .write_at(disk, run_start * SLOT_SIZE as u64, &run)?;
                 run.clear();
             }
             if run.is_empty() {
@@ -275,19 +266,13 @@ impl Headers {
             }
             run.extend_from_slice(&bytes);
         }
-        disk.write_at(&self.name, run_start * SLOT_SIZE as u64, &run)?;
-        self.unsynced = true;
-        Ok(())
+        self.file.write_at(disk, run_start * SLOT_SIZE as u64, &run)
     }
 
     /// Flushes and makes everything written durable.
     pub(crate) fn sync(&mut self, disk: &mut dyn Disk) -> Result<(), StorageError> {
         self.flush(disk)?;
-        if self.unsynced {
-            disk.sync(&self.name)?;
-            self.unsynced = false;
-        }
-        Ok(())
+        self.file.sync(disk)
     }
 }
 

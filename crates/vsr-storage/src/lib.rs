@@ -18,7 +18,8 @@
 //! Only the files the superblock names are live; others are leftovers of an interrupted
 //! checkpoint and are removed before the first write after open. Byte layouts: the superblock in
 //! `superblock.rs`, records in `record.rs`, header copies in `headers.rs`, checkpoint files in
-//! `checkpoint.rs`.
+//! `checkpoint.rs`. Tools that inspect or damage a stopped replica's files find every byte
+//! range through [`layout`], which is built from those same definitions.
 //!
 //! # Durability
 //!
@@ -34,7 +35,9 @@
 mod checkpoint;
 mod disk;
 mod error;
+mod file;
 mod headers;
+pub mod layout;
 mod record;
 #[cfg(any(test, feature = "simulation"))]
 pub mod sim_disk;

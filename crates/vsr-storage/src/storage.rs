@@ -75,7 +75,7 @@ impl std::fmt::Debug for FileStorage {
         formatter
             .debug_struct("FileStorage")
             .field("superblock", &self.superblock)
-            .field("wal", &self.wal.name)
+            .field("wal", &self.wal.file.name)
             .field("wal_end", &self.wal.end)
             .field("failed", &self.failed)
             .finish_non_exhaustive()
@@ -245,8 +245,37 @@ impl FileStorage {
         if leftovers {
             vsr::mark!(OpenRemovesLeftoverFiles);
         }
+        let deferred = Deferred {
+            dirty_tail,
+            slot_repairs,
+            leftovers,
+            headers_missing,
+            reset_log: false,
+        };
+        Self::assemble(disk, tuning, superblock, wal, durable, damage, deferred)
+    }
+
+    /// Builds the storage open found, and what open returns: the one place a [`FileStorage`]
+    /// is made. Writes the header copies the records read back lack unless the data is
+    /// damaged (then repairs wait for the first write).
+    fn assemble(
+        disk: Box<dyn Disk>,
+        tuning: Tuning,
+        superblock: Superblock,
+        wal: Wal,
+        durable: DurableState,
+        damage: Damage,
+        deferred: Deferred,
+    ) -> Result<Opened, StorageError> {
         let rotation_due = superblock.wal_start != superblock.checkpoint.op + 1;
         let identity = identity_of(&superblock);
+        let Deferred {
+            dirty_tail,
+            slot_repairs,
+            leftovers,
+            headers_missing,
+            reset_log,
+        } = deferred;
         let mut storage = FileStorage {
             disk,
             tuning,
@@ -257,11 +286,12 @@ impl FileStorage {
                 || rotation_due
                 || durable.damaged
                 || headers_missing
+                || reset_log
                 || !slot_repairs.is_empty(),
             dirty_tail,
             slot_repairs,
             damaged: durable.damaged,
-            reset_log: false,
+            reset_log,
             failed: false,
         };
         if !storage.damaged {
@@ -327,28 +357,18 @@ impl FileStorage {
             headers,
             tuning.wal_grow_bytes,
         );
-        let identity = identity_of(&superblock);
-        let storage = FileStorage {
-            disk,
-            tuning,
-            superblock,
-            wal,
-            maintenance_due: true,
+        let damage = Damage {
+            checkpoint_corrupt: true,
+            ..Damage::default()
+        };
+        let deferred = Deferred {
             dirty_tail: false,
             slot_repairs: SlotRepairs::default(),
-            damaged: true,
+            leftovers: false,
+            headers_missing: false,
             reset_log: true,
-            failed: false,
         };
-        Ok(Opened {
-            storage,
-            identity,
-            durable,
-            damage: Damage {
-                checkpoint_corrupt: true,
-                ..Damage::default()
-            },
-        })
+        Self::assemble(disk, tuning, superblock, wal, durable, damage, deferred)
     }
 
     /// Carries out one write. Appends and truncates may stay buffered until [`Self::sync`];
@@ -390,8 +410,8 @@ impl FileStorage {
             0
         };
         superblock::SUPERBLOCK_FILE_SIZE
-            + self.wal.allocated.max(self.wal.end)
-            + self.wal.headers.allocated
+            + self.wal.file.allocated.max(self.wal.end)
+            + self.wal.headers.file.allocated
             + checkpoint
     }
 
@@ -504,10 +524,7 @@ impl FileStorage {
             // Zero everything after the valid records, durably, before writing there: no stale
             // record may survive behind new ones.
             vsr::mark!(WalDirtyTailZeroed);
-            let disk = self.disk.as_mut();
-            disk.set_len(&self.wal.name, self.wal.end)?;
-            disk.sync(&self.wal.name)?;
-            self.wal.allocated = self.wal.end;
+            self.wal.file.cut(self.disk.as_mut(), self.wal.end)?;
             self.dirty_tail = false;
         }
         if !self.slot_repairs.is_empty() {
@@ -611,6 +628,20 @@ fn read_superblock(disk: &mut dyn Disk, directory: &Path) -> Result<Superblock, 
         ))),
         Copy::Foreign => Err(not_vsr()),
     }
+}
+
+/// The work open found for the first write, besides damage (see [`FileStorage`]'s fields).
+struct Deferred {
+    /// Anything but zeros follows the valid records.
+    dirty_tail: bool,
+    /// Slots to zero or rewrite before the first write.
+    slot_repairs: SlotRepairs,
+    /// Data files that are not live are left over from an interrupted checkpoint.
+    leftovers: bool,
+    /// The WAL has no headers file (written by an earlier build).
+    headers_missing: bool,
+    /// The checkpoint was lost: the first write starts a new, empty WAL.
+    reset_log: bool,
 }
 
 /// What replay found besides the state.

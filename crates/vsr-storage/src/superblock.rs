@@ -32,6 +32,8 @@
 //! `checksum`, `magic` and `format_version` keep their place in every future format, so an old
 //! build recognises data it cannot read.
 
+use std::ops::Range;
+
 use vsr::ViewState;
 use vsr::checksum::checksum;
 
@@ -61,6 +63,17 @@ pub(crate) const SUPERBLOCK_FILE_SIZE: u64 = COPY_STRIDE * COPIES as u64;
 pub const FORMAT_VERSION: u16 = 1;
 
 const MAGIC: [u8; 8] = *b"VSRSUPER";
+
+/// Where a copy holds its checksum, and the bytes the checksum covers (the rest of the copy).
+pub(crate) const CHECKSUM_RANGE: Range<usize> = 0..16;
+pub(crate) const SEALED_RANGE: Range<usize> = 16..COPY_SIZE;
+/// Where a copy holds its magic number.
+const MAGIC_RANGE: Range<usize> = 16..24;
+/// Where a copy holds its format version.
+pub(crate) const FORMAT_VERSION_RANGE: Range<usize> = 24..26;
+/// Where a copy holds its sequence number and view state (sequence, view, last normal view,
+/// commit).
+pub(crate) const VIEW_STATE_RANGE: Range<usize> = 48..80;
 
 /// The contents of one superblock copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,14 +135,14 @@ impl Superblock {
     /// Encodes one sealed copy.
     pub(crate) fn encode(&self) -> [u8; COPY_SIZE] {
         let mut bytes = [0u8; COPY_SIZE];
-        bytes[16..24].copy_from_slice(&MAGIC);
-        bytes[24..26].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes[MAGIC_RANGE].copy_from_slice(&MAGIC);
+        bytes[FORMAT_VERSION_RANGE].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         bytes[26] = self.replica;
         bytes[27] = self.replica_count;
         bytes[28] = u8::from(self.view_state.recovering);
         let fields: [(usize, &[u8]); 12] = [
             (32, &self.cluster.to_le_bytes()),
-            (48, &self.sequence.to_le_bytes()),
+            (VIEW_STATE_RANGE.start, &self.sequence.to_le_bytes()),
             (56, &self.view_state.view.to_le_bytes()),
             (64, &self.view_state.last_normal_view.to_le_bytes()),
             (72, &self.view_state.commit.to_le_bytes()),
@@ -144,8 +157,8 @@ impl Superblock {
         for (offset, field) in fields {
             bytes[offset..offset + field.len()].copy_from_slice(field);
         }
-        let sealed = checksum(&bytes[16..]);
-        bytes[..16].copy_from_slice(&sealed.to_le_bytes());
+        let sealed = checksum(&bytes[SEALED_RANGE]);
+        bytes[CHECKSUM_RANGE].copy_from_slice(&sealed.to_le_bytes());
         bytes
     }
 
@@ -154,13 +167,13 @@ impl Superblock {
         let Some(bytes) = bytes.first_chunk::<COPY_SIZE>() else {
             return Copy::Foreign;
         };
-        if bytes[16..24] != MAGIC {
+        if bytes[MAGIC_RANGE] != MAGIC {
             return Copy::Foreign;
         }
-        if u128_at(bytes, 0) != checksum(&bytes[16..]) {
+        if u128_at(bytes, CHECKSUM_RANGE.start) != checksum(&bytes[SEALED_RANGE]) {
             return Copy::Damaged;
         }
-        let version = u16::from_le_bytes([bytes[24], bytes[25]]);
+        let version = format_version(bytes);
         if version > FORMAT_VERSION {
             return Copy::Newer(version);
         }
@@ -168,7 +181,7 @@ impl Superblock {
     }
 
     fn decode_fields(bytes: &[u8; COPY_SIZE]) -> Option<Superblock> {
-        let version = u16::from_le_bytes([bytes[24], bytes[25]]);
+        let version = format_version(bytes);
         let (replica, replica_count, recovering) = (bytes[26], bytes[27], bytes[28]);
         let fields_ok = version == FORMAT_VERSION
             && replica < replica_count
@@ -179,7 +192,7 @@ impl Superblock {
             cluster: u128_at(bytes, 32),
             replica,
             replica_count,
-            sequence: u64_at(bytes, 48),
+            sequence: u64_at(bytes, VIEW_STATE_RANGE.start),
             view_state: ViewState {
                 view: u64_at(bytes, 56),
                 last_normal_view: u64_at(bytes, 64),
@@ -200,6 +213,10 @@ impl Superblock {
     }
 }
 
+fn format_version(bytes: &[u8; COPY_SIZE]) -> u16 {
+    u16::from_le_bytes(bytes[FORMAT_VERSION_RANGE].try_into().expect("2 bytes"))
+}
+
 /// The name of a WAL file.
 pub(crate) fn wal_file_name(start: u64, generation: u64) -> String {
     format!("wal-{start}-{generation}.log")
@@ -217,6 +234,24 @@ pub(crate) fn wal_files(start: u64, generation: u64) -> WalFiles {
 /// The name of a checkpoint file.
 pub(crate) fn checkpoint_file_name(op: u64, generation: u64) -> String {
     format!("checkpoint-{op}-{generation}.bin")
+}
+
+/// The start and generation of the WAL file named `name`, if it is one.
+pub(crate) fn parse_wal_file_name(name: &str) -> Option<(u64, u64)> {
+    parse_name(name, "wal-", ".log")
+}
+
+/// The op and generation of the checkpoint file named `name`, if it is one.
+pub(crate) fn parse_checkpoint_file_name(name: &str) -> Option<(u64, u64)> {
+    parse_name(name, "checkpoint-", ".bin")
+}
+
+/// The two numbers of `<prefix><a>-<b><suffix>`, as [`wal_file_name`] and
+/// [`checkpoint_file_name`] write them.
+fn parse_name(name: &str, prefix: &str, suffix: &str) -> Option<(u64, u64)> {
+    let numbers = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    let (first, second) = numbers.split_once('-')?;
+    Some((first.parse().ok()?, second.parse().ok()?))
 }
 
 /// Whether `name` is a file this crate creates besides the superblock.

@@ -7,18 +7,20 @@
 //!
 //! # Failure
 //!
-//! A storage error (disk full, EIO) panics the storage thread with a message naming the error.
-//! Nothing after the failed write is ever reported durable, so the replica never acknowledges
-//! a write that is not on disk; dropping the [`StorageThread`] (or [`StorageThread::join`])
-//! re-raises the panic in the owner's thread, which must stop the replica. The server should
-//! check [`StorageThread::is_running`] (e.g. on each tick) to stop promptly.
+//! A storage error (disk full, EIO) stops the storage thread: it carries out nothing after the
+//! failed write and reports nothing after it durable, so the replica never acknowledges a write
+//! that is not on disk. The thread drops `on_durable` as it stops (a channel behind it closes),
+//! and [`StorageThread::join`] returns the [`StorageError`], typed, to the owner, which must
+//! stop the replica. The owner can also poll [`StorageThread::is_running`] (e.g. on each tick).
+//! A panic on the storage thread is a bug, not a storage error: `join` (or drop) re-raises it
+//! in the owner's thread.
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
 
 use vsr::Write;
 
-use crate::FileStorage;
+use crate::{FileStorage, StorageError};
 
 /// Most writes carried out before one fdatasync.
 pub const BATCH_WRITES_MAX: usize = 1024;
@@ -26,7 +28,7 @@ pub const BATCH_WRITES_MAX: usize = 1024;
 /// A storage thread doing group commit. Shut down (and joined) on drop.
 pub struct StorageThread {
     sender: Option<Sender<Vec<(u64, Write)>>>,
-    handle: Option<JoinHandle<()>>,
+    handle: Option<JoinHandle<Result<(), StorageError>>>,
 }
 
 impl std::fmt::Debug for StorageThread {
@@ -83,48 +85,50 @@ impl StorageThread {
     }
 
     /// Finishes every queued write, stops the thread and returns the storage error that stopped
-    /// it, if any, as its panic message.
+    /// it, if any.
     ///
     /// # Errors
-    /// The panic message of the storage thread.
-    pub fn join(mut self) -> Result<(), String> {
+    /// The [`StorageError`] of the write or sync that failed: the replica must stop.
+    ///
+    /// # Panics
+    /// If the storage thread panicked (a bug): the panic is re-raised here.
+    pub fn join(mut self) -> Result<(), StorageError> {
         self.stop()
     }
 
-    fn stop(&mut self) -> Result<(), String> {
+    fn stop(&mut self) -> Result<(), StorageError> {
         self.sender = None;
         let Some(handle) = self.handle.take() else {
             return Ok(());
         };
-        handle.join().map_err(|panic| {
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| {
-                    panic
-                        .downcast_ref::<&str>()
-                        .map(|message| (*message).to_owned())
-                })
-                .unwrap_or_else(|| "the storage thread panicked".to_owned())
-        })
-    }
-}
-
-impl Drop for StorageThread {
-    fn drop(&mut self) {
-        if let Err(message) = self.stop()
-            && !thread::panicking()
-        {
-            panic!("{message}");
+        match handle.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     }
 }
 
+impl Drop for StorageThread {
+    /// Stops the thread after its queued writes. A storage error is dropped with it: an owner
+    /// that must learn of one calls [`StorageThread::join`]. A panic of the thread is re-raised
+    /// unless this thread is already panicking.
+    fn drop(&mut self) {
+        self.sender = None;
+        if let Some(handle) = self.handle.take()
+            && let Err(panic) = handle.join()
+            && !thread::panicking()
+        {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Carries out batches until the owner hangs up (`Ok`) or a write or sync fails (the error).
 fn run(
     mut storage: FileStorage,
     receiver: &Receiver<Vec<(u64, Write)>>,
     mut on_durable: Box<dyn FnMut(u64) + Send>,
-) {
+) -> Result<(), StorageError> {
     let mut seq_last = None;
     while let Ok(mut batch) = receiver.recv() {
         while batch.len() < BATCH_WRITES_MAX {
@@ -139,15 +143,12 @@ fn run(
                 "storage sequence numbers must increase"
             );
             seq_last = Some(*seq);
-            if let Err(error) = storage.write(write) {
-                panic!("storage write {seq} failed, the replica must stop: {error}");
-            }
+            storage.write(write)?;
         }
-        if let Err(error) = storage.sync() {
-            panic!("storage sync failed, the replica must stop: {error}");
-        }
+        storage.sync()?;
         on_durable(seq_last.expect("a batch is never empty"));
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -181,11 +182,50 @@ mod tests {
         );
         let entry = Entry::new(1, 0, 0, 1, 1, 1, Operation::Noop, Bytes::new());
         thread.submit(1, Write::Append(entry));
-        let message = thread.join().unwrap_err();
-        assert!(message.contains("the replica must stop"), "{message}");
+        let error = thread.join().unwrap_err();
+        assert!(matches!(error, StorageError::Io(_)), "{error:?}");
+        assert!(
+            error.to_string().contains("the replica must stop"),
+            "{error}"
+        );
         assert!(
             receiver.try_recv().is_err(),
             "a failed write was reported durable"
         );
+    }
+
+    #[test]
+    fn a_full_disk_reaches_the_owner_as_a_typed_error() {
+        let identity = Identity {
+            cluster: 1,
+            replica: 0,
+            replica_count: 1,
+        };
+        let disk = SimDisk::default();
+        let path = Path::new("sim");
+        format_disk(&mut disk.clone(), path, identity, false, Tuning::default()).unwrap();
+        let opened = FileStorage::open_disk(Box::new(disk.clone()), path, None, Tuning::default());
+        let (sender, receiver) = mpsc::channel();
+        let thread = StorageThread::spawn(
+            opened.unwrap().storage,
+            Box::new(move |seq| sender.send(seq).unwrap()),
+        );
+        let entry = Entry::new(1, 0, 0, 1, 1, 1, Operation::Noop, Bytes::new());
+        thread.submit(1, Write::Append(entry));
+        assert_eq!(receiver.recv(), Ok(1));
+        disk.fail_with(0, std::io::ErrorKind::StorageFull);
+        let entry = Entry::new(2, 0, 0, 1, 1, 2, Operation::Noop, Bytes::new());
+        thread.submit(2, Write::Append(entry));
+        // The thread stops on the error and drops `on_durable`: the channel closes, unreported.
+        assert!(
+            receiver.recv().is_err(),
+            "a failed write was reported durable"
+        );
+        match thread.join() {
+            Err(StorageError::Io(error)) => {
+                assert_eq!(error.kind(), std::io::ErrorKind::StorageFull);
+            }
+            other => panic!("expected the disk's error, got {other:?}"),
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use bytes::Bytes;
 use vsr::checksum::checksum;
 use vsr::{Checkpoint, DurableState, Entry, Operation, ViewState, Write};
+use vsr_storage::layout::{self, WalFile, WalRecord};
 use vsr_storage::{Damage, FileStorage, Identity, StorageError, StorageThread, format};
 
 const IDENTITY: Identity = Identity {
@@ -15,20 +16,10 @@ const IDENTITY: Identity = Identity {
     replica: 2,
     replica_count: 3,
 };
-const RECORD_HEADER_SIZE: u64 = 96;
-const ENTRY_HEADER_SIZE: u64 = 85;
-const COPY_STRIDE: u64 = 4096;
-/// Size of a slot of the headers file (`headers.rs`).
-const SLOT_SIZE: u64 = 128;
 
 fn entry(op: u64, parent: u128) -> Entry {
     let body = Bytes::from(vec![op as u8; 10]);
     Entry::new(op, 1, parent, 5, 1, op, Operation::StateMachine, body)
-}
-
-/// The size of the WAL record of [`entry`].
-fn record_size() -> u64 {
-    RECORD_HEADER_SIZE + ENTRY_HEADER_SIZE + 10
 }
 
 fn entries(first: u64, count: u64, parent: u128) -> Vec<Entry> {
@@ -75,12 +66,34 @@ fn file_named(directory: &Path, prefix: &str, suffix: &str) -> PathBuf {
     found.pop().unwrap()
 }
 
-/// Zeroes the header copy of `op` in a WAL that starts at op 1: it was never written.
+/// The one WAL file of `directory`.
+fn wal_file(directory: &Path) -> WalFile {
+    let mut wals = layout::wal_files(directory).unwrap();
+    assert_eq!(wals.len(), 1, "{wals:?}");
+    wals.pop().unwrap()
+}
+
+/// The records of the one WAL file of `directory`, as they lie in the file.
+fn records(directory: &Path) -> Vec<WalRecord> {
+    wal_file(directory).records().unwrap()
+}
+
+/// Zeroes the header copy of `op`: it was never written.
 fn zero_slot(directory: &Path, op: u64) {
-    let headers = file_named(directory, "wal-", ".headers");
-    let file = OpenOptions::new().write(true).open(headers).unwrap();
-    file.write_all_at(&[0u8; SLOT_SIZE as usize], (op - 1) * SLOT_SIZE)
+    let wal = wal_file(directory);
+    let slot = wal.slot(op);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(wal.headers_path)
         .unwrap();
+    let zeros = vec![0u8; usize::try_from(slot.end - slot.start).unwrap()];
+    file.write_all_at(&zeros, slot.start).unwrap();
+}
+
+/// The middle of a record.
+fn middle(record: &WalRecord) -> u64 {
+    let range = record.range();
+    range.start + (range.end - range.start) / 2
 }
 
 fn flip_byte(path: &Path, offset: u64) {
@@ -178,13 +191,17 @@ fn a_newer_format_is_refused() {
         .write(true)
         .open(&path)
         .unwrap();
-    for copy in 0..4 {
-        let mut bytes = [0u8; 256];
-        file.read_exact_at(&mut bytes, copy * COPY_STRIDE).unwrap();
-        bytes[24..26].copy_from_slice(&2u16.to_le_bytes());
-        let sealed = checksum(&bytes[16..]);
-        bytes[..16].copy_from_slice(&sealed.to_le_bytes());
-        file.write_all_at(&bytes, copy * COPY_STRIDE).unwrap();
+    for copy in layout::superblock_copies(directory.path()).unwrap() {
+        let within = |range: std::ops::Range<u64>| {
+            let start = usize::try_from(range.start - copy.range.start).unwrap();
+            start..start + usize::try_from(range.end - range.start).unwrap()
+        };
+        let mut bytes = vec![0u8; within(copy.range.clone()).len()];
+        file.read_exact_at(&mut bytes, copy.range.start).unwrap();
+        bytes[within(copy.format_version.clone())].copy_from_slice(&2u16.to_le_bytes());
+        let sealed = checksum(&bytes[within(copy.sealed.clone())]);
+        bytes[within(copy.checksum.clone())].copy_from_slice(&sealed.to_le_bytes());
+        file.write_all_at(&bytes, copy.range.start).unwrap();
     }
     let error = FileStorage::open(directory.path(), None).unwrap_err();
     assert!(
@@ -210,23 +227,26 @@ fn damaged_superblock_copies_fall_back_to_the_others() {
     let mut writes = appends(&entries(1, 3, 0));
     writes.push(Write::ViewState(view_state));
     let (directory, state) = directory_with(&writes);
-    let path = directory.path().join("superblock");
+    let path = directory.path().join(layout::SUPERBLOCK_FILE);
+    // Bytes of each copy's sealed part (past its magic, so the copy reads as damaged).
+    let copies = layout::superblock_copies(directory.path()).unwrap();
+    let sealed = |copy: usize, at: u64| copies[copy].sealed.start + at;
     // Format wrote sequence 1 to copies 2 and 3, sequence 2 to copies 0 and 1; the view state
     // is sequence 3, in copies 2 and 3. One copy of the newest update is enough.
     for copy in [2, 0] {
-        flip_byte(&path, copy * COPY_STRIDE + 60);
+        flip_byte(&path, sealed(copy, 44));
         assert_eq!(
             FileStorage::open(directory.path(), None).unwrap().durable,
             state
         );
     }
     // Both copies of the newest update damaged: the state falls back to sequence 2.
-    flip_byte(&path, 3 * COPY_STRIDE + 100);
+    flip_byte(&path, sealed(3, 84));
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.durable.view_state, ViewState::default());
     assert_eq!(opened.durable.entries, state.entries);
 
-    flip_byte(&path, COPY_STRIDE + 200);
+    flip_byte(&path, sealed(1, 184));
     let error = FileStorage::open(directory.path(), None).unwrap_err();
     assert!(matches!(error, StorageError::Corrupt(_)), "{error}");
 }
@@ -240,10 +260,11 @@ fn one_whole_copy_of_the_newest_update_loses_nothing() {
         recovering: false,
     };
     let (directory, state) = directory_with(&[Write::ViewState(view_state)]);
-    let path = directory.path().join("superblock");
+    let path = directory.path().join(layout::SUPERBLOCK_FILE);
+    let copies = layout::superblock_copies(directory.path()).unwrap();
     // The view state is sequence 3, in copies 2 and 3; all others damaged but copy 3.
     for copy in [0, 1, 2] {
-        flip_byte(&path, copy * COPY_STRIDE + 40);
+        flip_byte(&path, copies[copy].sealed.start + 24);
     }
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.durable, state);
@@ -254,13 +275,14 @@ fn a_torn_tail_is_cut_and_later_writes_go_after_the_valid_records() {
     let log = entries(1, 5, 0);
     let (directory, state) = directory_with(&appends(&log));
     let wal = file_named(directory.path(), "wal-", ".log");
+    let records = records(directory.path());
     // The last record is half written, the rest of the file never was, and the copy of its
     // header never reached the disk: the crash came before the sync.
     fs::OpenOptions::new()
         .write(true)
         .open(&wal)
         .unwrap()
-        .set_len(4 * record_size() + record_size() / 2)
+        .set_len(middle(&records[4]))
         .unwrap();
     zero_slot(directory.path(), 5);
     let opened = FileStorage::open(directory.path(), None).unwrap();
@@ -294,6 +316,7 @@ fn a_corrupt_last_synced_record_is_damage_not_a_torn_tail() {
     let log = entries(1, 5, 0);
     let (directory, state) = directory_with(&appends(&log));
     let wal = file_named(directory.path(), "wal-", ".log");
+    let records = records(directory.path());
     let mut expected = state.clone();
     expected.entries.pop_back();
     expected.damaged = true;
@@ -303,7 +326,7 @@ fn a_corrupt_last_synced_record_is_damage_not_a_torn_tail() {
         checkpoint_corrupt: false,
     };
     // A byte in the body of the last record, which was synced (and so maybe acknowledged).
-    flip_byte(&wal, 4 * record_size() + RECORD_HEADER_SIZE + 40);
+    flip_byte(&wal, records[4].payload.start + 40);
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.damage, damaged);
     assert_eq!(opened.durable, expected);
@@ -313,7 +336,7 @@ fn a_corrupt_last_synced_record_is_damage_not_a_torn_tail() {
         .write(true)
         .open(&wal)
         .unwrap()
-        .set_len(4 * record_size())
+        .set_len(records[4].header.start)
         .unwrap();
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.damage, damaged);
@@ -363,11 +386,10 @@ fn truncated_ops_are_not_damage_and_a_corrupt_reappended_op_is() {
 
     // The last record, the new op 5, rots: op 5 is reported, not the stale op 6.
     let wal = file_named(directory.path(), "wal-", ".log");
-    let truncate_size = RECORD_HEADER_SIZE;
-    flip_byte(
-        &wal,
-        7 * record_size() + truncate_size + RECORD_HEADER_SIZE + 40,
-    );
+    // Six entries, the truncate, the new ops 4 and 5.
+    let records = records(directory.path());
+    assert_eq!(records.len(), 9, "{records:?}");
+    flip_byte(&wal, records[8].payload.start + 40);
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.damage.corrupt_ops, vec![5]);
     assert_eq!(opened.damage.torn_tail_records, 0);
@@ -389,7 +411,8 @@ fn a_corrupt_last_truncate_does_not_bring_removed_entries_back() {
     writes.push(Write::Truncate { op: 3 });
     let (directory, _) = directory_with(&writes);
     let wal = file_named(directory.path(), "wal-", ".log");
-    flip_byte(&wal, 6 * record_size() + 50);
+    // A byte in the header of the truncate, after the six entries.
+    flip_byte(&wal, records(directory.path())[6].header.start + 50);
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.damage.corrupt_ops, vec![4]);
     assert!(opened.durable.damaged);
@@ -417,7 +440,7 @@ fn a_wal_without_its_headers_file_opens_and_gets_a_new_one() {
     // The new records have copies: the last one rotting is damage.
     flip_byte(
         &file_named(directory.path(), "wal-", ".log"),
-        4 * record_size() + RECORD_HEADER_SIZE + 40,
+        records(directory.path())[4].payload.start + 40,
     );
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.damage.corrupt_ops, vec![5]);
@@ -428,8 +451,9 @@ fn a_flipped_byte_in_the_middle_of_the_wal_is_reported_as_damage() {
     let log = entries(1, 6, 0);
     let (directory, state) = directory_with(&appends(&log));
     let wal = file_named(directory.path(), "wal-", ".log");
+    let records = records(directory.path());
     // A byte in the body of op 3's record: its header survives and names the op.
-    flip_byte(&wal, 2 * record_size() + RECORD_HEADER_SIZE + 40);
+    flip_byte(&wal, records[2].payload.start + 40);
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.damage.corrupt_ops, vec![3]);
     assert_eq!(opened.damage.torn_tail_records, 0);
@@ -442,7 +466,7 @@ fn a_flipped_byte_in_the_middle_of_the_wal_is_reported_as_damage() {
         state.entries.range(..2).cloned().collect::<Vec<_>>()
     );
     // A byte in the header of op 2's record: the op is inferred from the records after it.
-    flip_byte(&wal, record_size() + 50);
+    flip_byte(&wal, records[1].header.start + 50);
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.damage.corrupt_ops, vec![2, 3]);
     assert_eq!(opened.durable.entries.len(), 1);
@@ -573,7 +597,7 @@ fn middle_damage_is_marked_recovering_before_the_log_is_cut() {
     let (directory, _) = directory_with(&appends(&log));
     flip_byte(
         &file_named(directory.path(), "wal-", ".log"),
-        2 * record_size() + RECORD_HEADER_SIZE + 40,
+        records(directory.path())[2].payload.start + 40,
     );
     let mut storage = FileStorage::open(directory.path(), None).unwrap().storage;
     // Any first write: the cut of the damaged records must not outlive "recovering".

@@ -1,87 +1,34 @@
 //! Damage to a stopped replica's data directory: flipped bytes in the log or the checkpoint,
 //! a log cut inside a record.
 //!
-//! The files are found by the names docs/storage.md gives them (`wal-*.log`,
-//! `checkpoint-*.bin`); log records are found through the record header layout of
-//! `vsr-storage`'s record.rs. Every damage here is one the storage promises to detect (a record
-//! whose header copy survives, corruption in the middle, a bad checkpoint), so the replica
-//! must notice it and repair itself from its peers. An interrupted checkpoint can leave a
-//! second WAL file that is not live; each WAL file is damaged, so the live one always is.
+//! The files and the byte ranges of their records come from [`vsr_storage::layout`], built
+//! from the definitions the storage itself reads and writes with, so damage lands where it is
+//! meant to whatever the layout. Every damage here is one the storage promises to detect (a
+//! record whose header copy survives, corruption in the middle, a bad checkpoint), so the
+//! replica must notice it and repair itself from its peers. An interrupted checkpoint can leave
+//! a second WAL file that is not live; each WAL file is damaged, so the live one always is.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
+use vsr_storage::layout::{self, WalRecord, WalRecordKind};
 
 use crate::chaos::schedule::Prng;
 
-/// Size of a WAL record header, and where it holds its magic number, its kind, its payload
-/// size and its op (`vsr-storage` record.rs).
-const RECORD_HEADER_SIZE: u64 = 96;
-const RECORD_MAGIC: &[u8; 4] = b"VSRW";
-const RECORD_MAGIC_OFFSET: usize = 32;
-const RECORD_KIND_OFFSET: usize = 36;
-const RECORD_PAYLOAD_SIZE_OFFSET: usize = 40;
-const RECORD_OP_OFFSET: usize = 48;
-const RECORD_KIND_ENTRY: u8 = 1;
 /// Bytes flipped at once.
 const FLIP_BYTES: u64 = 4;
 
-/// One entry record of a WAL file.
-#[derive(Clone, Copy, Debug)]
-struct Record {
-    offset: u64,
-    payload_size: u64,
-    op: u64,
-}
-
-/// The files in `dir` whose names start with `prefix` and end with `suffix`, sorted.
-fn files(dir: &Path, prefix: &str, suffix: &str) -> anyhow::Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry.context("cannot read a directory entry")?.path();
-        let name = path.file_name().and_then(|name| name.to_str());
-        if name.is_some_and(|name| name.starts_with(prefix) && name.ends_with(suffix)) {
-            found.push(path);
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
-/// The entry records of the WAL file at `path`, up to the first header without the magic.
-fn entry_records(path: &Path) -> anyhow::Result<Vec<Record>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let size = file.metadata().context("cannot read a WAL's size")?.len();
-    let mut records = Vec::new();
-    let mut offset = 0;
-    let mut header = [0u8; RECORD_HEADER_SIZE as usize];
-    while offset + RECORD_HEADER_SIZE <= size {
-        file.read_exact_at(&mut header, offset)
-            .context("cannot read a WAL record")?;
-        if &header[RECORD_MAGIC_OFFSET..RECORD_MAGIC_OFFSET + 4] != RECORD_MAGIC {
-            break;
-        }
-        let payload_size = u64::from(u32::from_le_bytes(
-            header[RECORD_PAYLOAD_SIZE_OFFSET..RECORD_PAYLOAD_SIZE_OFFSET + 4]
-                .try_into()
-                .expect("4 bytes"),
-        ));
-        if header[RECORD_KIND_OFFSET] == RECORD_KIND_ENTRY && payload_size > 0 {
-            records.push(Record {
-                offset,
-                payload_size,
-                op: u64::from_le_bytes(
-                    header[RECORD_OP_OFFSET..RECORD_OP_OFFSET + 8]
-                        .try_into()
-                        .expect("8 bytes"),
-                ),
-            });
-        }
-        offset += RECORD_HEADER_SIZE + payload_size;
-    }
-    Ok(records)
+/// The entry records of a WAL file that carry a payload.
+fn entry_records(wal: &layout::WalFile) -> anyhow::Result<Vec<WalRecord>> {
+    let records = wal
+        .records()
+        .with_context(|| format!("cannot read the records of {}", wal.path.display()))?;
+    Ok(records
+        .into_iter()
+        .filter(|record| record.kind == WalRecordKind::Entry && !record.payload.is_empty())
+        .collect())
 }
 
 /// Inverts [`FLIP_BYTES`] bytes of the file at `path` from `offset`, durably.
@@ -115,16 +62,17 @@ fn name(path: &Path) -> String {
 fn damage_wal_records(
     dir: &Path,
     prng: &mut Prng,
-    mut damage: impl FnMut(&Path, &Record, u64, &mut Prng) -> anyhow::Result<String>,
+    mut damage: impl FnMut(&Path, &WalRecord, u64, &mut Prng) -> anyhow::Result<String>,
 ) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
-    for wal in files(dir, "wal-", ".log")? {
+    let wals = layout::wal_files(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for wal in wals {
         let records = entry_records(&wal)?;
         let Some(last) = records.last().map(|record| record.op) else {
             continue;
         };
-        let record = records[prng.index(records.len())];
-        done.push(damage(&wal, &record, last, prng)?);
+        let record = &records[prng.index(records.len())];
+        done.push(damage(&wal.path, record, last, prng)?);
     }
     Ok(done)
 }
@@ -133,8 +81,11 @@ fn damage_wal_records(
 /// WAL file holds an entry.
 pub(crate) fn flip_wal(dir: &Path, prng: &mut Prng) -> anyhow::Result<Option<String>> {
     let done = damage_wal_records(dir, prng, |wal, record, _, prng| {
-        let span = record.payload_size.saturating_sub(FLIP_BYTES).max(1);
-        flip(wal, record.offset + RECORD_HEADER_SIZE + prng.below(span))?;
+        let payload = &record.payload;
+        let span = (payload.end - payload.start)
+            .saturating_sub(FLIP_BYTES)
+            .max(1);
+        flip(wal, payload.start + prng.below(span))?;
         Ok(format!("op {} of {}", record.op, name(wal)))
     })?;
     Ok((!done.is_empty()).then(|| format!("flipped {FLIP_BYTES} bytes in {}", done.join(", "))))
@@ -144,7 +95,8 @@ pub(crate) fn flip_wal(dir: &Path, prng: &mut Prng) -> anyhow::Result<Option<Str
 /// holds an entry.
 pub(crate) fn truncate_wal(dir: &Path, prng: &mut Prng) -> anyhow::Result<Option<String>> {
     let done = damage_wal_records(dir, prng, |wal, record, last, _| {
-        let length = record.offset + RECORD_HEADER_SIZE + record.payload_size / 2;
+        let payload = &record.payload;
+        let length = payload.start + (payload.end - payload.start) / 2;
         let file = OpenOptions::new()
             .write(true)
             .open(wal)
@@ -164,40 +116,51 @@ pub(crate) fn truncate_wal(dir: &Path, prng: &mut Prng) -> anyhow::Result<Option
 /// Flips bytes in the middle of every checkpoint file; `None` when there is none.
 pub(crate) fn flip_checkpoint(dir: &Path, prng: &mut Prng) -> anyhow::Result<Option<String>> {
     let mut done = Vec::new();
-    for checkpoint in files(dir, "checkpoint-", ".bin")? {
-        let size = std::fs::metadata(&checkpoint)
-            .context("cannot read a checkpoint's size")?
-            .len();
+    let checkpoints =
+        layout::checkpoint_files(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for checkpoint in checkpoints {
+        let file = checkpoint.range();
+        let size = file.end - file.start;
         if size < FLIP_BYTES {
             continue;
         }
-        flip(&checkpoint, prng.below(size - FLIP_BYTES + 1))?;
-        done.push(name(&checkpoint));
+        flip(
+            &checkpoint.path,
+            file.start + prng.below(size - FLIP_BYTES + 1),
+        )?;
+        done.push(name(&checkpoint.path));
     }
     Ok((!done.is_empty()).then(|| format!("flipped {FLIP_BYTES} bytes in {}", done.join(", "))))
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use vsr::{Entry, Operation, Write};
+    use vsr_storage::{FileStorage, Identity, format};
+
     use super::*;
 
-    /// A WAL file of three entry records with payloads of 10, 20 and 30 bytes, then zeros.
-    fn fake_wal(dir: &Path) -> PathBuf {
-        let mut bytes = Vec::new();
-        for (op, payload) in [(1u64, 10u32), (2, 20), (3, 30)] {
-            let mut header = [0u8; RECORD_HEADER_SIZE as usize];
-            header[RECORD_MAGIC_OFFSET..RECORD_MAGIC_OFFSET + 4].copy_from_slice(RECORD_MAGIC);
-            header[RECORD_KIND_OFFSET] = RECORD_KIND_ENTRY;
-            header[RECORD_PAYLOAD_SIZE_OFFSET..RECORD_PAYLOAD_SIZE_OFFSET + 4]
-                .copy_from_slice(&payload.to_le_bytes());
-            header[RECORD_OP_OFFSET..RECORD_OP_OFFSET + 8].copy_from_slice(&op.to_le_bytes());
-            bytes.extend_from_slice(&header);
-            bytes.extend(std::iter::repeat_n(0xaa, payload as usize));
+    /// A data directory whose WAL holds three entries with bodies of 10, 20 and 30 bytes.
+    fn data_directory(dir: &Path) -> std::path::PathBuf {
+        let identity = Identity {
+            cluster: 1,
+            replica: 0,
+            replica_count: 1,
+        };
+        format(dir, identity, false).expect("format");
+        let mut storage = FileStorage::open(dir, None).expect("open").storage;
+        let mut parent = 0;
+        for (op, size) in [(1u64, 10usize), (2, 20), (3, 30)] {
+            let body = Bytes::from(vec![0xaa; size]);
+            let entry = Entry::new(op, 1, parent, 5, 1, op, Operation::StateMachine, body);
+            parent = entry.checksum;
+            storage.write(&Write::Append(entry)).expect("append");
         }
-        bytes.extend(std::iter::repeat_n(0, 4096));
-        let path = dir.join("wal-1-1.log");
-        std::fs::write(&path, bytes).expect("write");
-        path
+        storage.sync().expect("sync");
+        let wals = layout::wal_files(dir).expect("list");
+        assert_eq!(wals.len(), 1, "{wals:?}");
+        wals[0].path.clone()
     }
 
     #[test]
@@ -206,26 +169,38 @@ mod tests {
         let mut prng = Prng::new(3);
         assert_eq!(flip_wal(dir.path(), &mut prng).expect("flip"), None);
         assert_eq!(flip_checkpoint(dir.path(), &mut prng).expect("flip"), None);
-        let wal = fake_wal(dir.path());
+        let wal = data_directory(dir.path());
+        let records = layout::wal_files(dir.path()).expect("list")[0]
+            .records()
+            .expect("records");
+        let in_payload = |offset: usize| {
+            records
+                .iter()
+                .any(|record| record.payload.contains(&(offset as u64)))
+        };
         let before = std::fs::read(&wal).expect("read");
         let flipped = flip_wal(dir.path(), &mut prng).expect("flip");
-        assert!(flipped.is_some_and(|text| text.contains("wal-1-1.log")));
+        assert!(flipped.is_some_and(|text| text.contains(&name(&wal))));
         let after = std::fs::read(&wal).expect("read");
         let changed: Vec<usize> = (0..before.len())
             .filter(|i| before[*i] != after[*i])
             .collect();
         assert_eq!(changed.len(), 4);
-        // Every changed byte is payload (0xaa), none a header byte.
+        // Every changed byte is inverted payload, none a header byte.
         assert!(
             changed
                 .iter()
-                .all(|i| before[*i] == 0xaa && after[*i] == 0x55)
+                .all(|i| in_payload(*i) && after[*i] == !before[*i])
         );
+        let end = records.last().expect("records").range().end;
         let cut = truncate_wal(dir.path(), &mut prng)
             .expect("truncate")
             .expect("cut");
         let size = std::fs::metadata(&wal).expect("metadata").len();
-        assert!(size < before.len() as u64 - 4096, "{cut}: {size}");
+        assert!(
+            size < end && in_payload(usize::try_from(size).expect("small")),
+            "{cut}: {size}"
+        );
         assert!(cut.contains("cut inside op"), "{cut}");
     }
 }

@@ -7,11 +7,8 @@
 //! killed, so the repaired replica is needed for every quorum, and every key is read again.
 //!
 //! The writes go through in-process [`vsr_server::Client`]s (many at once, far faster than one
-//! `vsr client` process per key). The files are found by the names docs/storage.md gives them
-//! (`superblock`, `wal-*.log`, `checkpoint-*.bin`) and damaged at offsets read from the record
-//! and superblock layouts documented in `vsr-storage`.
-
-mod common;
+//! `vsr client` process per key). The files, and the byte ranges damaged in them, come from
+//! [`vsr_storage::layout`].
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -19,12 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{CLUSTER, Cluster, stderr, vsr};
 use bytes::Bytes;
-use common::{CLUSTER, Cluster, stderr, vsr};
 use tokio::task::JoinSet;
 use vsr::Codec;
 use vsr_kv::{KvOperation, KvResult};
 use vsr_server::Client;
+use vsr_storage::layout::{self, SuperblockCopy, WalFile, WalRecord, WalRecordKind};
 
 /// Clients writing or reading at once.
 const CLIENTS: usize = 16;
@@ -34,22 +32,6 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 const OPERATION_GIVE_UP: Duration = Duration::from_secs(30);
 /// The longest a restarted replica may take to repair itself and catch up.
 const REPAIR_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Size of a WAL record header (`vsr-storage` record.rs).
-const RECORD_HEADER_SIZE: u64 = 96;
-/// Where a WAL record header holds its magic number, its kind and its payload size.
-const RECORD_MAGIC_OFFSET: usize = 32;
-const RECORD_KIND_OFFSET: usize = 36;
-const RECORD_PAYLOAD_SIZE_OFFSET: usize = 40;
-const RECORD_OP_OFFSET: usize = 48;
-const RECORD_KIND_ENTRY: u8 = 1;
-/// Superblock copies and their distance (docs/storage.md), and where a copy holds its magic
-/// number and its sequence number (`vsr-storage` superblock.rs).
-const SUPERBLOCK_COPIES: u64 = 4;
-const SUPERBLOCK_COPY_STRIDE: u64 = 4096;
-const SUPERBLOCK_COPY_SIZE: usize = 256;
-const SUPERBLOCK_SEQUENCE_OFFSET: usize = 48;
-const SUPERBLOCK_COMMIT_OFFSET: usize = 72;
 
 // ---- The workload ---------------------------------------------------------------------------
 
@@ -166,68 +148,16 @@ async fn execute(client: &Client, operation: &KvOperation) -> Result<KvResult, S
 
 // ---- Files and damage -----------------------------------------------------------------------
 
-/// The files in `dir` whose names start with `prefix` and end with `suffix`.
-fn files(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("the data directory is readable")
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| {
-            path.file_name()
-                .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with(prefix) && name.ends_with(suffix))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
 /// The one WAL file of a replica stopped while idle.
-fn live_wal(dir: &Path) -> PathBuf {
-    let wals = files(dir, "wal-", ".log");
+fn live_wal(dir: &Path) -> WalFile {
+    let wals = layout::wal_files(dir).expect("the data directory is readable");
     assert_eq!(wals.len(), 1, "one WAL file: {wals:?}");
     wals.into_iter().next().expect("one")
 }
 
-/// One record of a WAL file, as its header describes it.
-#[derive(Clone, Copy, Debug)]
-struct WalRecord {
-    offset: u64,
-    payload_size: u64,
-    entry: bool,
-    op: u64,
-}
-
-/// The records of the WAL file at `path`, from offset 0 up to the first header without the
-/// record magic (the zeros after the last record, in a file grown ahead of its records).
-fn wal_records(path: &Path) -> Vec<WalRecord> {
-    let file = File::open(path).expect("the WAL opens");
-    let size = file.metadata().expect("metadata").len();
-    let mut records = Vec::new();
-    let mut offset = 0;
-    let mut header = [0u8; RECORD_HEADER_SIZE as usize];
-    while offset + RECORD_HEADER_SIZE <= size {
-        file.read_exact_at(&mut header, offset).expect("read");
-        if &header[RECORD_MAGIC_OFFSET..RECORD_MAGIC_OFFSET + 4] != b"VSRW" {
-            break;
-        }
-        let payload_size = u64::from(le_u32(&header, RECORD_PAYLOAD_SIZE_OFFSET));
-        records.push(WalRecord {
-            offset,
-            payload_size,
-            entry: header[RECORD_KIND_OFFSET] == RECORD_KIND_ENTRY,
-            op: le_u64(&header, RECORD_OP_OFFSET),
-        });
-        offset += RECORD_HEADER_SIZE + payload_size;
-    }
-    records
-}
-
-fn le_u32(bytes: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"))
-}
-
-fn le_u64(bytes: &[u8], offset: usize) -> u64 {
-    u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"))
+/// The offset in the middle of a record's payload.
+fn payload_middle(record: &WalRecord) -> u64 {
+    record.payload.start + (record.payload.end - record.payload.start) / 2
 }
 
 /// Inverts `count` bytes of the file at `path` from `offset`.
@@ -246,30 +176,24 @@ fn flip(path: &Path, offset: u64, count: usize) {
     file.sync_all().expect("sync");
 }
 
-/// The sequence number of each superblock copy that still carries the superblock magic.
-fn superblock_sequences(path: &Path) -> Vec<Option<u64>> {
-    let file = File::open(path).expect("the superblock opens");
-    (0..SUPERBLOCK_COPIES)
-        .map(|copy| {
-            let mut bytes = [0u8; SUPERBLOCK_COPY_SIZE];
-            file.read_exact_at(&mut bytes, copy * SUPERBLOCK_COPY_STRIDE)
-                .expect("read");
-            (&bytes[16..24] == b"VSRSUPER").then(|| le_u64(&bytes, SUPERBLOCK_SEQUENCE_OFFSET))
-        })
-        .collect()
+/// Every superblock copy of the data directory `dir`.
+fn superblock_copies(dir: &Path) -> Vec<SuperblockCopy> {
+    layout::superblock_copies(dir).expect("the superblock is readable")
 }
 
-/// The commit number of the newest superblock copy that still carries the magic.
-fn superblock_commit(path: &Path) -> u64 {
-    let file = File::open(path).expect("the superblock opens");
-    let sequences = superblock_sequences(path);
-    let newest = (0..sequences.len())
-        .max_by_key(|copy| sequences[*copy])
-        .expect("four copies");
-    let mut bytes = [0u8; SUPERBLOCK_COPY_SIZE];
-    file.read_exact_at(&mut bytes, newest as u64 * SUPERBLOCK_COPY_STRIDE)
-        .expect("read");
-    le_u64(&bytes, SUPERBLOCK_COMMIT_OFFSET)
+/// The index of the newest valid superblock copy of `copies`.
+fn newest_copy(copies: &[SuperblockCopy]) -> usize {
+    let sequence = |copy: &SuperblockCopy| copy.contents.map(|contents| contents.sequence);
+    (0..copies.len())
+        .max_by_key(|index| sequence(&copies[*index]))
+        .expect("four copies")
+}
+
+/// The commit number of the newest valid superblock copy.
+fn superblock_commit(dir: &Path) -> u64 {
+    let copies = superblock_copies(dir);
+    let contents = copies[newest_copy(&copies)].contents;
+    contents.expect("a valid copy").view_state.commit
 }
 
 /// Cuts the file at `path` to `length` bytes.
@@ -520,10 +444,12 @@ const LOST_STATE: &str = "this replica lost its state: recovering from its peers
 const TORN: &str = "discarded a torn write at the log's tail";
 
 /// The entry records of the victim's WAL.
-fn entry_records(wal: &Path) -> Vec<WalRecord> {
-    let entries: Vec<WalRecord> = wal_records(wal)
+fn entry_records(wal: &WalFile) -> Vec<WalRecord> {
+    let entries: Vec<WalRecord> = wal
+        .records()
+        .expect("the WAL is readable")
         .into_iter()
-        .filter(|record| record.entry && record.payload_size > 0)
+        .filter(|record| record.kind == WalRecordKind::Entry && !record.payload.is_empty())
         .collect();
     assert!(entries.len() > 100, "the WAL holds the writes: {entries:?}");
     entries
@@ -534,9 +460,8 @@ fn flipped_bytes_in_the_middle_of_the_wal_are_repaired_from_peers() {
     let mut case = Case::new("wal-flip", 400);
     let wal = live_wal(&case.dir());
     let entries = entry_records(&wal);
-    let record = entries[entries.len() / 2];
-    let payload_middle = record.offset + RECORD_HEADER_SIZE + record.payload_size / 2;
-    flip(&wal, payload_middle, 4);
+    let record = &entries[entries.len() / 2];
+    flip(&wal.path, payload_middle(record), 4);
     case.start_victim();
     let seen_recovering = case.wait_repaired();
     let log = case.log();
@@ -556,18 +481,16 @@ fn flipped_bytes_in_the_middle_of_the_wal_are_repaired_from_peers() {
 #[test]
 fn one_flipped_superblock_copy_is_survived_without_repair() {
     let mut case = Case::new("superblock-one", 200);
-    let superblock = case.dir().join("superblock");
-    let sequences = superblock_sequences(&superblock);
-    let newest = (0..sequences.len())
-        .max_by_key(|copy| sequences[*copy])
-        .expect("four copies");
+    let superblock = case.dir().join(layout::SUPERBLOCK_FILE);
+    let copies = superblock_copies(&case.dir());
+    let newest = newest_copy(&copies);
+    let sequences: Vec<_> = copies
+        .iter()
+        .map(|copy| copy.contents.map(|contents| contents.sequence))
+        .collect();
     assert!(sequences[newest].is_some(), "{sequences:?}");
     // The view state of the newest copy (its sequence and view numbers).
-    flip(
-        &superblock,
-        newest as u64 * SUPERBLOCK_COPY_STRIDE + SUPERBLOCK_SEQUENCE_OFFSET as u64,
-        16,
-    );
+    flip(&superblock, copies[newest].view_state.start, 16);
     case.start_victim();
     let seen_recovering = case.wait_repaired();
     let log = case.log();
@@ -584,13 +507,9 @@ fn one_flipped_superblock_copy_is_survived_without_repair() {
 #[test]
 fn a_replica_with_every_superblock_copy_flipped_refuses_to_start_and_is_rebuilt() {
     let mut case = Case::new("superblock-all", 200);
-    let superblock = case.dir().join("superblock");
-    for copy in 0..SUPERBLOCK_COPIES {
-        flip(
-            &superblock,
-            copy * SUPERBLOCK_COPY_STRIDE + SUPERBLOCK_SEQUENCE_OFFSET as u64,
-            16,
-        );
+    let superblock = case.dir().join(layout::SUPERBLOCK_FILE);
+    for copy in superblock_copies(&case.dir()) {
+        flip(&superblock, copy.view_state.start, 16);
     }
     let error = case.start_victim_refused();
     eprintln!("superblock-all: {error}");
@@ -612,14 +531,15 @@ fn a_flipped_checkpoint_is_repaired_from_peers() {
     // The tests start replicas with `--checkpoint-interval` 4096 (`common::CHECKPOINT_INTERVAL`):
     // write past it.
     let mut case = Case::new("checkpoint", 4200);
-    let checkpoints = files(&case.dir(), "checkpoint-", ".bin");
+    let checkpoints =
+        layout::checkpoint_files(&case.dir()).expect("the data directory is readable");
     assert_eq!(
         checkpoints.len(),
         1,
         "a checkpoint after 4,096 ops: {checkpoints:?}"
     );
-    let checkpoint = &checkpoints[0];
-    let size = std::fs::metadata(checkpoint).expect("metadata").len();
+    let checkpoint = &checkpoints[0].path;
+    let size = checkpoints[0].range().end;
     flip(checkpoint, size / 2, 4);
     case.start_victim();
     let seen_recovering = case.wait_repaired();
@@ -641,12 +561,12 @@ fn a_wal_truncated_in_the_middle_loses_no_acknowledged_write() {
     let mut case = Case::new("wal-truncate", 400);
     let wal = live_wal(&case.dir());
     let entries = entry_records(&wal);
-    let record = entries[entries.len() / 2];
+    let record = &entries[entries.len() / 2];
     let last = entries.last().expect("entries");
     // Cut inside the payload of the record: it and every later one are gone.
-    let length = record.offset + RECORD_HEADER_SIZE + record.payload_size / 2;
-    let commit = superblock_commit(&case.dir().join("superblock"));
-    truncate(&wal, length);
+    let length = payload_middle(record);
+    let commit = superblock_commit(&case.dir());
+    truncate(&wal.path, length);
     case.start_victim();
     let seen_recovering = case.wait_repaired();
     let log = case.log();
@@ -704,13 +624,10 @@ fn a_wal_truncated_on_a_replica_every_quorum_needs_loses_no_acknowledged_write()
         .into_iter()
         .filter(|record| record.op > other_op)
         .collect();
-    let record = entries[entries.len() / 2];
+    let record = &entries[entries.len() / 2];
     let last = entries.last().expect("entries");
-    let commit = superblock_commit(&case.dir().join("superblock"));
-    truncate(
-        &wal,
-        record.offset + RECORD_HEADER_SIZE + record.payload_size / 2,
-    );
+    let commit = superblock_commit(&case.dir());
+    truncate(&wal.path, payload_middle(record));
     case.cluster.kill(primary);
     case.cluster.restart(other);
     case.start_victim();

@@ -2,8 +2,6 @@
 //! `/metrics`, closes the offending connection where it should, and leaves the replica alive
 //! and serving `vsr client`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
@@ -11,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use vsr::{Commit, Request};
 
+use crate::common::{CLUSTER, Cluster};
 use bytes::Bytes;
-use common::{CLUSTER, Cluster};
 use vsr::wire::{self, HEADER_SIZE};
 use vsr::{Codec, Envelope, Message, Operation, Sender};
 use vsr_kv::KvOperation;

@@ -2,11 +2,9 @@
 //! cluster print the JSON keys the performance issue names; bad flags give one error line.
 //! No timing is asserted: these machines are shared.
 
-mod common;
-
 use std::process::{Command, Output, Stdio};
 
-use common::{CLUSTER, Cluster, stderr, stdout, vsr};
+use crate::common::{CLUSTER, Cluster, stderr, stdout, vsr};
 
 /// Keys every `--json` result carries.
 const KEYS: [&str; 6] = [

@@ -2,13 +2,11 @@
 //! output, a SIGKILLed primary, a restarted replica catching up, the interactive shell, and
 //! the errors that say whether a request may have run.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{CLUSTER, Cluster, free_addresses, stderr, stdout, vsr};
+use crate::common::{CLUSTER, Cluster, free_addresses, stderr, stdout, vsr};
 
 #[test]
 fn commands_failover_and_restart_lose_no_acknowledged_write() {
