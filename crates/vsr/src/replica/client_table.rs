@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes};
 
 use crate::message::{ClientId, Entry, Operation, ReplyResult};
 use crate::state_machine::CodecError;
@@ -145,20 +145,20 @@ impl ClientTable {
 
     /// Encodes the table; without `results`, each cached result as empty.
     pub(crate) fn encode(&self, out: &mut Vec<u8>, results: bool) {
-        out.extend_from_slice(&(self.sessions.len() as u32).to_le_bytes());
+        out.put_u32_le(u32::try_from(self.sessions.len()).expect("bounded by clients_max"));
         for (client, session) in &self.sessions {
-            out.extend_from_slice(&client.to_le_bytes());
-            out.extend_from_slice(&session.session.to_le_bytes());
-            out.extend_from_slice(&session.request.to_le_bytes());
-            out.extend_from_slice(&session.reply_op.to_le_bytes());
+            out.put_u128_le(*client);
+            out.put_u64_le(session.session);
+            out.put_u64_le(session.request);
+            out.put_u64_le(session.reply_op);
             match &session.reply {
-                ReplyResult::Registered => out.push(0),
-                ReplyResult::SessionEvicted => out.push(1),
+                ReplyResult::Registered => out.put_u8(0),
+                ReplyResult::SessionEvicted => out.put_u8(1),
                 ReplyResult::Executed(result) => {
                     let result = if results { &result[..] } else { &[][..] };
-                    out.push(2);
-                    out.extend_from_slice(&(result.len() as u32).to_le_bytes());
-                    out.extend_from_slice(result);
+                    out.put_u8(2);
+                    out.put_u32_le(u32::try_from(result.len()).expect("results are bounded"));
+                    out.put_slice(result);
                 }
             }
         }
@@ -167,22 +167,36 @@ impl ClientTable {
     /// Decodes a table from the front of `bytes`, returning it and the bytes consumed.
     pub(crate) fn decode(bytes: &[u8]) -> Result<(Self, usize), CodecError> {
         let error = |reason| CodecError::new("client table", reason);
-        let mut reader = Reader { bytes, position: 0 };
-        let count = reader.u32().ok_or_else(|| error("truncated count"))?;
+        let mut input = bytes;
+        let count = input
+            .try_get_u32_le()
+            .map_err(|_| error("truncated count"))?;
         let mut sessions = BTreeMap::new();
         for _ in 0..count {
-            let client = reader.u128().ok_or_else(|| error("truncated client"))?;
-            let session = reader.u64().ok_or_else(|| error("truncated session"))?;
-            let request = reader.u64().ok_or_else(|| error("truncated request"))?;
-            let reply_op = reader.u64().ok_or_else(|| error("truncated reply op"))?;
-            let reply = match reader.take(1).ok_or_else(|| error("truncated reply"))?[0] {
+            let client = input
+                .try_get_u128_le()
+                .map_err(|_| error("truncated client"))?;
+            let session = input
+                .try_get_u64_le()
+                .map_err(|_| error("truncated session"))?;
+            let request = input
+                .try_get_u64_le()
+                .map_err(|_| error("truncated request"))?;
+            let reply_op = input
+                .try_get_u64_le()
+                .map_err(|_| error("truncated reply op"))?;
+            let reply = match input.try_get_u8().map_err(|_| error("truncated reply"))? {
                 0 => ReplyResult::Registered,
                 1 => ReplyResult::SessionEvicted,
                 2 => {
-                    let size = reader.u32().ok_or_else(|| error("truncated reply size"))?;
+                    let size = input
+                        .try_get_u32_le()
+                        .map_err(|_| error("truncated reply size"))?;
                     let size = usize::try_from(size).map_err(|_| error("reply size"))?;
-                    let result = reader.take(size).ok_or_else(|| error("truncated reply"))?;
-                    ReplyResult::Executed(Bytes::copy_from_slice(result))
+                    if input.remaining() < size {
+                        return Err(error("truncated reply"));
+                    }
+                    ReplyResult::Executed(input.copy_to_bytes(size))
                 }
                 _ => return Err(error("unknown reply tag")),
             };
@@ -196,32 +210,6 @@ impl ClientTable {
                 },
             );
         }
-        Ok((Self { sessions }, reader.position))
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    position: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, size: usize) -> Option<&'a [u8]> {
-        let end = self.position.checked_add(size)?;
-        let slice = self.bytes.get(self.position..end)?;
-        self.position = end;
-        Some(slice)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    fn u128(&mut self) -> Option<u128> {
-        Some(u128::from_le_bytes(self.take(16)?.try_into().ok()?))
+        Ok((Self { sessions }, bytes.len() - input.len()))
     }
 }
