@@ -143,17 +143,7 @@ impl Disk for RealDisk {
     }
 
     fn read_at(&mut self, name: &str, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
-        let file = self.file(name)?;
-        let mut done = 0;
-        while done < buffer.len() {
-            match file.read_at(&mut buffer[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(count) => done += count,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(done)
+        read_up_to(self.file(name)?, offset, buffer)
     }
 
     fn write_at(&mut self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -171,4 +161,18 @@ impl Disk for RealDisk {
     fn sync_dir(&mut self) -> io::Result<()> {
         File::open(&self.directory)?.sync_all()
     }
+}
+
+/// Reads `file` from `offset` until `buffer` is full or the file ends; returns the bytes read.
+pub(crate) fn read_up_to(file: &File, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buffer.len() {
+        match file.read_at(&mut buffer[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(count) => done += count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(done)
 }

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use vsr::ViewState;
 
 use crate::checkpoint::TRAILER_SIZE;
+use crate::disk::read_up_to;
 use crate::headers::SLOT_SIZE;
 use crate::record::{RECORD_HEADER_SIZE, RecordKind, decode_header};
 use crate::superblock::{
@@ -264,20 +265,6 @@ pub fn superblock_copies(directory: &Path) -> io::Result<Vec<SuperblockCopy>> {
         });
     }
     Ok(copies)
-}
-
-/// Reads from `offset` until `buffer` is full or the file ends.
-fn read_up_to(file: &File, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buffer.len() {
-        match file.read_at(&mut buffer[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(count) => done += count,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(done)
 }
 
 /// The names of the regular files in `directory`, sorted.

@@ -163,8 +163,9 @@ mod tests {
     use crate::sim_disk::SimDisk;
     use crate::storage::{Tuning, format_disk};
 
-    #[test]
-    fn a_failing_disk_stops_the_thread_and_nothing_is_reported_durable() {
+    /// A storage thread over a freshly formatted simulated disk, and the channel its
+    /// completions arrive on.
+    fn spawn_on_formatted_disk() -> (SimDisk, StorageThread, mpsc::Receiver<u64>) {
         let identity = Identity {
             cluster: 1,
             replica: 0,
@@ -174,12 +175,18 @@ mod tests {
         let path = Path::new("sim");
         format_disk(&mut disk.clone(), path, identity, false, Tuning::default()).unwrap();
         let opened = FileStorage::open_disk(Box::new(disk.clone()), path, None, Tuning::default());
-        disk.fail_at(Some(0));
         let (sender, receiver) = mpsc::channel();
         let thread = StorageThread::spawn(
             opened.unwrap().storage,
             Box::new(move |seq| sender.send(seq).unwrap()),
         );
+        (disk, thread, receiver)
+    }
+
+    #[test]
+    fn a_failing_disk_stops_the_thread_and_nothing_is_reported_durable() {
+        let (disk, thread, receiver) = spawn_on_formatted_disk();
+        disk.fail_at(Some(0));
         let entry = Entry::new(1, 0, 0, 1, 1, 1, Operation::Noop, Bytes::new());
         thread.submit(1, Write::Append(entry));
         let error = thread.join().unwrap_err();
@@ -196,20 +203,7 @@ mod tests {
 
     #[test]
     fn a_full_disk_reaches_the_owner_as_a_typed_error() {
-        let identity = Identity {
-            cluster: 1,
-            replica: 0,
-            replica_count: 1,
-        };
-        let disk = SimDisk::default();
-        let path = Path::new("sim");
-        format_disk(&mut disk.clone(), path, identity, false, Tuning::default()).unwrap();
-        let opened = FileStorage::open_disk(Box::new(disk.clone()), path, None, Tuning::default());
-        let (sender, receiver) = mpsc::channel();
-        let thread = StorageThread::spawn(
-            opened.unwrap().storage,
-            Box::new(move |seq| sender.send(seq).unwrap()),
-        );
+        let (disk, thread, receiver) = spawn_on_formatted_disk();
         let entry = Entry::new(1, 0, 0, 1, 1, 1, Operation::Noop, Bytes::new());
         thread.submit(1, Write::Append(entry));
         assert_eq!(receiver.recv(), Ok(1));
