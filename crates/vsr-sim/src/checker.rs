@@ -351,13 +351,13 @@ mod tests {
 
     fn entry(op: u64, parent: u128, request: u64, body: &[u8]) -> Entry {
         let body = Bytes::copy_from_slice(body);
-        Entry::new(op, 0, parent, 7, 1, request, Operation::StateMachine, body)
+        Entry { op, view: View(0), parent, client: 7, session: 1, request, operation: Operation::StateMachine, body, checksum: 0 }.sealed()
     }
 
     #[test]
     fn divergent_commit_is_caught() {
         let mut checker = SafetyChecker::new(3, 4);
-        let register = Entry::new(1, 0, 0, 7, 0, 1, Operation::Register, Bytes::new());
+        let register = Entry { op: Op(1), view: View(0), parent: 0, client: 7, session: 0, request: 1, operation: Operation::Register, body: Bytes::new(), checksum: 0 }.sealed();
         checker.record_committed(0, &register).unwrap();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
@@ -384,7 +384,7 @@ mod tests {
     #[test]
     fn commit_going_back_is_caught() {
         let mut checker = SafetyChecker::new(1, 4);
-        let register = Entry::new(1, 0, 0, 7, 0, 1, Operation::Register, Bytes::new());
+        let register = Entry { op: Op(1), view: View(0), parent: 0, client: 7, session: 0, request: 1, operation: Operation::Register, body: Bytes::new(), checksum: 0 }.sealed();
         let digest = KvStore::new().digest();
         checker
             .observe(0, 1, |op| (op == 1).then_some(&register), || digest)
@@ -396,7 +396,7 @@ mod tests {
     #[test]
     fn wrong_reply_and_wrong_state_are_caught() {
         let mut checker = SafetyChecker::new(3, 4);
-        let register = Entry::new(1, 0, 0, 7, 0, 1, Operation::Register, Bytes::new());
+        let register = Entry { op: Op(1), view: View(0), parent: 0, client: 7, session: 0, request: 1, operation: Operation::Register, body: Bytes::new(), checksum: 0 }.sealed();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
             value: Bytes::from("a"),
@@ -426,7 +426,7 @@ mod tests {
     #[test]
     fn duplicate_request_is_not_executed_twice() {
         let mut checker = SafetyChecker::new(3, 4);
-        let register = Entry::new(1, 0, 0, 7, 0, 1, Operation::Register, Bytes::new());
+        let register = Entry { op: Op(1), view: View(0), parent: 0, client: 7, session: 0, request: 1, operation: Operation::Register, body: Bytes::new(), checksum: 0 }.sealed();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
             value: Bytes::from("a"),

@@ -402,16 +402,7 @@ mod tests {
     use super::*;
 
     fn entry(op: u64) -> Entry {
-        Entry::new(
-            op,
-            1,
-            u128::from(op),
-            7,
-            1,
-            op,
-            Operation::Noop,
-            Bytes::new(),
-        )
+        Entry { op, view: View(1), parent: u128::from(op), client: 7, session: 1, request: op, operation: Operation::Noop, body: Bytes::new(), checksum: 0 }.sealed()
     }
 
     fn formatted() -> ReplicaStorage {

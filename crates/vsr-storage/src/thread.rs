@@ -156,7 +156,7 @@ mod tests {
     use std::path::Path;
 
     use bytes::Bytes;
-    use vsr::{Entry, Operation};
+    use vsr::{Entry, Op, Operation, View};
 
     use super::*;
     use crate::Identity;
@@ -180,7 +180,18 @@ mod tests {
             opened.unwrap().storage,
             Box::new(move |seq| sender.send(seq).unwrap()),
         );
-        let entry = Entry::new(1, 0, 0, 1, 1, 1, Operation::Noop, Bytes::new());
+        let entry = Entry {
+            op: Op(1),
+            view: View(0),
+            parent: 0,
+            client: 1,
+            session: 1,
+            request: 1,
+            operation: Operation::Noop,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed();
         thread.submit(1, Write::Append(entry));
         let error = thread.join().unwrap_err();
         assert!(matches!(error, StorageError::Io(_)), "{error:?}");
@@ -210,11 +221,33 @@ mod tests {
             opened.unwrap().storage,
             Box::new(move |seq| sender.send(seq).unwrap()),
         );
-        let entry = Entry::new(1, 0, 0, 1, 1, 1, Operation::Noop, Bytes::new());
+        let entry = Entry {
+            op: Op(1),
+            view: View(0),
+            parent: 0,
+            client: 1,
+            session: 1,
+            request: 1,
+            operation: Operation::Noop,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed();
         thread.submit(1, Write::Append(entry));
         assert_eq!(receiver.recv(), Ok(1));
         disk.fail_with(0, std::io::ErrorKind::StorageFull);
-        let entry = Entry::new(2, 0, 0, 1, 1, 2, Operation::Noop, Bytes::new());
+        let entry = Entry {
+            op: Op(2),
+            view: View(0),
+            parent: 0,
+            client: 1,
+            session: 1,
+            request: 2,
+            operation: Operation::Noop,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed();
         thread.submit(2, Write::Append(entry));
         // The thread stops on the error and drops `on_durable`: the channel closes, unreported.
         assert!(

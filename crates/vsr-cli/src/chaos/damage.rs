@@ -153,7 +153,7 @@ mod tests {
         let mut parent = 0;
         for (op, size) in [(1u64, 10usize), (2, 20), (3, 30)] {
             let body = Bytes::from(vec![0xaa; size]);
-            let entry = Entry::new(op, 1, parent, 5, 1, op, Operation::StateMachine, body);
+            let entry = Entry { op, view: View(1), parent, client: 5, session: 1, request: op, operation: Operation::StateMachine, body, checksum: 0 }.sealed();
             parent = entry.checksum;
             storage.write(&Write::Append(entry)).expect("append");
         }

@@ -283,16 +283,7 @@ pub(crate) fn chain(first_op: u64, count: u64, view: u64, parent: u128) -> Vec<E
     let mut parent = parent;
     (first_op..first_op + count)
         .map(|op| {
-            let entry = Entry::new(
-                op,
-                view,
-                parent,
-                0,
-                0,
-                0,
-                vsr::Operation::Noop,
-                bytes::Bytes::new(),
-            );
+            let entry = Entry { op, view, parent, client: 0, session: 0, request: 0, operation: vsr::Operation::Noop, body: bytes::Bytes::new(), checksum: 0 }.sealed();
             parent = entry.checksum;
             entry
         })

@@ -347,23 +347,14 @@ mod tests {
 
     #[test]
     fn a_delta_installing_the_wrong_state_is_caught_at_once_or_later() {
-        let register = Entry::new(1, 0, 0, 7, 0, 1, Operation::Register, Bytes::new());
+        let register = Entry { op: Op(1), view: View(0), parent: 0, client: 7, session: 0, request: 1, operation: Operation::Register, body: Bytes::new(), checksum: 0 }.sealed();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
             value: Bytes::from("v"),
         }
         .to_bytes();
         let body = Bytes::from(put);
-        let put = Entry::new(
-            2,
-            0,
-            register.checksum,
-            7,
-            1,
-            2,
-            Operation::StateMachine,
-            body,
-        );
+        let put = Entry { op: Op(2), view: View(0), parent: register.checksum, client: 7, session: 1, request: 2, operation: Operation::StateMachine, body, checksum: 0 }.sealed();
         let (mut safety, _) = committed(std::slice::from_ref(&register));
         let mut checker = TransferChecker::new(3);
         // A delta brought the replica to commit 2 (its log window starts after op 2) with the
