@@ -1568,8 +1568,8 @@ mod review {
         replica.deliver(from_replica(0, response(false)));
         replica.deliver(from_replica(2, response(true)));
         settle(&mut replica);
-        let entries = vec![e1.clone(), e2.clone(), e3.clone()];
-        let payload = crate::message::StatePayload::Entries(entries);
+        let payload =
+            crate::message::StatePayload::Entries(vec![e1.clone(), e2.clone(), e3.clone()]);
         let new_state = Message::NewState(NewState {
             view: View(2),
             op: Op(3),
@@ -1580,11 +1580,7 @@ mod review {
         replica.deliver(from_replica(2, new_state));
         settle(&mut replica);
         assert_eq!(replica.status_name(), "normal");
-        assert_eq!(
-            replica.op(),
-            Op(3),
-            "ops 4..=5 of view 1 are not view 2's log"
-        );
+        assert_eq!(replica.op(), Op(3), "view 1's ops 4..=5 are gone");
         // The view change to 3 now keeps the committed op 4 of view 2.
         replica.deliver(from_replica(
             2,
