@@ -71,12 +71,6 @@ impl Op {
         }
     }
 
-    /// The op `count` ops earlier, or op 0 when there is none that far back.
-    #[must_use]
-    pub const fn saturating_sub(self, count: u64) -> Op {
-        Op(self.0.saturating_sub(count))
-    }
-
     /// The ops from `self` through `last`, in order (none when `last` comes before `self`).
     pub fn through(self, last: Op) -> impl DoubleEndedIterator<Item = Op> {
         (self.0..=last.0).map(Op)
@@ -144,7 +138,6 @@ mod tests {
         assert_eq!(Op(5) - 2, Op(3));
         assert_eq!(Op(5) - Op(3), 2);
         assert_eq!(Op(3).next(), Op(4));
-        assert_eq!(Op(1).saturating_sub(4), Op(0));
         assert_eq!(Op(1).saturating_since(Op(4)), 0);
         assert_eq!(
             Op(2).through(Op(4)).collect::<Vec<_>>(),
