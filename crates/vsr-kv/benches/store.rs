@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
-use vsr::{Codec, StateMachine};
+use vsr::{Codec, Op, StateMachine};
 use vsr_kv::{KvOperation, KvStore};
 
 fn main() {
@@ -34,7 +34,7 @@ fn put(index: u64) -> KvOperation {
 fn store(keys: u64) -> KvStore {
     let mut store = KvStore::new();
     for index in 0..keys {
-        store.apply(index + 1, put(index));
+        store.apply(Op(index + 1), put(index));
     }
     store
 }
@@ -46,7 +46,7 @@ fn put_existing_key(bencher: Bencher, keys: u64) {
     let mut op = keys + 1;
     bencher.bench_local(|| {
         op += 1;
-        black_box(store.apply(op, put(op % keys)));
+        black_box(store.apply(Op(op), put(op % keys)));
     });
 }
 
@@ -56,7 +56,7 @@ fn full_delta_encoded(bencher: Bencher, keys: u64) {
     let store = store(keys);
     bencher.counter(ItemsCount::new(keys)).bench_local(|| {
         let mut out = Vec::new();
-        store.delta(0).encode(&mut out);
+        store.delta(Op(0)).encode(&mut out);
         black_box(out.len())
     });
 }

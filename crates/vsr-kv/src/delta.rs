@@ -12,7 +12,7 @@
 //! could have produced.
 
 use bytes::{BufMut, Bytes};
-use vsr::{Codec, CodecError};
+use vsr::{Codec, CodecError, Op};
 
 use crate::codec::{Reader, put_bytes, put_option};
 use crate::store::Entry;
@@ -26,27 +26,27 @@ const TAG_DELTA: u8 = b'D';
 /// op 0 is the whole state; the default delta is the whole state of an empty store.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct KvDelta {
-    since: u64,
-    op: u64,
+    since: Op,
+    op: Op,
     entries: Vec<(Bytes, Entry)>,
 }
 
 impl KvDelta {
     /// A delta of `entries`, which must be in strictly ascending key order with versions in
     /// `since + 1 ..= op`.
-    pub(crate) fn new(since: u64, op: u64, entries: Vec<(Bytes, Entry)>) -> Self {
+    pub(crate) fn new(since: Op, op: Op, entries: Vec<(Bytes, Entry)>) -> Self {
         Self { since, op, entries }
     }
 
     /// The op after which these changes were made; 0 for a whole state.
     #[must_use]
-    pub fn since(&self) -> u64 {
+    pub fn since(&self) -> Op {
         self.since
     }
 
     /// The last op the sender had applied when it built this delta.
     #[must_use]
-    pub fn op(&self) -> u64 {
+    pub fn op(&self) -> Op {
         self.op
     }
 
@@ -70,18 +70,14 @@ impl KvDelta {
 /// Appends one entry's encoding; also what [`KvStore`](crate::KvStore)'s digest covers.
 pub(crate) fn encode_entry(out: &mut Vec<u8>, key: &Bytes, entry: &Entry) {
     put_bytes(out, key);
-    out.put_u64_le(entry.version);
+    out.put_u64_le(entry.version.get());
     put_option(out, entry.value.as_ref());
 }
 
 /// Decodes one entry, checking its version is in `since + 1 ..= op`.
-fn decode_entry(
-    reader: &mut Reader<'_>,
-    since: u64,
-    op: u64,
-) -> Result<(Bytes, Entry), CodecError> {
+fn decode_entry(reader: &mut Reader<'_>, since: Op, op: Op) -> Result<(Bytes, Entry), CodecError> {
     let key = reader.key()?;
-    let version = reader.u64()?;
+    let version = Op(reader.u64()?);
     if version <= since || version > op {
         return Err(reader.error("entry version outside since + 1 ..= op"));
     }
@@ -92,8 +88,8 @@ fn decode_entry(
 impl Codec for KvDelta {
     fn encode(&self, out: &mut Vec<u8>) {
         out.put_u8(TAG_DELTA);
-        out.put_u64_le(self.since);
-        out.put_u64_le(self.op);
+        out.put_u64_le(self.since.get());
+        out.put_u64_le(self.op.get());
         let count = u32::try_from(self.entries.len()).expect("delta has more than u32::MAX keys");
         out.put_u32_le(count);
         for (key, entry) in &self.entries {
@@ -106,8 +102,8 @@ impl Codec for KvDelta {
         if reader.u8()? != TAG_DELTA {
             return Err(reader.error("unknown delta tag"));
         }
-        let since = reader.u64()?;
-        let op = reader.u64()?;
+        let since = Op(reader.u64()?);
+        let op = Op(reader.u64()?);
         let count = reader.u32()?;
         // No capacity from `count`: each entry is at least 14 bytes, so the loop ends on
         // truncation long before a hostile count could matter.
@@ -132,15 +128,15 @@ mod tests {
 
     fn entry(version: u64, value: Option<&'static [u8]>) -> Entry {
         Entry {
-            version,
+            version: Op(version),
             value: value.map(Bytes::from_static),
         }
     }
 
     fn sample() -> KvDelta {
         KvDelta::new(
-            3,
-            9,
+            Op(3),
+            Op(9),
             vec![
                 (Bytes::from_static(b"a"), entry(4, Some(b"1"))),
                 (Bytes::from_static(b"b"), entry(9, None)),
@@ -151,7 +147,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_every_truncation_rejected() {
-        for delta in [sample(), KvDelta::default(), KvStore::new().delta(0)] {
+        for delta in [sample(), KvDelta::default(), KvStore::new().delta(Op(0))] {
             let encoded = delta.to_bytes();
             assert_eq!(KvDelta::decode(&encoded).unwrap(), delta);
             for size in 0..encoded.len() {
@@ -173,22 +169,26 @@ mod tests {
         );
 
         let unordered = KvDelta::new(
-            0,
-            9,
+            Op(0),
+            Op(9),
             vec![sample().entries[1].clone(), sample().entries[0].clone()],
         );
         let reason = KvDelta::decode(&unordered.to_bytes()).unwrap_err().reason;
         assert_eq!(reason, "keys not in strictly ascending order");
 
         let duplicate = KvDelta::new(
-            0,
-            9,
+            Op(0),
+            Op(9),
             vec![sample().entries[0].clone(), sample().entries[0].clone()],
         );
         assert!(KvDelta::decode(&duplicate.to_bytes()).is_err());
 
         for version in [3, 10] {
-            let stale = KvDelta::new(3, 9, vec![(Bytes::from_static(b"a"), entry(version, None))]);
+            let stale = KvDelta::new(
+                Op(3),
+                Op(9),
+                vec![(Bytes::from_static(b"a"), entry(version, None))],
+            );
             assert!(
                 KvDelta::decode(&stale.to_bytes()).is_err(),
                 "version {version}"

@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use vsr::StateMachine;
 use vsr::checksum::Checksum;
+use vsr::{Op, StateMachine};
 
 use crate::delta::{KvDelta, encode_entry};
 use crate::{KvOperation, KvResult};
@@ -23,7 +23,7 @@ use crate::{KvOperation, KvResult};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
     /// The op of the last write to the key.
-    pub(crate) version: u64,
+    pub(crate) version: Op,
     /// The value, or `None` if the last write was a delete.
     pub(crate) value: Option<Bytes>,
 }
@@ -40,7 +40,7 @@ pub struct KvStore {
     /// How many entries are live (not tombstones).
     live_count: usize,
     /// The highest op applied, directly or through a delta.
-    op: u64,
+    op: Op,
 }
 
 impl KvStore {
@@ -70,7 +70,7 @@ impl KvStore {
 
     /// The highest op applied, directly or through a delta; 0 for a new store.
     #[must_use]
-    pub fn op(&self) -> u64 {
+    pub fn op(&self) -> Op {
         self.op
     }
 
@@ -89,7 +89,7 @@ impl KvStore {
     }
 
     /// Executes a valid operation at `op`.
-    fn execute(&mut self, op: u64, operation: KvOperation) -> KvResult {
+    fn execute(&mut self, op: Op, operation: KvOperation) -> KvResult {
         match operation {
             KvOperation::Put { key, value } => {
                 self.write(
@@ -168,7 +168,7 @@ impl StateMachine for KvStore {
     /// Executes `operation` at `op`. Never panics: an operation outside the size limits (which
     /// `decode` would have rejected) changes nothing, and a compare-and-swap whose expectation
     /// does not hold answers `Swapped(false)`.
-    fn apply(&mut self, op: u64, operation: KvOperation) -> KvResult {
+    fn apply(&mut self, op: Op, operation: KvOperation) -> KvResult {
         self.op = self.op.max(op);
         if operation.is_valid() {
             self.execute(op, operation)
@@ -178,8 +178,8 @@ impl StateMachine for KvStore {
     }
 
     /// Every value and tombstone whose version is after `since`, and the last op applied.
-    /// `delta(0)` is the whole state.
-    fn delta(&self, since: u64) -> KvDelta {
+    /// `delta(Op(0))` is the whole state.
+    fn delta(&self, since: Op) -> KvDelta {
         let entries = in_key_order(
             self.entries
                 .iter()
@@ -196,7 +196,7 @@ impl StateMachine for KvStore {
     /// Otherwise the store must have executed exactly the ops up to `delta.since()` (the state
     /// transfer protocol's job); then it ends equal to the sender.
     fn apply_delta(&mut self, delta: KvDelta) {
-        if delta.since() == 0 {
+        if delta.since() == Op(0) {
             *self = Self::default();
         }
         let op = delta.op();
@@ -246,57 +246,57 @@ mod tests {
     #[test]
     fn put_get_delete() {
         let mut store = KvStore::new();
-        assert_eq!(store.apply(1, put(b"a", b"1")), KvResult::Ok);
+        assert_eq!(store.apply(Op(1), put(b"a", b"1")), KvResult::Ok);
         assert_eq!(
-            store.apply(2, KvOperation::Get { key: bytes(b"a") }),
+            store.apply(Op(2), KvOperation::Get { key: bytes(b"a") }),
             KvResult::Value(Some(bytes(b"1")))
         );
         assert_eq!(store.len(), 1);
         assert_eq!(
-            store.apply(3, KvOperation::Delete { key: bytes(b"a") }),
+            store.apply(Op(3), KvOperation::Delete { key: bytes(b"a") }),
             KvResult::Ok
         );
         assert_eq!(store.get(b"a"), None);
         assert!(store.is_empty());
         assert_eq!(
-            store.apply(4, KvOperation::Get { key: bytes(b"a") }),
+            store.apply(Op(4), KvOperation::Get { key: bytes(b"a") }),
             KvResult::Value(None)
         );
-        assert_eq!(store.op(), 4);
+        assert_eq!(store.op(), Op(4));
     }
 
     #[test]
     fn compare_and_swap() {
         let mut store = KvStore::new();
         assert_eq!(
-            store.apply(1, cas(b"k", Some(b"x"), b"1")),
+            store.apply(Op(1), cas(b"k", Some(b"x"), b"1")),
             KvResult::Swapped(false)
         );
         assert_eq!(store.get(b"k"), None);
         assert_eq!(
-            store.apply(2, cas(b"k", None, b"1")),
+            store.apply(Op(2), cas(b"k", None, b"1")),
             KvResult::Swapped(true)
         );
         assert_eq!(
-            store.apply(3, cas(b"k", None, b"2")),
+            store.apply(Op(3), cas(b"k", None, b"2")),
             KvResult::Swapped(false)
         );
         assert_eq!(
-            store.apply(4, cas(b"k", Some(b"2"), b"3")),
+            store.apply(Op(4), cas(b"k", Some(b"2"), b"3")),
             KvResult::Swapped(false)
         );
         assert_eq!(
-            store.apply(5, cas(b"k", Some(b"1"), b"3")),
+            store.apply(Op(5), cas(b"k", Some(b"1"), b"3")),
             KvResult::Swapped(true)
         );
         assert_eq!(store.get(b"k"), Some(&bytes(b"3")));
-        store.apply(6, KvOperation::Delete { key: bytes(b"k") });
+        store.apply(Op(6), KvOperation::Delete { key: bytes(b"k") });
         assert_eq!(
-            store.apply(7, cas(b"k", Some(b"3"), b"4")),
+            store.apply(Op(7), cas(b"k", Some(b"3"), b"4")),
             KvResult::Swapped(false)
         );
         assert_eq!(
-            store.apply(8, cas(b"k", None, b"4")),
+            store.apply(Op(8), cas(b"k", None, b"4")),
             KvResult::Swapped(true)
         );
         assert_eq!(store.get(b"k"), Some(&bytes(b"4")));
@@ -305,35 +305,35 @@ mod tests {
     #[test]
     fn reads_and_failed_writes_change_no_version() {
         let mut store = KvStore::new();
-        store.apply(1, put(b"k", b"v"));
+        store.apply(Op(1), put(b"k", b"v"));
         let digest = store.digest();
-        store.apply(2, KvOperation::Get { key: bytes(b"k") });
-        store.apply(3, cas(b"k", Some(b"other"), b"w"));
+        store.apply(Op(2), KvOperation::Get { key: bytes(b"k") });
+        store.apply(Op(3), cas(b"k", Some(b"other"), b"w"));
         store.apply(
-            4,
+            Op(4),
             KvOperation::Delete {
                 key: bytes(b"absent"),
             },
         );
         assert_eq!(store.digest(), digest);
-        assert_eq!(store.delta(1).len(), 0);
-        assert_eq!(store.delta(1).op(), 4);
+        assert_eq!(store.delta(Op(1)).len(), 0);
+        assert_eq!(store.delta(Op(1)).op(), Op(4));
     }
 
     #[test]
     fn invalid_operations_are_no_ops() {
         let mut store = KvStore::new();
         let digest = store.digest();
-        assert_eq!(store.apply(1, put(b"", b"v")), KvResult::Ok);
+        assert_eq!(store.apply(Op(1), put(b"", b"v")), KvResult::Ok);
         let long_key = vec![0; crate::KEY_SIZE_MAX + 1];
         assert_eq!(
-            store.apply(2, cas(&long_key, None, b"v")),
+            store.apply(Op(2), cas(&long_key, None, b"v")),
             KvResult::Swapped(false)
         );
         let long_value = vec![0; crate::VALUE_SIZE_MAX + 1];
-        assert_eq!(store.apply(3, put(b"k", &long_value)), KvResult::Ok);
+        assert_eq!(store.apply(Op(3), put(b"k", &long_value)), KvResult::Ok);
         assert_eq!(
-            store.apply(4, KvOperation::Get { key: Bytes::new() }),
+            store.apply(Op(4), KvOperation::Get { key: Bytes::new() }),
             KvResult::Value(None)
         );
         assert_eq!(store.digest(), digest);
@@ -343,11 +343,11 @@ mod tests {
     #[test]
     fn digest_sees_values_tombstones_and_versions() {
         let mut a = KvStore::new();
-        a.apply(1, put(b"k", b"v"));
+        a.apply(Op(1), put(b"k", b"v"));
         let mut b = KvStore::new();
-        b.apply(2, put(b"k", b"v"));
+        b.apply(Op(2), put(b"k", b"v"));
         assert_ne!(a.digest(), b.digest(), "versions differ");
-        a.apply(3, KvOperation::Delete { key: bytes(b"k") });
+        a.apply(Op(3), KvOperation::Delete { key: bytes(b"k") });
         assert_ne!(a.digest(), KvStore::new().digest(), "a tombstone is state");
     }
 
@@ -355,24 +355,24 @@ mod tests {
     fn delta_carries_tombstones_and_is_true() {
         let mut sender = KvStore::new();
         for op in 1..=100u64 {
-            sender.apply(op, put(&op.to_le_bytes(), b"v"));
+            sender.apply(Op(op), put(&op.to_le_bytes(), b"v"));
         }
         let mut receiver = sender.clone();
         sender.apply(
-            101,
+            Op(101),
             KvOperation::Delete {
                 key: bytes(&7u64.to_le_bytes()),
             },
         );
-        sender.apply(102, put(b"new", b"n"));
-        let delta = sender.delta(100);
+        sender.apply(Op(102), put(b"new", b"n"));
+        let delta = sender.delta(Op(100));
         assert_eq!(delta.len(), 2);
-        assert_eq!(sender.delta(0).len(), 101);
+        assert_eq!(sender.delta(Op(0)).len(), 101);
         receiver.apply_delta(delta);
         assert_eq!(receiver.digest(), sender.digest());
         assert_eq!(receiver.len(), sender.len());
         assert_eq!(receiver.get(&7u64.to_le_bytes()), None);
-        assert_eq!(receiver.op(), 102);
+        assert_eq!(receiver.op(), Op(102));
     }
 
     /// Two stores holding the same state give byte-identical deltas and equal digests, however
@@ -383,7 +383,7 @@ mod tests {
 
         let mut a = KvStore::new();
         for op in 1..=200u64 {
-            a.apply(op, put(&(op * 7919 % 1000).to_be_bytes(), b"v"));
+            a.apply(Op(op), put(&(op * 7919 % 1000).to_be_bytes(), b"v"));
         }
         // Keys that tie on their first eight bytes, and keys that are prefixes of others.
         let tied: [&[u8]; 7] = [
@@ -396,17 +396,17 @@ mod tests {
             b"a\0\0\0\0\0\0\0\x01",
         ];
         for (op, key) in (201u64..).zip(tied) {
-            a.apply(op, put(key, b"v"));
+            a.apply(Op(op), put(key, b"v"));
         }
         let mut b = KvStore::new();
-        b.apply_delta(a.delta(0));
+        b.apply_delta(a.delta(Op(0)));
         let (mut a_bytes, mut b_bytes) = (Vec::new(), Vec::new());
-        a.delta(0).encode(&mut a_bytes);
-        b.delta(0).encode(&mut b_bytes);
+        a.delta(Op(0)).encode(&mut a_bytes);
+        b.delta(Op(0)).encode(&mut b_bytes);
         assert_eq!(a_bytes, b_bytes);
         assert_eq!(a.digest(), b.digest());
         let keys: Vec<Bytes> = a
-            .delta(0)
+            .delta(Op(0))
             .into_entries()
             .into_iter()
             .map(|(key, _)| key)
@@ -418,17 +418,17 @@ mod tests {
     #[test]
     fn full_delta_replaces_any_store() {
         let mut sender = KvStore::new();
-        sender.apply(1, put(b"a", b"1"));
-        sender.apply(2, put(b"b", b"2"));
-        sender.apply(3, KvOperation::Delete { key: bytes(b"a") });
+        sender.apply(Op(1), put(b"a", b"1"));
+        sender.apply(Op(2), put(b"b", b"2"));
+        sender.apply(Op(3), KvOperation::Delete { key: bytes(b"a") });
         let mut other = KvStore::new();
-        other.apply(1, put(b"z", b"9"));
+        other.apply(Op(1), put(b"z", b"9"));
         for mut receiver in [KvStore::new(), other] {
-            receiver.apply_delta(sender.delta(0));
+            receiver.apply_delta(sender.delta(Op(0)));
             assert_eq!(receiver.digest(), sender.digest());
             assert_eq!(receiver.len(), 1);
             assert_eq!(receiver.get(b"z"), None);
-            assert_eq!(receiver.op(), 3);
+            assert_eq!(receiver.op(), Op(3));
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use vsr::{Codec, StateMachine};
+use vsr::{Codec, Op, StateMachine};
 use vsr_kv::{KvDelta, KvOperation, KvResult, KvStore};
 
 /// Keys from a tiny alphabet, so operations collide on the same keys often.
@@ -49,7 +49,7 @@ fn history() -> impl Strategy<Value = (Vec<KvOperation>, usize)> {
 fn execute(operations: &[KvOperation]) -> KvStore {
     let mut store = KvStore::new();
     for (index, operation) in operations.iter().enumerate() {
-        store.apply(op_of(index), operation.clone());
+        store.apply(Op(op_of(index)), operation.clone());
     }
     store
 }
@@ -103,7 +103,7 @@ proptest! {
         let mut model = BTreeMap::new();
         for (index, operation) in operations.into_iter().enumerate() {
             let expected = model_apply(&mut model, operation.clone());
-            prop_assert_eq!(store.apply(op_of(index), operation), expected);
+            prop_assert_eq!(store.apply(Op(op_of(index)), operation), expected);
         }
         prop_assert_eq!(store.len(), model.len());
         for key in KEYS {
@@ -115,7 +115,7 @@ proptest! {
     fn delta_brings_lagging_store_level((operations, k) in history(), more in prop::collection::vec(operation(), 0..10)) {
         let mut sender = execute(&operations);
         let mut receiver = execute(&operations[..k]);
-        let delta = sender.delta(op_of(k) - 1);
+        let delta = sender.delta(Op(op_of(k) - 1));
         prop_assert!(delta.len() <= operations.len() - k, "a true delta");
         receiver.apply_delta(transmit(&delta));
         assert_same(&receiver, &sender);
@@ -123,7 +123,7 @@ proptest! {
         // Both keep agreeing afterwards.
         for (index, operation) in more.into_iter().enumerate() {
             let op = op_of(operations.len() + index);
-            prop_assert_eq!(receiver.apply(op, operation.clone()), sender.apply(op, operation));
+            prop_assert_eq!(receiver.apply(Op(op), operation.clone()), sender.apply(Op(op), operation));
         }
         assert_same(&receiver, &sender);
     }
@@ -132,7 +132,7 @@ proptest! {
     fn full_delta_restores_empty_store(operations in prop::collection::vec(operation(), 0..80)) {
         let sender = execute(&operations);
         let mut restored = KvStore::new();
-        restored.apply_delta(transmit(&sender.delta(0)));
+        restored.apply_delta(transmit(&sender.delta(Op(0))));
         assert_same(&restored, &sender);
     }
 
@@ -140,7 +140,7 @@ proptest! {
     fn codec_round_trips_and_rejects_truncation(operation in operation(), result in result(), (operations, k) in history()) {
         check_codec(&operation);
         check_codec(&result);
-        check_codec(&execute(&operations).delta(op_of(k) - 1));
+        check_codec(&execute(&operations).delta(Op(op_of(k) - 1)));
     }
 
     #[test]
@@ -152,7 +152,7 @@ proptest! {
 
     #[test]
     fn decode_survives_corruption(operations in prop::collection::vec(operation(), 1..20), flip in any::<prop::sample::Index>(), bits in 1u8..) {
-        let mut encoded = execute(&operations).delta(0).to_bytes();
+        let mut encoded = execute(&operations).delta(Op(0)).to_bytes();
         let at = flip.index(encoded.len());
         encoded[at] ^= bits;
         if let Ok(delta) = KvDelta::decode(&encoded) {
@@ -182,7 +182,7 @@ fn delta_after_few_changes_is_smaller_than_full_state() {
     for op in 1..=200u64 {
         let key = Bytes::copy_from_slice(&op.to_le_bytes());
         store.apply(
-            op,
+            Op(op),
             KvOperation::Put {
                 key,
                 value: Bytes::from_static(b"v"),
@@ -190,21 +190,21 @@ fn delta_after_few_changes_is_smaller_than_full_state() {
         );
     }
     store.apply(
-        201,
+        Op(201),
         KvOperation::Delete {
             key: Bytes::copy_from_slice(&1u64.to_le_bytes()),
         },
     );
     store.apply(
-        202,
+        Op(202),
         KvOperation::Get {
             key: Bytes::from_static(b"x"),
         },
     );
-    let partial = store.delta(200);
-    let full = store.delta(0);
+    let partial = store.delta(Op(200));
+    let full = store.delta(Op(0));
     assert_eq!(partial.len(), 1);
     assert_eq!(full.len(), 200);
     assert!(partial.to_bytes().len() * 100 < full.to_bytes().len());
-    assert_eq!((partial.since(), partial.op()), (200, 202));
+    assert_eq!((partial.since(), partial.op()), (Op(200), Op(202)));
 }

@@ -276,11 +276,14 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vsr::{Commit, Envelope, Message, Sender};
+    use vsr::{Commit, Envelope, Message, Op, Sender, View};
 
     /// A commit from view `view`'s primary in a cluster of three.
     fn frame(view: u64) -> Vec<u8> {
-        let message = Message::Commit(Commit { view, commit: 3 });
+        let message = Message::Commit(Commit {
+            view: View(view),
+            commit: Op(3),
+        });
         wire::encode(&Envelope {
             cluster: 9,
             epoch: 0,
@@ -341,7 +344,10 @@ mod tests {
             let (verified, size) = reader.next().await.expect("valid").expect("a frame");
             assert_eq!(
                 verified.envelope().message,
-                Message::Commit(Commit { view, commit: 3 })
+                Message::Commit(Commit {
+                    view: View(view),
+                    commit: Op(3),
+                })
             );
             assert_eq!(size, HEADER_SIZE);
         }

@@ -488,12 +488,15 @@ impl<S: StateMachine> Driver<S> {
     /// Publishes the replica's state to the metrics and logs view and status changes.
     fn observe(&mut self) {
         let replica = &self.replica;
-        let (view, status) = (replica.view(), status_code(replica.status()));
+        // Metrics and logs carry plain numbers.
+        let (view, status) = (replica.view().get(), status_code(replica.status()));
         let metrics = &self.metrics;
         metrics.view.store(view, Ordering::Relaxed);
         metrics.status.store(status, Ordering::Relaxed);
-        metrics.op.store(replica.op(), Ordering::Relaxed);
-        metrics.commit.store(replica.commit(), Ordering::Relaxed);
+        metrics.op.store(replica.op().get(), Ordering::Relaxed);
+        metrics
+            .commit
+            .store(replica.commit().get(), Ordering::Relaxed);
         let stats = replica.stats();
         metrics
             .state_transfers

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use vsr::{Codec, Entry, Operation, StateMachine};
+use vsr::{Codec, Entry, Op, Operation, StateMachine};
 use vsr_kv::{KvOperation, KvStore};
 
 /// A session in the reference client table.
@@ -21,7 +21,7 @@ use vsr_kv::{KvOperation, KvStore};
 struct Session {
     session: u64,
     request: u64,
-    reply_op: u64,
+    reply_op: Op,
 }
 
 /// What the reference model executed at one op.
@@ -41,7 +41,7 @@ struct Reference {
     /// `digests[op]`: the store's digest after executing every op up to `op`.
     digests: Vec<u128>,
     /// State machine entries that executed, by op.
-    executed: BTreeMap<u64, Executed>,
+    executed: BTreeMap<Op, Executed>,
     /// (client, request) pairs executed, to prove at-most-once execution.
     requests: BTreeSet<(u128, u64)>,
 }
@@ -59,8 +59,8 @@ impl Reference {
     }
 
     /// The last op replayed.
-    fn op(&self) -> u64 {
-        self.digests.len() as u64 - 1
+    fn op(&self) -> Op {
+        Op(self.digests.len() as u64 - 1)
     }
 
     fn apply(&mut self, entry: &Entry) -> Result<(), String> {
@@ -94,7 +94,7 @@ impl Reference {
             self.sessions.remove(&oldest);
         }
         let session = Session {
-            session: entry.op,
+            session: entry.op.get(),
             request: entry.request,
             reply_op: entry.op,
         };
@@ -133,14 +133,14 @@ impl Reference {
 /// What the checker knows of one replica incarnation.
 #[derive(Clone, Copy, Debug, Default)]
 struct Watch {
-    commit: u64,
+    commit: Op,
 }
 
 /// A reply a client received, waiting for the reference model to reach its op.
 #[derive(Clone, Debug)]
 struct Reply {
     client: u128,
-    op: u64,
+    op: Op,
     body: Bytes,
     result: Bytes,
 }
@@ -149,7 +149,7 @@ struct Reply {
 #[derive(Debug)]
 pub struct SafetyChecker {
     /// op → (first replica that executed it, the entry).
-    committed: BTreeMap<u64, (u8, Entry)>,
+    committed: BTreeMap<Op, (u8, Entry)>,
     reference: Reference,
     watches: Vec<Watch>,
     replies: Vec<Reply>,
@@ -174,29 +174,29 @@ impl SafetyChecker {
 
     /// The highest op known committed.
     #[must_use]
-    pub fn commit_max(&self) -> u64 {
-        self.committed.last_key_value().map_or(0, |(op, _)| *op)
+    pub fn commit_max(&self) -> Op {
+        self.committed.last_key_value().map_or(Op(0), |(op, _)| *op)
     }
 
     /// The checksum of the entry committed at `op`, if a replica was seen executing it.
     #[must_use]
-    pub fn committed_checksum(&self, op: u64) -> Option<u128> {
+    pub fn committed_checksum(&self, op: Op) -> Option<u128> {
         self.committed.get(&op).map(|(_, entry)| entry.checksum)
     }
 
     /// The op up to which the reference model replayed the committed log.
     #[must_use]
-    pub fn reference_op(&self) -> u64 {
+    pub fn reference_op(&self) -> Op {
         self.reference.op()
     }
 
     /// The digest every replica must have once it executed every op up to `op`, if the
     /// reference got that far.
     #[must_use]
-    pub fn digest_at(&self, op: u64) -> Option<u128> {
+    pub fn digest_at(&self, op: Op) -> Option<u128> {
         self.reference
             .digests
-            .get(usize::try_from(op).ok()?)
+            .get(usize::try_from(op.get()).ok()?)
             .copied()
     }
 
@@ -208,8 +208,8 @@ impl SafetyChecker {
     pub fn observe<'a>(
         &mut self,
         replica: u8,
-        commit: u64,
-        entry: impl Fn(u64) -> Option<&'a Entry>,
+        commit: Op,
+        entry: impl Fn(Op) -> Option<&'a Entry>,
         digest: impl FnOnce() -> u128,
     ) -> Result<(), String> {
         let watch = &mut self.watches[usize::from(replica)];
@@ -226,14 +226,14 @@ impl SafetyChecker {
         watch.commit = commit;
         // The newly executed entries the window still holds (it is contiguous up to the head).
         let mut executed = Vec::new();
-        for op in (previous + 1..=commit).rev() {
+        for op in previous.next().through(commit).rev() {
             match entry(op) {
                 Some(entry) => executed.push(entry.clone()),
                 None => break,
             }
         }
         for entry in executed.iter().rev() {
-            if entry.op != 0 && entry.op > previous {
+            if entry.op != Op(0) && entry.op > previous {
                 self.record_committed(replica, entry)?;
             }
         }
@@ -270,9 +270,9 @@ impl SafetyChecker {
             return Ok(());
         }
         self.committed.insert(entry.op, (replica, entry.clone()));
-        while let Some((_, next)) = self.committed.get(&(self.reference.op() + 1)) {
+        while let Some((_, next)) = self.committed.get(&self.reference.op().next()) {
             let next = next.clone();
-            if next.op > 1 {
+            if next.op > Op(1) {
                 let (_, parent) = &self.committed[&(next.op - 1)];
                 if next.parent != parent.checksum {
                     return Err(format!(
@@ -293,7 +293,7 @@ impl SafetyChecker {
     pub fn on_reply(
         &mut self,
         client: u128,
-        op: u64,
+        op: Op,
         body: Bytes,
         result: Bytes,
     ) -> Result<(), String> {
@@ -348,16 +348,39 @@ impl SafetyChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vsr::View;
 
     fn entry(op: u64, parent: u128, request: u64, body: &[u8]) -> Entry {
         let body = Bytes::copy_from_slice(body);
-        Entry::new(op, 0, parent, 7, 1, request, Operation::StateMachine, body)
+        Entry {
+            op: Op(op),
+            view: View(0),
+            parent,
+            client: 7,
+            session: 1,
+            request,
+            operation: Operation::StateMachine,
+            body,
+            checksum: 0,
+        }
+        .sealed()
     }
 
     #[test]
     fn divergent_commit_is_caught() {
         let mut checker = SafetyChecker::new(3, 4);
-        let register = Entry::new(1, 0, 0, 7, 0, 1, Operation::Register, Bytes::new());
+        let register = Entry {
+            op: Op(1),
+            view: View(0),
+            parent: 0,
+            client: 7,
+            session: 0,
+            request: 1,
+            operation: Operation::Register,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed();
         checker.record_committed(0, &register).unwrap();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
@@ -384,19 +407,41 @@ mod tests {
     #[test]
     fn commit_going_back_is_caught() {
         let mut checker = SafetyChecker::new(1, 4);
-        let register = Entry::new(1, 0, 0, 7, 0, 1, Operation::Register, Bytes::new());
+        let register = Entry {
+            op: Op(1),
+            view: View(0),
+            parent: 0,
+            client: 7,
+            session: 0,
+            request: 1,
+            operation: Operation::Register,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed();
         let digest = KvStore::new().digest();
         checker
-            .observe(0, 1, |op| (op == 1).then_some(&register), || digest)
+            .observe(0, Op(1), |op| (op == Op(1)).then_some(&register), || digest)
             .unwrap();
-        let error = checker.observe(0, 0, |_| None, || digest).unwrap_err();
+        let error = checker.observe(0, Op(0), |_| None, || digest).unwrap_err();
         assert!(error.contains("went back"), "{error}");
     }
 
     #[test]
     fn wrong_reply_and_wrong_state_are_caught() {
         let mut checker = SafetyChecker::new(3, 4);
-        let register = Entry::new(1, 0, 0, 7, 0, 1, Operation::Register, Bytes::new());
+        let register = Entry {
+            op: Op(1),
+            view: View(0),
+            parent: 0,
+            client: 7,
+            session: 0,
+            request: 1,
+            operation: Operation::Register,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
             value: Bytes::from("a"),
@@ -408,17 +453,17 @@ mod tests {
         let ok = vsr_kv::KvResult::Ok.to_bytes();
         let swapped = vsr_kv::KvResult::Swapped(true).to_bytes();
         checker
-            .on_reply(7, 2, Bytes::from(put.clone()), Bytes::from(ok))
+            .on_reply(7, Op(2), Bytes::from(put.clone()), Bytes::from(ok))
             .unwrap();
         let error = checker
-            .on_reply(7, 2, Bytes::from(put), Bytes::from(swapped))
+            .on_reply(7, Op(2), Bytes::from(put), Bytes::from(swapped))
             .unwrap_err();
         assert!(error.contains("committed log executed"), "{error}");
         // A replica whose state after op 2 is still empty did not execute the put.
         let empty = KvStore::new().digest();
         let entries = [register.clone(), put_entry.clone()];
         let error = checker
-            .observe(1, 2, |op| entries.get(op as usize - 1), || empty)
+            .observe(1, Op(2), |op| entries.get(op.get() as usize - 1), || empty)
             .unwrap_err();
         assert!(error.contains("differs from the committed log"), "{error}");
     }
@@ -426,7 +471,18 @@ mod tests {
     #[test]
     fn duplicate_request_is_not_executed_twice() {
         let mut checker = SafetyChecker::new(3, 4);
-        let register = Entry::new(1, 0, 0, 7, 0, 1, Operation::Register, Bytes::new());
+        let register = Entry {
+            op: Op(1),
+            view: View(0),
+            parent: 0,
+            client: 7,
+            session: 0,
+            request: 1,
+            operation: Operation::Register,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
             value: Bytes::from("a"),
@@ -438,7 +494,7 @@ mod tests {
             checker.record_committed(0, entry).unwrap();
         }
         // The duplicate at op 3 changed nothing: the digest after op 3 equals that after op 2.
-        assert_eq!(checker.digest_at(2), checker.digest_at(3));
-        assert_ne!(checker.digest_at(1), checker.digest_at(2));
+        assert_eq!(checker.digest_at(Op(2)), checker.digest_at(Op(3)));
+        assert_ne!(checker.digest_at(Op(1)), checker.digest_at(Op(2)));
     }
 }

@@ -372,7 +372,7 @@ fn simulate(seed: u64, plan: Plan, prng: Prng) -> SimReport {
             stats.add_replica(&replica.stats());
         }
     }
-    stats.ops_committed = simulator.checker.commit_max();
+    stats.ops_committed = simulator.checker.commit_max().get();
     SimReport {
         seed,
         passed: failure.is_none(),

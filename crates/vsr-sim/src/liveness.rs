@@ -17,7 +17,7 @@
 //! f + 1 others must complete every request within the liveness timeout. Then everything heals
 //! and every replica must converge: the same commit number, state equal to the committed log.
 
-use vsr::StateMachine;
+use vsr::{Op, StateMachine};
 
 use crate::sim::Simulator;
 use crate::swarm::MS;
@@ -45,7 +45,7 @@ pub(crate) struct Monitor {
     /// Since when no message may be lost, corrupted or held back.
     calm_since: Option<u64>,
     /// The highest commit number seen, and when it last went up.
-    commit_max: u64,
+    commit_max: Op,
     commit_advanced_at: u64,
     /// The stall window.
     pub(crate) window_ns: u64,
@@ -62,7 +62,7 @@ impl Monitor {
             healthy_since: vec![None; replicas],
             clean_since: vec![Some(0); replicas * replicas],
             calm_since: None,
-            commit_max: 0,
+            commit_max: Op(0),
             commit_advanced_at: 0,
             window_ns,
             left_out: Vec::new(),

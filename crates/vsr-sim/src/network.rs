@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use vsr::{Commit, Envelope, Message, Receiver, Sender, StartViewChange, wire};
+use vsr::{Commit, Envelope, Message, Op, Receiver, Sender, StartViewChange, View, wire};
 
 use crate::random::Prng;
 use crate::sim::{EventKind, Frame, Node, Simulator};
@@ -242,23 +242,33 @@ impl Simulator {
             cluster: self.config.cluster,
             epoch: 0,
             sender: Sender::Replica(other),
-            message: Message::Commit(Commit { view: 0, commit: 0 }),
+            message: Message::Commit(Commit {
+                view: View(0),
+                commit: Op(0),
+            }),
         };
         match self.prng.below(5) {
             0 => envelope.cluster ^= 1 << self.prng.below(128),
             1 => envelope.sender = Sender::Replica(to),
             2 => envelope.sender = Sender::Client(u128::from(self.prng.next_u64()) | 1),
-            3 => envelope.message = Message::StartViewChange(StartViewChange { view: u64::MAX }),
+            3 => {
+                envelope.message = Message::StartViewChange(StartViewChange {
+                    view: View(u64::MAX),
+                })
+            }
             _ => {
                 // A view whose primary is neither the sender nor the receiver.
                 let view = (0..replicas * 2)
-                    .map(|offset| self.prng.below(1 << 20) * replicas + offset)
+                    .map(|offset| View(self.prng.below(1 << 20) * replicas + offset))
                     .find(|&view| {
                         let primary = self.config.primary(view);
                         primary != other && primary != to
                     })
-                    .unwrap_or(0);
-                envelope.message = Message::Commit(Commit { view, commit: 0 });
+                    .unwrap_or(View(0));
+                envelope.message = Message::Commit(Commit {
+                    view,
+                    commit: Op(0),
+                });
             }
         }
         self.stats.messages_forged += 1;

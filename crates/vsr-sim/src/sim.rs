@@ -14,7 +14,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use vsr::{Command, Config, Envelope, Replica, StateMachine, Write};
+use vsr::{Command, Config, Envelope, Op, Replica, StateMachine, Write};
 use vsr_kv::KvStore;
 
 use crate::SimStats;
@@ -197,9 +197,9 @@ pub(crate) struct Simulator {
     /// The latest value of each key some client saw, to make compare-and-swap succeed often.
     pub(crate) last_values: BTreeMap<String, Option<String>>,
     /// (op, entry checksum) → the replicas on whose disk that entry has ever been durable.
-    pub(crate) ever_durable: BTreeMap<(u64, u128), u8>,
+    pub(crate) ever_durable: BTreeMap<(Op, u128), u8>,
     /// Per replica, the highest op of a checkpoint ever durable on its disk.
-    pub(crate) checkpoint_durable: Vec<u64>,
+    pub(crate) checkpoint_durable: Vec<Op>,
 }
 
 impl Simulator {
@@ -246,7 +246,7 @@ impl Simulator {
             finished: false,
             last_values: BTreeMap::new(),
             ever_durable: BTreeMap::new(),
-            checkpoint_durable: vec![0; usize::from(plan.replicas)],
+            checkpoint_durable: vec![Op(0); usize::from(plan.replicas)],
             plan,
         };
         simulator.create_clients();
@@ -525,13 +525,15 @@ pub(crate) fn trace_write(trace: &mut Trace, seq: u64, write: &Write) {
     trace.number(u128::from(seq));
     match write {
         Write::ViewState(state) => {
-            trace.number(u128::from(state.view) << 64 | u128::from(state.last_normal_view));
-            trace.number(u128::from(state.commit) << 1 | u128::from(state.recovering));
+            trace.number(
+                u128::from(state.view.get()) << 64 | u128::from(state.last_normal_view.get()),
+            );
+            trace.number(u128::from(state.commit.get()) << 1 | u128::from(state.recovering));
         }
         Write::Append(entry) => trace.number(entry.checksum),
-        Write::Truncate { op } => trace.number(u128::from(*op)),
+        Write::Truncate { op } => trace.number(u128::from(op.get())),
         Write::Checkpoint(checkpoint) => {
-            trace.number(u128::from(checkpoint.op));
+            trace.number(u128::from(checkpoint.op.get()));
             trace.bytes(&checkpoint.snapshot);
         }
     }

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use vsr::{DoViewChange, PrepareOk};
 
-use vsr::{DurableState, Message, Write};
+use vsr::{DurableState, Message, Op, Write};
 use vsr_storage::sim_disk::SimDisk;
 use vsr_storage::{FileStorage, Identity, Opened, Tuning};
 
@@ -53,7 +53,7 @@ pub(crate) struct ReplicaStorage {
     /// latent until a power loss drops the cache.
     damage_hidden: bool,
     /// Every entry ever submitted to this disk, by op and checksum.
-    written: std::collections::BTreeSet<(u64, u128)>,
+    written: std::collections::BTreeSet<(Op, u128)>,
     /// The last crash was of the process alone: the page cache, which may hide damage on the
     /// platter (a misdirected write), survived it.
     pub(crate) page_cache_kept: bool,
@@ -333,7 +333,7 @@ pub(crate) fn acknowledgement_violation(
     index: u8,
     message: &Message,
 ) -> Option<String> {
-    let holds = |op: u64, checksum: u128| {
+    let holds = |op: Op, checksum: u128| {
         durable
             .entries
             .iter()
@@ -375,10 +375,10 @@ pub(crate) fn acknowledgement_violation(
 /// checkpoint op each disk held.
 pub(crate) fn reply_violation(
     holders: u8,
-    checkpoints: &[u64],
+    checkpoints: &[Op],
     quorum: usize,
     index: u8,
-    op: u64,
+    op: Op,
 ) -> Option<String> {
     let count = checkpoints
         .iter()
@@ -396,22 +396,24 @@ pub(crate) fn reply_violation(
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use vsr::{Entry, Operation};
+    use vsr::{Entry, Op, Operation, View};
     use vsr_storage::sim_disk::SECTOR_SIZE;
 
     use super::*;
 
     fn entry(op: u64) -> Entry {
-        Entry::new(
-            op,
-            1,
-            u128::from(op),
-            7,
-            1,
-            op,
-            Operation::Noop,
-            Bytes::new(),
-        )
+        Entry {
+            op: Op(op),
+            view: View(1),
+            parent: u128::from(op),
+            client: 7,
+            session: 1,
+            request: op,
+            operation: Operation::Noop,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed()
     }
 
     fn formatted() -> ReplicaStorage {
@@ -519,7 +521,7 @@ mod tests {
         storage.disk.misdirect_next_in("checkpoint-", 15);
         storage.latent_damage = true;
         let checkpoint = vsr::Checkpoint {
-            op: 2,
+            op: Op(2),
             op_checksum: entry(2).checksum,
             snapshot: Bytes::from(vec![0xc4; 300]),
         };
@@ -568,8 +570,8 @@ mod tests {
         durable.apply(&Write::Append(entry(1)));
         let ok = |op: u64, checksum: u128| {
             Message::PrepareOk(PrepareOk {
-                view: 1,
-                op,
+                view: View(1),
+                op: Op(op),
                 checksum,
             })
         };
@@ -582,16 +584,16 @@ mod tests {
         assert!(acknowledgement_violation(&durable, 0, &ok(1, 12345)).is_some());
         let do_view_change = |entries: Vec<Entry>| {
             Message::DoViewChange(DoViewChange {
-                view: 2,
-                last_normal_view: 1,
-                op: 2,
-                commit: 0,
+                view: View(2),
+                last_normal_view: View(1),
+                op: Op(2),
+                commit: Op(0),
                 entries,
             })
         };
         // The view is not durable yet.
         assert!(acknowledgement_violation(&durable, 0, &do_view_change(vec![entry(1)])).is_some());
-        durable.view_state.view = 2;
+        durable.view_state.view = View(2);
         assert_eq!(
             acknowledgement_violation(&durable, 0, &do_view_change(vec![entry(1)])),
             None
@@ -605,9 +607,15 @@ mod tests {
     #[test]
     fn a_reply_before_a_quorum_holds_the_op_is_caught() {
         // Three replicas, quorum 2: replica 0 alone holds op 5.
-        assert!(reply_violation(0b001, &[0, 0, 0], 2, 0, 5).is_some());
-        assert_eq!(reply_violation(0b101, &[0, 0, 0], 2, 0, 5), None);
+        assert!(reply_violation(0b001, &[Op(0), Op(0), Op(0)], 2, 0, Op(5)).is_some());
+        assert_eq!(
+            reply_violation(0b101, &[Op(0), Op(0), Op(0)], 2, 0, Op(5)),
+            None
+        );
         // A checkpoint past the op holds it too.
-        assert_eq!(reply_violation(0b001, &[0, 6, 0], 2, 0, 5), None);
+        assert_eq!(
+            reply_violation(0b001, &[Op(0), Op(6), Op(0)], 2, 0, Op(5)),
+            None
+        );
     }
 }

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use vsr::client::ClientTimeouts;
-use vsr::{Client, ClientEvent, Codec};
+use vsr::{Client, ClientEvent, Codec, Op};
 use vsr_kv::{KvOperation, KvResult};
 
 use crate::history::{OpKind, OpResult};
@@ -164,14 +164,14 @@ impl Simulator {
         Ok(())
     }
 
-    fn on_completed(&mut self, index: usize, op: u64, result: Bytes) -> Result<(), String> {
+    fn on_completed(&mut self, index: usize, op: Op, result: Bytes) -> Result<(), String> {
         let Some(pending) = self.clients[index].pending.take() else {
             return Err(format!(
                 "client {index} completed op {op} with no request pending"
             ));
         };
         self.trace.event(40, self.now, index as u64);
-        self.trace.number(u128::from(op));
+        self.trace.number(u128::from(op.get()));
         self.trace.bytes(&result);
         let decoded = KvResult::decode(&result).map_err(|error| {
             format!("client {index}: reply for op {op} does not decode: {error}")

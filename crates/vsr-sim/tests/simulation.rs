@@ -2,6 +2,7 @@
 //! self-tests and scripted regression scenarios. Proof that the swarm catches each deliberate
 //! slip is in `tests/bugs.rs` (with the `bugs` feature).
 
+use vsr::{Op, View};
 use vsr_sim::history::{History, OpKind, OpResult};
 use vsr_sim::{Action, ClusterParams, Scenario, SimOptions, SimReport, run, run_scenario};
 
@@ -150,27 +151,42 @@ fn safety_checker_catches_a_divergent_commit() {
     use bytes::Bytes;
     use vsr::{Entry, Operation};
     let mut checker = vsr_sim::checker::SafetyChecker::new(3, 4);
-    let register = Entry::new(1, 0, 0, 9, 0, 1, Operation::Register, Bytes::new());
-    let a = Entry::new(
-        2,
-        0,
-        register.checksum,
-        9,
-        1,
-        2,
-        Operation::Noop,
-        Bytes::new(),
-    );
-    let b = Entry::new(
-        2,
-        1,
-        register.checksum,
-        9,
-        1,
-        2,
-        Operation::Noop,
-        Bytes::new(),
-    );
+    let register = Entry {
+        op: Op(1),
+        view: View(0),
+        parent: 0,
+        client: 9,
+        session: 0,
+        request: 1,
+        operation: Operation::Register,
+        body: Bytes::new(),
+        checksum: 0,
+    }
+    .sealed();
+    let a = Entry {
+        op: Op(2),
+        view: View(0),
+        parent: register.checksum,
+        client: 9,
+        session: 1,
+        request: 2,
+        operation: Operation::Noop,
+        body: Bytes::new(),
+        checksum: 0,
+    }
+    .sealed();
+    let b = Entry {
+        op: Op(2),
+        view: View(1),
+        parent: register.checksum,
+        client: 9,
+        session: 1,
+        request: 2,
+        operation: Operation::Noop,
+        body: Bytes::new(),
+        checksum: 0,
+    }
+    .sealed();
     checker.record_committed(0, &register).unwrap();
     checker.record_committed(0, &a).unwrap();
     let error = checker.record_committed(1, &b).unwrap_err();

@@ -68,7 +68,7 @@ fn run(dir: &std::path::Path, writers: usize, body_size: usize) -> (f64, f64, f6
                     let seq = {
                         let mut next = log.next.lock().unwrap();
                         let entry = common::next_entry(&mut next, &body);
-                        let op = entry.op;
+                        let op = entry.op.get();
                         // The seq equals the op: one write per append.
                         thread.submit(op, Write::Append(entry));
                         op

@@ -14,8 +14,8 @@
 //! |  `size`+56 |     16 | `snapshot_checksum` | checksum of the snapshot                 |
 
 use bytes::Bytes;
-use vsr::Checkpoint;
 use vsr::checksum::{Checksum, checksum};
+use vsr::{Checkpoint, Op};
 
 use crate::StorageError;
 use crate::disk::Disk;
@@ -46,7 +46,7 @@ pub(crate) fn write(
     }
     let reference = CheckpointReference {
         generation,
-        op: checkpoint.op,
+        op: checkpoint.op.get(),
         op_checksum: checkpoint.op_checksum,
         size: snapshot.len() as u64,
         checksum: hasher.finalize(),
@@ -116,7 +116,7 @@ pub(crate) fn load(
         return Err(corrupt("fails its checksum"));
     }
     let checkpoint = Checkpoint {
-        op: reference.op,
+        op: Op(reference.op),
         op_checksum: reference.op_checksum,
         snapshot: Bytes::from(snapshot),
     };

@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use vsr::{Checkpoint, DurableState, Entry, Operation, ViewState, Write};
+use vsr::{Checkpoint, DurableState, Entry, Op, Operation, View, ViewState, Write};
 
 use crate::sim_disk::{Image, Operation as DiskOperation, SimDisk};
 use crate::storage::{FileStorage, Tuning, format_disk};
@@ -69,19 +69,21 @@ fn next_entry(state: &DurableState, random: &mut Random) -> Entry {
         None => state
             .checkpoint
             .as_ref()
-            .map_or((1, 0), |c| (c.op + 1, c.op_checksum)),
+            .map_or((Op(1), 0), |c| (c.op + 1, c.op_checksum)),
     };
     let body = random.bytes(200);
-    Entry::new(
+    Entry {
         op,
-        state.view_state.view,
+        view: state.view_state.view,
         parent,
-        7,
-        1,
-        op,
-        Operation::StateMachine,
+        client: 7,
+        session: 1,
+        request: op.get(),
+        operation: Operation::StateMachine,
         body,
-    )
+        checksum: 0,
+    }
+    .sealed()
 }
 
 fn next_write(state: &DurableState, random: &mut Random) -> Write {
@@ -97,7 +99,9 @@ fn next_write(state: &DurableState, random: &mut Random) -> Write {
         },
         7 | 8 => {
             let mut view_state = state.view_state;
-            view_state.view += random.below(2);
+            if random.below(2) == 1 {
+                view_state.view = view_state.view.next();
+            }
             view_state.last_normal_view = view_state.view;
             view_state.commit = first + random.below(last - first + 1);
             Write::ViewState(view_state)
@@ -382,9 +386,9 @@ fn view_states_are_durable_without_sync() {
     let disk = formatted();
     let mut storage = open(&disk).storage;
     let view_state = ViewState {
-        view: 3,
-        last_normal_view: 2,
-        commit: 0,
+        view: View(3),
+        last_normal_view: View(2),
+        commit: Op(0),
         recovering: false,
     };
     storage.write(&Write::ViewState(view_state)).unwrap();
@@ -481,16 +485,16 @@ fn batches() -> Vec<(Vec<Write>, Vec<Write>)> {
 
     let mut state = DurableState::default();
     let synced = appends(&mut state, 5, &mut random);
-    cases.push((synced.clone(), vec![Write::Truncate { op: 2 }]));
+    cases.push((synced.clone(), vec![Write::Truncate { op: Op(2) }]));
 
     // The truncate's slot, at op 7, lies past the end of the headers file (6 slots).
     let mut more = state.clone();
     let mut batch = appends(&mut more, 3, &mut random);
-    batch.push(Write::Truncate { op: 6 });
+    batch.push(Write::Truncate { op: Op(6) });
     cases.push((synced.clone(), batch));
 
     let mut more = state;
-    let truncate = Write::Truncate { op: 3 };
+    let truncate = Write::Truncate { op: Op(3) };
     more.apply(&truncate);
     let mut batch = vec![truncate];
     batch.extend(appends(&mut more, 2, &mut random));
@@ -579,8 +583,8 @@ fn a_slot_torn_by_a_crash_is_not_taken_for_a_lost_record_after_later_crashes() {
         "one run of five slots"
     );
     let mut truncated = expected.clone();
-    truncated.apply(&Write::Truncate { op: 1 });
-    let mut steps = vec![Step::Write(Write::Truncate { op: 1 })];
+    truncated.apply(&Write::Truncate { op: Op(1) });
+    let mut steps = vec![Step::Write(Write::Truncate { op: Op(1) })];
     let mut states = vec![expected.clone(), truncated.clone()];
     for (index, write) in appends(&mut truncated, 4, &mut random)
         .into_iter()
@@ -635,7 +639,7 @@ fn records_a_crash_kept_without_their_slots_get_them_at_the_first_write() {
         assert_eq!(opened.damage, crate::Damage::default(), "{batch:?}");
         assert_eq!(opened.durable, after, "{batch:?}");
         let mut view_state = after.view_state;
-        view_state.commit = 1;
+        view_state.commit = Op(1);
         let mut storage = opened.storage;
         storage.write(&Write::ViewState(view_state)).unwrap();
         drop(storage);
@@ -663,7 +667,7 @@ fn five_synced_entries() -> (SimDisk, DurableState) {
 /// Where the record of `op` starts in the WAL file of a log of appends only.
 fn record_offset(state: &DurableState, op: u64) -> u64 {
     let mut offset = 0;
-    for entry in state.entries.iter().take_while(|entry| entry.op < op) {
+    for entry in state.entries.iter().take_while(|entry| entry.op < Op(op)) {
         let mut record = Vec::new();
         crate::record::encode_entry_record(entry, &mut record);
         offset += record.len() as u64;
@@ -691,7 +695,7 @@ fn with_flipped_byte(disk: &SimDisk, suffix: &str, offset: u64) -> SimDisk {
 /// `state` with only the entries before `op`, marked damaged.
 fn damaged_before(state: &DurableState, op: u64) -> DurableState {
     let mut expected = state.clone();
-    expected.entries.retain(|entry| entry.op < op);
+    expected.entries.retain(|entry| entry.op < Op(op));
     expected.damaged = true;
     expected
 }
@@ -857,7 +861,7 @@ fn a_synced_record_after_a_lost_write_is_not_cut_off_silently() {
             "the rotation takes more calls"
         );
         let image = SimDisk::from_image(&disk.crash_image(disk.pending().len(), None));
-        if open(&image).durable.checkpoint_op() == 4 {
+        if open(&image).durable.checkpoint_op() == Op(4) {
             crashed = Some(image);
             break;
         }

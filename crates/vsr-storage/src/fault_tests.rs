@@ -10,7 +10,7 @@
 use std::io;
 
 use bytes::Bytes;
-use vsr::{Checkpoint, DurableState, Entry, Operation, ViewState, Write};
+use vsr::{Checkpoint, DurableState, Entry, Op, Operation, View, ViewState, Write};
 
 use crate::crash_tests::{Step, formatted, open, workload};
 use crate::disk::Disk;
@@ -28,18 +28,20 @@ fn entry_after(state: &DurableState, body_bytes: usize) -> Entry {
             (last.op + 1, last.checksum)
         });
     let body: Vec<u8> = (0..body_bytes)
-        .map(|index| (op as usize + index) as u8)
+        .map(|index| (op.get() as usize + index) as u8)
         .collect();
-    Entry::new(
+    Entry {
         op,
-        state.view_state.view,
+        view: state.view_state.view,
         parent,
-        7,
-        1,
-        op,
-        Operation::StateMachine,
-        Bytes::from(body),
-    )
+        client: 7,
+        session: 1,
+        request: op.get(),
+        operation: Operation::StateMachine,
+        body: Bytes::from(body),
+        checksum: 0,
+    }
+    .sealed()
 }
 
 /// A formatted disk holding `count` synced appends, each with a body of `body_bytes` bytes.
@@ -64,7 +66,7 @@ fn record_sectors(state: &DurableState, op: u64) -> (u64, std::ops::Range<u64>) 
         let mut record = Vec::new();
         encode_entry_record(entry, &mut record);
         let end = offset + record.len() as u64;
-        if entry.op == op {
+        if entry.op == Op(op) {
             let sectors = offset.div_ceil(SECTOR_SIZE)..end / SECTOR_SIZE;
             assert!(!sectors.is_empty(), "the record of op {op} spans a sector");
             return (offset, sectors);
@@ -163,9 +165,9 @@ fn an_unreadable_header_copy_beside_intact_records_is_not_damage() {
 
 fn view_state(view: u64) -> ViewState {
     ViewState {
-        view,
-        last_normal_view: view,
-        commit: 0,
+        view: View(view),
+        last_normal_view: View(view),
+        commit: Op(0),
         recovering: false,
     }
 }
@@ -265,7 +267,7 @@ fn disk_with_checkpoint() -> (SimDisk, DurableState) {
     let (disk, mut state) = disk_with_entries(4, 300);
     let mut storage = open(&disk).storage;
     let checkpoint = Checkpoint {
-        op: 3,
+        op: Op(3),
         op_checksum: state.entries[2].checksum,
         snapshot: Bytes::from(vec![0xc4; 1500]),
     };
@@ -478,16 +480,18 @@ fn a_forged_record_inside_a_payload_never_panics_the_open() {
         let mut state = DurableState::default();
         for index in 0..4 {
             let body = if index == 1 {
-                let forged = Entry::new(
-                    forged_op,
-                    0,
-                    0,
-                    7,
-                    1,
-                    1,
-                    Operation::StateMachine,
-                    Bytes::new(),
-                );
+                let forged = Entry {
+                    op: Op(forged_op),
+                    view: View(0),
+                    parent: 0,
+                    client: 7,
+                    session: 1,
+                    request: 1,
+                    operation: Operation::StateMachine,
+                    body: Bytes::new(),
+                    checksum: 0,
+                }
+                .sealed();
                 let mut bytes = Vec::new();
                 encode_entry_record(&forged, &mut bytes);
                 bytes
@@ -495,16 +499,18 @@ fn a_forged_record_inside_a_payload_never_panics_the_open() {
                 vec![index; 40]
             };
             let mut entry = entry_after(&state, 0);
-            entry = Entry::new(
-                entry.op,
-                entry.view,
-                entry.parent,
-                7,
-                1,
-                entry.op,
-                Operation::StateMachine,
-                Bytes::from(body),
-            );
+            entry = Entry {
+                op: entry.op,
+                view: entry.view,
+                parent: entry.parent,
+                client: 7,
+                session: 1,
+                request: entry.op.get(),
+                operation: Operation::StateMachine,
+                body: Bytes::from(body),
+                checksum: 0,
+            }
+            .sealed();
             let write = Write::Append(entry);
             storage.write(&write).unwrap();
             state.apply(&write);
@@ -559,11 +565,11 @@ fn what_open_reads_after_a_process_crash_is_durable() {
     }
     storage
         .write(&Write::ViewState(ViewState {
-            view: 2,
+            view: View(2),
             ..ViewState::default()
         }))
         .unwrap();
-    state.view_state.view = 2;
+    state.view_state.view = View(2);
     // Enough to pass the flush threshold: written to the file, not synced.
     for _ in 0..2 {
         let write = Write::Append(entry_after(&state, 300));
@@ -594,7 +600,7 @@ fn valid_records_after_a_misdirected_one_are_cut_before_new_writes() {
         ..ViewState::default()
     };
     let ops =
-        |state: &DurableState| -> Vec<u64> { state.entries.iter().map(|entry| entry.op).collect() };
+        |state: &DurableState| -> Vec<Op> { state.entries.iter().map(|entry| entry.op).collect() };
     for torn in [true, false] {
         let (disk, mut state) = disk_with_entries(2, 1500);
         let mut storage = open(&disk).storage;

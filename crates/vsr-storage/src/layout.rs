@@ -285,7 +285,7 @@ fn file_names(directory: &Path) -> io::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use vsr::{Entry, Operation, Write};
+    use vsr::{Entry, Op, Operation, View, Write};
 
     use super::*;
     use crate::{FileStorage, Identity, format};
@@ -304,15 +304,26 @@ mod tests {
         let mut parent = 0;
         for (op, body_size) in [(1u64, 10usize), (2, 0), (3, 30)] {
             let body = Bytes::from(vec![0xaa; body_size]);
-            let entry = Entry::new(op, 1, parent, 5, 1, op, Operation::StateMachine, body);
+            let entry = Entry {
+                op: Op(op),
+                view: View(1),
+                parent,
+                client: 5,
+                session: 1,
+                request: op,
+                operation: Operation::StateMachine,
+                body,
+                checksum: 0,
+            }
+            .sealed();
             parent = entry.checksum;
             storage.write(&Write::Append(entry)).unwrap();
         }
-        storage.write(&Write::Truncate { op: 2 }).unwrap();
+        storage.write(&Write::Truncate { op: Op(2) }).unwrap();
         let view_state = ViewState {
-            view: 3,
-            last_normal_view: 3,
-            commit: 2,
+            view: View(3),
+            last_normal_view: View(3),
+            commit: Op(2),
             recovering: false,
         };
         storage.write(&Write::ViewState(view_state)).unwrap();
@@ -376,10 +387,21 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         format(directory.path(), IDENTITY, false).unwrap();
         let mut storage = FileStorage::open(directory.path(), None).unwrap().storage;
-        let entry = Entry::new(1, 1, 0, 5, 1, 1, Operation::StateMachine, Bytes::new());
+        let entry = Entry {
+            op: Op(1),
+            view: View(1),
+            parent: 0,
+            client: 5,
+            session: 1,
+            request: 1,
+            operation: Operation::StateMachine,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed();
         storage.write(&Write::Append(entry.clone())).unwrap();
         let checkpoint = vsr::Checkpoint {
-            op: 1,
+            op: Op(1),
             op_checksum: entry.checksum,
             snapshot: Bytes::from(vec![9u8; 100]),
         };

@@ -26,10 +26,10 @@
 //! `session` u64, `request` u64, body size u32, operation u8, body. A truncate has an empty
 //! payload.
 
-use vsr::Entry;
 use vsr::checksum::checksum;
 use vsr::config::MESSAGE_BODY_SIZE_MAX;
 use vsr::wire::{ENTRY_HEADER_SIZE, decode_entry, encode_entry};
+use vsr::{Entry, Op, View};
 
 /// Size of a record header in bytes.
 pub(crate) const RECORD_HEADER_SIZE: usize = 96;
@@ -83,7 +83,7 @@ pub(crate) enum Record {
     /// Remove every entry after `op`.
     Truncate {
         /// The last op kept.
-        op: u64,
+        op: Op,
     },
 }
 
@@ -102,8 +102,8 @@ pub(crate) fn encode_entry_record(entry: &Entry, out: &mut Vec<u8>) {
         checksum_payload: checksum(&payload),
         kind: RecordKind::Entry,
         payload_size: u32::try_from(payload.len()).expect("entries are bounded"),
-        op: entry.op,
-        view: entry.view,
+        op: entry.op.get(),
+        view: entry.view.get(),
         entry_checksum: entry.checksum,
         entry_parent: entry.parent,
     };
@@ -112,12 +112,12 @@ pub(crate) fn encode_entry_record(entry: &Entry, out: &mut Vec<u8>) {
 }
 
 /// Appends the record for a truncate to `out`.
-pub(crate) fn encode_truncate_record(op: u64, out: &mut Vec<u8>) {
+pub(crate) fn encode_truncate_record(op: Op, out: &mut Vec<u8>) {
     let header = RecordHeader {
         checksum_payload: checksum(&[]),
         kind: RecordKind::Truncate,
         payload_size: 0,
-        op,
+        op: op.get(),
         view: 0,
         entry_checksum: 0,
         entry_parent: 0,
@@ -190,11 +190,11 @@ pub(crate) fn decode_payload(header: &RecordHeader, payload: &[u8]) -> Option<Re
         return None;
     }
     match header.kind {
-        RecordKind::Truncate => Some(Record::Truncate { op: header.op }),
+        RecordKind::Truncate => Some(Record::Truncate { op: Op(header.op) }),
         RecordKind::Entry => {
             let entry = decode_entry(payload).ok()?;
-            let agrees = entry.op == header.op
-                && entry.view == header.view
+            let agrees = entry.op == Op(header.op)
+                && entry.view == View(header.view)
                 && entry.checksum == header.entry_checksum
                 && entry.parent == header.entry_parent;
             agrees.then_some(Record::Append(entry))
@@ -226,6 +226,7 @@ mod tests {
     use bytes::Bytes;
     use proptest::prelude::*;
     use vsr::Operation;
+    use vsr::{Op, View};
 
     fn arbitrary_entry() -> impl Strategy<Value = Entry> {
         let operation = prop_oneof![
@@ -240,16 +241,18 @@ mod tests {
         )
             .prop_map(
                 |((op, view, parent, client, session, request), operation, body)| {
-                    Entry::new(
-                        op,
-                        view,
+                    Entry {
+                        op: Op(op),
+                        view: View(view),
                         parent,
                         client,
                         session,
                         request,
                         operation,
-                        Bytes::from(body),
-                    )
+                        body: Bytes::from(body),
+                        checksum: 0,
+                    }
+                    .sealed()
                 },
             )
     }
@@ -275,16 +278,18 @@ mod tests {
 
     #[test]
     fn an_entry_payload_is_the_prepare_body() {
-        let entry = Entry::new(
-            7,
-            2,
-            99,
-            5,
-            3,
-            4,
-            Operation::StateMachine,
-            Bytes::from_static(b"ab"),
-        );
+        let entry = Entry {
+            op: Op(7),
+            view: View(2),
+            parent: 99,
+            client: 5,
+            session: 3,
+            request: 4,
+            operation: Operation::StateMachine,
+            body: Bytes::from_static(b"ab"),
+            checksum: 0,
+        }
+        .sealed();
         let mut record = Vec::new();
         encode_entry_record(&entry, &mut record);
         let prepare = vsr::Envelope {
@@ -292,8 +297,8 @@ mod tests {
             epoch: 0,
             sender: vsr::Sender::Replica(0),
             message: vsr::Message::Prepare(vsr::Prepare {
-                view: 2,
-                commit: 0,
+                view: View(2),
+                commit: Op(0),
                 entries: vec![entry.clone()],
             }),
         };
@@ -308,14 +313,25 @@ mod tests {
     #[test]
     fn truncate_round_trips_and_detects_corruption() {
         let mut bytes = Vec::new();
-        encode_truncate_record(42, &mut bytes);
-        assert_eq!(decode_record(&bytes), Some(Record::Truncate { op: 42 }));
+        encode_truncate_record(Op(42), &mut bytes);
+        assert_eq!(decode_record(&bytes), Some(Record::Truncate { op: Op(42) }));
         assert_corruption_detected(&bytes);
     }
 
     #[test]
     fn an_invalid_entry_is_rejected_even_with_a_valid_record() {
-        let mut entry = Entry::new(1, 1, 0, 1, 1, 1, Operation::Noop, Bytes::new());
+        let mut entry = Entry {
+            op: Op(1),
+            view: View(1),
+            parent: 0,
+            client: 1,
+            session: 1,
+            request: 1,
+            operation: Operation::Noop,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed();
         entry.request = 2; // checksum no longer matches
         let mut bytes = Vec::new();
         encode_entry_record(&entry, &mut bytes);

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use vsr::config::REPLICAS_MAX;
-use vsr::{Checkpoint, DurableState, ViewState, Write};
+use vsr::{Checkpoint, DurableState, Op, ViewState, Write};
 
 use crate::disk::{Disk, RealDisk};
 use crate::headers::Headers;
@@ -434,8 +434,8 @@ impl FileStorage {
                     .wal
                     .live
                     .back()
-                    .map_or(self.superblock.checkpoint.op, |last| last.op)
-                    + 1;
+                    .map_or(Op(self.superblock.checkpoint.op), |last| last.op)
+                    .next();
                 assert_eq!(entry.op, expected, "appends must be consecutive");
                 self.wal.append(entry);
                 if self.wal.buffered() >= self.tuning.flush_bytes {
@@ -470,7 +470,7 @@ impl FileStorage {
         // Earlier writes first, so no crash keeps the checkpoint but loses what preceded it.
         self.wal.sync(self.disk.as_mut())?;
         let generation = self.superblock.checkpoint.generation + 1;
-        let name = checkpoint_file_name(checkpoint.op, generation);
+        let name = checkpoint_file_name(checkpoint.op.get(), generation);
         let reference = checkpoint::write(
             self.disk.as_mut(),
             &name,
@@ -674,7 +674,7 @@ fn replay_wal(
         )));
     }
     let base = (superblock.wal_start > 1).then(|| Checkpoint {
-        op: superblock.wal_start - 1,
+        op: Op(superblock.wal_start - 1),
         op_checksum: 0,
         snapshot: bytes::Bytes::new(),
     });
@@ -684,7 +684,9 @@ fn replay_wal(
         entries: std::collections::VecDeque::new(),
         damaged: false,
     };
-    let checkpoint_op = checkpoint.as_ref().map_or(0, |checkpoint| checkpoint.op);
+    let checkpoint_op = checkpoint
+        .as_ref()
+        .map_or(0, |checkpoint| checkpoint.op.get());
     let replay = replay(disk, &files, checkpoint_op, &mut durable)?;
     let headers = match replay.headers_size {
         Some(size) => Headers::new(

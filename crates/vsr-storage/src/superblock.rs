@@ -34,8 +34,8 @@
 
 use std::ops::Range;
 
-use vsr::ViewState;
 use vsr::checksum::checksum;
+use vsr::{Op, View, ViewState};
 
 use crate::record::{is_zero, u64_at, u128_at};
 use crate::wal::WalFiles;
@@ -143,9 +143,9 @@ impl Superblock {
         let fields: [(usize, &[u8]); 12] = [
             (32, &self.cluster.to_le_bytes()),
             (VIEW_STATE_RANGE.start, &self.sequence.to_le_bytes()),
-            (56, &self.view_state.view.to_le_bytes()),
-            (64, &self.view_state.last_normal_view.to_le_bytes()),
-            (72, &self.view_state.commit.to_le_bytes()),
+            (56, &self.view_state.view.get().to_le_bytes()),
+            (64, &self.view_state.last_normal_view.get().to_le_bytes()),
+            (72, &self.view_state.commit.get().to_le_bytes()),
             (80, &self.checkpoint.op.to_le_bytes()),
             (88, &self.checkpoint.op_checksum.to_le_bytes()),
             (104, &self.checkpoint.size.to_le_bytes()),
@@ -194,9 +194,9 @@ impl Superblock {
             replica_count,
             sequence: u64_at(bytes, VIEW_STATE_RANGE.start),
             view_state: ViewState {
-                view: u64_at(bytes, 56),
-                last_normal_view: u64_at(bytes, 64),
-                commit: u64_at(bytes, 72),
+                view: View(u64_at(bytes, 56)),
+                last_normal_view: View(u64_at(bytes, 64)),
+                commit: Op(u64_at(bytes, 72)),
                 recovering: recovering == 1,
             },
             checkpoint: CheckpointReference {
@@ -318,9 +318,9 @@ mod tests {
                 replica_count: 7,
                 sequence: a.2,
                 view_state: ViewState {
-                    view: a.3,
-                    last_normal_view: a.4,
-                    commit: a.5,
+                    view: View(a.3),
+                    last_normal_view: View(a.4),
+                    commit: Op(a.5),
                     recovering: a.6,
                 },
                 checkpoint: CheckpointReference {

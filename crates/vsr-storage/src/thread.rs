@@ -156,7 +156,7 @@ mod tests {
     use std::path::Path;
 
     use bytes::Bytes;
-    use vsr::{Entry, Operation};
+    use vsr::{Entry, Op, Operation, View};
 
     use super::*;
     use crate::Identity;
@@ -183,11 +183,27 @@ mod tests {
         (disk, thread, receiver)
     }
 
+    /// A no-op entry at `op` (its request number too).
+    fn noop(op: u64) -> Entry {
+        Entry {
+            op: Op(op),
+            view: View(0),
+            parent: 0,
+            client: 1,
+            session: 1,
+            request: op,
+            operation: Operation::Noop,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed()
+    }
+
     #[test]
     fn a_failing_disk_stops_the_thread_and_nothing_is_reported_durable() {
         let (disk, thread, receiver) = spawn_on_formatted_disk();
         disk.fail_at(Some(0));
-        let entry = Entry::new(1, 0, 0, 1, 1, 1, Operation::Noop, Bytes::new());
+        let entry = noop(1);
         thread.submit(1, Write::Append(entry));
         let error = thread.join().unwrap_err();
         assert!(matches!(error, StorageError::Io(_)), "{error:?}");
@@ -204,11 +220,11 @@ mod tests {
     #[test]
     fn a_full_disk_reaches_the_owner_as_a_typed_error() {
         let (disk, thread, receiver) = spawn_on_formatted_disk();
-        let entry = Entry::new(1, 0, 0, 1, 1, 1, Operation::Noop, Bytes::new());
+        let entry = noop(1);
         thread.submit(1, Write::Append(entry));
         assert_eq!(receiver.recv(), Ok(1));
         disk.fail_with(0, std::io::ErrorKind::StorageFull);
-        let entry = Entry::new(2, 0, 0, 1, 1, 2, Operation::Noop, Bytes::new());
+        let entry = noop(2);
         thread.submit(2, Write::Append(entry));
         // The thread stops on the error and drops `on_durable`: the channel closes, unreported.
         assert!(

@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use vsr::{DurableState, Write};
+use vsr::{DurableState, Op, Write};
 
 use crate::StorageError;
 use crate::disk::{Disk, read_tolerant};
@@ -39,7 +39,7 @@ const READ_WINDOW_BYTES: usize = 1 << 20;
 /// Where the record of a live entry sits in the WAL file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LiveRecord {
-    pub(crate) op: u64,
+    pub(crate) op: Op,
     pub(crate) offset: u64,
     pub(crate) size: u64,
 }
@@ -103,8 +103,8 @@ impl Wal {
         let size = (self.buffer.len() - start) as u64;
         self.headers.put(&Slot {
             kind: SlotKind::Entry,
-            op: entry.op,
-            view: entry.view,
+            op: entry.op.get(),
+            view: entry.view.get(),
             record_offset: self.end,
             entry_checksum: entry.checksum,
             entry_parent: entry.parent,
@@ -120,9 +120,9 @@ impl Wal {
     /// Buffers a truncate record, and its slot if it removes live entries. The slots of the
     /// removed entries stay: they name records before this one, which replay passes before it
     /// reaches the end of the valid records.
-    pub(crate) fn truncate(&mut self, op: u64) {
+    pub(crate) fn truncate(&mut self, op: Op) {
         if self.live.back().is_some_and(|record| record.op > op) {
-            self.headers.put(&Slot::truncate(op, self.end));
+            self.headers.put(&Slot::truncate(op.get(), self.end));
         }
         let start = self.buffer.len();
         encode_truncate_record(op, &mut self.buffer);
@@ -144,7 +144,7 @@ impl Wal {
             entry_parent: header.entry_parent,
         });
         self.live.push_back(LiveRecord {
-            op: header.op,
+            op: Op(header.op),
             offset: self.end,
             size,
         });
@@ -221,7 +221,7 @@ impl Wal {
     }
 
     /// Drops live records at or before a checkpoint, as [`DurableState::apply`] drops entries.
-    pub(crate) fn checkpoint(&mut self, op: u64) {
+    pub(crate) fn checkpoint(&mut self, op: Op) {
         while self.live.front().is_some_and(|record| record.op <= op) {
             self.live.pop_front();
         }
@@ -600,7 +600,7 @@ impl Applied {
     fn apply(&mut self, state: &mut DurableState, record: Record, offset: u64, size: u64) {
         match record {
             Record::Append(entry) => {
-                self.truncate_slots.remove(&(entry.op - self.start));
+                self.truncate_slots.remove(&(entry.op.get() - self.start));
                 self.live.push_back(LiveRecord {
                     op: entry.op,
                     offset,
@@ -610,7 +610,7 @@ impl Applied {
             }
             Record::Truncate { op } => {
                 if self.live.back().is_some_and(|record| record.op > op) {
-                    let slot = Slot::truncate(op, offset);
+                    let slot = Slot::truncate(op.get(), offset);
                     self.truncate_slots.insert(slot.index(self.start), slot);
                 }
                 while self.live.back().is_some_and(|record| record.op > op) {
@@ -627,7 +627,7 @@ impl Applied {
             .entries
             .back()
             .map_or(state.checkpoint_op(), |last| last.op);
-        last + 1 - self.start
+        last.get() + 1 - self.start
     }
 
     /// The slot the valid records put at `index`, if it still matters: the copy of a live
@@ -641,13 +641,13 @@ impl Applied {
         let position = usize::try_from(index).expect("an index into the log");
         let (entry, record) = (&state.entries[position], self.live[position]);
         assert!(
-            entry.op == op && record.op == op,
+            entry.op == Op(op) && record.op == Op(op),
             "live ops are consecutive"
         );
         Some(Slot {
             kind: SlotKind::Entry,
             op,
-            view: entry.view,
+            view: entry.view.get(),
             record_offset: record.offset,
             entry_checksum: entry.checksum,
             entry_parent: entry.parent,
@@ -731,7 +731,9 @@ impl Tail {
         let mut next_op = state
             .entries
             .back()
-            .map_or(state.checkpoint_op() + 1, |last| last.op + 1);
+            .map_or(state.checkpoint_op(), |last| last.op)
+            .get()
+            + 1;
         let op_first = next_op;
         let op_limit = next_op.saturating_add(file_size / RECORD_HEADER_SIZE as u64);
         let plausible = |op: u64| (op_first..=op_limit).contains(&op);
@@ -820,11 +822,14 @@ fn scan_tail(
             Step::Valid { size, record } => {
                 tail.push(match record {
                     Record::Append(entry) => TailItem::Entry {
-                        op: entry.op,
+                        op: entry.op.get(),
                         checksum: entry.checksum,
                         offset,
                     },
-                    Record::Truncate { op } => TailItem::Truncate { op, offset },
+                    Record::Truncate { op } => TailItem::Truncate {
+                        op: op.get(),
+                        offset,
+                    },
                 });
                 Some(offset + size)
             }

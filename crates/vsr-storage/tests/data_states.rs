@@ -7,7 +7,7 @@ use std::sync::mpsc;
 
 use bytes::Bytes;
 use vsr::checksum::checksum;
-use vsr::{Checkpoint, DurableState, Entry, Operation, ViewState, Write};
+use vsr::{Checkpoint, DurableState, Entry, Op, Operation, View, ViewState, Write};
 use vsr_storage::layout::{self, WalFile, WalRecord};
 use vsr_storage::{Damage, FileStorage, Identity, StorageError, StorageThread, format};
 
@@ -19,7 +19,18 @@ const IDENTITY: Identity = Identity {
 
 fn entry(op: u64, parent: u128) -> Entry {
     let body = Bytes::from(vec![op as u8; 10]);
-    Entry::new(op, 1, parent, 5, 1, op, Operation::StateMachine, body)
+    Entry {
+        op: Op(op),
+        view: View(1),
+        parent,
+        client: 5,
+        session: 1,
+        request: op,
+        operation: Operation::StateMachine,
+        body,
+        checksum: 0,
+    }
+    .sealed()
 }
 
 fn entries(first: u64, count: u64, parent: u128) -> Vec<Entry> {
@@ -219,9 +230,9 @@ fn a_newer_format_is_refused() {
 #[test]
 fn damaged_superblock_copies_fall_back_to_the_others() {
     let view_state = ViewState {
-        view: 4,
-        last_normal_view: 4,
-        commit: 2,
+        view: View(4),
+        last_normal_view: View(4),
+        commit: Op(2),
         recovering: false,
     };
     let mut writes = appends(&entries(1, 3, 0));
@@ -254,9 +265,9 @@ fn damaged_superblock_copies_fall_back_to_the_others() {
 #[test]
 fn one_whole_copy_of_the_newest_update_loses_nothing() {
     let view_state = ViewState {
-        view: 4,
-        last_normal_view: 4,
-        commit: 0,
+        view: View(4),
+        last_normal_view: View(4),
+        commit: Op(0),
         recovering: false,
     };
     let (directory, state) = directory_with(&[Write::ViewState(view_state)]);
@@ -366,7 +377,7 @@ fn a_corrupt_last_synced_record_is_damage_not_a_torn_tail() {
 fn truncated_ops_are_not_damage_and_a_corrupt_reappended_op_is() {
     let log = entries(1, 6, 0);
     let mut writes = appends(&log);
-    writes.push(Write::Truncate { op: 3 });
+    writes.push(Write::Truncate { op: Op(3) });
     let (directory, state) = directory_with(&writes);
     // The copies of ops 4 to 6 are stale: their records come before the truncate.
     let opened = FileStorage::open(directory.path(), None).unwrap();
@@ -394,13 +405,13 @@ fn truncated_ops_are_not_damage_and_a_corrupt_reappended_op_is() {
     assert_eq!(opened.damage.corrupt_ops, vec![5]);
     assert_eq!(opened.damage.torn_tail_records, 0);
     assert!(opened.durable.damaged);
-    let kept: Vec<u64> = opened
+    let kept: Vec<Op> = opened
         .durable
         .entries
         .iter()
         .map(|entry| entry.op)
         .collect();
-    assert_eq!(kept, vec![1, 2, 3, 4]);
+    assert_eq!(kept, vec![Op(1), Op(2), Op(3), Op(4)]);
     assert_eq!(opened.durable.entries[3], replacement[0]);
 }
 
@@ -408,7 +419,7 @@ fn truncated_ops_are_not_damage_and_a_corrupt_reappended_op_is() {
 fn a_corrupt_last_truncate_does_not_bring_removed_entries_back() {
     let log = entries(1, 6, 0);
     let mut writes = appends(&log);
-    writes.push(Write::Truncate { op: 3 });
+    writes.push(Write::Truncate { op: Op(3) });
     let (directory, _) = directory_with(&writes);
     let wal = file_named(directory.path(), "wal-", ".log");
     // A byte in the header of the truncate, after the six entries.
@@ -478,16 +489,16 @@ fn directory_with_checkpoint() -> (tempfile::TempDir, DurableState, Entry) {
     let log = entries(1, 4, 0);
     let mut writes = appends(&log);
     writes.push(Write::Checkpoint(Checkpoint {
-        op: 2,
+        op: Op(2),
         op_checksum: log[1].checksum,
         snapshot: Bytes::from(vec![9u8; 5000]),
     }));
     let last = entries(5, 1, log[3].checksum).remove(0);
     writes.push(Write::Append(last.clone()));
     writes.push(Write::ViewState(ViewState {
-        view: 3,
-        last_normal_view: 3,
-        commit: 4,
+        view: View(3),
+        last_normal_view: View(3),
+        commit: Op(4),
         recovering: false,
     }));
     let (directory, state) = directory_with(&writes);
@@ -511,7 +522,7 @@ fn a_damaged_or_missing_checkpoint_file_opens_damaged_with_the_view_state() {
     assert_eq!(opened.durable, state);
     assert_eq!(
         opened.durable.entries.front().map(|entry| entry.op),
-        Some(3)
+        Some(Op(3))
     );
     drop(opened);
 
@@ -554,7 +565,7 @@ fn a_replica_repaired_after_a_corrupt_checkpoint_writes_and_reopens_clean() {
     // Recovery installs the primary's state: a new checkpoint, then the log after it.
     let log = entries(1, 12, 0);
     let checkpoint = Checkpoint {
-        op: 8,
+        op: Op(8),
         op_checksum: log[7].checksum,
         snapshot: Bytes::from(vec![7u8; 3000]),
     };
@@ -565,9 +576,9 @@ fn a_replica_repaired_after_a_corrupt_checkpoint_writes_and_reopens_clean() {
     let mut writes = vec![Write::Checkpoint(checkpoint)];
     writes.extend(appends(&log[8..]));
     writes.push(Write::ViewState(ViewState {
-        view: 4,
-        last_normal_view: 4,
-        commit: 12,
+        view: View(4),
+        last_normal_view: View(4),
+        commit: Op(12),
         recovering: false,
     }));
     for write in &writes {
@@ -601,7 +612,7 @@ fn middle_damage_is_marked_recovering_before_the_log_is_cut() {
     );
     let mut storage = FileStorage::open(directory.path(), None).unwrap().storage;
     // Any first write: the cut of the damaged records must not outlive "recovering".
-    storage.write(&Write::Truncate { op: 2 }).unwrap();
+    storage.write(&Write::Truncate { op: Op(2) }).unwrap();
     storage.sync().unwrap();
     drop(storage);
     let opened = FileStorage::open(directory.path(), None).unwrap();
@@ -624,7 +635,7 @@ fn checkpoints_keep_disk_use_bounded() {
         if op % 500 == 0 {
             let snapshot = Bytes::from(vec![op as u8; 100_000]);
             let write = Write::Checkpoint(Checkpoint {
-                op: op - 3,
+                op: Op(op - 3),
                 op_checksum: 0,
                 snapshot,
             });
@@ -660,9 +671,9 @@ fn the_storage_thread_commits_in_groups_and_reports_in_order() {
         thread.submit(seq, write);
     }
     let view_state = ViewState {
-        view: 1,
-        last_normal_view: 1,
-        commit: 100,
+        view: View(1),
+        last_normal_view: View(1),
+        commit: Op(100),
         recovering: false,
     };
     thread.submit(1000, Write::ViewState(view_state));

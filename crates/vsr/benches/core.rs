@@ -9,8 +9,8 @@ use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
 use vsr::wire::{decode, encode};
 use vsr::{
-    ClientId, Codec, CodecError, Command, Config, Entry, Envelope, Message, Operation, Prepare,
-    Receiver, Replica, Request, Sender, StateMachine,
+    ClientId, Codec, CodecError, Command, Config, Entry, Envelope, Message, Op, Operation, Prepare,
+    Receiver, Replica, Request, Sender, StateMachine, View,
 };
 
 fn main() {
@@ -79,15 +79,15 @@ impl StateMachine for Slots {
     type Operation = Put;
     type Result = At;
     type Delta = Snapshot;
-    fn apply(&mut self, op: u64, operation: Put) -> At {
+    fn apply(&mut self, op: Op, operation: Put) -> At {
         let slot = operation.0.first().copied().unwrap_or(0) as usize;
         if self.slots.len() <= slot {
             self.slots.resize(slot + 1, 0);
         }
-        self.slots[slot] = op;
-        At(op)
+        self.slots[slot] = op.get();
+        At(op.get())
     }
-    fn delta(&self, _since: u64) -> Snapshot {
+    fn delta(&self, _since: Op) -> Snapshot {
         Snapshot(self.slots.clone())
     }
     fn apply_delta(&mut self, delta: Snapshot) {
@@ -226,16 +226,18 @@ fn prepare(entries: u64) -> Envelope {
     let mut parent = 0;
     let entries = (1..=entries)
         .map(|op| {
-            let entry = Entry::new(
-                op,
-                1,
+            let entry = Entry {
+                op: Op(op),
+                view: View(1),
                 parent,
-                u128::from(op),
-                1,
-                op,
-                Operation::StateMachine,
-                body(),
-            );
+                client: u128::from(op),
+                session: 1,
+                request: op,
+                operation: Operation::StateMachine,
+                body: body(),
+                checksum: 0,
+            }
+            .sealed();
             parent = entry.checksum;
             entry
         })
@@ -245,8 +247,8 @@ fn prepare(entries: u64) -> Envelope {
         epoch: 0,
         sender: Sender::Replica(1), // view 1's primary
         message: Message::Prepare(Prepare {
-            view: 1,
-            commit: 0,
+            view: View(1),
+            commit: Op(0),
             entries,
         }),
     }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use vsr::{Client, ClientEvent, Codec, CodecError, Command, Config, DurableState, Envelope};
-use vsr::{Replica, ReplicaIndex, StateMachine, wire};
+use vsr::{Op, Replica, ReplicaIndex, StateMachine, View, wire};
 
 enum LogOperation {
     Append(String),
@@ -18,11 +18,11 @@ enum LogOperation {
 /// Each line remembers the op that appended it, so a delta can be "the lines after op N".
 #[derive(Default)]
 struct Log {
-    lines: Vec<(u64, String)>,
+    lines: Vec<(Op, String)>,
 }
 
 /// A lagging replica catches up from just the lines it misses, not from the whole log.
-struct LogDelta(Vec<(u64, String)>);
+struct LogDelta(Vec<(Op, String)>);
 
 /// Results are plain text: "appended as line N", or the line read.
 struct Text(String);
@@ -32,7 +32,7 @@ impl StateMachine for Log {
     type Result = Text;
     type Delta = LogDelta;
 
-    fn apply(&mut self, op: u64, operation: LogOperation) -> Text {
+    fn apply(&mut self, op: Op, operation: LogOperation) -> Text {
         match operation {
             LogOperation::Append(line) => {
                 self.lines.push((op, line));
@@ -48,7 +48,7 @@ impl StateMachine for Log {
         }
     }
 
-    fn delta(&self, since: u64) -> LogDelta {
+    fn delta(&self, since: Op) -> LogDelta {
         let first = self.lines.partition_point(|(op, _)| *op <= since);
         LogDelta(self.lines[first..].to_vec())
     }
@@ -59,9 +59,9 @@ impl StateMachine for Log {
 
     // Only checkers compare digests, to see replicas converge; a cheap fingerprint will do.
     fn digest(&self) -> u128 {
-        self.lines
-            .iter()
-            .fold(0, |hash, (op, _)| hash.wrapping_mul(31) ^ u128::from(*op))
+        self.lines.iter().fold(0, |hash, (op, _)| {
+            hash.wrapping_mul(31) ^ u128::from(op.get())
+        })
     }
 }
 
@@ -105,7 +105,7 @@ impl Codec for Text {
 impl Codec for LogDelta {
     fn encode(&self, out: &mut Vec<u8>) {
         for (op, line) in &self.0 {
-            out.extend_from_slice(&op.to_le_bytes());
+            out.extend_from_slice(&op.get().to_le_bytes());
             out.extend_from_slice(&(line.len() as u32).to_le_bytes());
             out.extend_from_slice(line.as_bytes());
         }
@@ -117,7 +117,7 @@ impl Codec for LogDelta {
             let (size, rest) = rest.split_first_chunk::<4>().ok_or(bad("truncated"))?;
             let size = u32::from_le_bytes(*size) as usize;
             let (line, rest) = rest.split_at_checked(size).ok_or(bad("truncated"))?;
-            lines.push((u64::from_le_bytes(*op), utf8(line)?));
+            lines.push((Op(u64::from_le_bytes(*op)), utf8(line)?));
             bytes = rest;
         }
         Ok(Self(lines))
@@ -165,7 +165,7 @@ impl Cluster {
     }
 
     /// Delivers messages until the network is quiet; returns a result the client completed.
-    fn deliver(&mut self) -> Option<(u64, Bytes)> {
+    fn deliver(&mut self) -> Option<(Op, Bytes)> {
         let mut completed = None;
         loop {
             (0..self.replicas.len()).for_each(|index| self.collect(index));
@@ -190,7 +190,7 @@ impl Cluster {
     }
 
     /// Time passes only when the driver says so: heartbeats, retries and timeouts count ticks.
-    fn tick(&mut self) -> Option<(u64, Bytes)> {
+    fn tick(&mut self) -> Option<(Op, Bytes)> {
         self.replicas
             .iter_mut()
             .flatten()
@@ -251,7 +251,9 @@ fn main() {
         ticks += 1;
     }
     let primary = cluster.primary().expect("the loop above waited for one");
-    let view = cluster.replicas[primary].as_ref().map_or(0, Replica::view);
+    let view = cluster.replicas[primary]
+        .as_ref()
+        .map_or(View(0), Replica::view);
     println!("{ticks} ticks later: view {view}, replica {primary} is the primary");
 
     // Committed lines survive: every quorum overlaps the one that committed them.

@@ -14,6 +14,7 @@ use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::message::{ClientId, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender};
+use crate::numbers::{Op, View};
 
 /// What the client asks its driver to do or tells it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub enum ClientEvent {
     /// The submitted operation executed, at `op`, with this encoded result.
     Completed {
         /// The op at which it executed.
-        op: u64,
+        op: Op,
         /// The encoded state machine result.
         result: Bytes,
     },
@@ -72,7 +73,7 @@ pub struct Client {
     replica_count: u8,
     timeouts: ClientTimeouts,
     prng: Xoshiro256PlusPlus,
-    view: u64,
+    view: View,
     session: u64,
     request_next: u64,
     tick: u64,
@@ -95,7 +96,7 @@ impl Client {
             replica_count,
             timeouts: ClientTimeouts::default(),
             prng: Xoshiro256PlusPlus::seed_from_u64(seed),
-            view: 0,
+            view: View(0),
             session: 0,
             request_next: 1,
             tick: 0,
@@ -216,7 +217,8 @@ impl Client {
         self.in_flight = None;
         match result {
             ReplyResult::Registered => {
-                self.session = op;
+                // A session number is the op of its register entry.
+                self.session = op.get();
                 if let Some(body) = self.queued.take() {
                     self.send_new(Operation::StateMachine, body);
                 }
@@ -242,7 +244,7 @@ impl Client {
             retry_at: self.tick + self.timeouts.retry_ticks_min,
             backoff: self.timeouts.retry_ticks_min,
         });
-        let primary = (self.view % u64::from(self.replica_count)) as u8;
+        let primary = (self.view.get() % u64::from(self.replica_count)) as u8;
         self.send_in_flight(primary);
     }
 

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::message::{ClientId, Entry, Envelope, ReplicaIndex};
+use crate::numbers::{Op, View};
 
 /// An effect for the driver to carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,11 +43,11 @@ pub enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ViewState {
     /// The current view.
-    pub view: u64,
+    pub view: View,
     /// The latest view in which the replica's status was normal.
-    pub last_normal_view: u64,
+    pub last_normal_view: View,
     /// The commit number; may lag the real one (persisted lazily).
-    pub commit: u64,
+    pub commit: Op,
     /// Set for a replica that lost its state and has not finished recovery: it must not vote.
     pub recovering: bool,
 }
@@ -55,7 +56,7 @@ pub struct ViewState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The last op whose effects the snapshot contains.
-    pub op: u64,
+    pub op: Op,
     /// Checksum of the log entry at `op` (0 for op 0), to continue the hash chain.
     pub op_checksum: u128,
     /// The encoded snapshot.
@@ -72,7 +73,7 @@ pub enum Write {
     /// Remove every entry after `op`.
     Truncate {
         /// The last op kept.
-        op: u64,
+        op: Op,
     },
     /// Store a checkpoint; entries at or before its op may be dropped.
     Checkpoint(Checkpoint),
@@ -97,10 +98,10 @@ pub struct DurableState {
 impl DurableState {
     /// The op of the checkpoint (0 without one).
     #[must_use]
-    pub fn checkpoint_op(&self) -> u64 {
+    pub fn checkpoint_op(&self) -> Op {
         self.checkpoint
             .as_ref()
-            .map_or(0, |checkpoint| checkpoint.op)
+            .map_or(Op(0), |checkpoint| checkpoint.op)
     }
 
     /// Applies one write, as an ideal disk would.

@@ -4,6 +4,8 @@ pub use crate::limits::{
     BATCH_MAX, BATCH_SIZE_MAX, MESSAGE_BODY_SIZE_MAX, OPERATION_SIZE_MAX, PIPELINE_MAX,
     REPLICAS_MAX,
 };
+use crate::message::ReplicaIndex;
+use crate::numbers::View;
 
 /// Static configuration of one replica. All replicas of a cluster must agree on it, except for
 /// the checkpoint bounds (`checkpoint_interval`, `checkpoint_log_size_max`): checkpoints are
@@ -113,7 +115,7 @@ impl Config {
 
     /// The primary of `view`.
     #[must_use]
-    pub fn primary(&self, view: u64) -> u8 {
-        (view % u64::from(self.replica_count)) as u8
+    pub fn primary(&self, view: View) -> ReplicaIndex {
+        (view.get() % u64::from(self.replica_count)) as u8
     }
 }

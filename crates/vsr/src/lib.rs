@@ -24,6 +24,7 @@ pub mod config;
 pub mod coverage;
 pub mod limits;
 pub mod message;
+pub mod numbers;
 pub mod replica;
 pub mod state_machine;
 pub mod wire;
@@ -36,6 +37,7 @@ pub use message::{
     Prepare, PrepareOk, Recovery, RecoveryResponse, ReplicaIndex, Reply, ReplyResult, Request,
     Sender, StartView, StartViewChange, StatePayload,
 };
+pub use numbers::{Op, View};
 pub use replica::{Replica, ReplicaStats, Status};
 pub use state_machine::{Codec, CodecError, StateMachine};
 pub use wire::{Receiver, Verified};

@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use crate::numbers::Op;
+
 /// A value could not be decoded from bytes.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[error("cannot decode {what}: {reason}")]
@@ -53,7 +55,7 @@ pub trait Codec: Sized {
 /// `delta(since)` describes every change made by ops after `since`, and `apply_delta` on a state
 /// machine that has executed exactly the ops up to `since` brings it to the sender's state.
 /// **The full state is always a valid delta**: an implementation that cannot compute a true
-/// delta may return its whole state for any `since`, and `delta(0)` must always be the whole
+/// delta may return its whole state for any `since`, and `delta(Op(0))` must always be the whole
 /// state (it is also what checkpoints store).
 pub trait StateMachine {
     /// An operation a client asks to execute.
@@ -64,10 +66,10 @@ pub trait StateMachine {
     type Delta: Codec;
 
     /// Executes `operation`, committed at log position `op`.
-    fn apply(&mut self, op: u64, operation: Self::Operation) -> Self::Result;
+    fn apply(&mut self, op: Op, operation: Self::Operation) -> Self::Result;
 
     /// The changes made by ops after `since`, up to the last op applied.
-    fn delta(&self, since: u64) -> Self::Delta;
+    fn delta(&self, since: Op) -> Self::Delta;
 
     /// Applies a delta produced by a peer's [`StateMachine::delta`].
     fn apply_delta(&mut self, delta: Self::Delta);

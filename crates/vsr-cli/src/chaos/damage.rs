@@ -136,7 +136,7 @@ pub(crate) fn flip_checkpoint(dir: &Path, prng: &mut Prng) -> anyhow::Result<Opt
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use vsr::{Entry, Operation, Write};
+    use vsr::{Entry, Op, Operation, View, Write};
     use vsr_storage::{FileStorage, Identity, format};
 
     use super::*;
@@ -151,9 +151,20 @@ mod tests {
         format(dir, identity, false).expect("format");
         let mut storage = FileStorage::open(dir, None).expect("open").storage;
         let mut parent = 0;
-        for (op, size) in [(1u64, 10usize), (2, 20), (3, 30)] {
+        for (op, size) in [(Op(1), 10usize), (Op(2), 20), (Op(3), 30)] {
             let body = Bytes::from(vec![0xaa; size]);
-            let entry = Entry::new(op, 1, parent, 5, 1, op, Operation::StateMachine, body);
+            let entry = Entry {
+                op,
+                view: View(1),
+                parent,
+                client: 5,
+                session: 1,
+                request: op.get(),
+                operation: Operation::StateMachine,
+                body,
+                checksum: 0,
+            }
+            .sealed();
             parent = entry.checksum;
             storage.write(&Write::Append(entry)).expect("append");
         }

@@ -418,6 +418,8 @@ fn compare_images(
     reads: &[(String, Option<String>)],
     failures: &mut Vec<String>,
 ) {
+    // The commit number arrives as a plain number from the replicas' metrics.
+    let commit = vsr::Op(commit);
     let count = cluster.replica_count();
     let mut images = Vec::with_capacity(count);
     for index in 0..count {

@@ -12,14 +12,14 @@
 use std::path::Path;
 
 use anyhow::Context;
-use vsr::{Config, Replica, StateMachine};
+use vsr::{Config, Op, Replica, StateMachine};
 use vsr_kv::KvStore;
 use vsr_storage::FileStorage;
 
 /// One replica's state at commit C.
 pub(crate) struct Image {
     /// The last op it could execute (C when it holds the whole committed log).
-    pub(crate) executed: u64,
+    pub(crate) executed: Op,
     /// The checksum of its entry at C, when it has one.
     pub(crate) head: Option<u128>,
     /// The digest of its key-value store.
@@ -35,7 +35,7 @@ pub(crate) fn read(
     cluster: u128,
     replica_count: usize,
     index: usize,
-    commit: u64,
+    commit: Op,
 ) -> anyhow::Result<Image> {
     let opened = FileStorage::open(dir, Some(cluster))
         .with_context(|| format!("cannot open {} after the run", dir.display()))?;

@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use vsr::{Commit, Request};
+use vsr::{Commit, Op, Request, View};
 
 use crate::common::{CLUSTER, Cluster};
 use bytes::Bytes;
@@ -146,7 +146,10 @@ fn replica_index_out_of_range() {
         cluster: CLUSTER,
         epoch: 0,
         sender: Sender::Replica(5),
-        message: Message::Commit(Commit { view: 0, commit: 0 }),
+        message: Message::Commit(Commit {
+            view: View(0),
+            commit: Op(0),
+        }),
     });
     rejects(&frame, false, "bad_sender");
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::common::{CLUSTER, Cluster, stderr, vsr};
 use bytes::Bytes;
 use tokio::task::JoinSet;
-use vsr::Codec;
+use vsr::{Codec, Op};
 use vsr_kv::{KvOperation, KvResult};
 use vsr_server::Client;
 use vsr_storage::layout::{self, SuperblockCopy, WalFile, WalRecord, WalRecordKind};
@@ -190,7 +190,7 @@ fn newest_copy(copies: &[SuperblockCopy]) -> usize {
 }
 
 /// The commit number of the newest valid superblock copy.
-fn superblock_commit(dir: &Path) -> u64 {
+fn superblock_commit(dir: &Path) -> Op {
     let copies = superblock_copies(dir);
     let contents = copies[newest_copy(&copies)].contents;
     contents.expect("a valid copy").view_state.commit

@@ -9,15 +9,17 @@
 
 use std::collections::BTreeMap;
 
+use vsr::Op;
+
 use super::Inspect;
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct ClientTableChecker {
     /// commit → (first replica seen there, its client table's digest).
-    digests: BTreeMap<u64, (u8, u128)>,
+    digests: BTreeMap<Op, (u8, u128)>,
     /// Per replica, the (commit, state transfers) last checked.
-    checked: Vec<Option<(u64, u64)>>,
+    checked: Vec<Option<(Op, u64)>>,
 }
 
 impl ClientTableChecker {
@@ -66,10 +68,11 @@ impl ClientTableChecker {
 mod tests {
     use super::*;
     use crate::invariants::Planted;
+    use vsr::View;
 
     fn at(index: u8, commit: u64, digest: u128) -> Planted {
-        let mut replica = Planted::normal(index, 1, &[]);
-        replica.commit = commit;
+        let mut replica = Planted::normal(index, View(1), &[]);
+        replica.commit = Op(commit);
         replica.client_table_digest = digest;
         replica
     }

@@ -15,7 +15,7 @@
 //! the whole window is verified again. No entry is assumed valid: a break in the chain, a
 //! corrupt entry or a hole in the window fails the check.
 
-use vsr::Entry;
+use vsr::{Entry, Op};
 
 use super::{Inspect, Phase};
 
@@ -24,7 +24,7 @@ use super::{Inspect, Phase};
 pub struct LogAgreementChecker {
     replica_count: u8,
     /// Per replica, the (op, checksum) of its head when its window was last verified.
-    verified: Vec<Option<(u64, u128)>>,
+    verified: Vec<Option<(Op, u128)>>,
 }
 
 impl LogAgreementChecker {
@@ -55,7 +55,7 @@ impl LogAgreementChecker {
             return Ok(());
         }
         let view = replica.view();
-        let primary = (view % u64::from(self.replica_count)) as u8;
+        let primary = (view.get() % u64::from(self.replica_count)) as u8;
         let normal_in_view =
             |other: &&dyn Inspect| other.phase() == Phase::Normal && other.view() == view;
         if primary != index {
@@ -81,18 +81,18 @@ impl LogAgreementChecker {
                 if op <= head
                     && replica.entry(op).map(|entry| entry.checksum) == Some(checksum) =>
             {
-                (op + 1, Some(checksum))
+                (op.next(), Some(checksum))
             }
             _ => {
                 // Verify the whole window, from its lowest op (whose parent was trimmed).
-                let mut lowest = head + 1;
-                while lowest > 1 && replica.entry(lowest - 1).is_some() {
+                let mut lowest = head.next();
+                while lowest > Op(1) && replica.entry(lowest - 1).is_some() {
                     lowest -= 1;
                 }
                 (lowest, None)
             }
         };
-        for op in from..=head {
+        for op in from.through(head) {
             let Some(entry) = replica.entry(op) else {
                 return Err(format!(
                     "log agreement: replica {index}'s log window has no entry at op {op} below \
@@ -131,12 +131,12 @@ fn compare(backup: &dyn Inspect, primary: &dyn Inspect) -> Result<(), String> {
         (Some(ours), Some(theirs)) => (ours.checksum != theirs.checksum).then_some((ours, theirs)),
         _ => None,
     };
-    if top == 0 || differs(top).is_none() {
+    if top == Op(0) || differs(top).is_none() {
         return Ok(());
     }
     // Report the first op at which they differ.
     let mut op = top;
-    while op > 1 && differs(op - 1).is_some() {
+    while op > Op(1) && differs(op - 1).is_some() {
         op -= 1;
     }
     let (ours, theirs): (&Entry, &Entry) = differs(op).expect("they differ there");
@@ -160,6 +160,7 @@ fn compare(backup: &dyn Inspect, primary: &dyn Inspect) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::invariants::{Planted, chain};
+    use vsr::View;
 
     fn check_all(
         checker: &mut LogAgreementChecker,
@@ -175,36 +176,36 @@ mod tests {
 
     #[test]
     fn a_backup_behind_its_primary_passes() {
-        let log = chain(1, 10, 1, 0);
+        let log = chain(Op(1), 10, View(1), 0);
         let mut checker = LogAgreementChecker::new(3);
         let mut replicas = vec![
-            Planted::normal(0, 1, &log[..6]),
-            Planted::normal(1, 1, &log),
-            Planted::normal(2, 1, &log[..8]),
+            Planted::normal(0, View(1), &log[..6]),
+            Planted::normal(1, View(1), &log),
+            Planted::normal(2, View(1), &log[..8]),
         ];
         // A backup's unverified tail of an older view is not compared.
-        let stale = chain(9, 2, 0, log[7].checksum);
+        let stale = chain(Op(9), 2, View(0), log[7].checksum);
         replicas[2].log.extend(stale);
-        replicas[2].op_verified = 8;
+        replicas[2].op_verified = Op(8);
         for index in [0, 2, 1] {
             check_all(&mut checker, &replicas, index).unwrap();
         }
         // The primary's log grows: only the new entries are verified, and still agree.
-        let more = chain(11, 3, 1, log[9].checksum);
+        let more = chain(Op(11), 3, View(1), log[9].checksum);
         replicas[1].log.extend(more);
         check_all(&mut checker, &replicas, 1).unwrap();
     }
 
     #[test]
     fn a_backup_that_differs_from_its_primary_is_caught() {
-        let log = chain(1, 10, 1, 0);
+        let log = chain(Op(1), 10, View(1), 0);
         let mut forked = log[..4].to_vec();
-        forked.extend(chain(5, 3, 0, log[3].checksum));
+        forked.extend(chain(Op(5), 3, View(0), log[3].checksum));
         let mut checker = LogAgreementChecker::new(3);
         let replicas = vec![
-            Planted::normal(0, 1, &forked),
-            Planted::normal(1, 1, &log),
-            Planted::normal(2, 1, &log),
+            Planted::normal(0, View(1), &forked),
+            Planted::normal(1, View(1), &log),
+            Planted::normal(2, View(1), &log),
         ];
         let error = check_all(&mut checker, &replicas, 0).unwrap_err();
         assert!(
@@ -221,14 +222,14 @@ mod tests {
     fn a_chain_broken_below_the_compared_op_is_caught() {
         // The backup's entry at op 4 was replaced by another whose successor does not name it:
         // the logs still agree at the highest common op, but the backup's chain is broken.
-        let log = chain(1, 8, 1, 0);
+        let log = chain(Op(1), 8, View(1), 0);
         let mut broken = log.clone();
-        broken[3] = chain(4, 1, 0, log[2].checksum).remove(0);
+        broken[3] = chain(Op(4), 1, View(0), log[2].checksum).remove(0);
         let mut checker = LogAgreementChecker::new(3);
         let replicas = vec![
-            Planted::normal(0, 1, &broken),
-            Planted::normal(1, 1, &log),
-            Planted::normal(2, 1, &log),
+            Planted::normal(0, View(1), &broken),
+            Planted::normal(1, View(1), &log),
+            Planted::normal(2, View(1), &log),
         ];
         // The primary's step compares at op 8 only: a backup's chain is verified on its own
         // steps, the only ones that change its log.
@@ -242,20 +243,20 @@ mod tests {
 
     #[test]
     fn a_break_in_entries_appended_later_is_caught() {
-        let log = chain(1, 6, 1, 0);
+        let log = chain(Op(1), 6, View(1), 0);
         let mut checker = LogAgreementChecker::new(3);
         let mut replicas = vec![
-            Planted::normal(0, 1, &log),
-            Planted::normal(1, 1, &log),
-            Planted::normal(2, 1, &log),
+            Planted::normal(0, View(1), &log),
+            Planted::normal(1, View(1), &log),
+            Planted::normal(2, View(1), &log),
         ];
         check_all(&mut checker, &replicas, 0).unwrap();
         // Appended after a verified head, an entry that does not continue the chain.
-        replicas[0].log.extend(chain(7, 2, 1, 42));
+        replicas[0].log.extend(chain(Op(7), 2, View(1), 42));
         let error = check_all(&mut checker, &replicas, 0).unwrap_err();
         assert!(error.contains("breaks its hash chain at op 7"), "{error}");
         // A corrupt entry (its checksum no longer covers its contents).
-        let mut corrupt = Planted::normal(2, 1, &log);
+        let mut corrupt = Planted::normal(2, View(1), &log);
         corrupt.log[5].request = 9;
         replicas[2] = corrupt;
         let error = check_all(&mut checker, &replicas, 2).unwrap_err();

@@ -19,7 +19,7 @@ pub mod primary;
 pub mod transfer;
 
 use vsr::{Commit, Prepare, StartView};
-use vsr::{Entry, Message, Replica, ReplicaStats, StateMachine, Status, ViewState};
+use vsr::{Entry, Message, Op, Replica, ReplicaStats, StateMachine, Status, View, ViewState};
 
 use crate::checker::SafetyChecker;
 
@@ -41,19 +41,19 @@ pub trait Inspect {
     /// Its status.
     fn phase(&self) -> Phase;
     /// Its view.
-    fn view(&self) -> u64;
+    fn view(&self) -> View;
     /// The latest view in which it was normal with the view's whole log.
-    fn last_normal_view(&self) -> u64;
+    fn last_normal_view(&self) -> View;
     /// The last op in its log.
-    fn op(&self) -> u64;
+    fn op(&self) -> Op;
     /// The log up to this op is the view's log (or committed).
-    fn op_verified(&self) -> u64;
+    fn op_verified(&self) -> Op;
     /// Its commit number.
-    fn commit(&self) -> u64;
+    fn commit(&self) -> Op;
     /// The highest op it knows committed in its view.
-    fn commit_max(&self) -> u64;
+    fn commit_max(&self) -> Op;
     /// The entry at `op`, while its log window holds it.
-    fn entry(&self, op: u64) -> Option<&Entry>;
+    fn entry(&self, op: Op) -> Option<&Entry>;
     /// Its state machine's digest.
     fn state_digest(&self) -> u128;
     /// Its client table's digest.
@@ -73,25 +73,25 @@ impl<S: StateMachine> Inspect for Replica<S> {
             Status::Recovering(_) => Phase::Recovering,
         }
     }
-    fn view(&self) -> u64 {
+    fn view(&self) -> View {
         Replica::view(self)
     }
-    fn last_normal_view(&self) -> u64 {
+    fn last_normal_view(&self) -> View {
         Replica::last_normal_view(self)
     }
-    fn op(&self) -> u64 {
+    fn op(&self) -> Op {
         Replica::op(self)
     }
-    fn op_verified(&self) -> u64 {
+    fn op_verified(&self) -> Op {
         Replica::op_verified(self)
     }
-    fn commit(&self) -> u64 {
+    fn commit(&self) -> Op {
         Replica::commit(self)
     }
-    fn commit_max(&self) -> u64 {
+    fn commit_max(&self) -> Op {
         Replica::commit_max(self)
     }
-    fn entry(&self, op: u64) -> Option<&Entry> {
+    fn entry(&self, op: Op) -> Option<&Entry> {
         Replica::entry(self, op)
     }
     fn state_digest(&self) -> u128 {
@@ -109,10 +109,10 @@ impl<S: StateMachine> Inspect for Replica<S> {
 #[derive(Clone, Debug, Default)]
 pub struct Step {
     /// (view, message name) of each prepare or commit sent: the acts of a normal primary.
-    pub primary_sends: Vec<(u64, &'static str)>,
+    pub primary_sends: Vec<(View, &'static str)>,
     /// Views of the start_view messages sent (released once durable, so possibly after the
     /// replica moved on to a later view).
-    pub start_views: Vec<u64>,
+    pub start_views: Vec<View>,
     /// Whether it sent a get_state: it needs state it is missing.
     pub get_state: bool,
 }
@@ -131,7 +131,7 @@ impl Step {
         }
     }
 
-    fn primary_send(&mut self, view: u64, name: &'static str) {
+    fn primary_send(&mut self, view: View, name: &'static str) {
         if self.primary_sends.last() != Some(&(view, name)) {
             self.primary_sends.push((view, name));
         }
@@ -201,13 +201,13 @@ impl Invariants {
 pub(crate) struct Planted {
     pub(crate) index: u8,
     pub(crate) phase: Phase,
-    pub(crate) view: u64,
-    pub(crate) last_normal_view: u64,
-    pub(crate) op_verified: u64,
-    pub(crate) commit: u64,
-    pub(crate) commit_max: u64,
+    pub(crate) view: View,
+    pub(crate) last_normal_view: View,
+    pub(crate) op_verified: Op,
+    pub(crate) commit: Op,
+    pub(crate) commit_max: Op,
     /// The log window: entries after `base`.
-    pub(crate) base: u64,
+    pub(crate) base: Op,
     pub(crate) log: Vec<Entry>,
     pub(crate) state_digest: u128,
     pub(crate) client_table_digest: u128,
@@ -217,8 +217,8 @@ pub(crate) struct Planted {
 #[cfg(test)]
 impl Planted {
     /// Replica `index`, normal in `view` with `log` (from op 1) verified and committed.
-    pub(crate) fn normal(index: u8, view: u64, log: &[Entry]) -> Self {
-        let op = log.len() as u64;
+    pub(crate) fn normal(index: u8, view: View, log: &[Entry]) -> Self {
+        let op = Op(log.len() as u64);
         Self {
             index,
             phase: Phase::Normal,
@@ -227,7 +227,7 @@ impl Planted {
             op_verified: op,
             commit: op,
             commit_max: op,
-            base: 0,
+            base: Op(0),
             log: log.to_vec(),
             state_digest: 0,
             client_table_digest: 0,
@@ -244,26 +244,26 @@ impl Inspect for Planted {
     fn phase(&self) -> Phase {
         self.phase
     }
-    fn view(&self) -> u64 {
+    fn view(&self) -> View {
         self.view
     }
-    fn last_normal_view(&self) -> u64 {
+    fn last_normal_view(&self) -> View {
         self.last_normal_view
     }
-    fn op(&self) -> u64 {
+    fn op(&self) -> Op {
         self.base + self.log.len() as u64
     }
-    fn op_verified(&self) -> u64 {
+    fn op_verified(&self) -> Op {
         self.op_verified
     }
-    fn commit(&self) -> u64 {
+    fn commit(&self) -> Op {
         self.commit
     }
-    fn commit_max(&self) -> u64 {
+    fn commit_max(&self) -> Op {
         self.commit_max
     }
-    fn entry(&self, op: u64) -> Option<&Entry> {
-        let position = op.checked_sub(self.base + 1)?;
+    fn entry(&self, op: Op) -> Option<&Entry> {
+        let position = op.get().checked_sub(self.base.get() + 1)?;
         self.log.get(usize::try_from(position).ok()?)
     }
     fn state_digest(&self) -> u128 {
@@ -279,20 +279,23 @@ impl Inspect for Planted {
 
 /// A hash-chained log of `count` no-op entries created in `view`, after `parent`.
 #[cfg(test)]
-pub(crate) fn chain(first_op: u64, count: u64, view: u64, parent: u128) -> Vec<Entry> {
+pub(crate) fn chain(first_op: Op, count: u64, view: View, parent: u128) -> Vec<Entry> {
     let mut parent = parent;
-    (first_op..first_op + count)
+    (first_op.get()..first_op.get() + count)
         .map(|op| {
-            let entry = Entry::new(
+            let op = Op(op);
+            let entry = Entry {
                 op,
                 view,
                 parent,
-                0,
-                0,
-                0,
-                vsr::Operation::Noop,
-                bytes::Bytes::new(),
-            );
+                client: 0,
+                session: 0,
+                request: 0,
+                operation: vsr::Operation::Noop,
+                body: bytes::Bytes::new(),
+                checksum: 0,
+            }
+            .sealed();
             parent = entry.checksum;
             entry
         })

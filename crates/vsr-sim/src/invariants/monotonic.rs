@@ -11,20 +11,20 @@
 //! its disk made durable. Within an incarnation the commit number's monotonicity is the
 //! [`SafetyChecker`](crate::checker::SafetyChecker)'s check.
 
-use vsr::ViewState;
+use vsr::{Op, View, ViewState};
 
 use super::{Inspect, Phase};
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Watch {
     /// The view last seen outside recovery in this incarnation.
-    view: Option<u64>,
+    view: Option<View>,
     /// The view the disk made durable before this incarnation started.
-    view_durable: u64,
+    view_durable: View,
     /// The last view the disk says the replica was normal in.
-    last_normal_durable: u64,
+    last_normal_durable: View,
     /// The commit number the disk made durable, until checked (none for a recovering disk).
-    commit_durable: Option<u64>,
+    commit_durable: Option<Op>,
 }
 
 /// See the module docs.
@@ -101,9 +101,9 @@ mod tests {
 
     fn durable(view: u64, commit: u64) -> ViewState {
         ViewState {
-            view,
-            last_normal_view: view,
-            commit,
+            view: View(view),
+            last_normal_view: View(view),
+            commit: Op(commit),
             recovering: false,
         }
     }
@@ -112,24 +112,26 @@ mod tests {
     fn views_that_grow_across_restarts_pass() {
         let mut checker = MonotonicChecker::new(3);
         checker.on_start(1, ViewState::default());
-        checker.check(&Planted::normal(1, 0, &[])).unwrap();
-        checker.check(&Planted::normal(1, 2, &[])).unwrap();
+        checker.check(&Planted::normal(1, View(0), &[])).unwrap();
+        checker.check(&Planted::normal(1, View(2), &[])).unwrap();
         checker.on_start(1, durable(2, 0));
-        checker.check(&Planted::normal(1, 3, &[])).unwrap();
+        checker.check(&Planted::normal(1, View(3), &[])).unwrap();
         // A wiped disk recovers from view 0 into whatever view its peers are in.
         checker.on_start(1, vsr::DurableState::recovering().view_state);
-        let mut recovering = Planted::normal(1, 0, &[]);
+        let mut recovering = Planted::normal(1, View(0), &[]);
         recovering.phase = Phase::Recovering;
         checker.check(&recovering).unwrap();
-        checker.check(&Planted::normal(1, 4, &[])).unwrap();
+        checker.check(&Planted::normal(1, View(4), &[])).unwrap();
     }
 
     #[test]
     fn a_view_going_back_in_one_incarnation_is_caught() {
         let mut checker = MonotonicChecker::new(3);
         checker.on_start(0, ViewState::default());
-        checker.check(&Planted::normal(0, 4, &[])).unwrap();
-        let error = checker.check(&Planted::normal(0, 3, &[])).unwrap_err();
+        checker.check(&Planted::normal(0, View(4), &[])).unwrap();
+        let error = checker
+            .check(&Planted::normal(0, View(3), &[]))
+            .unwrap_err();
         assert!(
             error.contains("replica 0: view went back from 4 to 3"),
             "{error}"
@@ -140,7 +142,9 @@ mod tests {
     fn a_restart_below_the_durable_view_is_caught_after_recovery_too() {
         let mut checker = MonotonicChecker::new(3);
         checker.on_start(2, durable(7, 0));
-        let error = checker.check(&Planted::normal(2, 6, &[])).unwrap_err();
+        let error = checker
+            .check(&Planted::normal(2, View(6), &[]))
+            .unwrap_err();
         assert!(
             error.contains("below view 7 its disk had made durable"),
             "{error}"
@@ -149,7 +153,7 @@ mod tests {
         let mut damaged = durable(7, 0);
         damaged.recovering = true;
         checker.on_start(2, damaged);
-        let mut recovering = Planted::normal(2, 5, &[]);
+        let mut recovering = Planted::normal(2, View(5), &[]);
         recovering.phase = Phase::Recovering;
         checker.check(&recovering).unwrap();
         recovering.phase = Phase::Normal;
@@ -161,17 +165,17 @@ mod tests {
     fn a_recovery_may_settle_below_a_view_only_started() {
         let mut checker = MonotonicChecker::new(3);
         let mut started = durable(3, 0);
-        started.last_normal_view = 1;
+        started.last_normal_view = View(1);
         started.recovering = true;
         checker.on_start(0, started);
-        let mut recovering = Planted::normal(0, 1, &[]);
+        let mut recovering = Planted::normal(0, View(1), &[]);
         recovering.phase = Phase::Recovering;
         checker.check(&recovering).unwrap();
         recovering.phase = Phase::Normal;
         checker.check(&recovering).unwrap();
         // Below the last normal view it is caught.
         checker.on_start(0, started);
-        let mut recovering = Planted::normal(0, 0, &[]);
+        let mut recovering = Planted::normal(0, View(0), &[]);
         recovering.phase = Phase::Recovering;
         checker.check(&recovering).unwrap();
         recovering.phase = Phase::Normal;
@@ -183,8 +187,8 @@ mod tests {
     fn a_restart_below_the_durable_commit_is_caught() {
         let mut checker = MonotonicChecker::new(3);
         checker.on_start(0, durable(1, 5));
-        let mut restarted = Planted::normal(0, 1, &[]);
-        restarted.commit = 4;
+        let mut restarted = Planted::normal(0, View(1), &[]);
+        restarted.commit = Op(4);
         let error = checker.check(&restarted).unwrap_err();
         assert!(
             error.contains("restarted at commit 4, below commit 5"),

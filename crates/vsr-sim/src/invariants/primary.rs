@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use vsr::View;
+
 use super::{Inspect, Phase, Step};
 
 /// See the module docs.
@@ -16,9 +18,9 @@ use super::{Inspect, Phase, Step};
 pub struct PrimaryChecker {
     replica_count: u8,
     /// view → (replica, incarnation) that was its normal primary.
-    primaries: BTreeMap<u64, (u8, u64)>,
+    primaries: BTreeMap<View, (u8, u64)>,
     /// Per replica, the (view, incarnation) last recorded, to skip the map lookup.
-    recorded: Vec<Option<(u64, u64)>>,
+    recorded: Vec<Option<(View, u64)>>,
 }
 
 impl PrimaryChecker {
@@ -32,8 +34,8 @@ impl PrimaryChecker {
         }
     }
 
-    fn primary_of(&self, view: u64) -> u8 {
-        (view % u64::from(self.replica_count)) as u8
+    fn primary_of(&self, view: View) -> u8 {
+        (view.get() % u64::from(self.replica_count)) as u8
     }
 
     /// Checks `replica`, in its incarnation `incarnation`, after a step in which it sent `step`.
@@ -101,7 +103,7 @@ mod tests {
 
     fn sent(view: u64, name: &'static str) -> Step {
         Step {
-            primary_sends: vec![(view, name)],
+            primary_sends: vec![(View(view), name)],
             ..Step::default()
         }
     }
@@ -110,10 +112,10 @@ mod tests {
     fn the_named_primaries_of_successive_views_pass() {
         let mut checker = PrimaryChecker::new(3);
         for view in 0..6 {
-            let primary = Planted::normal((view % 3) as u8, view, &[]);
+            let primary = Planted::normal((view % 3) as u8, View(view), &[]);
             checker.check(&primary, 1, &sent(view, "prepare")).unwrap();
             checker.check(&primary, 1, &Step::default()).unwrap();
-            let backup = Planted::normal(((view + 1) % 3) as u8, view, &[]);
+            let backup = Planted::normal(((view + 1) % 3) as u8, View(view), &[]);
             checker.check(&backup, 1, &Step::default()).unwrap();
         }
     }
@@ -121,7 +123,7 @@ mod tests {
     #[test]
     fn a_prepare_from_a_replica_the_view_does_not_name_is_caught() {
         let mut checker = PrimaryChecker::new(3);
-        let backup = Planted::normal(1, 3, &[]);
+        let backup = Planted::normal(1, View(3), &[]);
         let error = checker.check(&backup, 1, &sent(3, "prepare")).unwrap_err();
         assert!(
             error.contains("replica 1 sent a prepare of view 3"),
@@ -132,7 +134,7 @@ mod tests {
     #[test]
     fn a_commit_from_a_primary_in_a_view_change_is_caught() {
         let mut checker = PrimaryChecker::new(3);
-        let mut primary = Planted::normal(0, 3, &[]);
+        let mut primary = Planted::normal(0, View(3), &[]);
         primary.phase = Phase::ViewChange;
         let error = checker.check(&primary, 1, &sent(3, "commit")).unwrap_err();
         assert!(error.contains("while ViewChange in view 3"), "{error}");
@@ -141,7 +143,7 @@ mod tests {
     #[test]
     fn a_second_primary_of_a_view_after_a_restart_is_caught() {
         let mut checker = PrimaryChecker::new(3);
-        let primary = Planted::normal(2, 5, &[]);
+        let primary = Planted::normal(2, View(5), &[]);
         checker.check(&primary, 1, &Step::default()).unwrap();
         let error = checker.check(&primary, 2, &Step::default()).unwrap_err();
         assert!(error.contains("view 5 has two normal primaries"), "{error}");

@@ -23,6 +23,8 @@
 //! came from a checkpoint delta and nothing was executed. If the reference model has not
 //! replayed that far yet, the digest is kept and checked once it has.
 
+use vsr::{Op, View};
+
 use super::{Inspect, Phase, Step};
 use crate::checker::SafetyChecker;
 
@@ -31,19 +33,19 @@ struct Watch {
     recoveries: u64,
     state_transfers: u64,
     /// The highest op known committed when the recovery in progress began.
-    recovery_began: Option<u64>,
+    recovery_began: Option<Op>,
     /// A state transfer is in progress.
     transferring: bool,
     /// The highest op the replica knew committed and its view when the transfer in progress
     /// began.
-    transfer_began: Option<(u64, u64)>,
+    transfer_began: Option<(Op, View)>,
 }
 
 /// A digest to check once the reference model reaches its commit number.
 #[derive(Clone, Copy, Debug)]
 struct Pending {
     replica: u8,
-    commit: u64,
+    commit: Op,
     digest: u128,
     what: &'static str,
 }
@@ -54,7 +56,7 @@ pub struct TransferChecker {
     watches: Vec<Watch>,
     pending: Vec<Pending>,
     /// The lowest commit number of the pending digests.
-    pending_commit_min: u64,
+    pending_commit_min: Op,
 }
 
 impl TransferChecker {
@@ -64,7 +66,7 @@ impl TransferChecker {
         Self {
             watches: vec![Watch::default(); usize::from(replica_count)],
             pending: Vec::new(),
-            pending_commit_min: u64::MAX,
+            pending_commit_min: Op(u64::MAX),
         }
     }
 
@@ -100,7 +102,7 @@ impl TransferChecker {
             watch.transferring = false;
             watch.transfer_began = None;
         } else if recovered {
-            let began = watch.recovery_began.take().unwrap_or(0);
+            let began = watch.recovery_began.take().unwrap_or(Op(0));
             holds_committed(replica, began, safety, "recovery")?;
             self.check_state(replica, safety, "recovery")?;
         } else if installed {
@@ -150,7 +152,7 @@ impl TransferChecker {
             return Ok(());
         }
         let mut waiting = Vec::new();
-        self.pending_commit_min = u64::MAX;
+        self.pending_commit_min = Op(u64::MAX);
         for pending in std::mem::take(&mut self.pending) {
             if safety.digest_at(pending.commit).is_some() {
                 check_digest(&pending, safety)?;
@@ -180,7 +182,7 @@ fn check_digest(pending: &Pending, safety: &SafetyChecker) -> Result<(), String>
 /// recovery or transfer began.
 fn holds_committed(
     replica: &dyn Inspect,
-    began: u64,
+    began: Op,
     safety: &SafetyChecker,
     what: &str,
 ) -> Result<(), String> {
@@ -232,25 +234,25 @@ mod tests {
         for entry in log {
             safety.record_committed(0, entry).unwrap();
         }
-        let digest = safety.digest_at(log.len() as u64).unwrap();
+        let digest = safety.digest_at(Op(log.len() as u64)).unwrap();
         (safety, digest)
     }
 
     fn recovering(index: u8, view: u64) -> Planted {
-        let mut replica = Planted::normal(index, view, &[]);
+        let mut replica = Planted::normal(index, View(view), &[]);
         replica.phase = Phase::Recovering;
         replica
     }
 
     #[test]
     fn a_recovery_that_reaches_every_committed_op_passes() {
-        let log = chain(1, 6, 1, 0);
+        let log = chain(Op(1), 6, View(1), 0);
         let (safety, digest) = committed(&log);
         let mut checker = TransferChecker::new(3);
         checker
             .check(&recovering(2, 0), &Step::default(), &safety)
             .unwrap();
-        let mut recovered = Planted::normal(2, 1, &log);
+        let mut recovered = Planted::normal(2, View(1), &log);
         recovered.stats.recoveries = 1;
         recovered.state_digest = digest;
         checker
@@ -260,13 +262,13 @@ mod tests {
 
     #[test]
     fn a_recovery_that_misses_a_committed_op_is_caught() {
-        let log = chain(1, 6, 1, 0);
+        let log = chain(Op(1), 6, View(1), 0);
         let (safety, digest) = committed(&log);
         let mut checker = TransferChecker::new(3);
         checker
             .check(&recovering(2, 0), &Step::default(), &safety)
             .unwrap();
-        let mut recovered = Planted::normal(2, 1, &log[..5]);
+        let mut recovered = Planted::normal(2, View(1), &log[..5]);
         recovered.stats.recoveries = 1;
         recovered.state_digest = digest;
         let error = checker
@@ -281,8 +283,8 @@ mod tests {
         );
         // Holding a different entry at that op is no better.
         let mut other = log[..5].to_vec();
-        other.extend(chain(6, 1, 0, log[4].checksum));
-        let mut recovered = Planted::normal(2, 1, &other);
+        other.extend(chain(Op(6), 1, View(0), log[4].checksum));
+        let mut recovered = Planted::normal(2, View(1), &other);
         recovered.stats.recoveries = 1;
         checker.on_start(2);
         checker
@@ -296,11 +298,11 @@ mod tests {
 
     #[test]
     fn a_transfer_that_stops_short_of_the_commit_is_caught() {
-        let log = chain(1, 6, 1, 0);
+        let log = chain(Op(1), 6, View(1), 0);
         let (safety, digest) = committed(&log);
         let mut checker = TransferChecker::new(3);
-        let mut behind = Planted::normal(1, 1, &log[..2]);
-        behind.commit_max = 6;
+        let mut behind = Planted::normal(1, View(1), &log[..2]);
+        behind.commit_max = Op(6);
         let get_state = Step {
             get_state: true,
             ..Step::default()
@@ -309,8 +311,8 @@ mod tests {
         // An install that asks for more is not the end of the transfer.
         behind.log = log[..4].to_vec();
         behind.stats.state_transfers = 1;
-        (behind.op_verified, behind.commit) = (4, 0);
-        behind.state_digest = safety.digest_at(0).unwrap();
+        (behind.op_verified, behind.commit) = (Op(4), Op(0));
+        behind.state_digest = safety.digest_at(Op(0)).unwrap();
         checker.check(&behind, &get_state, &safety).unwrap();
         behind.stats.state_transfers = 2;
         let error = checker
@@ -325,51 +327,64 @@ mod tests {
         );
         // The same transfer reaching op 6 passes.
         let mut checker = TransferChecker::new(3);
-        let mut behind = Planted::normal(1, 1, &log[..2]);
-        behind.commit_max = 6;
+        let mut behind = Planted::normal(1, View(1), &log[..2]);
+        behind.commit_max = Op(6);
         checker.check(&behind, &get_state, &safety).unwrap();
         behind.log = log.clone();
-        behind.op_verified = 6;
+        behind.op_verified = Op(6);
         behind.stats.state_transfers = 1;
         behind.state_digest = digest;
         checker.check(&behind, &Step::default(), &safety).unwrap();
         // A backup that asked knowing only op 4 committed may stop there.
         let mut checker = TransferChecker::new(3);
-        let mut behind = Planted::normal(1, 1, &log[..2]);
-        behind.commit_max = 4;
+        let mut behind = Planted::normal(1, View(1), &log[..2]);
+        behind.commit_max = Op(4);
         checker.check(&behind, &get_state, &safety).unwrap();
         behind.log = log[..4].to_vec();
-        behind.op_verified = 4;
+        behind.op_verified = Op(4);
         behind.stats.state_transfers = 1;
-        behind.state_digest = safety.digest_at(2).unwrap();
+        behind.state_digest = safety.digest_at(Op(2)).unwrap();
         checker.check(&behind, &Step::default(), &safety).unwrap();
     }
 
     #[test]
     fn a_delta_installing_the_wrong_state_is_caught_at_once_or_later() {
-        let register = Entry::new(1, 0, 0, 7, 0, 1, Operation::Register, Bytes::new());
+        let register = Entry {
+            op: Op(1),
+            view: View(0),
+            parent: 0,
+            client: 7,
+            session: 0,
+            request: 1,
+            operation: Operation::Register,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
             value: Bytes::from("v"),
         }
         .to_bytes();
         let body = Bytes::from(put);
-        let put = Entry::new(
-            2,
-            0,
-            register.checksum,
-            7,
-            1,
-            2,
-            Operation::StateMachine,
+        let put = Entry {
+            op: Op(2),
+            view: View(0),
+            parent: register.checksum,
+            client: 7,
+            session: 1,
+            request: 2,
+            operation: Operation::StateMachine,
             body,
-        );
+            checksum: 0,
+        }
+        .sealed();
         let (mut safety, _) = committed(std::slice::from_ref(&register));
         let mut checker = TransferChecker::new(3);
         // A delta brought the replica to commit 2 (its log window starts after op 2) with the
         // empty store's state: wrong, but the reference has not replayed op 2 yet.
-        let mut installed = Planted::normal(0, 0, &[]);
-        (installed.base, installed.op_verified, installed.commit) = (2, 2, 2);
+        let mut installed = Planted::normal(0, View(0), &[]);
+        (installed.base, installed.op_verified, installed.commit) = (Op(2), Op(2), Op(2));
         installed.stats.state_transfers = 1;
         installed.state_digest = KvStore::new().digest();
         checker
@@ -392,7 +407,7 @@ mod tests {
             error.contains("after a state transfer at commit 2"),
             "{error}"
         );
-        installed.state_digest = safety.digest_at(2).unwrap();
+        installed.state_digest = safety.digest_at(Op(2)).unwrap();
         installed.stats.state_transfers = 2;
         checker
             .check(&installed, &Step::default(), &safety)

@@ -1,22 +1,24 @@
 //! Shared by the storage benchmarks.
 
 use bytes::Bytes;
-use vsr::{Entry, Operation};
+use vsr::{Entry, Op, Operation, View};
 
 /// The entry that continues the log at `next` (its op and the previous entry's checksum), and
 /// moves `next` past it.
 pub(crate) fn next_entry(next: &mut (u64, u128), body: &Bytes) -> Entry {
     let (op, parent) = *next;
-    let entry = Entry::new(
-        op,
-        0,
+    let entry = Entry {
+        op: Op(op),
+        view: View(0),
         parent,
-        1,
-        1,
-        op,
-        Operation::StateMachine,
-        body.clone(),
-    );
+        client: 1,
+        session: 1,
+        request: op,
+        operation: Operation::StateMachine,
+        body: body.clone(),
+        checksum: 0,
+    }
+    .sealed();
     *next = (op + 1, entry.checksum);
     entry
 }

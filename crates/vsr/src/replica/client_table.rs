@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use bytes::{Buf, BufMut, Bytes};
 
 use crate::message::{ClientId, Entry, Operation, ReplyResult};
+use crate::numbers::Op;
 use crate::state_machine::CodecError;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub(crate) struct Session {
     /// The latest request number executed.
     pub(crate) request: u64,
     /// The op at which that request executed.
-    pub(crate) reply_op: u64,
+    pub(crate) reply_op: Op,
     /// Its reply.
     pub(crate) reply: ReplyResult,
 }
@@ -28,7 +29,7 @@ pub(crate) enum Admission {
     /// A new request of a live session: execute it.
     Execute,
     /// Not executed; reply this (a duplicate's cached reply, or session evicted).
-    Reply { op: u64, result: ReplyResult },
+    Reply { op: Op, result: ReplyResult },
     /// Not executed, no reply (an old duplicate).
     Drop,
 }
@@ -125,7 +126,8 @@ impl ClientTable {
             evicted = true;
         }
         let session = Session {
-            session: entry.op,
+            // A session number is the op of its register entry.
+            session: entry.op.get(),
             request: entry.request,
             reply_op: entry.op,
             reply: ReplyResult::Registered,
@@ -150,7 +152,7 @@ impl ClientTable {
             out.put_u128_le(*client);
             out.put_u64_le(session.session);
             out.put_u64_le(session.request);
-            out.put_u64_le(session.reply_op);
+            out.put_u64_le(session.reply_op.get());
             match &session.reply {
                 ReplyResult::Registered => out.put_u8(0),
                 ReplyResult::SessionEvicted => out.put_u8(1),
@@ -182,9 +184,9 @@ impl ClientTable {
             let request = input
                 .try_get_u64_le()
                 .map_err(|_| error("truncated request"))?;
-            let reply_op = input
+            let reply_op = Op(input
                 .try_get_u64_le()
-                .map_err(|_| error("truncated reply op"))?;
+                .map_err(|_| error("truncated reply op"))?);
             let reply = match input.try_get_u8().map_err(|_| error("truncated reply"))? {
                 0 => ReplyResult::Registered,
                 1 => ReplyResult::SessionEvicted,

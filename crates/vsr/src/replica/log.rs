@@ -6,25 +6,26 @@
 use std::collections::VecDeque;
 
 use crate::message::Entry;
+use crate::numbers::Op;
 
 #[derive(Debug, Default)]
 pub(crate) struct Log {
-    base_op: u64,
+    base_op: Op,
     base_checksum: u128,
     entries: VecDeque<Entry>,
 }
 
 impl Log {
     /// The last op in the log.
-    pub(crate) fn op(&self) -> u64 {
+    pub(crate) fn op(&self) -> Op {
         self.base_op + self.entries.len() as u64
     }
 
-    pub(crate) fn base_op(&self) -> u64 {
+    pub(crate) fn base_op(&self) -> Op {
         self.base_op
     }
 
-    pub(crate) fn get(&self, op: u64) -> Option<&Entry> {
+    pub(crate) fn get(&self, op: Op) -> Option<&Entry> {
         if op <= self.base_op {
             return None;
         }
@@ -38,7 +39,7 @@ impl Log {
     /// Asserts the window is one hash chain of consecutive ops from `base_op`.
     pub(crate) fn assert_chain(&self) {
         let mut parent = self.base_checksum;
-        for (entry, op) in self.entries.iter().zip(self.base_op + 1..) {
+        for (entry, op) in self.entries.iter().zip((self.base_op.get() + 1..).map(Op)) {
             assert_eq!(entry.op, op, "log ops not consecutive");
             assert_eq!(entry.parent, parent, "log hash chain broken at op {op}");
             parent = entry.checksum;
@@ -46,7 +47,7 @@ impl Log {
     }
 
     /// The checksum of the entry at `op`, if the chain still knows it.
-    pub(crate) fn checksum(&self, op: u64) -> Option<u128> {
+    pub(crate) fn checksum(&self, op: Op) -> Option<u128> {
         if op == self.base_op {
             Some(self.base_checksum)
         } else {
@@ -63,7 +64,7 @@ impl Log {
 
     /// Whether `entry` continues the chain at the head.
     pub(crate) fn connects(&self, entry: &Entry) -> bool {
-        entry.op == self.op() + 1 && entry.parent == self.head_checksum()
+        entry.op == self.op().next() && entry.parent == self.head_checksum()
     }
 
     pub(crate) fn append(&mut self, entry: Entry) {
@@ -76,7 +77,7 @@ impl Log {
     }
 
     /// Removes every entry after `op`.
-    pub(crate) fn truncate(&mut self, op: u64) {
+    pub(crate) fn truncate(&mut self, op: Op) {
         assert!(
             op >= self.base_op,
             "cannot truncate into the trimmed prefix"
@@ -86,7 +87,7 @@ impl Log {
     }
 
     /// Forgets entries at or before `op` (committed and checkpointed elsewhere).
-    pub(crate) fn trim(&mut self, op: u64) {
+    pub(crate) fn trim(&mut self, op: Op) {
         assert!(op <= self.op());
         while self.base_op < op {
             let entry = self.entries.pop_front().expect("op is within the log");
@@ -96,15 +97,16 @@ impl Log {
     }
 
     /// Starts the log afresh after `op` (state transfer by delta, or a checkpoint on restart).
-    pub(crate) fn reset(&mut self, op: u64, checksum: u128) {
+    pub(crate) fn reset(&mut self, op: Op, checksum: u128) {
         self.entries.clear();
         self.base_op = op;
         self.base_checksum = checksum;
     }
 
     /// Clones of the entries in `from..=to` (those the window holds).
-    pub(crate) fn range(&self, from: u64, to: u64) -> Vec<Entry> {
-        (from.max(self.base_op + 1)..=to.min(self.op()))
+    pub(crate) fn range(&self, from: Op, to: Op) -> Vec<Entry> {
+        from.max(self.base_op.next())
+            .through(to.min(self.op()))
             .map(|op| self.get(op).expect("in range").clone())
             .collect()
     }
@@ -116,20 +118,23 @@ mod tests {
 
     use super::Log;
     use crate::message::{Entry, Operation};
+    use crate::numbers::{Op, View};
 
     fn chain(count: u64) -> Log {
         let mut log = Log::default();
         for op in 1..=count {
-            let entry = Entry::new(
-                op,
-                0,
-                log.head_checksum(),
-                0,
-                0,
-                0,
-                Operation::Noop,
-                Bytes::new(),
-            );
+            let entry = Entry {
+                op: Op(op),
+                view: View(0),
+                parent: log.head_checksum(),
+                client: 0,
+                session: 0,
+                request: 0,
+                operation: Operation::Noop,
+                body: Bytes::new(),
+                checksum: 0,
+            }
+            .sealed();
             log.append(entry);
         }
         log

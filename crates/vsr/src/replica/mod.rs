@@ -32,6 +32,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use crate::command::{Checkpoint, Command, DurableState, ViewState, Write};
 use crate::config::Config;
 use crate::message::{Entry, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender};
+use crate::numbers::{Op, View};
 use crate::state_machine::{Codec, CodecError, StateMachine};
 use client_table::{Admission, ClientTable};
 use log::Log;
@@ -122,9 +123,9 @@ enum Deferred {
     /// Send a message or reply.
     Send(Box<Command>),
     /// A backup's prepare_ok for `op`, if the log still holds that entry in `view`.
-    PrepareOk { view: u64, op: u64, checksum: u128 },
+    PrepareOk { view: View, op: Op, checksum: u128 },
     /// The primary's own vote for every op up to `op`, if still primary of `view`.
-    PrimaryDurable { view: u64, op: u64 },
+    PrimaryDurable { view: View, op: Op },
 }
 
 /// A VSR replica of state machine `S`, driven by events; see the crate docs.
@@ -133,21 +134,21 @@ pub struct Replica<S: StateMachine> {
     config: Config,
     index: ReplicaIndex,
     status: Status,
-    view: u64,
-    last_normal_view: u64,
+    view: View,
+    last_normal_view: View,
     log: Log,
     /// The log up to this op is known to be the current view's log (or committed): only this
     /// prefix is voted for, served to peers as the view's log, and executed. Entries after it
     /// are kept (they may be committed ops this replica voted for) until entries of the view's
     /// log confirm or replace them.
-    op_verified: u64,
+    op_verified: Op,
     /// The last op executed.
-    commit: u64,
+    commit: Op,
     /// The highest op known committed in the current view (may exceed the log).
-    commit_max: u64,
+    commit_max: Op,
     /// The commit number last written to the view state.
-    commit_persisted: u64,
-    checkpoint_op: u64,
+    commit_persisted: Op,
+    checkpoint_op: Op,
     /// Wire bytes of the entries executed since `checkpoint_op`.
     checkpoint_log_size: usize,
     state_machine: S,
@@ -166,7 +167,7 @@ pub struct Replica<S: StateMachine> {
     /// number for two view-change timeouts leaves a primary that is heard from but commits
     /// nothing (it may not hear its backups). It outlives status changes: a replica that goes
     /// back to normal status in the same view continues the same watch.
-    progress: (u64, u64, u64),
+    progress: (View, Op, u64),
     state_request: Option<StateRequest>,
     transfer: Option<DeltaTransfer>,
     stats: ReplicaStats,
@@ -222,11 +223,11 @@ impl<S: StateMachine> Replica<S> {
             view: view_state.view,
             last_normal_view: view_state.last_normal_view,
             log: Log::default(),
-            op_verified: 0,
-            commit: 0,
-            commit_max: 0,
+            op_verified: Op(0),
+            commit: Op(0),
+            commit_max: Op(0),
             commit_persisted: view_state.commit,
-            checkpoint_op: 0,
+            checkpoint_op: Op(0),
             checkpoint_log_size: 0,
             state_machine,
             client_table: ClientTable::default(),
@@ -237,7 +238,7 @@ impl<S: StateMachine> Replica<S> {
             commands: Vec::new(),
             commit_unpersisted_size: 0,
             view_change_timeout_at: 0,
-            progress: (0, 0, 0),
+            progress: (View(0), Op(0), 0),
             state_request: None,
             transfer: None,
             stats: ReplicaStats::default(),
@@ -276,7 +277,7 @@ impl<S: StateMachine> Replica<S> {
         } else if replica.leads_view() || replica.last_normal_view < replica.view {
             // In-memory votes are gone: let a view change rebuild them.
             crate::mark!(RestartStartsViewChange);
-            replica.start_view_change(replica.view + 1);
+            replica.start_view_change(replica.view.next());
         } else {
             replica.reset_view_change_timeout();
         }
@@ -344,19 +345,19 @@ impl<S: StateMachine> Replica<S> {
 
     /// The current view.
     #[must_use]
-    pub fn view(&self) -> u64 {
+    pub fn view(&self) -> View {
         self.view
     }
 
     /// The latest view in which this replica's status was normal with the view's whole log.
     #[must_use]
-    pub fn last_normal_view(&self) -> u64 {
+    pub fn last_normal_view(&self) -> View {
         self.last_normal_view
     }
 
     /// The log up to this op is known to be the current view's log (or committed).
     #[must_use]
-    pub fn op_verified(&self) -> u64 {
+    pub fn op_verified(&self) -> Op {
         self.op_verified
     }
 
@@ -378,25 +379,25 @@ impl<S: StateMachine> Replica<S> {
 
     /// The last op in the log.
     #[must_use]
-    pub fn op(&self) -> u64 {
+    pub fn op(&self) -> Op {
         self.log.op()
     }
 
     /// The last op executed (the commit number).
     #[must_use]
-    pub fn commit(&self) -> u64 {
+    pub fn commit(&self) -> Op {
         self.commit
     }
 
     /// The highest op this replica knows committed in its view (its log may not reach it yet).
     #[must_use]
-    pub fn commit_max(&self) -> u64 {
+    pub fn commit_max(&self) -> Op {
         self.commit_max
     }
 
     /// The log entry at `op`, while the in-memory window holds it.
     #[must_use]
-    pub fn entry(&self, op: u64) -> Option<&Entry> {
+    pub fn entry(&self, op: Op) -> Option<&Entry> {
         self.log.get(op)
     }
 
@@ -650,7 +651,7 @@ impl<S: StateMachine> Replica<S> {
     /// Votes for the verified log once write `seq` (and every write before it) is durable.
     fn vote_for_log_at(&mut self, seq: u64) {
         let op = self.op_verified;
-        if matches!(self.status, Status::Normal(Role::Backup(_))) && op > 0 {
+        if matches!(self.status, Status::Normal(Role::Backup(_))) && op > Op(0) {
             let (view, checksum) = (
                 self.view,
                 self.log.checksum(op).expect("verified ops are in the log"),
@@ -715,7 +716,7 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    fn reply(&mut self, client: u128, op: u64, request: u64, result: ReplyResult) {
+    fn reply(&mut self, client: u128, op: Op, request: u64, result: ReplyResult) {
         let message = Message::Reply(Reply {
             client,
             view: self.view,
@@ -732,7 +733,7 @@ impl<S: StateMachine> Replica<S> {
     /// Executes committed entries up to `commit_max`, as far as the log reaches.
     fn execute_committed(&mut self) {
         while self.commit < self.commit_max.min(self.op_verified) {
-            let op = self.commit + 1;
+            let op = self.commit.next();
             let entry = self
                 .log
                 .get(op)
@@ -800,7 +801,7 @@ impl<S: StateMachine> Replica<S> {
             || self.checkpoint_log_size >= self.config.checkpoint_log_size_max
         {
             self.checkpoint();
-        } else if self.commit.saturating_sub(self.commit_persisted)
+        } else if self.commit.saturating_since(self.commit_persisted)
             >= self.config.pipeline_ops_max()
             || self.commit_unpersisted_size >= self.config.pipeline_size_max()
         {
@@ -824,8 +825,8 @@ impl<S: StateMachine> Replica<S> {
 
     /// Persists a checkpoint of the current state at `op` (the commit number), then the view
     /// state, and restarts the checkpoint bounds from there.
-    fn persist_checkpoint(&mut self, op: u64, op_checksum: u128) {
-        let snapshot = Bytes::from(self.encode_snapshot(0));
+    fn persist_checkpoint(&mut self, op: Op, op_checksum: u128) {
+        let snapshot = Bytes::from(self.encode_snapshot(Op(0)));
         self.persist(Write::Checkpoint(Checkpoint {
             op,
             op_checksum,
@@ -838,7 +839,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// The client table and the state machine's delta since `since`.
-    fn encode_snapshot(&self, since: u64) -> Vec<u8> {
+    fn encode_snapshot(&self, since: Op) -> Vec<u8> {
         let mut table = Vec::new();
         self.client_table
             .encode(&mut table, !crate::bug!(SnapshotDropsReplies));

@@ -12,6 +12,7 @@ use crate::command::Write;
 use crate::config::OPERATION_SIZE_MAX;
 use crate::message::{ClientId, Entry, Message, Operation, ReplyResult};
 use crate::message::{Commit, Prepare, PrepareOk, Request};
+use crate::numbers::{Op, View};
 use crate::state_machine::{Codec, StateMachine};
 use crate::wire::ENTRY_HEADER_SIZE;
 
@@ -30,7 +31,7 @@ pub struct Backup {
     /// Before the log holds the whole log the view started with: the op it must reach (None
     /// if unknown). Until then `last_normal_view` stays behind `view`, and the replica casts
     /// no prepare_ok: a do_view_change must never present a partial log as the log of a view.
-    pub(super) start_view_op: Option<u64>,
+    pub(super) start_view_op: Option<Op>,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -93,7 +94,7 @@ impl<S: StateMachine> Replica<S> {
                 }
                 _ => {
                     crate::mark!(RequestSessionEvicted);
-                    self.reply(client, 0, request, ReplyResult::SessionEvicted);
+                    self.reply(client, Op(0), request, ReplyResult::SessionEvicted);
                     return;
                 }
             }
@@ -124,7 +125,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Whether an uncommitted register of `client` is in the log.
     fn register_pending(&self, client: ClientId) -> bool {
-        (self.commit + 1..=self.log.op()).any(|op| {
+        self.commit.next().through(self.log.op()).any(|op| {
             let entry = self.log.get(op).expect("uncommitted ops are in the log");
             entry.client == client && entry.operation == Operation::Register
         })
@@ -149,16 +150,18 @@ impl<S: StateMachine> Replica<S> {
                 break;
             }
             let queued = self.status.pipeline().dequeue().expect("checked");
-            let entry = Entry::new(
-                self.log.op() + 1,
-                self.view,
-                self.log.head_checksum(),
-                queued.client,
-                queued.session,
-                queued.request,
-                queued.operation,
-                queued.body,
-            );
+            let entry = Entry {
+                op: self.log.op().next(),
+                view: self.view,
+                parent: self.log.head_checksum(),
+                client: queued.client,
+                session: queued.session,
+                request: queued.request,
+                operation: queued.operation,
+                body: queued.body,
+                checksum: 0,
+            }
+            .sealed();
             self.log.append(entry.clone());
             self.persist(Write::Append(entry.clone()));
             entries.push(entry);
@@ -229,7 +232,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Replica `from` durably holds every op up to `op`.
-    pub(super) fn on_prepare_ok_votes(&mut self, from: u8, op: u64) {
+    pub(super) fn on_prepare_ok_votes(&mut self, from: u8, op: Op) {
         self.status.pipeline().vote(from, op);
         self.commit_pipeline();
     }
@@ -246,7 +249,7 @@ impl<S: StateMachine> Replica<S> {
             .quorum_op(self.config.replica_count, quorum)
             .min(self.log.op());
         if committed > self.commit_max {
-            for op in self.commit_max + 1..=committed {
+            for op in self.commit_max.next().through(committed) {
                 let entry = self.log.get(op).expect("pipeline ops are in the log");
                 self.status.pipeline().untrack(entry.client, entry.request);
             }
@@ -289,11 +292,11 @@ impl<S: StateMachine> Replica<S> {
 
     pub(super) fn tick_backup(&mut self) {
         if self.tick >= self.view_change_timeout_at {
-            self.start_view_change(self.view + 1);
+            self.start_view_change(self.view.next());
         } else if self.commit_stalled() {
             crate::mark!(BackupLeavesStalledPrimary);
             self.stats.primary_stalls += 1;
-            self.start_view_change(self.view + 1);
+            self.start_view_change(self.view.next());
         }
     }
 
@@ -315,7 +318,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// The current view's primary announced `commit`; a higher one (or a new view) restarts
     /// the stall clock. Replays of older messages carry lower numbers and change nothing.
-    fn primary_announced_commit(&mut self, commit: u64) {
+    fn primary_announced_commit(&mut self, commit: Op) {
         let (view, known, _) = self.progress;
         if view != self.view || commit > known {
             self.progress = (self.view, commit, self.tick);
@@ -360,7 +363,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Filters a normal-operation message from `view`'s primary; adopts a newer view.
-    fn accept_from_primary(&mut self, view: u64) -> bool {
+    fn accept_from_primary(&mut self, view: View) -> bool {
         if crate::bug!(TimeoutResetByOldView) && self.is_normal() {
             self.reset_view_change_timeout();
         }
@@ -381,7 +384,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// The current view's primary says ops up to `commit` are committed.
-    pub(super) fn advance_commit(&mut self, commit: u64) {
+    pub(super) fn advance_commit(&mut self, commit: Op) {
         self.commit_max = self.commit_max.max(commit);
         self.execute_committed();
         if self.commit_max > self.op_verified {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 
 use crate::config::{BATCH_SIZE_MAX, REPLICAS_MAX};
 use crate::message::{ClientId, Operation};
+use crate::numbers::Op;
 use crate::wire::ENTRIES_COUNT_SIZE;
 
 /// The room left in one prepare: at most `batch_max` entries and [`BATCH_SIZE_MAX`] encoded
@@ -60,8 +61,8 @@ pub(crate) struct Queued {
 /// One prepare in flight: a range of consecutive ops sent together.
 #[derive(Debug)]
 pub(crate) struct InFlight {
-    pub(crate) first: u64,
-    pub(crate) last: u64,
+    pub(crate) first: Op,
+    pub(crate) last: Op,
     pub(crate) sent_tick: u64,
 }
 
@@ -70,7 +71,7 @@ pub(crate) struct Pipeline {
     /// Prepares in flight, in op order; their ranges are consecutive.
     prepares: VecDeque<InFlight>,
     /// Per replica, the highest op of this view's log it holds durably.
-    votes: [u64; REPLICAS_MAX],
+    votes: [Op; REPLICAS_MAX],
     /// Requests waiting for room.
     queue: VecDeque<Queued>,
     /// The request number each client has prepared or queued (at most one per session), so a
@@ -82,14 +83,14 @@ impl Pipeline {
     /// Forgets everything: the replica is no longer primary of this view.
     pub(crate) fn clear(&mut self) {
         self.prepares.clear();
-        self.votes = [0; REPLICAS_MAX];
+        self.votes = [Op(0); REPLICAS_MAX];
         self.queue.clear();
         self.clients.clear();
     }
 
     /// Asserts prepares in flight are consecutive ranges within a log ending at `op`, and
     /// that no replica voted past it.
-    pub(crate) fn assert_within(&self, replica_count: u8, op: u64) {
+    pub(crate) fn assert_within(&self, replica_count: u8, op: Op) {
         let mut next = None;
         for prepare in &self.prepares {
             assert!(
@@ -100,14 +101,14 @@ impl Pipeline {
                 next.is_none_or(|next| next == prepare.first),
                 "prepares not consecutive"
             );
-            next = Some(prepare.last + 1);
+            next = Some(prepare.last.next());
         }
         let votes = &self.votes[..usize::from(replica_count)];
         assert!(votes.iter().all(|vote| *vote <= op), "a vote past the log");
         assert!(
             self.votes[usize::from(replica_count)..]
                 .iter()
-                .all(|vote| *vote == 0)
+                .all(|vote| *vote == Op(0))
         );
     }
 
@@ -121,11 +122,11 @@ impl Pipeline {
     }
 
     /// Records a prepare of ops `first..=last`, sent at `tick`.
-    pub(crate) fn push(&mut self, first: u64, last: u64, tick: u64) {
+    pub(crate) fn push(&mut self, first: Op, last: Op, tick: u64) {
         assert!(first <= last);
         if let Some(previous) = self.prepares.back() {
             assert_eq!(
-                previous.last + 1,
+                previous.last.next(),
                 first,
                 "prepares in flight are consecutive"
             );
@@ -150,13 +151,13 @@ impl Pipeline {
     }
 
     /// Replica `from` durably holds the view's log up to `op`.
-    pub(crate) fn vote(&mut self, from: u8, op: u64) {
+    pub(crate) fn vote(&mut self, from: u8, op: Op) {
         let vote = &mut self.votes[usize::from(from)];
         *vote = (*vote).max(op);
     }
 
     /// The highest op at least `quorum` of `replica_count` replicas hold.
-    pub(crate) fn quorum_op(&self, replica_count: u8, quorum: usize) -> u64 {
+    pub(crate) fn quorum_op(&self, replica_count: u8, quorum: usize) -> Op {
         let mut votes = self.votes;
         let votes = &mut votes[..usize::from(replica_count)];
         votes.sort_unstable_by(|a, b| b.cmp(a));
@@ -164,12 +165,12 @@ impl Pipeline {
     }
 
     /// Whether replica `to` has voted for every op up to `op`.
-    pub(crate) fn has_voted(&self, to: u8, op: u64) -> bool {
+    pub(crate) fn has_voted(&self, to: u8, op: Op) -> bool {
         self.votes[usize::from(to)] >= op
     }
 
     /// Drops prepares whose every op is committed.
-    pub(crate) fn pop_committed(&mut self, commit: u64) {
+    pub(crate) fn pop_committed(&mut self, commit: Op) {
         while self
             .prepares
             .front()
@@ -181,7 +182,7 @@ impl Pipeline {
 
     /// The prepares last sent at or before `sent_before`, as op ranges; they count as sent
     /// again at `tick`.
-    pub(crate) fn take_due(&mut self, sent_before: u64, tick: u64) -> Vec<(u64, u64)> {
+    pub(crate) fn take_due(&mut self, sent_before: u64, tick: u64) -> Vec<(Op, Op)> {
         let mut due = Vec::new();
         for prepare in &mut self.prepares {
             if prepare.sent_tick <= sent_before {
@@ -217,26 +218,26 @@ mod tests {
     #[test]
     fn the_quorum_op_is_the_quorum_th_highest_vote() {
         let mut pipeline = Pipeline::default();
-        pipeline.vote(0, 9);
-        pipeline.vote(1, 4);
-        pipeline.vote(2, 7);
-        assert_eq!(pipeline.quorum_op(3, 2), 7);
-        assert_eq!(pipeline.quorum_op(3, 3), 4);
-        pipeline.vote(2, 3); // A stale vote never lowers one.
-        assert_eq!(pipeline.quorum_op(3, 2), 7);
-        assert_eq!(pipeline.quorum_op(5, 3), 4);
+        pipeline.vote(0, Op(9));
+        pipeline.vote(1, Op(4));
+        pipeline.vote(2, Op(7));
+        assert_eq!(pipeline.quorum_op(3, 2), Op(7));
+        assert_eq!(pipeline.quorum_op(3, 3), Op(4));
+        pipeline.vote(2, Op(3)); // A stale vote never lowers one.
+        assert_eq!(pipeline.quorum_op(3, 2), Op(7));
+        assert_eq!(pipeline.quorum_op(5, 3), Op(4));
     }
 
     #[test]
     fn a_prepare_leaves_only_when_all_its_ops_committed() {
         let mut pipeline = Pipeline::default();
-        pipeline.push(1, 4, 0);
-        pipeline.push(5, 5, 0);
-        pipeline.pop_committed(3);
+        pipeline.push(Op(1), Op(4), 0);
+        pipeline.push(Op(5), Op(5), 0);
+        pipeline.pop_committed(Op(3));
         assert_eq!(pipeline.prepares(), 2);
-        pipeline.pop_committed(4);
+        pipeline.pop_committed(Op(4));
         assert_eq!(pipeline.prepares(), 1);
-        assert_eq!(pipeline.take_due(0, 9), vec![(5, 5)]);
+        assert_eq!(pipeline.take_due(0, 9), vec![(Op(5), Op(5))]);
         assert!(pipeline.take_due(0, 10).is_empty(), "sent again at tick 9");
     }
 

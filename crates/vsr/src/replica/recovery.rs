@@ -11,6 +11,7 @@ use rand_core::Rng;
 use super::{Backup, Replica, Role, Status};
 use crate::command::Write;
 use crate::message::{Message, ReplicaIndex};
+use crate::numbers::{Op, View};
 use crate::state_machine::StateMachine;
 
 /// The data of a recovery in progress.
@@ -18,14 +19,14 @@ use crate::state_machine::StateMachine;
 pub struct Recovering {
     nonce: u64,
     /// view, op, primary? of each response with our nonce.
-    responses: BTreeMap<ReplicaIndex, (u64, u64, bool)>,
+    responses: BTreeMap<ReplicaIndex, (View, Op, bool)>,
     /// The view, its primary and the primary's op once a quorum answered.
-    target: Option<(u64, ReplicaIndex, u64)>,
+    target: Option<(View, ReplicaIndex, Op)>,
     retry_at: u64,
 }
 
 impl Recovering {
-    pub(super) fn needs_state(&self, view: u64, op: u64) -> bool {
+    pub(super) fn needs_state(&self, view: View, op: Op) -> bool {
         self.target
             .is_some_and(|(target_view, _, target_op)| target_view == view && op < target_op)
     }

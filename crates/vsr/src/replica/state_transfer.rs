@@ -17,6 +17,7 @@ use crate::checksum::checksum;
 use crate::command::Write;
 use crate::config::{MESSAGE_BODY_SIZE_MAX, OPERATION_SIZE_MAX};
 use crate::message::{Entry, Message, ReplicaIndex, StatePayload};
+use crate::numbers::Op;
 use crate::state_machine::StateMachine;
 
 /// Most entries in one new_state message.
@@ -43,9 +44,9 @@ impl StateRequest {
 #[derive(Debug)]
 pub(crate) struct DeltaTransfer {
     from: ReplicaIndex,
-    op: u64,
+    op: Op,
     op_checksum: u128,
-    since: u64,
+    since: Op,
     total_size: u64,
     total_checksum: u128,
     /// Chunks received, by offset: they may arrive in any order.
@@ -179,7 +180,7 @@ impl<S: StateMachine> Replica<S> {
         self.send(to, message);
     }
 
-    fn send_delta(&mut self, to: ReplicaIndex, since: u64) {
+    fn send_delta(&mut self, to: ReplicaIndex, since: Op) {
         let delta = self.encode_snapshot(since);
         let total_checksum = checksum(&delta);
         let op = self.commit;
@@ -242,7 +243,7 @@ impl<S: StateMachine> Replica<S> {
             && let Some(backup) = self.status.backup_mut()
         {
             // The primary's log holds the whole log the view started with.
-            backup.start_view_op = Some(backup.start_view_op.unwrap_or(0).max(op));
+            backup.start_view_op = Some(backup.start_view_op.unwrap_or(Op(0)).max(op));
         }
         let installed = match payload {
             StatePayload::Entries(entries) => self.install_entries(&entries, commit, authoritative),
@@ -300,7 +301,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Takes entries from a new_state: all of them from a sender whose log is our view's log
     /// (`authoritative`), otherwise only committed ones. Returns whether anything changed.
-    fn install_entries(&mut self, entries: &[Entry], commit: u64, authoritative: bool) -> bool {
+    fn install_entries(&mut self, entries: &[Entry], commit: Op, authoritative: bool) -> bool {
         let usable = if authoritative || crate::bug!(StateTransferTakesUncommitted) {
             entries
         } else {
@@ -330,10 +331,10 @@ impl<S: StateMachine> Replica<S> {
     /// hash chain: an entry is placed only where its parent matches ours, and an entry we hold
     /// differently replaces our suffix from there. Returns the highest op of `entries` that our
     /// log now holds.
-    pub(super) fn merge_entries(&mut self, entries: &[Entry]) -> Option<u64> {
+    pub(super) fn merge_entries(&mut self, entries: &[Entry]) -> Option<Op> {
         let mut through = None;
         for entry in entries {
-            if entry.op == 0 {
+            if entry.op == Op(0) {
                 break;
             }
             if entry.op <= self.op_verified {

@@ -11,6 +11,7 @@ use crate::message::{
     PrepareOk, Recovery, RecoveryResponse, Reply, ReplyResult, Request, Sender, StartView,
     StartViewChange,
 };
+use crate::numbers::{Op, View};
 use crate::state_machine::{Codec, CodecError, StateMachine};
 use crate::wire::{self, DecodeError};
 
@@ -37,12 +38,12 @@ impl StateMachine for Sum {
     type Operation = u64;
     type Result = u64;
     type Delta = u64;
-    fn apply(&mut self, _op: u64, operation: u64) -> u64 {
+    fn apply(&mut self, _op: Op, operation: u64) -> u64 {
         self.total += operation;
         self.applied += 1;
         self.total
     }
-    fn delta(&self, _since: u64) -> u64 {
+    fn delta(&self, _since: Op) -> u64 {
         self.total
     }
     fn apply_delta(&mut self, delta: u64) {
@@ -130,16 +131,18 @@ fn add(request_number: u64, session: u64, value: u64) -> Envelope {
 /// The wire size of the log entry of an [`add`] request.
 fn add_entry_size() -> usize {
     let body = Bytes::from(1u64.to_bytes());
-    crate::wire::entry_size(&Entry::new(
-        2,
-        0,
-        0,
-        CLIENT,
-        1,
-        2,
-        Operation::StateMachine,
+    let entry = Entry {
+        op: Op(2),
+        view: View(0),
+        parent: 0,
+        client: CLIENT,
+        session: 1,
+        request: 2,
+        operation: Operation::StateMachine,
         body,
-    ))
+        checksum: 0,
+    };
+    crate::wire::entry_size(&entry.sealed())
 }
 
 /// The number of entries of each prepare in `commands`.
@@ -175,7 +178,7 @@ fn persist_all(replica: &mut Replica<Sum>, commands: &[Command]) -> Vec<Command>
 /// Ticks `backup` up to `ticks` times, persisting what it writes, with a commit heartbeat of its
 /// view at `commit` from `primary` every 5 ticks, as a live primary sends them; stops once the
 /// backup leaves the view.
-fn heartbeats(backup: &mut Replica<Sum>, primary: u8, commit: u64, ticks: u64) {
+fn heartbeats(backup: &mut Replica<Sum>, primary: u8, commit: Op, ticks: u64) {
     let view = backup.view();
     for tick in 0..ticks {
         if tick % 5 == 0 {
@@ -203,7 +206,7 @@ fn sends(commands: &[Command]) -> Vec<(u8, &'static str)> {
         .collect()
 }
 
-fn replies(commands: &[Command]) -> Vec<(u64, u64, ReplyResult)> {
+fn replies(commands: &[Command]) -> Vec<(Op, u64, ReplyResult)> {
     commands
         .iter()
         .filter_map(|command| match command {
@@ -244,7 +247,7 @@ mod normal {
         let commands = drain(&mut primary);
         assert!(
             matches!(&commands[0], Command::Persist { seq: 1, write: Write::Append(entry) }
-            if entry.op == 1 && entry.operation == Operation::Register && entry.parent == 0)
+            if entry.op == Op(1) && entry.operation == Operation::Register && entry.parent == 0)
         );
         assert_eq!(sends(&commands), vec![(1, "prepare"), (2, "prepare")]);
         assert!(replies(&commands).is_empty());
@@ -282,15 +285,15 @@ mod normal {
         );
         persist_all(&mut primary, &first);
         let ok = Message::PrepareOk(PrepareOk {
-            view: 0,
-            op: 1,
+            view: View(0),
+            op: Op(1),
             checksum: prepared_entry(&first).checksum,
         });
         primary.deliver(from_replica(1, ok));
         let next = drain(&mut primary);
         assert_eq!(replies(&next).len(), 1);
         assert_eq!(prepare_sizes(&next), vec![2, 2], "a batch of batch_max");
-        assert_eq!(primary.op(), 3);
+        assert_eq!(primary.op(), Op(3));
         assert_eq!(primary.stats().prepares_batched, 1);
     }
 
@@ -301,8 +304,8 @@ mod normal {
         let commands = drain(&mut primary);
         let entry = prepared_entry(&commands);
         let ok = Message::PrepareOk(PrepareOk {
-            view: 0,
-            op: 1,
+            view: View(0),
+            op: Op(1),
             checksum: entry.checksum,
         });
         primary.deliver(from_replica(1, ok));
@@ -311,8 +314,8 @@ mod normal {
             "one vote of two, own write pending"
         );
         let after = persist_all(&mut primary, &commands);
-        assert_eq!(replies(&after), vec![(1, 1, ReplyResult::Registered)]);
-        assert_eq!(primary.commit(), 1);
+        assert_eq!(replies(&after), vec![(Op(1), 1, ReplyResult::Registered)]);
+        assert_eq!(primary.commit(), Op(1));
     }
 
     #[test]
@@ -322,12 +325,12 @@ mod normal {
         let commands = drain(&mut primary);
         persist_all(&mut primary, &commands);
         let ok = Message::PrepareOk(PrepareOk {
-            view: 0,
-            op: 1,
+            view: View(0),
+            op: Op(1),
             checksum: 12345,
         });
         primary.deliver(from_replica(1, ok));
-        assert_eq!(primary.commit(), 0);
+        assert_eq!(primary.commit(), Op(0));
     }
 
     #[test]
@@ -339,8 +342,8 @@ mod normal {
         backup.deliver(from_replica(
             0,
             Message::Prepare(Prepare {
-                view: 0,
-                commit: 0,
+                view: View(0),
+                commit: Op(0),
                 entries: vec![entry.clone()],
             }),
         ));
@@ -357,8 +360,8 @@ mod normal {
                 envelope: from_replica(
                     1,
                     Message::PrepareOk(PrepareOk {
-                        view: 0,
-                        op: 1,
+                        view: View(0),
+                        op: Op(1),
                         checksum: entry.checksum
                     })
                 ),
@@ -378,8 +381,8 @@ mod normal {
         backup.deliver(from_replica(
             0,
             Message::Prepare(Prepare {
-                view: 0,
-                commit: 0,
+                view: View(0),
+                commit: Op(0),
                 entries: vec![entry],
             }),
         ));
@@ -387,8 +390,12 @@ mod normal {
         let _ = persist_all(&mut backup, &commands);
         // The primary's commit never moves.
         let ticks = backup.config.view_change_timeout_ticks * 3;
-        heartbeats(&mut backup, 0, 0, ticks);
-        assert_eq!(backup.view(), 1, "the backup stayed with a stalled primary");
+        heartbeats(&mut backup, 0, Op(0), ticks);
+        assert_eq!(
+            backup.view(),
+            View(1),
+            "the backup stayed with a stalled primary"
+        );
         assert_eq!(backup.status_name(), "view_change");
         assert_eq!(backup.stats().primary_stalls, 1);
     }
@@ -398,8 +405,8 @@ mod normal {
     fn backup_stays_with_an_idle_primary_it_hears() {
         let mut backup = replica(1, 3);
         let ticks = backup.config.view_change_timeout_ticks * 4;
-        heartbeats(&mut backup, 0, 0, ticks);
-        assert_eq!(backup.view(), 0);
+        heartbeats(&mut backup, 0, Op(0), ticks);
+        assert_eq!(backup.view(), View(0));
         assert_eq!(backup.stats().primary_stalls, 0);
     }
 
@@ -417,8 +424,8 @@ mod normal {
         backup.deliver(from_replica(
             0,
             Message::Prepare(Prepare {
-                view: 0,
-                commit: 0,
+                view: View(0),
+                commit: Op(0),
                 entries: vec![entries[2].clone()],
             }),
         ));
@@ -430,9 +437,9 @@ mod normal {
                 envelope: from_replica(
                     1,
                     Message::GetState(GetState {
-                        view: 0,
-                        op: 0,
-                        commit: 0
+                        view: View(0),
+                        op: Op(0),
+                        commit: Op(0)
                     })
                 ),
             }]
@@ -470,7 +477,7 @@ mod normal {
 /// executed entries, whichever is first, and each bound restarts after a checkpoint.
 #[test]
 fn a_checkpoint_comes_at_the_op_bound_or_the_byte_bound() {
-    fn checkpoint_ops(config: Config, requests: u64) -> Vec<u64> {
+    fn checkpoint_ops(config: Config, requests: u64) -> Vec<Op> {
         let mut replica = Replica::new(config, 0, Sum::default(), 1);
         let mut checkpoints = Vec::new();
         let mut envelopes = vec![register()];
@@ -492,16 +499,19 @@ fn a_checkpoint_comes_at_the_op_bound_or_the_byte_bound() {
     }
     let mut by_ops = config(1);
     by_ops.checkpoint_interval = 5;
-    assert_eq!(checkpoint_ops(by_ops.clone(), 12), vec![5, 10]);
+    assert_eq!(checkpoint_ops(by_ops.clone(), 12), vec![Op(5), Op(10)]);
     // A bound of one byte checkpoints after every op; a bound of three adds' bytes after every
     // third add, the first time after the (smaller) register and three adds.
     let entry_size = add_entry_size();
     let mut by_bytes = by_ops.clone();
     by_bytes.checkpoint_interval = 1_000;
     by_bytes.checkpoint_log_size_max = 1;
-    assert_eq!(checkpoint_ops(by_bytes.clone(), 4), vec![1, 2, 3, 4]);
+    assert_eq!(
+        checkpoint_ops(by_bytes.clone(), 4),
+        vec![Op(1), Op(2), Op(3), Op(4)]
+    );
     by_bytes.checkpoint_log_size_max = 3 * entry_size;
-    assert_eq!(checkpoint_ops(by_bytes, 12), vec![4, 7, 10]);
+    assert_eq!(checkpoint_ops(by_bytes, 12), vec![Op(4), Op(7), Op(10)]);
 }
 
 mod client_table {
@@ -512,7 +522,7 @@ mod client_table {
         Replica::new(config(1), 0, Sum::default(), 1)
     }
 
-    fn submit(replica: &mut Replica<Sum>, envelope: Envelope) -> Vec<(u64, u64, ReplyResult)> {
+    fn submit(replica: &mut Replica<Sum>, envelope: Envelope) -> Vec<(Op, u64, ReplyResult)> {
         replica.deliver(envelope);
         let commands = drain(replica);
         let mut all = replies(&commands);
@@ -525,14 +535,17 @@ mod client_table {
         let mut replica = solo();
         assert_eq!(
             submit(&mut replica, register()),
-            vec![(1, 1, ReplyResult::Registered)]
+            vec![(Op(1), 1, ReplyResult::Registered)]
         );
         let executed = ReplyResult::Executed(Bytes::from(5u64.to_bytes()));
         assert_eq!(
             submit(&mut replica, add(2, 1, 5)),
-            vec![(2, 2, executed.clone())]
+            vec![(Op(2), 2, executed.clone())]
         );
-        assert_eq!(submit(&mut replica, add(2, 1, 5)), vec![(2, 2, executed)]);
+        assert_eq!(
+            submit(&mut replica, add(2, 1, 5)),
+            vec![(Op(2), 2, executed)]
+        );
         assert!(
             submit(&mut replica, add(1, 1, 5)).is_empty(),
             "an older request is dropped"
@@ -547,20 +560,26 @@ mod client_table {
         let mut replica = solo();
         assert_eq!(
             submit(&mut replica, register()),
-            vec![(1, 1, ReplyResult::Registered)]
+            vec![(Op(1), 1, ReplyResult::Registered)]
         );
         assert_eq!(
             submit(&mut replica, register()),
-            vec![(1, 1, ReplyResult::Registered)]
+            vec![(Op(1), 1, ReplyResult::Registered)]
         );
         let executed = ReplyResult::Executed(Bytes::from(5u64.to_bytes()));
-        assert_eq!(submit(&mut replica, add(2, 1, 5)), vec![(2, 2, executed)]);
+        assert_eq!(
+            submit(&mut replica, add(2, 1, 5)),
+            vec![(Op(2), 2, executed)]
+        );
         assert!(
             submit(&mut replica, register()).is_empty(),
             "an old register is dropped"
         );
         let executed = ReplyResult::Executed(Bytes::from(6u64.to_bytes()));
-        assert_eq!(submit(&mut replica, add(3, 1, 1)), vec![(3, 3, executed)]);
+        assert_eq!(
+            submit(&mut replica, add(3, 1, 1)),
+            vec![(Op(3), 3, executed)]
+        );
     }
 
     /// An unknown session is told at once, even while other ops are in flight; a client whose
@@ -575,7 +594,7 @@ mod client_table {
         primary.deliver(stranger);
         assert_eq!(
             replies(&drain(&mut primary)),
-            vec![(0, 2, ReplyResult::SessionEvicted)]
+            vec![(Op(0), 2, ReplyResult::SessionEvicted)]
         );
         primary.deliver(add(2, 1, 5));
         assert!(
@@ -589,7 +608,7 @@ mod client_table {
         let mut replica = solo();
         assert_eq!(
             submit(&mut replica, add(2, 9, 5)),
-            vec![(0, 2, ReplyResult::SessionEvicted)]
+            vec![(Op(0), 2, ReplyResult::SessionEvicted)]
         );
     }
 
@@ -630,7 +649,7 @@ mod client_table {
         from_two.sender = Sender::Client(2);
         assert_eq!(
             submit(&mut replica, from_two),
-            vec![(0, 2, ReplyResult::SessionEvicted)]
+            vec![(Op(0), 2, ReplyResult::SessionEvicted)]
         );
         assert!(replica.client_table.get(1).is_some());
     }
@@ -645,7 +664,7 @@ struct Cluster {
     network: std::collections::VecDeque<(u8, Envelope)>,
     /// Deliver the newest message first (reordering everything sent together).
     newest_first: bool,
-    replies: Vec<(u64, u64, ReplyResult)>,
+    replies: Vec<(Op, u64, ReplyResult)>,
 }
 
 impl Cluster {
@@ -785,10 +804,10 @@ mod view_change {
             backup.on_tick();
             commands.extend(drain(&mut backup));
         }
-        assert_eq!(backup.view(), 1);
+        assert_eq!(backup.view(), View(1));
         assert_eq!(backup.status_name(), "view_change");
         assert!(
-            matches!(&commands[0], Command::Persist { write: Write::ViewState(state), .. } if state.view == 1 && state.last_normal_view == 0)
+            matches!(&commands[0], Command::Persist { write: Write::ViewState(state), .. } if state.view == View(1) && state.last_normal_view == View(0))
         );
         assert!(
             sends(&commands).is_empty(),
@@ -806,7 +825,7 @@ mod view_change {
         let mut backup = replica(2, 3);
         backup.deliver(from_replica(
             0,
-            Message::StartViewChange(StartViewChange { view: 1 }),
+            Message::StartViewChange(StartViewChange { view: View(1) }),
         ));
         let commands = drain(&mut backup);
         let after = persist_all(&mut backup, &commands);
@@ -831,7 +850,7 @@ mod view_change {
         cluster.isolated[0] = true;
         cluster.tick(300);
         assert_eq!(cluster.primary(), 1);
-        assert_eq!(cluster.replica(1).view(), 1);
+        assert_eq!(cluster.replica(1).view(), View(1));
         assert_eq!(cluster.replica(1).stats().view_changes, 1);
         run_workload(&mut cluster, 8, 3);
         assert_eq!(cluster.replica(1).state_machine().total, 9);
@@ -901,16 +920,16 @@ fn a_restart_between_checkpoints_keeps_the_byte_bound() {
             .as_ref()
             .map(|checkpoint| checkpoint.op)
     };
-    assert_eq!(checkpoint_op(&cluster, 2), Some(6), "register + 5 adds");
+    assert_eq!(checkpoint_op(&cluster, 2), Some(Op(6)), "register + 5 adds");
     assert!(
-        cluster.replica(2).commit() > 6,
+        cluster.replica(2).commit() > Op(6),
         "executed past the checkpoint"
     );
     let disk = cluster.disks[2].clone();
     cluster.replicas[2] = Some(Replica::open(config, 2, Sum::default(), 2, &disk));
     run_workload(&mut cluster, 10, 8);
     cluster.tick(50);
-    assert_eq!(checkpoint_op(&cluster, 1), Some(16));
+    assert_eq!(checkpoint_op(&cluster, 1), Some(Op(16)));
     assert_eq!(checkpoint_op(&cluster, 2), checkpoint_op(&cluster, 1));
 }
 
@@ -923,7 +942,7 @@ mod state_transfer {
         cluster.submit(register());
         cluster.isolated[2] = true;
         run_workload(&mut cluster, 2, 40);
-        assert_eq!(cluster.replica(2).commit(), 0);
+        assert_eq!(cluster.replica(2).commit(), Op(0));
         cluster.isolated[2] = false;
         cluster.tick(30);
         let lagging = cluster.replica(2);
@@ -1067,11 +1086,14 @@ mod recovery {
         assert_eq!(sends(&commands), vec![(0, "recovery"), (1, "recovery")]);
         replica.deliver(from_replica(
             0,
-            Message::Commit(Commit { view: 0, commit: 5 }),
+            Message::Commit(Commit {
+                view: View(0),
+                commit: Op(5),
+            }),
         ));
         replica.deliver(from_replica(
             0,
-            Message::StartViewChange(StartViewChange { view: 3 }),
+            Message::StartViewChange(StartViewChange { view: View(3) }),
         ));
         assert!(drain(&mut replica).is_empty());
         assert_eq!(replica.status_name(), "recovering");
@@ -1099,8 +1121,8 @@ mod regressions {
         let mut commands = Vec::new();
         for entry in entries {
             let message = Message::Prepare(Prepare {
-                view: 0,
-                commit: 0,
+                view: View(0),
+                commit: Op(0),
                 entries: vec![entry.clone()],
             });
             backup.deliver(from_replica(0, message));
@@ -1123,7 +1145,7 @@ mod regressions {
         assert_eq!(sends(&votes).last(), Some(&(0, "prepare_ok")));
         backup.deliver(from_replica(
             0,
-            Message::StartViewChange(StartViewChange { view: 1 }),
+            Message::StartViewChange(StartViewChange { view: View(1) }),
         ));
         let commands = drain(&mut backup);
         persist_all(&mut backup, &commands);
@@ -1131,12 +1153,19 @@ mod regressions {
         // The start_view of view 1 is lost; a commit from its primary arrives instead.
         backup.deliver(from_replica(
             1,
-            Message::Commit(Commit { view: 1, commit: 0 }),
+            Message::Commit(Commit {
+                view: View(1),
+                commit: Op(0),
+            }),
         ));
         assert_eq!(backup.status_name(), "normal");
-        assert_eq!(backup.op(), 3, "the voted suffix is kept");
-        assert_eq!(backup.last_normal_view(), 0, "view 1's log is not held yet");
-        assert_eq!(backup.op_verified(), 0);
+        assert_eq!(backup.op(), Op(3), "the voted suffix is kept");
+        assert_eq!(
+            backup.last_normal_view(),
+            View(0),
+            "view 1's log is not held yet"
+        );
+        assert_eq!(backup.op_verified(), Op(0));
         // It votes for nothing in view 1 until view 1's log verifies its suffix.
         let commands = drain(&mut backup);
         let commands = [commands.clone(), persist_all(&mut backup, &commands)].concat();
@@ -1149,7 +1178,7 @@ mod regressions {
         // A view change now presents the whole voted suffix, with the old last normal view.
         backup.deliver(from_replica(
             0,
-            Message::StartViewChange(StartViewChange { view: 3 }),
+            Message::StartViewChange(StartViewChange { view: View(3) }),
         ));
         let commands = drain(&mut backup);
         let after = persist_all(&mut backup, &commands);
@@ -1165,7 +1194,7 @@ mod regressions {
             },
             _ => None,
         });
-        assert_eq!(do_view_change, Some((0, 3, 3)));
+        assert_eq!(do_view_change, Some((View(0), Op(3), 3)));
     }
 
     /// Seed 109874 (3 replicas): a backup with a stale suffix (ops 2..=3 of view 0, never
@@ -1180,20 +1209,23 @@ mod regressions {
         deliver_prepares(&mut backup, &entries);
         backup.deliver(from_replica(
             0,
-            Message::Commit(Commit { view: 0, commit: 1 }),
+            Message::Commit(Commit {
+                view: View(0),
+                commit: Op(1),
+            }),
         ));
-        assert_eq!(backup.commit(), 1);
+        assert_eq!(backup.commit(), Op(1));
         // View 1 started with only op 1 (ops 2 and 3 were not in its quorum's logs).
         let start_view = Message::StartView(StartView {
-            view: 1,
-            op: 1,
-            commit: 1,
+            view: View(1),
+            op: Op(1),
+            commit: Op(1),
             entries: Vec::new(),
         });
         backup.deliver(from_replica(1, start_view));
         drain(&mut backup);
-        assert_eq!(backup.last_normal_view(), 1);
-        assert_eq!(backup.op(), 1, "ops 2..=3 are not view 1's log");
+        assert_eq!(backup.last_normal_view(), View(1));
+        assert_eq!(backup.op(), Op(1), "ops 2..=3 are not view 1's log");
     }
 
     /// Seed 1574 (5 replicas): a backup normal in view 0 asked a replica of view 1 for state
@@ -1208,21 +1240,23 @@ mod regressions {
         let entries = prepare_ops(&mut primary, 2);
         deliver_prepares(&mut backup, &entries[..1]);
         // View 1 (replicas 1..=3) committed another op 2.
-        let op2_view1 = Entry::new(
-            2,
-            1,
-            entries[0].checksum,
-            0,
-            0,
-            0,
-            Operation::Noop,
-            Bytes::new(),
-        );
+        let op2_view1 = Entry {
+            op: Op(2),
+            view: View(1),
+            parent: entries[0].checksum,
+            client: 0,
+            session: 0,
+            request: 0,
+            operation: Operation::Noop,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed();
         let new_state = |normal| {
             Message::NewState(NewState {
-                view: 1,
-                op: 2,
-                commit: 2,
+                view: View(1),
+                op: Op(2),
+                commit: Op(2),
                 normal,
                 payload: crate::message::StatePayload::Entries(vec![
                     entries[0].clone(),
@@ -1232,20 +1266,23 @@ mod regressions {
         };
         backup.deliver(from_replica(2, new_state(false)));
         drain(&mut backup);
-        assert_eq!((backup.view(), backup.op_verified()), (0, 1));
-        assert_eq!(backup.op(), 1, "view 1's op 2 is not view 0's log");
+        assert_eq!((backup.view(), backup.op_verified()), (View(0), Op(1)));
+        assert_eq!(backup.op(), Op(1), "view 1's op 2 is not view 0's log");
         // The primary of view 1 tells it of view 1; its log then follows view 1's.
         backup.deliver(from_replica(
             1,
-            Message::Commit(Commit { view: 1, commit: 2 }),
+            Message::Commit(Commit {
+                view: View(1),
+                commit: Op(2),
+            }),
         ));
         assert!(sends(&drain(&mut backup)).contains(&(1, "get_state")));
         backup.deliver(from_replica(1, new_state(true)));
         let commands = drain(&mut backup);
         persist_all(&mut backup, &commands);
-        assert_eq!((backup.view(), backup.op_verified()), (1, 2));
+        assert_eq!((backup.view(), backup.op_verified()), (View(1), Op(2)));
         assert_eq!(
-            backup.entry(2).map(|entry| entry.checksum),
+            backup.entry(Op(2)).map(|entry| entry.checksum),
             Some(op2_view1.checksum)
         );
     }
@@ -1261,13 +1298,16 @@ mod regressions {
         deliver_prepares(&mut backup, &entries);
         backup.deliver(from_replica(
             0,
-            Message::Commit(Commit { view: 0, commit: 3 }),
+            Message::Commit(Commit {
+                view: View(0),
+                commit: Op(3),
+            }),
         ));
-        assert_eq!(backup.commit(), 3);
+        assert_eq!(backup.commit(), Op(3));
         drain(&mut backup);
         let retry = Message::Prepare(Prepare {
-            view: 0,
-            commit: 0,
+            view: View(0),
+            commit: Op(0),
             entries: vec![entries[2].clone()],
         });
         backup.deliver(from_replica(0, retry));
@@ -1285,14 +1325,14 @@ mod regressions {
         primary.deliver(from_replica(
             1,
             Message::GetState(GetState {
-                view: 0,
-                op: 0,
-                commit: 0,
+                view: View(0),
+                op: Op(0),
+                commit: Op(0),
             }),
         ));
         let commands = drain(&mut primary);
         assert!(matches!(&commands[..], [Command::Send { to: 1, envelope }]
-            if matches!(&envelope.message, Message::NewState(NewState { normal: true, op: 0, .. }))));
+            if matches!(&envelope.message, Message::NewState(NewState { normal: true, op: Op(0), .. }))));
     }
 
     /// Seed 2993 (3 replicas): the primary of view 0 committed op 1 with one backup's vote; the
@@ -1308,32 +1348,36 @@ mod regressions {
         let entry = prepared_entry(&commands);
         let _ = persist_all(&mut backup, &commands);
         let ok = Message::PrepareOk(PrepareOk {
-            view: 0,
-            op: 1,
+            view: View(0),
+            op: Op(1),
             checksum: entry.checksum,
         });
         backup.deliver(from_replica(1, ok));
         let _ = drain(&mut backup);
-        assert_eq!(backup.commit(), 1);
+        assert_eq!(backup.commit(), Op(1));
         let start_view = Message::StartView(StartView {
-            view: 1,
-            op: 1,
-            commit: 0,
+            view: View(1),
+            op: Op(1),
+            commit: Op(0),
             entries: vec![entry],
         });
         backup.deliver(from_replica(1, start_view));
         let commands = drain(&mut backup);
         let _ = persist_all(&mut backup, &commands);
-        assert_eq!((backup.view(), backup.status_name()), (1, "normal"));
-        assert_eq!((backup.op_verified(), backup.commit()), (1, 1));
+        assert_eq!((backup.view(), backup.status_name()), (View(1), "normal"));
+        assert_eq!((backup.op_verified(), backup.commit()), (Op(1), Op(1)));
         let ticks = backup.config.view_change_timeout_ticks * 3;
-        heartbeats(&mut backup, 1, 0, ticks);
-        assert_eq!(backup.view(), 2, "the backup stayed with a stalled primary");
+        heartbeats(&mut backup, 1, Op(0), ticks);
+        assert_eq!(
+            backup.view(),
+            View(2),
+            "the backup stayed with a stalled primary"
+        );
         assert_eq!(backup.stats().primary_stalls, 1);
     }
 
     /// Every do_view_change in `commands`: (to, op, entries carried).
-    fn do_view_changes(commands: &[Command]) -> Vec<(u8, u64, usize)> {
+    fn do_view_changes(commands: &[Command]) -> Vec<(u8, Op, usize)> {
         commands
             .iter()
             .filter_map(|command| match command {
@@ -1358,15 +1402,15 @@ mod regressions {
         drain(&mut old_primary);
         old_primary.deliver(from_replica(
             2,
-            Message::StartViewChange(StartViewChange { view: 1 }),
+            Message::StartViewChange(StartViewChange { view: View(1) }),
         ));
         old_primary.deliver(from_replica(
             3,
-            Message::StartViewChange(StartViewChange { view: 1 }),
+            Message::StartViewChange(StartViewChange { view: View(1) }),
         ));
         let commands = drain(&mut old_primary);
         assert_eq!(old_primary.status_name(), "view_change");
-        assert_eq!(old_primary.view(), 1);
+        assert_eq!(old_primary.view(), View(1));
         assert!(
             sends(&commands).is_empty(),
             "nothing leaves before the view state is durable"
@@ -1385,25 +1429,25 @@ mod regressions {
         let (mut in_time, commands, _) = old_primary_with_a_deferred_do_view_change();
         let after = persist_all(&mut in_time, &commands);
         assert_eq!(in_time.status_name(), "view_change");
-        assert_eq!(do_view_changes(&after), vec![(1, 3, 3)]);
+        assert_eq!(do_view_changes(&after), vec![(1, Op(3), 3)]);
 
         // The start_view of view 1 (log up to op 2) arrives before the durability report.
         let (mut overtaken, commands, entries) = old_primary_with_a_deferred_do_view_change();
         let start_view = Message::StartView(StartView {
-            view: 1,
-            op: 2,
-            commit: 0,
+            view: View(1),
+            op: Op(2),
+            commit: Op(0),
             entries: entries[..2].to_vec(),
         });
         overtaken.deliver(from_replica(1, start_view));
         let start_view_commands = drain(&mut overtaken);
         assert_eq!(overtaken.status_name(), "normal");
-        assert_eq!(overtaken.last_normal_view(), 1);
-        assert_eq!(overtaken.op(), 2, "op 3 is not view 1's log");
+        assert_eq!(overtaken.last_normal_view(), View(1));
+        assert_eq!(overtaken.op(), Op(2), "op 3 is not view 1's log");
         assert!(start_view_commands.iter().any(|command| matches!(
             command,
             Command::Persist {
-                write: Write::Truncate { op: 2 },
+                write: Write::Truncate { op: Op(2) },
                 ..
             }
         )));
@@ -1426,8 +1470,19 @@ mod review {
     use super::*;
     use crate::command::{DurableState, ViewState};
 
-    fn noop(op: u64, view: u64, parent: u128) -> Entry {
-        Entry::new(op, view, parent, 0, 0, 0, Operation::Noop, Bytes::new())
+    fn noop(op: Op, view: View, parent: u128) -> Entry {
+        Entry {
+            op,
+            view,
+            parent,
+            client: 0,
+            session: 0,
+            request: 0,
+            operation: Operation::Noop,
+            body: Bytes::new(),
+            checksum: 0,
+        }
+        .sealed()
     }
 
     fn disk(view_state: ViewState, entries: &[&Entry]) -> DurableState {
@@ -1451,24 +1506,24 @@ mod review {
     /// covers the op: executing it would diverge. A damaged replica executes nothing of its log.
     #[test]
     fn a_damaged_log_is_not_executed_under_its_commit_number() {
-        let e1 = noop(1, 0, 0);
-        let e2 = noop(2, 0, e1.checksum);
-        let stale3 = noop(3, 1, e2.checksum);
+        let e1 = noop(Op(1), View(0), 0);
+        let e2 = noop(Op(2), View(0), e1.checksum);
+        let stale3 = noop(Op(3), View(1), e2.checksum);
         let view_state = ViewState {
-            view: 2,
-            last_normal_view: 2,
-            commit: 3,
+            view: View(2),
+            last_normal_view: View(2),
+            commit: Op(3),
             recovering: false,
         };
         let mut damaged = disk(view_state, &[&e1, &e2, &stale3]);
         damaged.damaged = true;
         let replica = Replica::open(config(3), 1, Sum::default(), 5, &damaged);
-        assert_eq!(replica.commit(), 0, "nothing executed before recovery");
+        assert_eq!(replica.commit(), Op(0), "nothing executed before recovery");
         assert_eq!(replica.status_name(), "recovering");
         // The same log, whole: the commit number is trusted.
         damaged.damaged = false;
         let replica = Replica::open(config(3), 1, Sum::default(), 5, &damaged);
-        assert_eq!(replica.commit(), 3);
+        assert_eq!(replica.commit(), Op(3));
     }
 
     /// A damaged replica kept ops 4..=5 of view 1 (never committed) past the primary's log when
@@ -1476,16 +1531,16 @@ mod review {
     /// the log holding the committed op 4 of view 2.
     #[test]
     fn a_recovered_replica_drops_the_tail_past_the_primarys_log() {
-        let e1 = noop(1, 0, 0);
-        let e2 = noop(2, 0, e1.checksum);
-        let e3 = noop(3, 0, e2.checksum);
-        let stale4 = noop(4, 1, e3.checksum);
-        let stale5 = noop(5, 1, stale4.checksum);
-        let committed4 = noop(4, 2, e3.checksum);
+        let e1 = noop(Op(1), View(0), 0);
+        let e2 = noop(Op(2), View(0), e1.checksum);
+        let e3 = noop(Op(3), View(0), e2.checksum);
+        let stale4 = noop(Op(4), View(1), e3.checksum);
+        let stale5 = noop(Op(5), View(1), stale4.checksum);
+        let committed4 = noop(Op(4), View(2), e3.checksum);
         let view_state = ViewState {
-            view: 1,
-            last_normal_view: 1,
-            commit: 0,
+            view: View(1),
+            last_normal_view: View(1),
+            commit: Op(0),
             recovering: false,
         };
         let mut damaged = disk(view_state, &[&e1, &e2, &e3, &stale4, &stale5]);
@@ -1503,33 +1558,33 @@ mod review {
             .expect("a recovery message");
         let response = |primary| {
             Message::RecoveryResponse(RecoveryResponse {
-                view: 2,
+                view: View(2),
                 nonce,
-                op: 3,
-                commit: 3,
+                op: Op(3),
+                commit: Op(3),
                 primary,
             })
         };
         replica.deliver(from_replica(0, response(false)));
         replica.deliver(from_replica(2, response(true)));
         settle(&mut replica);
-        let entries = vec![e1.clone(), e2.clone(), e3.clone()];
-        let payload = crate::message::StatePayload::Entries(entries);
+        let payload =
+            crate::message::StatePayload::Entries(vec![e1.clone(), e2.clone(), e3.clone()]);
         let new_state = Message::NewState(NewState {
-            view: 2,
-            op: 3,
-            commit: 3,
+            view: View(2),
+            op: Op(3),
+            commit: Op(3),
             normal: true,
             payload,
         });
         replica.deliver(from_replica(2, new_state));
         settle(&mut replica);
         assert_eq!(replica.status_name(), "normal");
-        assert_eq!(replica.op(), 3, "ops 4..=5 of view 1 are not view 2's log");
+        assert_eq!(replica.op(), Op(3), "view 1's ops 4..=5 are gone");
         // The view change to 3 now keeps the committed op 4 of view 2.
         replica.deliver(from_replica(
             2,
-            Message::StartViewChange(StartViewChange { view: 3 }),
+            Message::StartViewChange(StartViewChange { view: View(3) }),
         ));
         let do_view_change = settle(&mut replica)
             .into_iter()
@@ -1541,9 +1596,9 @@ mod review {
             })
             .expect("a do_view_change");
         let view_state = ViewState {
-            view: 2,
-            last_normal_view: 2,
-            commit: 3,
+            view: View(2),
+            last_normal_view: View(2),
+            commit: Op(3),
             recovering: false,
         };
         let mut primary = Replica::open(
@@ -1556,14 +1611,14 @@ mod review {
         settle(&mut primary);
         primary.deliver(from_replica(
             1,
-            Message::StartViewChange(StartViewChange { view: 3 }),
+            Message::StartViewChange(StartViewChange { view: View(3) }),
         ));
         settle(&mut primary);
         primary.deliver(from_replica(1, do_view_change));
         settle(&mut primary);
         assert_eq!(primary.status_name(), "normal");
         assert_eq!(
-            primary.entry(4).map(|entry| entry.checksum),
+            primary.entry(Op(4)).map(|entry| entry.checksum),
             Some(committed4.checksum)
         );
     }
@@ -1572,16 +1627,16 @@ mod review {
     /// entries not continuing its chain left a disk that panicked on every restart.
     #[test]
     fn a_crash_inside_a_delta_install_restarts() {
-        let e1 = noop(1, 0, 0);
-        let stale2 = noop(2, 0, e1.checksum);
-        let stale3 = noop(3, 0, stale2.checksum);
-        let stale4 = noop(4, 0, stale3.checksum);
-        let c2 = noop(2, 1, e1.checksum);
-        let c3 = noop(3, 1, c2.checksum);
+        let e1 = noop(Op(1), View(0), 0);
+        let stale2 = noop(Op(2), View(0), e1.checksum);
+        let stale3 = noop(Op(3), View(0), stale2.checksum);
+        let stale4 = noop(Op(4), View(0), stale3.checksum);
+        let c2 = noop(Op(2), View(1), e1.checksum);
+        let c3 = noop(Op(3), View(1), c2.checksum);
         let view_state = ViewState {
-            view: 1,
-            last_normal_view: 1,
-            commit: 1,
+            view: View(1),
+            last_normal_view: View(1),
+            commit: Op(1),
             recovering: false,
         };
         let on_disk = disk(view_state, &[&e1, &stale2, &stale3, &stale4]);
@@ -1592,24 +1647,24 @@ mod review {
         snapshot.extend_from_slice(&0u32.to_le_bytes());
         0u64.encode(&mut snapshot);
         let payload = crate::message::StatePayload::Delta {
-            op: 3,
+            op: Op(3),
             op_checksum: c3.checksum,
-            since: 1,
+            since: Op(1),
             offset: 0,
             total_size: snapshot.len() as u64,
             total_checksum: crate::checksum::checksum(&snapshot),
             chunk: Bytes::from(snapshot),
         };
         let new_state = Message::NewState(NewState {
-            view: 1,
-            op: 3,
-            commit: 3,
+            view: View(1),
+            op: Op(3),
+            commit: Op(3),
             normal: false,
             payload,
         });
         replica.deliver(from_replica(1, new_state));
         let commands = drain(&mut replica);
-        assert_eq!(replica.commit(), 3);
+        assert_eq!(replica.commit(), Op(3));
         // Crash after each prefix of the writes: every restart must work.
         let writes: Vec<&Write> = commands
             .iter()
@@ -1622,7 +1677,7 @@ mod review {
             let mut crashed = on_disk.clone();
             writes[..kept].iter().for_each(|write| crashed.apply(write));
             let restarted = Replica::open(config(3), 2, Sum::default(), 5, &crashed);
-            assert!(restarted.commit() >= 1);
+            assert!(restarted.commit() >= Op(1));
         }
     }
 
@@ -1631,13 +1686,13 @@ mod review {
     /// for, with nothing to show for it.
     #[test]
     fn a_new_primary_keeps_the_entries_it_holds() {
-        let e1 = noop(1, 0, 0);
-        let e2 = noop(2, 0, e1.checksum);
-        let e3 = noop(3, 0, e2.checksum);
+        let e1 = noop(Op(1), View(0), 0);
+        let e2 = noop(Op(2), View(0), e1.checksum);
+        let e3 = noop(Op(3), View(0), e2.checksum);
         let view_state = ViewState {
-            view: 0,
-            last_normal_view: 0,
-            commit: 1,
+            view: View(0),
+            last_normal_view: View(0),
+            commit: Op(1),
             recovering: false,
         };
         let mut replica = Replica::open(
@@ -1650,20 +1705,20 @@ mod review {
         settle(&mut replica);
         replica.deliver(from_replica(
             2,
-            Message::StartViewChange(StartViewChange { view: 1 }),
+            Message::StartViewChange(StartViewChange { view: View(1) }),
         ));
         settle(&mut replica);
         let do_view_change = Message::DoViewChange(DoViewChange {
-            view: 1,
-            last_normal_view: 0,
-            op: 1,
-            commit: 1,
+            view: View(1),
+            last_normal_view: View(0),
+            op: Op(1),
+            commit: Op(1),
             entries: vec![],
         });
         replica.deliver(from_replica(2, do_view_change));
         let commands = settle(&mut replica);
         assert_eq!(replica.status_name(), "normal");
-        assert_eq!(replica.op(), 3);
+        assert_eq!(replica.op(), Op(3));
         assert!(
             !commands.iter().any(|command| matches!(
                 command,
@@ -1681,13 +1736,15 @@ mod review {
     fn huge_numbers_from_a_peer_are_dropped() {
         let mut replica = replica(1, 3);
         let do_view_change = Message::DoViewChange(DoViewChange {
-            view: 1,
-            last_normal_view: 0,
-            op: u64::MAX,
-            commit: u64::MAX,
+            view: View(1),
+            last_normal_view: View(0),
+            op: Op(u64::MAX),
+            commit: Op(u64::MAX),
             entries: vec![],
         });
-        let start_view_change = Message::StartViewChange(StartViewChange { view: u64::MAX });
+        let start_view_change = Message::StartViewChange(StartViewChange {
+            view: View(u64::MAX),
+        });
         for message in [do_view_change, start_view_change] {
             let name = message.name();
             let result = replica.offer(&from_replica(2, message));
@@ -1697,19 +1754,19 @@ mod review {
             replica.on_tick();
             drain(&mut replica);
         }
-        assert!(replica.view() < 1 << 62);
+        assert!(replica.view() < View(1 << 62));
     }
 
     /// Normal-operation messages count only from the view's primary.
     #[test]
     fn a_prepare_from_a_backup_is_dropped() {
         let mut replica = replica(1, 3);
-        let entry = noop(1, 0, 0);
+        let entry = noop(Op(1), View(0), 0);
         let result = replica.offer(&from_replica(
             2,
             Message::Prepare(Prepare {
-                view: 0,
-                commit: 0,
+                view: View(0),
+                commit: Op(0),
                 entries: vec![entry],
             }),
         ));
@@ -1717,11 +1774,11 @@ mod review {
             result,
             Err(DecodeError::NotFromPrimary {
                 sender: 2,
-                view: 0,
+                view: View(0),
                 name: "prepare"
             })
         );
-        assert_eq!(replica.op(), 0);
+        assert_eq!(replica.op(), Op(0));
     }
 }
 
@@ -1743,13 +1800,16 @@ mod invariants {
     fn each_broken_fact_is_caught() {
         assert!(violated(|replica| replica.commit = replica.log.op() + 1));
         assert!(violated(
-            |replica| replica.last_normal_view = replica.view + 1
+            |replica| replica.last_normal_view = replica.view.next()
         ));
         assert!(violated(
             |replica| replica.op_verified = replica.log.op() + 1
         ));
         assert!(violated(|replica| replica.seq_durable = replica.seq_next));
-        assert!(violated(|replica| replica.view = 1)); // primary of a view it does not lead
-        assert!(violated(|replica| replica.status.pipeline().vote(2, 99)));
+        assert!(violated(|replica| replica.view = View(1))); // primary of a view it does not lead
+        assert!(violated(|replica| replica
+            .status
+            .pipeline()
+            .vote(2, Op(99))));
     }
 }

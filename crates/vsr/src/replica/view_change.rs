@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use super::{Backup, Deferred, Primary, Replica, Role, Status};
 use crate::command::Write;
 use crate::message::{Entry, Message, ReplicaIndex};
+use crate::numbers::{Op, View};
 use crate::state_machine::StateMachine;
 
 /// The data of a view change in progress.
@@ -44,7 +45,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Moves to `view` and starts a view change to it.
-    pub(super) fn start_view_change(&mut self, view: u64) {
+    pub(super) fn start_view_change(&mut self, view: View) {
         assert!(view > self.view || (view == self.view && self.last_normal_view < view));
         assert!(!matches!(self.status, Status::Recovering(_)));
         self.view = view;
@@ -162,7 +163,7 @@ impl<S: StateMachine> Replica<S> {
         // The log of the latest normal view, and of those the longest.
         let rank = |dvc: &DoViewChange| {
             let view = if crate::bug!(ViewChangeLongestLog) {
-                0
+                View(0)
             } else {
                 dvc.last_normal_view
             };
@@ -211,7 +212,7 @@ impl<S: StateMachine> Replica<S> {
             // Honest replicas never send this: a committed op missing from the longest log, or
             // a suffix that does not continue the committed prefix. Try the next view.
             self.stats.messages_dropped += 1;
-            self.start_view_change(self.view + 1);
+            self.start_view_change(self.view.next());
             return;
         }
         self.install_log_suffix(&best.entries);
@@ -290,7 +291,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Sends start_view with the log after `from_commit` (bounded by the pipeline).
-    fn send_start_view_from(&mut self, from_commit: u64, to: Option<ReplicaIndex>) {
+    fn send_start_view_from(&mut self, from_commit: Op, to: Option<ReplicaIndex>) {
         let from = from_commit
             .max(self.log.base_op())
             .max(self.committed_suffix_start());
@@ -308,7 +309,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// How far back before the commit number a start_view reaches: at most a pipeline of
     /// committed entries, by count and by bytes, to spare lagging backups a state transfer.
-    fn committed_suffix_start(&self) -> u64 {
+    fn committed_suffix_start(&self) -> Op {
         let mut from = self.commit;
         let mut size = 0;
         while from > self.log.base_op() && self.commit - from < self.config.pipeline_ops_max() {
@@ -366,7 +367,7 @@ impl<S: StateMachine> Replica<S> {
     /// paper, the log is not truncated to the commit number: a suffix this replica voted for may
     /// hold committed ops, and dropping them could let a later view change lose them. Only the
     /// committed prefix counts as the view's log until the primary's entries verify the rest.
-    pub(super) fn adopt_view(&mut self, view: u64) {
+    pub(super) fn adopt_view(&mut self, view: View) {
         assert!(view >= self.view);
         self.view = view;
         // The log length of the view's start is unknown: the first entry of this view, or the
@@ -385,7 +386,7 @@ impl<S: StateMachine> Replica<S> {
         let view_change = self.view_change_mut().expect("in view change");
         if tick >= view_change.deadline {
             crate::mark!(ViewChangeTimesOut);
-            self.start_view_change(self.view + 1);
+            self.start_view_change(self.view.next());
             return;
         }
         if tick < view_change.resend_at {
@@ -411,7 +412,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Enters normal status in the current view as a backup that must reach `start_view_op`
     /// (None if unknown) before its log is the view's whole log.
-    fn become_backup(&mut self, start_view_op: Option<u64>) {
+    fn become_backup(&mut self, start_view_op: Option<Op>) {
         assert!(!self.leads_view());
         self.status = Status::Normal(Role::Backup(Backup { start_view_op }));
     }

@@ -5,21 +5,22 @@
 use bytes::Bytes;
 
 use super::{DecodeError, Fields, WireMessage, in_bounds};
+use crate::numbers::{Op, View};
 
 /// Primary → backups, when idle: the commit number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Commit {
     /// The primary's view.
-    pub view: u64,
+    pub view: View,
     /// The primary's commit number.
-    pub commit: u64,
+    pub commit: Op,
 }
 
 impl WireMessage for Commit {
     fn fields(&self) -> Fields {
         Fields {
-            view: self.view,
-            commit: self.commit,
+            view: self.view.get(),
+            commit: self.commit.get(),
             ..Fields::default()
         }
     }
@@ -27,12 +28,12 @@ impl WireMessage for Commit {
     fn decode(fields: &Fields, _body: &mut Bytes) -> Result<Self, DecodeError> {
         in_bounds(&[fields.view, fields.commit])?;
         Ok(Commit {
-            view: fields.view,
-            commit: fields.commit,
+            view: View(fields.view),
+            commit: Op(fields.commit),
         })
     }
 
-    fn primary_of(&self) -> Option<u64> {
+    fn primary_of(&self) -> Option<View> {
         Some(self.view)
     }
 }

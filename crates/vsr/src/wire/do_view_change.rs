@@ -6,19 +6,20 @@ use bytes::Bytes;
 
 use super::entry::{decode_entries, encode_entries, entries_size};
 use super::{DecodeError, Fields, WireMessage, in_bounds};
+use crate::numbers::{Op, View};
 use crate::wire::Entry;
 
 /// Replica → new primary: my log for the view change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DoViewChange {
     /// The new view.
-    pub view: u64,
+    pub view: View,
     /// The latest view in which the sender's status was normal.
-    pub last_normal_view: u64,
+    pub last_normal_view: View,
     /// The sender's op number.
-    pub op: u64,
+    pub op: Op,
     /// The sender's commit number.
-    pub commit: u64,
+    pub commit: Op,
     /// The sender's log suffix after `commit`, up to `op` (bounded by the pipeline).
     pub entries: Vec<Entry>,
 }
@@ -26,10 +27,10 @@ pub struct DoViewChange {
 impl WireMessage for DoViewChange {
     fn fields(&self) -> Fields {
         Fields {
-            view: self.view,
-            op: self.op,
-            commit: self.commit,
-            word: self.last_normal_view,
+            view: self.view.get(),
+            op: self.op.get(),
+            commit: self.commit.get(),
+            word: self.last_normal_view.get(),
             ..Fields::default()
         }
     }
@@ -45,10 +46,10 @@ impl WireMessage for DoViewChange {
     fn decode(fields: &Fields, body: &mut Bytes) -> Result<Self, DecodeError> {
         in_bounds(&[fields.view, fields.word, fields.op, fields.commit])?;
         let message = DoViewChange {
-            view: fields.view,
-            last_normal_view: fields.word,
-            op: fields.op,
-            commit: fields.commit,
+            view: View(fields.view),
+            last_normal_view: View(fields.word),
+            op: Op(fields.op),
+            commit: Op(fields.commit),
             entries: decode_entries(body)?,
         };
         // The suffix is exactly the ops after commit up to op, from a view before this one.

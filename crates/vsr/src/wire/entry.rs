@@ -12,6 +12,7 @@ use super::{DecodeError, Read};
 use crate::checksum::Checksum;
 use crate::limits::{ENTRIES_COUNT_SIZE, ENTRY_HEADER_SIZE, NUMBER_MAX};
 use crate::message::ClientId;
+use crate::numbers::{Op, View};
 
 /// What a log entry asks the replicated service to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,12 +40,15 @@ impl Operation {
 }
 
 /// One entry of the log: a prepared client request.
+///
+/// Built as a struct literal with named fields (`checksum: 0`) and then [`Entry::sealed`], which
+/// computes the checksum: every field is named, so no two numbers can trade places.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// Position in the log, starting at 1.
-    pub op: u64,
+    pub op: Op,
     /// The view in which the primary assigned this op.
-    pub view: u64,
+    pub view: View,
     /// Checksum of the previous entry (0 for op 1): the log is a hash chain.
     pub parent: u128,
     /// The client that sent the request (0 for [`Operation::Noop`]).
@@ -62,33 +66,6 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Builds an entry and computes its checksum.
-    #[allow(clippy::too_many_arguments)]
-    #[must_use]
-    pub fn new(
-        op: u64,
-        view: u64,
-        parent: u128,
-        client: ClientId,
-        session: u64,
-        request: u64,
-        operation: Operation,
-        body: Bytes,
-    ) -> Self {
-        Entry {
-            op,
-            view,
-            parent,
-            client,
-            session,
-            request,
-            operation,
-            body,
-            checksum: 0,
-        }
-        .sealed()
-    }
-
     /// Seals `self`: computes its checksum from the other fields (whatever `checksum` held).
     #[must_use]
     pub fn sealed(mut self) -> Self {
@@ -100,8 +77,8 @@ impl Entry {
     #[must_use]
     pub fn compute_checksum(&self) -> u128 {
         let mut hasher = Checksum::default();
-        hasher.update(&self.op.to_le_bytes());
-        hasher.update(&self.view.to_le_bytes());
+        hasher.update(&self.op.get().to_le_bytes());
+        hasher.update(&self.view.get().to_le_bytes());
         hasher.update(&self.parent.to_le_bytes());
         hasher.update(&self.client.to_le_bytes());
         hasher.update(&self.session.to_le_bytes());
@@ -120,7 +97,7 @@ impl Entry {
 
     /// Whether op and view are numbers a cluster can reach.
     pub(crate) fn in_bounds(&self) -> bool {
-        self.op < NUMBER_MAX && self.view < NUMBER_MAX
+        self.op.get() < NUMBER_MAX && self.view.get() < NUMBER_MAX
     }
 }
 
@@ -144,8 +121,8 @@ pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
     out.put_u128_le(entry.checksum);
     out.put_u128_le(entry.parent);
     out.put_u128_le(entry.client);
-    out.put_u64_le(entry.op);
-    out.put_u64_le(entry.view);
+    out.put_u64_le(entry.op.get());
+    out.put_u64_le(entry.view.get());
     out.put_u64_le(entry.session);
     out.put_u64_le(entry.request);
     out.put_u32_le(super::length_u32(entry.body.len()));
@@ -173,8 +150,8 @@ fn read_entry(input: &mut Bytes) -> Result<Entry, DecodeError> {
     let checksum = input.u128()?;
     let parent = input.u128()?;
     let client = input.u128()?;
-    let op = input.u64()?;
-    let view = input.u64()?;
+    let op = Op(input.u64()?);
+    let view = View(input.u64()?);
     let session = input.u64()?;
     let request = input.u64()?;
     let body_size = input.u32()? as usize;

@@ -60,6 +60,7 @@ use thiserror::Error;
 use crate::checksum::checksum;
 use crate::config::Config;
 use crate::message::{Envelope, ReplicaIndex, Sender};
+use crate::numbers::{Op, View};
 
 pub use crate::limits::{
     DELTA_HEADER_SIZE, ENTRIES_COUNT_SIZE, ENTRY_HEADER_SIZE, FRAME_SIZE_MAX, HEADER_SIZE,
@@ -108,7 +109,7 @@ pub(crate) trait WireMessage: Sized {
     fn decode(fields: &Fields, body: &mut Bytes) -> Result<Self, DecodeError>;
 
     /// The view whose primary alone may send this message, if only a primary may.
-    fn primary_of(&self) -> Option<u64> {
+    fn primary_of(&self) -> Option<View> {
         None
     }
 }
@@ -203,7 +204,7 @@ macro_rules! messages {
                 }
             }
 
-            fn primary_of(&self) -> Option<u64> {
+            fn primary_of(&self) -> Option<View> {
                 match self {
                     $(Message::$variant(message) => message.primary_of(),)*
                 }
@@ -293,7 +294,7 @@ pub enum DecodeError {
     #[error("checksum mismatch in the entry at op {op}")]
     EntryChecksum {
         /// The op of the corrupt entry.
-        op: u64,
+        op: Op,
     },
     /// A view, op or commit number no cluster reaches ([`crate::limits::NUMBER_MAX`]).
     #[error("a number is out of bounds")]
@@ -319,7 +320,7 @@ pub enum DecodeError {
         /// The claimed sender.
         sender: ReplicaIndex,
         /// The message's view.
-        view: u64,
+        view: View,
         /// The message's name.
         name: &'static str,
     },
@@ -392,7 +393,7 @@ impl Receiver {
             });
         }
         if let (Some(view), Sender::Replica(from)) = (message.primary_of(), envelope.sender)
-            && (view % u64::from(self.replica_count)) as u8 != from
+            && (view.get() % u64::from(self.replica_count)) as u8 != from
         {
             crate::mark!(DropNotFromPrimary);
             return Err(DecodeError::NotFromPrimary {

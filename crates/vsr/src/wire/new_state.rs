@@ -9,6 +9,7 @@ use bytes::{BufMut, Bytes};
 use super::entry::{decode_entries, encode_entries, entries_size};
 use super::{DecodeError, Fields, Read, WireMessage, decode_bool, in_bounds, length_u32};
 use crate::limits::DELTA_HEADER_SIZE;
+use crate::numbers::{Op, View};
 use crate::wire::Entry;
 
 const ENTRIES: u8 = 0;
@@ -23,11 +24,11 @@ pub enum StatePayload {
     /// One chunk of an encoded snapshot delta (client table + state machine delta).
     Delta {
         /// The op the delta brings the requester up to (the responder's commit).
-        op: u64,
+        op: Op,
         /// The checksum of the hash-chain entry at `op`, so the requester can continue the chain.
         op_checksum: u128,
         /// The commit number the delta starts from (the requester's commit).
-        since: u64,
+        since: Op,
         /// Byte offset of this chunk in the encoded delta.
         offset: u64,
         /// Total size of the encoded delta.
@@ -43,11 +44,11 @@ pub enum StatePayload {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewState {
     /// The responder's view.
-    pub view: u64,
+    pub view: View,
     /// The responder's op number (only meaningful when the responder is normal in `view`).
-    pub op: u64,
+    pub op: Op,
     /// The responder's commit number.
-    pub commit: u64,
+    pub commit: Op,
     /// Whether `Entries` may include uncommitted entries of `view` (responder normal in it).
     pub normal: bool,
     /// The state.
@@ -57,9 +58,9 @@ pub struct NewState {
 impl WireMessage for NewState {
     fn fields(&self) -> Fields {
         Fields {
-            view: self.view,
-            op: self.op,
-            commit: self.commit,
+            view: self.view.get(),
+            op: self.op.get(),
+            commit: self.commit.get(),
             flag: u8::from(self.normal),
             tag: match self.payload {
                 StatePayload::Entries(_) => ENTRIES,
@@ -88,9 +89,9 @@ impl WireMessage for NewState {
                 total_checksum,
                 chunk,
             } => {
-                out.put_u64_le(*op);
+                out.put_u64_le(op.get());
                 out.put_u128_le(*op_checksum);
-                out.put_u64_le(*since);
+                out.put_u64_le(since.get());
                 out.put_u64_le(*offset);
                 out.put_u64_le(*total_size);
                 out.put_u128_le(*total_checksum);
@@ -109,9 +110,9 @@ impl WireMessage for NewState {
             _ => return Err(DecodeError::Malformed("unknown new_state payload")),
         };
         Ok(NewState {
-            view: fields.view,
-            op: fields.op,
-            commit: fields.commit,
+            view: View(fields.view),
+            op: Op(fields.op),
+            commit: Op(fields.commit),
             normal,
             payload,
         })
@@ -129,9 +130,9 @@ fn decode_delta(body: &mut Bytes) -> Result<StatePayload, DecodeError> {
     let chunk = body.take(chunk_size)?;
     in_bounds(&[op, since, offset, total_size])?;
     Ok(StatePayload::Delta {
-        op,
+        op: Op(op),
         op_checksum,
-        since,
+        since: Op(since),
         offset,
         total_size,
         total_checksum,

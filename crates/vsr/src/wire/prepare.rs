@@ -7,15 +7,16 @@ use bytes::Bytes;
 
 use super::entry::{decode_entries, encode_entries, entries_size};
 use super::{DecodeError, Fields, WireMessage, in_bounds};
+use crate::numbers::{Op, View};
 use crate::wire::Entry;
 
 /// Primary → backups: append these entries, a batch of client requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prepare {
     /// The primary's view.
-    pub view: u64,
+    pub view: View,
     /// The primary's commit number.
-    pub commit: u64,
+    pub commit: Op,
     /// The entries to append: at least one, consecutive, bounded by
     /// [`crate::config::BATCH_SIZE_MAX`] bytes.
     pub entries: Vec<Entry>,
@@ -25,9 +26,9 @@ impl WireMessage for Prepare {
     fn fields(&self) -> Fields {
         let last = self.entries.last();
         Fields {
-            view: self.view,
-            op: last.map_or(0, |entry| entry.op),
-            commit: self.commit,
+            view: self.view.get(),
+            op: last.map_or(0, |entry| entry.op.get()),
+            commit: self.commit.get(),
             wide: last.map_or(0, |entry| entry.checksum),
             ..Fields::default()
         }
@@ -48,13 +49,13 @@ impl WireMessage for Prepare {
             return Err(DecodeError::Malformed("prepare without entries"));
         }
         Ok(Prepare {
-            view: fields.view,
-            commit: fields.commit,
+            view: View(fields.view),
+            commit: Op(fields.commit),
             entries,
         })
     }
 
-    fn primary_of(&self) -> Option<u64> {
+    fn primary_of(&self) -> Option<View> {
         Some(self.view)
     }
 }

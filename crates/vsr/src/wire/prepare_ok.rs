@@ -5,14 +5,15 @@
 use bytes::Bytes;
 
 use super::{DecodeError, Fields, WireMessage, in_bounds};
+use crate::numbers::{Op, View};
 
 /// Backup → primary: the entry is durable in my log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrepareOk {
     /// The backup's view.
-    pub view: u64,
+    pub view: View,
     /// The op now durable (all earlier ops are durable too).
-    pub op: u64,
+    pub op: Op,
     /// The checksum of the entry at `op`.
     pub checksum: u128,
 }
@@ -20,8 +21,8 @@ pub struct PrepareOk {
 impl WireMessage for PrepareOk {
     fn fields(&self) -> Fields {
         Fields {
-            view: self.view,
-            op: self.op,
+            view: self.view.get(),
+            op: self.op.get(),
             wide: self.checksum,
             ..Fields::default()
         }
@@ -30,8 +31,8 @@ impl WireMessage for PrepareOk {
     fn decode(fields: &Fields, _body: &mut Bytes) -> Result<Self, DecodeError> {
         in_bounds(&[fields.view, fields.op])?;
         Ok(PrepareOk {
-            view: fields.view,
-            op: fields.op,
+            view: View(fields.view),
+            op: Op(fields.op),
             checksum: fields.wide,
         })
     }

@@ -5,18 +5,19 @@
 use bytes::Bytes;
 
 use super::{DecodeError, Fields, WireMessage, decode_bool, in_bounds};
+use crate::numbers::{Op, View};
 
 /// The answer to [`super::Recovery`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoveryResponse {
     /// The responder's view.
-    pub view: u64,
+    pub view: View,
     /// The recovering replica's nonce.
     pub nonce: u64,
     /// The responder's op number (meaningful from the primary).
-    pub op: u64,
+    pub op: Op,
     /// The responder's commit number (meaningful from the primary).
-    pub commit: u64,
+    pub commit: Op,
     /// Whether the responder is the primary of `view` in normal status.
     pub primary: bool,
 }
@@ -24,9 +25,9 @@ pub struct RecoveryResponse {
 impl WireMessage for RecoveryResponse {
     fn fields(&self) -> Fields {
         Fields {
-            view: self.view,
-            op: self.op,
-            commit: self.commit,
+            view: self.view.get(),
+            op: self.op.get(),
+            commit: self.commit.get(),
             word: self.nonce,
             flag: u8::from(self.primary),
             ..Fields::default()
@@ -36,10 +37,10 @@ impl WireMessage for RecoveryResponse {
     fn decode(fields: &Fields, _body: &mut Bytes) -> Result<Self, DecodeError> {
         in_bounds(&[fields.view, fields.op, fields.commit])?;
         Ok(RecoveryResponse {
-            view: fields.view,
+            view: View(fields.view),
             nonce: fields.word,
-            op: fields.op,
-            commit: fields.commit,
+            op: Op(fields.op),
+            commit: Op(fields.commit),
             primary: decode_bool(fields.flag)?,
         })
     }

@@ -8,6 +8,7 @@ use bytes::{BufMut, Bytes};
 
 use super::{DecodeError, Fields, Read, WireMessage};
 use crate::message::ClientId;
+use crate::numbers::{Op, View};
 
 /// The outcome carried by a reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,9 +32,9 @@ pub struct Reply {
     /// The client this reply is for, so replies of many sessions can share a connection.
     pub client: ClientId,
     /// The view of the replying primary, so the client learns who is primary.
-    pub view: u64,
+    pub view: View,
     /// The op number at which the request executed (the session for a register).
-    pub op: u64,
+    pub op: Op,
     /// The client's request number this replies to.
     pub request: u64,
     /// The outcome.
@@ -46,8 +47,8 @@ impl WireMessage for Reply {
     fn fields(&self) -> Fields {
         Fields {
             client: self.client,
-            view: self.view,
-            op: self.op,
+            view: self.view.get(),
+            op: self.op.get(),
             word: self.request,
             tag: match self.result {
                 ReplyResult::Executed(_) => EXECUTED,
@@ -74,8 +75,8 @@ impl WireMessage for Reply {
     fn decode(fields: &Fields, body: &mut Bytes) -> Result<Self, DecodeError> {
         Ok(Reply {
             client: fields.client,
-            view: fields.view,
-            op: fields.op,
+            view: View(fields.view),
+            op: Op(fields.op),
             request: fields.word,
             result: match fields.tag {
                 EXECUTED => ReplyResult::Executed(body.rest()),

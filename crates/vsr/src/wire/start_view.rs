@@ -6,17 +6,18 @@ use bytes::Bytes;
 
 use super::entry::{decode_entries, encode_entries, entries_size};
 use super::{DecodeError, Fields, WireMessage, in_bounds};
+use crate::numbers::{Op, View};
 use crate::wire::Entry;
 
 /// New primary → all: the view has started; here is the log suffix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartView {
     /// The new view.
-    pub view: u64,
+    pub view: View,
     /// The new primary's op number.
-    pub op: u64,
+    pub op: Op,
     /// The new primary's commit number.
-    pub commit: u64,
+    pub commit: Op,
     /// The log suffix after `commit`, up to `op`.
     pub entries: Vec<Entry>,
 }
@@ -24,9 +25,9 @@ pub struct StartView {
 impl WireMessage for StartView {
     fn fields(&self) -> Fields {
         Fields {
-            view: self.view,
-            op: self.op,
-            commit: self.commit,
+            view: self.view.get(),
+            op: self.op.get(),
+            commit: self.commit.get(),
             ..Fields::default()
         }
     }
@@ -42,9 +43,9 @@ impl WireMessage for StartView {
     fn decode(fields: &Fields, body: &mut Bytes) -> Result<Self, DecodeError> {
         in_bounds(&[fields.view, fields.op, fields.commit])?;
         let message = StartView {
-            view: fields.view,
-            op: fields.op,
-            commit: fields.commit,
+            view: View(fields.view),
+            op: Op(fields.op),
+            commit: Op(fields.commit),
             entries: decode_entries(body)?,
         };
         // Entries are consecutive (decode_entries checks) and end at op.
@@ -61,7 +62,7 @@ impl WireMessage for StartView {
         Ok(message)
     }
 
-    fn primary_of(&self) -> Option<u64> {
+    fn primary_of(&self) -> Option<View> {
         Some(self.view)
     }
 }

@@ -14,16 +14,18 @@ fn decode_shared(frame: &Bytes) -> Result<Envelope, DecodeError> {
 }
 
 fn entry(op: u64, body: &'static [u8]) -> Entry {
-    Entry::new(
-        op,
-        7,
-        0x1111_2222_3333_4444_5555_6666_7777_8888,
-        0xabcd_ef01_2345_6789_abcd_ef01_2345_6789,
-        3,
-        op.wrapping_add(100),
-        Operation::StateMachine,
-        Bytes::from_static(body),
-    )
+    Entry {
+        op: Op(op),
+        view: View(7),
+        parent: 0x1111_2222_3333_4444_5555_6666_7777_8888,
+        client: 0xabcd_ef01_2345_6789_abcd_ef01_2345_6789,
+        session: 3,
+        request: op.wrapping_add(100),
+        operation: Operation::StateMachine,
+        body: Bytes::from_static(body),
+        checksum: 0,
+    }
+    .sealed()
 }
 
 fn envelope(sender: Sender, message: Message) -> Envelope {
@@ -67,8 +69,8 @@ fn client_examples() -> Vec<Envelope> {
             replica,
             Message::Reply(Reply {
                 client: 0xc1,
-                view: 4,
-                op: 99,
+                view: View(4),
+                op: Op(99),
                 request: 5,
                 result: executed,
             }),
@@ -77,8 +79,8 @@ fn client_examples() -> Vec<Envelope> {
             replica,
             Message::Reply(Reply {
                 client: 0xc1,
-                view: 4,
-                op: 17,
+                view: View(4),
+                op: Op(17),
                 request: 1,
                 result: ReplyResult::Registered,
             }),
@@ -87,8 +89,8 @@ fn client_examples() -> Vec<Envelope> {
             replica,
             Message::Reply(Reply {
                 client: 0xc1,
-                view: 4,
-                op: 0,
+                view: View(4),
+                op: Op(0),
                 request: 8,
                 result: ReplyResult::SessionEvicted,
             }),
@@ -104,29 +106,29 @@ fn normal_examples() -> Vec<Envelope> {
         envelope(
             replica,
             Message::Prepare(Prepare {
-                view: 7,
-                commit: 40,
+                view: View(7),
+                commit: Op(40),
                 entries: vec![prepare],
             }),
         ),
         envelope(
             replica,
             Message::PrepareOk(PrepareOk {
-                view: 7,
-                op: 41,
+                view: View(7),
+                op: Op(41),
                 checksum,
             }),
         ),
         envelope(
             replica,
             Message::Commit(Commit {
-                view: 7,
-                commit: 41,
+                view: View(7),
+                commit: Op(41),
             }),
         ),
         envelope(
             replica,
-            Message::StartViewChange(StartViewChange { view: 8 }),
+            Message::StartViewChange(StartViewChange { view: View(8) }),
         ),
     ]
 }
@@ -139,9 +141,9 @@ fn view_change_examples() -> Vec<Envelope> {
         entry(43, &[0xff; 40]),
     ];
     let delta = StatePayload::Delta {
-        op: 9000,
+        op: Op(9000),
         op_checksum: u128::MAX / 3,
-        since: 4000,
+        since: Op(4000),
         offset: 65_536,
         total_size: 200_000,
         total_checksum: 0x0123_4567_89ab_cdef,
@@ -149,50 +151,50 @@ fn view_change_examples() -> Vec<Envelope> {
     };
     let messages = vec![
         Message::DoViewChange(DoViewChange {
-            view: 8,
-            last_normal_view: 7,
-            op: 43,
-            commit: 40,
+            view: View(8),
+            last_normal_view: View(7),
+            op: Op(43),
+            commit: Op(40),
             entries: chain.clone(),
         }),
         Message::DoViewChange(DoViewChange {
-            view: 8,
-            last_normal_view: 6,
-            op: 40,
-            commit: 40,
+            view: View(8),
+            last_normal_view: View(6),
+            op: Op(40),
+            commit: Op(40),
             entries: vec![],
         }),
         Message::StartView(StartView {
-            view: 8,
-            op: 43,
-            commit: 40,
+            view: View(8),
+            op: Op(43),
+            commit: Op(40),
             entries: chain.clone(),
         }),
         Message::GetState(GetState {
-            view: 8,
-            op: 40,
-            commit: 40,
+            view: View(8),
+            op: Op(40),
+            commit: Op(40),
         }),
         Message::NewState(NewState {
-            view: 8,
-            op: 43,
-            commit: 41,
+            view: View(8),
+            op: Op(43),
+            commit: Op(41),
             normal: true,
             payload: StatePayload::Entries(chain),
         }),
         Message::NewState(NewState {
-            view: 8,
-            op: 0,
-            commit: 9000,
+            view: View(8),
+            op: Op(0),
+            commit: Op(9000),
             normal: false,
             payload: delta,
         }),
         Message::Recovery(Recovery { nonce: 0xdead_beef }),
         Message::RecoveryResponse(RecoveryResponse {
-            view: 8,
+            view: View(8),
             nonce: 0xdead_beef,
-            op: 43,
-            commit: 41,
+            op: Op(43),
+            commit: Op(41),
             primary: true,
         }),
     ];
@@ -282,10 +284,10 @@ fn header_layout() {
         epoch: 3,
         sender: Sender::Replica(4),
         message: Message::DoViewChange(DoViewChange {
-            view: 5,
-            last_normal_view: 6,
-            op: 7,
-            commit: 8,
+            view: View(5),
+            last_normal_view: View(6),
+            op: Op(7),
+            commit: Op(8),
             entries: vec![],
         }),
     };
@@ -379,8 +381,8 @@ fn largest_body_round_trips_and_larger_panics() {
             Sender::Replica(1),
             Message::Reply(Reply {
                 client: 9,
-                view: 1,
-                op: 2,
+                view: View(1),
+                op: Op(2),
                 request: 3,
                 result: ReplyResult::Executed(Bytes::from(vec![0x5a; size])),
             }),
@@ -488,7 +490,7 @@ fn checksummed_but_invalid_frames_are_rejected() {
     }));
     assert_eq!(
         resealed(prepare, |b| b[HEADER_SIZE + 4 + 64] ^= 1), // entry view
-        Err(DecodeError::EntryChecksum { op: 41 })
+        Err(DecodeError::EntryChecksum { op: Op(41) })
     );
 }
 
@@ -499,24 +501,24 @@ fn entries_must_be_valid_and_consecutive() {
     let bad_checksum = envelope(
         Sender::Replica(0),
         Message::StartView(StartView {
-            view: 1,
-            op: 42,
-            commit: 40,
+            view: View(1),
+            op: Op(42),
+            commit: Op(40),
             entries: vec![entry(40, b""), broken],
         }),
     );
     assert_eq!(
         decode(&encode(&bad_checksum)),
-        Err(DecodeError::EntryChecksum { op: 41 })
+        Err(DecodeError::EntryChecksum { op: Op(41) })
     );
 
     for ops in [[40, 42], [40, 40], [41, 40], [u64::MAX, 0]] {
         let gap = envelope(
             Sender::Replica(0),
             Message::NewState(NewState {
-                view: 1,
-                op: 42,
-                commit: 40,
+                view: View(1),
+                op: Op(42),
+                commit: Op(40),
                 normal: false,
                 payload: StatePayload::Entries(ops.iter().map(|op| entry(*op, b"")).collect()),
             }),
@@ -557,7 +559,18 @@ fn arbitrary_entry_at(op: u64) -> impl Strategy<Value = Entry> {
         .prop_flat_map(move |fields| (Just(fields), arbitrary_operation(), arbitrary_bytes()))
         .prop_map(
             move |((view, parent, client, session, request), operation, body)| {
-                Entry::new(op, view, parent, client, session, request, operation, body)
+                Entry {
+                    op: Op(op),
+                    view: View(view),
+                    parent,
+                    client,
+                    session,
+                    request,
+                    operation,
+                    body,
+                    checksum: 0,
+                }
+                .sealed()
             },
         )
 }
@@ -585,9 +598,9 @@ fn arbitrary_payload() -> impl Strategy<Value = StatePayload> {
     let delta = (numbers, checksums, arbitrary_bytes()).prop_map(
         |((op, since, offset, total_size), (op_checksum, total_checksum), chunk)| {
             StatePayload::Delta {
-                op,
+                op: Op(op),
                 op_checksum,
-                since,
+                since: Op(since),
                 offset,
                 total_size,
                 total_checksum,
@@ -618,10 +631,10 @@ fn arbitrary_do_view_change() -> impl Strategy<Value = Message> {
             let last_normal_view = last_normal_view % view;
             arbitrary_entries_from(commit + 1, count).prop_map(move |entries| {
                 Message::DoViewChange(DoViewChange {
-                    view,
-                    last_normal_view,
-                    op: commit + count,
-                    commit,
+                    view: View(view),
+                    last_normal_view: View(last_normal_view),
+                    op: Op(commit + count),
+                    commit: Op(commit),
                     entries,
                 })
             })
@@ -631,11 +644,11 @@ fn arbitrary_do_view_change() -> impl Strategy<Value = Message> {
 /// A start_view whose entries end at its op, with its commit at or below that op.
 fn arbitrary_start_view() -> impl Strategy<Value = Message> {
     (number(), number(), arbitrary_entries()).prop_map(|(view, number, entries)| {
-        let op = entries.last().map_or(number, |entry| entry.op);
+        let op = entries.last().map_or(number, |entry| entry.op.get());
         Message::StartView(StartView {
-            view,
-            op,
-            commit: number.min(op),
+            view: View(view),
+            op: Op(op),
+            commit: Op(number.min(op)),
             entries,
         })
     })
@@ -656,8 +669,8 @@ fn arbitrary_message() -> impl Strategy<Value = Message> {
         (any::<u128>(), u(), u(), u(), arbitrary_result()).prop_map(
             |(client, view, op, request, result)| Message::Reply(Reply {
                 client,
-                view,
-                op,
+                view: View(view),
+                op: Op(op),
                 request,
                 result,
             })
@@ -666,29 +679,32 @@ fn arbitrary_message() -> impl Strategy<Value = Message> {
             .prop_filter("a prepare carries entries", |(_, _, entries)| !entries
                 .is_empty())
             .prop_map(|(view, commit, entries)| Message::Prepare(Prepare {
-                view,
-                commit,
+                view: View(view),
+                commit: Op(commit),
                 entries
             })),
         (n(), n(), any::<u128>()).prop_map(|(view, op, checksum)| Message::PrepareOk(PrepareOk {
-            view,
-            op,
+            view: View(view),
+            op: Op(op),
             checksum
         })),
-        (n(), n()).prop_map(|(view, commit)| Message::Commit(Commit { view, commit })),
-        n().prop_map(|view| Message::StartViewChange(StartViewChange { view })),
+        (n(), n()).prop_map(|(view, commit)| Message::Commit(Commit {
+            view: View(view),
+            commit: Op(commit)
+        })),
+        n().prop_map(|view| Message::StartViewChange(StartViewChange { view: View(view) })),
         arbitrary_do_view_change(),
         arbitrary_start_view(),
         (n(), n(), n()).prop_map(|(view, op, commit)| Message::GetState(GetState {
-            view,
-            op,
-            commit
+            view: View(view),
+            op: Op(op),
+            commit: Op(commit)
         })),
         (n(), n(), n(), any::<bool>(), arbitrary_payload()).prop_map(
             |(view, op, commit, normal, payload)| Message::NewState(NewState {
-                view,
-                op,
-                commit,
+                view: View(view),
+                op: Op(op),
+                commit: Op(commit),
                 normal,
                 payload
             })
@@ -696,10 +712,10 @@ fn arbitrary_message() -> impl Strategy<Value = Message> {
         u().prop_map(|nonce| Message::Recovery(Recovery { nonce })),
         (n(), u(), n(), n(), any::<bool>()).prop_map(|(view, nonce, op, commit, primary)| {
             Message::RecoveryResponse(RecoveryResponse {
-                view,
+                view: View(view),
                 nonce,
-                op,
-                commit,
+                op: Op(op),
+                commit: Op(commit),
                 primary,
             })
         }),
@@ -801,7 +817,7 @@ proptest! {
         prop_assert_eq!(bytes.len(), entry_size(&entry));
         let prepare = envelope(
             Sender::Replica(0),
-            Message::Prepare(Prepare { view: entry.view, commit: 0, entries: vec![entry.clone()] }),
+            Message::Prepare(Prepare { view: entry.view, commit: Op(0), entries: vec![entry.clone()] }),
         );
         prop_assert_eq!(&encode(&prepare)[HEADER_SIZE + ENTRIES_COUNT_SIZE..], &bytes[..]);
         prop_assert_eq!(decode_entry(&bytes), Ok(entry));
@@ -828,7 +844,12 @@ fn the_receiver_admits_only_what_it_may_act_on() {
     let config = crate::config::Config::new(0xc1u128 << 100 | 0x5eed, 3);
     let replica = Receiver::replica(&config, 1);
     let client = Receiver::client(config.cluster, 3);
-    let commit = |view| Message::Commit(Commit { view, commit: 0 });
+    let commit = |view| {
+        Message::Commit(Commit {
+            view,
+            commit: Op(0),
+        })
+    };
     let admit = |receiver: &Receiver, example: &Envelope| {
         super::decode(&encode(example), receiver).map(Verified::into_envelope)
     };
@@ -842,7 +863,7 @@ fn the_receiver_admits_only_what_it_may_act_on() {
         admit(&replica, reply),
         Err(DecodeError::OutOfPlace { name: "reply" })
     );
-    let from_primary = envelope(Sender::Replica(0), commit(3));
+    let from_primary = envelope(Sender::Replica(0), commit(View(3)));
     assert_eq!(admit(&replica, &from_primary).as_ref(), Ok(&from_primary));
     assert_eq!(
         admit(&client, &from_primary),
@@ -862,7 +883,7 @@ fn the_receiver_admits_only_what_it_may_act_on() {
     ));
     for sender in [Sender::Replica(1), Sender::Replica(3), Sender::Client(5)] {
         assert_eq!(
-            admit(&replica, &envelope(sender, commit(4))),
+            admit(&replica, &envelope(sender, commit(View(4)))),
             Err(DecodeError::BadSender {
                 sender,
                 name: "commit"
@@ -871,10 +892,10 @@ fn the_receiver_admits_only_what_it_may_act_on() {
         );
     }
     assert_eq!(
-        admit(&replica, &envelope(Sender::Replica(2), commit(3))),
+        admit(&replica, &envelope(Sender::Replica(2), commit(View(3)))),
         Err(DecodeError::NotFromPrimary {
             sender: 2,
-            view: 3,
+            view: View(3),
             name: "commit"
         })
     );

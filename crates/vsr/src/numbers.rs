@@ -1,0 +1,151 @@
+//! The protocol's numbers as distinct types: a [`View`] and an [`Op`] are both 64-bit counters,
+//! but adding one to the other, or passing one where the other is expected, does not compile.
+//!
+//! Each type offers only the arithmetic the protocol needs: an op moves forward or back by a
+//! count of ops, and two ops are a distance apart; a view only moves to the next view. Both
+//! are `u64` on the wire and on disk: [`View::get`] and [`Op::get`] give the number, `View(n)`
+//! and `Op(n)` make one from it, and the encodings in [`crate::wire`] and storage do exactly
+//! that, so no byte changes.
+
+use std::fmt;
+use std::ops::{Add, AddAssign, Sub, SubAssign};
+
+/// A view number: view `v` is led by replica `v % replica_count` (see
+/// [`crate::Config::primary`]). Views start at 0 and only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
+pub struct View(pub u64);
+
+impl View {
+    /// The number, for encodings and for arithmetic that is not about views.
+    #[must_use]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The view after this one.
+    ///
+    /// # Panics
+    /// At `u64::MAX` (decoding bounds views far below it).
+    #[must_use]
+    pub const fn next(self) -> View {
+        View(self.0 + 1)
+    }
+}
+
+impl fmt::Display for View {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, formatter)
+    }
+}
+
+/// An op number: the position of an entry in the log, starting at 1 (op 0 is the empty log's
+/// head). A commit number is an op number too — the op of the last committed entry — and so
+/// is a checkpoint's op and a delta's `since`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
+pub struct Op(pub u64);
+
+impl Op {
+    /// The number, for encodings and for arithmetic that is not about ops.
+    #[must_use]
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The op after this one.
+    ///
+    /// # Panics
+    /// At `u64::MAX` (decoding bounds ops far below it).
+    #[must_use]
+    pub const fn next(self) -> Op {
+        Op(self.0 + 1)
+    }
+
+    /// The op `count` ops later, or `None` past `u64::MAX`.
+    #[must_use]
+    pub const fn checked_add(self, count: u64) -> Option<Op> {
+        match self.0.checked_add(count) {
+            Some(op) => Some(Op(op)),
+            None => None,
+        }
+    }
+
+    /// The ops from `self` through `last`, in order (none when `last` comes before `self`).
+    pub fn through(self, last: Op) -> impl DoubleEndedIterator<Item = Op> {
+        (self.0..=last.0).map(Op)
+    }
+
+    /// How many ops `self` lies after `earlier`, or 0 when it does not.
+    #[must_use]
+    pub const fn saturating_since(self, earlier: Op) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, formatter)
+    }
+}
+
+/// The op `count` ops later.
+impl Add<u64> for Op {
+    type Output = Op;
+
+    fn add(self, count: u64) -> Op {
+        Op(self.0 + count)
+    }
+}
+
+impl AddAssign<u64> for Op {
+    fn add_assign(&mut self, count: u64) {
+        self.0 += count;
+    }
+}
+
+/// The op `count` ops earlier.
+impl Sub<u64> for Op {
+    type Output = Op;
+
+    fn sub(self, count: u64) -> Op {
+        Op(self.0 - count)
+    }
+}
+
+impl SubAssign<u64> for Op {
+    fn sub_assign(&mut self, count: u64) {
+        self.0 -= count;
+    }
+}
+
+/// How many ops `self` lies after `earlier` (which must not be later).
+impl Sub<Op> for Op {
+    type Output = u64;
+
+    fn sub(self, earlier: Op) -> u64 {
+        self.0 - earlier.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Op, View};
+
+    #[test]
+    fn op_arithmetic() {
+        assert_eq!(Op(3) + 2, Op(5));
+        assert_eq!(Op(5) - 2, Op(3));
+        assert_eq!(Op(5) - Op(3), 2);
+        assert_eq!(Op(3).next(), Op(4));
+        assert_eq!(Op(1).saturating_since(Op(4)), 0);
+        assert_eq!(
+            Op(2).through(Op(4)).collect::<Vec<_>>(),
+            [Op(2), Op(3), Op(4)]
+        );
+        assert_eq!(Op(4).through(Op(3)).count(), 0);
+        assert_eq!(Op(u64::MAX).checked_add(1), None);
+        assert_eq!(View(7).next(), View(8));
+        assert_eq!(format!("{} {}", View(7), Op(9)), "7 9");
+    }
+}
