@@ -244,7 +244,7 @@ impl Client {
             retry_at: self.tick + self.timeouts.retry_ticks_min,
             backoff: self.timeouts.retry_ticks_min,
         });
-        let primary = (self.view.get() % u64::from(self.replica_count)) as u8;
+        let primary = self.view.primary(self.replica_count);
         self.send_in_flight(primary);
     }
 

@@ -116,6 +116,6 @@ impl Config {
     /// The primary of `view`.
     #[must_use]
     pub fn primary(&self, view: View) -> ReplicaIndex {
-        (view.get() % u64::from(self.replica_count)) as u8
+        view.primary(self.replica_count)
     }
 }

@@ -38,7 +38,7 @@ pub use message::{
     Sender, StartView, StartViewChange, StatePayload,
 };
 pub use numbers::{Op, View};
-pub use replica::{Replica, ReplicaStats, Status};
+pub use replica::{Replica, ReplicaStats, Role, Status};
 pub use state_machine::{Codec, CodecError, StateMachine};
 pub use wire::{Receiver, Verified};
 

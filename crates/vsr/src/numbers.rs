@@ -23,6 +23,16 @@ impl View {
         self.0
     }
 
+    /// The replica that leads this view in a cluster of `replica_count`: views rotate through
+    /// the replicas in index order. The one definition of "primary of a view".
+    ///
+    /// # Panics
+    /// When `replica_count` is 0.
+    #[must_use]
+    pub const fn primary(self, replica_count: u8) -> u8 {
+        (self.0 % replica_count as u64) as u8
+    }
+
     /// The view after this one.
     ///
     /// # Panics

@@ -55,7 +55,7 @@ impl LogAgreementChecker {
             return Ok(());
         }
         let view = replica.view();
-        let primary = (view.get() % u64::from(self.replica_count)) as u8;
+        let primary = view.primary(self.replica_count);
         let normal_in_view =
             |other: &&dyn Inspect| other.phase() == Phase::Normal && other.view() == view;
         if primary != index {

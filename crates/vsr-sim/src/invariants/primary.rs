@@ -35,7 +35,7 @@ impl PrimaryChecker {
     }
 
     fn primary_of(&self, view: View) -> u8 {
-        (view.get() % u64::from(self.replica_count)) as u8
+        view.primary(self.replica_count)
     }
 
     /// Checks `replica`, in its incarnation `incarnation`, after a step in which it sent `step`.

@@ -393,7 +393,7 @@ impl Receiver {
             });
         }
         if let (Some(view), Sender::Replica(from)) = (message.primary_of(), envelope.sender)
-            && (view.get() % u64::from(self.replica_count)) as u8 != from
+            && view.primary(self.replica_count) != from
         {
             crate::mark!(DropNotFromPrimary);
             return Err(DecodeError::NotFromPrimary {
