@@ -18,13 +18,15 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use vsr::{Reply, Request};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
-use vsr::{ClientId, Command, Config, Envelope, Message, Replica, Sender, StateMachine, Status};
+use vsr::{
+    ClientId, Command, Config, Envelope, Message, Replica, Reply, Request, Sender, StateMachine,
+    Status,
+};
 
 use crate::error::ServerError;
 use crate::frame::{QueueError, QueueSender, queue};

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use vsr::Request;
 
 use bytes::Bytes;
 use tempfile::TempDir;
@@ -12,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use vsr::wire::{self, HEADER_SIZE};
-use vsr::{Codec, Envelope, Message, Operation, Sender};
+use vsr::{Codec, Envelope, Message, Operation, Request, Sender};
 use vsr_kv::{KvOperation, KvResult, KvStore};
 use vsr_server::{Client, ClientPool, ReplicaOptions, RequestError, ServerError, run_replica};
 

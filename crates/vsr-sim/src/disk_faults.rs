@@ -25,8 +25,7 @@
 //! misdirected write: it keeps two copies of each update, which survive one damaged copy but
 //! not two (docs/storage.md, known limits).
 
-use vsr::Reply;
-use vsr::{Message, Write};
+use vsr::{Message, Reply, Write};
 use vsr_storage::sim_disk::{Fate, Operation, SECTOR_SIZE};
 
 use crate::sim::{EventKind, Simulator};

@@ -22,9 +22,8 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use vsr::{DoViewChange, PrepareOk};
 
-use vsr::{DurableState, Message, Op, Write};
+use vsr::{DoViewChange, DurableState, Message, Op, PrepareOk, Write};
 use vsr_storage::sim_disk::SimDisk;
 use vsr_storage::{FileStorage, Identity, Opened, Tuning};
 

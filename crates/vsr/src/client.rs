@@ -5,16 +5,17 @@
 //! timeout it sends to every replica (only the primary acts on a request) and backs off. Replies
 //! teach it the view, hence the primary.
 
-use crate::message::{Reply, Request};
-use crate::wire::{Receiver, Verified};
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::message::{ClientId, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender};
+use crate::message::{
+    ClientId, Envelope, Message, Operation, ReplicaIndex, Reply, ReplyResult, Request, Sender,
+};
 use crate::numbers::{Op, View};
+use crate::wire::{Receiver, Verified};
 
 /// What the client asks its driver to do or tells it.
 #[derive(Clone, Debug, PartialEq, Eq)]

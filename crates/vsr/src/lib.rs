@@ -33,9 +33,9 @@ pub use client::{Client, ClientEvent};
 pub use command::{Checkpoint, Command, DurableState, ViewState, Write};
 pub use config::Config;
 pub use message::{
-    ClientId, Commit, DoViewChange, Entry, Envelope, GetState, Message, NewState, Operation,
-    Prepare, PrepareOk, Recovery, RecoveryResponse, ReplicaIndex, Reply, ReplyResult, Request,
-    Sender, StartView, StartViewChange, StatePayload,
+    ClientId, Commit, DeltaChunk, DoViewChange, Entry, Envelope, GetState, Message, NewState,
+    Operation, Prepare, PrepareOk, Recovery, RecoveryResponse, ReplicaIndex, Reply, ReplyResult,
+    Request, Sender, StartView, StartViewChange, StatePayload,
 };
 pub use numbers::{Op, View};
 pub use replica::{Replica, ReplicaStats, Role, Status};

@@ -7,12 +7,11 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use vsr::{Commit, Op, Request, View};
 
 use crate::common::{CLUSTER, Cluster};
 use bytes::Bytes;
 use vsr::wire::{self, HEADER_SIZE};
-use vsr::{Codec, Envelope, Message, Operation, Sender};
+use vsr::{Codec, Commit, Envelope, Message, Op, Operation, Request, Sender, View};
 use vsr_kv::KvOperation;
 
 /// A client id of the raw connections (any nonzero id).

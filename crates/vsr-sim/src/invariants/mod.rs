@@ -18,8 +18,10 @@ pub mod monotonic;
 pub mod primary;
 pub mod transfer;
 
-use vsr::{Commit, Prepare, StartView};
-use vsr::{Entry, Message, Op, Replica, ReplicaStats, StateMachine, Status, View, ViewState};
+use vsr::{
+    Commit, Entry, Message, Op, Prepare, Replica, ReplicaStats, StartView, StateMachine, Status,
+    View, ViewState,
+};
 
 use crate::checker::SafetyChecker;
 

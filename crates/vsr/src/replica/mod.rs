@@ -21,8 +21,6 @@ mod state_transfer;
 mod tests;
 mod view_change;
 
-use crate::message::{DoViewChange, PrepareOk, Reply};
-use crate::wire::{Receiver, Verified};
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -31,9 +29,13 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::command::{Checkpoint, Command, DurableState, ViewState, Write};
 use crate::config::Config;
-use crate::message::{Entry, Envelope, Message, Operation, ReplicaIndex, ReplyResult, Sender};
+use crate::message::{
+    DoViewChange, Entry, Envelope, Message, Operation, PrepareOk, ReplicaIndex, Reply, ReplyResult,
+    Sender,
+};
 use crate::numbers::{Op, View};
 use crate::state_machine::{Codec, CodecError, StateMachine};
+use crate::wire::{Receiver, Verified};
 use client_table::{Admission, ClientTable};
 use log::Log;
 pub use normal::{Backup, Primary};

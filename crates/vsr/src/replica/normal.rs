@@ -10,8 +10,9 @@ use super::pipeline::{Batch, Pipeline, Queued};
 use super::{Deferred, Replica};
 use crate::command::Write;
 use crate::config::OPERATION_SIZE_MAX;
-use crate::message::{ClientId, Entry, Message, Operation, ReplyResult};
-use crate::message::{Commit, Prepare, PrepareOk, Request};
+use crate::message::{
+    ClientId, Commit, Entry, Message, Operation, Prepare, PrepareOk, ReplyResult, Request,
+};
 use crate::numbers::{Op, View};
 use crate::state_machine::{Codec, StateMachine};
 use crate::wire::ENTRY_HEADER_SIZE;
@@ -57,47 +58,8 @@ impl<S: StateMachine> Replica<S> {
             self.stats.messages_dropped += 1;
             return;
         }
-        if operation == Operation::Register {
-            // A resent or delayed register of a live session: never a second session.
-            if let Some(table) = self.client_table.get(client)
-                && request <= table.request
-            {
-                if request == table.request {
-                    crate::mark!(RequestRegisterDuplicateAnswered);
-                    let (op, result) = (table.reply_op, table.reply.clone());
-                    self.reply(client, op, request, result);
-                } else {
-                    crate::mark!(RequestRegisterOldDropped);
-                }
-                return;
-            }
-        }
-        if operation == Operation::StateMachine {
-            match self.client_table.get(client) {
-                Some(table) if table.session == session => {
-                    if request < table.request {
-                        crate::mark!(RequestOldDropped);
-                        return;
-                    }
-                    if request == table.request && !crate::bug!(SkipDedup) {
-                        crate::mark!(RequestDuplicateAnswered);
-                        let (op, result) = (table.reply_op, table.reply.clone());
-                        self.reply(client, op, request, result);
-                        return;
-                    }
-                }
-                // An uncommitted register of this client may be in the log (after a view
-                // change): wait for it rather than call the session gone.
-                _ if self.register_pending(client) => {
-                    crate::mark!(RequestWaitsForPendingRegister);
-                    return;
-                }
-                _ => {
-                    crate::mark!(RequestSessionEvicted);
-                    self.reply(client, Op(0), request, ReplyResult::SessionEvicted);
-                    return;
-                }
-            }
+        if self.answered_by_client_table(client, session, request, operation) {
+            return;
         }
         if self.status.pipeline().contains(client, request) {
             crate::mark!(RequestResendInPipeline);
@@ -121,6 +83,61 @@ impl<S: StateMachine> Replica<S> {
             body,
         });
         self.prepare_queued();
+    }
+
+    /// Whether the client table settles `client`'s request before it reaches the pipeline: a
+    /// duplicate answered from the cached reply, an old one dropped, a session unknown (evicted,
+    /// or its register not yet committed).
+    fn answered_by_client_table(
+        &mut self,
+        client: ClientId,
+        session: u64,
+        request: u64,
+        operation: Operation,
+    ) -> bool {
+        if operation == Operation::Register {
+            // A resent or delayed register of a live session: never a second session.
+            if let Some(table) = self.client_table.get(client)
+                && request <= table.request
+            {
+                if request == table.request {
+                    crate::mark!(RequestRegisterDuplicateAnswered);
+                    let (op, result) = (table.reply_op, table.reply.clone());
+                    self.reply(client, op, request, result);
+                } else {
+                    crate::mark!(RequestRegisterOldDropped);
+                }
+                return true;
+            }
+        }
+        if operation == Operation::StateMachine {
+            match self.client_table.get(client) {
+                Some(table) if table.session == session => {
+                    if request < table.request {
+                        crate::mark!(RequestOldDropped);
+                        return true;
+                    }
+                    if request == table.request && !crate::bug!(SkipDedup) {
+                        crate::mark!(RequestDuplicateAnswered);
+                        let (op, result) = (table.reply_op, table.reply.clone());
+                        self.reply(client, op, request, result);
+                        return true;
+                    }
+                }
+                // An uncommitted register of this client may be in the log (after a view
+                // change): wait for it rather than call the session gone.
+                _ if self.register_pending(client) => {
+                    crate::mark!(RequestWaitsForPendingRegister);
+                    return true;
+                }
+                _ => {
+                    crate::mark!(RequestSessionEvicted);
+                    self.reply(client, Op(0), request, ReplyResult::SessionEvicted);
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Whether an uncommitted register of `client` is in the log.

@@ -3,14 +3,13 @@
 //! fetches the primary's state and log up to the op the primary reported, and only then takes
 //! part in quorums again.
 
-use crate::message::{Recovery, RecoveryResponse};
 use std::collections::BTreeMap;
 
 use rand_core::Rng;
 
 use super::{Backup, Replica, Role, Status};
 use crate::command::Write;
-use crate::message::{Message, ReplicaIndex};
+use crate::message::{Message, Recovery, RecoveryResponse, ReplicaIndex};
 use crate::numbers::{Op, View};
 use crate::state_machine::StateMachine;
 

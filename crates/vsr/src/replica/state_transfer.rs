@@ -7,7 +7,6 @@
 //! client table), in bounded chunks. Entries are merged by checksum: an entry already held is
 //! kept, a different one at the same op replaces the suffix from there.
 
-use crate::message::{GetState, NewState};
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use super::{Replica, Status};
 use crate::checksum::checksum;
 use crate::command::Write;
 use crate::config::{MESSAGE_BODY_SIZE_MAX, OPERATION_SIZE_MAX};
-use crate::message::{Entry, Message, ReplicaIndex, StatePayload};
+use crate::message::{DeltaChunk, Entry, GetState, Message, NewState, ReplicaIndex, StatePayload};
 use crate::numbers::Op;
 use crate::state_machine::StateMachine;
 
@@ -195,7 +194,7 @@ impl<S: StateMachine> Replica<S> {
         loop {
             let end = (offset + chunk_size).min(delta.len());
             let chunk = delta.slice(offset..end);
-            let payload = StatePayload::Delta {
+            let payload = StatePayload::Delta(DeltaChunk {
                 op,
                 op_checksum,
                 since,
@@ -203,7 +202,7 @@ impl<S: StateMachine> Replica<S> {
                 total_size,
                 total_checksum,
                 chunk,
-            };
+            });
             self.send_new_state(to, false, payload);
             offset = end;
             if offset == delta.len() {
@@ -247,27 +246,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let installed = match payload {
             StatePayload::Entries(entries) => self.install_entries(&entries, commit, authoritative),
-            StatePayload::Delta {
-                op,
-                op_checksum,
-                since,
-                offset,
-                total_size,
-                total_checksum,
-                chunk,
-            } => {
-                let header = DeltaTransfer {
-                    from,
-                    op,
-                    op_checksum,
-                    since,
-                    total_size,
-                    total_checksum,
-                    chunks: BTreeMap::new(),
-                    received: 0,
-                };
-                self.receive_delta_chunk(header, offset, &chunk)
-            }
+            StatePayload::Delta(delta) => self.receive_delta_chunk(from, delta),
         };
         if !installed {
             if self.maybe_complete_view() {
@@ -278,6 +257,19 @@ impl<S: StateMachine> Replica<S> {
             }
             return;
         }
+        self.after_state_installed(from, commit, authoritative, verified_before);
+    }
+
+    /// After a new_state installed entries or a delta: claim the view if the log now holds its
+    /// start, take the sender's commit number if it speaks for our view, vote for what is newly
+    /// verified, and go on with the status's own work.
+    fn after_state_installed(
+        &mut self,
+        from: ReplicaIndex,
+        commit: Op,
+        authoritative: bool,
+        verified_before: Op,
+    ) {
         self.stats.state_transfers += 1;
         self.state_request = None;
         let completed = self.maybe_complete_view();
@@ -363,7 +355,26 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// Buffers a delta chunk; installs the delta once complete. Returns whether it installed.
-    fn receive_delta_chunk(&mut self, header: DeltaTransfer, offset: u64, chunk: &[u8]) -> bool {
+    fn receive_delta_chunk(&mut self, from: ReplicaIndex, delta: DeltaChunk) -> bool {
+        let DeltaChunk {
+            op,
+            op_checksum,
+            since,
+            offset,
+            total_size,
+            total_checksum,
+            chunk,
+        } = delta;
+        let header = DeltaTransfer {
+            from,
+            op,
+            op_checksum,
+            since,
+            total_size,
+            total_checksum,
+            chunks: BTreeMap::new(),
+            received: 0,
+        };
         if header.since != self.commit
             || header.op <= self.commit
             || header.total_size > DELTA_SIZE_MAX

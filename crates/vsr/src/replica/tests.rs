@@ -1646,7 +1646,7 @@ mod review {
         snapshot.extend_from_slice(&4u32.to_le_bytes());
         snapshot.extend_from_slice(&0u32.to_le_bytes());
         0u64.encode(&mut snapshot);
-        let payload = crate::message::StatePayload::Delta {
+        let payload = crate::message::StatePayload::Delta(crate::message::DeltaChunk {
             op: Op(3),
             op_checksum: c3.checksum,
             since: Op(1),
@@ -1654,7 +1654,7 @@ mod review {
             total_size: snapshot.len() as u64,
             total_checksum: crate::checksum::checksum(&snapshot),
             chunk: Bytes::from(snapshot),
-        };
+        });
         let new_state = Message::NewState(NewState {
             view: View(1),
             op: Op(3),

@@ -7,12 +7,11 @@
 //! entries it lacks first, and starts the view (start_view). The view state is durable before any
 //! of these messages leaves.
 
-use crate::message::{DoViewChange, StartView, StartViewChange};
 use std::collections::BTreeMap;
 
 use super::{Backup, Deferred, Primary, Replica, Role, Status};
 use crate::command::Write;
-use crate::message::{Entry, Message, ReplicaIndex};
+use crate::message::{DoViewChange, Entry, Message, ReplicaIndex, StartView, StartViewChange};
 use crate::numbers::{Op, View};
 use crate::state_machine::StateMachine;
 
@@ -34,6 +33,52 @@ impl ViewChange {
     pub(super) fn awaiting_state(&self) -> bool {
         self.awaiting_state
     }
+
+    /// With a quorum of do_view_change: the log of the latest normal view, and of those the
+    /// longest (VRR §4.2), and the quorum's highest and lowest commit numbers.
+    fn choose(&self, own: ReplicaIndex) -> Chosen {
+        let messages = &self.do_view_change;
+        let rank = |dvc: &DoViewChange| {
+            let view = if crate::bug!(ViewChangeLongestLog) {
+                View(0)
+            } else {
+                dvc.last_normal_view
+            };
+            (view, dvc.op)
+        };
+        let (&from, best) = if crate::bug!(ViewChangeWrongLog) {
+            messages.iter().min_by_key(|(_, dvc)| rank(dvc))
+        } else {
+            messages.iter().max_by_key(|(_, dvc)| rank(dvc))
+        }
+        .expect("quorum");
+        let commits = || messages.values().map(|dvc| dvc.commit);
+        let chosen = Chosen {
+            from,
+            log: best.clone(),
+            commit_max: commits().max().expect("quorum"),
+            commit_min: commits().min().expect("quorum"),
+        };
+        if messages.get(&own).is_none_or(|own| rank(best) > rank(own)) {
+            crate::mark!(ViewChangePicksAnotherLog);
+        }
+        if messages.values().any(|dvc| dvc.op > best.op) {
+            crate::mark!(ViewChangePicksNewerViewOverLongerLog);
+        }
+        if chosen.commit_max > best.commit {
+            crate::mark!(ViewChangeTakesMaxCommit);
+        }
+        chosen
+    }
+}
+
+/// The view's log as a quorum of do_view_change messages decides it.
+struct Chosen {
+    /// Who sent the chosen log.
+    from: ReplicaIndex,
+    log: DoViewChange,
+    commit_max: Op,
+    commit_min: Op,
 }
 
 impl<S: StateMachine> Replica<S> {
@@ -159,82 +204,47 @@ impl<S: StateMachine> Replica<S> {
         if view_change.do_view_change.len() < quorum || view_change.awaiting_state {
             return;
         }
-        let messages = &view_change.do_view_change;
-        // The log of the latest normal view, and of those the longest.
-        let rank = |dvc: &DoViewChange| {
-            let view = if crate::bug!(ViewChangeLongestLog) {
-                View(0)
-            } else {
-                dvc.last_normal_view
-            };
-            (view, dvc.op)
-        };
-        let (&best_from, best) = if crate::bug!(ViewChangeWrongLog) {
-            messages.iter().min_by_key(|(_, dvc)| rank(dvc))
-        } else {
-            messages.iter().max_by_key(|(_, dvc)| rank(dvc))
-        }
-        .expect("quorum");
-        let own_log_passed_over = messages
-            .get(&index)
-            .is_none_or(|own| rank(best) > rank(own));
-        let best = best.clone();
-        let longer_log_passed_over = messages.values().any(|dvc| dvc.op > best.op);
-        let commit_max = messages
-            .values()
-            .map(|dvc| dvc.commit)
-            .max()
-            .expect("quorum");
-        let commit_min = messages
-            .values()
-            .map(|dvc| dvc.commit)
-            .min()
-            .expect("quorum");
-        if own_log_passed_over {
-            crate::mark!(ViewChangePicksAnotherLog);
-        }
-        if longer_log_passed_over {
-            crate::mark!(ViewChangePicksNewerViewOverLongerLog);
-        }
-        if commit_max > best.commit {
-            crate::mark!(ViewChangeTakesMaxCommit);
-        }
-        if self.commit < best.commit {
+        let chosen = view_change.choose(index);
+        if self.commit < chosen.log.commit {
             // Committed entries we lack precede the chosen suffix: fetch them first.
             crate::mark!(ViewChangeFetchesCommittedFirst);
             self.view_change_mut()
                 .expect("in view change")
                 .awaiting_state = true;
-            self.request_state_from(best_from);
+            self.request_state_from(chosen.from);
             return;
         }
-        if commit_max > best.op || !self.continues_log(&best.entries) {
+        if chosen.commit_max > chosen.log.op || !self.continues_log(&chosen.log.entries) {
             // Honest replicas never send this: a committed op missing from the longest log, or
             // a suffix that does not continue the committed prefix. Try the next view.
             self.stats.messages_dropped += 1;
             self.start_view_change(self.view.next());
             return;
         }
-        self.install_log_suffix(&best.entries);
-        assert_eq!(self.log.op(), best.op.max(self.commit));
+        self.start_view_as_primary(&chosen);
+    }
+
+    /// The new primary installs the chosen log, takes its suffix into its pipeline and sends
+    /// start_view.
+    fn start_view_as_primary(&mut self, chosen: &Chosen) {
+        self.install_log_suffix(&chosen.log.entries);
+        assert_eq!(self.log.op(), chosen.log.op.max(self.commit));
         self.op_verified = self.log.op();
-        self.status = Status::Normal(Role::Primary(Primary::default()));
+        self.status = Status::Normal(Role::Primary(Primary {
+            heartbeat_at: self.tick + self.config.heartbeat_ticks,
+            ..Primary::default()
+        }));
         self.last_normal_view = self.view;
-        self.commit_max = commit_max.max(self.commit);
+        self.commit_max = chosen.commit_max.max(self.commit);
         self.persist_view_state(false);
         self.inherit_pipeline();
         self.stats.view_changes += 1;
-        if commit_min < self.commit {
+        if chosen.commit_min < self.commit {
             crate::mark!(StartViewFromQuorumMinCommit);
         }
-        self.send_start_view_from(commit_min, None);
+        self.send_start_view_from(chosen.commit_min, None);
         let (view, op) = (self.view, self.log.op());
         self.after_durable(Deferred::PrimaryDurable { view, op });
-        let heartbeat_at = self.tick + self.config.heartbeat_ticks;
-        self.status
-            .primary_mut()
-            .expect("just became primary")
-            .heartbeat_at = heartbeat_at;
         self.execute_committed();
     }
 

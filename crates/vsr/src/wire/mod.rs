@@ -70,7 +70,7 @@ pub use commit::Commit;
 pub use do_view_change::DoViewChange;
 pub use entry::{Entry, Operation, decode_entry, encode_entry, entry_size};
 pub use get_state::GetState;
-pub use new_state::{NewState, StatePayload};
+pub use new_state::{DeltaChunk, NewState, StatePayload};
 pub use prepare::Prepare;
 pub use prepare_ok::PrepareOk;
 pub use recovery::Recovery;

@@ -22,22 +22,26 @@ pub enum StatePayload {
     /// Log entries, consecutive, starting right after the requester's op.
     Entries(Vec<Entry>),
     /// One chunk of an encoded snapshot delta (client table + state machine delta).
-    Delta {
-        /// The op the delta brings the requester up to (the responder's commit).
-        op: Op,
-        /// The checksum of the hash-chain entry at `op`, so the requester can continue the chain.
-        op_checksum: u128,
-        /// The commit number the delta starts from (the requester's commit).
-        since: Op,
-        /// Byte offset of this chunk in the encoded delta.
-        offset: u64,
-        /// Total size of the encoded delta.
-        total_size: u64,
-        /// Checksum of the whole encoded delta.
-        total_checksum: u128,
-        /// This chunk's bytes.
-        chunk: Bytes,
-    },
+    Delta(DeltaChunk),
+}
+
+/// One chunk of an encoded snapshot delta, and what the whole delta is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeltaChunk {
+    /// The op the delta brings the requester up to (the responder's commit).
+    pub op: Op,
+    /// The checksum of the hash-chain entry at `op`, so the requester can continue the chain.
+    pub op_checksum: u128,
+    /// The commit number the delta starts from (the requester's commit).
+    pub since: Op,
+    /// Byte offset of this chunk in the encoded delta.
+    pub offset: u64,
+    /// Total size of the encoded delta.
+    pub total_size: u64,
+    /// Checksum of the whole encoded delta.
+    pub total_checksum: u128,
+    /// This chunk's bytes.
+    pub chunk: Bytes,
 }
 
 /// The answer to [`super::GetState`].
@@ -73,31 +77,14 @@ impl WireMessage for NewState {
     fn body_size(&self) -> usize {
         match &self.payload {
             StatePayload::Entries(entries) => entries_size(entries),
-            StatePayload::Delta { chunk, .. } => DELTA_HEADER_SIZE + chunk.len(),
+            StatePayload::Delta(delta) => DELTA_HEADER_SIZE + delta.chunk.len(),
         }
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
         match &self.payload {
             StatePayload::Entries(entries) => encode_entries(entries, out),
-            StatePayload::Delta {
-                op,
-                op_checksum,
-                since,
-                offset,
-                total_size,
-                total_checksum,
-                chunk,
-            } => {
-                out.put_u64_le(op.get());
-                out.put_u128_le(*op_checksum);
-                out.put_u64_le(since.get());
-                out.put_u64_le(*offset);
-                out.put_u64_le(*total_size);
-                out.put_u128_le(*total_checksum);
-                out.put_u32_le(length_u32(chunk.len()));
-                out.put_slice(chunk);
-            }
+            StatePayload::Delta(delta) => delta.encode(out),
         }
     }
 
@@ -106,7 +93,7 @@ impl WireMessage for NewState {
         let normal = decode_bool(fields.flag)?;
         let payload = match fields.tag {
             ENTRIES => StatePayload::Entries(decode_entries(body)?),
-            DELTA => decode_delta(body)?,
+            DELTA => StatePayload::Delta(DeltaChunk::decode(body)?),
             _ => return Err(DecodeError::Malformed("unknown new_state payload")),
         };
         Ok(NewState {
@@ -119,23 +106,36 @@ impl WireMessage for NewState {
     }
 }
 
-fn decode_delta(body: &mut Bytes) -> Result<StatePayload, DecodeError> {
-    let op = body.u64()?;
-    let op_checksum = body.u128()?;
-    let since = body.u64()?;
-    let offset = body.u64()?;
-    let total_size = body.u64()?;
-    let total_checksum = body.u128()?;
-    let chunk_size = body.u32()? as usize;
-    let chunk = body.take(chunk_size)?;
-    in_bounds(&[op, since, offset, total_size])?;
-    Ok(StatePayload::Delta {
-        op: Op(op),
-        op_checksum,
-        since: Op(since),
-        offset,
-        total_size,
-        total_checksum,
-        chunk,
-    })
+impl DeltaChunk {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u64_le(self.op.get());
+        out.put_u128_le(self.op_checksum);
+        out.put_u64_le(self.since.get());
+        out.put_u64_le(self.offset);
+        out.put_u64_le(self.total_size);
+        out.put_u128_le(self.total_checksum);
+        out.put_u32_le(length_u32(self.chunk.len()));
+        out.put_slice(&self.chunk);
+    }
+
+    fn decode(body: &mut Bytes) -> Result<DeltaChunk, DecodeError> {
+        let op = body.u64()?;
+        let op_checksum = body.u128()?;
+        let since = body.u64()?;
+        let offset = body.u64()?;
+        let total_size = body.u64()?;
+        let total_checksum = body.u128()?;
+        let chunk_size = body.u32()? as usize;
+        let chunk = body.take(chunk_size)?;
+        in_bounds(&[op, since, offset, total_size])?;
+        Ok(DeltaChunk {
+            op: Op(op),
+            op_checksum,
+            since: Op(since),
+            offset,
+            total_size,
+            total_checksum,
+            chunk,
+        })
+    }
 }

@@ -140,7 +140,7 @@ fn view_change_examples() -> Vec<Envelope> {
         entry(42, b""),
         entry(43, &[0xff; 40]),
     ];
-    let delta = StatePayload::Delta {
+    let delta = StatePayload::Delta(DeltaChunk {
         op: Op(9000),
         op_checksum: u128::MAX / 3,
         since: Op(4000),
@@ -148,7 +148,7 @@ fn view_change_examples() -> Vec<Envelope> {
         total_size: 200_000,
         total_checksum: 0x0123_4567_89ab_cdef,
         chunk: Bytes::from_static(b"a chunk of the delta"),
-    };
+    });
     let messages = vec![
         Message::DoViewChange(DoViewChange {
             view: View(8),
@@ -597,7 +597,7 @@ fn arbitrary_payload() -> impl Strategy<Value = StatePayload> {
     let checksums = any::<(u128, u128)>();
     let delta = (numbers, checksums, arbitrary_bytes()).prop_map(
         |((op, since, offset, total_size), (op_checksum, total_checksum), chunk)| {
-            StatePayload::Delta {
+            StatePayload::Delta(DeltaChunk {
                 op: Op(op),
                 op_checksum,
                 since: Op(since),
@@ -605,7 +605,7 @@ fn arbitrary_payload() -> impl Strategy<Value = StatePayload> {
                 total_size,
                 total_checksum,
                 chunk,
-            }
+            })
         },
     );
     prop_oneof![arbitrary_entries().prop_map(StatePayload::Entries), delta]
