@@ -249,7 +249,17 @@ impl<S: StateMachine> Replica<S> {
             replica.status = Status::Normal(Role::Primary(Primary::default()));
         }
         let broken = replica.load(durable);
-        replica.commit_persisted = replica.commit_persisted.max(replica.commit);
+        replica.rejoin(durable, broken, fresh);
+        replica.invariants_constant();
+        replica
+    }
+
+    /// After loading its durable state, takes its place in the cluster: resumes (or starts, if
+    /// its storage is damaged or its log `broken`) recovery, starts a view change when its
+    /// in-memory votes mattered, or waits as a backup of its view.
+    fn rejoin(&mut self, durable: &DurableState, broken: bool, fresh: bool) {
+        let view_state = durable.view_state;
+        self.commit_persisted = self.commit_persisted.max(self.commit);
         // A commit number beyond the last op the storage returned proves that committed
         // entries were lost, whatever the storage layer concluded.
         let last_op = durable
@@ -266,25 +276,23 @@ impl<S: StateMachine> Replica<S> {
                 // A damaged log may have lost entries this replica voted for: it must not vote
                 // again until it holds the current primary's log, and a crash during the repair
                 // must resume it.
-                replica.persist_view_state(true);
+                self.persist_view_state(true);
             }
-            replica.start_recovery();
+            self.start_recovery();
         } else if fresh {
             assert_eq!(
                 view_state,
                 ViewState::default(),
                 "a fresh replica has no state"
             );
-            replica.reset_view_change_timeout();
-        } else if replica.leads_view() || replica.last_normal_view < replica.view {
+            self.reset_view_change_timeout();
+        } else if self.leads_view() || self.last_normal_view < self.view {
             // In-memory votes are gone: let a view change rebuild them.
             crate::mark!(RestartStartsViewChange);
-            replica.start_view_change(replica.view.next());
+            self.start_view_change(self.view.next());
         } else {
-            replica.reset_view_change_timeout();
+            self.reset_view_change_timeout();
         }
-        replica.invariants_constant();
-        replica
     }
 
     /// A replica that lost its state (a new or wiped disk): it runs the recovery protocol and

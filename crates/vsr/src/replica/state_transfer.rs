@@ -54,6 +54,57 @@ pub(crate) struct DeltaTransfer {
     received: u64,
 }
 
+impl DeltaTransfer {
+    /// A transfer of the delta `chunk` is part of, from `from`, nothing received yet.
+    fn new(from: ReplicaIndex, chunk: &DeltaChunk) -> Self {
+        DeltaTransfer {
+            from,
+            op: chunk.op,
+            op_checksum: chunk.op_checksum,
+            since: chunk.since,
+            total_size: chunk.total_size,
+            total_checksum: chunk.total_checksum,
+            chunks: BTreeMap::new(),
+            received: 0,
+        }
+    }
+
+    /// Whether `chunk`, from `from`, belongs to this transfer's delta.
+    fn is_of(&self, from: ReplicaIndex, chunk: &DeltaChunk) -> bool {
+        (self.from, self.op, self.since, self.total_checksum)
+            == (from, chunk.op, chunk.since, chunk.total_checksum)
+    }
+
+    /// Keeps `chunk` at `offset` if it lies inside the delta and overlaps none received (a
+    /// duplicate is dropped); returns whether it did.
+    fn insert(&mut self, offset: u64, chunk: &[u8]) -> bool {
+        let Some(end) = offset.checked_add(chunk.len() as u64) else {
+            return false;
+        };
+        let overlaps_before = self
+            .chunks
+            .range(..=offset)
+            .next_back()
+            .is_some_and(|(&start, bytes)| start + bytes.len() as u64 > offset);
+        let overlaps_after = self
+            .chunks
+            .range(offset..)
+            .next()
+            .is_some_and(|(&start, _)| start < end);
+        if chunk.is_empty() || end > self.total_size || overlaps_before || overlaps_after {
+            crate::mark!(DeltaChunkDuplicateDropped);
+            return false;
+        }
+        let follows = |(&start, bytes): (&u64, &Vec<u8>)| start + bytes.len() as u64 == offset;
+        if offset > 0 && !self.chunks.range(..offset).next_back().is_some_and(follows) {
+            crate::mark!(DeltaChunkOutOfOrderKept);
+        }
+        self.chunks.insert(offset, chunk.to_vec());
+        self.received += chunk.len() as u64;
+        true
+    }
+}
+
 impl<S: StateMachine> Replica<S> {
     /// Asks the current primary (or, if that is us, nobody) for what we are missing.
     pub(super) fn request_state(&mut self) {
@@ -356,78 +407,25 @@ impl<S: StateMachine> Replica<S> {
 
     /// Buffers a delta chunk; installs the delta once complete. Returns whether it installed.
     fn receive_delta_chunk(&mut self, from: ReplicaIndex, delta: DeltaChunk) -> bool {
-        let DeltaChunk {
-            op,
-            op_checksum,
-            since,
-            offset,
-            total_size,
-            total_checksum,
-            chunk,
-        } = delta;
-        let header = DeltaTransfer {
-            from,
-            op,
-            op_checksum,
-            since,
-            total_size,
-            total_checksum,
-            chunks: BTreeMap::new(),
-            received: 0,
-        };
-        if header.since != self.commit
-            || header.op <= self.commit
-            || header.total_size > DELTA_SIZE_MAX
+        if delta.since != self.commit
+            || delta.op <= self.commit
+            || delta.total_size > DELTA_SIZE_MAX
         {
             crate::mark!(DeltaChunkWrongBaseDropped);
             return false;
         }
-        let same = self.transfer.as_ref().is_some_and(|transfer| {
-            (
-                transfer.from,
-                transfer.op,
-                transfer.since,
-                transfer.total_checksum,
-            ) == (header.from, header.op, header.since, header.total_checksum)
-        });
-        if !same {
+        if !self
+            .transfer
+            .as_ref()
+            .is_some_and(|transfer| transfer.is_of(from, &delta))
+        {
             if self.transfer.is_some() {
                 crate::mark!(DeltaTransferRestarted);
             }
-            self.transfer = Some(header);
+            self.transfer = Some(DeltaTransfer::new(from, &delta));
         }
         let transfer = self.transfer.as_mut().expect("set above");
-        // A chunk must lie inside the delta and overlap none received (a duplicate is dropped).
-        let Some(end) = offset.checked_add(chunk.len() as u64) else {
-            return false;
-        };
-        let overlaps_before = transfer
-            .chunks
-            .range(..=offset)
-            .next_back()
-            .is_some_and(|(&start, bytes)| start + bytes.len() as u64 > offset);
-        let overlaps_after = transfer
-            .chunks
-            .range(offset..)
-            .next()
-            .is_some_and(|(&start, _)| start < end);
-        if chunk.is_empty() || end > transfer.total_size || overlaps_before || overlaps_after {
-            crate::mark!(DeltaChunkDuplicateDropped);
-            return false;
-        }
-        let follows = |(&start, bytes): (&u64, &Vec<u8>)| start + bytes.len() as u64 == offset;
-        if offset > 0
-            && !transfer
-                .chunks
-                .range(..offset)
-                .next_back()
-                .is_some_and(follows)
-        {
-            crate::mark!(DeltaChunkOutOfOrderKept);
-        }
-        transfer.chunks.insert(offset, chunk.to_vec());
-        transfer.received += chunk.len() as u64;
-        if transfer.received < transfer.total_size {
+        if !transfer.insert(delta.offset, &delta.chunk) || transfer.received < transfer.total_size {
             return false;
         }
         // No overlaps and as many bytes as the delta: the chunks tile it exactly.
