@@ -3,6 +3,7 @@
 //! Entries at or before `base_op` were trimmed (they are committed and covered by a checkpoint);
 //! `base_checksum` is the checksum of the entry at `base_op`, so the chain continues.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 use crate::message::Entry;
@@ -13,6 +14,9 @@ pub(crate) struct Log {
     base_op: Op,
     base_checksum: u128,
     entries: VecDeque<Entry>,
+    /// Every link up to this op has been checked by [`Log::assert_chain`]; only entries after
+    /// it are checked again, so the check costs what the log grew by since the last one.
+    chain_checked: Cell<Op>,
 }
 
 impl Log {
@@ -36,14 +40,24 @@ impl Log {
         Some(entry)
     }
 
-    /// Asserts the window is one hash chain of consecutive ops from `base_op`.
+    /// Asserts the window is one hash chain of consecutive ops from `base_op`: each entry's op
+    /// follows its predecessor's and its parent is its predecessor's checksum. Links checked
+    /// before are not checked again (nothing but `truncate` and `reset` changes them).
     pub(crate) fn assert_chain(&self) {
-        let mut parent = self.base_checksum;
-        for (entry, op) in self.entries.iter().zip((self.base_op.get() + 1..).map(Op)) {
+        let start = self.chain_checked.get().max(self.base_op).min(self.op());
+        let skip = usize::try_from(start - self.base_op).expect("log window fits in memory");
+        let mut parent = self.checksum(start).expect("the window holds its start");
+        for (entry, op) in self
+            .entries
+            .iter()
+            .skip(skip)
+            .zip(start.next().through(self.op()))
+        {
             assert_eq!(entry.op, op, "log ops not consecutive");
             assert_eq!(entry.parent, parent, "log hash chain broken at op {op}");
             parent = entry.checksum;
         }
+        self.chain_checked.set(self.op());
     }
 
     /// The checksum of the entry at `op`, if the chain still knows it.
@@ -84,6 +98,7 @@ impl Log {
         );
         let keep = usize::try_from(op - self.base_op).expect("log window fits in memory");
         self.entries.truncate(keep);
+        self.chain_checked.set(self.chain_checked.get().min(op));
     }
 
     /// Forgets entries at or before `op` (committed and checkpointed elsewhere).
@@ -101,6 +116,7 @@ impl Log {
         self.entries.clear();
         self.base_op = op;
         self.base_checksum = checksum;
+        self.chain_checked.set(op);
     }
 
     /// Clones of the entries in `from..=to` (those the window holds).
@@ -147,8 +163,15 @@ mod tests {
         broken_link.entries[1].parent ^= 1;
         let mut broken_order = chain(3);
         broken_order.entries.swap(1, 2);
-        for log in [broken_link, broken_order] {
-            let result = std::panic::catch_unwind(|| log.assert_chain());
+        let mut broken_after_check = chain(3);
+        broken_after_check.assert_chain();
+        broken_after_check.truncate(Op(1));
+        broken_after_check
+            .entries
+            .push_back(broken_link.entries[1].clone());
+        for log in [broken_link, broken_order, broken_after_check] {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.assert_chain()));
             assert!(result.is_err());
         }
     }
