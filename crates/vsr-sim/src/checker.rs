@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use vsr::{Codec, Entry, Op, Operation, StateMachine};
+use vsr::{Codec, Entry, EntryChecksum, Op, Operation, StateMachine};
 use vsr_kv::{KvOperation, KvStore};
 
 /// A session in the reference client table.
@@ -180,7 +180,7 @@ impl SafetyChecker {
 
     /// The checksum of the entry committed at `op`, if a replica was seen executing it.
     #[must_use]
-    pub fn committed_checksum(&self, op: Op) -> Option<u128> {
+    pub fn committed_checksum(&self, op: Op) -> Option<EntryChecksum> {
         self.committed.get(&op).map(|(_, entry)| entry.checksum)
     }
 
@@ -262,8 +262,8 @@ impl SafetyChecker {
         if let Some((first, known)) = self.committed.get(&entry.op) {
             if known.checksum != entry.checksum {
                 return Err(format!(
-                    "divergence at op {}: replica {first} executed entry {:032x} (view {}), \
-                     replica {replica} executed entry {:032x} (view {})",
+                    "divergence at op {}: replica {first} executed entry {} (view {}), \
+                     replica {replica} executed entry {} (view {})",
                     entry.op, known.checksum, known.view, entry.checksum, entry.view
                 ));
             }
@@ -350,7 +350,7 @@ mod tests {
     use super::*;
     use vsr::View;
 
-    fn entry(op: u64, parent: u128, request: u64, body: &[u8]) -> Entry {
+    fn entry(op: u64, parent: EntryChecksum, request: u64, body: &[u8]) -> Entry {
         let body = Bytes::copy_from_slice(body);
         Entry {
             op: Op(op),
@@ -361,7 +361,7 @@ mod tests {
             request,
             operation: Operation::StateMachine,
             body,
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed()
     }
@@ -372,13 +372,13 @@ mod tests {
         let register = Entry {
             op: Op(1),
             view: View(0),
-            parent: 0,
+            parent: EntryChecksum(0),
             client: 7,
             session: 0,
             request: 1,
             operation: Operation::Register,
             body: Bytes::new(),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed();
         checker.record_committed(0, &register).unwrap();
@@ -410,13 +410,13 @@ mod tests {
         let register = Entry {
             op: Op(1),
             view: View(0),
-            parent: 0,
+            parent: EntryChecksum(0),
             client: 7,
             session: 0,
             request: 1,
             operation: Operation::Register,
             body: Bytes::new(),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed();
         let digest = KvStore::new().digest();
@@ -433,13 +433,13 @@ mod tests {
         let register = Entry {
             op: Op(1),
             view: View(0),
-            parent: 0,
+            parent: EntryChecksum(0),
             client: 7,
             session: 0,
             request: 1,
             operation: Operation::Register,
             body: Bytes::new(),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed();
         let put = KvOperation::Put {
@@ -474,13 +474,13 @@ mod tests {
         let register = Entry {
             op: Op(1),
             view: View(0),
-            parent: 0,
+            parent: EntryChecksum(0),
             client: 7,
             session: 0,
             request: 1,
             operation: Operation::Register,
             body: Bytes::new(),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed();
         let put = KvOperation::Put {

@@ -14,7 +14,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
-use vsr::{Command, Config, Envelope, Op, Replica, StateMachine, Write};
+use vsr::{Command, Config, EntryChecksum, Envelope, Op, Replica, StateMachine, Write};
 use vsr_kv::KvStore;
 
 use crate::SimStats;
@@ -197,7 +197,7 @@ pub(crate) struct Simulator {
     /// The latest value of each key some client saw, to make compare-and-swap succeed often.
     pub(crate) last_values: BTreeMap<String, Option<String>>,
     /// (op, entry checksum) → the replicas on whose disk that entry has ever been durable.
-    pub(crate) ever_durable: BTreeMap<(Op, u128), u8>,
+    pub(crate) ever_durable: BTreeMap<(Op, EntryChecksum), u8>,
     /// Per replica, the highest op of a checkpoint ever durable on its disk.
     pub(crate) checkpoint_durable: Vec<Op>,
 }
@@ -530,7 +530,7 @@ pub(crate) fn trace_write(trace: &mut Trace, seq: u64, write: &Write) {
             );
             trace.number(u128::from(state.commit.get()) << 1 | u128::from(state.recovering));
         }
-        Write::Append(entry) => trace.number(entry.checksum),
+        Write::Append(entry) => trace.number(entry.checksum.get()),
         Write::Truncate { op } => trace.number(u128::from(op.get())),
         Write::Checkpoint(checkpoint) => {
             trace.number(u128::from(checkpoint.op.get()));

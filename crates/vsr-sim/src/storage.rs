@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
-use vsr::{DoViewChange, DurableState, Message, Op, PrepareOk, Write};
+use vsr::{DoViewChange, DurableState, EntryChecksum, Message, Op, PrepareOk, Write};
 use vsr_storage::sim_disk::SimDisk;
 use vsr_storage::{FileStorage, Identity, Opened, Tuning};
 
@@ -52,7 +52,7 @@ pub(crate) struct ReplicaStorage {
     /// latent until a power loss drops the cache.
     damage_hidden: bool,
     /// Every entry ever submitted to this disk, by op and checksum.
-    written: std::collections::BTreeSet<(Op, u128)>,
+    written: std::collections::BTreeSet<(Op, EntryChecksum)>,
     /// The last crash was of the process alone: the page cache, which may hide damage on the
     /// platter (a misdirected write), survived it.
     pub(crate) page_cache_kept: bool,
@@ -332,7 +332,7 @@ pub(crate) fn acknowledgement_violation(
     index: u8,
     message: &Message,
 ) -> Option<String> {
-    let holds = |op: Op, checksum: u128| {
+    let holds = |op: Op, checksum: EntryChecksum| {
         durable
             .entries
             .iter()
@@ -404,13 +404,13 @@ mod tests {
         Entry {
             op: Op(op),
             view: View(1),
-            parent: u128::from(op),
+            parent: EntryChecksum(u128::from(op)),
             client: 7,
             session: 1,
             request: op,
             operation: Operation::Noop,
             body: Bytes::new(),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed()
     }
@@ -567,7 +567,7 @@ mod tests {
     fn acknowledging_an_entry_not_durable_is_caught() {
         let mut durable = DurableState::default();
         durable.apply(&Write::Append(entry(1)));
-        let ok = |op: u64, checksum: u128| {
+        let ok = |op: u64, checksum: EntryChecksum| {
             Message::PrepareOk(PrepareOk {
                 view: View(1),
                 op: Op(op),
@@ -580,7 +580,7 @@ mod tests {
         );
         assert!(acknowledgement_violation(&durable, 0, &ok(2, entry(2).checksum)).is_some());
         // Another entry at a durable op is not durable either.
-        assert!(acknowledgement_violation(&durable, 0, &ok(1, 12345)).is_some());
+        assert!(acknowledgement_violation(&durable, 0, &ok(1, EntryChecksum(12345))).is_some());
         let do_view_change = |entries: Vec<Entry>| {
             Message::DoViewChange(DoViewChange {
                 view: View(2),

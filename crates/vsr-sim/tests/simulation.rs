@@ -149,18 +149,18 @@ fn linearizability_failure_is_reported() {
 #[test]
 fn safety_checker_catches_a_divergent_commit() {
     use bytes::Bytes;
-    use vsr::{Entry, Operation};
+    use vsr::{Entry, EntryChecksum, Operation};
     let mut checker = vsr_sim::checker::SafetyChecker::new(3, 4);
     let register = Entry {
         op: Op(1),
         view: View(0),
-        parent: 0,
+        parent: EntryChecksum(0),
         client: 9,
         session: 0,
         request: 1,
         operation: Operation::Register,
         body: Bytes::new(),
-        checksum: 0,
+        checksum: EntryChecksum(0),
     }
     .sealed();
     let a = Entry {
@@ -172,7 +172,7 @@ fn safety_checker_catches_a_divergent_commit() {
         request: 2,
         operation: Operation::Noop,
         body: Bytes::new(),
-        checksum: 0,
+        checksum: EntryChecksum(0),
     }
     .sealed();
     let b = Entry {
@@ -184,7 +184,7 @@ fn safety_checker_catches_a_divergent_commit() {
         request: 2,
         operation: Operation::Noop,
         body: Bytes::new(),
-        checksum: 0,
+        checksum: EntryChecksum(0),
     }
     .sealed();
     checker.record_committed(0, &register).unwrap();

@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use vsr::Write;
+use vsr::{EntryChecksum, Write};
 use vsr_storage::{FileStorage, Identity, StorageThread, format};
 
 mod common;
@@ -23,7 +23,7 @@ const RUN: Duration = Duration::from_secs(3);
 
 /// Orders appends (ops must be consecutive) and tracks what is durable.
 struct Log {
-    next: Mutex<(u64, u128)>,
+    next: Mutex<(u64, EntryChecksum)>,
     durable: Mutex<u64>,
     became_durable: Condvar,
     syncs: Mutex<u64>,
@@ -43,7 +43,7 @@ fn run(dir: &std::path::Path, writers: usize, body_size: usize) -> (f64, f64, f6
     .expect("format");
     let opened = FileStorage::open(&path, Some(1)).expect("open");
     let log = Arc::new(Log {
-        next: Mutex::new((1, 0)),
+        next: Mutex::new((1, EntryChecksum(0))),
         durable: Mutex::new(0),
         became_durable: Condvar::new(),
         syncs: Mutex::new(0),

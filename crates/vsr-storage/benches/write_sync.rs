@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
-use vsr::Write;
+use vsr::{EntryChecksum, Write};
 use vsr_storage::{FileStorage, Identity, format};
 
 mod common;
@@ -19,7 +19,7 @@ fn main() {
 /// and checksum its next append continues from.
 struct Fixture {
     storage: FileStorage,
-    next: (u64, u128),
+    next: (u64, EntryChecksum),
     _dir: tempfile::TempDir,
 }
 
@@ -36,7 +36,7 @@ impl Fixture {
         let storage = FileStorage::open(&path, Some(1)).expect("open").storage;
         Self {
             storage,
-            next: (1, 0),
+            next: (1, EntryChecksum(0)),
             _dir: dir,
         }
     }

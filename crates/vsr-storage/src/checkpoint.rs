@@ -15,7 +15,7 @@
 
 use bytes::Bytes;
 use vsr::checksum::{Checksum, checksum};
-use vsr::{Checkpoint, Op};
+use vsr::{Checkpoint, EntryChecksum, Op};
 
 use crate::StorageError;
 use crate::disk::Disk;
@@ -63,7 +63,7 @@ fn encode_trailer(reference: &CheckpointReference) -> [u8; TRAILER_SIZE] {
     let mut bytes = [0u8; TRAILER_SIZE];
     bytes[16..24].copy_from_slice(&MAGIC);
     bytes[24..32].copy_from_slice(&reference.op.to_le_bytes());
-    bytes[32..48].copy_from_slice(&reference.op_checksum.to_le_bytes());
+    bytes[32..48].copy_from_slice(&reference.op_checksum.get().to_le_bytes());
     bytes[48..56].copy_from_slice(&reference.size.to_le_bytes());
     bytes[56..72].copy_from_slice(&reference.checksum.to_le_bytes());
     let sealed = checksum(&bytes[16..]);

@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use vsr::{Checkpoint, DurableState, Entry, Op, Operation, View, ViewState, Write};
+use vsr::{Checkpoint, DurableState, Entry, EntryChecksum, Op, Operation, View, ViewState, Write};
 
 use crate::sim_disk::{Image, Operation as DiskOperation, SimDisk};
 use crate::storage::{FileStorage, Tuning, format_disk};
@@ -69,7 +69,7 @@ fn next_entry(state: &DurableState, random: &mut Random) -> Entry {
         None => state
             .checkpoint
             .as_ref()
-            .map_or((Op(1), 0), |c| (c.op + 1, c.op_checksum)),
+            .map_or((Op(1), EntryChecksum(0)), |c| (c.op + 1, c.op_checksum)),
     };
     let body = random.bytes(200);
     Entry {
@@ -81,7 +81,7 @@ fn next_entry(state: &DurableState, random: &mut Random) -> Entry {
         request: op.get(),
         operation: Operation::StateMachine,
         body,
-        checksum: 0,
+        checksum: EntryChecksum(0),
     }
     .sealed()
 }

@@ -10,7 +10,7 @@
 use std::io;
 
 use bytes::Bytes;
-use vsr::{Checkpoint, DurableState, Entry, Op, Operation, View, ViewState, Write};
+use vsr::{Checkpoint, DurableState, Entry, EntryChecksum, Op, Operation, View, ViewState, Write};
 
 use crate::crash_tests::{Step, formatted, open, workload};
 use crate::disk::Disk;
@@ -24,7 +24,7 @@ fn entry_after(state: &DurableState, body_bytes: usize) -> Entry {
     let (op, parent) = state
         .entries
         .back()
-        .map_or((state.checkpoint_op() + 1, 0), |last| {
+        .map_or((state.checkpoint_op() + 1, EntryChecksum(0)), |last| {
             (last.op + 1, last.checksum)
         });
     let body: Vec<u8> = (0..body_bytes)
@@ -39,7 +39,7 @@ fn entry_after(state: &DurableState, body_bytes: usize) -> Entry {
         request: op.get(),
         operation: Operation::StateMachine,
         body: Bytes::from(body),
-        checksum: 0,
+        checksum: EntryChecksum(0),
     }
     .sealed()
 }
@@ -483,13 +483,13 @@ fn a_forged_record_inside_a_payload_never_panics_the_open() {
                 let forged = Entry {
                     op: Op(forged_op),
                     view: View(0),
-                    parent: 0,
+                    parent: EntryChecksum(0),
                     client: 7,
                     session: 1,
                     request: 1,
                     operation: Operation::StateMachine,
                     body: Bytes::new(),
-                    checksum: 0,
+                    checksum: EntryChecksum(0),
                 }
                 .sealed();
                 let mut bytes = Vec::new();
@@ -508,7 +508,7 @@ fn a_forged_record_inside_a_payload_never_panics_the_open() {
                 request: entry.op.get(),
                 operation: Operation::StateMachine,
                 body: Bytes::from(body),
-                checksum: 0,
+                checksum: EntryChecksum(0),
             }
             .sealed();
             let write = Write::Append(entry);

@@ -41,6 +41,7 @@
 
 use std::collections::BTreeMap;
 
+use vsr::EntryChecksum;
 use vsr::checksum::checksum;
 
 use crate::StorageError;
@@ -79,9 +80,9 @@ pub(crate) struct Slot {
     /// Where the entry's record starts in the WAL file.
     pub(crate) record_offset: u64,
     /// The entry's checksum.
-    pub(crate) entry_checksum: u128,
+    pub(crate) entry_checksum: EntryChecksum,
     /// The entry's parent.
-    pub(crate) entry_parent: u128,
+    pub(crate) entry_parent: EntryChecksum,
 }
 
 const KIND_ENTRY: u8 = 1;
@@ -95,8 +96,8 @@ impl Slot {
             op,
             view: 0,
             record_offset,
-            entry_checksum: 0,
-            entry_parent: 0,
+            entry_checksum: EntryChecksum(0),
+            entry_parent: EntryChecksum(0),
         }
     }
 
@@ -120,8 +121,8 @@ pub(crate) fn encode_slot(slot: &Slot) -> [u8; SLOT_SIZE] {
     bytes[24..32].copy_from_slice(&slot.op.to_le_bytes());
     bytes[32..40].copy_from_slice(&slot.view.to_le_bytes());
     bytes[40..48].copy_from_slice(&slot.record_offset.to_le_bytes());
-    bytes[48..64].copy_from_slice(&slot.entry_checksum.to_le_bytes());
-    bytes[64..80].copy_from_slice(&slot.entry_parent.to_le_bytes());
+    bytes[48..64].copy_from_slice(&slot.entry_checksum.get().to_le_bytes());
+    bytes[64..80].copy_from_slice(&slot.entry_parent.get().to_le_bytes());
     let sealed = checksum(&bytes[16..]);
     bytes[..16].copy_from_slice(&sealed.to_le_bytes());
     bytes
@@ -144,8 +145,8 @@ pub(crate) fn decode_slot(bytes: &[u8]) -> Option<Slot> {
         op: u64_at(bytes, 24),
         view: u64_at(bytes, 32),
         record_offset: u64_at(bytes, 40),
-        entry_checksum: u128_at(bytes, 48),
-        entry_parent: u128_at(bytes, 64),
+        entry_checksum: EntryChecksum(u128_at(bytes, 48)),
+        entry_parent: EntryChecksum(u128_at(bytes, 64)),
     })
 }
 
@@ -363,7 +364,14 @@ mod tests {
             let slot = if truncate {
                 Slot::truncate(op, record_offset)
             } else {
-                Slot { kind: SlotKind::Entry, op, view, record_offset, entry_checksum, entry_parent }
+                Slot {
+                    kind: SlotKind::Entry,
+                    op,
+                    view,
+                    record_offset,
+                    entry_checksum: EntryChecksum(entry_checksum),
+                    entry_parent: EntryChecksum(entry_parent),
+                }
             };
             let bytes = encode_slot(&slot);
             prop_assert_eq!(decode_slot(&bytes), Some(slot));

@@ -285,7 +285,7 @@ fn file_names(directory: &Path) -> io::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use vsr::{Entry, Op, Operation, View, Write};
+    use vsr::{Entry, EntryChecksum, Op, Operation, View, Write};
 
     use super::*;
     use crate::{FileStorage, Identity, format};
@@ -301,7 +301,7 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         format(directory.path(), IDENTITY, false).unwrap();
         let mut storage = FileStorage::open(directory.path(), None).unwrap().storage;
-        let mut parent = 0;
+        let mut parent = EntryChecksum(0);
         for (op, body_size) in [(1u64, 10usize), (2, 0), (3, 30)] {
             let body = Bytes::from(vec![0xaa; body_size]);
             let entry = Entry {
@@ -313,7 +313,7 @@ mod tests {
                 request: op,
                 operation: Operation::StateMachine,
                 body,
-                checksum: 0,
+                checksum: EntryChecksum(0),
             }
             .sealed();
             parent = entry.checksum;
@@ -390,13 +390,13 @@ mod tests {
         let entry = Entry {
             op: Op(1),
             view: View(1),
-            parent: 0,
+            parent: EntryChecksum(0),
             client: 5,
             session: 1,
             request: 1,
             operation: Operation::StateMachine,
             body: Bytes::new(),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed();
         storage.write(&Write::Append(entry.clone())).unwrap();

@@ -29,7 +29,7 @@
 use vsr::checksum::checksum;
 use vsr::config::MESSAGE_BODY_SIZE_MAX;
 use vsr::wire::{ENTRY_HEADER_SIZE, decode_entry, encode_entry};
-use vsr::{Entry, Op, View};
+use vsr::{Entry, EntryChecksum, Op, View};
 
 /// Size of a record header in bytes.
 pub(crate) const RECORD_HEADER_SIZE: usize = 96;
@@ -61,9 +61,9 @@ pub(crate) struct RecordHeader {
     /// The entry's view (0 for truncate).
     pub(crate) view: u64,
     /// The entry's checksum (0 for truncate).
-    pub(crate) entry_checksum: u128,
+    pub(crate) entry_checksum: EntryChecksum,
     /// The entry's parent (0 for truncate).
-    pub(crate) entry_parent: u128,
+    pub(crate) entry_parent: EntryChecksum,
 }
 
 /// What a record holds.
@@ -119,8 +119,8 @@ pub(crate) fn encode_truncate_record(op: Op, out: &mut Vec<u8>) {
         payload_size: 0,
         op: op.get(),
         view: 0,
-        entry_checksum: 0,
-        entry_parent: 0,
+        entry_checksum: EntryChecksum(0),
+        entry_parent: EntryChecksum(0),
     };
     encode_header(&header, out);
 }
@@ -136,8 +136,8 @@ fn encode_header(header: &RecordHeader, out: &mut Vec<u8>) {
     bytes[40..44].copy_from_slice(&header.payload_size.to_le_bytes());
     bytes[48..56].copy_from_slice(&header.op.to_le_bytes());
     bytes[56..64].copy_from_slice(&header.view.to_le_bytes());
-    bytes[64..80].copy_from_slice(&header.entry_checksum.to_le_bytes());
-    bytes[80..96].copy_from_slice(&header.entry_parent.to_le_bytes());
+    bytes[64..80].copy_from_slice(&header.entry_checksum.get().to_le_bytes());
+    bytes[80..96].copy_from_slice(&header.entry_parent.get().to_le_bytes());
     let sealed = checksum(&bytes[16..]);
     bytes[..16].copy_from_slice(&sealed.to_le_bytes());
     out.extend_from_slice(&bytes);
@@ -166,8 +166,8 @@ pub(crate) fn decode_header(bytes: &[u8; RECORD_HEADER_SIZE]) -> Option<RecordHe
         payload_size: u32::from_le_bytes(bytes[40..44].try_into().expect("4 bytes")),
         op: u64_at(bytes, 48),
         view: u64_at(bytes, 56),
-        entry_checksum: u128_at(bytes, 64),
-        entry_parent: u128_at(bytes, 80),
+        entry_checksum: EntryChecksum(u128_at(bytes, 64)),
+        entry_parent: EntryChecksum(u128_at(bytes, 80)),
     };
     let size_ok = match header.kind {
         RecordKind::Entry => {
@@ -176,8 +176,8 @@ pub(crate) fn decode_header(bytes: &[u8; RECORD_HEADER_SIZE]) -> Option<RecordHe
         RecordKind::Truncate => {
             header.payload_size == 0
                 && header.view == 0
-                && header.entry_checksum == 0
-                && header.entry_parent == 0
+                && header.entry_checksum == EntryChecksum(0)
+                && header.entry_parent == EntryChecksum(0)
         }
     };
     size_ok.then_some(header)
@@ -244,13 +244,13 @@ mod tests {
                     Entry {
                         op: Op(op),
                         view: View(view),
-                        parent,
+                        parent: EntryChecksum(parent),
                         client,
                         session,
                         request,
                         operation,
                         body: Bytes::from(body),
-                        checksum: 0,
+                        checksum: EntryChecksum(0),
                     }
                     .sealed()
                 },
@@ -281,13 +281,13 @@ mod tests {
         let entry = Entry {
             op: Op(7),
             view: View(2),
-            parent: 99,
+            parent: EntryChecksum(99),
             client: 5,
             session: 3,
             request: 4,
             operation: Operation::StateMachine,
             body: Bytes::from_static(b"ab"),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed();
         let mut record = Vec::new();
@@ -323,13 +323,13 @@ mod tests {
         let mut entry = Entry {
             op: Op(1),
             view: View(1),
-            parent: 0,
+            parent: EntryChecksum(0),
             client: 1,
             session: 1,
             request: 1,
             operation: Operation::Noop,
             body: Bytes::new(),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed();
         entry.request = 2; // checksum no longer matches

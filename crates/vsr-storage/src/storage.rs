@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use vsr::config::REPLICAS_MAX;
-use vsr::{Checkpoint, DurableState, Op, ViewState, Write};
+use vsr::{Checkpoint, DurableState, EntryChecksum, Op, ViewState, Write};
 
 use crate::disk::{Disk, RealDisk};
 use crate::headers::Headers;
@@ -675,7 +675,7 @@ fn replay_wal(
     }
     let base = (superblock.wal_start > 1).then(|| Checkpoint {
         op: Op(superblock.wal_start - 1),
-        op_checksum: 0,
+        op_checksum: EntryChecksum(0),
         snapshot: bytes::Bytes::new(),
     });
     let mut durable = DurableState {

@@ -35,7 +35,7 @@
 use std::ops::Range;
 
 use vsr::checksum::checksum;
-use vsr::{Op, View, ViewState};
+use vsr::{EntryChecksum, Op, View, ViewState};
 
 use crate::record::{is_zero, u64_at, u128_at};
 use crate::wal::WalFiles;
@@ -94,7 +94,7 @@ pub(crate) struct CheckpointReference {
     /// 0 when there is no checkpoint; otherwise names the file.
     pub(crate) generation: u64,
     pub(crate) op: u64,
-    pub(crate) op_checksum: u128,
+    pub(crate) op_checksum: EntryChecksum,
     pub(crate) size: u64,
     pub(crate) checksum: u128,
 }
@@ -147,7 +147,7 @@ impl Superblock {
             (64, &self.view_state.last_normal_view.get().to_le_bytes()),
             (72, &self.view_state.commit.get().to_le_bytes()),
             (80, &self.checkpoint.op.to_le_bytes()),
-            (88, &self.checkpoint.op_checksum.to_le_bytes()),
+            (88, &self.checkpoint.op_checksum.get().to_le_bytes()),
             (104, &self.checkpoint.size.to_le_bytes()),
             (112, &self.checkpoint.checksum.to_le_bytes()),
             (128, &self.checkpoint.generation.to_le_bytes()),
@@ -201,7 +201,7 @@ impl Superblock {
             },
             checkpoint: CheckpointReference {
                 op: u64_at(bytes, 80),
-                op_checksum: u128_at(bytes, 88),
+                op_checksum: EntryChecksum(u128_at(bytes, 88)),
                 size: u64_at(bytes, 104),
                 checksum: u128_at(bytes, 112),
                 generation: u64_at(bytes, 128),
@@ -325,7 +325,7 @@ mod tests {
                 },
                 checkpoint: CheckpointReference {
                     op: b.0,
-                    op_checksum: b.1,
+                    op_checksum: EntryChecksum(b.1),
                     size: b.2,
                     checksum: b.3,
                     generation: b.4,

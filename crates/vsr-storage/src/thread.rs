@@ -156,7 +156,7 @@ mod tests {
     use std::path::Path;
 
     use bytes::Bytes;
-    use vsr::{Entry, Op, Operation, View};
+    use vsr::{Entry, EntryChecksum, Op, Operation, View};
 
     use super::*;
     use crate::Identity;
@@ -188,13 +188,13 @@ mod tests {
         Entry {
             op: Op(op),
             view: View(0),
-            parent: 0,
+            parent: EntryChecksum(0),
             client: 1,
             session: 1,
             request: op,
             operation: Operation::Noop,
             body: Bytes::new(),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed()
     }

@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use vsr::{DurableState, Op, Write};
+use vsr::{DurableState, EntryChecksum, Op, Write};
 
 use crate::StorageError;
 use crate::disk::{Disk, read_tolerant};
@@ -693,7 +693,7 @@ enum TailItem {
     /// A valid entry record: its op, its entry's checksum, its offset.
     Entry {
         op: u64,
-        checksum: u128,
+        checksum: EntryChecksum,
         offset: u64,
     },
     /// A valid truncate record: its last kept op, its offset.

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 
 use bytes::Bytes;
 use vsr::checksum::checksum;
-use vsr::{Checkpoint, DurableState, Entry, Op, Operation, View, ViewState, Write};
+use vsr::{Checkpoint, DurableState, Entry, EntryChecksum, Op, Operation, View, ViewState, Write};
 use vsr_storage::layout::{self, WalFile, WalRecord};
 use vsr_storage::{Damage, FileStorage, Identity, StorageError, StorageThread, format};
 
@@ -17,7 +17,7 @@ const IDENTITY: Identity = Identity {
     replica_count: 3,
 };
 
-fn entry(op: u64, parent: u128) -> Entry {
+fn entry(op: u64, parent: EntryChecksum) -> Entry {
     let body = Bytes::from(vec![op as u8; 10]);
     Entry {
         op: Op(op),
@@ -28,12 +28,12 @@ fn entry(op: u64, parent: u128) -> Entry {
         request: op,
         operation: Operation::StateMachine,
         body,
-        checksum: 0,
+        checksum: EntryChecksum(0),
     }
     .sealed()
 }
 
-fn entries(first: u64, count: u64, parent: u128) -> Vec<Entry> {
+fn entries(first: u64, count: u64, parent: EntryChecksum) -> Vec<Entry> {
     let mut parent = parent;
     (first..first + count)
         .map(|op| {
@@ -235,7 +235,7 @@ fn damaged_superblock_copies_fall_back_to_the_others() {
         commit: Op(2),
         recovering: false,
     };
-    let mut writes = appends(&entries(1, 3, 0));
+    let mut writes = appends(&entries(1, 3, EntryChecksum(0)));
     writes.push(Write::ViewState(view_state));
     let (directory, state) = directory_with(&writes);
     let path = directory.path().join(layout::SUPERBLOCK_FILE);
@@ -283,7 +283,7 @@ fn one_whole_copy_of_the_newest_update_loses_nothing() {
 
 #[test]
 fn a_torn_tail_is_cut_and_later_writes_go_after_the_valid_records() {
-    let log = entries(1, 5, 0);
+    let log = entries(1, 5, EntryChecksum(0));
     let (directory, state) = directory_with(&appends(&log));
     let wal = file_named(directory.path(), "wal-", ".log");
     let records = records(directory.path());
@@ -324,7 +324,7 @@ fn a_torn_tail_is_cut_and_later_writes_go_after_the_valid_records() {
 
 #[test]
 fn a_corrupt_last_synced_record_is_damage_not_a_torn_tail() {
-    let log = entries(1, 5, 0);
+    let log = entries(1, 5, EntryChecksum(0));
     let (directory, state) = directory_with(&appends(&log));
     let wal = file_named(directory.path(), "wal-", ".log");
     let records = records(directory.path());
@@ -375,7 +375,7 @@ fn a_corrupt_last_synced_record_is_damage_not_a_torn_tail() {
 
 #[test]
 fn truncated_ops_are_not_damage_and_a_corrupt_reappended_op_is() {
-    let log = entries(1, 6, 0);
+    let log = entries(1, 6, EntryChecksum(0));
     let mut writes = appends(&log);
     writes.push(Write::Truncate { op: Op(3) });
     let (directory, state) = directory_with(&writes);
@@ -417,7 +417,7 @@ fn truncated_ops_are_not_damage_and_a_corrupt_reappended_op_is() {
 
 #[test]
 fn a_corrupt_last_truncate_does_not_bring_removed_entries_back() {
-    let log = entries(1, 6, 0);
+    let log = entries(1, 6, EntryChecksum(0));
     let mut writes = appends(&log);
     writes.push(Write::Truncate { op: Op(3) });
     let (directory, _) = directory_with(&writes);
@@ -431,7 +431,7 @@ fn a_corrupt_last_truncate_does_not_bring_removed_entries_back() {
 
 #[test]
 fn a_wal_without_its_headers_file_opens_and_gets_a_new_one() {
-    let log = entries(1, 3, 0);
+    let log = entries(1, 3, EntryChecksum(0));
     let (directory, state) = directory_with(&appends(&log));
     fs::remove_file(file_named(directory.path(), "wal-", ".headers")).unwrap();
     let opened = FileStorage::open(directory.path(), None).unwrap();
@@ -459,7 +459,7 @@ fn a_wal_without_its_headers_file_opens_and_gets_a_new_one() {
 
 #[test]
 fn a_flipped_byte_in_the_middle_of_the_wal_is_reported_as_damage() {
-    let log = entries(1, 6, 0);
+    let log = entries(1, 6, EntryChecksum(0));
     let (directory, state) = directory_with(&appends(&log));
     let wal = file_named(directory.path(), "wal-", ".log");
     let records = records(directory.path());
@@ -486,7 +486,7 @@ fn a_flipped_byte_in_the_middle_of_the_wal_is_reported_as_damage() {
 /// A directory with a checkpoint at op 2 and entries 3 to 5; returns it, its state and the
 /// last entry.
 fn directory_with_checkpoint() -> (tempfile::TempDir, DurableState, Entry) {
-    let log = entries(1, 4, 0);
+    let log = entries(1, 4, EntryChecksum(0));
     let mut writes = appends(&log);
     writes.push(Write::Checkpoint(Checkpoint {
         op: Op(2),
@@ -563,7 +563,7 @@ fn a_replica_repaired_after_a_corrupt_checkpoint_writes_and_reopens_clean() {
     let mut storage = opened.storage;
 
     // Recovery installs the primary's state: a new checkpoint, then the log after it.
-    let log = entries(1, 12, 0);
+    let log = entries(1, 12, EntryChecksum(0));
     let checkpoint = Checkpoint {
         op: Op(8),
         op_checksum: log[7].checksum,
@@ -604,7 +604,7 @@ fn a_replica_repaired_after_a_corrupt_checkpoint_writes_and_reopens_clean() {
 
 #[test]
 fn middle_damage_is_marked_recovering_before_the_log_is_cut() {
-    let log = entries(1, 6, 0);
+    let log = entries(1, 6, EntryChecksum(0));
     let (directory, _) = directory_with(&appends(&log));
     flip_byte(
         &file_named(directory.path(), "wal-", ".log"),
@@ -625,7 +625,7 @@ fn checkpoints_keep_disk_use_bounded() {
     let (directory, _) = directory_with(&[]);
     let mut storage = FileStorage::open(directory.path(), None).unwrap().storage;
     let mut state = DurableState::default();
-    let mut parent = 0;
+    let mut parent = EntryChecksum(0);
     for op in 1..=3000 {
         let entry = entry(op, parent);
         parent = entry.checksum;
@@ -636,7 +636,7 @@ fn checkpoints_keep_disk_use_bounded() {
             let snapshot = Bytes::from(vec![op as u8; 100_000]);
             let write = Write::Checkpoint(Checkpoint {
                 op: Op(op - 3),
-                op_checksum: 0,
+                op_checksum: EntryChecksum(0),
                 snapshot,
             });
             storage.write(&write).unwrap();
@@ -664,7 +664,7 @@ fn the_storage_thread_commits_in_groups_and_reports_in_order() {
     let storage = FileStorage::open(directory.path(), None).unwrap().storage;
     let (sender, receiver) = mpsc::channel();
     let thread = StorageThread::spawn(storage, Box::new(move |seq| sender.send(seq).unwrap()));
-    let log = entries(1, 200, 0);
+    let log = entries(1, 200, EntryChecksum(0));
     let mut state = DurableState::default();
     for (seq, write) in (1..).zip(appends(&log)) {
         state.apply(&write);

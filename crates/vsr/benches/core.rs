@@ -9,8 +9,8 @@ use divan::counter::{BytesCount, ItemsCount};
 use divan::{Bencher, black_box};
 use vsr::wire::{decode, encode};
 use vsr::{
-    ClientId, Codec, CodecError, Command, Config, Entry, Envelope, Message, Op, Operation, Prepare,
-    Receiver, Replica, Request, Sender, StateMachine, View,
+    ClientId, Codec, CodecError, Command, Config, Entry, EntryChecksum, Envelope, Message, Op,
+    Operation, Prepare, Receiver, Replica, Request, Sender, StateMachine, View,
 };
 
 fn main() {
@@ -223,7 +223,7 @@ fn replica_step(bencher: Bencher, clients: usize) {
 }
 
 fn prepare(entries: u64) -> Envelope {
-    let mut parent = 0;
+    let mut parent = EntryChecksum(0);
     let entries = (1..=entries)
         .map(|op| {
             let entry = Entry {
@@ -235,7 +235,7 @@ fn prepare(entries: u64) -> Envelope {
                 request: op,
                 operation: Operation::StateMachine,
                 body: body(),
-                checksum: 0,
+                checksum: EntryChecksum(0),
             }
             .sealed();
             parent = entry.checksum;

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::message::{ClientId, Entry, Envelope, ReplicaIndex};
-use crate::numbers::{Op, View};
+use crate::numbers::{EntryChecksum, Op, View};
 
 /// An effect for the driver to carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub struct Checkpoint {
     /// The last op whose effects the snapshot contains.
     pub op: Op,
     /// Checksum of the log entry at `op` (0 for op 0), to continue the hash chain.
-    pub op_checksum: u128,
+    pub op_checksum: EntryChecksum,
     /// The encoded snapshot.
     pub snapshot: Bytes,
 }

@@ -37,7 +37,7 @@ pub use message::{
     Operation, Prepare, PrepareOk, Recovery, RecoveryResponse, ReplicaIndex, Reply, ReplyResult,
     Request, Sender, StartView, StartViewChange, StatePayload,
 };
-pub use numbers::{Op, View};
+pub use numbers::{EntryChecksum, Op, View};
 pub use replica::{Replica, ReplicaStats, Role, Status};
 pub use state_machine::{Codec, CodecError, StateMachine};
 pub use wire::{Receiver, Verified};

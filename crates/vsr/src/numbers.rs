@@ -6,6 +6,11 @@
 //! are `u64` on the wire and on disk: [`View::get`] and [`Op::get`] give the number, `View(n)`
 //! and `Op(n)` make one from it, and the encodings in [`crate::wire`] and storage do exactly
 //! that, so no byte changes.
+//!
+//! An [`EntryChecksum`] identifies one log entry and is the `parent` link of the entry after
+//! it. It is a `u128`, like a client id and a cluster id, but it is neither: it is a 128-bit
+//! name with no arithmetic at all, only equality and order. [`EntryChecksum::get`] gives the
+//! bytes' number for the encodings.
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Sub, SubAssign};
@@ -138,9 +143,31 @@ impl Sub<Op> for Op {
     }
 }
 
+/// The checksum of one log entry over all its other fields (see
+/// [`crate::Entry::compute_checksum`]): it names that exact entry, and it is the `parent` of the
+/// entry after it, so the log is a hash chain. The empty log's head (op 0) has checksum 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(transparent)]
+pub struct EntryChecksum(pub u128);
+
+impl EntryChecksum {
+    /// The number, for encodings.
+    #[must_use]
+    pub const fn get(self) -> u128 {
+        self.0
+    }
+}
+
+/// Lowercase hex, 32 digits: the form an operator compares by eye.
+impl fmt::Display for EntryChecksum {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{:032x}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Op, View};
+    use super::{EntryChecksum, Op, View};
 
     #[test]
     fn op_arithmetic() {
@@ -157,5 +184,14 @@ mod tests {
         assert_eq!(Op(u64::MAX).checked_add(1), None);
         assert_eq!(View(7).next(), View(8));
         assert_eq!(format!("{} {}", View(7), Op(9)), "7 9");
+    }
+
+    #[test]
+    fn entry_checksum_displays_as_hex() {
+        assert_eq!(
+            EntryChecksum(0xab).to_string(),
+            "000000000000000000000000000000ab"
+        );
+        assert_eq!(EntryChecksum(0xab).get(), 0xab);
     }
 }

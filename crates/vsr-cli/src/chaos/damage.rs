@@ -136,7 +136,7 @@ pub(crate) fn flip_checkpoint(dir: &Path, prng: &mut Prng) -> anyhow::Result<Opt
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use vsr::{Entry, Op, Operation, View, Write};
+    use vsr::{Entry, EntryChecksum, Op, Operation, View, Write};
     use vsr_storage::{FileStorage, Identity, format};
 
     use super::*;
@@ -150,7 +150,7 @@ mod tests {
         };
         format(dir, identity, false).expect("format");
         let mut storage = FileStorage::open(dir, None).expect("open").storage;
-        let mut parent = 0;
+        let mut parent = EntryChecksum(0);
         for (op, size) in [(Op(1), 10usize), (Op(2), 20), (Op(3), 30)] {
             let body = Bytes::from(vec![0xaa; size]);
             let entry = Entry {
@@ -162,7 +162,7 @@ mod tests {
                 request: op.get(),
                 operation: Operation::StateMachine,
                 body,
-                checksum: 0,
+                checksum: EntryChecksum(0),
             }
             .sealed();
             parent = entry.checksum;

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use clap::Args;
 use tokio::sync::watch;
+use vsr::EntryChecksum;
 use vsr_server::Client;
 use vsr_sim::history::{History, OpResult};
 
@@ -453,7 +454,10 @@ fn compare_images(
             failures.push(format!(
                 "replica {index}'s state differs from replica 0's at commit {commit}: log head \
                  {:x?} vs {:x?}, store digest {:x} vs {:x}",
-                image.head, first.head, image.digest, first.digest
+                image.head.map(EntryChecksum::get),
+                first.head.map(EntryChecksum::get),
+                image.digest,
+                first.digest
             ));
         }
     }
@@ -475,7 +479,7 @@ fn compare_images(
         "replicas converged: {} (commit {commit}, log head {:x}, store digest {:x}, {} keys \
          match the final reads)",
         if converged { "yes" } else { "no" },
-        first.head.unwrap_or_default(),
+        first.head.unwrap_or_default().get(),
         first.digest,
         reads.len() - differing.len()
     ));

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use vsr::{Config, Op, Replica, StateMachine};
+use vsr::{Config, EntryChecksum, Op, Replica, StateMachine};
 use vsr_kv::KvStore;
 use vsr_storage::FileStorage;
 
@@ -21,7 +21,7 @@ pub(crate) struct Image {
     /// The last op it could execute (C when it holds the whole committed log).
     pub(crate) executed: Op,
     /// The checksum of its entry at C, when it has one.
-    pub(crate) head: Option<u128>,
+    pub(crate) head: Option<EntryChecksum>,
     /// The digest of its key-value store.
     pub(crate) digest: u128,
     /// Whether its storage reported damage on open.

@@ -15,7 +15,7 @@
 //! the whole window is verified again. No entry is assumed valid: a break in the chain, a
 //! corrupt entry or a hole in the window fails the check.
 
-use vsr::{Entry, Op};
+use vsr::{Entry, EntryChecksum, Op};
 
 use super::{Inspect, Phase};
 
@@ -24,7 +24,7 @@ use super::{Inspect, Phase};
 pub struct LogAgreementChecker {
     replica_count: u8,
     /// Per replica, the (op, checksum) of its head when its window was last verified.
-    verified: Vec<Option<(Op, u128)>>,
+    verified: Vec<Option<(Op, EntryChecksum)>>,
 }
 
 impl LogAgreementChecker {
@@ -110,7 +110,7 @@ impl LogAgreementChecker {
             {
                 return Err(format!(
                     "log agreement: replica {index}'s log breaks its hash chain at op {op} \
-                     (view {}): its parent is {:032x}, the entry at op {} is {parent:032x}",
+                     (view {}): its parent is {}, the entry at op {} is {parent}",
                     entry.view,
                     entry.parent,
                     op - 1
@@ -142,7 +142,7 @@ fn compare(backup: &dyn Inspect, primary: &dyn Inspect) -> Result<(), String> {
     let (ours, theirs): (&Entry, &Entry) = differs(op).expect("they differ there");
     Err(format!(
         "log agreement: in view {}, backup {} and primary {} hold different entries at op {op}: \
-         {:032x} (view {}) and {:032x} (view {}) (backup op {} verified {}, primary op {})",
+         {} (view {}) and {} (view {}) (backup op {} verified {}, primary op {})",
         primary.view(),
         backup.index(),
         primary.index(),
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_backup_behind_its_primary_passes() {
-        let log = chain(Op(1), 10, View(1), 0);
+        let log = chain(Op(1), 10, View(1), EntryChecksum(0));
         let mut checker = LogAgreementChecker::new(3);
         let mut replicas = vec![
             Planted::normal(0, View(1), &log[..6]),
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn a_backup_that_differs_from_its_primary_is_caught() {
-        let log = chain(Op(1), 10, View(1), 0);
+        let log = chain(Op(1), 10, View(1), EntryChecksum(0));
         let mut forked = log[..4].to_vec();
         forked.extend(chain(Op(5), 3, View(0), log[3].checksum));
         let mut checker = LogAgreementChecker::new(3);
@@ -222,7 +222,7 @@ mod tests {
     fn a_chain_broken_below_the_compared_op_is_caught() {
         // The backup's entry at op 4 was replaced by another whose successor does not name it:
         // the logs still agree at the highest common op, but the backup's chain is broken.
-        let log = chain(Op(1), 8, View(1), 0);
+        let log = chain(Op(1), 8, View(1), EntryChecksum(0));
         let mut broken = log.clone();
         broken[3] = chain(Op(4), 1, View(0), log[2].checksum).remove(0);
         let mut checker = LogAgreementChecker::new(3);
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_break_in_entries_appended_later_is_caught() {
-        let log = chain(Op(1), 6, View(1), 0);
+        let log = chain(Op(1), 6, View(1), EntryChecksum(0));
         let mut checker = LogAgreementChecker::new(3);
         let mut replicas = vec![
             Planted::normal(0, View(1), &log),
@@ -252,7 +252,9 @@ mod tests {
         ];
         check_all(&mut checker, &replicas, 0).unwrap();
         // Appended after a verified head, an entry that does not continue the chain.
-        replicas[0].log.extend(chain(Op(7), 2, View(1), 42));
+        replicas[0]
+            .log
+            .extend(chain(Op(7), 2, View(1), EntryChecksum(42)));
         let error = check_all(&mut checker, &replicas, 0).unwrap_err();
         assert!(error.contains("breaks its hash chain at op 7"), "{error}");
         // A corrupt entry (its checksum no longer covers its contents).

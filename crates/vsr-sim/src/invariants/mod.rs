@@ -281,7 +281,12 @@ impl Inspect for Planted {
 
 /// A hash-chained log of `count` no-op entries created in `view`, after `parent`.
 #[cfg(test)]
-pub(crate) fn chain(first_op: Op, count: u64, view: View, parent: u128) -> Vec<Entry> {
+pub(crate) fn chain(
+    first_op: Op,
+    count: u64,
+    view: View,
+    parent: vsr::EntryChecksum,
+) -> Vec<Entry> {
     let mut parent = parent;
     (first_op.get()..first_op.get() + count)
         .map(|op| {
@@ -295,7 +300,7 @@ pub(crate) fn chain(first_op: Op, count: u64, view: View, parent: u128) -> Vec<E
                 request: 0,
                 operation: vsr::Operation::Noop,
                 body: bytes::Bytes::new(),
-                checksum: 0,
+                checksum: vsr::EntryChecksum(0),
             }
             .sealed();
             parent = entry.checksum;

@@ -206,8 +206,8 @@ fn holds_committed(
     let held = replica.entry(began).map(|entry| entry.checksum);
     match (held, safety.committed_checksum(began)) {
         (Some(held), Some(committed)) if held != committed => Err(format!(
-            "transfer: replica {index} completed a {what} ({}) holding entry {held:032x} at op \
-             {began}, where entry {committed:032x} was committed before the {what} began",
+            "transfer: replica {index} completed a {what} ({}) holding entry {held} at op \
+             {began}, where entry {committed} was committed before the {what} began",
             describe()
         )),
         (None, _) if began > replica.commit() => Err(format!(
@@ -222,7 +222,7 @@ fn holds_committed(
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use vsr::{Codec, Entry, Operation, StateMachine};
+    use vsr::{Codec, Entry, EntryChecksum, Operation, StateMachine};
     use vsr_kv::{KvOperation, KvStore};
 
     use super::*;
@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn a_recovery_that_reaches_every_committed_op_passes() {
-        let log = chain(Op(1), 6, View(1), 0);
+        let log = chain(Op(1), 6, View(1), EntryChecksum(0));
         let (safety, digest) = committed(&log);
         let mut checker = TransferChecker::new(3);
         checker
@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_recovery_that_misses_a_committed_op_is_caught() {
-        let log = chain(Op(1), 6, View(1), 0);
+        let log = chain(Op(1), 6, View(1), EntryChecksum(0));
         let (safety, digest) = committed(&log);
         let mut checker = TransferChecker::new(3);
         checker
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn a_transfer_that_stops_short_of_the_commit_is_caught() {
-        let log = chain(Op(1), 6, View(1), 0);
+        let log = chain(Op(1), 6, View(1), EntryChecksum(0));
         let (safety, digest) = committed(&log);
         let mut checker = TransferChecker::new(3);
         let mut behind = Planted::normal(1, View(1), &log[..2]);
@@ -352,13 +352,13 @@ mod tests {
         let register = Entry {
             op: Op(1),
             view: View(0),
-            parent: 0,
+            parent: EntryChecksum(0),
             client: 7,
             session: 0,
             request: 1,
             operation: Operation::Register,
             body: Bytes::new(),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed();
         let put = KvOperation::Put {
@@ -376,7 +376,7 @@ mod tests {
             request: 2,
             operation: Operation::StateMachine,
             body,
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed();
         let (mut safety, _) = committed(std::slice::from_ref(&register));

@@ -1,11 +1,11 @@
 //! Shared by the storage benchmarks.
 
 use bytes::Bytes;
-use vsr::{Entry, Op, Operation, View};
+use vsr::{Entry, EntryChecksum, Op, Operation, View};
 
 /// The entry that continues the log at `next` (its op and the previous entry's checksum), and
 /// moves `next` past it.
-pub(crate) fn next_entry(next: &mut (u64, u128), body: &Bytes) -> Entry {
+pub(crate) fn next_entry(next: &mut (u64, EntryChecksum), body: &Bytes) -> Entry {
     let (op, parent) = *next;
     let entry = Entry {
         op: Op(op),
@@ -16,7 +16,7 @@ pub(crate) fn next_entry(next: &mut (u64, u128), body: &Bytes) -> Entry {
         request: op,
         operation: Operation::StateMachine,
         body: body.clone(),
-        checksum: 0,
+        checksum: EntryChecksum(0),
     }
     .sealed();
     *next = (op + 1, entry.checksum);

@@ -7,12 +7,12 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 
 use crate::message::Entry;
-use crate::numbers::Op;
+use crate::numbers::{EntryChecksum, Op};
 
 #[derive(Debug, Default)]
 pub(crate) struct Log {
     base_op: Op,
-    base_checksum: u128,
+    base_checksum: EntryChecksum,
     entries: VecDeque<Entry>,
     /// Every link up to this op has been checked by [`Log::assert_chain`]; only entries after
     /// it are checked again, so the check costs what the log grew by since the last one.
@@ -61,7 +61,7 @@ impl Log {
     }
 
     /// The checksum of the entry at `op`, if the chain still knows it.
-    pub(crate) fn checksum(&self, op: Op) -> Option<u128> {
+    pub(crate) fn checksum(&self, op: Op) -> Option<EntryChecksum> {
         if op == self.base_op {
             Some(self.base_checksum)
         } else {
@@ -70,7 +70,7 @@ impl Log {
     }
 
     /// The checksum of the last entry: the parent of the next.
-    pub(crate) fn head_checksum(&self) -> u128 {
+    pub(crate) fn head_checksum(&self) -> EntryChecksum {
         self.entries
             .back()
             .map_or(self.base_checksum, |entry| entry.checksum)
@@ -112,7 +112,7 @@ impl Log {
     }
 
     /// Starts the log afresh after `op` (state transfer by delta, or a checkpoint on restart).
-    pub(crate) fn reset(&mut self, op: Op, checksum: u128) {
+    pub(crate) fn reset(&mut self, op: Op, checksum: EntryChecksum) {
         self.entries.clear();
         self.base_op = op;
         self.base_checksum = checksum;
@@ -134,7 +134,7 @@ mod tests {
 
     use super::Log;
     use crate::message::{Entry, Operation};
-    use crate::numbers::{Op, View};
+    use crate::numbers::{EntryChecksum, Op, View};
 
     fn chain(count: u64) -> Log {
         let mut log = Log::default();
@@ -148,7 +148,7 @@ mod tests {
                 request: 0,
                 operation: Operation::Noop,
                 body: Bytes::new(),
-                checksum: 0,
+                checksum: EntryChecksum(0),
             }
             .sealed();
             log.append(entry);
@@ -160,7 +160,7 @@ mod tests {
     fn a_broken_chain_is_caught() {
         chain(3).assert_chain();
         let mut broken_link = chain(3);
-        broken_link.entries[1].parent ^= 1;
+        broken_link.entries[1].parent = EntryChecksum(broken_link.entries[1].parent.get() ^ 1);
         let mut broken_order = chain(3);
         broken_order.entries.swap(1, 2);
         let mut broken_after_check = chain(3);

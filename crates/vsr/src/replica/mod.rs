@@ -33,7 +33,7 @@ use crate::message::{
     DoViewChange, Entry, Envelope, Message, Operation, PrepareOk, ReplicaIndex, Reply, ReplyResult,
     Sender,
 };
-use crate::numbers::{Op, View};
+use crate::numbers::{EntryChecksum, Op, View};
 use crate::state_machine::{Codec, CodecError, StateMachine};
 use crate::wire::{Receiver, Verified};
 use client_table::{Admission, ClientTable};
@@ -125,7 +125,11 @@ enum Deferred {
     /// Send a message or reply.
     Send(Box<Command>),
     /// A backup's prepare_ok for `op`, if the log still holds that entry in `view`.
-    PrepareOk { view: View, op: Op, checksum: u128 },
+    PrepareOk {
+        view: View,
+        op: Op,
+        checksum: EntryChecksum,
+    },
     /// The primary's own vote for every op up to `op`, if still primary of `view`.
     PrimaryDurable { view: View, op: Op },
 }
@@ -835,7 +839,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Persists a checkpoint of the current state at `op` (the commit number), then the view
     /// state, and restarts the checkpoint bounds from there.
-    fn persist_checkpoint(&mut self, op: Op, op_checksum: u128) {
+    fn persist_checkpoint(&mut self, op: Op, op_checksum: EntryChecksum) {
         let snapshot = Bytes::from(self.encode_snapshot(Op(0)));
         self.persist(Write::Checkpoint(Checkpoint {
             op,

@@ -13,7 +13,7 @@ use crate::config::OPERATION_SIZE_MAX;
 use crate::message::{
     ClientId, Commit, Entry, Message, Operation, Prepare, PrepareOk, ReplyResult, Request,
 };
-use crate::numbers::{Op, View};
+use crate::numbers::{EntryChecksum, Op, View};
 use crate::state_machine::{Codec, StateMachine};
 use crate::wire::ENTRY_HEADER_SIZE;
 
@@ -176,7 +176,7 @@ impl<S: StateMachine> Replica<S> {
                 request: queued.request,
                 operation: queued.operation,
                 body: queued.body,
-                checksum: 0,
+                checksum: EntryChecksum(0),
             }
             .sealed();
             self.log.append(entry.clone());

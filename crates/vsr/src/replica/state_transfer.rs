@@ -16,7 +16,7 @@ use crate::checksum::checksum;
 use crate::command::Write;
 use crate::config::{MESSAGE_BODY_SIZE_MAX, OPERATION_SIZE_MAX};
 use crate::message::{DeltaChunk, Entry, GetState, Message, NewState, ReplicaIndex, StatePayload};
-use crate::numbers::Op;
+use crate::numbers::{EntryChecksum, Op};
 use crate::state_machine::StateMachine;
 
 /// Most entries in one new_state message.
@@ -44,7 +44,7 @@ impl StateRequest {
 pub(crate) struct DeltaTransfer {
     from: ReplicaIndex,
     op: Op,
-    op_checksum: u128,
+    op_checksum: EntryChecksum,
     since: Op,
     total_size: u64,
     total_checksum: u128,

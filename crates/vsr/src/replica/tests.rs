@@ -11,7 +11,7 @@ use crate::message::{
     PrepareOk, Recovery, RecoveryResponse, Reply, ReplyResult, Request, Sender, StartView,
     StartViewChange,
 };
-use crate::numbers::{Op, View};
+use crate::numbers::{EntryChecksum, Op, View};
 use crate::state_machine::{Codec, CodecError, StateMachine};
 use crate::wire::{self, DecodeError};
 
@@ -134,13 +134,13 @@ fn add_entry_size() -> usize {
     let entry = Entry {
         op: Op(2),
         view: View(0),
-        parent: 0,
+        parent: EntryChecksum(0),
         client: CLIENT,
         session: 1,
         request: 2,
         operation: Operation::StateMachine,
         body,
-        checksum: 0,
+        checksum: EntryChecksum(0),
     };
     crate::wire::entry_size(&entry.sealed())
 }
@@ -247,7 +247,7 @@ mod normal {
         let commands = drain(&mut primary);
         assert!(
             matches!(&commands[0], Command::Persist { seq: 1, write: Write::Append(entry) }
-            if entry.op == Op(1) && entry.operation == Operation::Register && entry.parent == 0)
+            if entry.op == Op(1) && entry.operation == Operation::Register && entry.parent == EntryChecksum(0))
         );
         assert_eq!(sends(&commands), vec![(1, "prepare"), (2, "prepare")]);
         assert!(replies(&commands).is_empty());
@@ -327,7 +327,7 @@ mod normal {
         let ok = Message::PrepareOk(PrepareOk {
             view: View(0),
             op: Op(1),
-            checksum: 12345,
+            checksum: EntryChecksum(12345),
         });
         primary.deliver(from_replica(1, ok));
         assert_eq!(primary.commit(), Op(0));
@@ -1249,7 +1249,7 @@ mod regressions {
             request: 0,
             operation: Operation::Noop,
             body: Bytes::new(),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed();
         let new_state = |normal| {
@@ -1470,7 +1470,7 @@ mod review {
     use super::*;
     use crate::command::{DurableState, ViewState};
 
-    fn noop(op: Op, view: View, parent: u128) -> Entry {
+    fn noop(op: Op, view: View, parent: EntryChecksum) -> Entry {
         Entry {
             op,
             view,
@@ -1480,7 +1480,7 @@ mod review {
             request: 0,
             operation: Operation::Noop,
             body: Bytes::new(),
-            checksum: 0,
+            checksum: EntryChecksum(0),
         }
         .sealed()
     }
@@ -1506,7 +1506,7 @@ mod review {
     /// covers the op: executing it would diverge. A damaged replica executes nothing of its log.
     #[test]
     fn a_damaged_log_is_not_executed_under_its_commit_number() {
-        let e1 = noop(Op(1), View(0), 0);
+        let e1 = noop(Op(1), View(0), EntryChecksum(0));
         let e2 = noop(Op(2), View(0), e1.checksum);
         let stale3 = noop(Op(3), View(1), e2.checksum);
         let view_state = ViewState {
@@ -1531,7 +1531,7 @@ mod review {
     /// the log holding the committed op 4 of view 2.
     #[test]
     fn a_recovered_replica_drops_the_tail_past_the_primarys_log() {
-        let e1 = noop(Op(1), View(0), 0);
+        let e1 = noop(Op(1), View(0), EntryChecksum(0));
         let e2 = noop(Op(2), View(0), e1.checksum);
         let e3 = noop(Op(3), View(0), e2.checksum);
         let stale4 = noop(Op(4), View(1), e3.checksum);
@@ -1627,7 +1627,7 @@ mod review {
     /// entries not continuing its chain left a disk that panicked on every restart.
     #[test]
     fn a_crash_inside_a_delta_install_restarts() {
-        let e1 = noop(Op(1), View(0), 0);
+        let e1 = noop(Op(1), View(0), EntryChecksum(0));
         let stale2 = noop(Op(2), View(0), e1.checksum);
         let stale3 = noop(Op(3), View(0), stale2.checksum);
         let stale4 = noop(Op(4), View(0), stale3.checksum);
@@ -1686,7 +1686,7 @@ mod review {
     /// for, with nothing to show for it.
     #[test]
     fn a_new_primary_keeps_the_entries_it_holds() {
-        let e1 = noop(Op(1), View(0), 0);
+        let e1 = noop(Op(1), View(0), EntryChecksum(0));
         let e2 = noop(Op(2), View(0), e1.checksum);
         let e3 = noop(Op(3), View(0), e2.checksum);
         let view_state = ViewState {
@@ -1761,7 +1761,7 @@ mod review {
     #[test]
     fn a_prepare_from_a_backup_is_dropped() {
         let mut replica = replica(1, 3);
-        let entry = noop(Op(1), View(0), 0);
+        let entry = noop(Op(1), View(0), EntryChecksum(0));
         let result = replica.offer(&from_replica(
             2,
             Message::Prepare(Prepare {

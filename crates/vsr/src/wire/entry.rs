@@ -12,7 +12,7 @@ use super::{DecodeError, Read};
 use crate::checksum::Checksum;
 use crate::limits::{ENTRIES_COUNT_SIZE, ENTRY_HEADER_SIZE, NUMBER_MAX};
 use crate::message::ClientId;
-use crate::numbers::{Op, View};
+use crate::numbers::{EntryChecksum, Op, View};
 
 /// What a log entry asks the replicated service to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,7 +41,7 @@ impl Operation {
 
 /// One entry of the log: a prepared client request.
 ///
-/// Built as a struct literal with named fields (`checksum: 0`) and then [`Entry::sealed`], which
+/// Built as a struct literal with named fields (`checksum: EntryChecksum(0)`) and then [`Entry::sealed`], which
 /// computes the checksum: every field is named, so no two numbers can trade places.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -50,7 +50,7 @@ pub struct Entry {
     /// The view in which the primary assigned this op.
     pub view: View,
     /// Checksum of the previous entry (0 for op 1): the log is a hash chain.
-    pub parent: u128,
+    pub parent: EntryChecksum,
     /// The client that sent the request (0 for [`Operation::Noop`]).
     pub client: ClientId,
     /// The client's session (the op number of its register entry; 0 when registering).
@@ -62,7 +62,7 @@ pub struct Entry {
     /// The encoded state machine operation (empty for register and no-op).
     pub body: Bytes,
     /// Checksum over every other field: identifies this exact entry.
-    pub checksum: u128,
+    pub checksum: EntryChecksum,
 }
 
 impl Entry {
@@ -75,18 +75,18 @@ impl Entry {
 
     /// Recomputes the checksum from the fields.
     #[must_use]
-    pub fn compute_checksum(&self) -> u128 {
+    pub fn compute_checksum(&self) -> EntryChecksum {
         let mut hasher = Checksum::default();
         hasher.update(&self.op.get().to_le_bytes());
         hasher.update(&self.view.get().to_le_bytes());
-        hasher.update(&self.parent.to_le_bytes());
+        hasher.update(&self.parent.get().to_le_bytes());
         hasher.update(&self.client.to_le_bytes());
         hasher.update(&self.session.to_le_bytes());
         hasher.update(&self.request.to_le_bytes());
         hasher.update(&[self.operation as u8]);
         hasher.update(&(self.body.len() as u64).to_le_bytes());
         hasher.update(&self.body);
-        hasher.finalize()
+        EntryChecksum(hasher.finalize())
     }
 
     /// Whether the stored checksum matches the fields.
@@ -118,8 +118,8 @@ pub(crate) fn entries_size(entries: &[Entry]) -> usize {
 /// # Panics
 /// If the body is 4 GiB or larger (entries are bounded far below that).
 pub fn encode_entry(entry: &Entry, out: &mut Vec<u8>) {
-    out.put_u128_le(entry.checksum);
-    out.put_u128_le(entry.parent);
+    out.put_u128_le(entry.checksum.get());
+    out.put_u128_le(entry.parent.get());
     out.put_u128_le(entry.client);
     out.put_u64_le(entry.op.get());
     out.put_u64_le(entry.view.get());
@@ -147,8 +147,8 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry, DecodeError> {
 }
 
 fn read_entry(input: &mut Bytes) -> Result<Entry, DecodeError> {
-    let checksum = input.u128()?;
-    let parent = input.u128()?;
+    let checksum = EntryChecksum(input.u128()?);
+    let parent = EntryChecksum(input.u128()?);
     let client = input.u128()?;
     let op = Op(input.u64()?);
     let view = View(input.u64()?);

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes};
 use super::entry::{decode_entries, encode_entries, entries_size};
 use super::{DecodeError, Fields, Read, WireMessage, decode_bool, in_bounds, length_u32};
 use crate::limits::DELTA_HEADER_SIZE;
-use crate::numbers::{Op, View};
+use crate::numbers::{EntryChecksum, Op, View};
 use crate::wire::Entry;
 
 const ENTRIES: u8 = 0;
@@ -31,7 +31,7 @@ pub struct DeltaChunk {
     /// The op the delta brings the requester up to (the responder's commit).
     pub op: Op,
     /// The checksum of the hash-chain entry at `op`, so the requester can continue the chain.
-    pub op_checksum: u128,
+    pub op_checksum: EntryChecksum,
     /// The commit number the delta starts from (the requester's commit).
     pub since: Op,
     /// Byte offset of this chunk in the encoded delta.
@@ -109,7 +109,7 @@ impl WireMessage for NewState {
 impl DeltaChunk {
     fn encode(&self, out: &mut Vec<u8>) {
         out.put_u64_le(self.op.get());
-        out.put_u128_le(self.op_checksum);
+        out.put_u128_le(self.op_checksum.get());
         out.put_u64_le(self.since.get());
         out.put_u64_le(self.offset);
         out.put_u64_le(self.total_size);
@@ -120,7 +120,7 @@ impl DeltaChunk {
 
     fn decode(body: &mut Bytes) -> Result<DeltaChunk, DecodeError> {
         let op = body.u64()?;
-        let op_checksum = body.u128()?;
+        let op_checksum = EntryChecksum(body.u128()?);
         let since = body.u64()?;
         let offset = body.u64()?;
         let total_size = body.u64()?;

@@ -29,7 +29,7 @@ impl WireMessage for Prepare {
             view: self.view.get(),
             op: last.map_or(0, |entry| entry.op.get()),
             commit: self.commit.get(),
-            wide: last.map_or(0, |entry| entry.checksum),
+            wide: last.map_or(0, |entry| entry.checksum.get()),
             ..Fields::default()
         }
     }

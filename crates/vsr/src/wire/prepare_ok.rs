@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::{DecodeError, Fields, WireMessage, in_bounds};
-use crate::numbers::{Op, View};
+use crate::numbers::{EntryChecksum, Op, View};
 
 /// Backup → primary: the entry is durable in my log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct PrepareOk {
     /// The op now durable (all earlier ops are durable too).
     pub op: Op,
     /// The checksum of the entry at `op`.
-    pub checksum: u128,
+    pub checksum: EntryChecksum,
 }
 
 impl WireMessage for PrepareOk {
@@ -23,7 +23,7 @@ impl WireMessage for PrepareOk {
         Fields {
             view: self.view.get(),
             op: self.op.get(),
-            wide: self.checksum,
+            wide: self.checksum.get(),
             ..Fields::default()
         }
     }
@@ -33,7 +33,7 @@ impl WireMessage for PrepareOk {
         Ok(PrepareOk {
             view: View(fields.view),
             op: Op(fields.op),
-            checksum: fields.wide,
+            checksum: EntryChecksum(fields.wide),
         })
     }
 }

@@ -2,6 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::limits::NUMBER_MAX;
+use crate::numbers::EntryChecksum;
 
 /// The codec alone, without a receiver's checks.
 fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
@@ -17,13 +18,13 @@ fn entry(op: u64, body: &'static [u8]) -> Entry {
     Entry {
         op: Op(op),
         view: View(7),
-        parent: 0x1111_2222_3333_4444_5555_6666_7777_8888,
+        parent: EntryChecksum(0x1111_2222_3333_4444_5555_6666_7777_8888),
         client: 0xabcd_ef01_2345_6789_abcd_ef01_2345_6789,
         session: 3,
         request: op.wrapping_add(100),
         operation: Operation::StateMachine,
         body: Bytes::from_static(body),
-        checksum: 0,
+        checksum: EntryChecksum(0),
     }
     .sealed()
 }
@@ -142,7 +143,7 @@ fn view_change_examples() -> Vec<Envelope> {
     ];
     let delta = StatePayload::Delta(DeltaChunk {
         op: Op(9000),
-        op_checksum: u128::MAX / 3,
+        op_checksum: EntryChecksum(u128::MAX / 3),
         since: Op(4000),
         offset: 65_536,
         total_size: 200_000,
@@ -562,13 +563,13 @@ fn arbitrary_entry_at(op: u64) -> impl Strategy<Value = Entry> {
                 Entry {
                     op: Op(op),
                     view: View(view),
-                    parent,
+                    parent: EntryChecksum(parent),
                     client,
                     session,
                     request,
                     operation,
                     body,
-                    checksum: 0,
+                    checksum: EntryChecksum(0),
                 }
                 .sealed()
             },
@@ -599,7 +600,7 @@ fn arbitrary_payload() -> impl Strategy<Value = StatePayload> {
         |((op, since, offset, total_size), (op_checksum, total_checksum), chunk)| {
             StatePayload::Delta(DeltaChunk {
                 op: Op(op),
-                op_checksum,
+                op_checksum: EntryChecksum(op_checksum),
                 since: Op(since),
                 offset,
                 total_size,
@@ -686,7 +687,7 @@ fn arbitrary_message() -> impl Strategy<Value = Message> {
         (n(), n(), any::<u128>()).prop_map(|(view, op, checksum)| Message::PrepareOk(PrepareOk {
             view: View(view),
             op: Op(op),
-            checksum
+            checksum: EntryChecksum(checksum)
         })),
         (n(), n()).prop_map(|(view, commit)| Message::Commit(Commit {
             view: View(view),
