@@ -15,7 +15,7 @@
 
 use bytes::Bytes;
 use vsr::checksum::{Checksum, checksum};
-use vsr::{Checkpoint, EntryChecksum, Op};
+use vsr::{Checkpoint, Op};
 
 use crate::StorageError;
 use crate::disk::Disk;
