@@ -30,8 +30,8 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use crate::command::{Checkpoint, Command, DurableState, ViewState, Write};
 use crate::config::Config;
 use crate::message::{
-    DoViewChange, Entry, Envelope, Message, Operation, PrepareOk, ReplicaIndex, Reply, ReplyResult,
-    Sender,
+    ClientId, DoViewChange, Entry, Envelope, Message, Operation, PrepareOk, ReplicaIndex, Reply,
+    ReplyResult, Sender,
 };
 use crate::numbers::{EntryChecksum, Op, View};
 use crate::state_machine::{Codec, CodecError, StateMachine};
@@ -730,7 +730,7 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    fn reply(&mut self, client: u128, op: Op, request: u64, result: ReplyResult) {
+    fn reply(&mut self, client: ClientId, op: Op, request: u64, result: ReplyResult) {
         let message = Message::Reply(Reply {
             client,
             view: self.view,
