@@ -369,18 +369,7 @@ mod tests {
     #[test]
     fn divergent_commit_is_caught() {
         let mut checker = SafetyChecker::new(3, 4);
-        let register = Entry {
-            op: Op(1),
-            view: View(0),
-            parent: EntryChecksum(0),
-            client: 7,
-            session: 0,
-            request: 1,
-            operation: Operation::Register,
-            body: Bytes::new(),
-            checksum: EntryChecksum(0),
-        }
-        .sealed();
+        let register = crate::invariants::register_of_client_7();
         checker.record_committed(0, &register).unwrap();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
@@ -407,18 +396,7 @@ mod tests {
     #[test]
     fn commit_going_back_is_caught() {
         let mut checker = SafetyChecker::new(1, 4);
-        let register = Entry {
-            op: Op(1),
-            view: View(0),
-            parent: EntryChecksum(0),
-            client: 7,
-            session: 0,
-            request: 1,
-            operation: Operation::Register,
-            body: Bytes::new(),
-            checksum: EntryChecksum(0),
-        }
-        .sealed();
+        let register = crate::invariants::register_of_client_7();
         let digest = KvStore::new().digest();
         checker
             .observe(0, Op(1), |op| (op == Op(1)).then_some(&register), || digest)
@@ -430,18 +408,7 @@ mod tests {
     #[test]
     fn wrong_reply_and_wrong_state_are_caught() {
         let mut checker = SafetyChecker::new(3, 4);
-        let register = Entry {
-            op: Op(1),
-            view: View(0),
-            parent: EntryChecksum(0),
-            client: 7,
-            session: 0,
-            request: 1,
-            operation: Operation::Register,
-            body: Bytes::new(),
-            checksum: EntryChecksum(0),
-        }
-        .sealed();
+        let register = crate::invariants::register_of_client_7();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
             value: Bytes::from("a"),
@@ -471,18 +438,7 @@ mod tests {
     #[test]
     fn duplicate_request_is_not_executed_twice() {
         let mut checker = SafetyChecker::new(3, 4);
-        let register = Entry {
-            op: Op(1),
-            view: View(0),
-            parent: EntryChecksum(0),
-            client: 7,
-            session: 0,
-            request: 1,
-            operation: Operation::Register,
-            body: Bytes::new(),
-            checksum: EntryChecksum(0),
-        }
-        .sealed();
+        let register = crate::invariants::register_of_client_7();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
             value: Bytes::from("a"),

@@ -279,6 +279,23 @@ impl Inspect for Planted {
     }
 }
 
+/// Client 7's register, op 1 of view 0: the first entry of the checkers' test logs.
+#[cfg(test)]
+pub(crate) fn register_of_client_7() -> Entry {
+    Entry {
+        op: Op(1),
+        view: View(0),
+        parent: vsr::EntryChecksum(0),
+        client: 7,
+        session: 0,
+        request: 1,
+        operation: vsr::Operation::Register,
+        body: bytes::Bytes::new(),
+        checksum: vsr::EntryChecksum(0),
+    }
+    .sealed()
+}
+
 /// A hash-chained log of `count` no-op entries created in `view`, after `parent`.
 #[cfg(test)]
 pub(crate) fn chain(

@@ -349,18 +349,7 @@ mod tests {
 
     #[test]
     fn a_delta_installing_the_wrong_state_is_caught_at_once_or_later() {
-        let register = Entry {
-            op: Op(1),
-            view: View(0),
-            parent: EntryChecksum(0),
-            client: 7,
-            session: 0,
-            request: 1,
-            operation: Operation::Register,
-            body: Bytes::new(),
-            checksum: EntryChecksum(0),
-        }
-        .sealed();
+        let register = crate::invariants::register_of_client_7();
         let put = KvOperation::Put {
             key: Bytes::from("k"),
             value: Bytes::from("v"),
