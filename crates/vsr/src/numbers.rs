@@ -7,6 +7,17 @@
 //! and `Op(n)` make one from it, and the encodings in [`crate::wire`] and storage do exactly
 //! that, so no byte changes.
 //!
+//! Mixing them is a compile error:
+//!
+//! ```compile_fail
+//! let _ = vsr::Op(1) + vsr::View(1);
+//! ```
+//!
+//! ```compile_fail
+//! fn commit_up_to(_op: vsr::Op) {}
+//! commit_up_to(vsr::View(3));
+//! ```
+//!
 //! An [`EntryChecksum`] identifies one log entry and is the `parent` link of the entry after
 //! it. It is a `u128`, like a client id and a cluster id, but it is neither: it is a 128-bit
 //! name with no arithmetic at all, only equality and order. [`EntryChecksum::get`] gives the
