@@ -175,16 +175,10 @@ fn safety_checker_catches_a_divergent_commit() {
         checksum: EntryChecksum(0),
     }
     .sealed();
+    // The same request at the same op, but prepared in another view: another entry.
     let b = Entry {
-        op: Op(2),
         view: View(1),
-        parent: register.checksum,
-        client: 9,
-        session: 1,
-        request: 2,
-        operation: Operation::Noop,
-        body: Bytes::new(),
-        checksum: EntryChecksum(0),
+        ..a.clone()
     }
     .sealed();
     checker.record_committed(0, &register).unwrap();

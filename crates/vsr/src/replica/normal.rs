@@ -216,7 +216,6 @@ impl<S: StateMachine> Replica<S> {
     /// as the batch bounds require, so that retries resend them within those bounds. Requests
     /// of ops not yet known committed are tracked (committing untracks them).
     pub(super) fn inherit_pipeline(&mut self) {
-        self.status.pipeline().clear();
         let mut op = self.commit + 1;
         while op <= self.log.op() {
             let first = op;

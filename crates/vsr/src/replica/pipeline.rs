@@ -80,14 +80,6 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    /// Forgets everything: the replica is no longer primary of this view.
-    pub(crate) fn clear(&mut self) {
-        self.prepares.clear();
-        self.votes = [Op(0); REPLICAS_MAX];
-        self.queue.clear();
-        self.clients.clear();
-    }
-
     /// Asserts prepares in flight are consecutive ranges within a log ending at `op`, and
     /// that no replica voted past it.
     pub(crate) fn assert_within(&self, replica_count: u8, op: Op) {
