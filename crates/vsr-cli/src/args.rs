@@ -1,9 +1,13 @@
 //! What the subcommands share: the cluster and its addresses, and value parsers for cluster
 //! ids, addresses and durations.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
+use vsr_server::tls::{self, Identity};
+use vsr_server::{Network, TlsTransport};
 
 /// The cluster to reach: `--cluster` and `--addresses`, as `vsr start` and `vsr client` take
 /// them.
@@ -23,6 +27,117 @@ pub(crate) struct ClusterAddresses {
         value_parser = parse_address
     )]
     pub(crate) addresses: Vec<String>,
+}
+
+/// How a replica or a client secures its connections: `--tls DIR` or `--insecure`, one of them
+/// required (secure by default: nothing falls back to plaintext silently).
+#[derive(Debug, Args)]
+pub(crate) struct Security {
+    /// Mutual TLS with the certificates in DIR, as `vsr certs` writes them: `ca.pem`, and the
+    /// replica's (`replica-I.pem`, `.key`) or a client's or operator's.
+    #[arg(
+        long,
+        env = "VSR_TLS_DIR",
+        value_name = "DIR",
+        conflicts_with = "insecure"
+    )]
+    pub(crate) tls: Option<PathBuf>,
+    /// Plain TCP without TLS: anyone who can reach a port can read traffic and forge any
+    /// replica's or client's messages. For a trusted, isolated network only.
+    #[arg(long)]
+    pub(crate) insecure: bool,
+}
+
+impl Security {
+    /// The certificate directory, `None` for `--insecure`, or an error naming both flags.
+    pub(crate) fn choice(&self, command: &str) -> anyhow::Result<Option<&Path>> {
+        match (&self.tls, self.insecure) {
+            (Some(dir), _) => Ok(Some(dir)),
+            (None, true) => Ok(None),
+            (None, false) => bail!(
+                "vsr {command} needs --tls DIR (mutual TLS with the certificates `vsr certs` \
+                 writes; or set VSR_TLS_DIR) or --insecure (plain TCP, for a trusted network only)"
+            ),
+        }
+    }
+}
+
+/// Which certificate a client speaks with: `--tls-identity`, with [`Security`].
+#[derive(Debug, Args)]
+pub(crate) struct ClientIdentity {
+    /// The certificate to connect with, as its file stem in the --tls directory:
+    /// `client-NAME` or `operator-NAME`. Default: the directory's only client certificate (or,
+    /// if it has none, its only operator certificate).
+    #[arg(long, env = "VSR_TLS_IDENTITY", value_name = "STEM")]
+    pub(crate) tls_identity: Option<String>,
+}
+
+/// The network a client of cluster `cluster` connects through.
+pub(crate) fn client_network(
+    security: &Security,
+    identity: &ClientIdentity,
+    cluster: u128,
+    command: &str,
+) -> anyhow::Result<Network> {
+    let Some(dir) = security.choice(command)? else {
+        return Ok(Network::Insecure);
+    };
+    let holder = match &identity.tls_identity {
+        Some(stem) => parse_stem(stem)?,
+        None => only_client(dir)?,
+    };
+    let transport = TlsTransport::new(dir, cluster, holder)?;
+    Ok(Network::Tls(transport))
+}
+
+fn parse_stem(stem: &str) -> anyhow::Result<Identity> {
+    let identity = if let Some(name) = stem.strip_prefix("client-") {
+        Identity::Client(name.to_owned())
+    } else if let Some(name) = stem.strip_prefix("operator-") {
+        Identity::Operator(name.to_owned())
+    } else {
+        bail!("--tls-identity {stem:?}: expected client-NAME or operator-NAME");
+    };
+    match &identity {
+        Identity::Client(name) | Identity::Operator(name) if tls::valid_name(name) => Ok(identity),
+        _ => bail!("--tls-identity {stem:?}: not a valid client or operator name"),
+    }
+}
+
+/// The directory's only client certificate, else its only operator certificate.
+fn only_client(dir: &Path) -> anyhow::Result<Identity> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut stems: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            name.strip_suffix(".pem").map(str::to_owned)
+        })
+        .collect();
+    stems.sort();
+    for prefix in ["client-", "operator-"] {
+        let found: Vec<&String> = stems
+            .iter()
+            .filter(|stem| stem.starts_with(prefix))
+            .collect();
+        match found.as_slice() {
+            [] => {}
+            [stem] => return parse_stem(stem),
+            many => {
+                let names: Vec<&str> = many.iter().map(|stem| stem.as_str()).collect();
+                bail!(
+                    "{} holds several certificates ({}): choose one with --tls-identity",
+                    dir.display(),
+                    names.join(", ")
+                );
+            }
+        }
+    }
+    Err(anyhow!(
+        "{} holds no client or operator certificate: write one with `vsr certs --client NAME`",
+        dir.display()
+    ))
 }
 
 /// Parses a cluster id: decimal, or hexadecimal with a `0x` prefix.

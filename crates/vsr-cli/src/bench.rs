@@ -37,9 +37,11 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::task::JoinSet;
 use vsr::Codec;
 use vsr_kv::{KEY_SIZE_MAX, KvOperation, KvResult, VALUE_SIZE_MAX};
-use vsr_server::{Client, ClientPool};
+use vsr_server::{Client, ClientPool, Network};
 
-use crate::args::{parse_address, parse_cluster, parse_duration};
+use crate::args::{
+    ClientIdentity, Security, client_network, parse_address, parse_cluster, parse_duration,
+};
 use crate::demo::interrupted;
 use crate::local_cluster::{LocalCluster, REPLICA_COUNT};
 use host::{CpuClock, Filesystem};
@@ -102,6 +104,12 @@ pub(crate) struct BenchArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// The local cluster uses throwaway certificates for mutual TLS unless --insecure; an
+    /// existing cluster (--addresses) needs --tls DIR or --insecure.
+    #[command(flatten)]
+    security: Security,
+    #[command(flatten)]
+    identity: ClientIdentity,
 }
 
 /// Parses a share between 0 and 1.
@@ -165,20 +173,35 @@ fn note(line: &str) {
 /// requests failed.
 async fn bench(args: &BenchArgs) -> anyhow::Result<(Report, Option<String>)> {
     let mut local = None;
-    let (cluster, addresses, target) = if args.addresses.is_empty() {
+    let (cluster, addresses, target, network) = if args.addresses.is_empty() {
+        if args.security.tls.is_some() {
+            bail!(
+                "--tls DIR is for an existing cluster (--addresses); a local one makes its own certificates"
+            );
+        }
         let (started, target) = start_local(args).await?;
         let identity = (started.cluster, started.addresses.clone());
+        let network = started.network()?;
         local = Some(started);
-        (identity.0, identity.1, target)
+        (identity.0, identity.1, target, network)
     } else {
+        let network = client_network(&args.security, &args.identity, args.cluster, "bench")?;
         let target = Target {
             description: format!("existing cluster at {}", args.addresses.join(",")),
             filesystem: None,
             pids: Vec::new(),
         };
-        (args.cluster, args.addresses.clone(), target)
+        (args.cluster, args.addresses.clone(), target, network)
     };
-    let measured = load(args, cluster, &addresses, &target).await;
+    note(&format!(
+        "transport: {}",
+        if network.tls().is_some() {
+            "mutual TLS"
+        } else {
+            "plain TCP (--insecure)"
+        }
+    ));
+    let measured = load(args, cluster, &addresses, &target, &network).await;
     if let Some(cluster) = local.as_mut() {
         cluster.check_running()?;
     }
@@ -218,7 +241,7 @@ async fn start_local(args: &BenchArgs) -> anyhow::Result<(LocalCluster, Target)>
         .with_context(|| format!("cannot write and sync a file in {}", dir.path().display()))?;
     warn_if_sync_is_free(&filesystem);
     let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let mut cluster = LocalCluster::create(exe, dir)?;
+    let mut cluster = LocalCluster::create(exe, dir, !args.security.insecure)?;
     let mut pids = Vec::with_capacity(REPLICA_COUNT);
     for index in 0..REPLICA_COUNT {
         pids.push(cluster.start(index)?);
@@ -275,12 +298,13 @@ async fn load(
     cluster: u128,
     addresses: &[String],
     target: &Target,
+    network: &Network,
 ) -> anyhow::Result<Measured> {
     let connections = args
         .connections
         .unwrap_or_else(|| args.clients.div_ceil(64).min(4));
     let pools = (0..connections)
-        .map(|_| ClientPool::connect(cluster, addresses.to_vec()))
+        .map(|_| ClientPool::connect_with(network.clone(), cluster, addresses.to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
     let mut clients = Vec::new();
     for index in 0..args.clients {
@@ -328,7 +352,7 @@ async fn load(
 
 /// One untimed write per session, retried until it succeeds: registers the sessions and opens
 /// their connections.
-async fn warm_up(clients: &[Arc<Client>], args: &BenchArgs) -> anyhow::Result<()> {
+async fn warm_up(clients: &[Arc<Client<Network>>], args: &BenchArgs) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     for (index, client) in clients.iter().enumerate() {
         let client = Arc::clone(client);
@@ -441,7 +465,11 @@ struct SessionResult {
 }
 
 /// One session: takes requests until none are left, one in flight at a time.
-async fn session(client: Arc<Client>, workload: Arc<Workload>, index: u64) -> SessionResult {
+async fn session(
+    client: Arc<Client<Network>>,
+    workload: Arc<Workload>,
+    index: u64,
+) -> SessionResult {
     let mut random = WorkloadRandom::new(index);
     let mut result = SessionResult::default();
     while let Some(scheduled) = workload.take() {

@@ -19,9 +19,9 @@ use rustyline::error::ReadlineError;
 use tracing_subscriber::EnvFilter;
 use vsr::Codec;
 use vsr_kv::{KEY_SIZE_MAX, KvOperation, KvResult, VALUE_SIZE_MAX};
-use vsr_server::{Client, RequestError};
+use vsr_server::{Client, Network, RequestError};
 
-use crate::args::{ClusterAddresses, parse_duration};
+use crate::args::{ClientIdentity, ClusterAddresses, Security, client_network, parse_duration};
 
 /// How a missing value is written, in output and as the `<old>` of `cas`.
 const NIL: &str = "(nil)";
@@ -44,6 +44,10 @@ quote keys or values that hold spaces: put greeting \"hello world\"";
 pub(crate) struct ClientArgs {
     #[command(flatten)]
     cluster: ClusterAddresses,
+    #[command(flatten)]
+    security: Security,
+    #[command(flatten)]
+    identity: ClientIdentity,
     /// How long to wait for each command's result (for example 500ms, 5s, 1m).
     #[arg(long, env = "VSR_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     timeout: Duration,
@@ -127,6 +131,12 @@ impl KvCommand {
 
 /// Runs `vsr client`.
 pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let network = client_network(
+        &args.security,
+        &args.identity,
+        args.cluster.cluster,
+        "client",
+    )?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -140,7 +150,11 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the tokio runtime")?;
     let client = {
         let _guard = runtime.enter();
-        Client::connect(args.cluster.cluster, args.cluster.addresses.clone())?
+        Client::connect_with(
+            network,
+            args.cluster.cluster,
+            args.cluster.addresses.clone(),
+        )?
     };
     match &args.command {
         Some(command) => {
@@ -157,7 +171,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
 
 /// Executes `command` and renders its result as the line to print.
 async fn execute(
-    client: &Client,
+    client: &Client<Network>,
     command: &KvCommand,
     timeout: Duration,
 ) -> anyhow::Result<Vec<u8>> {
@@ -195,7 +209,7 @@ fn print_line(line: &[u8]) {
 }
 
 /// The interactive shell: reads commands until `exit`, Ctrl-D or the end of stdin.
-fn shell(runtime: &tokio::runtime::Runtime, client: &Client, args: &ClientArgs) {
+fn shell(runtime: &tokio::runtime::Runtime, client: &Client<Network>, args: &ClientArgs) {
     let mut editor = match rustyline::DefaultEditor::new() {
         Ok(editor) => editor,
         Err(error) => {

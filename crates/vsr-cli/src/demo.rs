@@ -29,7 +29,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 use vsr::Codec;
 use vsr_kv::{KvOperation, KvResult};
-use vsr_server::Client;
+use vsr_server::{Client, Network};
 
 use crate::local_cluster::{LocalCluster, REPLICA_COUNT};
 
@@ -57,11 +57,15 @@ pub(crate) struct DemoArgs {
     /// Keep the data directories and the replicas' logs, and print where they are.
     #[arg(long)]
     keep: bool,
+    /// Plain TCP instead of mutual TLS with throwaway certificates.
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// Runs `vsr demo`.
 pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    let (runtime, mut cluster) = LocalCluster::in_temp_dir("vsr-demo-", REPLICA_COUNT)?;
+    let (runtime, mut cluster) =
+        LocalCluster::in_temp_dir("vsr-demo-", REPLICA_COUNT, !args.insecure)?;
     let result = runtime.block_on(async {
         let interrupted = interrupted()?;
         tokio::select! {
@@ -134,7 +138,11 @@ async fn demo(cluster: &mut LocalCluster, args: &DemoArgs) -> anyhow::Result<Sum
     let workload = Arc::new(Workload::new(args.writes, args.rate));
     let mut writers = JoinSet::new();
     for _ in 0..args.clients {
-        let client = Client::connect(cluster.cluster, cluster.addresses.clone())?;
+        let client = Client::connect_with(
+            cluster.network()?,
+            cluster.cluster,
+            cluster.addresses.clone(),
+        )?;
         writers.spawn(write_loop(client, Arc::clone(&workload), cluster.cluster));
     }
     let failover = match fail_over(cluster, &workload).await {
@@ -386,7 +394,11 @@ impl Workload {
 
 /// One client: takes writes from the workload until none are left. A write whose deadline
 /// passes is sent again (a put of the same value is idempotent) until it is acknowledged.
-async fn write_loop(client: Client, workload: Arc<Workload>, cluster: u128) -> anyhow::Result<()> {
+async fn write_loop(
+    client: Client<Network>,
+    workload: Arc<Workload>,
+    cluster: u128,
+) -> anyhow::Result<()> {
     let result = write_all(&client, &workload, cluster).await;
     if result.is_err() {
         workload.failed.store(true, Ordering::Relaxed);
@@ -395,7 +407,11 @@ async fn write_loop(client: Client, workload: Arc<Workload>, cluster: u128) -> a
 }
 
 /// The body of [`write_loop`].
-async fn write_all(client: &Client, workload: &Workload, cluster: u128) -> anyhow::Result<()> {
+async fn write_all(
+    client: &Client<Network>,
+    workload: &Workload,
+    cluster: u128,
+) -> anyhow::Result<()> {
     while let Some((index, start_at)) = workload.take() {
         tokio::time::sleep_until(start_at).await;
         let (key, value) = key_value(index, cluster);
@@ -443,7 +459,11 @@ async fn verify(
     let indices = Arc::new(indices);
     let mut readers = JoinSet::new();
     for reader in 0..usize::from(clients) {
-        let client = Client::connect(cluster.cluster, cluster.addresses.clone())?;
+        let client = Client::connect_with(
+            cluster.network()?,
+            cluster.cluster,
+            cluster.addresses.clone(),
+        )?;
         let indices = Arc::clone(&indices);
         let (cluster, clients) = (cluster.cluster, usize::from(clients));
         readers.spawn(async move {
@@ -466,7 +486,7 @@ async fn verify(
 }
 
 /// Reads `key`, retrying until the cluster answers.
-async fn read(client: &Client, key: Bytes) -> anyhow::Result<Option<Bytes>> {
+async fn read(client: &Client<Network>, key: Bytes) -> anyhow::Result<Option<Bytes>> {
     let operation = Bytes::from(KvOperation::Get { key: key.clone() }.to_bytes());
     let started = Instant::now();
     loop {

@@ -46,8 +46,14 @@ pub(crate) struct LocalCluster {
     pub(crate) metrics: Vec<SocketAddr>,
     /// `--checkpoint-interval` for the replicas started from now on (`None`: the default).
     pub(crate) checkpoint_interval: Option<u64>,
+    /// The throwaway certificates the replicas and this process's clients use; `None`:
+    /// `--insecure`.
+    tls: Option<PathBuf>,
     children: Vec<Option<Child>>,
 }
+
+/// The client certificate a local cluster issues for its own workload.
+const LOCAL_CLIENT: &str = "local";
 
 impl LocalCluster {
     /// A cluster of `replica_count` replicas of this program in a fresh temporary directory
@@ -55,6 +61,7 @@ impl LocalCluster {
     pub(crate) fn in_temp_dir(
         prefix: &str,
         replica_count: usize,
+        secure: bool,
     ) -> anyhow::Result<(tokio::runtime::Runtime, Self)> {
         let exe = std::env::current_exe().context("cannot find this program's path")?;
         let dir = tempfile::Builder::new()
@@ -65,19 +72,24 @@ impl LocalCluster {
             .enable_all()
             .build()
             .context("cannot start the tokio runtime")?;
-        Ok((runtime, Self::create_sized(exe, dir, replica_count)?))
+        Ok((
+            runtime,
+            Self::create_sized(exe, dir, replica_count, secure)?,
+        ))
     }
 
     /// Picks free ports and formats the data directories of [`REPLICA_COUNT`] replicas.
-    pub(crate) fn create(exe: PathBuf, dir: TempDir) -> anyhow::Result<Self> {
-        Self::create_sized(exe, dir, REPLICA_COUNT)
+    pub(crate) fn create(exe: PathBuf, dir: TempDir, secure: bool) -> anyhow::Result<Self> {
+        Self::create_sized(exe, dir, REPLICA_COUNT, secure)
     }
 
-    /// Picks free ports and formats the data directories of `replica_count` replicas.
+    /// Picks free ports and formats the data directories of `replica_count` replicas; when
+    /// `secure`, writes throwaway certificates (valid for a day) into `tls/` for mutual TLS.
     pub(crate) fn create_sized(
         exe: PathBuf,
         dir: TempDir,
         replica_count: usize,
+        secure: bool,
     ) -> anyhow::Result<Self> {
         let root = dir.path().to_owned();
         let ports = vsr_server::loopback_ports(2 * replica_count)
@@ -90,9 +102,24 @@ impl LocalCluster {
             .iter()
             .map(ToString::to_string)
             .collect();
+        let tls = if secure {
+            let tls = root.join("tls");
+            let issue = vsr_server::tls::Issue {
+                cluster,
+                replica_count: u8::try_from(replica_count).context("too many replicas")?,
+                clients: vec![LOCAL_CLIENT.to_owned()],
+                operators: Vec::new(),
+                validity: Duration::from_secs(24 * 3600),
+            };
+            vsr_server::tls::generate(&tls, &issue).context("cannot write certificates")?;
+            Some(tls)
+        } else {
+            None
+        };
         let cluster = Self {
             exe,
             dir: Some(dir),
+            tls,
             root,
             cluster,
             start_addresses: vec![addresses.clone(); replica_count],
@@ -105,6 +132,17 @@ impl LocalCluster {
             cluster.format(index, false)?;
         }
         Ok(cluster)
+    }
+
+    /// The transport this process's clients reach the replicas with: mutual TLS with the
+    /// cluster's throwaway client certificate, or plain TCP.
+    pub(crate) fn network(&self) -> anyhow::Result<vsr_server::Network> {
+        let Some(tls) = &self.tls else {
+            return Ok(vsr_server::Network::Insecure);
+        };
+        let identity = vsr_server::Identity::Client(LOCAL_CLIENT.to_owned());
+        let transport = vsr_server::TlsTransport::new(tls, self.cluster, identity)?;
+        Ok(vsr_server::Network::Tls(transport))
     }
 
     /// Replicas in the cluster.
@@ -187,11 +225,16 @@ impl LocalCluster {
         if let Some(interval) = self.checkpoint_interval {
             command.arg(format!("--checkpoint-interval={interval}"));
         }
+        match &self.tls {
+            Some(tls) => command.arg("--tls").arg(tls),
+            None => command.arg("--insecure"),
+        };
         let child = command
             .arg(self.data_dir(index))
             .env_remove("VSR_CLUSTER")
             .env_remove("VSR_ADDRESSES")
             .env_remove("VSR_METRICS")
+            .env_remove("VSR_TLS_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -2,6 +2,7 @@
 //!
 //! One subcommand per module:
 //!
+//! * `certs` ([`certs`]) writes a cluster's TLS certificates;
 //! * `format` ([`format`]) creates a replica's data directory;
 //! * `start` ([`start`]) runs one replica of the key-value service until SIGTERM or SIGINT;
 //! * `client` ([`client`]) runs one key-value command, or an interactive shell;
@@ -21,6 +22,7 @@
 
 mod args;
 mod bench;
+mod certs;
 mod chaos;
 mod client;
 mod demo;
@@ -54,6 +56,8 @@ enum Commands {
     /// Create a replica's data directory (use --recover to replace a lost one).
     #[command(long_about = format::LONG_ABOUT)]
     Format(format::FormatArgs),
+    /// Write a cluster's TLS certificates: its authority, replicas, clients and operators.
+    Certs(certs::CertsArgs),
     /// Run one replica of the key-value service until SIGTERM or SIGINT.
     Start(start::StartArgs),
     /// Run one key-value command against a cluster, or an interactive shell without one.
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Commands::Format(args) => format::run(&args),
+        Commands::Certs(args) => certs::run(&args),
         Commands::Start(args) => start::run(args),
         Commands::Client(args) => client::run(args),
         Commands::Demo(args) => demo::run(&args),

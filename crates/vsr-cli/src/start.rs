@@ -5,24 +5,32 @@
 //! writes are made durable first), though correctness never depends on a clean stop: a replica
 //! killed at any instant restarts from what it acknowledged. Logs go to stderr through
 //! `tracing-subscriber` (`RUST_LOG`, default `info`).
+//!
+//! It speaks mutual TLS with `--tls DIR` (certificates from `vsr certs`; SIGHUP re-reads them,
+//! so they rotate without a restart) or plain TCP with `--insecure`; it refuses to start with
+//! neither.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
+use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
 use vsr_kv::KvStore;
 use vsr_server::{ReplicaOptions, ServerError, run_replica};
 
-use crate::args::ClusterAddresses;
+use crate::args::{ClusterAddresses, Security};
 
 /// Options of `vsr start`.
 #[derive(Debug, Args)]
 pub(crate) struct StartArgs {
     #[command(flatten)]
     cluster: ClusterAddresses,
+    #[command(flatten)]
+    security: Security,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, env = "VSR_METRICS", value_name = "HOST:PORT")]
     metrics: Option<SocketAddr>,
@@ -43,6 +51,10 @@ pub(crate) struct StartArgs {
 
 /// Runs `vsr start` until SIGTERM or SIGINT.
 pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
+    let tls = args
+        .security
+        .choice("start")?
+        .map(std::path::Path::to_owned);
     if !args.path.is_dir() {
         return Err(anyhow!(
             "data directory {} does not exist: create it with `vsr format` first (or, for a replica \
@@ -65,7 +77,12 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     let mut options = ReplicaOptions::new(args.cluster.cluster, args.cluster.addresses, args.path);
     options.metrics = args.metrics;
     options.checkpoint_interval = Some(args.checkpoint_interval);
+    raise_file_limit();
     let result = runtime.block_on(async {
+        if tls.is_some() {
+            options.tls_reload = Some(reload_on_hangup()?);
+        }
+        options.tls = tls;
         let shutdown = shutdown_signal(args.exit_with_parent)?;
         run_replica::<KvStore>(options, shutdown)
             .await
@@ -74,6 +91,34 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     result?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Notified on every SIGHUP: the replica re-reads its certificates.
+fn reload_on_hangup() -> anyhow::Result<Arc<Notify>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let notify = Arc::new(Notify::new());
+    let reload = Arc::clone(&notify);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the TLS certificates");
+            reload.notify_one();
+        }
+    });
+    Ok(notify)
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection takes one, and a
+/// flood of connections must not leave none for peers (the replica also closes idle client
+/// connections when it runs out).
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(%error, soft, hard, "cannot raise the open file limit");
+    }
 }
 
 /// Completes on the first SIGTERM or SIGINT, or, with `exit_with_parent`, once that process is

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::storage::StorageError;
+use crate::tls::TlsError;
 
 /// Why [`run_replica`](crate::run_replica) could not start or had to stop.
 #[derive(Debug, Error)]
@@ -76,6 +77,9 @@ pub enum ServerError {
     /// The operating system's random number generator failed.
     #[error("cannot read OS entropy for the replica's seed: {0}")]
     Entropy(String),
+    /// The TLS certificates could not be loaded.
+    #[error("cannot load the TLS certificates: {0} (write them with `vsr certs`)")]
+    Tls(#[from] TlsError),
 }
 
 /// Why [`Client::connect`](crate::Client::connect) failed.

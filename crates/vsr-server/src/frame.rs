@@ -10,7 +10,7 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -41,6 +41,8 @@ pub(crate) enum ReadError {
 pub(crate) struct FrameReader<R> {
     reader: R,
     buffer: BytesMut,
+    /// When the first byte of the frame now in the buffer arrived; `None` between frames.
+    started: Option<Instant>,
     /// Who the frames are for: decoding checks each against it.
     receiver: Receiver,
 }
@@ -50,8 +52,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Self {
             reader,
             buffer: BytesMut::new(),
+            started: None,
             receiver,
         }
+    }
+
+    /// When the first byte of a frame not yet complete arrived, if one has. Reading is cancel
+    /// safe (bytes stay in the buffer), so a caller can race [`FrameReader::next`] against a
+    /// deadline computed from this.
+    pub(crate) fn frame_started(&self) -> Option<Instant> {
+        self.started
     }
 
     /// The next envelope and its frame size, or `None` when the stream ended between frames.
@@ -68,6 +78,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Err(ReadError::Truncated);
         }
         let frame = self.buffer.split_to(size).freeze();
+        if self.buffer.is_empty() {
+            self.started = None;
+            if self.buffer.capacity() > READ_BUFFER_SIZE {
+                // Give back what a burst of large frames took.
+                self.buffer = BytesMut::new();
+            }
+        } else {
+            self.started = Some(Instant::now());
+        }
         let verified = wire::decode_shared(&frame, &self.receiver).map_err(ReadError::Decode)?;
         Ok(Some((verified, size)))
     }
@@ -81,7 +100,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buffer
                     .reserve(size.max(READ_BUFFER_SIZE) - self.buffer.len());
             }
-            match self.reader.read_buf(&mut self.buffer).await {
+            let read = self.reader.read_buf(&mut self.buffer).await;
+            if self.started.is_none() && !self.buffer.is_empty() {
+                self.started = Some(Instant::now());
+            }
+            match read {
                 Ok(0) if self.buffer.is_empty() => return Ok(false),
                 Ok(0) if size == HEADER_SIZE => return Err(ReadError::Truncated),
                 Ok(0) => return Ok(false),
@@ -229,33 +252,38 @@ impl<T: QueueItem> QueueReceiver<T> {
             }
         }
         writer.write_all(buffer).await?;
+        buffer.clear();
+        // Give back what a burst took beyond the usual batch.
+        buffer.shrink_to(WRITE_DIRECT_SIZE);
         writer.flush().await
     }
 }
 
-/// Exponential backoff with jitter for reconnects: 10 ms doubling to 1 s, each delay
+/// Exponential backoff with jitter for reconnects: 10 ms doubling to a bound, each delay
 /// lengthened by a random share of itself (up to double) so that reconnects spread out.
 /// The schedule is `backon`'s; its jitter draws from a randomly seeded generator, which only
 /// spreads reconnects and never reaches the replica.
 #[derive(Debug)]
 pub(crate) struct Backoff {
     delays: backon::ExponentialBackoff,
+    max: Duration,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 impl Backoff {
-    pub(crate) fn new() -> Self {
+    /// Delays from 10 ms doubling up to `max` (before jitter).
+    pub(crate) fn new(max: Duration) -> Self {
         Self {
-            delays: Self::schedule(),
+            delays: Self::schedule(max),
+            max,
         }
     }
 
-    fn schedule() -> backon::ExponentialBackoff {
+    fn schedule(max: Duration) -> backon::ExponentialBackoff {
         let builder = backon::ExponentialBuilder::new()
             .with_min_delay(BACKOFF_MIN)
-            .with_max_delay(BACKOFF_MAX)
+            .with_max_delay(max)
             .with_jitter()
             .without_max_times();
         backon::BackoffBuilder::build(builder)
@@ -263,7 +291,7 @@ impl Backoff {
 
     /// Back to the shortest delay, after a success.
     pub(crate) fn reset(&mut self) {
-        self.delays = Self::schedule();
+        self.delays = Self::schedule(self.max);
     }
 
     /// Sleeps for the current delay (with jitter), then doubles it.

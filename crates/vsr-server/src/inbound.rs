@@ -4,34 +4,67 @@
 //! verified envelopes and hands them to the event loop through one bounded channel: when the
 //! loop is busy the reader waits (back-pressure on that connection only). Garbage — any frame
 //! that fails [`vsr::wire::decode`] for this replica: corrupt, of another cluster, from a sender
-//! out of range, with numbers out of bounds, an operation too large — is counted, logged (rate-limited) and closes the connection. A client's replies flow back
-//! through the connection's bounded reply queue; a client that stops reading has its replies
-//! dropped, and its connection closed once a write stalls.
+//! out of range, with numbers out of bounds, an operation too large — is counted, logged
+//! (rate-limited) and closes the connection. So does a frame the connection may not carry: on an
+//! authenticated connection (TLS), replica-to-replica messages only as the replica its
+//! certificate names, client requests only with a client's or operator's certificate; on any
+//! connection, frames of one sender only. A client's replies flow back through the connection's
+//! bounded reply queue; a client that stops reading has its replies dropped, and its connection
+//! closed once a write stalls.
+//!
+//! Every connection is bounded, and peers always get through ([`Registry`]):
+//! * a TLS handshake must finish within [`HANDSHAKE_TIMEOUT`], a frame begun must end within
+//!   [`FRAME_TIMEOUT`], and a connection is closed after [`IDLE_TIMEOUT`] without a frame;
+//! * connections not known to be a peer's (clients, and connections that have not yet said who
+//!   they are) are bounded in all and per remote address. At a bound, the new connection is
+//!   admitted and the least recently active of the others is closed, so an idle flood cannot
+//!   keep anyone out: a peer's connection names its replica at once (its certificate, or its
+//!   first frame) and leaves these bounds;
+//! * each replica may hold a few connections; a newer one replaces the oldest (a restarted or
+//!   reconnected peer's connection is the live one);
+//! * when the process runs out of file descriptors, the least recently active client connection
+//!   is closed to make room.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use vsr::{Receiver, Sender, Verified};
 
 use crate::frame::{FrameReader, QueueReceiver, QueueSender, ReadError, queue};
-use crate::metrics::{ErrorKind, Metrics};
+use crate::metrics::{Closed, ErrorKind, Metrics};
+use crate::tls::Identity;
 use crate::transport::Transport;
 
-/// Open inbound connections; more are closed on accept.
-const CONNECTIONS_MAX: usize = 4096;
+/// Connections not known to be a peer's: clients, and connections not yet identified.
+const CLIENT_CONNECTIONS_MAX: usize = 4096;
+/// Connections not known to be a peer's, from one remote address.
+const ADDRESS_CONNECTIONS_MAX: usize = 512;
+/// Connections one peer replica may hold; a newer one replaces the oldest.
+const PEER_CONNECTIONS_MAX: usize = 4;
+/// A TLS handshake must complete within this.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A frame whose first byte arrived must be complete within this.
+pub(crate) const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that completes no frame for this long is closed. Clients reconnect when they
+/// next have something to send; a peer notices at once and reconnects.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Replies queued for one client connection.
 const REPLY_QUEUE_FRAMES_MAX: usize = 1024;
-/// Bytes of replies queued for one client connection.
-const REPLY_QUEUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Bytes of replies queued for one client connection: one largest frame, and then some.
+const REPLY_QUEUE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// A connection whose write makes no progress for this long is closed.
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of received messages waiting for the event loop, across all connections, in KiB.
 const INBOUND_KIBIBYTES_MAX: usize = 256 * 1024;
+/// After failing to accept (for example out of file descriptors), wait this long.
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 
 /// A verified message on its way to the event loop.
 pub(crate) struct Inbound {
@@ -57,6 +90,9 @@ pub(crate) struct InboundContext {
     pub(crate) sender: mpsc::Sender<Inbound>,
     pub(crate) metrics: Arc<Metrics>,
     budget: Arc<Semaphore>,
+    registry: Mutex<Registry>,
+    /// When this replica started: activity times are milliseconds since.
+    start: Instant,
 }
 
 impl InboundContext {
@@ -71,6 +107,8 @@ impl InboundContext {
             sender,
             metrics,
             budget: Arc::new(Semaphore::new(INBOUND_KIBIBYTES_MAX)),
+            registry: Mutex::new(Registry::default()),
+            start: Instant::now(),
         }
     }
 
@@ -81,6 +119,155 @@ impl InboundContext {
                 "dropped a bad frame and closed the connection (at most one line per second per kind)"
             );
         }
+    }
+
+    fn closed(&self, reason: Closed, peer: SocketAddr) {
+        if self.metrics.closed(reason) {
+            tracing::info!(
+                %peer, ?reason,
+                "closed a connection (at most one line per second per reason)"
+            );
+        }
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now_millis(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// What a connection is known to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// A client's, or not yet identified: counted against the client and address bounds.
+    Client,
+    /// Replica `i`'s.
+    Peer(u8),
+}
+
+struct Entry {
+    address: IpAddr,
+    class: Class,
+    /// Milliseconds since the context's start at the last complete frame (or the accept).
+    active: Arc<AtomicU64>,
+    abort: Option<AbortHandle>,
+}
+
+/// Every open inbound connection, by id (ids grow, so the oldest comes first).
+#[derive(Default)]
+struct Registry {
+    entries: BTreeMap<u64, Entry>,
+    clients: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+impl Registry {
+    /// Registers a new connection; returns the connections to close to keep the bounds.
+    fn admit(&mut self, id: u64, address: IpAddr, active: Arc<AtomicU64>) -> Vec<AbortHandle> {
+        let mut evict = Vec::new();
+        if self.by_address.get(&address).copied().unwrap_or(0) >= ADDRESS_CONNECTIONS_MAX {
+            evict.extend(self.evict_idlest(Some(address)));
+        }
+        if self.clients >= CLIENT_CONNECTIONS_MAX {
+            evict.extend(self.evict_idlest(None));
+        }
+        self.entries.insert(
+            id,
+            Entry {
+                address,
+                class: Class::Client,
+                active,
+                abort: None,
+            },
+        );
+        self.clients += 1;
+        *self.by_address.entry(address).or_default() += 1;
+        evict
+    }
+
+    fn set_abort(&mut self, id: u64, abort: AbortHandle) {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.abort = Some(abort);
+        }
+    }
+
+    /// Marks connection `id` as replica `replica`'s; returns the older connections of that
+    /// replica to close.
+    fn identify_peer(&mut self, id: u64, replica: u8) -> Vec<AbortHandle> {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return Vec::new();
+        };
+        if entry.class == Class::Client {
+            let address = entry.address;
+            entry.class = Class::Peer(replica);
+            self.uncount_client(address);
+        }
+        let same: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(other, entry)| **other != id && entry.class == Class::Peer(replica))
+            .map(|(other, _)| *other)
+            .collect();
+        let excess = (same.len() + 1).saturating_sub(PEER_CONNECTIONS_MAX);
+        same.into_iter()
+            .take(excess)
+            .filter_map(|other| self.remove(other))
+            .collect()
+    }
+
+    /// Closes the least recently active client connection (of `address`, if given).
+    fn evict_idlest(&mut self, address: Option<IpAddr>) -> Option<AbortHandle> {
+        let idlest = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| {
+                entry.class == Class::Client && address.is_none_or(|a| a == entry.address)
+            })
+            .min_by_key(|(id, entry)| (entry.active.load(Ordering::Relaxed), **id))
+            .map(|(id, _)| *id)?;
+        self.remove(idlest)
+    }
+
+    /// Forgets connection `id`; returns its task's handle (if it still runs) to abort.
+    fn remove(&mut self, id: u64) -> Option<AbortHandle> {
+        let entry = self.entries.remove(&id)?;
+        if entry.class == Class::Client {
+            self.uncount_client(entry.address);
+        }
+        entry.abort
+    }
+
+    fn uncount_client(&mut self, address: IpAddr) {
+        self.clients -= 1;
+        if let Some(count) = self.by_address.get_mut(&address) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_address.remove(&address);
+            }
+        }
+    }
+
+    fn peers(&self) -> usize {
+        self.entries.len() - self.clients
+    }
+}
+
+/// Removes a connection from the registry when its task ends, however it ends.
+struct Registered<'a> {
+    context: &'a InboundContext,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let mut registry = self.context.registry();
+        registry.remove(self.id);
+        self.context
+            .metrics
+            .connections(registry.clients, registry.peers());
     }
 }
 
@@ -95,16 +282,32 @@ pub(crate) async fn accept_loop<T: Transport>(
     loop {
         tokio::select! {
             accepted = transport.accept(&listener) => match accepted {
-                Ok((incoming, peer)) if connections.len() < CONNECTIONS_MAX => {
+                Ok((incoming, peer)) => {
                     connection_next += 1;
-                    let connection =
-                        connection(transport.clone(), incoming, peer, connection_next, Arc::clone(&context));
-                    connections.spawn(connection);
+                    let id = connection_next;
+                    let active = Arc::new(AtomicU64::new(context.now_millis()));
+                    let evicted = context.registry().admit(id, peer.ip(), Arc::clone(&active));
+                    for abort in evicted {
+                        abort.abort();
+                        context.closed(Closed::Evicted, peer);
+                    }
+                    let task = connection(
+                        transport.clone(), incoming, peer, id, active, Arc::clone(&context),
+                    );
+                    let abort = connections.spawn(task);
+                    context.registry().set_abort(id, abort);
                 }
-                Ok((_, peer)) => tracing::warn!(%peer, "too many connections: closed a new one"),
                 Err(error) => {
-                    tracing::warn!(%error, "cannot accept a connection; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of file descriptors, most likely: make room by closing the least
+                    // recently active client connection, so that peers still get in.
+                    let evicted = context.registry().evict_idlest(None);
+                    if let Some(abort) = evicted {
+                        abort.abort();
+                    }
+                    if context.metrics.closed(Closed::AcceptFailed) {
+                        tracing::warn!(%error, "cannot accept a connection; closed an idle one and retrying");
+                    }
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                 }
             },
             Some(_) = connections.join_next() => {}
@@ -117,67 +320,171 @@ async fn connection<T: Transport>(
     incoming: T::Incoming,
     peer: SocketAddr,
     id: u64,
+    active: Arc<AtomicU64>,
     context: Arc<InboundContext>,
 ) {
-    let stream = match transport.handshake(incoming).await {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::debug!(%peer, %error, "handshake failed");
-            return;
-        }
+    let registered = Registered {
+        context: &context,
+        id,
     };
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, transport.handshake(incoming));
+    let (stream, identity) = match handshake.await {
+        Ok(Ok(handshaken)) => handshaken,
+        Ok(Err(error)) => {
+            return context.reject(ErrorKind::Handshake, peer, &error);
+        }
+        Err(_) => return context.closed(Closed::HandshakeTimeout, peer),
+    };
+    if let Some(Identity::Replica(replica)) = identity {
+        identified_peer(&context, id, replica);
+    }
     let (reader, mut writer) = tokio::io::split(stream);
     let (queue, mut replies) = queue(REPLY_QUEUE_FRAMES_MAX, REPLY_QUEUE_BYTES_MAX);
     let route = ReplyRoute {
         connection: id,
         queue,
     };
+    let connection = Connection {
+        context: &context,
+        peer,
+        id,
+        identity,
+        active: &active,
+    };
     tokio::select! {
-        () = read_loop(reader, route, &context, peer) => {}
+        () = connection.read_loop(reader, route) => {}
         () = write_loop(&mut writer, &mut replies, peer) => {}
     }
+    drop(registered);
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
-    reader: R,
-    route: ReplyRoute,
-    context: &InboundContext,
+fn identified_peer(context: &InboundContext, id: u64, replica: u8) {
+    let evicted = context.registry().identify_peer(id, replica);
+    for abort in evicted {
+        abort.abort();
+    }
+    let registry = context.registry();
+    context
+        .metrics
+        .connections(registry.clients, registry.peers());
+}
+
+/// One inbound connection's reading side.
+struct Connection<'a> {
+    context: &'a InboundContext,
     peer: SocketAddr,
-) {
-    let mut reader = FrameReader::new(reader, context.receiver);
-    loop {
-        let (envelope, size) = match reader.next().await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return,
-            Err(ReadError::Io(error)) => {
-                return tracing::debug!(%peer, %error, "connection failed");
+    id: u64,
+    /// Who the transport proved is at the other end; `None` on plain TCP.
+    identity: Option<Identity>,
+    active: &'a AtomicU64,
+}
+
+impl Connection<'_> {
+    async fn read_loop<R: AsyncRead + Unpin>(&self, reader: R, route: ReplyRoute) {
+        let context = self.context;
+        let peer = self.peer;
+        let mut reader = FrameReader::new(reader, context.receiver);
+        // The sender every frame of this connection must come from, once the first has come.
+        let mut speaker: Option<Sender> = None;
+        let mut last_frame = Instant::now();
+        loop {
+            let deadline = match reader.frame_started() {
+                Some(started) => started + FRAME_TIMEOUT,
+                None => last_frame + IDLE_TIMEOUT,
+            };
+            let next = tokio::select! {
+                next = reader.next() => next,
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    if reader.frame_started().is_some_and(|started| started + FRAME_TIMEOUT > Instant::now()) {
+                        continue; // A frame began since the deadline was set: give it its time.
+                    }
+                    let reason = if reader.frame_started().is_some() { Closed::FrameTimeout } else { Closed::Idle };
+                    return context.closed(reason, peer);
+                }
+            };
+            let (envelope, size) = match next {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(ReadError::Io(error)) => {
+                    return tracing::debug!(%peer, %error, "connection failed");
+                }
+                Err(ReadError::Truncated) => {
+                    return context.reject(
+                        ErrorKind::Truncated,
+                        peer,
+                        &"stream ended inside a frame",
+                    );
+                }
+                Err(ReadError::Decode(error)) => {
+                    return context.reject(ErrorKind::of(&error), peer, &error);
+                }
+            };
+            last_frame = Instant::now();
+            self.active.store(context.now_millis(), Ordering::Relaxed);
+            let sender = envelope.envelope().sender;
+            if let Err(reason) = self.admits(speaker, sender) {
+                return context.reject(ErrorKind::Unauthorized, peer, &reason);
             }
-            Err(ReadError::Truncated) => {
-                return context.reject(ErrorKind::Truncated, peer, &"stream ended inside a frame");
+            if speaker.is_none() {
+                speaker = Some(sender);
+                if let (Sender::Replica(replica), None) = (sender, &self.identity) {
+                    identified_peer(context, self.id, replica);
+                }
             }
-            Err(ReadError::Decode(error)) => {
-                return context.reject(ErrorKind::of(&error), peer, &error);
+            let kibibytes = u32::try_from(size.div_ceil(1024)).expect("frames are bounded");
+            let Ok(budget) = Arc::clone(&context.budget)
+                .acquire_many_owned(kibibytes)
+                .await
+            else {
+                return;
+            };
+            let route = matches!(sender, Sender::Client(_)).then(|| route.clone());
+            if context
+                .sender
+                .send(Inbound {
+                    envelope,
+                    route,
+                    _budget: budget,
+                })
+                .await
+                .is_err()
+            {
+                return; // The event loop stopped.
             }
-        };
-        let kibibytes = u32::try_from(size.div_ceil(1024)).expect("frames are bounded");
-        let Ok(budget) = Arc::clone(&context.budget)
-            .acquire_many_owned(kibibytes)
-            .await
-        else {
-            return;
-        };
-        let route = matches!(envelope.envelope().sender, Sender::Client(_)).then(|| route.clone());
-        if context
-            .sender
-            .send(Inbound {
-                envelope,
-                route,
-                _budget: budget,
-            })
-            .await
-            .is_err()
-        {
-            return; // The event loop stopped.
+        }
+    }
+
+    /// Whether this connection may carry a frame from `sender`, given the first frame's.
+    fn admits(&self, speaker: Option<Sender>, sender: Sender) -> Result<(), String> {
+        match (&self.identity, sender) {
+            (Some(Identity::Replica(replica)), Sender::Replica(index)) if *replica != index => {
+                return Err(format!(
+                    "a frame from replica {index} on a connection authenticated as replica {replica}"
+                ));
+            }
+            (Some(identity), Sender::Client(_)) if !identity.is_client() => {
+                return Err(format!(
+                    "a client request on a connection authenticated as {identity}"
+                ));
+            }
+            (Some(identity), Sender::Replica(index)) if identity.is_client() => {
+                return Err(format!(
+                    "a frame from replica {index} on a connection authenticated as {identity}"
+                ));
+            }
+            _ => {}
+        }
+        match (speaker, sender) {
+            (Some(Sender::Replica(first)), Sender::Replica(index)) if first != index => Err(
+                format!("a frame from replica {index} on replica {first}'s connection"),
+            ),
+            (Some(Sender::Replica(first)), Sender::Client(_)) => {
+                Err(format!("a client request on replica {first}'s connection"))
+            }
+            (Some(Sender::Client(_)), Sender::Replica(index)) => Err(format!(
+                "a frame from replica {index} on a client's connection"
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -198,5 +505,91 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Admits a connection; returns how many others it closed.
+    fn admit(registry: &mut Registry, id: u64, address: [u8; 4], active: u64) -> usize {
+        let before = registry.entries.len();
+        registry.admit(id, IpAddr::from(address), Arc::new(AtomicU64::new(active)));
+        before + 1 - registry.entries.len()
+    }
+
+    #[test]
+    fn a_flood_evicts_the_idlest_client_connection_and_never_a_peer() {
+        let mut registry = Registry::default();
+        // A peer, then the client bound's worth of connections from many addresses.
+        admit(&mut registry, 0, [127, 0, 0, 1], 0);
+        assert!(registry.identify_peer(0, 1).is_empty());
+        for id in 1..=CLIENT_CONNECTIONS_MAX as u64 {
+            let address = [127, 1, (id / 256) as u8, (id % 256) as u8];
+            assert_eq!(admit(&mut registry, id, address, 1000 + id), 0);
+        }
+        assert_eq!(registry.clients, CLIENT_CONNECTIONS_MAX);
+        // The busiest was active last; make the first client the most recently active.
+        registry.entries[&1]
+            .active
+            .store(u64::MAX, Ordering::Relaxed);
+        let next = CLIENT_CONNECTIONS_MAX as u64 + 1;
+        assert_eq!(admit(&mut registry, next, [10, 0, 0, 1], 5000), 1);
+        assert_eq!(registry.clients, CLIENT_CONNECTIONS_MAX);
+        assert!(registry.entries.contains_key(&0), "the peer stays");
+        assert!(registry.entries.contains_key(&1), "the active client stays");
+        assert!(!registry.entries.contains_key(&2), "the idlest client went");
+        assert_eq!(registry.peers(), 1);
+    }
+
+    #[test]
+    fn one_address_is_bounded_and_pays_for_its_own_flood() {
+        let mut registry = Registry::default();
+        for id in 0..ADDRESS_CONNECTIONS_MAX as u64 {
+            assert_eq!(admit(&mut registry, id, [127, 0, 0, 9], id), 0);
+        }
+        admit(&mut registry, 10_000, [127, 0, 0, 1], 0);
+        assert_eq!(
+            admit(&mut registry, 10_001, [127, 0, 0, 9], 10_001),
+            1,
+            "the address's own idlest goes"
+        );
+        assert!(!registry.entries.contains_key(&0));
+        assert!(
+            registry.entries.contains_key(&10_000),
+            "other addresses are untouched"
+        );
+        assert_eq!(
+            registry.by_address[&IpAddr::from([127, 0, 0, 9])],
+            ADDRESS_CONNECTIONS_MAX
+        );
+    }
+
+    #[test]
+    fn a_peer_keeps_its_newest_connections() {
+        let mut registry = Registry::default();
+        for id in 0..PEER_CONNECTIONS_MAX as u64 {
+            admit(&mut registry, id, [127, 0, 0, 1], 0);
+            assert!(registry.identify_peer(id, 2).is_empty());
+        }
+        let newest = PEER_CONNECTIONS_MAX as u64;
+        admit(&mut registry, newest, [127, 0, 0, 1], 0);
+        assert_eq!(
+            registry.identify_peer(newest, 2).len(),
+            0,
+            "no task handles yet"
+        );
+        assert!(
+            !registry.entries.contains_key(&0),
+            "the oldest was replaced"
+        );
+        assert_eq!(registry.peers(), PEER_CONNECTIONS_MAX);
+        assert_eq!(registry.clients, 0);
+        assert!(registry.by_address.is_empty());
+        for id in 1..=newest {
+            registry.remove(id);
+        }
+        assert!(registry.entries.is_empty());
     }
 }

@@ -11,8 +11,11 @@
 //!   to the storage thread.
 //! * [`Client`] is an async wrapper around [`vsr::Client`]: one session, one request in
 //!   flight, retries driven by ticks, and errors that say whether the request may have run.
-//! * Sockets sit behind the [`Transport`] trait ([`TcpTransport`] today), so TLS can be added
-//!   without touching either.
+//! * Sockets sit behind the [`Transport`] trait: [`TlsTransport`] (mutual TLS: every connection
+//!   proves which replica, client or operator of the cluster is at each end, and a connection
+//!   may only carry the messages its certificate allows), [`TcpTransport`] (plain TCP, for a
+//!   trusted network), or [`Network`], either one chosen at run time. [`tls::generate`] writes
+//!   a cluster's certificates.
 //!
 //! Garbage from the network is dropped, counted in the metrics (`--metrics`, Prometheus text at
 //! `GET /metrics`) and logged at most once a second per kind; it never stops a replica.
@@ -26,10 +29,12 @@ mod peer;
 mod ports;
 mod server;
 mod storage;
+pub mod tls;
 mod transport;
 
 pub use client::{Client, ClientPool};
 pub use error::{ClientError, RequestError, ServerError};
 pub use ports::loopback_ports;
 pub use server::{ReplicaOptions, run_replica, run_replica_with};
-pub use transport::{TcpTransport, Transport};
+pub use tls::{Identity, TlsTransport};
+pub use transport::{Network, NetworkStream, TcpTransport, Transport};

@@ -38,10 +38,14 @@ pub(crate) enum ErrorKind {
     Malformed,
     WrongCluster,
     BadSender,
+    /// A frame its connection's certificate (or first frame) does not allow.
+    Unauthorized,
+    /// A TLS handshake failed (no certificate, another cluster's, a plaintext peer...).
+    Handshake,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 9] = [
+    const ALL: [ErrorKind; 11] = [
         ErrorKind::HeaderChecksum,
         ErrorKind::BodyChecksum,
         ErrorKind::TooLarge,
@@ -51,6 +55,8 @@ impl ErrorKind {
         ErrorKind::Malformed,
         ErrorKind::WrongCluster,
         ErrorKind::BadSender,
+        ErrorKind::Unauthorized,
+        ErrorKind::Handshake,
     ];
 
     fn name(self) -> &'static str {
@@ -64,6 +70,8 @@ impl ErrorKind {
             ErrorKind::Malformed => "malformed",
             ErrorKind::WrongCluster => "wrong_cluster",
             ErrorKind::BadSender => "bad_sender",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Handshake => "handshake",
         }
     }
 
@@ -118,6 +126,42 @@ impl DropReason {
     }
 }
 
+/// Why this replica closed a connection that was not at fault (bad frames count as errors):
+/// the label of `vsr_connections_closed_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// No frame for the idle timeout.
+    Idle,
+    /// A frame begun did not end within the frame timeout.
+    FrameTimeout,
+    /// The TLS handshake did not finish in time.
+    HandshakeTimeout,
+    /// Closed to keep a connection bound (the least recently active one goes).
+    Evicted,
+    /// Accepting failed (usually: out of file descriptors); an idle connection was closed.
+    AcceptFailed,
+}
+
+impl Closed {
+    const ALL: [Closed; 5] = [
+        Closed::Idle,
+        Closed::FrameTimeout,
+        Closed::HandshakeTimeout,
+        Closed::Evicted,
+        Closed::AcceptFailed,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Closed::Idle => "idle",
+            Closed::FrameTimeout => "frame_timeout",
+            Closed::HandshakeTimeout => "handshake_timeout",
+            Closed::Evicted => "evicted",
+            Closed::AcceptFailed => "accept_failed",
+        }
+    }
+}
+
 /// The replica's metrics, as atomics shared by the event loop, connections and HTTP task.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -131,11 +175,14 @@ pub(crate) struct Metrics {
     pub(crate) state_transfers: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
+    closed: [AtomicU64; Closed::ALL.len()],
+    /// Open inbound connections: clients (and not yet identified), peers.
+    connections: [AtomicU64; 2],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_sum_micros: AtomicU64,
     latency_count: AtomicU64,
     /// Per error kind, then per drop reason: milliseconds since `start` of the last log line.
-    logged_at_millis: [AtomicU64; ErrorKind::ALL.len() + DropReason::ALL.len()],
+    logged_at_millis: [AtomicU64; ErrorKind::ALL.len() + DropReason::ALL.len() + Closed::ALL.len()],
     start: Instant,
 }
 
@@ -152,6 +199,8 @@ impl Default for Metrics {
             state_transfers: AtomicU64::new(0),
             errors: Default::default(),
             dropped: Default::default(),
+            closed: Default::default(),
+            connections: Default::default(),
             latency_buckets: Default::default(),
             latency_sum_micros: AtomicU64::new(0),
             latency_count: AtomicU64::new(0),
@@ -181,6 +230,23 @@ impl Metrics {
             .expect("listed");
         self.dropped[index].fetch_add(count, Ordering::Relaxed);
         self.may_log(ErrorKind::ALL.len() + index)
+    }
+
+    /// Counts a closed connection; returns whether to log it (at most once a second per
+    /// reason).
+    pub(crate) fn closed(&self, reason: Closed) -> bool {
+        let index = Closed::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .expect("listed");
+        self.closed[index].fetch_add(1, Ordering::Relaxed);
+        self.may_log(ErrorKind::ALL.len() + DropReason::ALL.len() + index)
+    }
+
+    /// Sets the open inbound connection gauges.
+    pub(crate) fn connections(&self, clients: usize, peers: usize) {
+        self.connections[0].store(clients as u64, Ordering::Relaxed);
+        self.connections[1].store(peers as u64, Ordering::Relaxed);
     }
 
     fn may_log(&self, slot: usize) -> bool {
@@ -280,6 +346,22 @@ impl Metrics {
                 out,
                 "vsr_messages_dropped_total{{reason=\"{name}\"}} {value}"
             );
+        }
+        let help = "Connections closed though not at fault of a bad frame, by reason.";
+        header(out, "vsr_connections_closed_total", help, "counter");
+        for (reason, value) in Closed::ALL.iter().zip(&self.closed) {
+            let value = value.load(Ordering::Relaxed);
+            let name = reason.name();
+            let _ = writeln!(
+                out,
+                "vsr_connections_closed_total{{reason=\"{name}\"}} {value}"
+            );
+        }
+        let help = "Open inbound connections: clients (and not yet identified) and peers.";
+        header(out, "vsr_connections", help, "gauge");
+        for (class, value) in ["client", "peer"].iter().zip(&self.connections) {
+            let value = value.load(Ordering::Relaxed);
+            let _ = writeln!(out, "vsr_connections{{class=\"{class}\"}} {value}");
         }
     }
 

@@ -2,13 +2,26 @@
 //!
 //! The event loop queues encoded frames without waiting (a full queue drops the frame and
 //! counts it), so a dead or unreachable replica never delays messages to the others. The task
-//! connects with exponential backoff, writes queued frames in batches and reconnects after any
-//! error. Peers never answer on this connection: their messages arrive on connections they
-//! open to us, and identify their sender by the replica index in the checksummed header.
+//! connects, writes queued frames in batches and reconnects after any error. Peers never
+//! answer on this connection: their messages arrive on connections they open to us.
+//!
+//! A dead path is found in about a second, and a healed one is used at once:
+//! * the socket's `TCP_USER_TIMEOUT` ([`crate::transport`]) fails the connection when data
+//!   stays unacknowledged for [`PATH_TIMEOUT`](crate::transport::PATH_TIMEOUT), and keepalive
+//!   probes an idle one, so a partition never leaves the link in TCP's retransmission backoff;
+//! * a write that makes no progress for [`WRITE_STALL_TIMEOUT`] replaces the connection;
+//! * the task watches the connection's reading side, so a peer that closes it (restarted, or
+//!   closing an idle connection) is reconnected to before the next frame, not after it is lost;
+//! * whenever the event loop hears from the peer ([`Heard`]), a reconnect waiting out its
+//!   backoff, or a connection attempt hanging for longer than [`ATTEMPT_PATIENCE`], starts over
+//!   at once: the peer is reachable again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Notify;
 
 use crate::frame::{Backoff, QueueReceiver};
 use crate::transport::Transport;
@@ -17,10 +30,17 @@ use crate::transport::Transport;
 pub(crate) const PEER_QUEUE_FRAMES_MAX: usize = 4096;
 /// Bytes queued for one peer.
 pub(crate) const PEER_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Longest wait for a connection to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A write that makes no progress for this long means the peer is gone: reconnect.
-const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a connection (and its TLS handshake) to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A write that makes no progress for this long means the path is gone: reconnect.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait between connection attempts.
+const BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// A connection attempt running this long is restarted when the peer is heard from.
+const ATTEMPT_PATIENCE: Duration = Duration::from_millis(200);
+
+/// Signalled by the event loop whenever a message from the peer arrives.
+pub(crate) type Heard = Arc<Notify>;
 
 /// Delivers `queue` to replica `index` at `address` until the queue's sender is dropped.
 pub(crate) async fn peer_task<T: Transport>(
@@ -28,36 +48,46 @@ pub(crate) async fn peer_task<T: Transport>(
     index: u8,
     address: String,
     mut queue: QueueReceiver<Bytes>,
+    heard: Heard,
 ) {
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(BACKOFF_MAX);
     let mut buffer = Vec::new();
     let mut failures: u64 = 0;
     loop {
-        let connect = tokio::time::timeout(CONNECT_TIMEOUT, transport.connect(&address));
-        let mut stream = match connect.await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
+        let stream = match connect(&transport, &address, index, &heard).await {
+            Ok(stream) => stream,
+            Err(error) => {
                 failures += 1;
                 log_failure(index, &address, failures, &error);
-                backoff.wait().await;
-                continue;
-            }
-            Err(_) => {
-                failures += 1;
-                log_failure(index, &address, failures, &"connect timed out");
-                backoff.wait().await;
+                tokio::select! {
+                    () = backoff.wait() => {}
+                    () = heard.notified() => {}
+                }
                 continue;
             }
         };
-        tracing::info!(replica = index, %address, "connected to replica {index}");
+        if failures > 0 {
+            tracing::info!(replica = index, %address, "connected to replica {index}");
+        } else {
+            tracing::debug!(replica = index, %address, "connected to replica {index}");
+        }
         failures = 0;
+        backoff.reset();
+        let (mut reader, mut writer) = tokio::io::split(stream);
         loop {
-            let Some(first) = queue.recv().await else {
-                return;
+            let first = tokio::select! {
+                first = queue.recv() => {
+                    let Some(first) = first else { return };
+                    first
+                }
+                () = closed(&mut reader) => {
+                    tracing::debug!(replica = index, %address, "the peer closed the connection; reconnecting");
+                    break;
+                }
             };
-            let write = queue.write_batch(&mut stream, first, &mut buffer);
+            let write = queue.write_batch(&mut writer, first, &mut buffer);
             match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
-                Ok(Ok(())) => backoff.reset(),
+                Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     tracing::info!(replica = index, %address, %error, "lost the connection; reconnecting");
                     break;
@@ -68,7 +98,40 @@ pub(crate) async fn peer_task<T: Transport>(
                 }
             }
         }
-        backoff.wait().await;
+    }
+}
+
+/// One connection attempt, bounded by [`CONNECT_TIMEOUT`], abandoned early when the peer is
+/// heard from after [`ATTEMPT_PATIENCE`] (the path works: a fresh attempt will get through).
+async fn connect<T: Transport>(
+    transport: &T,
+    address: &str,
+    index: u8,
+    heard: &Notify,
+) -> Result<T::Stream, String> {
+    let attempt = tokio::time::timeout(CONNECT_TIMEOUT, transport.connect(address, index));
+    let heard_again = async {
+        tokio::time::sleep(ATTEMPT_PATIENCE).await;
+        heard.notified().await;
+    };
+    tokio::select! {
+        attempt = attempt => match attempt {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("connect timed out".to_owned()),
+        },
+        () = heard_again => Err("the peer was heard from: trying again".to_owned()),
+    }
+}
+
+/// Completes when the peer closes the connection or it fails. Peers send nothing on it, so
+/// anything read is discarded.
+async fn closed<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut discard = [0; 256];
+    while let Ok(read) = reader.read(&mut discard).await {
+        if read == 0 {
+            return;
+        }
     }
 }
 

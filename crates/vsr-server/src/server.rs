@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use vsr::{
@@ -32,8 +32,9 @@ use crate::error::ServerError;
 use crate::frame::{QueueError, QueueSender, queue};
 use crate::inbound::{Inbound, InboundContext, ReplyRoute, accept_loop};
 use crate::metrics::{self, DropReason, Metrics};
-use crate::peer::{PEER_QUEUE_BYTES_MAX, PEER_QUEUE_FRAMES_MAX, peer_task};
+use crate::peer::{Heard, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_FRAMES_MAX, peer_task};
 use crate::storage::{FileStorage, Opened, StorageError, StorageThread};
+use crate::tls::{Identity, TlsTransport};
 use crate::transport::{TcpTransport, Transport};
 
 /// Messages waiting for the event loop, from all connections together.
@@ -68,6 +69,13 @@ pub struct ReplicaOptions {
     /// 1, else [`ServerError::CheckpointInterval`]), as `vsr start --checkpoint-interval` does.
     /// Checkpoints are local: replicas of one cluster may checkpoint at different intervals.
     pub checkpoint_interval: Option<u64>,
+    /// Mutual TLS with the certificates in this directory (see [`crate::tls`]): `ca.pem` and
+    /// this replica's `replica-I.pem` / `replica-I.key`. `None`: plain TCP, where anyone who
+    /// reaches the port can send anything; for a trusted network only.
+    pub tls: Option<PathBuf>,
+    /// Each notification re-reads the TLS files (rotation without a restart; `vsr start` does
+    /// it on SIGHUP). A failed reload is logged and the certificates in use stay.
+    pub tls_reload: Option<Arc<Notify>>,
 }
 
 impl ReplicaOptions {
@@ -82,19 +90,22 @@ impl ReplicaOptions {
             tick: Duration::from_millis(10),
             config: None,
             checkpoint_interval: None,
+            tls: None,
+            tls_reload: None,
         }
     }
 }
 
-/// Runs a replica of state machine `S` over TCP until `shutdown` completes.
+/// Runs a replica of state machine `S` until `shutdown` completes: over mutual TLS when
+/// `options.tls` names a certificate directory, else over plain TCP.
 ///
 /// Opens the data directory, checks it against `options`, listens on this replica's address
 /// and serves peers and clients. Dropping the future stops every task it started.
 ///
 /// # Errors
-/// When the data directory cannot be opened or does not match the options, an address cannot
-/// be resolved or bound, or the storage thread fails (the replica stops rather than
-/// acknowledge writes that may not be durable).
+/// When the data directory cannot be opened or does not match the options, the certificates
+/// cannot be loaded, an address cannot be resolved or bound, or the storage thread fails (the
+/// replica stops rather than acknowledge writes that may not be durable).
 ///
 /// # Panics
 /// When `options.config` is not a valid configuration ([`Config::validate`]).
@@ -105,10 +116,33 @@ pub async fn run_replica<S>(
 where
     S: StateMachine + Default + Send + 'static,
 {
-    run_replica_with::<S, _>(TcpTransport, options, shutdown).await
+    let opened = open_storage(&options).await?;
+    let Some(dir) = options.tls.clone() else {
+        tracing::warn!("plain TCP without TLS (--insecure): for a trusted network only");
+        return serve::<S, _>(TcpTransport, options, opened, shutdown).await;
+    };
+    let identity = Identity::Replica(opened.identity.replica);
+    let tls = TlsTransport::new(&dir, opened.identity.cluster, identity)?;
+    let reloads = options.tls_reload.clone().map(|notify| {
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            loop {
+                notify.notified().await;
+                match tls.reload() {
+                    Ok(()) => tracing::info!(dir = %dir.display(), "reloaded the TLS certificates"),
+                    Err(error) => tracing::error!(%error, "cannot reload the TLS certificates: keeping those in use"),
+                }
+            }
+        })
+    });
+    let result = serve::<S, _>(tls, options, opened, shutdown).await;
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
+    result
 }
 
-/// [`run_replica`] over another [`Transport`] (for example TLS).
+/// [`run_replica`] over another [`Transport`].
 ///
 /// # Errors
 /// As [`run_replica`].
@@ -125,6 +159,19 @@ where
     T: Transport,
 {
     let opened = open_storage(&options).await?;
+    serve::<S, T>(transport, options, opened, shutdown).await
+}
+
+async fn serve<S, T>(
+    transport: T,
+    options: ReplicaOptions,
+    opened: Opened,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError>
+where
+    S: StateMachine + Default + Send + 'static,
+    T: Transport,
+{
     let config = config(&options, &opened)?;
     let index = opened.identity.replica;
     let replica = start_replica::<S>(config.clone(), index, &opened)?;
@@ -159,14 +206,16 @@ where
             continue;
         }
         let (sender, receiver) = queue(PEER_QUEUE_FRAMES_MAX, PEER_QUEUE_BYTES_MAX);
+        let heard = Heard::default();
         let peer = u8::try_from(peer).expect("bounded by the replica count");
         tasks.spawn(peer_task(
             transport.clone(),
             peer,
             address.clone(),
             receiver,
+            Arc::clone(&heard),
         ));
-        peers.push(Some(sender));
+        peers.push(Some(PeerLink { sender, heard }));
     }
     let (inbound_sender, inbound) = mpsc::channel(INBOUND_QUEUE_MAX);
     let context = InboundContext::new(&config, index, inbound_sender, Arc::clone(&metrics));
@@ -277,13 +326,19 @@ async fn resolve(address: &str) -> Result<SocketAddr, ServerError> {
         .ok_or_else(|| error("no addresses".to_owned()))
 }
 
+/// Where messages to one peer go, and how the event loop tells its task the peer was heard.
+struct PeerLink {
+    sender: QueueSender<Bytes>,
+    heard: Heard,
+}
+
 /// The event loop's state: the replica and where its commands go.
 struct Driver<S: StateMachine> {
     replica: Replica<S>,
     /// `None` once stopped.
     storage: Option<StorageThread>,
-    /// Outbound queue of each peer (`None` for this replica).
-    peers: Vec<Option<QueueSender<Bytes>>>,
+    /// Outbound link of each peer (`None` for this replica).
+    peers: Vec<Option<PeerLink>>,
     /// Where each client's replies go: the connection its latest request came from.
     routes: HashMap<ClientId, ReplyRoute>,
     /// Arrival time of requests at the primary, by client and request number.
@@ -299,7 +354,7 @@ impl<S: StateMachine> Driver<S> {
     fn new(
         replica: Replica<S>,
         storage: StorageThread,
-        peers: Vec<Option<QueueSender<Bytes>>>,
+        peers: Vec<Option<PeerLink>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -376,6 +431,12 @@ impl<S: StateMachine> Driver<S> {
         let Inbound {
             envelope, route, ..
         } = inbound;
+        if let Sender::Replica(from) = envelope.envelope().sender
+            && let Some(Some(link)) = self.peers.get(usize::from(from))
+        {
+            // The path from the peer works: a reconnect to it need not wait.
+            link.heard.notify_one();
+        }
         if let (Sender::Client(client), Message::Request(Request { request, .. })) =
             (envelope.envelope().sender, &envelope.envelope().message)
         {
@@ -451,7 +512,7 @@ impl<S: StateMachine> Driver<S> {
         let Some(Some(peer)) = self.peers.get(usize::from(to)) else {
             unreachable!("the replica sends only to other replicas of its configuration");
         };
-        if let Err(QueueError::Full | QueueError::Closed) = peer.try_send(frame)
+        if let Err(QueueError::Full | QueueError::Closed) = peer.sender.try_send(frame)
             && self.metrics.dropped(DropReason::PeerQueueFull, 1)
         {
             tracing::warn!(

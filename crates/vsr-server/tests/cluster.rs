@@ -13,7 +13,10 @@ use tokio::task::JoinHandle;
 use vsr::wire::{self, HEADER_SIZE};
 use vsr::{Codec, Envelope, Message, Operation, Request, Sender};
 use vsr_kv::{KvOperation, KvResult, KvStore};
-use vsr_server::{Client, ClientPool, ReplicaOptions, RequestError, ServerError, run_replica};
+use vsr_server::tls::{self, Identity, TlsTransport};
+use vsr_server::{
+    Client, ClientPool, ReplicaOptions, RequestError, ServerError, Transport, run_replica,
+};
 
 const CLUSTER_BASE: u128 = 0x5eed_0000_0000_0000_0000_0000_0000_0000;
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -40,16 +43,30 @@ struct TestCluster {
     addresses: Vec<String>,
     metrics: Vec<SocketAddr>,
     tasks: Vec<Option<JoinHandle<Result<(), ServerError>>>>,
+    /// The certificates (`None`: plain TCP): replicas, client `alice`, operator `root`.
+    tls: Option<TempDir>,
 }
 
 impl TestCluster {
     async fn start(replica_count: u8) -> Self {
+        Self::start_with(replica_count, false).await
+    }
+
+    /// A cluster over mutual TLS when `secure`.
+    async fn start_with(replica_count: u8, secure: bool) -> Self {
+        let cluster = cluster_id();
+        let tls = secure.then(|| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            generate(dir.path(), cluster, replica_count);
+            dir
+        });
         let mut cluster = TestCluster {
-            cluster: cluster_id(),
+            cluster,
             dirs: Vec::new(),
             addresses: Vec::new(),
             metrics: Vec::new(),
             tasks: Vec::new(),
+            tls,
         };
         for replica in 0..replica_count {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -82,6 +99,7 @@ impl TestCluster {
                 self.dirs[index].path().to_owned(),
             );
             options.metrics = Some(self.metrics[index]);
+            options.tls = self.tls.as_ref().map(|dir| dir.path().to_owned());
             let task = tokio::spawn(run_replica::<KvStore>(options, std::future::pending()));
             let started = tokio::time::Instant::now();
             while !task.is_finished() {
@@ -156,6 +174,18 @@ impl TestCluster {
     }
 }
 
+/// Writes certificates for `replica_count` replicas, client `alice` and operator `root`.
+fn generate(dir: &std::path::Path, cluster: u128, replica_count: u8) {
+    let issue = tls::Issue {
+        cluster,
+        replica_count,
+        clients: vec!["alice".to_owned()],
+        operators: vec!["root".to_owned()],
+        validity: Duration::from_secs(3600),
+    };
+    tls::generate(dir, &issue).expect("certificates");
+}
+
 /// Answers of `GET path`, or `None` if the endpoint is not up.
 async fn scrape(address: SocketAddr, path: &str) -> Option<String> {
     let exchange = async {
@@ -172,14 +202,17 @@ async fn scrape(address: SocketAddr, path: &str) -> Option<String> {
         .flatten()
 }
 
-async fn execute(client: &Client, operation: KvOperation) -> Result<KvResult, RequestError> {
+async fn execute<T: Transport>(
+    client: &Client<T>,
+    operation: KvOperation,
+) -> Result<KvResult, RequestError> {
     let result = client
         .request(Bytes::from(operation.to_bytes()), DEADLINE)
         .await?;
     Ok(KvResult::decode(&result).expect("a valid result"))
 }
 
-async fn put(client: &Client, key: &str, value: &str) {
+async fn put<T: Transport>(client: &Client<T>, key: &str, value: &str) {
     let operation = KvOperation::Put {
         key: Bytes::copy_from_slice(key.as_bytes()),
         value: Bytes::copy_from_slice(value.as_bytes()),
@@ -191,7 +224,7 @@ async fn put(client: &Client, key: &str, value: &str) {
     );
 }
 
-async fn get(client: &Client, key: &str) -> Option<Bytes> {
+async fn get<T: Transport>(client: &Client<T>, key: &str) -> Option<Bytes> {
     let operation = KvOperation::Get {
         key: Bytes::copy_from_slice(key.as_bytes()),
     };
@@ -436,4 +469,141 @@ async fn impossible_options_are_errors() {
         matches!(result, Err(ServerError::ConfigMismatch { .. })),
         "{result:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_serves_its_clients_and_refuses_strangers() {
+    let cluster = TestCluster::start_with(3, true).await;
+    let dir = cluster.tls.as_ref().expect("secure").path();
+    for holder in [
+        Identity::Client("alice".to_owned()),
+        Identity::Operator("root".to_owned()),
+    ] {
+        let transport = TlsTransport::new(dir, cluster.cluster, holder).expect("certificates");
+        let client = Client::connect_with(transport, cluster.cluster, cluster.addresses.clone())
+            .expect("client");
+        put(&client, "k", "over tls").await;
+        assert_eq!(get(&client, "k").await.as_deref(), Some(&b"over tls"[..]));
+    }
+    let primary = cluster.primary().await;
+
+    // Plaintext on a TLS port: the handshake fails (the replica answers with an alert and
+    // closes), is counted, and the replica serves on.
+    let mut plain = TcpStream::connect(&cluster.addresses[primary])
+        .await
+        .expect("connect");
+    plain
+        .write_all(&request_frame(cluster.cluster))
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(matches!(read, Ok(Ok(_) | Err(_))), "closed: {read:?}");
+    assert!(answer.len() < 64, "no more than an alert: {answer:?}");
+    // A client of another authority (a cluster with the same id, certificates of its own).
+    let stranger = tempfile::tempdir().expect("temp dir");
+    generate(stranger.path(), cluster.cluster, 3);
+    let transport = TlsTransport::new(
+        stranger.path(),
+        cluster.cluster,
+        Identity::Client("alice".to_owned()),
+    )
+    .expect("certificates");
+    let client = Client::connect_with(transport, cluster.cluster, cluster.addresses.clone())
+        .expect("client");
+    let operation = KvOperation::Get {
+        key: Bytes::from_static(b"k"),
+    };
+    let refused = client
+        .request(
+            Bytes::from(operation.to_bytes()),
+            Duration::from_millis(500),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(RequestError::NotExecuted { .. })),
+        "{refused:?}"
+    );
+    let handshakes = cluster
+        .metric(primary, "vsr_errors_total{kind=\"handshake\"}")
+        .await
+        .expect("metric");
+    assert!(
+        handshakes >= 2,
+        "plaintext and a stranger's certificate: {handshakes}"
+    );
+    cluster.shutdown().await;
+}
+
+/// A start_view_change for `view` from replica `from`: if admitted, it moves the receiver's
+/// view change along.
+fn start_view_change(cluster: u128, from: u8, view: u64) -> Vec<u8> {
+    let envelope = Envelope {
+        cluster,
+        epoch: 0,
+        sender: Sender::Replica(from),
+        message: Message::StartViewChange(vsr::StartViewChange {
+            view: vsr::View(view),
+        }),
+    };
+    wire::encode(&envelope)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_carries_only_its_holders_messages() {
+    let cluster = TestCluster::start_with(3, true).await;
+    let dir = cluster.tls.as_ref().expect("secure").path().to_owned();
+    let primary = cluster.primary().await;
+    let view = cluster.metric(primary, "vsr_view").await.expect("view");
+    let others: Vec<u8> = (0..3u8)
+        .filter(|index| usize::from(*index) != primary)
+        .collect();
+    // A client's certificate claiming to be a replica; replica `others[0]`'s certificate
+    // claiming to be replica `others[1]`; neither is admitted.
+    let cases = [
+        (Identity::Client("alice".to_owned()), others[0]),
+        (Identity::Replica(others[0]), others[1]),
+    ];
+    for (holder, claimed) in cases {
+        let transport =
+            TlsTransport::new(&dir, cluster.cluster, holder.clone()).expect("certificates");
+        let mut stream = transport
+            .connect(
+                &cluster.addresses[primary],
+                u8::try_from(primary).expect("small"),
+            )
+            .await
+            .expect("the handshake succeeds: the certificate is the cluster's");
+        for _ in 0..3 {
+            let frame = start_view_change(cluster.cluster, claimed, view + 1_000);
+            if stream.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let mut buffer = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "{holder}: closed, {read:?}"
+        );
+    }
+    let refused = cluster
+        .metric(primary, "vsr_errors_total{kind=\"unauthorized\"}")
+        .await
+        .expect("metric");
+    assert_eq!(refused, 2);
+    let after = cluster.metric(primary, "vsr_view").await.expect("view");
+    assert!(
+        after < view + 1_000,
+        "no forged view change: {view} -> {after}"
+    );
+    let client = Client::connect_with(
+        TlsTransport::new(&dir, cluster.cluster, Identity::Client("alice".to_owned()))
+            .expect("certificates"),
+        cluster.cluster,
+        cluster.addresses.clone(),
+    )
+    .expect("client");
+    put(&client, "still", "serving").await;
+    cluster.shutdown().await;
 }

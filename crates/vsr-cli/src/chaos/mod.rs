@@ -91,6 +91,9 @@ pub(crate) struct ChaosArgs {
     /// Keep the data directories and the replicas' logs, and print where they are.
     #[arg(long)]
     keep: bool,
+    /// Plain TCP instead of mutual TLS with throwaway certificates.
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn parse_replicas(text: &str) -> Result<usize, String> {
@@ -135,7 +138,8 @@ pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let (runtime, mut cluster) = LocalCluster::in_temp_dir("vsr-chaos-", args.replicas)?;
+    let (runtime, mut cluster) =
+        LocalCluster::in_temp_dir("vsr-chaos-", args.replicas, !args.insecure)?;
     // Under faults a run commits some 15,000 ops a minute: checkpoint often enough that
     // checkpoints, log rotations and checkpoint damage happen in every run.
     cluster.checkpoint_interval = Some(CHECKPOINT_INTERVAL);
@@ -189,7 +193,11 @@ async fn chaos(
     let (stop, stopped) = watch::channel(false);
     let mut sessions = tokio::task::JoinSet::new();
     for session in 0..clients {
-        let client = Client::connect(cluster.cluster, network.client_addresses(session))?;
+        let client = Client::connect_with(
+            cluster.network()?,
+            cluster.cluster,
+            network.client_addresses(session),
+        )?;
         let recorder = Arc::clone(&recorder);
         let stopped = stopped.clone();
         sessions.spawn(workload::session(
@@ -287,7 +295,11 @@ async fn settle(
     failures: &mut Vec<String>,
 ) -> anyhow::Result<Option<Vec<(String, Option<String>)>>> {
     let cluster = nemesis.cluster.cluster;
-    let client = Client::connect(cluster, nemesis.cluster.addresses.clone())?;
+    let client = Client::connect_with(
+        nemesis.cluster.network()?,
+        cluster,
+        nemesis.cluster.addresses.clone(),
+    )?;
     let mut process = FINAL_PROCESS;
     let healed = Instant::now();
     let probe = |attempt| Request::put("progress".to_owned(), format!("progress.{attempt}"));

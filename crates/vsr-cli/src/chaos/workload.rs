@@ -25,7 +25,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use vsr::Codec;
 use vsr_kv::{KvOperation, KvResult};
-use vsr_server::{Client, RequestError};
+use vsr_server::{Client, Network, RequestError};
 use vsr_sim::history::{History, HistoryOp, OpKind, OpResult};
 
 use crate::chaos::schedule::Prng;
@@ -180,7 +180,7 @@ fn op_result(kind: OpKind, reply: &[u8]) -> Result<OpResult, String> {
 
 /// Sends `request` as `process`, records it, and says what became of it.
 pub(crate) async fn execute(
-    client: &Client,
+    client: &Client<Network>,
     recorder: &Recorder,
     process: u64,
     request: &Request,
@@ -222,7 +222,7 @@ pub(crate) async fn execute(
 pub(crate) async fn session(
     index: usize,
     sessions: usize,
-    client: Client,
+    client: Client<Network>,
     recorder: Arc<Recorder>,
     seed: u64,
     stop: watch::Receiver<bool>,
@@ -277,7 +277,7 @@ pub(crate) async fn session(
 /// `request(n)` (so a retried write can write a new unique value). Each attempt is recorded,
 /// as a new process after an unknown outcome.
 pub(crate) async fn until_done(
-    client: &Client,
+    client: &Client<Network>,
     recorder: &Recorder,
     process: &mut u64,
     mut request: impl FnMut(u64) -> Request,

@@ -229,6 +229,7 @@ fn a_missing_data_path_is_one_line() {
     let path = dir.path().join("missing");
     let output = vsr(&[
         "start",
+        "--insecure",
         "--addresses",
         "127.0.0.1:1",
         path.to_str().unwrap(),
@@ -237,6 +238,7 @@ fn a_missing_data_path_is_one_line() {
     // A directory that holds no vsr data.
     let output = vsr(&[
         "start",
+        "--insecure",
         "--addresses",
         "127.0.0.1:1",
         dir.path().to_str().unwrap(),
@@ -256,6 +258,7 @@ fn another_clusters_data_is_one_line() {
     );
     let output = vsr(&[
         "start",
+        "--insecure",
         "--cluster",
         "0x12",
         "--addresses",
@@ -266,6 +269,7 @@ fn another_clusters_data_is_one_line() {
     // Without --cluster, the default cluster 0 is another cluster too.
     let output = vsr(&[
         "start",
+        "--insecure",
         "--addresses",
         "127.0.0.1:1",
         dir.path().to_str().unwrap(),
@@ -274,6 +278,7 @@ fn another_clusters_data_is_one_line() {
     // The wrong number of addresses for the data.
     let output = vsr(&[
         "start",
+        "--insecure",
         "--cluster",
         "17",
         "--addresses",

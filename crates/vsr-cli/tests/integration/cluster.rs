@@ -159,6 +159,8 @@ fn shell_reads_piped_commands() {
             &format!("--cluster={CLUSTER}"),
             "--addresses",
             &cluster.address_list(),
+            &cluster.tls_flag(),
+            "--tls-identity=client-test",
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -208,6 +210,7 @@ fn unreachable_cluster_is_reported_as_not_executed() {
     let started = Instant::now();
     let output = vsr(&[
         "client",
+        "--insecure",
         "--addresses",
         &address,
         "--timeout=300ms",
@@ -234,6 +237,8 @@ fn a_cluster_without_quorum_reports_the_outcome_unknown() {
             &format!("--cluster={CLUSTER}"),
             "--addresses",
             &cluster.address_list(),
+            &cluster.tls_flag(),
+            "--tls-identity=client-test",
             "--timeout=1s",
         ])
         .stdin(Stdio::piped())

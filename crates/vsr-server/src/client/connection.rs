@@ -28,6 +28,8 @@ use crate::transport::Transport;
 const QUEUE_FRAMES_MAX: usize = 8192;
 /// Bytes queued for one replica.
 const QUEUE_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Longest wait between reconnect attempts (before jitter).
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Longest wait for a connection to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A write that makes no progress for this long means the replica is gone: reconnect.
@@ -123,9 +125,17 @@ impl Connections {
         let mut tasks = JoinSet::new();
         let queues = addresses
             .iter()
-            .map(|address| {
+            .enumerate()
+            .map(|(replica, address)| {
                 let (sender, receiver) = queue(QUEUE_FRAMES_MAX, QUEUE_BYTES_MAX);
-                let task = connection(transport.clone(), address.clone(), receiver, router.clone());
+                let replica = u8::try_from(replica).expect("bounded by REPLICAS_MAX");
+                let task = connection(
+                    transport.clone(),
+                    address.clone(),
+                    replica,
+                    receiver,
+                    router.clone(),
+                );
                 tasks.spawn(task);
                 sender
             })
@@ -152,16 +162,18 @@ impl Connections {
 async fn connection<T: Transport>(
     transport: T,
     address: String,
+    replica: u8,
     mut queue: QueueReceiver<Outbound>,
     router: Router,
 ) {
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(RECONNECT_BACKOFF_MAX);
     // Lazy: connect only once there is something to send.
     let Some(mut first) = queue.recv().await else {
         return;
     };
     loop {
-        let connect = tokio::time::timeout(CONNECT_TIMEOUT, transport.connect(&address)).await;
+        let connect =
+            tokio::time::timeout(CONNECT_TIMEOUT, transport.connect(&address, replica)).await;
         let Ok(Ok(stream)) = connect else {
             tracing::debug!(%address, "cannot connect to a replica; retrying");
             backoff.wait().await;

@@ -90,6 +90,15 @@ impl Cluster {
             metrics: ports[replica_count..].to_vec(),
             children: (0..replica_count).map(|_| None).collect(),
         };
+        let output = vsr(&[
+            "certs",
+            &format!("--cluster={CLUSTER}"),
+            &format!("--replica-count={replica_count}"),
+            "--client=test",
+            "--operator=ops",
+            cluster.tls_dir().to_str().expect("utf-8 path"),
+        ]);
+        assert!(output.status.success(), "certs: {}", stderr(&output));
         for index in 0..replica_count {
             let path = cluster.data_dir(index);
             let output = vsr(&[
@@ -102,6 +111,16 @@ impl Cluster {
             assert!(output.status.success(), "format: {}", stderr(&output));
         }
         cluster
+    }
+
+    /// The cluster's certificates (`vsr certs`): replicas, client `test`, operator `ops`.
+    pub(crate) fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// `--tls=DIR` for this cluster's certificates.
+    pub(crate) fn tls_flag(&self) -> String {
+        format!("--tls={}", self.tls_dir().display())
     }
 
     pub(crate) fn data_dir(&self, index: usize) -> PathBuf {
@@ -133,6 +152,7 @@ impl Cluster {
             .arg(format!("--checkpoint-interval={CHECKPOINT_INTERVAL}"))
             // A killed test binary leaves no replica behind.
             .arg(format!("--exit-with-parent={}", std::process::id()))
+            .arg(self.tls_flag())
             .arg(self.data_dir(index))
             .env_remove("VSR_CLUSTER")
             .env_remove("VSR_ADDRESSES")
@@ -228,6 +248,8 @@ impl Cluster {
             "client".to_owned(),
             format!("--cluster={CLUSTER}"),
             format!("--addresses={}", self.address_list()),
+            self.tls_flag(),
+            "--tls-identity=client-test".to_owned(),
         ];
         all.extend(args.iter().map(|arg| (*arg).to_owned()));
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
