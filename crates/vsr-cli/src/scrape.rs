@@ -9,6 +9,8 @@ use tokio::net::TcpStream;
 
 /// Longest wait for one scrape.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest response read; the metrics text is a few kilobytes.
+const RESPONSE_SIZE_MAX: u64 = 1 << 20;
 
 /// The replica state the metrics publish.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,13 +52,20 @@ pub(crate) fn parse_state(text: &str) -> Option<ReplicaState> {
 }
 
 /// The body of `GET /metrics`, or `None` if the endpoint does not answer in time.
+///
+/// The request asks the server to close the connection after its response (the endpoint keeps
+/// HTTP/1.1 connections open otherwise), so the response is whatever arrives until it does.
 pub(crate) async fn scrape(address: SocketAddr) -> Option<String> {
     let exchange = async {
         let mut stream = TcpStream::connect(address).await.ok()?;
         let request = "GET /metrics HTTP/1.1\r\nHost: vsr\r\nConnection: close\r\n\r\n";
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
+        (&mut stream)
+            .take(RESPONSE_SIZE_MAX)
+            .read_to_string(&mut response)
+            .await
+            .ok()?;
         let (head, body) = response.split_once("\r\n\r\n")?;
         head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
     };

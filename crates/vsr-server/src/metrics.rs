@@ -1,30 +1,24 @@
 //! Counters and gauges of one replica, and the HTTP endpoint that serves them.
 //!
 //! The event loop and the connection tasks update a [`Metrics`] of atomics shared through an
-//! `Arc`; the HTTP task renders it as Prometheus text on `GET /metrics`. The same struct
-//! rate-limits the warnings logged for dropped garbage: at most one line per second per kind.
+//! `Arc`; the HTTP endpoint ([`endpoint`]) renders it as Prometheus text on `GET /metrics`. The
+//! same struct rate-limits the warnings logged for dropped garbage: at most one line per second
+//! per kind.
+
+mod endpoint;
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use vsr::wire::DecodeError;
+
+pub(crate) use endpoint::{bind, serve};
 
 /// Upper bounds of the request latency histogram's buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-/// Largest HTTP request head the metrics endpoint reads.
-const HTTP_REQUEST_SIZE_MAX: usize = 8 * 1024;
-/// Time a scraper has to send its request.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Concurrent scrapes served; more wait in the kernel's accept queue.
-const HTTP_CONNECTIONS_MAX: usize = 16;
 
 /// Bad input from the network, by kind: the label of `vsr_errors_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -389,77 +383,6 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
 fn metric(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
     header(out, name, help, kind);
     let _ = writeln!(out, "{name} {value}");
-}
-
-/// Serves `GET /metrics` on `listener` until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) if connections.len() < HTTP_CONNECTIONS_MAX => {
-                    connections.spawn(respond(stream, Arc::clone(&metrics)));
-                }
-                Ok(_) => {} // Too many scrapers at once: close this one.
-                Err(error) => {
-                    tracing::warn!(%error, "metrics endpoint cannot accept");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            Some(_) = connections.join_next() => {}
-        }
-    }
-}
-
-/// Answers one HTTP/1.1 request and closes the connection.
-async fn respond(mut stream: TcpStream, metrics: Arc<Metrics>) {
-    let mut request = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(HTTP_TIMEOUT, read_head(&mut stream, &mut request)).await;
-    if !matches!(read, Ok(Ok(()))) {
-        return;
-    }
-    let line = request.split(|b| *b == b'\n').next().unwrap_or_default();
-    let mut parts = line.split(|b| *b == b' ');
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    let (status, body) = if method == b"GET" && path == b"/metrics" {
-        ("200 OK", metrics.render())
-    } else {
-        (
-            "404 Not Found",
-            "not found: the metrics are at GET /metrics\n".to_owned(),
-        )
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(HTTP_TIMEOUT, stream.write_all(response.as_bytes())).await;
-    let _ = stream.shutdown().await;
-}
-
-/// Reads until the end of the request head (a blank line), at most `HTTP_REQUEST_SIZE_MAX`.
-async fn read_head(stream: &mut TcpStream, request: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut chunk = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        if request.len() >= HTTP_REQUEST_SIZE_MAX {
-            return Err(std::io::ErrorKind::InvalidData.into());
-        }
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        request.extend_from_slice(&chunk[..read]);
-    }
-    Ok(())
-}
-
-/// Binds the metrics endpoint.
-pub(crate) async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(address).await
 }
 
 #[cfg(test)]

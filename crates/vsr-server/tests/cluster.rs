@@ -186,11 +186,12 @@ fn generate(dir: &std::path::Path, cluster: u128, replica_count: u8) {
     tls::generate(dir, &issue).expect("certificates");
 }
 
-/// Answers of `GET path`, or `None` if the endpoint is not up.
+/// Answers of `GET path`, or `None` if the endpoint is not up. The request asks for the
+/// connection to be closed after the response, which is read until it is.
 async fn scrape(address: SocketAddr, path: &str) -> Option<String> {
     let exchange = async {
         let mut stream = TcpStream::connect(address).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await.ok()?;

@@ -315,14 +315,15 @@ impl Drop for Cluster {
     }
 }
 
-/// `GET /metrics` at `address`, or `None` if it does not answer within 2 s.
+/// `GET /metrics` at `address`, or `None` if it does not answer within 2 s. The request asks
+/// for the connection to be closed after the response, which is read until it is.
 pub(crate) fn scrape(address: SocketAddr) -> Option<String> {
     let timeout = Duration::from_secs(2);
     let mut stream = TcpStream::connect_timeout(&address, timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
     stream.set_write_timeout(Some(timeout)).ok()?;
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
         .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
