@@ -185,9 +185,12 @@ async fn open_storage(options: &ReplicaOptions) -> Result<Opened, ServerError> {
     let opened = tokio::task::spawn_blocking(move || FileStorage::open(&dir, Some(cluster)))
         .await
         .expect("opening storage does not panic");
-    let opened = opened.map_err(|source| ServerError::Storage {
-        dir: options.data_dir.clone(),
-        source,
+    let opened = opened.map_err(|source| match source {
+        StorageError::Locked { .. } => ServerError::DataDirectoryInUse { source },
+        source => ServerError::Storage {
+            dir: options.data_dir.clone(),
+            source,
+        },
     })?;
     let replica_count = opened.identity.replica_count;
     if options.addresses.len() != usize::from(replica_count) {
