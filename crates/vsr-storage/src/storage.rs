@@ -121,11 +121,11 @@ fn check_identity(identity: Identity) -> Result<(), StorageError> {
     }
 }
 
-/// Formats `disk` as [`format`] formats a directory; `directory` only names it in errors. Takes
+/// Formats `disk` as [`format()`] formats a directory; `directory` only names it in errors. Takes
 /// no lock: whoever made `disk` answers for it being used by one storage at a time.
 ///
 /// # Errors
-/// As [`format`], except [`StorageError::Locked`].
+/// As [`format()`], except [`StorageError::Locked`].
 pub fn format_disk(
     disk: &mut dyn Disk,
     directory: &Path,
