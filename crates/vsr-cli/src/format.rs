@@ -29,7 +29,8 @@ missed recent operations it can form a quorum that elects a log lacking committe
 and writes the cluster already acknowledged are lost. With --recover the replica takes part in \
 no quorum until it has recovered the cluster's state from its peers.
 
-Refuses to overwrite a directory that already holds vsr data.";
+Refuses to overwrite a directory that already holds vsr data, and touches nothing in a \
+directory a running replica holds (it names that replica's process id).";
 
 /// Options of `vsr format`.
 #[derive(Debug, Args)]

@@ -25,6 +25,13 @@ pub enum ServerError {
         /// What the storage layer reported.
         source: StorageError,
     },
+    /// Another process holds the data directory ([`StorageError::Locked`]): a replica already
+    /// runs there.
+    #[error(transparent)]
+    DataDirectoryInUse {
+        /// The storage layer's error, naming the directory and the holder's process id.
+        source: StorageError,
+    },
     /// The number of addresses differs from the replica count the data directory was formatted
     /// with.
     #[error(

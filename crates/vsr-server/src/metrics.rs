@@ -100,14 +100,18 @@ pub(crate) enum DropReason {
     ReplyNoConnection,
     /// The protocol core rejected a message (invalid, misdirected, stale).
     Rejected,
+    /// The protocol core dropped a message (or a commit number in it) that would have moved
+    /// the replica further ahead than the jump bounds allow: a faulty peer.
+    TooFarAhead,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 4] = [
+    const ALL: [DropReason; 5] = [
         DropReason::PeerQueueFull,
         DropReason::ReplyQueueFull,
         DropReason::ReplyNoConnection,
         DropReason::Rejected,
+        DropReason::TooFarAhead,
     ];
 
     fn name(self) -> &'static str {
@@ -116,6 +120,7 @@ impl DropReason {
             DropReason::ReplyQueueFull => "reply_queue_full",
             DropReason::ReplyNoConnection => "reply_no_connection",
             DropReason::Rejected => "rejected",
+            DropReason::TooFarAhead => "too_far_ahead",
         }
     }
 }
@@ -396,10 +401,13 @@ mod tests {
         assert!(!metrics.error(ErrorKind::Truncated));
         assert!(metrics.error(ErrorKind::WrongCluster));
         assert!(metrics.dropped(DropReason::PeerQueueFull, 3));
+        assert!(metrics.dropped(DropReason::TooFarAhead, 2));
         metrics.observe_latency(Duration::from_millis(3));
         let text = metrics.render();
         assert!(text.contains("vsr_errors_total{kind=\"truncated\"} 2\n"));
         assert!(text.contains("vsr_messages_dropped_total{reason=\"peer_queue_full\"} 3\n"));
+        assert!(text.contains("vsr_messages_dropped_total{reason=\"too_far_ahead\"} 2\n"));
+        assert!(text.contains("vsr_messages_dropped_total{reason=\"rejected\"} 0\n"));
         assert!(text.contains("vsr_request_latency_seconds_bucket{le=\"0.0025\"} 0\n"));
         assert!(text.contains("vsr_request_latency_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("vsr_request_latency_seconds_count 1\n"));

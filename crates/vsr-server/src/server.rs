@@ -234,9 +234,12 @@ async fn open_storage(options: &ReplicaOptions) -> Result<Opened, ServerError> {
     let opened = tokio::task::spawn_blocking(move || FileStorage::open(&dir, Some(cluster)))
         .await
         .expect("opening storage does not panic");
-    let opened = opened.map_err(|source| ServerError::Storage {
-        dir: options.data_dir.clone(),
-        source,
+    let opened = opened.map_err(|source| match source {
+        StorageError::Locked { .. } => ServerError::DataDirectoryInUse { source },
+        source => ServerError::Storage {
+            dir: options.data_dir.clone(),
+            source,
+        },
     })?;
     let replica_count = opened.identity.replica_count;
     if options.addresses.len() != usize::from(replica_count) {
@@ -346,8 +349,9 @@ struct Driver<S: StateMachine> {
     metrics: Arc<Metrics>,
     /// Reused between batches.
     commands: Vec<Command>,
-    /// What the last observation saw: view, status, messages the core dropped.
-    observed: (u64, u64, u64),
+    /// What the last observation saw: view, status, messages the core rejected, messages it
+    /// dropped as too far ahead.
+    observed: (u64, u64, u64, u64),
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -365,7 +369,7 @@ impl<S: StateMachine> Driver<S> {
             arrivals: HashMap::new(),
             metrics,
             commands: Vec::new(),
-            observed: (u64::MAX, u64::MAX, 0),
+            observed: (u64::MAX, u64::MAX, 0, 0),
         }
     }
 
@@ -564,9 +568,20 @@ impl<S: StateMachine> Driver<S> {
         metrics
             .state_transfers
             .store(stats.state_transfers, Ordering::Relaxed);
-        let (view_seen, status_seen, dropped_seen) = self.observed;
-        if stats.messages_dropped > dropped_seen {
-            metrics.dropped(DropReason::Rejected, stats.messages_dropped - dropped_seen);
+        let (view_seen, status_seen, rejected_seen, too_far_seen) = self.observed;
+        let too_far = stats.messages_too_far_ahead;
+        let rejected = stats.messages_dropped - too_far;
+        if rejected > rejected_seen {
+            metrics.dropped(DropReason::Rejected, rejected - rejected_seen);
+        }
+        if too_far > too_far_seen
+            && metrics.dropped(DropReason::TooFarAhead, too_far - too_far_seen)
+        {
+            tracing::warn!(
+                total = too_far,
+                "dropped a message whose view, op or commit number is further ahead than any \
+                 honest peer sends: a peer is faulty"
+            );
         }
         if view != view_seen || status != status_seen {
             if view != view_seen && view_seen != u64::MAX {
@@ -582,7 +597,7 @@ impl<S: StateMachine> Driver<S> {
                 "view {view} status {name} primary {primary}"
             );
         }
-        self.observed = (view, status, stats.messages_dropped);
+        self.observed = (view, status, rejected, too_far);
     }
 }
 

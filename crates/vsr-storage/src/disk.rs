@@ -11,6 +11,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::StorageError;
+use crate::lock::DirectoryLock;
+
 /// A directory of files with positional I/O and explicit durability.
 ///
 /// Contents become durable with [`Disk::sync`]; creating and removing names becomes durable with
@@ -79,20 +82,28 @@ pub(crate) fn read_tolerant(
     Ok(done)
 }
 
-/// A [`Disk`] backed by a real directory.
+/// A [`Disk`] backed by a real directory, which it holds locked (see [`DirectoryLock`]) for as
+/// long as it lives.
 #[derive(Debug)]
 pub(crate) struct RealDisk {
     directory: PathBuf,
     files: BTreeMap<String, File>,
+    /// Held until the disk, and so the storage that owns it, is dropped.
+    _lock: DirectoryLock,
 }
 
 impl RealDisk {
-    /// A disk over `directory`, which must exist.
-    pub(crate) fn new(directory: &Path) -> Self {
-        Self {
+    /// A disk over `directory`, which must exist, once it has taken the directory's lock.
+    ///
+    /// # Errors
+    /// As [`DirectoryLock::acquire`].
+    pub(crate) fn lock(directory: &Path) -> Result<Self, StorageError> {
+        let lock = DirectoryLock::acquire(directory)?;
+        Ok(Self {
             directory: directory.to_path_buf(),
             files: BTreeMap::new(),
-        }
+            _lock: lock,
+        })
     }
 
     fn file(&mut self, name: &str) -> io::Result<&File> {

@@ -42,6 +42,21 @@ pub enum StorageError {
          remove its superblock, wal-* and checkpoint-* files by hand to start over"
     )]
     AlreadyExists(PathBuf),
+    /// Another process (or another storage in this process) holds the data directory's lock: a
+    /// replica runs there, or a format is under way.
+    #[error(
+        "{} is in use by process {}: stop that replica first, or point this one at \
+         its own data directory",
+        .directory.display(),
+        pid_text(*.holder_pid)
+    )]
+    Locked {
+        /// The data directory.
+        directory: PathBuf,
+        /// The holder's process id as it wrote it into the lock file; `None` if that could not
+        /// be read.
+        holder_pid: Option<u32>,
+    },
     /// The identity to format with is impossible.
     #[error(
         "replica index {replica} is not below the replica count {replica_count} \
@@ -65,4 +80,9 @@ pub enum StorageError {
     /// The operating system reported an error (disk full, I/O error, permissions).
     #[error("storage I/O failed: {0}; the replica must stop: fix the disk, then restart it")]
     Io(#[from] std::io::Error),
+}
+
+/// A process id for a message: the number, or "unknown".
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "unknown".to_owned(), |pid| pid.to_string())
 }

@@ -14,6 +14,7 @@
 //! | `wal-<start>-<generation>.log`| the write-ahead log: entry and truncate records, from op `start` |
 //! | `wal-<start>-<generation>.headers` | a copy of each record's header, slot `op - start`: tells a torn tail from a lost record |
 //! | `checkpoint-<op>-<generation>.bin` | the snapshot at `op`, then a checksummed trailer       |
+//! | `LOCK`                        | the pid of the process holding the directory (see `lock.rs`) |
 //!
 //! Only the files the superblock names are live; others are leftovers of an interrupted
 //! checkpoint and are removed before the first write after open. Byte layouts: the superblock in
@@ -38,6 +39,7 @@ mod error;
 mod file;
 mod headers;
 pub mod layout;
+mod lock;
 mod record;
 #[cfg(any(test, feature = "simulation"))]
 pub mod sim_disk;

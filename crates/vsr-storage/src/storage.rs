@@ -87,13 +87,18 @@ impl std::fmt::Debug for FileStorage {
 /// With `recovering`, the replica starts in recovery: it lost its state and must not vote until
 /// it has recovered from the cluster.
 ///
+/// Takes the directory's lock (the file `LOCK` in it) before reading or writing anything, and
+/// releases it on return: a directory a running replica holds is left untouched.
+///
 /// # Errors
+/// [`StorageError::Locked`] if another process (a running replica) holds the directory,
 /// [`StorageError::AlreadyExists`] if vsr data is there already,
 /// [`StorageError::InvalidIdentity`], or [`StorageError::Io`].
 pub fn format(directory: &Path, identity: Identity, recovering: bool) -> Result<(), StorageError> {
     check_identity(identity)?;
     std::fs::create_dir_all(directory)?;
-    let mut disk = RealDisk::new(directory);
+    // Locked before anything is read or written: a running replica's data stays untouched.
+    let mut disk = RealDisk::lock(directory)?;
     format_disk(
         &mut disk,
         directory,
@@ -116,10 +121,11 @@ fn check_identity(identity: Identity) -> Result<(), StorageError> {
     }
 }
 
-/// Formats `disk` as [`format`] formats a directory; `directory` only names it in errors.
+/// Formats `disk` as [`format()`] formats a directory; `directory` only names it in errors. Takes
+/// no lock: whoever made `disk` answers for it being used by one storage at a time.
 ///
 /// # Errors
-/// As [`format`].
+/// As [`format()`], except [`StorageError::Locked`].
 pub fn format_disk(
     disk: &mut dyn Disk,
     directory: &Path,
@@ -175,30 +181,36 @@ impl FileStorage {
     /// With `expected_cluster`, refuses data of another cluster. Damage in the log or a damaged
     /// or missing checkpoint file does not fail the open: it is reported in [`Opened::damage`]
     /// and sets [`DurableState::damaged`], so the replica repairs itself from its peers. Open
-    /// writes nothing; the first write afterwards marks a damaged replica recovering durably,
+    /// writes no data (only its pid into the lock file); the first write afterwards marks a damaged replica recovering durably,
     /// then discards whatever follows the last valid record (after a corrupt checkpoint: the
     /// whole log).
     ///
+    /// The directory's lock (the file `LOCK` in it) is taken before anything is read and held
+    /// until the returned storage is dropped, so no other process can open or format the
+    /// directory meanwhile. A failed open releases it.
+    ///
     /// # Errors
-    /// [`StorageError::NotFound`], [`StorageError::NotVsrData`], [`StorageError::WrongCluster`],
-    /// [`StorageError::NewerFormat`], [`StorageError::Corrupt`] (no superblock copy is
-    /// readable, or the live WAL file is missing), [`StorageError::Io`].
+    /// [`StorageError::Locked`] if another process (or another storage of this process) holds
+    /// the directory, [`StorageError::NotFound`], [`StorageError::NotVsrData`],
+    /// [`StorageError::WrongCluster`], [`StorageError::NewerFormat`], [`StorageError::Corrupt`]
+    /// (no superblock copy is readable, or the live WAL file is missing), [`StorageError::Io`].
     pub fn open(directory: &Path, expected_cluster: Option<u128>) -> Result<Opened, StorageError> {
         if !directory.exists() {
             return Err(StorageError::NotFound(directory.to_path_buf()));
         }
-        if !directory.is_dir() {
+        // A directory without a superblock gets no lock file: nothing there is opened.
+        if !directory.is_dir() || !directory.join(SUPERBLOCK_FILE).is_file() {
             return Err(StorageError::NotVsrData(directory.to_path_buf()));
         }
-        let disk = Box::new(RealDisk::new(directory));
+        let disk = Box::new(RealDisk::lock(directory)?);
         Self::open_disk(disk, directory, expected_cluster, Tuning::default())
     }
 
     /// Opens the data on `disk` as [`Self::open`] opens a directory; `directory` only names it
-    /// in errors.
+    /// in errors. Takes no lock, as [`format_disk`].
     ///
     /// # Errors
-    /// As [`Self::open`].
+    /// As [`Self::open`], except [`StorageError::Locked`].
     pub fn open_disk(
         mut disk: Box<dyn Disk>,
         directory: &Path,

@@ -162,6 +162,7 @@ fn format_creates_the_directory_and_refuses_to_overwrite() {
     assert_eq!(opened.identity, IDENTITY);
     assert_eq!(opened.durable, DurableState::recovering());
     assert_eq!(opened.damage, Damage::default());
+    drop(opened);
     let error = format(&path, IDENTITY, false).unwrap_err();
     assert!(matches!(error, StorageError::AlreadyExists(_)), "{error}");
 
@@ -174,6 +175,67 @@ fn format_creates_the_directory_and_refuses_to_overwrite() {
         matches!(error, StorageError::InvalidIdentity { .. }),
         "{error}"
     );
+}
+
+/// Asserts that `result` is the lock error naming `directory` and this process.
+fn assert_locked<T: std::fmt::Debug>(result: Result<T, StorageError>, directory: &Path) {
+    let error = result.unwrap_err();
+    let pid = std::process::id();
+    match &error {
+        StorageError::Locked {
+            directory: locked,
+            holder_pid,
+        } => {
+            assert_eq!(locked, directory);
+            assert_eq!(*holder_pid, Some(pid));
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("in use by process {pid}")),
+        "{message}"
+    );
+    assert!(
+        message.contains(&directory.display().to_string()),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_directory_held_by_a_storage_is_refused_until_it_is_dropped() {
+    let (directory, state) = directory_with(&[Write::Append(entry(1, EntryChecksum(0)))]);
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_locked(FileStorage::open(directory.path(), None), directory.path());
+    // Formatting a held directory fails before it looks at, or writes, anything.
+    let before = fs::read(directory.path().join("superblock")).unwrap();
+    assert_locked(format(directory.path(), IDENTITY, false), directory.path());
+    assert_eq!(
+        fs::read(directory.path().join("superblock")).unwrap(),
+        before
+    );
+
+    // The lock moves into the storage thread with the storage and lives until it stops.
+    let thread = StorageThread::spawn(opened.storage, Box::new(|_| {}));
+    assert_locked(FileStorage::open(directory.path(), None), directory.path());
+    thread.join().unwrap();
+    assert_eq!(
+        FileStorage::open(directory.path(), None).unwrap().durable,
+        state
+    );
+}
+
+#[test]
+fn a_failed_open_releases_the_lock_and_a_plain_directory_gets_no_lock_file() {
+    let (directory, _) = directory_with(&[]);
+    assert!(FileStorage::open(directory.path(), Some(0xdef)).is_err());
+    assert!(FileStorage::open(directory.path(), None).is_ok());
+    let plain = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        FileStorage::open(plain.path(), None),
+        Err(StorageError::NotVsrData(_))
+    ));
+    assert_eq!(fs::read_dir(plain.path()).unwrap().count(), 0);
 }
 
 #[test]
@@ -256,6 +318,7 @@ fn damaged_superblock_copies_fall_back_to_the_others() {
     let opened = FileStorage::open(directory.path(), None).unwrap();
     assert_eq!(opened.durable.view_state, ViewState::default());
     assert_eq!(opened.durable.entries, state.entries);
+    drop(opened);
 
     flip_byte(&path, sealed(1, 184));
     let error = FileStorage::open(directory.path(), None).unwrap_err();
@@ -476,6 +539,7 @@ fn a_flipped_byte_in_the_middle_of_the_wal_is_reported_as_damage() {
         opened.durable.entries,
         state.entries.range(..2).cloned().collect::<Vec<_>>()
     );
+    drop(opened);
     // A byte in the header of op 2's record: the op is inferred from the records after it.
     flip_byte(&wal, records[1].header.start + 50);
     let opened = FileStorage::open(directory.path(), None).unwrap();
@@ -597,8 +661,8 @@ fn a_replica_repaired_after_a_corrupt_checkpoint_writes_and_reopens_clean() {
         .collect();
     assert_eq!(
         names.len(),
-        4,
-        "superblock, one WAL and its headers file, one checkpoint: {names:?}"
+        5,
+        "superblock, lock file, one WAL and its headers file, one checkpoint: {names:?}"
     );
 }
 
@@ -648,8 +712,8 @@ fn checkpoints_keep_disk_use_bounded() {
     let names: Vec<_> = fs::read_dir(directory.path()).unwrap().collect();
     assert_eq!(
         names.len(),
-        4,
-        "superblock, one WAL and its headers file, one checkpoint"
+        5,
+        "superblock, lock file, one WAL and its headers file, one checkpoint"
     );
     drop(storage);
     assert_eq!(

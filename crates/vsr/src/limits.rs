@@ -50,5 +50,26 @@ const _: () =
 const _: () = assert!(3 * PIPELINE_MAX as usize * BATCH_SIZE_MAX + 4096 <= MESSAGE_BODY_SIZE_MAX);
 
 /// Views and ops a message may carry are below this: no honest cluster reaches it, and
-/// arithmetic on smaller numbers cannot overflow. Decoding rejects anything larger.
+/// arithmetic on smaller numbers cannot overflow. Decoding rejects anything larger. It is the
+/// hard bound; the jump bounds below keep a replica from being moved close to it.
 pub const NUMBER_MAX: u64 = 1 << 62;
+
+/// Views that remain after the highest view a message may move a replica to in one jump: a
+/// cluster pushed there by a faulty peer can still complete this many view changes, one at a
+/// time (each takes at least a view-change timeout: centuries).
+pub const VIEW_HEADROOM: u64 = 1 << 32;
+
+/// The highest view a message may move a replica to in one jump. Above it a replica takes a
+/// view from a message only as a single step (its own view plus one), and its own view never
+/// goes past `NUMBER_MAX - 1`, the last view a message can carry.
+pub const VIEW_JUMP_MAX: u64 = NUMBER_MAX - 1 - VIEW_HEADROOM;
+
+/// Ops that remain after the highest op or commit number a message may move a replica to in
+/// one jump. Ops advance far faster than views (millions a second), so their headroom is half
+/// the number space: 73 years at a billion ops a second.
+pub const OP_HEADROOM: u64 = 1 << 61;
+
+/// The highest op or commit number a message may move a replica to in one jump (a state
+/// machine delta's op, a commit number announced ahead of the log). Above it a replica takes
+/// such a number only if it is at most one past its own log; its log grows one op at a time.
+pub const OP_JUMP_MAX: u64 = NUMBER_MAX - 1 - OP_HEADROOM;

@@ -10,3 +10,4 @@ mod cluster;
 mod common;
 mod damage;
 mod demo;
+mod lock;

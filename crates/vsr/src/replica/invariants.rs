@@ -9,6 +9,7 @@
 //! unit tests' drivers.
 
 use super::{Deferred, Replica, Role, Status};
+use crate::limits::NUMBER_MAX;
 use crate::state_machine::StateMachine;
 
 impl<S: StateMachine> Replica<S> {
@@ -35,6 +36,10 @@ impl<S: StateMachine> Replica<S> {
             "executed past the verified log"
         );
         assert!(self.op_verified <= self.log.op(), "verified past the log");
+        assert!(
+            self.view.get() < NUMBER_MAX && self.log.op().get() < NUMBER_MAX,
+            "a view or op no message can carry"
+        );
         assert!(
             self.seq_durable < self.seq_next,
             "a write durable before it was issued"

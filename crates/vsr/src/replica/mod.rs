@@ -3,13 +3,15 @@
 //! The handlers live in one module per protocol phase: [`normal`] (request, prepare,
 //! prepare_ok, commit), [`view_change`] (start_view_change, do_view_change, start_view),
 //! [`state_transfer`] (get_state, new_state), [`recovery`] (recovery, recovery_response) and
-//! [`client_table`] (at-most-once execution). This module owns the shared state, dispatch,
+//! [`client_table`] (at-most-once execution); `bounds` keeps messages from moving a replica
+//! to numbers it could not move on from. This module owns the shared state, dispatch,
 //! durability ordering and execution of committed entries.
 //!
 //! Durability: every write leaves as a [`Command::Persist`] with a sequence number. Actions that
 //! may only happen once a write is durable (a prepare_ok, the primary's own vote, a message of a
 //! view change) wait in `deferred` until the driver reports that sequence number durable.
 
+mod bounds;
 mod client_table;
 mod invariants;
 mod log;
@@ -106,6 +108,10 @@ pub struct ReplicaStats {
     pub evictions: u64,
     /// Messages dropped as invalid, misdirected or from another cluster.
     pub messages_dropped: u64,
+    /// Of those, messages (or commit numbers in them) dropped because they would move the
+    /// replica too far ahead: a view, op or commit number above its jump bound that is not a
+    /// single step (see `limits::VIEW_JUMP_MAX` and `limits::OP_JUMP_MAX`).
+    pub messages_too_far_ahead: u64,
     /// Ops executed.
     pub ops_executed: u64,
     /// Prepares this replica sent as primary (each a batch of ops).
@@ -293,7 +299,12 @@ impl<S: StateMachine> Replica<S> {
         } else if self.leads_view() || self.last_normal_view < self.view {
             // In-memory votes are gone: let a view change rebuild them.
             crate::mark!(RestartStartsViewChange);
-            self.start_view_change(self.view.next());
+            match self.next_view(true) {
+                Some(next) => self.start_view_change(next),
+                // At the last view: its view change is all that is left; a primary keeps it.
+                None if self.last_normal_view < self.view => self.start_view_change(self.view),
+                None => self.reset_view_change_timeout(),
+            }
         } else {
             self.reset_view_change_timeout();
         }

@@ -152,6 +152,7 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn prepare_queued(&mut self) {
         while self.status.pipeline().queue_len() > 0
             && self.status.pipeline().prepares() < self.config.pipeline_max as usize
+            && self.has_next_op()
         {
             self.prepare_batch();
         }
@@ -162,8 +163,12 @@ impl<S: StateMachine> Replica<S> {
         assert!(self.is_primary());
         let mut entries = Vec::new();
         let mut batch = Batch::new(self.config.batch_max);
-        while let Some(queued) = self.status.pipeline().queue_front() {
-            if !batch.take(ENTRY_HEADER_SIZE + queued.body.len()) {
+        loop {
+            let room = self.has_next_op();
+            let Some(queued) = self.status.pipeline().queue_front() else {
+                break;
+            };
+            if !room || !batch.take(ENTRY_HEADER_SIZE + queued.body.len()) {
                 break;
             }
             let queued = self.status.pipeline().dequeue().expect("checked");
@@ -308,11 +313,23 @@ impl<S: StateMachine> Replica<S> {
 
     pub(super) fn tick_backup(&mut self) {
         if self.tick >= self.view_change_timeout_at {
-            self.start_view_change(self.view.next());
+            self.leave_view();
         } else if self.commit_stalled() {
             crate::mark!(BackupLeavesStalledPrimary);
             self.stats.primary_stalls += 1;
-            self.start_view_change(self.view.next());
+            self.leave_view();
+        }
+    }
+
+    /// A backup gives up on its view's primary: it starts a view change to the next view, or,
+    /// in the last view a message can carry, stays and waits a timeout more.
+    fn leave_view(&mut self) {
+        match self.next_view(true) {
+            Some(next) => self.start_view_change(next),
+            None => {
+                self.reset_view_change_timeout();
+                self.progress.2 = self.tick;
+            }
         }
     }
 
@@ -387,6 +404,10 @@ impl<S: StateMachine> Replica<S> {
             crate::mark!(PrimaryMessageOldViewDropped);
             return false;
         }
+        if !self.view_within_reach(view) {
+            self.drop_view_too_far_ahead();
+            return false;
+        }
         if view > self.view || !self.is_normal() {
             if view > self.view {
                 crate::mark!(AdoptViewFromPrimaryMessage);
@@ -399,9 +420,15 @@ impl<S: StateMachine> Replica<S> {
         true
     }
 
-    /// The current view's primary says ops up to `commit` are committed.
+    /// The current view's primary says ops up to `commit` are committed. A number too far
+    /// ahead of the log is dropped (see [`super::bounds`]); what the log already allows still
+    /// executes.
     pub(super) fn advance_commit(&mut self, commit: Op) {
-        self.commit_max = self.commit_max.max(commit);
+        if self.op_within_reach(commit) {
+            self.commit_max = self.commit_max.max(commit);
+        } else {
+            self.drop_too_far_ahead();
+        }
         self.execute_committed();
         if self.commit_max > self.op_verified {
             crate::mark!(CommitBeyondLogRequestsState);

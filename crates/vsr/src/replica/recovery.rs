@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use rand_core::Rng;
 
+use super::bounds::view_within_reach;
 use super::{Backup, Replica, Role, Status};
 use crate::command::Write;
 use crate::message::{Message, Recovery, RecoveryResponse, ReplicaIndex};
@@ -28,6 +29,21 @@ impl Recovering {
     pub(super) fn needs_state(&self, view: View, op: Op) -> bool {
         self.target
             .is_some_and(|(target_view, _, target_op)| target_view == view && op < target_op)
+    }
+
+    /// Removes the responses whose view is beyond the reach of a replica in view `own` and
+    /// not vouched for by `quorum` responses of at least that view (see [`super::bounds`]);
+    /// returns how many it removed.
+    fn drop_views_too_far_ahead(&mut self, own: View, quorum: usize) -> usize {
+        let mut views: Vec<View> = self.responses.values().map(|(view, _, _)| *view).collect();
+        views.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&vouched) = views.get(quorum - 1) else {
+            return 0;
+        };
+        let before = self.responses.len();
+        self.responses
+            .retain(|_, (view, _, _)| *view <= vouched || view_within_reach(own, *view));
+        before - self.responses.len()
     }
 }
 
@@ -90,6 +106,16 @@ impl<S: StateMachine> Replica<S> {
             return;
         }
         recovering.responses.insert(from, (view, op, primary));
+        if recovering.responses.len() < quorum {
+            return;
+        }
+        let dropped = recovering.drop_views_too_far_ahead(self.view, quorum);
+        for _ in 0..dropped {
+            self.drop_too_far_ahead();
+        }
+        let Status::Recovering(recovering) = &mut self.status else {
+            unreachable!("still recovering");
+        };
         if recovering.responses.len() < quorum {
             return;
         }

@@ -407,6 +407,10 @@ impl<S: StateMachine> Replica<S> {
 
     /// Buffers a delta chunk; installs the delta once complete. Returns whether it installed.
     fn receive_delta_chunk(&mut self, from: ReplicaIndex, delta: DeltaChunk) -> bool {
+        if !self.op_within_reach(delta.op) {
+            self.drop_too_far_ahead();
+            return false;
+        }
         if delta.since != self.commit
             || delta.op <= self.commit
             || delta.total_size > DELTA_SIZE_MAX

@@ -1813,3 +1813,5 @@ mod invariants {
             .vote(2, Op(99))));
     }
 }
+
+mod bounds;

@@ -25,6 +25,9 @@ pub struct ViewChange {
     do_view_change_sent: bool,
     /// The new primary is fetching committed entries before it can start the view.
     awaiting_state: bool,
+    /// A message of a later view arrived that was too far ahead to take (see
+    /// [`super::bounds`]): the peers have moved on.
+    peers_ahead: bool,
     resend_at: u64,
     deadline: u64,
 }
@@ -32,6 +35,19 @@ pub struct ViewChange {
 impl ViewChange {
     pub(super) fn awaiting_state(&self) -> bool {
         self.awaiting_state
+    }
+
+    /// Notes that a message of a later view was too far ahead to take.
+    pub(super) fn note_peers_ahead(&mut self) {
+        self.peers_ahead = true;
+    }
+
+    /// Whether another replica is known to be in this view change or beyond it: only then may
+    /// a replica above the view jump bound give up on this view (see [`super::bounds`]).
+    fn peers_moving(&self, own: ReplicaIndex) -> bool {
+        self.start_view_change_votes & !(1 << own) != 0
+            || self.do_view_change.keys().any(|from| *from != own)
+            || self.peers_ahead
     }
 
     /// With a quorum of do_view_change: the log of the latest normal view, and of those the
@@ -110,6 +126,10 @@ impl<S: StateMachine> Replica<S> {
 
     pub(super) fn on_start_view_change(&mut self, from: ReplicaIndex, message: StartViewChange) {
         let StartViewChange { view } = message;
+        if !self.view_within_reach(view) {
+            self.drop_view_too_far_ahead();
+            return;
+        }
         if view > self.view {
             crate::mark!(StartViewChangeJoinsHigherView);
             self.start_view_change(view);
@@ -171,6 +191,10 @@ impl<S: StateMachine> Replica<S> {
             self.stats.messages_dropped += 1;
             return;
         }
+        if !self.view_within_reach(view) {
+            self.drop_view_too_far_ahead();
+            return;
+        }
         if view > self.view {
             crate::mark!(DoViewChangeJoinsHigherView);
             self.start_view_change(view);
@@ -216,9 +240,12 @@ impl<S: StateMachine> Replica<S> {
         }
         if chosen.commit_max > chosen.log.op || !self.continues_log(&chosen.log.entries) {
             // Honest replicas never send this: a committed op missing from the longest log, or
-            // a suffix that does not continue the committed prefix. Try the next view.
+            // a suffix that does not continue the committed prefix. Try the next view (in the
+            // last view there is none: wait for other messages or the deadline).
             self.stats.messages_dropped += 1;
-            self.start_view_change(self.view.next());
+            if let Some(next) = self.next_view(true) {
+                self.start_view_change(next);
+            }
             return;
         }
         self.start_view_as_primary(&chosen);
@@ -348,6 +375,10 @@ impl<S: StateMachine> Replica<S> {
             crate::mark!(StartViewStaleIgnored);
             return;
         }
+        if !self.view_within_reach(view) {
+            self.drop_view_too_far_ahead();
+            return;
+        }
         self.view = view;
         self.become_backup(Some(op));
         self.state_request = None;
@@ -393,12 +424,22 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn tick_view_change(&mut self) {
         let tick = self.tick;
         let retry_ticks = self.config.retry_ticks;
+        let index = self.index;
         let view_change = self.view_change_mut().expect("in view change");
         if tick >= view_change.deadline {
-            crate::mark!(ViewChangeTimesOut);
-            self.start_view_change(self.view.next());
-            return;
+            let peers_moving = view_change.peers_moving(index);
+            if let Some(next) = self.next_view(peers_moving) {
+                crate::mark!(ViewChangeTimesOut);
+                self.start_view_change(next);
+                return;
+            }
+            // The last view, or above the view jump bound with no peer moving on: stay, keep
+            // asking, and look again after another timeout.
+            let timeout = self.config.view_change_timeout_ticks;
+            let deadline = tick + timeout * 2 + self.jitter(timeout * 2);
+            self.view_change_mut().expect("in view change").deadline = deadline;
         }
+        let view_change = self.view_change_mut().expect("in view change");
         if tick < view_change.resend_at {
             return;
         }

@@ -143,7 +143,19 @@ impl Cluster {
             .append(true)
             .open(self.log_path(index))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_vsr"))
+        let child = self
+            .start_command(index)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("vsr start runs");
+        self.children[index] = Some(child);
+    }
+
+    /// The `vsr start` command of replica `index`, its output not yet directed anywhere.
+    pub(crate) fn start_command(&self, index: usize) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vsr"));
+        command
             .arg("start")
             .arg(format!("--cluster={CLUSTER}"))
             .arg(format!("--addresses={}", self.address_list()))
@@ -157,12 +169,8 @@ impl Cluster {
             .env_remove("VSR_CLUSTER")
             .env_remove("VSR_ADDRESSES")
             .env_remove("VSR_METRICS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("vsr start runs");
-        self.children[index] = Some(child);
+            .stdin(Stdio::null());
+        command
     }
 
     /// Restarts replica `index` and waits for its metrics endpoint.
