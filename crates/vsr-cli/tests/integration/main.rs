@@ -11,3 +11,4 @@ mod common;
 mod damage;
 mod demo;
 mod lock;
+mod tls;
