@@ -10,5 +10,6 @@ mod cluster;
 mod common;
 mod damage;
 mod demo;
+mod flood;
 mod lock;
 mod tls;
