@@ -41,7 +41,7 @@ use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
-use crate::transport::{Transport, configure, tcp_connect};
+use crate::transport::{TcpTransport, Transport, configure, tcp_connect};
 
 /// The certificate authority's certificate, in every holder's directory.
 pub const CA_CERTIFICATE: &str = "ca.pem";
@@ -539,11 +539,11 @@ impl Transport for TlsTransport {
     type Listener = TcpListener;
 
     async fn bind(&self, address: SocketAddr) -> io::Result<TcpListener> {
-        TcpListener::bind(address).await
+        TcpTransport.bind(address).await
     }
 
     async fn accept(&self, listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
-        listener.accept().await
+        TcpTransport.accept(listener).await
     }
 
     async fn handshake(&self, incoming: TcpStream) -> io::Result<(Self::Stream, Option<Identity>)> {

@@ -148,11 +148,11 @@ impl Transport for Network {
     type Listener = TcpListener;
 
     async fn bind(&self, address: SocketAddr) -> io::Result<TcpListener> {
-        TcpListener::bind(address).await
+        TcpTransport.bind(address).await
     }
 
     async fn accept(&self, listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
-        listener.accept().await
+        TcpTransport.accept(listener).await
     }
 
     async fn handshake(
