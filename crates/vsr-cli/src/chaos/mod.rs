@@ -171,7 +171,7 @@ pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         args.duration.as_secs_f64()
     ));
     say(&format!(
-        "partition mode: {}; longest unavailability allowed after a heal: {} s",
+        "partition mode: {}; --max-unavailable {} s",
         partition_mode_name(args.partition_mode),
         args.max_unavailable.as_secs_f64()
     ));
