@@ -14,14 +14,16 @@
 //! 5. wait until every replica is in normal status at the same commit number, stop them with
 //!    SIGTERM, and compare their state read back from disk ([`state`]) with each other and
 //!    with the final reads;
-//! 6. check the history ([`verdict`]): linearizability with the simulator's checker, and the
-//!    lost acknowledged writes; print the summary and the verdict.
+//! 6. measure on the history how long the cluster answered nothing after each heal
+//!    ([`availability`]), then check it ([`verdict`]): linearizability with the simulator's
+//!    checker, and the lost acknowledged writes; print the summary and the verdict.
 //!
 //! Every process and file is removed on every exit path (success, failure, error, SIGINT or
 //! SIGTERM) by [`LocalCluster`]'s and [`proxy::Network`]'s `Drop`; `--keep` keeps the
 //! directory. Exit status: 0 for a pass, 1 for a failed verdict, 2 when the run could not be
 //! carried out. Design and rules: docs/chaos.md.
 
+mod availability;
 mod damage;
 mod nemesis;
 mod proxy;
@@ -47,9 +49,10 @@ use vsr_sim::history::{History, OpResult};
 use crate::args::parse_duration;
 use crate::demo::interrupted;
 use crate::local_cluster::LocalCluster;
+use availability::Unavailability;
 use nemesis::Nemesis;
 use proxy::Network;
-use schedule::Schedule;
+use schedule::{PartitionMode, Schedule};
 use verdict::{CHECK_BUDGET_STEPS, Verdict};
 use workload::{FINAL_PROCESS, Recorder, Request, until_done};
 
@@ -68,6 +71,9 @@ const CHECKPOINT_INTERVAL: u64 = 4096;
 /// Shortest and longest run.
 const DURATION_MIN: Duration = Duration::from_secs(5);
 const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
+/// Shortest and longest `--max-unavailable`.
+const MAX_UNAVAILABLE_MIN: Duration = Duration::from_millis(100);
+const MAX_UNAVAILABLE_MAX: Duration = Duration::from_secs(600);
 
 /// Options of `vsr chaos`.
 #[derive(Debug, Args)]
@@ -94,6 +100,15 @@ pub(crate) struct ChaosArgs {
     /// Plain TCP instead of mutual TLS with throwaway certificates.
     #[arg(long)]
     insecure: bool,
+    /// How partitions fail their links: stall (nothing read, nothing acknowledged, the same
+    /// connections carry on at the heal), blackhole (bytes acknowledged and discarded), reset
+    /// (connections closed and refused), or mixed (each partition draws one).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "mixed")]
+    partition_mode: PartitionMode,
+    /// Fail the run when, after some heal, the cluster answers nothing for longer than this:
+    /// seconds (5), or with a unit (2500ms).
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_max_unavailable)]
+    max_unavailable: Duration,
 }
 
 fn parse_replicas(text: &str) -> Result<usize, String> {
@@ -115,6 +130,16 @@ fn parse_run_duration(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(duration)
+}
+
+fn parse_max_unavailable(text: &str) -> Result<Duration, String> {
+    let bound = parse_duration(text)?;
+    if !(MAX_UNAVAILABLE_MIN..=MAX_UNAVAILABLE_MAX).contains(&bound) {
+        return Err(format!(
+            "{text:?} is outside the supported range: give at least 100ms and at most 10m"
+        ));
+    }
+    Ok(bound)
 }
 
 /// Prints a line on stdout; a closed pipe is not an error.
@@ -148,6 +173,11 @@ pub(crate) fn run(args: &ChaosArgs) -> anyhow::Result<ExitCode> {
         args.replicas,
         args.clients,
         args.duration.as_secs_f64()
+    ));
+    say(&format!(
+        "partition mode: {}; --max-unavailable {} s",
+        partition_mode_name(args.partition_mode),
+        args.max_unavailable.as_secs_f64()
     ));
     let result = runtime.block_on(async {
         let interrupted = interrupted()?;
@@ -204,8 +234,15 @@ async fn chaos(
             session, clients, client, recorder, seed, stopped,
         ));
     }
-    let mut nemesis = Nemesis::new(cluster, &network, seed, started);
-    let mut schedule = Schedule::new(seed, args.replicas, clients);
+    let mut nemesis = Nemesis::new(
+        cluster,
+        &network,
+        &recorder,
+        args.max_unavailable,
+        seed,
+        started,
+    );
+    let mut schedule = Schedule::new(seed, args.replicas, clients, args.partition_mode);
     nemesis.run(&mut schedule, started + args.duration).await;
     let _ = stop.send(true);
     watching(&mut nemesis, async {
@@ -233,6 +270,14 @@ async fn chaos(
     failures.extend(panics(nemesis.cluster));
     summarize(&nemesis, &recorder);
     let history = recorder.history();
+    let unavailability = Unavailability {
+        gaps: availability::gaps(&history, &nemesis.heals_ns, &nemesis.fault_starts_ns),
+        bound: args.max_unavailable,
+    };
+    for line in unavailability.lines() {
+        say(&line);
+    }
+    failures.extend(unavailability.failure());
     let keys: std::collections::BTreeSet<&str> =
         history.ops.iter().map(|op| op.key.as_str()).collect();
     say(&format!(
@@ -247,6 +292,16 @@ async fn chaos(
         checked.elapsed().as_secs_f64()
     ));
     Ok((history, verdict))
+}
+
+/// The word `--partition-mode` takes for `mode`.
+fn partition_mode_name(mode: PartitionMode) -> &'static str {
+    match mode {
+        PartitionMode::Mixed => "mixed (reset, black hole or stall)",
+        PartitionMode::Stall => "stall",
+        PartitionMode::Blackhole => "black hole",
+        PartitionMode::Reset => "reset",
+    }
 }
 
 /// Points every replica's peers at the proxies, starts them and waits for a primary.

@@ -7,6 +7,11 @@
 //! number at least the cluster's when it restarted, and a damage that would make more than f
 //! replicas suspect at once is skipped. Restarted replicas are suspect only if damaged: a
 //! SIGKILL loses nothing the storage acknowledged.
+//!
+//! It also records when it healed and when it injected each fault, for the unavailability
+//! after a heal ([`crate::chaos::availability`]), and keeps the time after a heal quiet: the
+//! next fault waits, beyond its drawn healthy period, until an operation completed after the
+//! heal or the bound `--max-unavailable` (plus [`QUIET_MARGIN`]) passed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -18,6 +23,7 @@ use nix::unistd::Pid;
 use crate::chaos::damage;
 use crate::chaos::proxy::{LinkState, Mode, Network};
 use crate::chaos::schedule::{DamageKind, Fault, Prng, Schedule, Step, Target};
+use crate::chaos::workload::Recorder;
 use crate::local_cluster::{LocalCluster, log_tail};
 use crate::scrape::{ReplicaState, metric, parse_state, scrape};
 
@@ -29,6 +35,9 @@ const WATCH: Duration = Duration::from_millis(100);
 const STATUS_EVERY: Duration = Duration::from_millis(500);
 /// Longest wait for one replica's metrics.
 const SCRAPE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How much longer than `--max-unavailable` the nemesis waits after a heal for an operation
+/// to complete before it injects the next fault, so a gap over the bound is seen as one.
+const QUIET_MARGIN: Duration = Duration::from_secs(1);
 
 /// A replica whose data may be incomplete: damaged, or seen recovering.
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +52,9 @@ struct Suspect {
 pub(crate) struct Nemesis<'a> {
     pub(crate) cluster: &'a mut LocalCluster,
     network: &'a Network,
+    recorder: &'a Recorder,
+    /// `--max-unavailable`.
+    max_unavailable: Duration,
     /// Draws the details the schedule leaves open (offsets of damage, a replica when no
     /// primary is known).
     prng: Prng,
@@ -64,12 +76,18 @@ pub(crate) struct Nemesis<'a> {
     /// Per replica: the pid of the process last sampled and the count it reported.
     transfers_seen: Vec<(u32, u64)>,
     last_status: Instant,
+    /// When it healed, in nanoseconds since the run started.
+    pub(crate) heals_ns: Vec<u64>,
+    /// When it injected each fault, in nanoseconds since the run started.
+    pub(crate) fault_starts_ns: Vec<u64>,
 }
 
 impl<'a> Nemesis<'a> {
     pub(crate) fn new(
         cluster: &'a mut LocalCluster,
         network: &'a Network,
+        recorder: &'a Recorder,
+        max_unavailable: Duration,
         seed: u64,
         started: Instant,
     ) -> Self {
@@ -78,6 +96,8 @@ impl<'a> Nemesis<'a> {
         Self {
             cluster,
             network,
+            recorder,
+            max_unavailable,
             prng: Prng::new(seed ^ 0xda7a_da7a_da7a_da7a),
             started,
             f,
@@ -90,7 +110,14 @@ impl<'a> Nemesis<'a> {
             state_transfers: 0,
             transfers_seen: vec![(0, 0); count],
             last_status: Instant::now(),
+            heals_ns: Vec::new(),
+            fault_starts_ns: Vec::new(),
         }
+    }
+
+    /// Nanoseconds since the run started: the history's clock.
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Prints one line of the timeline, stamped with the time since the run started.
@@ -106,7 +133,10 @@ impl<'a> Nemesis<'a> {
         let mut faulty = false;
         while Instant::now() < until {
             match schedule.next_step() {
-                Step::Healthy(duration) => self.wait(duration, until).await,
+                Step::Healthy(duration) => {
+                    self.wait(duration, until).await;
+                    self.quiet(until).await;
+                }
                 Step::Fault(fault, hold) => {
                     self.inject(&fault).await;
                     faulty = true;
@@ -130,6 +160,31 @@ impl<'a> Nemesis<'a> {
             self.watch().await;
             tokio::time::sleep(WATCH.min(end.saturating_duration_since(Instant::now()))).await;
         }
+    }
+
+    /// After the healthy period that follows a heal: waits until an operation completed
+    /// after the heal, or the bound plus [`QUIET_MARGIN`] passed (not past `until`).
+    async fn quiet(&mut self, until: Instant) {
+        let Some(&heal_ns) = self.heals_ns.last() else {
+            return;
+        };
+        if self.recorder.completed_since(heal_ns) {
+            return;
+        }
+        let heal = self.started + Duration::from_nanos(heal_ns);
+        let end = (heal + self.max_unavailable + QUIET_MARGIN).min(until);
+        while Instant::now() < end && !self.recorder.completed_since(heal_ns) {
+            self.wait(WATCH, end).await;
+        }
+        let outcome = if self.recorder.completed_since(heal_ns) {
+            "an operation completed"
+        } else {
+            "still no operation completed"
+        };
+        self.event(&format!(
+            "quiet: the next fault waited until {:.1} s after the heal: {outcome}",
+            heal.elapsed().as_secs_f64()
+        ));
     }
 
     /// Notes replicas that exited by themselves (they restart at the next heal) and, now and
@@ -248,6 +303,7 @@ impl<'a> Nemesis<'a> {
 
     /// Every fault is healed: links pass, paused replicas continue, stopped ones restart.
     pub(crate) fn heal(&mut self) {
+        self.heals_ns.push(self.now_ns());
         self.network.heal();
         let paused: Vec<usize> = std::mem::take(&mut self.paused).into_iter().collect();
         for index in &paused {
@@ -294,6 +350,7 @@ impl Nemesis<'_> {
     /// Injects one fault and adds it to the timeline; a fault that finds nothing to do (a kill
     /// or pause of a replica that is down, a damage that would exceed f) is not counted.
     async fn inject(&mut self, fault: &Fault) {
+        self.fault_starts_ns.push(self.now_ns());
         let (text, injected) = match fault {
             Fault::Kill(target) => {
                 let index = self.resolve(*target).await;
@@ -406,18 +463,19 @@ impl Nemesis<'_> {
                     mode.name()
                 )
             }
-            Fault::LostReplies { target } => {
+            Fault::LostReplies { target, mode } => {
                 let index = self.resolve(*target).await;
                 let state = LinkState {
                     forward: Mode::Pass,
-                    backward: Mode::BlackHole,
+                    backward: *mode,
                 };
                 for session in 0..self.network.client_sessions() {
                     network.set_client_link(session, index, state);
                 }
                 format!(
-                    "partition one-way: replies of replica {index}{} to clients dropped",
-                    primary_note(*target)
+                    "partition one-way: replies of replica {index}{} to clients dropped ({})",
+                    primary_note(*target),
+                    mode.name()
                 )
             }
             Fault::Kill(_) | Fault::KillAll { .. } | Fault::Pause(_) | Fault::Damage { .. } => {

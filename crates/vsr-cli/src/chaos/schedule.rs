@@ -5,7 +5,8 @@
 //! a replica to need state transfer); each fault period ends by healing everything.
 //! Every choice — the lengths of the periods, the kind of each fault, which replica or link it
 //! hits, how a link fails — is drawn from one xoshiro256++ stream seeded with the seed, in
-//! order. Real processes and sockets are not deterministic, so the seed fixes the sequence of
+//! order. How a link fails is drawn even when `--partition-mode` forces it, so a forced mode
+//! changes the modes of a seed's partitions and nothing else. Real processes and sockets are not deterministic, so the seed fixes the sequence of
 //! draws, not the run: which replica is primary when "the primary" is drawn, and whether a
 //! data fault is allowed (see [`crate::chaos::nemesis`]), are decided when the fault happens.
 
@@ -66,6 +67,19 @@ impl Prng {
     }
 }
 
+/// How partitions fail their links (`--partition-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum PartitionMode {
+    /// Each partition draws reset, black hole or stall, a third each.
+    Mixed,
+    /// Every partition stalls: nothing read, nothing acknowledged, nothing closed.
+    Stall,
+    /// Every partition is a black hole: bytes acknowledged and discarded.
+    Blackhole,
+    /// Every partition resets: connections closed and refused.
+    Reset,
+}
+
 /// Which replica a fault hits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Target {
@@ -111,8 +125,9 @@ pub(crate) enum Fault {
         sessions: Vec<usize>,
         mode: Mode,
     },
-    /// The replica gets the requests of every client session but its replies are dropped.
-    LostReplies { target: Target },
+    /// The replica gets the requests of every client session but its replies are dropped (a
+    /// black hole, or a stall when every partition stalls).
+    LostReplies { target: Target, mode: Mode },
     /// SIGKILL one replica, damage its data, restart it.
     Damage { target: Target, kind: DamageKind },
 }
@@ -152,16 +167,23 @@ pub(crate) struct Schedule {
     prng: Prng,
     replicas: usize,
     sessions: usize,
+    partition_mode: PartitionMode,
     /// Steps drawn but not yet handed out.
     pending: std::collections::VecDeque<Step>,
 }
 
 impl Schedule {
-    pub(crate) fn new(seed: u64, replicas: usize, sessions: usize) -> Self {
+    pub(crate) fn new(
+        seed: u64,
+        replicas: usize,
+        sessions: usize,
+        partition_mode: PartitionMode,
+    ) -> Self {
         Self {
             prng: Prng::new(seed),
             replicas,
             sessions,
+            partition_mode,
             pending: std::collections::VecDeque::new(),
         }
     }
@@ -199,11 +221,28 @@ impl Schedule {
         }
     }
 
+    /// How a partition fails its links: one draw whatever the partition mode, so that forcing
+    /// a mode leaves the rest of the schedule as it is.
     fn draw_mode(&mut self) -> Mode {
-        if self.prng.percent(50) {
-            Mode::BlackHole
-        } else {
-            Mode::Reset
+        let roll = self.prng.below(3);
+        match self.partition_mode {
+            PartitionMode::Mixed => match roll {
+                0 => Mode::Reset,
+                1 => Mode::BlackHole,
+                _ => Mode::Stall,
+            },
+            PartitionMode::Stall => Mode::Stall,
+            PartitionMode::Blackhole => Mode::BlackHole,
+            PartitionMode::Reset => Mode::Reset,
+        }
+    }
+
+    /// Lost replies keep the requests flowing, which a reset cannot do: a black hole, or a
+    /// stall when every partition stalls. No draw.
+    fn lost_replies_mode(&self) -> Mode {
+        match self.partition_mode {
+            PartitionMode::Stall => Mode::Stall,
+            _ => Mode::BlackHole,
         }
     }
 
@@ -229,6 +268,7 @@ impl Schedule {
             72..82 => self.draw_client_partition(),
             82..87 => Fault::LostReplies {
                 target: self.draw_target(),
+                mode: self.lost_replies_mode(),
             },
             _ => Fault::Damage {
                 target: self.draw_target(),
@@ -293,7 +333,7 @@ mod tests {
     #[test]
     fn a_seed_draws_the_same_schedule_and_another_seed_another() {
         let draw = |seed| {
-            let mut schedule = Schedule::new(seed, 5, 4);
+            let mut schedule = Schedule::new(seed, 5, 4, PartitionMode::Mixed);
             (0..200).map(|_| schedule.next_step()).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
@@ -302,7 +342,7 @@ mod tests {
 
     #[test]
     fn every_fault_period_heals_and_targets_are_in_range() {
-        let mut schedule = Schedule::new(1, 3, 2);
+        let mut schedule = Schedule::new(1, 3, 2, PartitionMode::Mixed);
         let mut kinds = std::collections::BTreeSet::new();
         let mut open = false;
         for _ in 0..5_000 {
@@ -325,5 +365,82 @@ mod tests {
             }
         }
         assert_eq!(kinds.len(), 11, "every kind is drawn: {kinds:?}");
+    }
+
+    /// The mode of a partition step, if it is one.
+    fn mode_of(step: &Step) -> Option<Mode> {
+        match step {
+            Step::Fault(
+                Fault::Isolate { mode, .. }
+                | Fault::Split { mode, .. }
+                | Fault::OneWay { mode, .. }
+                | Fault::Mute { mode, .. }
+                | Fault::ClientPartition { mode, .. }
+                | Fault::LostReplies { mode, .. },
+                _,
+            ) => Some(*mode),
+            _ => None,
+        }
+    }
+
+    /// `step` with every partition mode set to `mode`.
+    fn forced(step: &Step, mode: Mode) -> Step {
+        let mut step = step.clone();
+        if let Step::Fault(
+            Fault::Isolate { mode: m, .. }
+            | Fault::Split { mode: m, .. }
+            | Fault::OneWay { mode: m, .. }
+            | Fault::Mute { mode: m, .. }
+            | Fault::ClientPartition { mode: m, .. },
+            _,
+        ) = &mut step
+        {
+            *m = mode;
+        }
+        step
+    }
+
+    #[test]
+    fn a_forced_partition_mode_changes_the_modes_and_nothing_else() {
+        let draw = |mode| {
+            let mut schedule = Schedule::new(12, 3, 5, mode);
+            (0..2_000).map(|_| schedule.next_step()).collect::<Vec<_>>()
+        };
+        let mixed = draw(PartitionMode::Mixed);
+        let modes: std::collections::BTreeSet<&str> =
+            mixed.iter().filter_map(mode_of).map(Mode::name).collect();
+        assert_eq!(
+            modes.into_iter().collect::<Vec<_>>(),
+            ["black hole", "reset", "stall"]
+        );
+        for (forced_mode, mode) in [
+            (PartitionMode::Stall, Mode::Stall),
+            (PartitionMode::Blackhole, Mode::BlackHole),
+            (PartitionMode::Reset, Mode::Reset),
+        ] {
+            let forced_steps = draw(forced_mode);
+            assert_eq!(forced_steps.len(), mixed.len());
+            for (mixed_step, forced_step) in mixed.iter().zip(&forced_steps) {
+                let lost_replies = matches!(forced_step, Step::Fault(Fault::LostReplies { .. }, _));
+                if let Some(drawn) = mode_of(forced_step).filter(|_| !lost_replies) {
+                    assert_eq!(drawn, mode, "{forced_step:?}");
+                }
+                let expected = match mixed_step {
+                    Step::Fault(Fault::LostReplies { target, .. }, hold) => Step::Fault(
+                        Fault::LostReplies {
+                            target: *target,
+                            mode: if mode == Mode::Stall {
+                                Mode::Stall
+                            } else {
+                                Mode::BlackHole
+                            },
+                        },
+                        *hold,
+                    ),
+                    _ => forced(mixed_step, mode),
+                };
+                assert_eq!(forced_step, &expected);
+            }
+        }
     }
 }

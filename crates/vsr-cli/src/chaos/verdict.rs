@@ -136,7 +136,8 @@ impl Linearizable {
 pub(crate) struct Verdict {
     pub(crate) linearizable: Linearizable,
     pub(crate) lost: LostWrites,
-    /// Other failures: crashed replicas, no progress, no convergence, bad replies.
+    /// Other failures: crashed replicas, no progress, no convergence, bad replies, a cluster
+    /// unavailable too long after a heal.
     pub(crate) failures: Vec<String>,
 }
 

@@ -60,6 +60,9 @@ pub(crate) struct Recorder {
     ops: Mutex<Vec<HistoryOp>>,
     keys: Mutex<BTreeSet<String>>,
     pub(crate) counts: Counts,
+    /// When the latest operation completed, in nanoseconds since the run started (0: none
+    /// yet): the nemesis waits for one after a heal.
+    last_completion_ns: AtomicU64,
     /// Replies that are no answer to their request: a failure of the run.
     bad_replies: Mutex<Vec<String>>,
 }
@@ -75,6 +78,7 @@ impl Recorder {
             ops: Mutex::new(Vec::new()),
             keys: Mutex::new(BTreeSet::new()),
             counts: Counts::default(),
+            last_completion_ns: AtomicU64::new(0),
             bad_replies: Mutex::new(Vec::new()),
         }
     }
@@ -94,6 +98,12 @@ impl Recorder {
     /// Every key the workload used.
     pub(crate) fn keys(&self) -> Vec<String> {
         lock(&self.keys).iter().cloned().collect()
+    }
+
+    /// Whether an operation completed at or after `at_ns` (nanoseconds since the run started).
+    pub(crate) fn completed_since(&self, at_ns: u64) -> bool {
+        let last = self.last_completion_ns.load(Ordering::Relaxed);
+        last != 0 && last >= at_ns
     }
 
     pub(crate) fn bad_replies(&self) -> Vec<String> {
@@ -204,6 +214,9 @@ pub(crate) async fn execute(
             Ok(result) => {
                 op.result = Some(result.clone());
                 op.complete = Some(complete);
+                recorder
+                    .last_completion_ns
+                    .fetch_max(complete, Ordering::Relaxed);
                 Outcome::Done(result)
             }
             Err(reply) => {

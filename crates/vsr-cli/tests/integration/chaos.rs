@@ -64,10 +64,27 @@ fn a_short_run_passes_cleans_up_and_writes_its_history() {
         "definite outcome: ",
         "replicas converged: yes",
         "progress: a write acknowledged",
+        "partition mode: mixed",
         "result: PASS",
     ] {
         assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
     }
+    // The unavailability line comes before the verdict, with two decimals.
+    let unavailable = lines
+        .iter()
+        .position(|line| line.starts_with("longest unavailability after a heal: "))
+        .expect("the unavailability line");
+    let verdict = lines
+        .iter()
+        .position(|line| line.starts_with("result: "))
+        .expect("the result line");
+    assert!(unavailable < verdict, "{stdout}");
+    let seconds = lines[unavailable]
+        .strip_prefix("longest unavailability after a heal: ")
+        .and_then(|rest| rest.strip_suffix(" s"))
+        .and_then(|number| number.parse::<f64>().ok())
+        .expect("a number of seconds");
+    assert!(seconds <= 5.0, "{stdout}");
     let history = std::fs::read_to_string(&history_path).expect("the history file");
     let history = History::from_json_lines(&history).expect("the simulator's schema");
     assert!(history.ops.len() > 100, "{} operations", history.ops.len());
@@ -99,6 +116,10 @@ fn bad_flags_are_refused_with_one_clear_line() {
         (&["--seed", "abc"], "--seed"),
         (&["--clients", "0"], "--clients"),
         (&["--clients", "33"], "--clients"),
+        (&["--partition-mode", "sideways"], "--partition-mode"),
+        (&["--max-unavailable", "0"], "at least 100ms"),
+        (&["--max-unavailable", "1h"], "is not a duration"),
+        (&["--max-unavailable", "11m"], "at most 10m"),
         (&["--frobnicate"], "unexpected argument"),
         (
             &["--history", "/nonexistent-directory/history.jsonl"],
