@@ -286,7 +286,12 @@ pub(crate) async fn accept_loop<T: Transport>(
                     connection_next += 1;
                     let id = connection_next;
                     let active = Arc::new(AtomicU64::new(context.now_millis()));
-                    let evicted = context.registry().admit(id, peer.ip(), Arc::clone(&active));
+                    let evicted = {
+                        let mut registry = context.registry();
+                        let evicted = registry.admit(id, peer.ip(), Arc::clone(&active));
+                        context.metrics.connections(registry.clients, registry.peers());
+                        evicted
+                    };
                     for abort in evicted {
                         abort.abort();
                         context.closed(Closed::Evicted, peer);
@@ -359,14 +364,17 @@ async fn connection<T: Transport>(
 }
 
 fn identified_peer(context: &InboundContext, id: u64, replica: u8) {
-    let evicted = context.registry().identify_peer(id, replica);
+    let evicted = {
+        let mut registry = context.registry();
+        let evicted = registry.identify_peer(id, replica);
+        context
+            .metrics
+            .connections(registry.clients, registry.peers());
+        evicted
+    };
     for abort in evicted {
         abort.abort();
     }
-    let registry = context.registry();
-    context
-        .metrics
-        .connections(registry.clients, registry.peers());
 }
 
 /// One inbound connection's reading side.
