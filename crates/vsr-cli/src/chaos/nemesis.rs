@@ -168,7 +168,7 @@ impl<'a> Nemesis<'a> {
         let Some(&heal_ns) = self.heals_ns.last() else {
             return;
         };
-        if self.recorder.completed_since(heal_ns) {
+        if self.recorder.completed_since(heal_ns) || Instant::now() >= until {
             return;
         }
         let heal = self.started + Duration::from_nanos(heal_ns);
