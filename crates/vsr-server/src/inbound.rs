@@ -358,7 +358,7 @@ async fn connection<T: Transport>(
     };
     tokio::select! {
         () = connection.read_loop(reader, route) => {}
-        () = write_loop(&mut writer, &mut replies, peer) => {}
+        () = write_loop(&mut writer, &mut replies, peer, &context) => {}
     }
     drop(registered);
 }
@@ -501,16 +501,21 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     writer: &mut W,
     replies: &mut QueueReceiver<Bytes>,
     peer: SocketAddr,
+    context: &InboundContext,
 ) {
     let mut buffer = Vec::new();
     while let Some(first) = replies.recv().await {
         let write = replies.write_batch(writer, first, &mut buffer);
         match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
             Ok(Ok(())) => {}
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
+                // The kernel gave up on data the client never acknowledged.
+                return context.closed(Closed::ReplyStalled, peer);
+            }
             Ok(Err(_)) => return,
             Err(_) => {
                 tracing::warn!(%peer, "a client does not read its replies: closed its connection");
-                return;
+                return context.closed(Closed::ReplyStalled, peer);
             }
         }
     }

@@ -139,15 +139,19 @@ pub(crate) enum Closed {
     Evicted,
     /// Accepting failed (usually: out of file descriptors); an idle connection was closed.
     AcceptFailed,
+    /// A client did not read its replies: the write made no progress, or the kernel gave up
+    /// on an unacknowledged send (`TCP_USER_TIMEOUT`).
+    ReplyStalled,
 }
 
 impl Closed {
-    const ALL: [Closed; 5] = [
+    const ALL: [Closed; 6] = [
         Closed::Idle,
         Closed::FrameTimeout,
         Closed::HandshakeTimeout,
         Closed::Evicted,
         Closed::AcceptFailed,
+        Closed::ReplyStalled,
     ];
 
     fn name(self) -> &'static str {
@@ -157,6 +161,7 @@ impl Closed {
             Closed::HandshakeTimeout => "handshake_timeout",
             Closed::Evicted => "evicted",
             Closed::AcceptFailed => "accept_failed",
+            Closed::ReplyStalled => "reply_stalled",
         }
     }
 }

@@ -92,6 +92,7 @@ fn bench_on_an_existing_cluster_does_not_measure_its_cpu() {
         &cluster.address_list(),
         "--cluster",
         &CLUSTER.to_string(),
+        &cluster.security_flag(),
         "--json",
     ]);
     let value = result(&output);

@@ -159,7 +159,7 @@ fn shell_reads_piped_commands() {
             &format!("--cluster={CLUSTER}"),
             "--addresses",
             &cluster.address_list(),
-            &cluster.tls_flag(),
+            &cluster.security_flag(),
             "--tls-identity=client-test",
         ])
         .stdin(Stdio::piped())
@@ -237,7 +237,7 @@ fn a_cluster_without_quorum_reports_the_outcome_unknown() {
             &format!("--cluster={CLUSTER}"),
             "--addresses",
             &cluster.address_list(),
-            &cluster.tls_flag(),
+            &cluster.security_flag(),
             "--tls-identity=client-test",
             "--timeout=1s",
         ])

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 use vsr::{Codec, Op};
 use vsr_kv::{KvOperation, KvResult};
-use vsr_server::Client;
+use vsr_server::{Client, Network};
 use vsr_storage::layout::{self, SuperblockCopy, WalFile, WalRecord, WalRecordKind};
 
 /// Clients writing or reading at once.
@@ -51,6 +51,7 @@ fn pairs(tag: &str, range: std::ops::Range<usize>) -> Vec<(Bytes, Bytes)> {
 struct Kv {
     runtime: tokio::runtime::Runtime,
     addresses: Vec<String>,
+    network: Network,
 }
 
 impl Kv {
@@ -63,6 +64,7 @@ impl Kv {
         Self {
             runtime,
             addresses: cluster.addresses.clone(),
+            network: cluster.network(),
         }
     }
 
@@ -77,7 +79,9 @@ impl Kv {
         self.runtime.block_on(async {
             let mut tasks = JoinSet::new();
             for worker in 0..CLIENTS {
-                let client = Client::connect(CLUSTER, self.addresses.clone()).expect("a client");
+                let client =
+                    Client::connect_with(self.network.clone(), CLUSTER, self.addresses.clone())
+                        .expect("a client");
                 let (pairs, operation) = (Arc::clone(&pairs), Arc::clone(&operation));
                 tasks.spawn(async move {
                     let mut failures = Vec::new();
@@ -128,7 +132,7 @@ impl Kv {
 
 /// Executes `operation`, retrying while the cluster does not answer (a put of the same value
 /// and a get are safe to repeat), for at most [`OPERATION_GIVE_UP`].
-async fn execute(client: &Client, operation: &KvOperation) -> Result<KvResult, String> {
+async fn execute(client: &Client<Network>, operation: &KvOperation) -> Result<KvResult, String> {
     let body = Bytes::from(operation.to_bytes());
     let started = Instant::now();
     loop {

@@ -92,7 +92,7 @@ fn bench(cluster: &Cluster, requests: u32) -> Child {
             "bench",
             &format!("--cluster={CLUSTER}"),
             &format!("--addresses={}", cluster.address_list()),
-            &cluster.tls_flag(),
+            &cluster.security_flag(),
             "--tls-identity=client-test",
             &format!("--requests={requests}"),
             "--clients=16",

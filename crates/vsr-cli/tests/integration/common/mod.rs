@@ -55,14 +55,26 @@ pub(crate) struct Cluster {
     pub(crate) addresses: Vec<String>,
     pub(crate) metrics: Vec<SocketAddr>,
     children: Vec<Option<Child>>,
+    /// Mutual TLS with the certificates in [`Cluster::tls_dir`]; else `--insecure`.
+    secure: bool,
 }
 
 impl Cluster {
     /// Formats and starts `replica_count` replicas; all of them serve metrics when it returns.
     /// Starts over on fresh ports if a replica could not start (a port taken in between).
     pub(crate) fn start(replica_count: usize) -> Self {
+        Self::start_with(replica_count, true)
+    }
+
+    /// [`Cluster::start`] over plain TCP (`--insecure`): for tests of what reaches the frame
+    /// decoder, which TLS would stop first.
+    pub(crate) fn start_insecure(replica_count: usize) -> Self {
+        Self::start_with(replica_count, false)
+    }
+
+    fn start_with(replica_count: usize, secure: bool) -> Self {
         for _ in 0..3 {
-            let mut cluster = Self::format(replica_count);
+            let mut cluster = Self::format_with(replica_count, secure);
             for index in 0..replica_count {
                 cluster.spawn(index);
             }
@@ -75,6 +87,10 @@ impl Cluster {
 
     /// Formats the data directories without starting anything.
     pub(crate) fn format(replica_count: usize) -> Self {
+        Self::format_with(replica_count, true)
+    }
+
+    fn format_with(replica_count: usize, secure: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("vsr-cli-test-")
             .tempdir()
@@ -89,6 +105,7 @@ impl Cluster {
                 .collect(),
             metrics: ports[replica_count..].to_vec(),
             children: (0..replica_count).map(|_| None).collect(),
+            secure,
         };
         let output = vsr(&[
             "certs",
@@ -118,9 +135,24 @@ impl Cluster {
         self.dir.path().join("tls")
     }
 
-    /// `--tls=DIR` for this cluster's certificates.
-    pub(crate) fn tls_flag(&self) -> String {
-        format!("--tls={}", self.tls_dir().display())
+    /// `--tls=DIR` for this cluster's certificates, or `--insecure`.
+    pub(crate) fn security_flag(&self) -> String {
+        if self.secure {
+            format!("--tls={}", self.tls_dir().display())
+        } else {
+            "--insecure".to_owned()
+        }
+    }
+
+    /// How an in-process client reaches this cluster: as client `test`, or over plain TCP.
+    pub(crate) fn network(&self) -> vsr_server::Network {
+        if !self.secure {
+            return vsr_server::Network::Insecure;
+        }
+        let identity = vsr_server::Identity::Client("test".to_owned());
+        let transport = vsr_server::TlsTransport::new(&self.tls_dir(), CLUSTER, identity)
+            .expect("the cluster's client certificate");
+        vsr_server::Network::Tls(transport)
     }
 
     pub(crate) fn data_dir(&self, index: usize) -> PathBuf {
@@ -164,7 +196,7 @@ impl Cluster {
             .arg(format!("--checkpoint-interval={CHECKPOINT_INTERVAL}"))
             // A killed test binary leaves no replica behind.
             .arg(format!("--exit-with-parent={}", std::process::id()))
-            .arg(self.tls_flag())
+            .arg(self.security_flag())
             .arg(self.data_dir(index))
             .env_remove("VSR_CLUSTER")
             .env_remove("VSR_ADDRESSES")
@@ -256,7 +288,7 @@ impl Cluster {
             "client".to_owned(),
             format!("--cluster={CLUSTER}"),
             format!("--addresses={}", self.address_list()),
-            self.tls_flag(),
+            self.security_flag(),
             "--tls-identity=client-test".to_owned(),
         ];
         all.extend(args.iter().map(|arg| (*arg).to_owned()));
