@@ -120,26 +120,9 @@ fn snapshot() -> Vec<u8> {
     out
 }
 
-/// One frame of each message, sealed, with the control byte of a receiver that accepts it.
-fn frames() -> Vec<Vec<u8>> {
-    let snapshot = Bytes::from(snapshot());
-    let delta = DeltaChunk {
-        op: Op(7),
-        op_checksum: EntryChecksum(0xc4ec),
-        since: Op(0),
-        offset: 0,
-        total_size: snapshot.len() as u64,
-        total_checksum: checksum(&snapshot),
-        chunk: snapshot.slice(..snapshot.len() / 2),
-    };
-    let new_state = |payload| NewState {
-        view: View(1),
-        op: Op(7),
-        commit: Op(7),
-        normal: true,
-        payload,
-    };
-    let from_replica: Vec<(u8, Message)> = vec![
+/// Messages between replicas other than new_state and recovery, by sender.
+fn replica_messages() -> Vec<(u8, Message)> {
+    vec![
         (
             0,
             Prepare {
@@ -197,6 +180,29 @@ fn frames() -> Vec<Vec<u8>> {
             }
             .into(),
         ),
+    ]
+}
+
+/// new_state with entries and with a delta chunk, recovery and its response, by sender.
+fn state_messages() -> Vec<(u8, Message)> {
+    let snapshot = Bytes::from(snapshot());
+    let delta = DeltaChunk {
+        op: Op(7),
+        op_checksum: EntryChecksum(0xc4ec),
+        since: Op(0),
+        offset: 0,
+        total_size: snapshot.len() as u64,
+        total_checksum: checksum(&snapshot),
+        chunk: snapshot.slice(..snapshot.len() / 2),
+    };
+    let new_state = |payload| NewState {
+        view: View(1),
+        op: Op(7),
+        commit: Op(7),
+        normal: true,
+        payload,
+    };
+    vec![
         (0, new_state(StatePayload::Entries(entries(3, 3))).into()),
         (0, new_state(StatePayload::Delta(delta)).into()),
         (2, Recovery { nonce: 77 }.into()),
@@ -211,9 +217,13 @@ fn frames() -> Vec<Vec<u8>> {
             }
             .into(),
         ),
-    ];
+    ]
+}
+
+/// One frame of each message, sealed, with the control byte of a receiver that accepts it.
+fn frames() -> Vec<Vec<u8>> {
+    let from_replica = replica_messages().into_iter().chain(state_messages());
     let mut frames: Vec<Vec<u8>> = from_replica
-        .into_iter()
         .map(|(from, message)| {
             // Replica 0 sends to replica 1; the others to replica 0.
             let to = u8::from(from == 0);

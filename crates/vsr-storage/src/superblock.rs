@@ -410,7 +410,11 @@ mod tests {
             },
         ];
         for copy in unreachable {
-            assert_eq!(Superblock::decode(&copy.encode()), Copy::Damaged, "{copy:?}");
+            assert_eq!(
+                Superblock::decode(&copy.encode()),
+                Copy::Damaged,
+                "{copy:?}"
+            );
         }
     }
 
