@@ -37,6 +37,8 @@ mod checkpoint;
 mod disk;
 mod error;
 mod file;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 pub mod layout;
 mod lock;

@@ -211,7 +211,6 @@ pub(crate) fn u128_at(bytes: &[u8], offset: usize) -> u128 {
 }
 
 /// Decodes a whole record from `bytes` (header and payload, nothing else).
-#[cfg(test)]
 pub(crate) fn decode_record(bytes: &[u8]) -> Option<Record> {
     let header = decode_header(bytes.first_chunk::<RECORD_HEADER_SIZE>()?)?;
     if bytes.len() != header.record_size() {

@@ -30,11 +30,14 @@
 //! |    152 |  104 | reserved                  | 0                                            |
 //!
 //! `checksum`, `magic` and `format_version` keep their place in every future format, so an old
-//! build recognises data it cannot read.
+//! build recognises data it cannot read. A copy is valid only if every number in it is below
+//! `vsr::limits::NUMBER_MAX` and, without a checkpoint (generation 0), every checkpoint field
+//! is 0: anything else was not written by this code.
 
 use std::ops::Range;
 
 use vsr::checksum::checksum;
+use vsr::limits::NUMBER_MAX;
 use vsr::{EntryChecksum, Op, View, ViewState};
 
 use crate::record::{is_zero, u64_at, u128_at};
@@ -209,7 +212,29 @@ impl Superblock {
             wal_start: u64_at(bytes, 136),
             wal_generation: u64_at(bytes, 144),
         };
-        (fields_ok && superblock.wal_start >= 1).then_some(superblock)
+        (fields_ok && superblock.wal_start >= 1 && superblock.numbers_reachable())
+            .then_some(superblock)
+    }
+
+    /// Whether the copy says what this code can have written: every number below
+    /// [`NUMBER_MAX`] (ops and views are bounded there, and sequence numbers, generations and
+    /// sizes grow by far less), and no checkpoint fields without a checkpoint. Open does
+    /// arithmetic on these numbers, so a sealed copy that breaks this is damaged, not trusted.
+    fn numbers_reachable(&self) -> bool {
+        let checkpoint = &self.checkpoint;
+        let numbers = [
+            self.sequence,
+            self.view_state.view.get(),
+            self.view_state.last_normal_view.get(),
+            self.view_state.commit.get(),
+            checkpoint.op,
+            checkpoint.size,
+            checkpoint.generation,
+            self.wal_start,
+            self.wal_generation,
+        ];
+        numbers.iter().all(|number| *number < NUMBER_MAX)
+            && (checkpoint.generation > 0 || *checkpoint == CheckpointReference::default())
     }
 }
 
@@ -312,27 +337,85 @@ mod tests {
             any::<(u128, u8, u64, u64, u64, u64, bool)>(),
             any::<(u64, u128, u64, u128, u64, u64, u64)>(),
         )
-            .prop_map(|(a, b)| Superblock {
-                cluster: a.0,
-                replica: a.1 % 7,
-                replica_count: 7,
-                sequence: a.2,
-                view_state: ViewState {
-                    view: View(a.3),
-                    last_normal_view: View(a.4),
-                    commit: Op(a.5),
-                    recovering: a.6,
-                },
-                checkpoint: CheckpointReference {
-                    op: b.0,
+            .prop_map(|(a, b)| {
+                let reachable = |number: u64| number % NUMBER_MAX;
+                let checkpoint = CheckpointReference {
+                    op: reachable(b.0),
                     op_checksum: EntryChecksum(b.1),
-                    size: b.2,
+                    size: reachable(b.2),
                     checksum: b.3,
-                    generation: b.4,
-                },
-                wal_start: b.5.max(1),
-                wal_generation: b.6,
+                    generation: reachable(b.4),
+                };
+                Superblock {
+                    cluster: a.0,
+                    replica: a.1 % 7,
+                    replica_count: 7,
+                    sequence: reachable(a.2),
+                    view_state: ViewState {
+                        view: View(reachable(a.3)),
+                        last_normal_view: View(reachable(a.4)),
+                        commit: Op(reachable(a.5)),
+                        recovering: a.6,
+                    },
+                    checkpoint: if checkpoint.generation > 0 {
+                        checkpoint
+                    } else {
+                        CheckpointReference::default()
+                    },
+                    wal_start: reachable(b.5).max(1),
+                    wal_generation: reachable(b.6),
+                }
             })
+    }
+
+    #[test]
+    fn unreachable_numbers_and_stray_checkpoint_fields_are_damage() {
+        let superblock = Superblock {
+            cluster: 9,
+            replica: 0,
+            replica_count: 3,
+            sequence: 4,
+            view_state: ViewState::default(),
+            checkpoint: CheckpointReference::default(),
+            wal_start: 1,
+            wal_generation: 0,
+        };
+        assert_eq!(
+            Superblock::decode(&superblock.encode()),
+            Copy::Valid(superblock)
+        );
+        let unreachable = [
+            Superblock {
+                sequence: u64::MAX,
+                ..superblock
+            },
+            Superblock {
+                wal_generation: NUMBER_MAX,
+                ..superblock
+            },
+            Superblock {
+                checkpoint: CheckpointReference {
+                    op: 30,
+                    ..CheckpointReference::default()
+                },
+                ..superblock
+            },
+            Superblock {
+                checkpoint: CheckpointReference {
+                    generation: 1,
+                    size: u64::MAX - 8,
+                    ..CheckpointReference::default()
+                },
+                ..superblock
+            },
+        ];
+        for copy in unreachable {
+            assert_eq!(
+                Superblock::decode(&copy.encode()),
+                Copy::Damaged,
+                "{copy:?}"
+            );
+        }
     }
 
     proptest! {

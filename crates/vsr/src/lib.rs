@@ -22,6 +22,8 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod coverage;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod message;
 pub mod numbers;

@@ -38,7 +38,8 @@ use crate::message::{
 use crate::numbers::{EntryChecksum, Op, View};
 use crate::state_machine::{Codec, CodecError, StateMachine};
 use crate::wire::{Receiver, Verified};
-use client_table::{Admission, ClientTable};
+use client_table::Admission;
+pub(crate) use client_table::ClientTable;
 use log::Log;
 pub use normal::{Backup, Primary};
 use pipeline::Pipeline;
@@ -877,17 +878,7 @@ impl<S: StateMachine> Replica<S> {
 
     /// Installs a snapshot from [`Replica::encode_snapshot`]; the client table is replaced.
     fn install_snapshot(&mut self, bytes: &[u8]) -> Result<(), CodecError> {
-        let error = |reason| CodecError::new("snapshot", reason);
-        let size = bytes.get(..4).ok_or_else(|| error("truncated"))?;
-        let size = u32::from_le_bytes(size.try_into().expect("4 bytes")) as usize;
-        let table = bytes
-            .get(4..4 + size)
-            .ok_or_else(|| error("truncated client table"))?;
-        let (client_table, used) = ClientTable::decode(table)?;
-        if used != size {
-            return Err(error("client table size"));
-        }
-        let delta = S::Delta::decode(&bytes[4 + size..])?;
+        let (client_table, delta) = decode_snapshot::<S>(bytes)?;
         self.client_table = client_table;
         self.state_machine.apply_delta(delta);
         Ok(())
@@ -903,4 +894,27 @@ impl<S: StateMachine> Replica<S> {
         let timeout = self.config.view_change_timeout_ticks;
         self.view_change_timeout_at = self.tick + timeout + self.jitter(timeout);
     }
+}
+
+/// Decodes a snapshot from [`Replica::encode_snapshot`]: the client table's size (u32), the
+/// client table, then the state machine's delta. Checkpoints and state transfer both read
+/// snapshots through here; the bytes come from a peer or a disk, so every failure is an error.
+pub(crate) fn decode_snapshot<S: StateMachine>(
+    bytes: &[u8],
+) -> Result<(ClientTable, S::Delta), CodecError> {
+    let error = |reason| CodecError::new("snapshot", reason);
+    let (size, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| error("truncated"))?;
+    let size = u32::from_le_bytes(*size) as usize;
+    if size > rest.len() {
+        return Err(error("truncated client table"));
+    }
+    let (table, delta) = rest.split_at(size);
+    let (client_table, used) = ClientTable::decode(table)?;
+    if used != size {
+        return Err(error("client table size"));
+    }
+    let delta = S::Delta::decode(delta)?;
+    Ok((client_table, delta))
 }
