@@ -14,14 +14,20 @@
 //!   closing an idle connection) is reconnected to before the next frame, not after it is lost;
 //! * whenever the event loop hears from the peer ([`Heard`]), a reconnect waiting out its
 //!   backoff, or a connection attempt hanging for longer than [`ATTEMPT_PATIENCE`], starts over
-//!   at once: the peer is reachable again.
+//!   at once: the peer is reachable again;
+//! * when the peer is heard from after [`SILENCE`] without a word, the connection in use is
+//!   replaced at once, even if it looks healthy: a partition may have just healed, and frames
+//!   written into the old connection during it may sit behind TCP's retransmission backoff
+//!   (or a path that drops without a trace) for many seconds. Peers that are merely quiet pay
+//!   one reconnect when they speak again.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::frame::{Backoff, QueueReceiver};
 use crate::transport::Transport;
@@ -39,8 +45,41 @@ const BACKOFF_MAX: Duration = Duration::from_millis(250);
 /// A connection attempt running this long is restarted when the peer is heard from.
 const ATTEMPT_PATIENCE: Duration = Duration::from_millis(200);
 
-/// Signalled by the event loop whenever a message from the peer arrives.
-pub(crate) type Heard = Arc<Notify>;
+/// A peer silent this long and then heard from gets a fresh connection.
+const SILENCE: Duration = Duration::from_secs(1);
+
+/// What the event loop tells a peer's task about messages from the peer.
+#[derive(Debug)]
+pub(crate) struct Heard {
+    /// Signalled on every message from the peer.
+    any: Notify,
+    /// Counts messages that came after [`SILENCE`] without one.
+    renewals: watch::Sender<u64>,
+    /// When the last message came, in milliseconds since `start`.
+    last_millis: AtomicU64,
+    start: Instant,
+}
+
+impl Heard {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            any: Notify::new(),
+            renewals: watch::Sender::new(0),
+            last_millis: AtomicU64::new(0),
+            start: Instant::now(),
+        })
+    }
+
+    /// A message from the peer arrived.
+    pub(crate) fn heard(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_millis.swap(now, Ordering::Relaxed);
+        self.any.notify_one();
+        if now.saturating_sub(last) >= SILENCE.as_millis() as u64 {
+            self.renewals.send_modify(|renewals| *renewals += 1);
+        }
+    }
+}
 
 /// Delivers `queue` to replica `index` at `address` until the queue's sender is dropped.
 pub(crate) async fn peer_task<T: Transport>(
@@ -48,9 +87,10 @@ pub(crate) async fn peer_task<T: Transport>(
     index: u8,
     address: String,
     mut queue: QueueReceiver<Bytes>,
-    heard: Heard,
+    heard: Arc<Heard>,
 ) {
     let mut backoff = Backoff::new(BACKOFF_MAX);
+    let mut renewals = heard.renewals.subscribe();
     let mut buffer = Vec::new();
     let mut failures: u64 = 0;
     loop {
@@ -61,7 +101,7 @@ pub(crate) async fn peer_task<T: Transport>(
                 log_failure(index, &address, failures, &error);
                 tokio::select! {
                     () = backoff.wait() => {}
-                    () = heard.notified() => {}
+                    () = heard.any.notified() => {}
                 }
                 continue;
             }
@@ -73,6 +113,8 @@ pub(crate) async fn peer_task<T: Transport>(
         }
         failures = 0;
         backoff.reset();
+        // A silence that ended before this connection existed is no reason to replace it.
+        renewals.borrow_and_update();
         let (mut reader, mut writer) = tokio::io::split(stream);
         loop {
             let first = tokio::select! {
@@ -82,6 +124,10 @@ pub(crate) async fn peer_task<T: Transport>(
                 }
                 () = closed(&mut reader) => {
                     tracing::debug!(replica = index, %address, "the peer closed the connection; reconnecting");
+                    break;
+                }
+                Ok(()) = renewals.changed() => {
+                    tracing::debug!(replica = index, %address, "heard from the peer after a silence; reconnecting");
                     break;
                 }
             };
@@ -107,12 +153,12 @@ async fn connect<T: Transport>(
     transport: &T,
     address: &str,
     index: u8,
-    heard: &Notify,
+    heard: &Heard,
 ) -> Result<T::Stream, String> {
     let attempt = tokio::time::timeout(CONNECT_TIMEOUT, transport.connect(address, index));
     let heard_again = async {
         tokio::time::sleep(ATTEMPT_PATIENCE).await;
-        heard.notified().await;
+        heard.any.notified().await;
     };
     tokio::select! {
         attempt = attempt => match attempt {
@@ -141,5 +187,24 @@ fn log_failure(index: u8, address: &str, failures: u64, error: &dyn std::fmt::Di
         tracing::warn!(replica = index, %address, %error, failures, "cannot connect to replica {index}; retrying");
     } else {
         tracing::debug!(replica = index, %address, %error, failures, "cannot connect");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_heard_after_a_silence_renews_the_connection_and_a_chatty_one_does_not() {
+        let heard = Heard::new();
+        let renewals = heard.renewals.subscribe();
+        heard.heard();
+        heard.heard();
+        assert_eq!(*renewals.borrow(), 0, "messages within the silence bound");
+        std::thread::sleep(SILENCE + Duration::from_millis(50));
+        heard.heard();
+        assert_eq!(*renewals.borrow(), 1, "heard again after a silence");
+        heard.heard();
+        assert_eq!(*renewals.borrow(), 1);
     }
 }

@@ -206,7 +206,7 @@ where
             continue;
         }
         let (sender, receiver) = queue(PEER_QUEUE_FRAMES_MAX, PEER_QUEUE_BYTES_MAX);
-        let heard = Heard::default();
+        let heard = Heard::new();
         let peer = u8::try_from(peer).expect("bounded by the replica count");
         tasks.spawn(peer_task(
             transport.clone(),
@@ -332,7 +332,7 @@ async fn resolve(address: &str) -> Result<SocketAddr, ServerError> {
 /// Where messages to one peer go, and how the event loop tells its task the peer was heard.
 struct PeerLink {
     sender: QueueSender<Bytes>,
-    heard: Heard,
+    heard: Arc<Heard>,
 }
 
 /// The event loop's state: the replica and where its commands go.
@@ -439,7 +439,7 @@ impl<S: StateMachine> Driver<S> {
             && let Some(Some(link)) = self.peers.get(usize::from(from))
         {
             // The path from the peer works: a reconnect to it need not wait.
-            link.heard.notify_one();
+            link.heard.heard();
         }
         if let (Sender::Client(client), Message::Request(Request { request, .. })) =
             (envelope.envelope().sender, &envelope.envelope().message)
