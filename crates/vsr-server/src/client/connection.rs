@@ -4,6 +4,11 @@
 //! the read side routes it to that session's queue (a reply for a session that is gone, or for
 //! none registered, is dropped).
 //!
+//! A connection whose replica has answered nothing for a second since a frame went out is not
+//! trusted with the next frame: that one goes out on a fresh connection. Across a healed
+//! partition the old connection may hold its frames behind TCP's retransmission backoff for
+//! many seconds, while a new one gets through at once.
+//!
 //! Frames of a state machine operation carry a shared "sent" state so the session can tell,
 //! after its deadline, whether any copy of the operation reached a socket: the connection task
 //! claims the state before it writes, and the session cancels it when it gives up, so a frame
@@ -11,9 +16,9 @@
 //! not executed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -30,6 +35,9 @@ const QUEUE_FRAMES_MAX: usize = 8192;
 const QUEUE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Longest wait between reconnect attempts (before jitter).
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A frame due on a connection whose replica answered nothing for this long since an earlier
+/// write goes out on a fresh connection instead.
+const SILENCE: Duration = Duration::from_secs(1);
 /// Longest wait for a connection to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A write that makes no progress for this long means the replica is gone: reconnect.
@@ -181,9 +189,17 @@ async fn connection<T: Transport>(
         };
         backoff.reset();
         let (reader, mut writer) = tokio::io::split(stream);
-        tokio::select! {
-            () = read_loop(reader, &router, &address) => {}
-            () = write_loop(&mut writer, &mut queue, first) => {}
+        let heard = Heard::new();
+        let unanswered = tokio::select! {
+            () = read_loop(reader, &router, &address, &heard) => None,
+            unanswered = write_loop(&mut writer, &mut queue, first, &heard) => unanswered,
+        };
+        if let Some(unanswered) = unanswered {
+            // The replica answered nothing for a while: this connection may be stuck where a
+            // fresh one would get through (a healed partition). Reconnect at once.
+            tracing::debug!(%address, "a replica has not answered for {SILENCE:?}; reconnecting");
+            first = unanswered;
+            continue;
         }
         backoff.wait().await;
         let Some(next) = queue.recv().await else {
@@ -193,11 +209,34 @@ async fn connection<T: Transport>(
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(reader: R, router: &Router, address: &str) {
+/// When a connection last delivered a frame: milliseconds since it opened, plus one (zero:
+/// never).
+struct Heard {
+    opened: Instant,
+    last_millis: AtomicU64,
+}
+
+impl Heard {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            last_millis: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(reader: R, router: &Router, address: &str, heard: &Heard) {
     let mut reader = FrameReader::new(reader, router.receiver);
     loop {
         match reader.next().await {
-            Ok(Some((verified, _))) => router.route(verified),
+            Ok(Some((verified, _))) => {
+                heard.last_millis.store(heard.now() + 1, Ordering::Relaxed);
+                router.route(verified);
+            }
             Ok(None) => return,
             Err(ReadError::Io(error)) => {
                 return tracing::debug!(%address, %error, "lost the connection to a replica");
@@ -214,20 +253,35 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: R, router: &Router, address: &s
     }
 }
 
+/// Writes queued frames until the connection fails (`None`), or until a frame is due while the
+/// replica has answered nothing for [`SILENCE`] since an earlier write: that frame is handed
+/// back for a fresh connection.
 async fn write_loop<W: AsyncWrite + Unpin>(
     writer: &mut W,
     queue: &mut QueueReceiver<Outbound>,
     first: Outbound,
-) {
+    heard: &Heard,
+) -> Option<Outbound> {
     let mut buffer = Vec::new();
     let mut next = Some(first);
+    // When the first write not followed by any frame from the replica went out.
+    let mut unanswered_since: Option<u64> = None;
     loop {
-        let Some(item) = next.take() else { return };
+        let item = next.take()?;
+        let now = heard.now();
+        if let Some(since) = unanswered_since {
+            if heard.last_millis.load(Ordering::Relaxed) > since {
+                unanswered_since = None;
+            } else if now - since >= SILENCE.as_millis() as u64 {
+                return Some(item);
+            }
+        }
         let write = queue.write_batch(writer, item, &mut buffer);
         match tokio::time::timeout(WRITE_STALL_TIMEOUT, write).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return,
+            Ok(Err(_)) | Err(_) => return None,
         }
+        unanswered_since.get_or_insert(now);
         next = queue.recv().await;
     }
 }
