@@ -285,3 +285,67 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         next = queue.recv().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound(byte: u8) -> Outbound {
+        Outbound {
+            frame: Bytes::from(vec![byte; 8]),
+            sent: Some(Arc::new(AtomicU8::new(SENT_PENDING))),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_due_after_a_silence_is_handed_back_unwritten() {
+        let (mut writer, _replica) = tokio::io::duplex(1 << 16);
+        let (sender, mut queue) = queue(16, 1 << 16);
+        let heard = Heard::new();
+        let late = outbound(2);
+        let late_sent = Arc::clone(late.sent.as_ref().expect("tracked"));
+        let writing = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(
+                heard.last_millis.load(Ordering::Relaxed) == 0,
+                "nothing answered"
+            );
+            tokio::time::sleep(SILENCE).await;
+            sender.try_send(late).expect("room");
+        };
+        let (handed_back, ()) = tokio::join!(
+            write_loop(&mut writer, &mut queue, outbound(1), &heard),
+            writing
+        );
+        let handed_back = handed_back.expect("the late frame comes back");
+        assert_eq!(handed_back.frame[0], 2);
+        assert_eq!(
+            late_sent.load(Ordering::Acquire),
+            SENT_PENDING,
+            "not written"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answered_connection_keeps_its_frames() {
+        let (mut writer, _replica) = tokio::io::duplex(1 << 16);
+        let (sender, mut queue) = queue(16, 1 << 16);
+        let heard = Heard::new();
+        let writing = async {
+            tokio::time::sleep(SILENCE + Duration::from_millis(100)).await;
+            // An answer came after the first write: the next frame uses this connection.
+            heard.last_millis.store(heard.now() + 1, Ordering::Relaxed);
+            sender.try_send(outbound(2)).expect("room");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(sender);
+        };
+        let (handed_back, ()) = tokio::join!(
+            write_loop(&mut writer, &mut queue, outbound(1), &heard),
+            writing
+        );
+        assert!(
+            handed_back.is_none(),
+            "both frames written, then the queue closed"
+        );
+    }
+}
