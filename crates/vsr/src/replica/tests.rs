@@ -1546,16 +1546,7 @@ mod review {
         let mut damaged = disk(view_state, &[&e1, &e2, &e3, &stale4, &stale5]);
         damaged.damaged = true;
         let mut replica = Replica::open(config(3), 1, Sum::default(), 5, &damaged);
-        let nonce = settle(&mut replica)
-            .iter()
-            .find_map(|command| match command {
-                Command::Send { envelope, .. } => match envelope.message {
-                    Message::Recovery(Recovery { nonce }) => Some(nonce),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .expect("a recovery message");
+        let nonce = recovery_nonce(&settle(&mut replica));
         let response = |primary| {
             Message::RecoveryResponse(RecoveryResponse {
                 view: View(2),
@@ -1815,3 +1806,17 @@ mod invariants {
 }
 
 mod bounds;
+
+/// The nonce of the recovery message among `commands`.
+fn recovery_nonce(commands: &[Command]) -> u64 {
+    commands
+        .iter()
+        .find_map(|command| match command {
+            Command::Send { envelope, .. } => match envelope.message {
+                Message::Recovery(Recovery { nonce }) => Some(nonce),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("a recovery message")
+}

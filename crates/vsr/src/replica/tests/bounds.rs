@@ -346,16 +346,7 @@ fn a_lost_replica_recovers_into_a_cluster_past_the_jump_bound() {
 #[test]
 fn one_recovery_response_too_far_ahead_is_dropped_and_counted() {
     let mut recovering = Replica::recover(config(3), 0, Sum::default(), 9);
-    let nonce = drain(&mut recovering)
-        .iter()
-        .find_map(|command| match command {
-            Command::Send { envelope, .. } => match envelope.message {
-                Message::Recovery(Recovery { nonce }) => Some(nonce),
-                _ => None,
-            },
-            _ => None,
-        })
-        .expect("a recovery");
+    let nonce = recovery_nonce(&drain(&mut recovering));
     let response = |view: View, primary: bool| {
         Message::RecoveryResponse(RecoveryResponse {
             view,
