@@ -413,6 +413,11 @@ impl Connection<'_> {
             let (envelope, size) = match next {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,
+                Err(ReadError::Io(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
+                    // The kernel gave up on data or keepalive probes the other end never
+                    // acknowledged (for a client: often replies it does not read).
+                    return context.closed(Closed::Stalled, peer);
+                }
                 Err(ReadError::Io(error)) => {
                     return tracing::debug!(%peer, %error, "connection failed");
                 }
@@ -510,12 +515,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             Ok(Ok(())) => {}
             Ok(Err(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
                 // The kernel gave up on data the client never acknowledged.
-                return context.closed(Closed::ReplyStalled, peer);
+                return context.closed(Closed::Stalled, peer);
             }
             Ok(Err(_)) => return,
             Err(_) => {
                 tracing::warn!(%peer, "a client does not read its replies: closed its connection");
-                return context.closed(Closed::ReplyStalled, peer);
+                return context.closed(Closed::Stalled, peer);
             }
         }
     }

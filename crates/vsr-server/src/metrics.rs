@@ -139,9 +139,9 @@ pub(crate) enum Closed {
     Evicted,
     /// Accepting failed (usually: out of file descriptors); an idle connection was closed.
     AcceptFailed,
-    /// A client did not read its replies: the write made no progress, or the kernel gave up
-    /// on an unacknowledged send (`TCP_USER_TIMEOUT`).
-    ReplyStalled,
+    /// The other end stopped acknowledging: a reply write made no progress, or the kernel gave
+    /// up on unacknowledged data or unanswered keepalive probes (`TCP_USER_TIMEOUT`).
+    Stalled,
 }
 
 impl Closed {
@@ -151,7 +151,7 @@ impl Closed {
         Closed::HandshakeTimeout,
         Closed::Evicted,
         Closed::AcceptFailed,
-        Closed::ReplyStalled,
+        Closed::Stalled,
     ];
 
     fn name(self) -> &'static str {
@@ -161,7 +161,7 @@ impl Closed {
             Closed::HandshakeTimeout => "handshake_timeout",
             Closed::Evicted => "evicted",
             Closed::AcceptFailed => "accept_failed",
-            Closed::ReplyStalled => "reply_stalled",
+            Closed::Stalled => "stalled",
         }
     }
 }

@@ -182,7 +182,7 @@ fn a_client_that_floods_and_never_reads_is_dropped() {
     // zero window (TCP_USER_TIMEOUT) or after 10 s without progress, whichever comes first.
     let closed = wait_for(Duration::from_secs(20), || {
         cluster
-            .metric(0, "vsr_connections_closed_total{reason=\"reply_stalled\"}")
+            .metric(0, "vsr_connections_closed_total{reason=\"stalled\"}")
             .is_some_and(|closed| closed > 0)
     });
     assert!(
