@@ -121,7 +121,7 @@ impl InboundContext {
         }
     }
 
-    fn closed(&self, reason: Closed, peer: SocketAddr) {
+    fn closed(&self, reason: Closed, peer: &dyn std::fmt::Display) {
         if self.metrics.closed(reason) {
             tracing::info!(
                 %peer, ?reason,
@@ -165,8 +165,14 @@ struct Registry {
 }
 
 impl Registry {
-    /// Registers a new connection; returns the connections to close to keep the bounds.
-    fn admit(&mut self, id: u64, address: IpAddr, active: Arc<AtomicU64>) -> Vec<AbortHandle> {
+    /// Registers a new connection; returns the connections to close to keep the bounds, with
+    /// their remote addresses.
+    fn admit(
+        &mut self,
+        id: u64,
+        address: IpAddr,
+        active: Arc<AtomicU64>,
+    ) -> Vec<(IpAddr, AbortHandle)> {
         let mut evict = Vec::new();
         if self.by_address.get(&address).copied().unwrap_or(0) >= ADDRESS_CONNECTIONS_MAX {
             evict.extend(self.evict_idlest(Some(address)));
@@ -218,8 +224,9 @@ impl Registry {
             .collect()
     }
 
-    /// Closes the least recently active client connection (of `address`, if given).
-    fn evict_idlest(&mut self, address: Option<IpAddr>) -> Option<AbortHandle> {
+    /// Forgets the least recently active client connection (of `address`, if given); returns
+    /// its address and its task's handle to abort.
+    fn evict_idlest(&mut self, address: Option<IpAddr>) -> Option<(IpAddr, AbortHandle)> {
         let idlest = self
             .entries
             .iter()
@@ -228,7 +235,8 @@ impl Registry {
             })
             .min_by_key(|(id, entry)| (entry.active.load(Ordering::Relaxed), **id))
             .map(|(id, _)| *id)?;
-        self.remove(idlest)
+        let address = self.entries[&idlest].address;
+        self.remove(idlest).map(|abort| (address, abort))
     }
 
     /// Forgets connection `id`; returns its task's handle (if it still runs) to abort.
@@ -292,9 +300,9 @@ pub(crate) async fn accept_loop<T: Transport>(
                         context.metrics.connections(registry.clients, registry.peers());
                         evicted
                     };
-                    for abort in evicted {
+                    for (address, abort) in evicted {
                         abort.abort();
-                        context.closed(Closed::Evicted, peer);
+                        context.closed(Closed::Evicted, &address);
                     }
                     let task = connection(
                         transport.clone(), incoming, peer, id, active, Arc::clone(&context),
@@ -306,7 +314,7 @@ pub(crate) async fn accept_loop<T: Transport>(
                     // Out of file descriptors, most likely: make room by closing the least
                     // recently active client connection, so that peers still get in.
                     let evicted = context.registry().evict_idlest(None);
-                    if let Some(abort) = evicted {
+                    if let Some((_, abort)) = evicted {
                         abort.abort();
                     }
                     if context.metrics.closed(Closed::AcceptFailed) {
@@ -338,7 +346,7 @@ async fn connection<T: Transport>(
         Ok(Err(error)) => {
             return context.reject(ErrorKind::Handshake, peer, &error);
         }
-        Err(_) => return context.closed(Closed::HandshakeTimeout, peer),
+        Err(_) => return context.closed(Closed::HandshakeTimeout, &peer),
     };
     if let Some(Identity::Replica(replica)) = identity {
         identified_peer(&context, id, replica);
@@ -407,7 +415,7 @@ impl Connection<'_> {
                         continue; // A frame began since the deadline was set: give it its time.
                     }
                     let reason = if reader.frame_started().is_some() { Closed::FrameTimeout } else { Closed::Idle };
-                    return context.closed(reason, peer);
+                    return context.closed(reason, &peer);
                 }
             };
             let (envelope, size) = match next {
@@ -416,7 +424,7 @@ impl Connection<'_> {
                 Err(ReadError::Io(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
                     // The kernel gave up on data or keepalive probes the other end never
                     // acknowledged (for a client: often replies it does not read).
-                    return context.closed(Closed::Stalled, peer);
+                    return context.closed(Closed::Stalled, &peer);
                 }
                 Err(ReadError::Io(error)) => {
                     return tracing::debug!(%peer, %error, "connection failed");
@@ -515,12 +523,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             Ok(Ok(())) => {}
             Ok(Err(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
                 // The kernel gave up on data the client never acknowledged.
-                return context.closed(Closed::Stalled, peer);
+                return context.closed(Closed::Stalled, &peer);
             }
             Ok(Err(_)) => return,
             Err(_) => {
                 tracing::warn!(%peer, "a client does not read its replies: closed its connection");
-                return context.closed(Closed::Stalled, peer);
+                return context.closed(Closed::Stalled, &peer);
             }
         }
     }

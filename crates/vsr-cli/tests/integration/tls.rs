@@ -102,18 +102,11 @@ fn certificates_rotate_on_sighup_without_a_restart() {
         fresh.path().to_str().expect("utf-8"),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let fresh_flag = format!("--tls={}", fresh.path().display());
+    let fresh_flag = [format!("--tls={}", fresh.path().display())];
     let fresh_client = |args: &[&str]| {
-        let mut all = vec![
-            "client".to_owned(),
-            format!("--cluster={CLUSTER}"),
-            format!("--addresses={}", cluster.address_list()),
-            fresh_flag.clone(),
-            "--timeout=1s".to_owned(),
-        ];
-        all.extend(args.iter().map(|arg| (*arg).to_owned()));
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        vsr(&all)
+        let mut all = vec!["--timeout=1s"];
+        all.extend_from_slice(args);
+        cluster.client_with(&fresh_flag, &all)
     };
     let refused = fresh_client(&["get", "k"]);
     assert!(

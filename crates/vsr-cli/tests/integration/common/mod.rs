@@ -284,13 +284,22 @@ impl Cluster {
 
     /// Runs `vsr client` against this cluster with `args` after the common flags.
     pub(crate) fn client(&self, args: &[&str]) -> Output {
+        let security = [
+            self.security_flag(),
+            "--tls-identity=client-test".to_owned(),
+        ];
+        self.client_with(&security, args)
+    }
+
+    /// Runs `vsr client` against this cluster with the security flags `security` (for
+    /// example other certificates) and `args` after them.
+    pub(crate) fn client_with(&self, security: &[String], args: &[&str]) -> Output {
         let mut all = vec![
             "client".to_owned(),
             format!("--cluster={CLUSTER}"),
             format!("--addresses={}", self.address_list()),
-            self.security_flag(),
-            "--tls-identity=client-test".to_owned(),
         ];
+        all.extend_from_slice(security);
         all.extend(args.iter().map(|arg| (*arg).to_owned()));
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         vsr(&all)
