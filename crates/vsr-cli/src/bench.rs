@@ -36,7 +36,7 @@ use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::task::JoinSet;
 use vsr::Codec;
-use vsr_kv::{KEY_SIZE_MAX, KvOperation, KvResult, VALUE_SIZE_MAX};
+use vsr_kv::{KEY_SIZE_MAX, KvOperation, KvQuery, KvResult, VALUE_SIZE_MAX};
 use vsr_server::{Client, ClientPool, Network};
 
 use crate::args::{
@@ -284,6 +284,9 @@ struct Measured {
     elapsed: Duration,
     /// Latencies of the requests that succeeded, sorted.
     latencies: Vec<Duration>,
+    /// Of those, the reads' and the writes', sorted.
+    reads: Vec<Duration>,
+    writes: Vec<Duration>,
     failed: u64,
     first_error: Option<String>,
     /// CPU time of the replica processes during the timed phase (`None`: not ours).
@@ -439,20 +442,20 @@ impl Workload {
         })
     }
 
-    /// A random operation: a read with probability `get_ratio`, else a put.
+    /// A random request: a read (a query, answered without the log) with probability
+    /// `get_ratio`, else a put; and whether it is the read.
     fn operation(&self, random: &mut WorkloadRandom) -> (Bytes, bool) {
         let number = random.next() % self.keys;
         let key = Bytes::from(format!("{number:0width$}", width = self.key_size));
-        let read = random.unit() < self.get_ratio;
-        let operation = if read {
-            KvOperation::Get { key }
+        if random.unit() < self.get_ratio {
+            (Bytes::from(KvQuery::Get { key }.to_bytes()), true)
         } else {
-            KvOperation::Put {
+            let operation = KvOperation::Put {
                 key,
                 value: self.value.clone(),
-            }
-        };
-        (Bytes::from(operation.to_bytes()), read)
+            };
+            (Bytes::from(operation.to_bytes()), false)
+        }
     }
 }
 
@@ -460,6 +463,9 @@ impl Workload {
 #[derive(Default)]
 struct SessionResult {
     latencies: Vec<Duration>,
+    /// The latencies of reads and of writes alone.
+    reads: Vec<Duration>,
+    writes: Vec<Duration>,
     failed: u64,
     first_error: Option<String>,
 }
@@ -478,7 +484,12 @@ async fn session(
         }
         let (operation, read) = workload.operation(&mut random);
         let sent = Instant::now();
-        let outcome = match client.request(operation, workload.timeout).await {
+        let reply = if read {
+            client.query(operation, workload.timeout).await
+        } else {
+            client.request(operation, workload.timeout).await
+        };
+        let outcome = match reply {
             Ok(reply) => match (KvResult::decode(&reply), read) {
                 (Ok(KvResult::Value(_)), true) | (Ok(KvResult::Ok), false) => Ok(()),
                 (other, _) => Err(format!("unexpected result {other:?}")),
@@ -486,9 +497,15 @@ async fn session(
             Err(error) => Err(error.to_string()),
         };
         match outcome {
-            Ok(()) => result
-                .latencies
-                .push(Instant::now().duration_since(scheduled.unwrap_or(sent))),
+            Ok(()) => {
+                let latency = Instant::now().duration_since(scheduled.unwrap_or(sent));
+                result.latencies.push(latency);
+                if read {
+                    result.reads.push(latency);
+                } else {
+                    result.writes.push(latency);
+                }
+            }
             Err(error) => {
                 result.failed += 1;
                 result.first_error.get_or_insert(error);
@@ -526,18 +543,24 @@ impl Measured {
         server_cpu: Option<Duration>,
         bench_cpu: Option<Duration>,
     ) -> Self {
-        let mut latencies = Vec::new();
+        let (mut latencies, mut reads, mut writes) = (Vec::new(), Vec::new(), Vec::new());
         let mut failed = 0;
         let mut first_error = None;
         for result in results {
             latencies.extend(result.latencies);
+            reads.extend(result.reads);
+            writes.extend(result.writes);
             failed += result.failed;
             first_error = first_error.or(result.first_error);
         }
         latencies.sort_unstable();
+        reads.sort_unstable();
+        writes.sort_unstable();
         Self {
             elapsed,
             latencies,
+            reads,
+            writes,
             failed,
             first_error,
             server_cpu,
@@ -547,12 +570,17 @@ impl Measured {
 
     /// The latency below which `share` of the successful requests finished (nearest rank).
     fn percentile(&self, share: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = (share * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+        percentile(&self.latencies, share)
     }
+}
+
+/// The latency below which `share` of the sorted `latencies` lie (nearest rank); zero for none.
+fn percentile(latencies: &[Duration], share: f64) -> Duration {
+    if latencies.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (share * latencies.len() as f64).ceil() as usize;
+    latencies[rank.clamp(1, latencies.len()) - 1]
 }
 
 /// The figures `vsr bench` prints.
@@ -574,6 +602,13 @@ struct Report {
     p999_ms: f64,
     max_ms: f64,
     mean_ms: f64,
+    /// Reads and writes apart (p50 and p99, in ms; `None` when there were none) and how many.
+    reads: u64,
+    read_p50_ms: Option<f64>,
+    read_p99_ms: Option<f64>,
+    writes: u64,
+    write_p50_ms: Option<f64>,
+    write_p99_ms: Option<f64>,
     server_cpu_us_per_op: Option<f64>,
     /// This process's CPU time over wall time: 1.0 is one core busy.
     bench_cpu_cores: Option<f64>,
@@ -588,6 +623,9 @@ impl Report {
         let per_op = |cpu: Option<Duration>| {
             cpu.filter(|_| succeeded > 0)
                 .map(|cpu| cpu.as_secs_f64() * 1e6 / succeeded as f64)
+        };
+        let of = |latencies: &[Duration], share| {
+            (!latencies.is_empty()).then(|| ms(percentile(latencies, share)))
         };
         let mean_ms = if succeeded == 0 {
             0.0
@@ -611,6 +649,12 @@ impl Report {
             p999_ms: ms(measured.percentile(0.999)),
             max_ms: ms(measured.latencies.last().copied().unwrap_or_default()),
             mean_ms,
+            reads: measured.reads.len() as u64,
+            read_p50_ms: of(&measured.reads, 0.5),
+            read_p99_ms: of(&measured.reads, 0.99),
+            writes: measured.writes.len() as u64,
+            write_p50_ms: of(&measured.writes, 0.5),
+            write_p99_ms: of(&measured.writes, 0.99),
             server_cpu_us_per_op: per_op(measured.server_cpu),
             bench_cpu_cores: measured
                 .bench_cpu
@@ -653,6 +697,18 @@ impl Report {
              (mean {:.2} ms)",
             self.p50_ms, self.p90_ms, self.p99_ms, self.p999_ms, self.max_ms, self.mean_ms
         ));
+        let split = |count: u64, p50: Option<f64>, p99: Option<f64>| match (p50, p99) {
+            (Some(p50), Some(p99)) => format!("{count}, p50 {p50:.2} ms, p99 {p99:.2} ms"),
+            _ => "none".to_owned(),
+        };
+        say(&format!(
+            "reads:       {} (queries, no log entry)",
+            split(self.reads, self.read_p50_ms, self.read_p99_ms)
+        ));
+        say(&format!(
+            "writes:      {}",
+            split(self.writes, self.write_p50_ms, self.write_p99_ms)
+        ));
         say(&format!(
             "server cpu:  {} per op, all replicas summed",
             optional(self.server_cpu_us_per_op, "µs")
@@ -678,6 +734,12 @@ impl Report {
             "p999_ms": self.p999_ms,
             "max_ms": self.max_ms,
             "mean_ms": self.mean_ms,
+            "reads": self.reads,
+            "read_p50_ms": self.read_p50_ms,
+            "read_p99_ms": self.read_p99_ms,
+            "writes": self.writes,
+            "write_p50_ms": self.write_p50_ms,
+            "write_p99_ms": self.write_p99_ms,
             "server_cpu_us_per_op": self.server_cpu_us_per_op,
             "bench_cpu_us_per_op": self.bench_cpu_us_per_op,
             "bench_cpu_cores": self.bench_cpu_cores,
@@ -706,8 +768,7 @@ mod tests {
         let measured = Measured::merge(
             vec![SessionResult {
                 latencies: (1..=1000).rev().map(Duration::from_millis).collect(),
-                failed: 0,
-                first_error: None,
+                ..SessionResult::default()
             }],
             Duration::from_secs(1),
             None,

@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use rustyline::error::ReadlineError;
 use tracing_subscriber::EnvFilter;
 use vsr::Codec;
-use vsr_kv::{KEY_SIZE_MAX, KvOperation, KvResult, VALUE_SIZE_MAX};
+use vsr_kv::{KEY_SIZE_MAX, KvOperation, KvQuery, KvResult, VALUE_SIZE_MAX};
 use vsr_server::{Client, Network, RequestError};
 
 use crate::args::{ClientIdentity, ClusterAddresses, Security, client_network, parse_duration};
@@ -176,18 +176,27 @@ async fn execute(
     timeout: Duration,
 ) -> anyhow::Result<Vec<u8>> {
     let operation = command.operation()?;
-    let result = client
-        .request(Bytes::from(operation.to_bytes()), timeout)
-        .await
-        .map_err(|error| match error {
-            RequestError::NotExecuted { reason } => {
-                anyhow!("not executed: the request did not run ({reason})")
-            }
-            RequestError::Unknown { reason } => {
-                anyhow!("outcome unknown: the request may or may not have executed ({reason})")
-            }
-            other => anyhow!(other),
-        })?;
+    // A get is a query: answered by the primary without a log entry or a disk write.
+    let result = match operation {
+        KvOperation::Get { key } => {
+            let query = KvQuery::Get { key };
+            client.query(Bytes::from(query.to_bytes()), timeout).await
+        }
+        operation => {
+            client
+                .request(Bytes::from(operation.to_bytes()), timeout)
+                .await
+        }
+    };
+    let result = result.map_err(|error| match error {
+        RequestError::NotExecuted { reason } => {
+            anyhow!("not executed: the request did not run ({reason})")
+        }
+        RequestError::Unknown { reason } => {
+            anyhow!("outcome unknown: the request may or may not have executed ({reason})")
+        }
+        other => anyhow!(other),
+    })?;
     let result = KvResult::decode(&result)
         .map_err(|error| anyhow!("the cluster answered an unreadable result: {error:?}"))?;
     Ok(match (command, result) {

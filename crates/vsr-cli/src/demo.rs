@@ -28,7 +28,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 use vsr::Codec;
-use vsr_kv::{KvOperation, KvResult};
+use vsr_kv::{KvOperation, KvQuery, KvResult};
 use vsr_server::{Client, Network};
 
 use crate::local_cluster::{LocalCluster, REPLICA_COUNT};
@@ -487,10 +487,10 @@ async fn verify(
 
 /// Reads `key`, retrying until the cluster answers.
 async fn read(client: &Client<Network>, key: Bytes) -> anyhow::Result<Option<Bytes>> {
-    let operation = Bytes::from(KvOperation::Get { key: key.clone() }.to_bytes());
+    let query = Bytes::from(KvQuery::Get { key: key.clone() }.to_bytes());
     let started = Instant::now();
     loop {
-        match client.request(operation.clone(), REQUEST_DEADLINE).await {
+        match client.query(query.clone(), REQUEST_DEADLINE).await {
             Ok(result) => match KvResult::decode(&result) {
                 Ok(KvResult::Value(value)) => return Ok(value),
                 other => bail!("read {key:?}: unexpected result {other:?}"),

@@ -1,12 +1,13 @@
 //! The `kv` target: the key-value store's codecs (operations, results, deltas).
 //!
-//! Input: a selector byte (mod 3: operation, result, delta), then the bytes to decode.
+//! Input: a selector byte (mod 3: operation or query, result, delta), then the bytes to
+//! decode.
 //! Property: each encoding is canonical, so what decodes re-encodes to the same bytes; an
 //! operation then executes on a store and a delta applies to one, and the store's own delta
 //! since op 0 decodes again.
 
 use vsr::{Codec, Op, StateMachine};
-use vsr_kv::{KvDelta, KvOperation, KvResult, KvStore};
+use vsr_kv::{KvDelta, KvOperation, KvQuery, KvResult, KvStore};
 
 /// Runs one input; see the module docs.
 pub fn kv(data: &[u8]) {
@@ -20,6 +21,16 @@ pub fn kv(data: &[u8]) {
                 let result = store.apply(Op(1), operation);
                 round_trip::<KvResult>(&result.to_bytes()).expect("a result decodes");
                 store_delta_round_trips(&store);
+            }
+            if let Some(query) = round_trip::<KvQuery>(bytes) {
+                // A query answers what the logged get of the same bytes answers, and changes
+                // nothing.
+                let mut store = KvStore::new();
+                let digest = store.digest();
+                let answer = store.query(query);
+                assert_eq!(store.digest(), digest, "a query changes nothing");
+                let operation = KvOperation::decode(bytes).expect("a get query is a get");
+                assert_eq!(store.apply(Op(1), operation), answer);
             }
         }
         1 => {

@@ -8,11 +8,11 @@ use bytes::{BufMut, Bytes};
 use vsr::checksum::checksum;
 use vsr::wire::{self, DeltaChunk, StatePayload};
 use vsr::{
-    Checkpoint, Codec, Commit, DoViewChange, Entry, EntryChecksum, Envelope, GetState, Message,
-    NewState, Op, Operation, Prepare, PrepareOk, Recovery, RecoveryResponse, Reply, ReplyResult,
-    Request, Sender, StartView, StartViewChange, StateMachine, View, ViewState, Write,
+    Checkpoint, Codec, Commit, Confirm, DoViewChange, Entry, EntryChecksum, Envelope, GetState,
+    Message, NewState, Op, Operation, Prepare, PrepareOk, Query, Recovery, RecoveryResponse, Reply,
+    ReplyResult, Request, Sender, StartView, StartViewChange, StateMachine, View, ViewState, Write,
 };
-use vsr_kv::{KvOperation, KvResult, KvStore};
+use vsr_kv::{KvOperation, KvQuery, KvResult, KvStore};
 use vsr_storage::sim_disk::SimDisk;
 use vsr_storage::{Disk, FileStorage, Identity, Tuning, format_disk};
 
@@ -129,6 +129,7 @@ fn replica_messages() -> Vec<(u8, Message)> {
                 view: View(0),
                 commit: Op(2),
                 entries: entries(3, 2),
+                round: 5,
             }
             .into(),
         ),
@@ -146,6 +147,15 @@ fn replica_messages() -> Vec<(u8, Message)> {
             Commit {
                 view: View(0),
                 commit: Op(4),
+                round: 6,
+            }
+            .into(),
+        ),
+        (
+            1,
+            Confirm {
+                view: View(0),
+                round: 6,
             }
             .into(),
         ),
@@ -241,6 +251,37 @@ fn frames() -> Vec<Vec<u8>> {
         Sender::Client(0xc11e),
         request.into(),
     ));
+    let query = Query {
+        request: 5,
+        body: Bytes::from(
+            KvQuery::Get {
+                key: Bytes::from_static(b"k"),
+            }
+            .to_bytes(),
+        ),
+    };
+    frames.push(framed(
+        crate::frame::SEAL,
+        Sender::Client(0xc11e),
+        query.into(),
+    ));
+    for result in [
+        ReplyResult::Answered(Bytes::from(KvResult::Value(None).to_bytes())),
+        ReplyResult::NotPrimary,
+    ] {
+        let reply = Reply {
+            client: 0xc11e,
+            view: View(2),
+            op: Op(0),
+            request: 5,
+            result,
+        };
+        frames.push(framed(
+            3 | crate::frame::SEAL,
+            Sender::Replica(2),
+            reply.into(),
+        ));
+    }
     let reply = Reply {
         client: 0xc11e,
         view: View(1),

@@ -14,7 +14,7 @@
 //!
 //! - `codec.rs` owns the wire format helpers: little-endian integers, `u32` length prefixes, and
 //!   the size limits [`KEY_SIZE_MAX`] and [`VALUE_SIZE_MAX`], enforced where bytes enter.
-//! - `operation.rs` owns [`KvOperation`] and [`KvResult`] and their encodings.
+//! - `operation.rs` owns [`KvOperation`], [`KvQuery`] and [`KvResult`] and their encodings.
 //! - `store.rs` owns [`KvStore`]: a hash map from key to its value (or tombstone) and version;
 //!   deltas and digests sort the keys they take.
 //! - `delta.rs` owns [`KvDelta`]: the keys written after some op, for state transfer.
@@ -29,7 +29,7 @@ mod operation;
 mod store;
 
 pub use delta::KvDelta;
-pub use operation::{KvOperation, KvResult};
+pub use operation::{KvOperation, KvQuery, KvResult};
 pub use store::KvStore;
 
 /// The largest key, in bytes, that an operation may carry. Keys must also be non-empty.

@@ -16,6 +16,13 @@
 //! | `Value`          | 1   | option tag (0 none, 1 some) [+ value]            |
 //! | `Swapped`        | 2   | one byte, 0 or 1                                 |
 //!
+//! | query            | tag | body                                             |
+//! |------------------|-----|--------------------------------------------------|
+//! | `Get`            | 1   | key                                              |
+//!
+//! A query ([`KvQuery`]) is answered without entering the log; its tags share the operations'
+//! numbering, so a `Get` query and a `Get` operation have the same bytes.
+//!
 //! Keys and values are a `u32` little-endian length followed by the bytes.
 
 use bytes::{BufMut, Bytes};
@@ -68,7 +75,17 @@ pub enum KvOperation {
     },
 }
 
-/// What executing a [`KvOperation`] answers.
+/// A read the store answers without entering the log ([`vsr::StateMachine::query`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvQuery {
+    /// Reads `key`. Answers [`KvResult::Value`].
+    Get {
+        /// The key to read.
+        key: Bytes,
+    },
+}
+
+/// What executing a [`KvOperation`] or answering a [`KvQuery`] answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KvResult {
     /// A put or delete was executed.
@@ -149,6 +166,27 @@ impl Codec for KvOperation {
         };
         reader.finish()?;
         Ok(operation)
+    }
+}
+
+impl Codec for KvQuery {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Get { key } => {
+                out.put_u8(TAG_GET);
+                put_bytes(out, key);
+            }
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let mut reader = Reader::new(bytes, "KvQuery");
+        let query = match reader.u8()? {
+            TAG_GET => Self::Get { key: reader.key()? },
+            _ => return Err(reader.error("unknown query tag")),
+        };
+        reader.finish()?;
+        Ok(query)
     }
 }
 
@@ -248,6 +286,28 @@ mod tests {
         for operation in operations() {
             check_codec(&operation);
         }
+    }
+
+    #[test]
+    fn query_codec() {
+        let query = KvQuery::Get { key: bytes(b"key") };
+        check_codec(&query);
+        // The same bytes as the logged get.
+        assert_eq!(
+            query.to_bytes(),
+            KvOperation::Get { key: bytes(b"key") }.to_bytes()
+        );
+        for tag in [TAG_PUT, TAG_DELETE, TAG_COMPARE_AND_SWAP, 9] {
+            let mut encoded = vec![tag];
+            put_bytes(&mut encoded, b"key");
+            assert_eq!(
+                KvQuery::decode(&encoded).unwrap_err().reason,
+                "unknown query tag"
+            );
+        }
+        let mut empty_key = vec![TAG_GET];
+        put_bytes(&mut empty_key, b"");
+        assert!(KvQuery::decode(&empty_key).is_err());
     }
 
     #[test]

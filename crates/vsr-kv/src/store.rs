@@ -17,7 +17,7 @@ use vsr::checksum::Checksum;
 use vsr::{Op, StateMachine};
 
 use crate::delta::{KvDelta, encode_entry};
-use crate::{KvOperation, KvResult};
+use crate::{KvOperation, KvQuery, KvResult};
 
 /// One key's latest write: its value (`None` for a tombstone) and the op that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +164,7 @@ impl StateMachine for KvStore {
     type Operation = KvOperation;
     type Result = KvResult;
     type Delta = KvDelta;
+    type Query = KvQuery;
 
     /// Executes `operation` at `op`. Never panics: an operation outside the size limits (which
     /// `decode` would have rejected) changes nothing, and a compare-and-swap whose expectation
@@ -174,6 +175,13 @@ impl StateMachine for KvStore {
             self.execute(op, operation)
         } else {
             result_invalid(&operation)
+        }
+    }
+
+    /// Reads a key: the same answer a logged get would give at this state.
+    fn query(&self, query: KvQuery) -> KvResult {
+        match query {
+            KvQuery::Get { key } => KvResult::Value(self.get(&key).cloned()),
         }
     }
 

@@ -311,6 +311,7 @@ mod tests {
         let message = Message::Commit(Commit {
             view: View(view),
             commit: Op(3),
+            round: 0,
         });
         wire::encode(&Envelope {
             cluster: 9,
@@ -375,6 +376,7 @@ mod tests {
                 Message::Commit(Commit {
                     view: View(view),
                     commit: Op(3),
+                    round: 0,
                 })
             );
             assert_eq!(size, HEADER_SIZE);

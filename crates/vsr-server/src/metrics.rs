@@ -174,6 +174,7 @@ pub(crate) struct Metrics {
     pub(crate) op: AtomicU64,
     pub(crate) commit: AtomicU64,
     pub(crate) requests: AtomicU64,
+    pub(crate) queries: AtomicU64,
     pub(crate) replies: AtomicU64,
     pub(crate) view_changes: AtomicU64,
     pub(crate) state_transfers: AtomicU64,
@@ -198,6 +199,7 @@ impl Default for Metrics {
             op: AtomicU64::new(0),
             commit: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
             replies: AtomicU64::new(0),
             view_changes: AtomicU64::new(0),
             state_transfers: AtomicU64::new(0),
@@ -299,6 +301,11 @@ impl Metrics {
                 "vsr_requests_total",
                 "Client requests received.",
                 &self.requests,
+            ),
+            (
+                "vsr_queries_total",
+                "Client queries received (reads answered without the log).",
+                &self.queries,
             ),
             (
                 "vsr_replies_total",

@@ -24,8 +24,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use vsr::{
-    ClientId, Command, Config, Envelope, Message, Replica, Reply, Request, Sender, StateMachine,
-    Status,
+    ClientId, Command, Config, Envelope, Message, Query, Replica, Reply, Request, Sender,
+    StateMachine, Status,
 };
 
 use crate::error::ServerError;
@@ -441,10 +441,18 @@ impl<S: StateMachine> Driver<S> {
             // The path from the peer works: a reconnect to it need not wait.
             link.heard.heard();
         }
-        if let (Sender::Client(client), Message::Request(Request { request, .. })) =
-            (envelope.envelope().sender, &envelope.envelope().message)
-        {
-            self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        if let Sender::Client(client) = envelope.envelope().sender {
+            let request = match &envelope.envelope().message {
+                Message::Request(Request { request, .. }) => {
+                    self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+                    request
+                }
+                Message::Query(Query { request, .. }) => {
+                    self.metrics.queries.fetch_add(1, Ordering::Relaxed);
+                    request
+                }
+                _ => unreachable!("decoding admits only requests and queries from clients"),
+            };
             if let Some(route) = route {
                 self.remember_route(client, route);
             }

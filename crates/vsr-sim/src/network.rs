@@ -245,6 +245,7 @@ impl Simulator {
             message: Message::Commit(Commit {
                 view: View(0),
                 commit: Op(0),
+                round: 0,
             }),
         };
         match self.prng.below(5) {
@@ -268,6 +269,7 @@ impl Simulator {
                 envelope.message = Message::Commit(Commit {
                     view,
                     commit: Op(0),
+                    round: 0,
                 });
             }
         }

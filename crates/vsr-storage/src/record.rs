@@ -299,6 +299,7 @@ mod tests {
                 view: View(2),
                 commit: Op(0),
                 entries: vec![entry.clone()],
+                round: 0,
             }),
         };
         let frame = vsr::wire::encode(&prepare);

@@ -79,6 +79,12 @@ impl StateMachine for Slots {
     type Operation = Put;
     type Result = At;
     type Delta = Snapshot;
+    /// The slot to read (its first byte, as for a put); answers the op that last wrote it.
+    type Query = Put;
+    fn query(&self, query: Put) -> At {
+        let slot = query.0.first().copied().unwrap_or(0) as usize;
+        At(self.slots.get(slot).copied().unwrap_or(0))
+    }
     fn apply(&mut self, op: Op, operation: Put) -> At {
         let slot = operation.0.first().copied().unwrap_or(0) as usize;
         if self.slots.len() <= slot {
@@ -250,6 +256,7 @@ fn prepare(entries: u64) -> Envelope {
             view: View(1),
             commit: Op(0),
             entries,
+            round: 0,
         }),
     }
 }

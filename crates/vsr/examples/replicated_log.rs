@@ -12,8 +12,10 @@ use vsr::{Op, Replica, ReplicaIndex, StateMachine, View, wire};
 
 enum LogOperation {
     Append(String),
-    Read(u64),
 }
+
+/// A read of one line: answered by the primary from its state, never logged.
+struct ReadLine(u64);
 
 /// Each line remembers the op that appended it, so a delta can be "the lines after op N".
 #[derive(Default)]
@@ -31,6 +33,7 @@ impl StateMachine for Log {
     type Operation = LogOperation;
     type Result = Text;
     type Delta = LogDelta;
+    type Query = ReadLine;
 
     fn apply(&mut self, op: Op, operation: LogOperation) -> Text {
         match operation {
@@ -38,14 +41,16 @@ impl StateMachine for Log {
                 self.lines.push((op, line));
                 Text(format!("appended as line {}", self.lines.len() - 1))
             }
-            // A read goes through the log too, so it sees every append committed before it.
-            LogOperation::Read(index) => {
-                let line = usize::try_from(index)
-                    .ok()
-                    .and_then(|index| self.lines.get(index));
-                Text(line.map_or("(no such line)".to_owned(), |(_, line)| format!("{line:?}")))
-            }
         }
+    }
+
+    // A read needs no log entry: the primary answers once a quorum confirms it still leads
+    // its view, so it sees every append committed before the read was sent.
+    fn query(&self, ReadLine(index): ReadLine) -> Text {
+        let line = usize::try_from(index)
+            .ok()
+            .and_then(|index| self.lines.get(index));
+        Text(line.map_or("(no such line)".to_owned(), |(_, line)| format!("{line:?}")))
     }
 
     fn delta(&self, since: Op) -> LogDelta {
@@ -78,17 +83,23 @@ impl Codec for LogOperation {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Self::Append(line) => out.extend([b"A", line.as_bytes()].concat()),
-            Self::Read(index) => out.extend([b"R".as_slice(), &index.to_le_bytes()].concat()),
         }
     }
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         match bytes.split_first() {
             Some((b'A', line)) => Ok(Self::Append(utf8(line)?)),
-            Some((b'R', index)) => Ok(Self::Read(u64::from_le_bytes(
-                index.try_into().map_err(|_| bad("index size"))?,
-            ))),
             _ => Err(bad("unknown operation")),
         }
+    }
+}
+
+impl Codec for ReadLine {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0.to_le_bytes());
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let index = bytes.try_into().map_err(|_| bad("index size"))?;
+        Ok(Self(u64::from_le_bytes(index)))
     }
 }
 
@@ -172,7 +183,10 @@ impl Cluster {
             while let Some(event) = self.client.poll() {
                 match event {
                     ClientEvent::Send { to, envelope } => self.network.push_back((to, envelope)),
-                    ClientEvent::Completed { op, result } => completed = Some((op, result)),
+                    ClientEvent::Completed { op, result }
+                    | ClientEvent::Answered { commit: op, result } => {
+                        completed = Some((op, result));
+                    }
                     ClientEvent::Evicted => unreachable!("one client never fills the client table"),
                 }
             }
@@ -201,11 +215,22 @@ impl Cluster {
 
     fn execute(&mut self, operation: LogOperation) -> String {
         self.client.submit(Bytes::from(operation.to_bytes()));
+        let (op, result) = self.wait();
+        format!("{result}, committed at op {op}")
+    }
+
+    fn read(&mut self, line: u64) -> String {
+        self.client.query(Bytes::from(ReadLine(line).to_bytes()));
+        let (op, result) = self.wait();
+        format!("{result}, as of op {op} (no log entry)")
+    }
+
+    fn wait(&mut self) -> (Op, String) {
         let (op, result) = (0..10_000)
             .find_map(|_| self.tick())
             .expect("the cluster answers");
         let Text(result) = Text::decode(&result).expect("replicas encode valid results");
-        format!("{result}, committed at op {op}")
+        (op, result)
     }
 
     /// The live replica that is primary of its view, in normal status.
@@ -238,7 +263,7 @@ fn main() {
             cluster.execute(LogOperation::Append(line.into()))
         );
     }
-    println!("read line 1: {}", cluster.execute(LogOperation::Read(1)));
+    println!("read line 1: {}", cluster.read(1));
 
     // A crash loses everything in memory: dropping the replica is exactly that.
     cluster.replicas[primary] = None;
@@ -261,5 +286,5 @@ fn main() {
         "append \"again\": {}",
         cluster.execute(LogOperation::Append("again".into()))
     );
-    println!("read line 2: {}", cluster.execute(LogOperation::Read(2)));
+    println!("read line 2: {}", cluster.read(2));
 }

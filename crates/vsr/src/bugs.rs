@@ -75,6 +75,9 @@ bugs! {
     SuperblockUnsynced => "superblock-unsynced",
     /// Superblock: open takes the first valid copy, not the one with the highest sequence.
     SuperblockFirstCopy => "superblock-first-copy",
+    /// Reads: the primary answers a query from its state without waiting for a quorum to
+    /// confirm that it still leads its view.
+    ReadWithoutConfirm => "read-without-confirm",
     /// Checkpoint: a checkpoint file is written without a sync.
     CheckpointUnsynced => "checkpoint-unsynced",
     /// Repair: open takes damaged records at the end of the log for a torn tail and cuts them.

@@ -3,7 +3,11 @@
 //! The client has at most one request in flight, as VR requires. Before its first request it
 //! registers a session through the log. It sends to the replica it believes is primary; on a
 //! timeout it sends to every replica (only the primary acts on a request) and backs off. Replies
-//! teach it the view, hence the primary.
+//! teach it the view, hence the primary: a replica that is not the primary answers with its
+//! view, and the client resends at once to the primary that view names.
+//!
+//! A query ([`Client::query`]) reads without the log: it needs no session, and since it
+//! changes nothing it is resent as freely as any retry.
 
 use std::collections::VecDeque;
 
@@ -12,7 +16,8 @@ use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::message::{
-    ClientId, Envelope, Message, Operation, ReplicaIndex, Reply, ReplyResult, Request, Sender,
+    ClientId, Envelope, Message, Operation, Query, ReplicaIndex, Reply, ReplyResult, Request,
+    Sender,
 };
 use crate::numbers::{Op, View};
 use crate::wire::{Receiver, Verified};
@@ -31,6 +36,14 @@ pub enum ClientEvent {
     Completed {
         /// The op at which it executed.
         op: Op,
+        /// The encoded state machine result.
+        result: Bytes,
+    },
+    /// The submitted query was answered from the state after op `commit`, with this encoded
+    /// result.
+    Answered {
+        /// The commit number of the state that answered.
+        commit: Op,
         /// The encoded state machine result.
         result: Bytes,
     },
@@ -57,10 +70,21 @@ impl Default for ClientTimeouts {
     }
 }
 
+/// What a message in flight asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asked {
+    /// Register a session.
+    Register,
+    /// Execute an operation through the log.
+    Execute,
+    /// Answer a query.
+    Query,
+}
+
 #[derive(Clone, Debug)]
 struct InFlight {
     request: u64,
-    operation: Operation,
+    asked: Asked,
     body: Bytes,
     retry_at: u64,
     backoff: u64,
@@ -134,7 +158,7 @@ impl Client {
             || self
                 .in_flight
                 .as_ref()
-                .is_some_and(|f| f.operation != Operation::Register)
+                .is_some_and(|f| f.asked != Asked::Register)
     }
 
     /// Submits an encoded state machine operation. Panics if one is already outstanding.
@@ -146,10 +170,33 @@ impl Client {
         if self.session == 0 {
             self.queued = Some(body);
             if self.in_flight.is_none() {
-                self.send_new(Operation::Register, Bytes::new());
+                self.send_new(Asked::Register, Bytes::new());
             }
         } else {
-            self.send_new(Operation::StateMachine, body);
+            self.send_new(Asked::Execute, body);
+        }
+    }
+
+    /// Submits an encoded state machine query: answered by the primary from its state, with
+    /// no log entry and no session. Panics if a request or query is already outstanding.
+    pub fn query(&mut self, body: Bytes) {
+        assert!(
+            !self.is_busy(),
+            "a client has at most one request in flight"
+        );
+        self.send_new(Asked::Query, body);
+    }
+
+    /// Gives up on the query in flight, if one is: it changed nothing, so the session stays
+    /// usable and a late answer is ignored (its request number is never reused). A request in
+    /// flight cannot be given up this way: its outcome decides what the session may do next.
+    pub fn abandon_query(&mut self) {
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|in_flight| in_flight.asked == Asked::Query)
+        {
+            self.in_flight = None;
         }
     }
 
@@ -205,13 +252,28 @@ impl Client {
             return;
         };
         let expected = matches!(
-            (in_flight.operation, &result),
-            (Operation::Register, ReplyResult::Registered)
-                | (Operation::StateMachine, ReplyResult::Executed(_))
-                | (_, ReplyResult::SessionEvicted)
+            (in_flight.asked, &result),
+            (Asked::Register, ReplyResult::Registered)
+                | (Asked::Execute, ReplyResult::Executed(_))
+                | (Asked::Query, ReplyResult::Answered(_))
+                | (
+                    Asked::Register | Asked::Execute,
+                    ReplyResult::SessionEvicted
+                )
+                | (_, ReplyResult::NotPrimary)
         );
         // A reply to another request, or of the wrong kind (a faulty replica): keep waiting.
         if request != in_flight.request || !expected {
+            return;
+        }
+        if result == ReplyResult::NotPrimary {
+            // Only a newer view is news: resending on an older or equal one could bounce
+            // between replicas; the retry timeout covers the rest.
+            if view > self.view {
+                self.view = view;
+                let primary = self.view.primary(self.replica_count);
+                self.send_in_flight(primary);
+            }
             return;
         }
         self.view = self.view.max(view);
@@ -221,26 +283,31 @@ impl Client {
                 // A session number is the op of its register entry.
                 self.session = op.get();
                 if let Some(body) = self.queued.take() {
-                    self.send_new(Operation::StateMachine, body);
+                    self.send_new(Asked::Execute, body);
                 }
             }
             ReplyResult::Executed(result) => {
                 self.events.push_back(ClientEvent::Completed { op, result });
+            }
+            ReplyResult::Answered(result) => {
+                self.events
+                    .push_back(ClientEvent::Answered { commit: op, result });
             }
             ReplyResult::SessionEvicted => {
                 self.session = 0;
                 self.queued = None;
                 self.events.push_back(ClientEvent::Evicted);
             }
+            ReplyResult::NotPrimary => unreachable!("handled above"),
         }
     }
 
-    fn send_new(&mut self, operation: Operation, body: Bytes) {
+    fn send_new(&mut self, asked: Asked, body: Bytes) {
         let request = self.request_next;
         self.request_next += 1;
         self.in_flight = Some(InFlight {
             request,
-            operation,
+            asked,
             body,
             retry_at: self.tick + self.timeouts.retry_ticks_min,
             backoff: self.timeouts.retry_ticks_min,
@@ -251,17 +318,22 @@ impl Client {
 
     fn send_in_flight(&mut self, to: ReplicaIndex) {
         let in_flight = self.in_flight.as_ref().expect("a request is in flight");
-        let session = if in_flight.operation == Operation::Register {
-            0
-        } else {
-            self.session
+        let (request, body) = (in_flight.request, in_flight.body.clone());
+        let message = match in_flight.asked {
+            Asked::Register => Message::Request(Request {
+                session: 0,
+                request,
+                operation: Operation::Register,
+                body,
+            }),
+            Asked::Execute => Message::Request(Request {
+                session: self.session,
+                request,
+                operation: Operation::StateMachine,
+                body,
+            }),
+            Asked::Query => Message::Query(Query { request, body }),
         };
-        let message = Message::Request(Request {
-            session,
-            request: in_flight.request,
-            operation: in_flight.operation,
-            body: in_flight.body.clone(),
-        });
         let envelope = Envelope {
             cluster: self.cluster,
             epoch: 0,

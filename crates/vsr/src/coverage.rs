@@ -90,8 +90,9 @@ marks! {
     ViewCompleteTruncatesOldSuffix => "view-complete-truncates-old-suffix",
 
     // ---- Normal operation --------------------------------------------------------------------
-    /// A request reaches a replica that is not the primary in normal status: ignored.
-    RequestNotPrimaryIgnored => "request-not-primary-ignored",
+    /// A request or query reaches a replica that is not the primary in normal status: it
+    /// answers with its view, so the client goes to that view's primary.
+    RequestNotPrimaryRedirected => "request-not-primary-redirected",
     /// A resent register of a live session is answered from the client table.
     RequestRegisterDuplicateAnswered => "request-register-duplicate-answered",
     /// A delayed register older than the live session's latest request is dropped.
@@ -108,6 +109,17 @@ marks! {
     RequestResendInPipeline => "request-resend-already-in-pipeline",
     /// A request that finds the queue full is dropped.
     RequestQueueFullDropped => "request-queue-full-dropped",
+    /// A query that finds the primary's read queue full is dropped.
+    ReadQueueFullDropped => "read-queue-full-dropped",
+    /// A read round got no quorum of confirms within the retry timeout: a new round supersedes
+    /// it.
+    ReadRoundRetried => "read-round-retried",
+    /// A prepare carries a read round (the primary was sending one anyway).
+    ReadRoundOnPrepare => "read-round-on-prepare",
+    /// A confirm of another view (or reaching a replica no longer primary) is ignored.
+    ConfirmOtherViewIgnored => "confirm-other-view-ignored",
+    /// Reads confirmed by a quorum wait until the log the view started with is committed.
+    ReadWaitsForViewStart => "read-waits-for-view-start",
     /// A request that finds the pipeline full waits in the queue.
     RequestQueuedPipelineFull => "request-queued-pipeline-full",
     /// A prepare carries a batch of more than one op.

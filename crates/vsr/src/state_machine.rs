@@ -57,16 +57,29 @@ pub trait Codec: Sized {
 /// **The full state is always a valid delta**: an implementation that cannot compute a true
 /// delta may return its whole state for any `since`, and `delta(Op(0))` must always be the whole
 /// state (it is also what checkpoints store).
+///
+/// # Queries
+/// A query reads the state and changes nothing, so it never enters the log: the primary
+/// answers it from [`StateMachine::query`] once a quorum has confirmed that it still leads its
+/// view (see `docs/ARCHITECTURE.md`, "Reads"). The contract: `query` is a pure function of the
+/// state and the query, deterministic and free of side effects, like `apply`, and it must not
+/// change anything `apply`, `delta` or `digest` can observe. A state machine with nothing to
+/// read this way still names a `Query` type whose `decode` rejects every input.
 pub trait StateMachine {
     /// An operation a client asks to execute.
     type Operation: Codec;
-    /// What executing an operation returns to the client.
+    /// What executing an operation or answering a query returns to the client.
     type Result: Codec;
+    /// A read a client asks for; answered without entering the log.
+    type Query: Codec;
     /// A description of the changes after some op, see above.
     type Delta: Codec;
 
     /// Executes `operation`, committed at log position `op`.
     fn apply(&mut self, op: Op, operation: Self::Operation) -> Self::Result;
+
+    /// Answers `query` from the state as it is: no effect on the state.
+    fn query(&self, query: Self::Query) -> Self::Result;
 
     /// The changes made by ops after `since`, up to the last op applied.
     fn delta(&self, since: Op) -> Self::Delta;

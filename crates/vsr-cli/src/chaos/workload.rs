@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::watch;
 use vsr::Codec;
-use vsr_kv::{KvOperation, KvResult};
+use vsr_kv::{KvOperation, KvQuery, KvResult};
 use vsr_server::{Client, Network, RequestError};
 use vsr_sim::history::{History, HistoryOp, OpKind, OpResult};
 
@@ -154,7 +154,7 @@ impl Request {
                 key,
                 value: value(),
             },
-            OpKind::Get => KvOperation::Get { key },
+            OpKind::Get => KvOperation::Get { key }, // Sent as a query; see `execute`.
             OpKind::Cas => KvOperation::CompareAndSwap {
                 key,
                 expected: self.expected.clone().map(Bytes::from),
@@ -195,9 +195,19 @@ pub(crate) async fn execute(
     process: u64,
     request: &Request,
 ) -> Outcome {
-    let body = Bytes::from(request.operation().to_bytes());
     let invoke = recorder.now_ns();
-    let reply = client.request(body, REQUEST_DEADLINE).await;
+    // Gets take the read path: no log entry, answered once a quorum confirms the primary.
+    let reply = if request.kind == OpKind::Get {
+        let query = KvQuery::Get {
+            key: Bytes::from(request.key.clone()),
+        };
+        client
+            .query(Bytes::from(query.to_bytes()), REQUEST_DEADLINE)
+            .await
+    } else {
+        let body = Bytes::from(request.operation().to_bytes());
+        client.request(body, REQUEST_DEADLINE).await
+    };
     let complete = recorder.now_ns();
     let mut op = HistoryOp {
         process,

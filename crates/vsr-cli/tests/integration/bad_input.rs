@@ -148,6 +148,7 @@ fn replica_index_out_of_range() {
         message: Message::Commit(Commit {
             view: View(0),
             commit: Op(0),
+            round: 0,
         }),
     });
     rejects(&frame, false, "bad_sender");

@@ -1,5 +1,6 @@
 //! An async client for library users: [`Client::request`] sends one operation to the cluster
-//! and waits for its result, or says whether it may have executed.
+//! and waits for its result, or says whether it may have executed; [`Client::query`] reads
+//! without the log.
 //!
 //! A [`Client`] holds one [`vsr::Client`] session (the protocol: registration, request numbers,
 //! primary discovery, retries) and speaks through the connections of a [`ClientPool`]
@@ -223,6 +224,28 @@ impl<T: Transport> Client<T> {
     /// [`RequestError::Unknown`] when it was sent but no result arrived before the deadline,
     /// or the session was evicted: it may or may not have executed.
     pub async fn request(&self, body: Bytes, deadline: Duration) -> Result<Bytes, RequestError> {
+        self.ask(body, deadline, false).await
+    }
+
+    /// Answers the encoded query `body` (a [`vsr::StateMachine::Query`]) and returns the
+    /// encoded result: a linearizable read the primary answers without a log entry or a disk
+    /// write. It needs no session, and may be retried freely.
+    ///
+    /// Waits at most `deadline`, including the wait for this client's earlier requests.
+    ///
+    /// # Errors
+    /// [`RequestError::NotExecuted`] when no answer arrived before the deadline or the query is
+    /// too large. A query changes nothing, so its outcome is never unknown.
+    pub async fn query(&self, body: Bytes, deadline: Duration) -> Result<Bytes, RequestError> {
+        self.ask(body, deadline, true).await
+    }
+
+    async fn ask(
+        &self,
+        body: Bytes,
+        deadline: Duration,
+        query: bool,
+    ) -> Result<Bytes, RequestError> {
         let deadline_at = Instant::now() + deadline;
         if body.len() > OPERATION_SIZE_MAX {
             let reason = format!(
@@ -238,20 +261,34 @@ impl<T: Transport> Client<T> {
                 reason: reason.to_owned(),
             });
         };
+        // An earlier caller gave up (dropped its future) mid-request: a query is simply
+        // abandoned, a request's session replaced.
+        session.core.abandon_query();
         if session.core.is_busy() {
-            // An earlier caller gave up (dropped its future) mid-request.
             self.replace(&mut session)?;
         }
         let sent = Arc::new(AtomicU8::new(SENT_PENDING));
-        session.core.submit(body);
+        if query {
+            session.core.query(body);
+        } else {
+            session.core.submit(body);
+        }
         let connections = &self.pool.inner.connections;
         match drive(&mut session, connections, &sent, deadline_at).await {
-            Some(ClientEvent::Completed { result, .. }) => Ok(result),
+            Some(ClientEvent::Completed { result, .. } | ClientEvent::Answered { result, .. }) => {
+                Ok(result)
+            }
             Some(_) => Err(RequestError::Unknown {
                 reason: "the cluster evicted this client's session; the next request registers \
                          a new one"
                     .to_owned(),
             }),
+            None if query => {
+                session.core.abandon_query();
+                Err(RequestError::NotExecuted {
+                    reason: "no answer arrived before the deadline".to_owned(),
+                })
+            }
             None => {
                 let cancelled = sent
                     .compare_exchange(

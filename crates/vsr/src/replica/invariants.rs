@@ -69,6 +69,7 @@ impl<S: StateMachine> Replica<S> {
                     "primary's own log unverified"
                 );
                 assert!(primary.pipeline.queue_len() <= self.config.clients_max);
+                assert!(primary.reads.len() <= self.config.clients_max);
             }
             Status::Normal(Role::Backup(_)) => {
                 assert!(
@@ -99,6 +100,7 @@ impl<S: StateMachine> Replica<S> {
             primary
                 .pipeline
                 .assert_within(self.config.replica_count, self.log.op());
+            primary.reads.assert_valid(self.round_last);
         }
         let mut seq_previous = self.seq_durable;
         for (seq, action) in &self.deferred {

@@ -17,6 +17,7 @@ mod invariants;
 mod log;
 mod normal;
 mod pipeline;
+mod reads;
 mod recovery;
 mod state_transfer;
 #[cfg(test)]
@@ -124,6 +125,10 @@ pub struct ReplicaStats {
     /// View changes this replica started as a backup because the primary, though heard
     /// from, committed nothing for two view-change timeouts.
     pub primary_stalls: u64,
+    /// Queries this replica took in as primary.
+    pub reads: u64,
+    /// Queries it answered (the rest were dropped when it left its role).
+    pub reads_answered: u64,
 }
 
 /// An action that waits until every write issued before it is durable.
@@ -183,6 +188,9 @@ pub struct Replica<S: StateMachine> {
     progress: (View, Op, u64),
     state_request: Option<StateRequest>,
     transfer: Option<DeltaTransfer>,
+    /// The last read round this replica started as a primary; rounds increase over its whole
+    /// life, so a confirm of an older round never completes a newer one.
+    round_last: u64,
     stats: ReplicaStats,
 }
 
@@ -254,12 +262,17 @@ impl<S: StateMachine> Replica<S> {
             progress: (View(0), Op(0), 0),
             state_request: None,
             transfer: None,
+            round_last: 0,
             stats: ReplicaStats::default(),
         };
         if replica.leads_view() {
             replica.status = Status::Normal(Role::Primary(Primary::default()));
         }
         let broken = replica.load(durable);
+        let start_op = replica.log.op();
+        if let Some(primary) = replica.status.primary_mut() {
+            primary.reads = reads::Reads::new(start_op);
+        }
         replica.rejoin(durable, broken, fresh);
         replica.invariants_constant();
         replica
@@ -488,10 +501,11 @@ impl<S: StateMachine> Replica<S> {
         } = verified.into_envelope();
         let from = match sender {
             Sender::Client(client) => {
-                let Message::Request(request) = message else {
-                    unreachable!("decoding admits only requests from clients");
+                return match message {
+                    Message::Request(request) => self.on_request(client, request),
+                    Message::Query(query) => self.on_query(client, query),
+                    _ => unreachable!("decoding admits only requests and queries from clients"),
                 };
-                return self.on_request(client, request);
             }
             Sender::Replica(from) => from,
         };
@@ -519,8 +533,12 @@ impl<S: StateMachine> Replica<S> {
                 crate::mark!(DropOutOfPlace);
                 self.stats.messages_dropped += 1;
             }
-            Message::Request(_) | Message::Reply(_) => {
-                unreachable!("decoding admits requests only from clients, replies only to clients")
+            Message::Confirm(confirm) => self.on_confirm(from, confirm),
+            Message::Request(_) | Message::Query(_) | Message::Reply(_) => {
+                unreachable!(
+                    "decoding admits requests and queries only from clients, replies only to \
+                     clients"
+                )
             }
         }
     }

@@ -7,6 +7,7 @@
 //! A backup that sees a gap asks for the missing entries at once (state transfer).
 
 use super::pipeline::{Batch, Pipeline, Queued};
+use super::reads::Reads;
 use super::{Deferred, Replica};
 use crate::command::Write;
 use crate::config::OPERATION_SIZE_MAX;
@@ -24,6 +25,8 @@ pub struct Primary {
     pub(super) pipeline: Pipeline,
     /// The tick at which an idle primary sends its next commit heartbeat.
     pub(super) heartbeat_at: u64,
+    /// Queries waiting for a quorum to confirm the view (see `reads.rs`).
+    pub(super) reads: Reads,
 }
 
 /// The state only a backup keeps.
@@ -44,8 +47,8 @@ impl<S: StateMachine> Replica<S> {
             body,
         } = message;
         if !self.is_primary() {
-            crate::mark!(RequestNotPrimaryIgnored);
-            return; // The client will try the others.
+            self.redirect(client, request);
+            return;
         }
         let valid = match operation {
             Operation::Register => session == 0 && body.is_empty(),
@@ -200,10 +203,12 @@ impl<S: StateMachine> Replica<S> {
         if crate::bug!(PrimaryVotesBeforeDurable) {
             self.status.pipeline().vote(self.index, last);
         }
+        let round = self.read_round_for_prepare();
         let message = Message::Prepare(Prepare {
             view: self.view,
             commit: self.commit,
             entries,
+            round,
         });
         self.broadcast(&message);
         let heartbeat_at = self.tick + self.config.heartbeat_ticks;
@@ -278,6 +283,7 @@ impl<S: StateMachine> Replica<S> {
         }
         self.status.pipeline().pop_committed(self.commit_max);
         self.execute_committed();
+        self.answer_reads();
         self.prepare_queued();
     }
 
@@ -292,8 +298,10 @@ impl<S: StateMachine> Replica<S> {
             self.broadcast(&Message::Commit(Commit {
                 view: self.view,
                 commit: self.commit,
+                round: 0,
             }));
         }
+        self.tick_reads();
         let Some(sent_before) = self.tick.checked_sub(self.config.prepare_retry_ticks) else {
             return;
         };
@@ -302,6 +310,7 @@ impl<S: StateMachine> Replica<S> {
                 view: self.view,
                 commit: self.commit,
                 entries: self.log.range(first, last),
+                round: 0,
             });
             for to in self.others() {
                 if !self.status.pipeline().has_voted(to, last) {
@@ -364,10 +373,12 @@ impl<S: StateMachine> Replica<S> {
             view,
             commit,
             entries,
+            round,
         } = message;
         if !self.accept_from_primary(view) {
             return;
         }
+        self.confirm_round(view, round);
         let first_write = self.seq_next;
         if self.merge_entries(&entries).is_some() {
             // Appended, or a retry of an entry we hold: (re)vote for our verified log.
@@ -388,8 +399,13 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(super) fn on_commit(&mut self, message: Commit) {
-        let Commit { view, commit } = message;
+        let Commit {
+            view,
+            commit,
+            round,
+        } = message;
         if self.accept_from_primary(view) {
+            self.confirm_round(view, round);
             self.primary_announced_commit(commit);
             self.advance_commit(commit);
         }

@@ -38,9 +38,14 @@ impl StateMachine for Sum {
     type Operation = u64;
     type Result = u64;
     type Delta = u64;
+    /// Any number: answers the total.
+    type Query = u64;
     fn apply(&mut self, _op: Op, operation: u64) -> u64 {
         self.total += operation;
         self.applied += 1;
+        self.total
+    }
+    fn query(&self, _query: u64) -> u64 {
         self.total
     }
     fn delta(&self, _since: Op) -> u64 {
@@ -184,7 +189,11 @@ fn heartbeats(backup: &mut Replica<Sum>, primary: u8, commit: Op, ticks: u64) {
         if tick % 5 == 0 {
             backup.deliver(from_replica(
                 primary,
-                Message::Commit(Commit { view, commit }),
+                Message::Commit(Commit {
+                    view,
+                    commit,
+                    round: 0,
+                }),
             ));
         }
         backup.on_tick();
@@ -345,6 +354,7 @@ mod normal {
                 view: View(0),
                 commit: Op(0),
                 entries: vec![entry.clone()],
+                round: 0,
             }),
         ));
         let commands = drain(&mut backup);
@@ -384,6 +394,7 @@ mod normal {
                 view: View(0),
                 commit: Op(0),
                 entries: vec![entry],
+                round: 0,
             }),
         ));
         let commands = drain(&mut backup);
@@ -427,6 +438,7 @@ mod normal {
                 view: View(0),
                 commit: Op(0),
                 entries: vec![entries[2].clone()],
+                round: 0,
             }),
         ));
         let commands = drain(&mut backup);
@@ -459,10 +471,23 @@ mod normal {
     }
 
     #[test]
-    fn backup_ignores_requests_and_other_clusters() {
+    fn backup_redirects_requests_and_ignores_other_clusters() {
         let mut backup = replica(1, 3);
         backup.deliver(register());
-        assert!(drain(&mut backup).is_empty());
+        // The backup executes nothing and tells the client its view: the primary is one hop
+        // away.
+        let commands = drain(&mut backup);
+        assert!(
+            matches!(
+                &commands[..],
+                [Command::Reply { client: CLIENT, envelope }]
+                    if matches!(
+                        &envelope.message,
+                        Message::Reply(Reply { view: View(0), result: ReplyResult::NotPrimary, .. })
+                    )
+            ),
+            "{commands:?}"
+        );
         let mut envelope = register();
         envelope.cluster = 99;
         assert_eq!(
@@ -1089,6 +1114,7 @@ mod recovery {
             Message::Commit(Commit {
                 view: View(0),
                 commit: Op(5),
+                round: 0,
             }),
         ));
         replica.deliver(from_replica(
@@ -1124,6 +1150,7 @@ mod regressions {
                 view: View(0),
                 commit: Op(0),
                 entries: vec![entry.clone()],
+                round: 0,
             });
             backup.deliver(from_replica(0, message));
             commands.extend(drain(backup));
@@ -1156,6 +1183,7 @@ mod regressions {
             Message::Commit(Commit {
                 view: View(1),
                 commit: Op(0),
+                round: 0,
             }),
         ));
         assert_eq!(backup.status_name(), "normal");
@@ -1212,6 +1240,7 @@ mod regressions {
             Message::Commit(Commit {
                 view: View(0),
                 commit: Op(1),
+                round: 0,
             }),
         ));
         assert_eq!(backup.commit(), Op(1));
@@ -1274,6 +1303,7 @@ mod regressions {
             Message::Commit(Commit {
                 view: View(1),
                 commit: Op(2),
+                round: 0,
             }),
         ));
         assert!(sends(&drain(&mut backup)).contains(&(1, "get_state")));
@@ -1301,6 +1331,7 @@ mod regressions {
             Message::Commit(Commit {
                 view: View(0),
                 commit: Op(3),
+                round: 0,
             }),
         ));
         assert_eq!(backup.commit(), Op(3));
@@ -1309,6 +1340,7 @@ mod regressions {
             view: View(0),
             commit: Op(0),
             entries: vec![entries[2].clone()],
+            round: 0,
         });
         backup.deliver(from_replica(0, retry));
         let commands = drain(&mut backup);
@@ -1759,6 +1791,7 @@ mod review {
                 view: View(0),
                 commit: Op(0),
                 entries: vec![entry],
+                round: 0,
             }),
         ));
         assert_eq!(

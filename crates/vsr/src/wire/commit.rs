@@ -1,6 +1,7 @@
 //! commit: primary → backups when idle, the commit number (a heartbeat).
 //!
-//! Header: `view`, `commit`. No body. Only the view's primary sends it.
+//! Header: `view`, `commit`, `word` = read round (0: none). No body. Only the view's primary
+//! sends it; a backup answers a commit that carries a read round with a confirm.
 
 use bytes::Bytes;
 
@@ -14,6 +15,8 @@ pub struct Commit {
     pub view: View,
     /// The primary's commit number.
     pub commit: Op,
+    /// The read round this message starts, or 0 (see [`super::Prepare::round`]).
+    pub round: u64,
 }
 
 impl WireMessage for Commit {
@@ -21,6 +24,7 @@ impl WireMessage for Commit {
         Fields {
             view: self.view.get(),
             commit: self.commit.get(),
+            word: self.round,
             ..Fields::default()
         }
     }
@@ -30,6 +34,7 @@ impl WireMessage for Commit {
         Ok(Commit {
             view: View(fields.view),
             commit: Op(fields.commit),
+            round: fields.word,
         })
     }
 

@@ -34,10 +34,13 @@
 //! |   10 | `new_state`             | [`new_state`]             |
 //! |   11 | `recovery`              | [`recovery`]              |
 //! |   12 | `recovery_response`     | [`recovery_response`]     |
+//! |   13 | `query`                 | [`query`]                 |
+//! |   14 | `confirm`               | [`confirm`]               |
 //!
 //! Log entries have their own encoding ([`entry`]), which storage shares.
 
 pub mod commit;
+pub mod confirm;
 pub mod do_view_change;
 pub mod entry;
 pub mod get_state;
@@ -45,6 +48,7 @@ pub mod header;
 pub mod new_state;
 pub mod prepare;
 pub mod prepare_ok;
+pub mod query;
 pub mod recovery;
 pub mod recovery_response;
 pub mod reply;
@@ -67,12 +71,14 @@ pub use crate::limits::{
     MESSAGE_BODY_SIZE_MAX,
 };
 pub use commit::Commit;
+pub use confirm::Confirm;
 pub use do_view_change::DoViewChange;
 pub use entry::{Entry, Operation, decode_entry, encode_entry, entry_size};
 pub use get_state::GetState;
 pub use new_state::{DeltaChunk, NewState, StatePayload};
 pub use prepare::Prepare;
 pub use prepare_ok::PrepareOk;
+pub use query::Query;
 pub use recovery::Recovery;
 pub use recovery_response::RecoveryResponse;
 pub use reply::{Reply, ReplyResult};
@@ -83,7 +89,7 @@ pub use start_view_change::StartViewChange;
 use header::{Fields, Header};
 
 /// The wire protocol version this code speaks; frames of any other version are rejected.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// One message's wire form: implemented by each message's struct, in its own file.
 pub(crate) trait WireMessage: Sized {
@@ -119,7 +125,7 @@ pub(crate) trait WireMessage: Sized {
 macro_rules! messages {
     ($($kind:literal => $variant:ident $name:literal,)*) => {
         /// The protocol's messages (Viewstamped Replication Revisited, §4–§5, plus session
-        /// registration), one struct each.
+        /// registration and reads), one struct each.
         #[derive(Clone, Debug, PartialEq, Eq)]
         pub enum Message {
             $(
@@ -236,6 +242,8 @@ messages! {
     10 => NewState "new_state",
     11 => Recovery "recovery",
     12 => RecoveryResponse "recovery_response",
+    13 => Query "query",
+    14 => Confirm "confirm",
 }
 
 /// Why a frame was rejected. A faulty peer or a corrupt network causes these: the driver drops

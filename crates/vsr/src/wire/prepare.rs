@@ -1,6 +1,7 @@
 //! prepare: primary → backups, append these entries (a batch of client requests).
 //!
-//! Header: `view`, `commit`, `op` = the last entry's op, `wide` = the last entry's checksum.
+//! Header: `view`, `commit`, `op` = the last entry's op, `wide` = the last entry's checksum,
+//! `word` = read round (0: none).
 //! Body: an entries list of at least one entry. Only the view's primary sends it.
 
 use bytes::Bytes;
@@ -20,6 +21,11 @@ pub struct Prepare {
     /// The entries to append: at least one, consecutive, bounded by
     /// [`crate::config::BATCH_SIZE_MAX`] bytes.
     pub entries: Vec<Entry>,
+    /// The read round this message starts, or 0. Every backup of the view that gets a message
+    /// with a round answers it with a confirm at once; the primary numbers its rounds in
+    /// increasing order, so a confirm proves the backup was still in the view after the round
+    /// was sent.
+    pub round: u64,
 }
 
 impl WireMessage for Prepare {
@@ -30,6 +36,7 @@ impl WireMessage for Prepare {
             op: last.map_or(0, |entry| entry.op.get()),
             commit: self.commit.get(),
             wide: last.map_or(0, |entry| entry.checksum.get()),
+            word: self.round,
             ..Fields::default()
         }
     }
@@ -52,6 +59,7 @@ impl WireMessage for Prepare {
             view: View(fields.view),
             commit: Op(fields.commit),
             entries,
+            round: fields.word,
         })
     }
 

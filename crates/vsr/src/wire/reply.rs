@@ -1,7 +1,8 @@
 //! reply: replica → client, the result of a request.
 //!
 //! Header: `view`, `op`, `client` = the client replied to, `word` = request, `tag` = result
-//! (0 executed, 1 registered, 2 session evicted). Body: the result's bytes (executed only).
+//! (0 executed, 1 registered, 2 session evicted, 3 answered, 4 not primary). Body: the result's
+//! bytes (executed and answered only).
 //! Only a replica sends it, and only a client receives it.
 
 use bytes::{BufMut, Bytes};
@@ -20,11 +21,19 @@ pub enum ReplyResult {
     /// The client's session is not in the client table (evicted, or never registered). The
     /// request was not executed by this session; whether an earlier copy executed is unknown.
     SessionEvicted,
+    /// A query was answered from the state after the reply's op; the encoded result.
+    Answered(Bytes),
+    /// The replica is not the primary of the reply's view (it is a backup, or changing views);
+    /// the client sends to that view's primary instead. Sent for requests and queries alike,
+    /// so a client finds the primary in one round trip.
+    NotPrimary,
 }
 
 const EXECUTED: u8 = 0;
 const REGISTERED: u8 = 1;
 const SESSION_EVICTED: u8 = 2;
+const ANSWERED: u8 = 3;
+const NOT_PRIMARY: u8 = 4;
 
 /// Replica → client: the result of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,7 +42,8 @@ pub struct Reply {
     pub client: ClientId,
     /// The view of the replying primary, so the client learns who is primary.
     pub view: View,
-    /// The op number at which the request executed (the session for a register).
+    /// The op number at which the request executed (the session for a register); for a query,
+    /// the commit number of the state that answered it; 0 for not primary.
     pub op: Op,
     /// The client's request number this replies to.
     pub request: u64,
@@ -54,6 +64,8 @@ impl WireMessage for Reply {
                 ReplyResult::Executed(_) => EXECUTED,
                 ReplyResult::Registered => REGISTERED,
                 ReplyResult::SessionEvicted => SESSION_EVICTED,
+                ReplyResult::Answered(_) => ANSWERED,
+                ReplyResult::NotPrimary => NOT_PRIMARY,
             },
             ..Fields::default()
         }
@@ -61,13 +73,13 @@ impl WireMessage for Reply {
 
     fn body_size(&self) -> usize {
         match &self.result {
-            ReplyResult::Executed(bytes) => bytes.len(),
-            ReplyResult::Registered | ReplyResult::SessionEvicted => 0,
+            ReplyResult::Executed(bytes) | ReplyResult::Answered(bytes) => bytes.len(),
+            ReplyResult::Registered | ReplyResult::SessionEvicted | ReplyResult::NotPrimary => 0,
         }
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) {
-        if let ReplyResult::Executed(bytes) = &self.result {
+        if let ReplyResult::Executed(bytes) | ReplyResult::Answered(bytes) = &self.result {
             out.put_slice(bytes);
         }
     }
@@ -82,6 +94,8 @@ impl WireMessage for Reply {
                 EXECUTED => ReplyResult::Executed(body.rest()),
                 REGISTERED => ReplyResult::Registered,
                 SESSION_EVICTED => ReplyResult::SessionEvicted,
+                ANSWERED => ReplyResult::Answered(body.rest()),
+                NOT_PRIMARY => ReplyResult::NotPrimary,
                 _ => return Err(DecodeError::Malformed("unknown reply result")),
             },
         })

@@ -40,7 +40,65 @@ fn envelope(sender: Sender, message: Message) -> Envelope {
 
 /// One hand-written example of every variant (and every tag of `Reply` and `NewState`).
 fn examples() -> Vec<Envelope> {
-    [client_examples(), normal_examples(), view_change_examples()].concat()
+    [
+        client_examples(),
+        normal_examples(),
+        view_change_examples(),
+        read_examples(),
+    ]
+    .concat()
+}
+
+/// The read path: a query, its answer, a redirect, a confirm, and prepare and commit carrying
+/// a round.
+fn read_examples() -> Vec<Envelope> {
+    let reply = |op, result| {
+        envelope(
+            Sender::Replica(1),
+            Message::Reply(Reply {
+                client: 0xc1,
+                view: View(4),
+                op: Op(op),
+                request: 9,
+                result,
+            }),
+        )
+    };
+    vec![
+        envelope(
+            Sender::Client(u128::MAX - 5),
+            Message::Query(Query {
+                request: 9,
+                body: Bytes::from_static(b"get k"),
+            }),
+        ),
+        reply(77, ReplyResult::Answered(Bytes::from_static(b"v"))),
+        reply(0, ReplyResult::NotPrimary),
+        envelope(
+            Sender::Replica(2),
+            Message::Confirm(Confirm {
+                view: View(4),
+                round: 12,
+            }),
+        ),
+        envelope(
+            Sender::Replica(1),
+            Message::Commit(Commit {
+                view: View(4),
+                commit: Op(70),
+                round: 13,
+            }),
+        ),
+        envelope(
+            Sender::Replica(1),
+            Message::Prepare(Prepare {
+                view: View(4),
+                commit: Op(40),
+                entries: vec![entry(41, b"x")],
+                round: 14,
+            }),
+        ),
+    ]
 }
 
 fn client_examples() -> Vec<Envelope> {
@@ -110,6 +168,7 @@ fn normal_examples() -> Vec<Envelope> {
                 view: View(7),
                 commit: Op(40),
                 entries: vec![prepare],
+                round: 0,
             }),
         ),
         envelope(
@@ -125,6 +184,7 @@ fn normal_examples() -> Vec<Envelope> {
             Message::Commit(Commit {
                 view: View(7),
                 commit: Op(41),
+                round: 0,
             }),
         ),
         envelope(
@@ -273,7 +333,7 @@ fn examples_round_trip() {
     commands.dedup();
     assert_eq!(
         commands,
-        (1..=12).collect::<Vec<u8>>(),
+        (1..=14).collect::<Vec<u8>>(),
         "every command is exercised"
     );
 }
@@ -449,16 +509,16 @@ fn checksummed_but_invalid_frames_are_rejected() {
         );
     };
     assert_eq!(
-        resealed(request, |b| b[72] = 3),
-        Err(DecodeError::Version { version: 3 })
+        resealed(request, |b| b[72] = 2),
+        Err(DecodeError::Version { version: 2 })
     );
     assert_eq!(
         resealed(request, |b| b[74] = 0),
         Err(DecodeError::UnknownKind { kind: 0 })
     );
     assert_eq!(
-        resealed(request, |b| b[74] = 13),
-        Err(DecodeError::UnknownKind { kind: 13 })
+        resealed(request, |b| b[74] = 15),
+        Err(DecodeError::UnknownKind { kind: 15 })
     );
     malformed(resealed(request, |b| b[79] = 1)); // reserved
     malformed(resealed(request, |b| b[75] = 2)); // sender kind
@@ -470,7 +530,17 @@ fn checksummed_but_invalid_frames_are_rejected() {
     malformed(resealed(&examples[7], |b| b.push(0))); // body on an empty command
     malformed(resealed(&examples[16], |b| b[78] = 2)); // flag neither 0 nor 1
     malformed(resealed(&examples[13], |b| b[77] = 2)); // new_state payload tag
-    malformed(resealed(&examples[3], |b| b[77] = 3)); // reply result tag
+    malformed(resealed(&examples[3], |b| b[77] = 5)); // reply result tag
+    let reads = read_examples();
+    malformed(resealed(&reads[2], |b| b.push(0))); // not-primary reply with bytes
+    malformed(resealed(&reads[3], |b| b[104..112].fill(0))); // confirm of round 0
+    malformed(resealed(&reads[3], |b| b[88] = 1)); // op slot unused by confirm
+    assert_eq!(
+        resealed(&reads[0], |b| b[80] = 1), // view slot unused by query
+        Err(DecodeError::Malformed(
+            "header field unused by the message is not zero"
+        ))
+    );
     malformed(resealed(&examples[3], |b| b.push(0))); // registered reply with bytes
     malformed(resealed(prepare, |b| b[88] ^= 1)); // header op disagrees with entry op
     malformed(resealed(prepare, |b| b.push(0))); // trailing byte
@@ -617,6 +687,8 @@ fn arbitrary_result() -> impl Strategy<Value = ReplyResult> {
         arbitrary_bytes().prop_map(ReplyResult::Executed),
         Just(ReplyResult::Registered),
         Just(ReplyResult::SessionEvicted),
+        arbitrary_bytes().prop_map(ReplyResult::Answered),
+        Just(ReplyResult::NotPrimary),
     ]
 }
 
@@ -676,22 +748,30 @@ fn arbitrary_message() -> impl Strategy<Value = Message> {
                 result,
             })
         ),
-        (n(), n(), arbitrary_entries())
-            .prop_filter("a prepare carries entries", |(_, _, entries)| !entries
+        (n(), n(), arbitrary_entries(), u())
+            .prop_filter("a prepare carries entries", |(_, _, entries, _)| !entries
                 .is_empty())
-            .prop_map(|(view, commit, entries)| Message::Prepare(Prepare {
+            .prop_map(|(view, commit, entries, round)| Message::Prepare(Prepare {
                 view: View(view),
                 commit: Op(commit),
-                entries
+                entries,
+                round
             })),
         (n(), n(), any::<u128>()).prop_map(|(view, op, checksum)| Message::PrepareOk(PrepareOk {
             view: View(view),
             op: Op(op),
             checksum: EntryChecksum(checksum)
         })),
-        (n(), n()).prop_map(|(view, commit)| Message::Commit(Commit {
+        (n(), n(), u()).prop_map(|(view, commit, round)| Message::Commit(Commit {
             view: View(view),
-            commit: Op(commit)
+            commit: Op(commit),
+            round
+        })),
+        (u(), arbitrary_bytes())
+            .prop_map(|(request, body)| Message::Query(Query { request, body })),
+        (n(), 1..u64::MAX).prop_map(|(view, round)| Message::Confirm(Confirm {
+            view: View(view),
+            round
         })),
         n().prop_map(|view| Message::StartViewChange(StartViewChange { view: View(view) })),
         arbitrary_do_view_change(),
@@ -818,7 +898,7 @@ proptest! {
         prop_assert_eq!(bytes.len(), entry_size(&entry));
         let prepare = envelope(
             Sender::Replica(0),
-            Message::Prepare(Prepare { view: entry.view, commit: Op(0), entries: vec![entry.clone()] }),
+            Message::Prepare(Prepare { view: entry.view, commit: Op(0), entries: vec![entry.clone()], round: 0 }),
         );
         prop_assert_eq!(&encode(&prepare)[HEADER_SIZE + ENTRIES_COUNT_SIZE..], &bytes[..]);
         prop_assert_eq!(decode_entry(&bytes), Ok(entry));
@@ -849,6 +929,7 @@ fn the_receiver_admits_only_what_it_may_act_on() {
         Message::Commit(Commit {
             view,
             commit: Op(0),
+            round: 0,
         })
     };
     let admit = |receiver: &Receiver, example: &Envelope| {

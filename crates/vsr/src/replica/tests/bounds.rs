@@ -156,6 +156,7 @@ fn a_view_above_the_jump_bound_that_is_not_a_single_step_is_dropped_and_counted(
                 view,
                 commit: Op(0),
                 entries: vec![entry],
+                round: 0,
             }),
         ),
         (
@@ -164,6 +165,7 @@ fn a_view_above_the_jump_bound_that_is_not_a_single_step_is_dropped_and_counted(
             Message::Commit(Commit {
                 view,
                 commit: Op(0),
+                round: 0,
             }),
         ),
     ];
@@ -229,6 +231,7 @@ fn a_replica_at_the_jump_bound_times_out_past_it_but_not_on_alone() {
     let commit = Message::Commit(Commit {
         view: ahead,
         commit: Op(0),
+        round: 0,
     });
     backup.deliver(from_replica(primary, commit.clone()));
     dropped_too_far_ahead(&backup, 1);
@@ -420,6 +423,7 @@ fn a_commit_number_is_taken_up_to_the_op_jump_bound_then_one_past_the_log() {
             Message::Commit(Commit {
                 view: View(0),
                 commit: Op(commit),
+                round: 0,
             }),
         )
     };

@@ -1,0 +1,288 @@
+//! Reads: queries the primary answers from its state, with no log entry and no write.
+//!
+//! A primary may answer a read from its own state only while it still leads its view: a primary
+//! cut off from its backups may have been replaced by a new view whose primary already
+//! committed writes it never saw. Leases would need bounded clocks; this is the ReadIndex way
+//! (Viewstamped Replication Revisited §6.3 states the problem), which needs none:
+//!
+//! 1. A read that arrives waits for the next *read round*. Rounds are numbered in increasing
+//!    order per replica; the primary starts one by putting its number on a commit (at once,
+//!    when no round is in flight) or on a prepare (any prepare sent while reads wait).
+//! 2. A backup in normal status in the primary's view answers any prepare or commit that
+//!    carries a round with a confirm of that round, at once and without writing anything.
+//! 3. Once f backups confirmed a round (the primary is the quorum's f+1-th member), a quorum
+//!    was in the primary's view after every read waiting for that round had arrived. A new view
+//!    needs a quorum that left this one, and quorums intersect, so no later view had committed
+//!    anything when those reads arrived: every write acknowledged before a read began was
+//!    committed in this view or an earlier one.
+//! 4. Writes of earlier views are all in the log this view started with, so the primary also
+//!    waits until that log is committed (`start_op`). It then answers at its current commit
+//!    number, which covers every write it acknowledged in this view before the read arrived.
+//!
+//! One round in flight covers every read that arrived before it was sent; reads that arrive
+//! while it flies wait for the next, which starts when it completes. A round that gets no
+//! quorum within the prepare retry timeout is superseded by a new one. A primary that leaves
+//! its role drops its waiting reads; clients resend (a read changes nothing).
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::Replica;
+use crate::config::{OPERATION_SIZE_MAX, REPLICAS_MAX};
+use crate::message::{ClientId, Commit, Confirm, Message, Query, ReplicaIndex, ReplyResult};
+use crate::numbers::{Op, View};
+use crate::state_machine::{Codec, StateMachine};
+
+/// A query waiting for its round.
+#[derive(Debug)]
+struct Waiting {
+    client: ClientId,
+    request: u64,
+    body: Bytes,
+    /// The round whose confirmation by a quorum lets it be answered.
+    round: u64,
+}
+
+/// The primary's reads: the queries waiting and the rounds confirming its view.
+#[derive(Debug, Default)]
+pub(crate) struct Reads {
+    /// Waiting queries in arrival order (so their rounds never decrease).
+    waiting: VecDeque<Waiting>,
+    /// The last op of the log the view started with: every op committed in an earlier view is
+    /// at or below it.
+    start_op: Op,
+    /// The last round sent in this view (0: none), and when.
+    sent: u64,
+    sent_at: u64,
+    /// The highest round a quorum confirmed in this view.
+    confirmed: u64,
+    /// The highest round each replica confirmed in this view.
+    confirmed_by: [u64; REPLICAS_MAX],
+}
+
+impl Reads {
+    /// The reads of a primary whose view started with a log ending at `start_op`.
+    pub(crate) fn new(start_op: Op) -> Self {
+        Self {
+            start_op,
+            ..Self::default()
+        }
+    }
+
+    /// Queries waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Checks the rounds' order; for the replica's invariants.
+    pub(crate) fn assert_valid(&self, round_last: u64) {
+        assert!(self.confirmed <= self.sent && self.sent <= round_last);
+        let mut previous = 0;
+        for waiting in &self.waiting {
+            assert!(waiting.round >= previous, "reads out of round order");
+            assert!(
+                waiting.round <= round_last + 1,
+                "a read waits for a round beyond the next"
+            );
+            previous = waiting.round;
+        }
+    }
+}
+
+impl<S: StateMachine> Replica<S> {
+    /// A query from `client`: a primary queues it for the next round; any other replica tells
+    /// the client which view it is in, so the client finds the primary in one round trip.
+    pub(super) fn on_query(&mut self, client: ClientId, query: Query) {
+        let Query { request, body } = query;
+        if !self.is_primary() {
+            self.redirect(client, request);
+            return;
+        }
+        if client == 0 || body.len() > OPERATION_SIZE_MAX || S::Query::decode(&body).is_err() {
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        let clients_max = self.config.clients_max;
+        let alone = self.config.faults_max() == 0;
+        let round = self.round_last + 1;
+        let reads = self.reads_mut();
+        // Each client waits for one answer at a time; beyond that a client misbehaves.
+        if reads.waiting.len() >= clients_max {
+            crate::mark!(ReadQueueFullDropped);
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        // A lone replica is a quorum by itself: no round to wait for.
+        let round = if alone || crate::bug!(ReadWithoutConfirm) {
+            reads.confirmed
+        } else {
+            round
+        };
+        reads.waiting.push_back(Waiting {
+            client,
+            request,
+            body,
+            round,
+        });
+        self.stats.reads += 1;
+        self.answer_reads();
+        self.start_read_round();
+    }
+
+    /// A replica that is not the primary of its view answers a request or query with its view,
+    /// unless it is recovering (its view may be far behind, and it takes part in nothing).
+    pub(super) fn redirect(&mut self, client: ClientId, request: u64) {
+        if matches!(self.status, super::Status::Recovering(_)) {
+            crate::mark!(DropWhileRecovering);
+            return;
+        }
+        crate::mark!(RequestNotPrimaryRedirected);
+        self.reply(client, Op(0), request, ReplyResult::NotPrimary);
+    }
+
+    fn reads_mut(&mut self) -> &mut Reads {
+        &mut self
+            .status
+            .primary_mut()
+            .expect("only the primary of the view has reads")
+            .reads
+    }
+
+    /// Starts a read round with a commit if reads wait for one and none is in flight, or the
+    /// one in flight is overdue.
+    pub(super) fn start_read_round(&mut self) {
+        let (tick, retry) = (self.tick, self.config.prepare_retry_ticks);
+        let reads = self.reads_mut();
+        let wanted = reads
+            .waiting
+            .back()
+            .is_some_and(|read| read.round > reads.sent);
+        let in_flight = reads.sent > reads.confirmed && tick < reads.sent_at + retry;
+        if !wanted || in_flight {
+            return;
+        }
+        if reads.sent > reads.confirmed {
+            crate::mark!(ReadRoundRetried);
+        }
+        let round = self.take_read_round();
+        let message = Message::Commit(Commit {
+            view: self.view,
+            commit: self.commit,
+            round,
+        });
+        self.broadcast(&message);
+    }
+
+    /// The round a prepare about to be sent carries: a new one while reads wait for a round not
+    /// yet sent, else 0.
+    pub(super) fn read_round_for_prepare(&mut self) -> u64 {
+        let reads = self.reads_mut();
+        if reads
+            .waiting
+            .back()
+            .is_some_and(|read| read.round > reads.sent)
+        {
+            crate::mark!(ReadRoundOnPrepare);
+            self.take_read_round()
+        } else {
+            0
+        }
+    }
+
+    fn take_read_round(&mut self) -> u64 {
+        self.round_last += 1;
+        let (round, tick) = (self.round_last, self.tick);
+        let reads = self.reads_mut();
+        reads.sent = round;
+        reads.sent_at = tick;
+        round
+    }
+
+    /// A backup of `view` got a message of that view's primary carrying `round`: it confirms
+    /// at once, writing nothing (the confirm speaks of this moment only).
+    pub(super) fn confirm_round(&mut self, view: View, round: u64) {
+        if round == 0 || view != self.view || !matches!(self.status, super::Status::Normal(_)) {
+            return;
+        }
+        let primary = self.config.primary(view);
+        self.send(primary, Message::Confirm(Confirm { view, round }));
+    }
+
+    pub(super) fn on_confirm(&mut self, from: ReplicaIndex, confirm: Confirm) {
+        let Confirm { view, round } = confirm;
+        if view != self.view || !self.is_primary() {
+            crate::mark!(ConfirmOtherViewIgnored);
+            return;
+        }
+        if round > self.round_last {
+            // Never sent: a faulty peer.
+            self.stats.messages_dropped += 1;
+            return;
+        }
+        let (index, faults) = (self.index, self.config.faults_max());
+        let reads = self.reads_mut();
+        let slot = &mut reads.confirmed_by[usize::from(from)];
+        *slot = (*slot).max(round);
+        // The primary is one member of the quorum; the f-th highest backup round completes it.
+        let mut rounds: Vec<u64> = reads
+            .confirmed_by
+            .iter()
+            .enumerate()
+            .filter(|(replica, _)| *replica != usize::from(index))
+            .map(|(_, round)| *round)
+            .collect();
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_round = rounds[faults - 1];
+        if quorum_round > reads.confirmed {
+            reads.confirmed = quorum_round;
+            self.answer_reads();
+            self.start_read_round();
+        }
+    }
+
+    /// Answers the waiting reads whose round a quorum confirmed, once the log the view started
+    /// with is committed.
+    pub(super) fn answer_reads(&mut self) {
+        let commit = self.commit;
+        let Some(primary) = self.status.primary_mut() else {
+            return;
+        };
+        let reads = &mut primary.reads;
+        let confirmed = reads.confirmed;
+        if reads
+            .waiting
+            .front()
+            .is_none_or(|read| read.round > confirmed)
+        {
+            return;
+        }
+        if commit < reads.start_op {
+            crate::mark!(ReadWaitsForViewStart);
+            return;
+        }
+        while let Some(read) = self
+            .status
+            .primary_mut()
+            .expect("checked above")
+            .reads
+            .waiting
+            .pop_front_if(|read| read.round <= confirmed)
+        {
+            let query = S::Query::decode(&read.body).expect("validated on arrival");
+            let answer = Bytes::from(self.state_machine.query(query).to_bytes());
+            self.reply(
+                read.client,
+                commit,
+                read.request,
+                ReplyResult::Answered(answer),
+            );
+            self.stats.reads_answered += 1;
+        }
+    }
+
+    /// The primary's tick: a round overdue is superseded.
+    pub(super) fn tick_reads(&mut self) {
+        self.start_read_round();
+    }
+}
