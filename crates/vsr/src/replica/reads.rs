@@ -154,15 +154,17 @@ impl<S: StateMachine> Replica<S> {
     pub(super) fn start_read_round(&mut self) {
         let (tick, retry) = (self.tick, self.config.prepare_retry_ticks);
         let reads = self.reads_mut();
-        let wanted = reads
-            .waiting
-            .back()
-            .is_some_and(|read| read.round > reads.sent);
-        let in_flight = reads.sent > reads.confirmed && tick < reads.sent_at + retry;
-        if !wanted || in_flight {
+        let Some(newest) = reads.waiting.back().map(|read| read.round) else {
+            return;
+        };
+        let in_flight = reads.sent > reads.confirmed;
+        let overdue = in_flight && tick >= reads.sent_at + retry;
+        // Nothing to do when every read is covered by a round confirmed (it waits for the
+        // view's start) or by the round in flight, unless that round is overdue.
+        if newest <= reads.confirmed || (in_flight && !overdue) {
             return;
         }
-        if reads.sent > reads.confirmed {
+        if overdue {
             crate::mark!(ReadRoundRetried);
         }
         let round = self.take_read_round();
