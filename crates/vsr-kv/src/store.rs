@@ -329,6 +329,32 @@ mod tests {
     }
 
     #[test]
+    fn a_query_answers_as_a_logged_get_and_changes_nothing() {
+        let mut store = KvStore::new();
+        store.apply(Op(1), put(b"k", b"v"));
+        store.apply(
+            Op(2),
+            KvOperation::Delete {
+                key: bytes(b"gone"),
+            },
+        );
+        let (digest, delta) = (store.digest(), store.delta(Op(0)));
+        for key in [&b"k"[..], b"gone", b"never"] {
+            let answer = store.query(KvQuery::Get { key: bytes(key) });
+            let logged = store
+                .clone()
+                .apply(Op(3), KvOperation::Get { key: bytes(key) });
+            assert_eq!(answer, logged);
+        }
+        assert_eq!(
+            store.query(KvQuery::Get { key: bytes(b"k") }),
+            KvResult::Value(Some(bytes(b"v")))
+        );
+        assert_eq!(store.digest(), digest);
+        assert_eq!(store.delta(Op(0)), delta);
+    }
+
+    #[test]
     fn invalid_operations_are_no_ops() {
         let mut store = KvStore::new();
         let digest = store.digest();

@@ -122,6 +122,7 @@ caught! {
     recovery_finishes_early => RecoveryFinishesEarly,
     damaged_log_rejoins => DamagedLogRejoins,
     skip_dedup => SkipDedup,
+    read_without_confirm => ReadWithoutConfirm,
     snapshot_drops_replies => SnapshotDropsReplies,
     wal_sync_skips_flushed => WalSyncSkipsFlushed,
     headers_synced_first => HeadersSyncedFirst,

@@ -343,3 +343,89 @@ impl Client {
         self.events.push_back(ClientEvent::Send { to, envelope });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire;
+
+    const CLUSTER: u128 = 3;
+
+    /// The replicas each of the client's pending sends goes to.
+    fn sent_to(client: &mut Client) -> Vec<ReplicaIndex> {
+        let mut to = Vec::new();
+        while let Some(event) = client.poll() {
+            match event {
+                ClientEvent::Send { to: replica, .. } => to.push(replica),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        to
+    }
+
+    fn reply(client: &mut Client, from: ReplicaIndex, view: u64, result: ReplyResult) {
+        let envelope = Envelope {
+            cluster: CLUSTER,
+            epoch: 0,
+            sender: Sender::Replica(from),
+            message: Message::Reply(Reply {
+                client: client.id(),
+                view: View(view),
+                op: Op(0),
+                request: 1,
+                result,
+            }),
+        };
+        let verified = wire::decode(&wire::encode(&envelope), &client.receiver()).unwrap();
+        client.on_message(verified);
+    }
+
+    #[test]
+    fn a_redirect_to_a_newer_view_goes_straight_to_its_primary() {
+        let mut client = Client::new(CLUSTER, 3, 0xc1, 1);
+        client.query(Bytes::from_static(b"q"));
+        assert_eq!(sent_to(&mut client), vec![0]);
+        reply(&mut client, 0, 2, ReplyResult::NotPrimary);
+        assert_eq!(sent_to(&mut client), vec![2], "view 2's primary, at once");
+        // The same view again, or an older one, is no news: no bouncing between replicas.
+        reply(&mut client, 0, 2, ReplyResult::NotPrimary);
+        reply(&mut client, 1, 1, ReplyResult::NotPrimary);
+        assert!(sent_to(&mut client).is_empty());
+        reply(
+            &mut client,
+            2,
+            2,
+            ReplyResult::Answered(Bytes::from_static(b"a")),
+        );
+        assert_eq!(
+            client.poll(),
+            Some(ClientEvent::Answered {
+                commit: Op(0),
+                result: Bytes::from_static(b"a")
+            })
+        );
+        assert!(!client.is_busy());
+    }
+
+    #[test]
+    fn a_query_needs_no_session_and_can_be_abandoned() {
+        let mut client = Client::new(CLUSTER, 3, 0xc1, 1);
+        client.query(Bytes::from_static(b"q"));
+        let Some(ClientEvent::Send { envelope, .. }) = client.poll() else {
+            panic!("a send");
+        };
+        assert!(matches!(
+            envelope.message,
+            Message::Query(Query { request: 1, .. })
+        ));
+        assert!(client.is_busy());
+        client.abandon_query();
+        assert!(!client.is_busy());
+        // A late answer to the abandoned query is ignored.
+        reply(&mut client, 0, 0, ReplyResult::Answered(Bytes::new()));
+        assert_eq!(client.poll(), None);
+        client.submit(Bytes::from_static(b"w"));
+        let _ = sent_to(&mut client);
+        assert_eq!(client.session(), 0, "the request registers first");
+    }
+}

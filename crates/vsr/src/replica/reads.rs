@@ -7,7 +7,8 @@
 //!
 //! 1. A read that arrives waits for the next *read round*. Rounds are numbered in increasing
 //!    order per replica; the primary starts one by putting its number on a commit (at once,
-//!    when no round is in flight) or on a prepare (any prepare sent while reads wait).
+//!    when no round is in flight) or on a prepare (any prepare sent while reads wait), so a
+//!    busy primary's rounds ride on the prepares it sends anyway.
 //! 2. A backup in normal status in the primary's view answers any prepare or commit that
 //!    carries a round with a confirm of that round, at once and without writing anything.
 //! 3. Once f backups confirmed a round (the primary is the quorum's f+1-th member), a quorum
@@ -176,14 +177,15 @@ impl<S: StateMachine> Replica<S> {
         self.broadcast(&message);
     }
 
-    /// The round a prepare about to be sent carries: a new one while reads wait for a round not
-    /// yet sent, else 0.
+    /// The round a prepare about to be sent carries: a new one while any read waits for a round
+    /// not yet confirmed (the prepare goes out anyway, and its round also covers reads that a
+    /// round in flight does not), else 0.
     pub(super) fn read_round_for_prepare(&mut self) -> u64 {
         let reads = self.reads_mut();
         if reads
             .waiting
             .back()
-            .is_some_and(|read| read.round > reads.sent)
+            .is_some_and(|read| read.round > reads.confirmed)
         {
             crate::mark!(ReadRoundOnPrepare);
             self.take_read_round()

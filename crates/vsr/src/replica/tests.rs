@@ -1839,6 +1839,7 @@ mod invariants {
 }
 
 mod bounds;
+mod reads;
 
 /// The nonce of the recovery message among `commands`.
 fn recovery_nonce(commands: &[Command]) -> u64 {
