@@ -109,6 +109,8 @@ marks! {
     RequestResendInPipeline => "request-resend-already-in-pipeline",
     /// A request that finds the queue full is dropped.
     RequestQueueFullDropped => "request-queue-full-dropped",
+    /// A resent query finds its first copy still waiting: the copy answers both.
+    ReadResendWaiting => "read-resend-waiting",
     /// A query that finds the primary's read queue full is dropped.
     ReadQueueFullDropped => "read-queue-full-dropped",
     /// A read round got no quorum of confirms within the retry timeout: a new round supersedes
@@ -118,6 +120,9 @@ marks! {
     ReadRoundOnPrepare => "read-round-on-prepare",
     /// A confirm of another view (or reaching a replica no longer primary) is ignored.
     ConfirmOtherViewIgnored => "confirm-other-view-ignored",
+    /// A primary whose oldest read waited two view-change timeouts without a quorum confirming
+    /// its view (it hears no quorum) starts a view change.
+    PrimaryLeavesUnconfirmedView => "primary-leaves-unconfirmed-view",
     /// Reads confirmed by a quorum wait until the log the view started with is committed.
     ReadWaitsForViewStart => "read-waits-for-view-start",
     /// A request that finds the pipeline full waits in the queue.

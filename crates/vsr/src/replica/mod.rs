@@ -125,6 +125,9 @@ pub struct ReplicaStats {
     /// View changes this replica started as a backup because the primary, though heard
     /// from, committed nothing for two view-change timeouts.
     pub primary_stalls: u64,
+    /// View changes this replica started as primary because a read waited two view-change
+    /// timeouts without a quorum confirming its view.
+    pub primary_read_stalls: u64,
     /// Queries this replica took in as primary.
     pub reads: u64,
     /// Queries it answered (the rest were dropped when it left its role).

@@ -288,6 +288,15 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(super) fn tick_primary(&mut self) {
+        // First: a primary that leaves its view sends nothing more in it.
+        if self.reads_stalled() {
+            self.leave_view();
+            if !self.is_primary() {
+                return;
+            }
+            // The last view there is: nowhere to go; the clients ask again.
+            self.drop_reads();
+        }
         let (tick, heartbeat_ticks) = (self.tick, self.config.heartbeat_ticks);
         let primary = self
             .status
@@ -301,7 +310,12 @@ impl<S: StateMachine> Replica<S> {
                 round: 0,
             }));
         }
-        self.tick_reads();
+        self.retry_prepares();
+        self.start_read_round();
+    }
+
+    /// Resends the prepares whose votes are overdue to the backups that have not voted.
+    fn retry_prepares(&mut self) {
         let Some(sent_before) = self.tick.checked_sub(self.config.prepare_retry_ticks) else {
             return;
         };
@@ -330,9 +344,10 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// A backup gives up on its view's primary: it starts a view change to the next view, or,
-    /// in the last view a message can carry, stays and waits a timeout more.
-    fn leave_view(&mut self) {
+    /// A backup gives up on its view's primary (or a primary on its own view): it starts a view
+    /// change to the next view, or, in the last view a message can carry, stays and waits a
+    /// timeout more.
+    pub(super) fn leave_view(&mut self) {
         match self.next_view(true) {
             Some(next) => self.start_view_change(next),
             None => {

@@ -25,7 +25,7 @@
 //! quorum within the prepare retry timeout is superseded by a new one. A primary that leaves
 //! its role drops its waiting reads; clients resend (a read changes nothing).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -43,6 +43,8 @@ struct Waiting {
     body: Bytes,
     /// The round whose confirmation by a quorum lets it be answered.
     round: u64,
+    /// The tick it arrived at.
+    arrived: u64,
 }
 
 /// The primary's reads: the queries waiting and the rounds confirming its view.
@@ -50,6 +52,9 @@ struct Waiting {
 pub(crate) struct Reads {
     /// Waiting queries in arrival order (so their rounds never decrease).
     waiting: VecDeque<Waiting>,
+    /// The (client, request) of each waiting query: a resend of one is already covered (only
+    /// looked up, never iterated, so its order cannot reach anything).
+    waiting_ids: HashSet<(ClientId, u64)>,
     /// The last op of the log the view started with: every op committed in an earlier view is
     /// at or below it.
     start_op: Op,
@@ -79,6 +84,11 @@ impl Reads {
     /// Checks the rounds' order; for the replica's invariants.
     pub(crate) fn assert_valid(&self, round_last: u64) {
         assert!(self.confirmed <= self.sent && self.sent <= round_last);
+        assert_eq!(
+            self.waiting_ids.len(),
+            self.waiting.len(),
+            "a waiting read untracked"
+        );
         let mut previous = 0;
         for waiting in &self.waiting {
             assert!(waiting.round >= previous, "reads out of round order");
@@ -107,7 +117,13 @@ impl<S: StateMachine> Replica<S> {
         let clients_max = self.config.clients_max;
         let alone = self.config.faults_max() == 0;
         let round = self.round_last + 1;
+        let arrived = self.tick;
         let reads = self.reads_mut();
+        if reads.waiting_ids.contains(&(client, request)) {
+            // A resend: the copy waiting arrived earlier, so its round covers this one too.
+            crate::mark!(ReadResendWaiting);
+            return;
+        }
         // Each client waits for one answer at a time; beyond that a client misbehaves.
         if reads.waiting.len() >= clients_max {
             crate::mark!(ReadQueueFullDropped);
@@ -120,11 +136,13 @@ impl<S: StateMachine> Replica<S> {
         } else {
             round
         };
+        reads.waiting_ids.insert((client, request));
         reads.waiting.push_back(Waiting {
             client,
             request,
             body,
             round,
+            arrived,
         });
         self.stats.reads += 1;
         self.answer_reads();
@@ -273,6 +291,12 @@ impl<S: StateMachine> Replica<S> {
             .waiting
             .pop_front_if(|read| read.round <= confirmed)
         {
+            self.status
+                .primary_mut()
+                .expect("checked above")
+                .reads
+                .waiting_ids
+                .remove(&(read.client, read.request));
             let query = S::Query::decode(&read.body).expect("validated on arrival");
             let answer = Bytes::from(self.state_machine.query(query).to_bytes());
             self.reply(
@@ -285,8 +309,36 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    /// The primary's tick: a round overdue is superseded.
-    pub(super) fn tick_reads(&mut self) {
-        self.start_read_round();
+    /// Drops every waiting read.
+    pub(super) fn drop_reads(&mut self) {
+        let reads = self.reads_mut();
+        reads.waiting.clear();
+        reads.waiting_ids.clear();
+    }
+
+    /// Whether the primary's oldest read has waited two view-change timeouts, so that it must
+    /// leave its view.
+    ///
+    /// Such a primary is not hearing a quorum: it may be cut off one way, sending and not
+    /// receiving. Its backups still hear its heartbeats, so none of them times out, and with no
+    /// write in flight none sees ops stall either; only the primary knows that its reads get no
+    /// quorum. Starting a view change is always safe, and the backups that hear it join it.
+    pub(super) fn reads_stalled(&mut self) -> bool {
+        let Some(since) = self
+            .tick
+            .checked_sub(2 * self.config.view_change_timeout_ticks)
+        else {
+            return false;
+        };
+        let stalled = self
+            .reads_mut()
+            .waiting
+            .front()
+            .is_some_and(|read| read.arrived <= since);
+        if stalled {
+            crate::mark!(PrimaryLeavesUnconfirmedView);
+            self.stats.primary_read_stalls += 1;
+        }
+        stalled
     }
 }

@@ -144,13 +144,12 @@ fn a_primary_cut_off_from_its_backups_answers_no_read() {
     let primary = cluster.primary();
     assert_ne!(primary, 0);
     cluster.submit(add(3, 1, 10));
-    // The old primary still believes it leads view 0; asked again and again, it never
-    // answers from its stale state (the total would be 5, not 15).
+    // The old primary believes it leads view 0; asked again and again, it never answers from
+    // its stale state (the total would be 5, not 15).
     for request in 2..10 {
         deliver_to(&mut cluster, 0, query(request));
         cluster.tick(5);
     }
-    assert!(cluster.replica(0).is_primary());
     assert!(answered(&cluster).is_empty(), "{:?}", cluster.replies);
     // The new primary answers with the write in.
     deliver_to(&mut cluster, primary, query(20));
@@ -246,4 +245,28 @@ fn an_invalid_query_is_dropped_and_counted() {
     primary.deliver(envelope);
     assert!(drain(&mut primary).is_empty());
     assert_eq!(primary.stats().messages_dropped, 1);
+}
+
+#[test]
+fn a_primary_whose_reads_get_no_quorum_leaves_its_view() {
+    let mut cluster = cluster_with_a_write();
+    let timeout = cluster.replica(0).config.view_change_timeout_ticks;
+    let primary = cluster.replicas[0].as_mut().unwrap();
+    primary.deliver(query(1));
+    let _ = drain(primary);
+    // Its backups hear it (so none times out) but it hears none of them.
+    for _ in 0..2 * timeout - 1 {
+        primary.on_tick();
+        let _ = drain(primary);
+    }
+    assert!(primary.is_primary());
+    primary.on_tick();
+    assert!(!primary.is_primary());
+    assert_eq!(primary.view(), View(1));
+    assert_eq!(primary.stats().primary_read_stalls, 1);
+    assert!(
+        sends(&drain(primary))
+            .iter()
+            .all(|(_, name)| *name != "commit")
+    );
 }
