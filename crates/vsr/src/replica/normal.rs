@@ -26,7 +26,7 @@ pub struct Primary {
     /// The tick at which an idle primary sends its next commit heartbeat.
     pub(super) heartbeat_at: u64,
     /// Queries waiting for a quorum to confirm the view (see `reads.rs`).
-    pub(super) reads: Reads,
+    pub(super) reads: Box<Reads>,
 }
 
 /// The state only a backup keeps.

@@ -68,12 +68,13 @@ pub(crate) struct Reads {
 }
 
 impl Reads {
-    /// The reads of a primary whose view started with a log ending at `start_op`.
-    pub(crate) fn new(start_op: Op) -> Self {
-        Self {
+    /// The reads of a primary whose view started with a log ending at `start_op` (boxed: a
+    /// backup's status need not be as large).
+    pub(crate) fn new(start_op: Op) -> Box<Self> {
+        Box::new(Self {
             start_op,
             ..Self::default()
-        }
+        })
     }
 
     /// Queries waiting.
@@ -283,20 +284,17 @@ impl<S: StateMachine> Replica<S> {
             crate::mark!(ReadWaitsForViewStart);
             return;
         }
-        while let Some(read) = self
-            .status
-            .primary_mut()
-            .expect("checked above")
-            .reads
-            .waiting
-            .pop_front_if(|read| read.round <= confirmed)
-        {
-            self.status
-                .primary_mut()
-                .expect("checked above")
-                .reads
-                .waiting_ids
-                .remove(&(read.client, read.request));
+        loop {
+            let reads = &mut self.status.primary_mut().expect("checked above").reads;
+            if reads
+                .waiting
+                .front()
+                .is_none_or(|read| read.round > confirmed)
+            {
+                break;
+            }
+            let read = reads.waiting.pop_front().expect("checked");
+            reads.waiting_ids.remove(&(read.client, read.request));
             let query = S::Query::decode(&read.body).expect("validated on arrival");
             let answer = Bytes::from(self.state_machine.query(query).to_bytes());
             self.reply(
