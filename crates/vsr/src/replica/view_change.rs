@@ -170,7 +170,7 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    fn send_do_view_change(&mut self) {
+    pub(super) fn send_do_view_change(&mut self) {
         let own = self.own_do_view_change();
         let primary = self.config.primary(self.view);
         if primary == self.index {
