@@ -25,8 +25,9 @@ pub struct Primary {
     pub(super) pipeline: Pipeline,
     /// The tick at which an idle primary sends its next commit heartbeat.
     pub(super) heartbeat_at: u64,
-    /// Queries waiting for a quorum to confirm the view (see `reads.rs`).
-    pub(super) reads: Reads,
+    /// Queries waiting for a quorum to confirm the view (see `reads.rs`); boxed, so that a
+    /// backup's status is not as large as a primary's.
+    pub(super) reads: Box<Reads>,
 }
 
 /// The state only a backup keeps.

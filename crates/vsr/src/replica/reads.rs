@@ -263,14 +263,14 @@ impl<S: StateMachine> Replica<S> {
             crate::mark!(ReadWaitsForViewStart);
             return;
         }
-        while let Some(read) = self
-            .status
-            .primary_mut()
-            .expect("checked above")
-            .reads
+        // Rounds never decrease along the queue: the answerable reads are a prefix.
+        let answerable = reads
             .waiting
-            .pop_front_if(|read| read.round <= confirmed)
-        {
+            .iter()
+            .take_while(|read| read.round <= confirmed)
+            .count();
+        let answered: Vec<Waiting> = reads.waiting.drain(..answerable).collect();
+        for read in answered {
             let query = S::Query::decode(&read.body).expect("validated on arrival");
             let answer = Bytes::from(self.state_machine.query(query).to_bytes());
             self.reply(
