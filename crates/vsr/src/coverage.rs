@@ -73,6 +73,9 @@ marks! {
     /// A do_view_change waited for its write to be durable and meanwhile the replica left that
     /// view change: it is not sent.
     DoViewChangeStaleAfterDurable => "do-view-change-stale-after-durable",
+    /// A do_view_change waited for its write to be durable and meanwhile a new_state replaced
+    /// entries it carries: one built from the log as it is now is sent instead.
+    DoViewChangeRebuiltAfterLogChanged => "do-view-change-rebuilt-after-log-changed",
     /// A backup's prepare_ok waited for its write and meanwhile the entry was replaced: it is
     /// not sent.
     PrepareOkWithheldEntryReplaced => "prepare-ok-withheld-entry-replaced",

@@ -274,7 +274,7 @@ impl<S: StateMachine> Replica<S> {
         let broken = replica.load(durable);
         let start_op = replica.log.op();
         if let Some(primary) = replica.status.primary_mut() {
-            primary.reads = reads::Reads::new(start_op);
+            *primary.reads = reads::Reads::new(start_op);
         }
         replica.rejoin(durable, broken, fresh);
         replica.invariants_constant();
@@ -615,6 +615,11 @@ impl<S: StateMachine> Replica<S> {
             Deferred::Send(command) => {
                 if self.still_vouches(&command) {
                     self.commands.push(*command);
+                } else if self.in_view_change_of(&command) {
+                    // Still in that view change, but the log changed under the message (a
+                    // new_state replaced its suffix): tell the new primary what it is now.
+                    crate::mark!(DoViewChangeRebuiltAfterLogChanged);
+                    self.send_do_view_change();
                 } else {
                     crate::mark!(DoViewChangeStaleAfterDurable);
                 }
@@ -726,17 +731,34 @@ impl<S: StateMachine> Replica<S> {
 
     /// Whether a message deferred until durable still says what is true. A do_view_change
     /// vouches for the sender's log: once the replica left that view change (a start_view
-    /// arrived, which may have truncated entries the message carries), it is stale.
+    /// arrived, which may have truncated entries the message carries), it is stale; so it is
+    /// once the log no longer holds every entry it carries (a new_state during the view change
+    /// replaced them with committed ones, and the truncate may be durable by now).
     fn still_vouches(&self, command: &Command) -> bool {
         match command {
-            Command::Send { envelope, .. } => match envelope.message {
-                Message::DoViewChange(DoViewChange { view, .. }) => {
-                    view == self.view && matches!(self.status, Status::ViewChange(_))
+            Command::Send { envelope, .. } => match &envelope.message {
+                Message::DoViewChange(DoViewChange { entries, .. }) => {
+                    self.in_view_change_of(command)
+                        && entries
+                            .iter()
+                            .all(|entry| self.log.checksum(entry.op) == Some(entry.checksum))
                 }
                 _ => true,
             },
             Command::Reply { .. } | Command::Persist { .. } => true,
         }
+    }
+
+    /// Whether `command` is a do_view_change for the view change the replica is in.
+    fn in_view_change_of(&self, command: &Command) -> bool {
+        matches!(
+            command,
+            Command::Send { envelope, .. }
+                if matches!(
+                    envelope.message,
+                    Message::DoViewChange(DoViewChange { view, .. }) if view == self.view
+                )
+        ) && matches!(self.status, Status::ViewChange(_))
     }
 
     fn send_after_durable(&mut self, to: ReplicaIndex, message: Message) {

@@ -1495,6 +1495,98 @@ mod regressions {
             "a do_view_change for op 3, which the replica no longer holds"
         );
     }
+
+    /// A noop entry of `view` at `op`, chained on `parent`.
+    fn noop_of_view(op: Op, view: View, parent: EntryChecksum) -> Entry {
+        Entry {
+            op,
+            view,
+            parent,
+            client: 0,
+            session: 0,
+            request: 0,
+            operation: Operation::Noop,
+            body: Bytes::new(),
+            checksum: EntryChecksum(0),
+        }
+        .sealed()
+    }
+
+    /// Seed 363 (3 replicas): view 0's primary, cut off with an uncommitted op 15, learned of
+    /// view 1 from a commit and asked for state, then joined the view change to view 2 and
+    /// deferred its do_view_change (carrying its op 15) until its view state was durable. The
+    /// new_state answering its get_state arrived first with the ops view 1 had committed: view
+    /// 1's op 15 replaced its own (a truncate, then appends). One durability report covered the
+    /// view state and those writes, and released the do_view_change vouching for an op 15 its
+    /// disk no longer held. Here op 2 plays op 15: that message is dropped, and one built from
+    /// the log as it is now leaves instead.
+    #[test]
+    fn a_do_view_change_whose_log_a_new_state_replaced_is_rebuilt() {
+        let mut old_primary = replica(0, 3);
+        let entries = prepare_ops(&mut old_primary, 3);
+        old_primary.on_persisted(3);
+        drain(&mut old_primary);
+        old_primary.deliver(from_replica(
+            1,
+            Message::Commit(Commit {
+                view: View(1),
+                commit: Op(1),
+                round: 0,
+            }),
+        ));
+        let mut commands = drain(&mut old_primary);
+        assert!(sends(&commands).contains(&(1, "get_state")));
+        old_primary.deliver(from_replica(
+            1,
+            Message::StartViewChange(StartViewChange { view: View(2) }),
+        ));
+        commands.extend(drain(&mut old_primary));
+        assert_eq!(
+            (old_primary.view(), old_primary.status_name()),
+            (View(2), "view_change")
+        );
+        // View 1 committed ops 1..=3, its own ops 2 and 3 in place of the old primary's.
+        let op2 = noop_of_view(Op(2), View(1), entries[0].checksum);
+        let op3 = noop_of_view(Op(3), View(1), op2.checksum);
+        old_primary.deliver(from_replica(
+            1,
+            Message::NewState(NewState {
+                view: View(2),
+                op: Op(3),
+                commit: Op(3),
+                normal: false,
+                payload: crate::message::StatePayload::Entries(vec![
+                    entries[0].clone(),
+                    op2.clone(),
+                    op3.clone(),
+                ]),
+            }),
+        ));
+        let new_state_commands = drain(&mut old_primary);
+        assert!(new_state_commands.iter().any(|command| matches!(
+            command,
+            Command::Persist {
+                write: Write::Truncate { op: Op(1) },
+                ..
+            }
+        )));
+        assert_eq!(old_primary.status_name(), "view_change");
+        assert_eq!(
+            old_primary.entry(Op(3)).map(|entry| entry.checksum),
+            Some(op3.checksum)
+        );
+        let commands = [commands, new_state_commands].concat();
+        let after = persist_all(&mut old_primary, &commands);
+        assert!(
+            sends(&after).contains(&(2, "start_view_change")),
+            "the durability report released the deferred actions"
+        );
+        assert_eq!(
+            do_view_changes(&after),
+            vec![(2, Op(3), 0)],
+            "only a do_view_change of the log as it is now: ops 1..=3 committed, none carried"
+        );
+    }
 }
 
 /// Regressions for the core review's findings, as explicit schedules.

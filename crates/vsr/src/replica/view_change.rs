@@ -170,7 +170,7 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
-    fn send_do_view_change(&mut self) {
+    pub(super) fn send_do_view_change(&mut self) {
         let own = self.own_do_view_change();
         let primary = self.config.primary(self.view);
         if primary == self.index {
@@ -259,7 +259,7 @@ impl<S: StateMachine> Replica<S> {
         self.op_verified = self.log.op();
         self.status = Status::Normal(Role::Primary(Primary {
             heartbeat_at: self.tick + self.config.heartbeat_ticks,
-            reads: super::reads::Reads::new(self.log.op()),
+            reads: Box::new(super::reads::Reads::new(self.log.op())),
             ..Primary::default()
         }));
         self.last_normal_view = self.view;
