@@ -274,7 +274,7 @@ impl<S: StateMachine> Replica<S> {
         let broken = replica.load(durable);
         let start_op = replica.log.op();
         if let Some(primary) = replica.status.primary_mut() {
-            *primary.reads = reads::Reads::new(start_op);
+            primary.reads = reads::Reads::new(start_op);
         }
         replica.rejoin(durable, broken, fresh);
         replica.invariants_constant();

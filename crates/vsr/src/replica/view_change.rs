@@ -259,7 +259,7 @@ impl<S: StateMachine> Replica<S> {
         self.op_verified = self.log.op();
         self.status = Status::Normal(Role::Primary(Primary {
             heartbeat_at: self.tick + self.config.heartbeat_ticks,
-            reads: Box::new(super::reads::Reads::new(self.log.op())),
+            reads: super::reads::Reads::new(self.log.op()),
             ..Primary::default()
         }));
         self.last_normal_view = self.view;
