@@ -83,7 +83,10 @@ fn commands_failover_and_restart_lose_no_acknowledged_write() {
     let expected: Vec<u64> = (0..3)
         .map(|index| u64::from(index == 0 || index == new_primary))
         .collect();
-    assert_eq!(asked, expected, "queries per replica, new primary {new_primary}");
+    assert_eq!(
+        asked, expected,
+        "queries per replica, new primary {new_primary}"
+    );
     for (key, value) in &written {
         assert_eq!(&cluster.run(&["get", key]), value, "{key} survived");
     }
