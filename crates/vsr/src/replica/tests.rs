@@ -1496,22 +1496,6 @@ mod regressions {
         );
     }
 
-    /// A noop entry of `view` at `op`, chained on `parent`.
-    fn noop_of_view(op: Op, view: View, parent: EntryChecksum) -> Entry {
-        Entry {
-            op,
-            view,
-            parent,
-            client: 0,
-            session: 0,
-            request: 0,
-            operation: Operation::Noop,
-            body: Bytes::new(),
-            checksum: EntryChecksum(0),
-        }
-        .sealed()
-    }
-
     /// Seed 363 (3 replicas): view 0's primary, cut off with an uncommitted op 15, learned of
     /// view 1 from a commit and asked for state, then joined the view change to view 2 and
     /// deferred its do_view_change (carrying its op 15) until its view state was durable. The
@@ -1546,8 +1530,8 @@ mod regressions {
             (View(2), "view_change")
         );
         // View 1 committed ops 1..=3, its own ops 2 and 3 in place of the old primary's.
-        let op2 = noop_of_view(Op(2), View(1), entries[0].checksum);
-        let op3 = noop_of_view(Op(3), View(1), op2.checksum);
+        let op2 = review::noop(Op(2), View(1), entries[0].checksum);
+        let op3 = review::noop(Op(3), View(1), op2.checksum);
         old_primary.deliver(from_replica(
             1,
             Message::NewState(NewState {
@@ -1594,7 +1578,8 @@ mod review {
     use super::*;
     use crate::command::{DurableState, ViewState};
 
-    fn noop(op: Op, view: View, parent: EntryChecksum) -> Entry {
+    /// A noop entry of `view` at `op`, chained on `parent`.
+    pub(super) fn noop(op: Op, view: View, parent: EntryChecksum) -> Entry {
         Entry {
             op,
             view,

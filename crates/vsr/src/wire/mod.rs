@@ -683,6 +683,15 @@ pub(crate) fn out_of_bounds() -> DecodeError {
     DecodeError::OutOfBounds
 }
 
+/// The body of a client's request or query: the operation's bytes, at most
+/// [`crate::limits::OPERATION_SIZE_MAX`].
+pub(crate) fn client_body(body: &mut Bytes) -> Result<Bytes, DecodeError> {
+    if body.len() > crate::limits::OPERATION_SIZE_MAX {
+        return Err(DecodeError::OperationTooLarge { size: body.len() });
+    }
+    Ok(body.rest())
+}
+
 /// A boolean header slot: 0 or 1.
 pub(crate) fn decode_bool(flag: u8) -> Result<bool, DecodeError> {
     match flag {

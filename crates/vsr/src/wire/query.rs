@@ -1,13 +1,12 @@
 //! query: client → primary, read the state without entering the log.
 //!
 //! Header: `word` = request (the client's request number). Body: the query's bytes, at most
-//! [`OPERATION_SIZE_MAX`]. Only a client sends it. A query needs no session: it changes
+//! [`crate::limits::OPERATION_SIZE_MAX`]. Only a client sends it. A query needs no session: it changes
 //! nothing, so a client may resend it freely.
 
 use bytes::{BufMut, Bytes};
 
-use super::{DecodeError, Fields, Read, WireMessage};
-use crate::limits::OPERATION_SIZE_MAX;
+use super::{DecodeError, Fields, WireMessage, client_body};
 
 /// Client → primary: answer a query from the state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,12 +36,9 @@ impl WireMessage for Query {
     }
 
     fn decode(fields: &Fields, body: &mut Bytes) -> Result<Self, DecodeError> {
-        if body.len() > OPERATION_SIZE_MAX {
-            return Err(DecodeError::OperationTooLarge { size: body.len() });
-        }
         Ok(Query {
             request: fields.word,
-            body: body.rest(),
+            body: client_body(body)?,
         })
     }
 }

@@ -1,12 +1,11 @@
 //! request: client → primary, execute an operation.
 //!
 //! Header: `word` = request, `wide` = session, `tag` = operation. Body: the operation's bytes,
-//! at most [`OPERATION_SIZE_MAX`]. Only a client sends it.
+//! at most [`crate::limits::OPERATION_SIZE_MAX`]. Only a client sends it.
 
 use bytes::{BufMut, Bytes};
 
-use super::{DecodeError, Fields, Read, WireMessage};
-use crate::limits::OPERATION_SIZE_MAX;
+use super::{DecodeError, Fields, WireMessage, client_body};
 use crate::wire::Operation;
 
 /// Client → primary: execute an operation.
@@ -43,15 +42,12 @@ impl WireMessage for Request {
     }
 
     fn decode(fields: &Fields, body: &mut Bytes) -> Result<Self, DecodeError> {
-        if body.len() > OPERATION_SIZE_MAX {
-            return Err(DecodeError::OperationTooLarge { size: body.len() });
-        }
         Ok(Request {
             session: u64::try_from(fields.wide)
                 .map_err(|_| DecodeError::Malformed("request session exceeds u64"))?,
             request: fields.word,
             operation: Operation::from_tag(fields.tag)?,
-            body: body.rest(),
+            body: client_body(body)?,
         })
     }
 }
