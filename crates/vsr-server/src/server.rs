@@ -576,6 +576,12 @@ impl<S: StateMachine> Driver<S> {
         metrics
             .state_transfers
             .store(stats.state_transfers, Ordering::Relaxed);
+        metrics
+            .reads_answered
+            .store(stats.reads_answered, Ordering::Relaxed);
+        metrics
+            .read_rounds
+            .store(stats.read_rounds, Ordering::Relaxed);
         let (view_seen, status_seen, rejected_seen, too_far_seen) = self.observed;
         let too_far = stats.messages_too_far_ahead;
         let rejected = stats.messages_dropped - too_far;

@@ -132,6 +132,9 @@ pub struct ReplicaStats {
     pub reads: u64,
     /// Queries it answered (the rest were dropped when it left its role).
     pub reads_answered: u64,
+    /// Read rounds it started as primary (each one commit or prepare to every backup, answered
+    /// by a confirm from each).
+    pub read_rounds: u64,
 }
 
 /// An action that waits until every write issued before it is durable.

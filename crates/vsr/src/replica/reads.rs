@@ -215,6 +215,7 @@ impl<S: StateMachine> Replica<S> {
 
     fn take_read_round(&mut self) -> u64 {
         self.round_last += 1;
+        self.stats.read_rounds += 1;
         let (round, tick) = (self.round_last, self.tick);
         let reads = self.reads_mut();
         reads.sent = round;
