@@ -47,6 +47,12 @@ const KNOWN_HOLES: &[(&str, &str)] = &[
         "needs a misdirected WAL write to land exactly on a record boundary",
     ),
     (
+        "do-view-change-rebuilt-after-log-changed",
+        "needs a new_state answering an old get_state to replace entries between a view change's \
+         do_view_change and the durability of its view state: about one seed in 10,000; the \
+         schedule is replayed in the core's tests (regressions)",
+    ),
+    (
         "wal-cut-discards-synced-records",
         "needs a lost (zeroed) write between synced WAL records with no other damage report, \
          after the checkpoint: 2 seeds in 3,000 at 3 replicas since reads left the log (the \
