@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use crate::common::{CLUSTER, Cluster};
 use bytes::Bytes;
 use vsr::wire::{self, HEADER_SIZE};
-use vsr::{Codec, Commit, Envelope, Message, Op, Operation, Request, Sender, View};
-use vsr_kv::KvOperation;
+use vsr::{
+    Codec, Commit, Envelope, Message, Op, Operation, Query, Reply, ReplyResult, Request, Sender,
+    View,
+};
+use vsr_kv::{KvOperation, KvQuery, KvResult};
 
 /// A client id of the raw connections (any nonzero id).
 const CLIENT: u128 = 0xbad_c0de;
@@ -253,6 +256,68 @@ fn a_client_flooding_requests_does_not_starve_others() {
     });
     assert!(counted.is_ok(), "the flood's requests are counted");
     assert!(cluster.running(0));
+}
+
+/// A frame of a query from client `CLIENT` with `body`.
+fn query_frame(request: u64, body: Bytes) -> Vec<u8> {
+    wire::encode(&Envelope {
+        cluster: CLUSTER,
+        epoch: 0,
+        sender: Sender::Client(CLIENT),
+        message: Message::Query(Query { request, body }),
+    })
+}
+
+#[test]
+fn a_query_that_does_not_decode_is_dropped_and_counted() {
+    let mut cluster = Cluster::start_insecure(1);
+    assert_eq!(cluster.run(&["put", "k", "v"]), "OK");
+    let rejected = "vsr_messages_dropped_total{reason=\"rejected\"}";
+    let before = cluster.metric(0, rejected).unwrap_or(0);
+    let mut stream = connect(&cluster);
+    // A well-formed frame whose body is no query of the store: dropped, and the connection
+    // stays usable.
+    stream
+        .write_all(&query_frame(1, Bytes::from_static(b"\x07not a query")))
+        .expect("write");
+    let counted = wait_for(Duration::from_secs(5), || {
+        cluster
+            .metric(0, rejected)
+            .is_some_and(|count| count > before)
+    });
+    assert!(
+        counted.is_ok(),
+        "the bad query is counted:\n{}",
+        cluster.log(0)
+    );
+    let get = KvQuery::Get {
+        key: Bytes::from_static(b"k"),
+    };
+    stream
+        .write_all(&query_frame(2, Bytes::from(get.to_bytes())))
+        .expect("write");
+    let mut header = [0u8; HEADER_SIZE];
+    stream.read_exact(&mut header).expect("a reply header");
+    let size = wire::frame_size(&header).expect("valid").expect("whole");
+    let mut frame = header.to_vec();
+    frame.resize(size, 0);
+    stream
+        .read_exact(&mut frame[HEADER_SIZE..])
+        .expect("a reply body");
+    let verified = wire::decode(&frame, &vsr::Receiver::client(CLUSTER, 1)).expect("decodes");
+    let Message::Reply(Reply {
+        request: 2,
+        result: ReplyResult::Answered(answer),
+        ..
+    }) = verified.into_envelope().message
+    else {
+        panic!("the answer to the good query");
+    };
+    assert_eq!(
+        KvResult::decode(&answer),
+        Ok(KvResult::Value(Some(Bytes::from_static(b"v"))))
+    );
+    still_serves(&mut cluster, "bad-query");
 }
 
 #[test]
