@@ -1,7 +1,7 @@
 //! The clients: a random workload of put, get and compare-and-swap on a small key set, and the
 //! history of what each client asked and got. Most gets are queries, answered by the primary
 //! without the log; one in four goes through the log as an operation, so both paths meet in one
-//! history.
+//! history. Queries come on top of a client's operations through the log.
 //!
 //! Each client is the real sans-IO [`vsr::Client`]. It issues a bounded number of requests, one
 //! at a time, with a random think time between them. Keys are few so that operations conflict;
@@ -34,7 +34,11 @@ pub(crate) struct Pending {
 pub(crate) struct SimClient {
     pub(crate) client: Client,
     pub(crate) id: u128,
+    /// Operations through the log left to issue.
     requests_left: u32,
+    /// Queries left to issue: they come on top of the operations, so the log (and the storage
+    /// under it) sees as many writes as a workload without reads; bounded, so a client ends.
+    queries_left: u32,
     values_written: u32,
     pub(crate) pending: Option<Pending>,
     pub(crate) done: bool,
@@ -60,6 +64,7 @@ impl Simulator {
                 client,
                 id,
                 requests_left: self.plan.requests_per_client,
+                queries_left: self.plan.requests_per_client,
                 values_written: 0,
                 pending: None,
                 done: false,
@@ -78,14 +83,21 @@ impl Simulator {
             }
             return Ok(());
         }
-        sim_client.requests_left -= 1;
         let (operation, kind, key, value, expected) = self.draw_operation(index);
         let query = match &operation {
-            KvOperation::Get { key } if self.prng.below(4) != 0 => {
+            KvOperation::Get { key }
+                if self.prng.below(4) != 0 && self.clients[index].queries_left > 0 =>
+            {
                 Some(KvQuery::Get { key: key.clone() })
             }
             _ => None,
         };
+        let sim_client = &mut self.clients[index];
+        if query.is_some() {
+            sim_client.queries_left -= 1;
+        } else {
+            sim_client.requests_left -= 1;
+        }
         let body = Bytes::from(match &query {
             Some(query) => query.to_bytes(),
             None => operation.to_bytes(),

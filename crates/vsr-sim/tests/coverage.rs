@@ -53,12 +53,6 @@ const KNOWN_HOLES: &[(&str, &str)] = &[
          schedule is replayed in the core's tests (regressions)",
     ),
     (
-        "wal-cut-discards-synced-records",
-        "needs a lost (zeroed) write between synced WAL records with no other damage report, \
-         after the checkpoint: 2 seeds in 3,000 at 3 replicas since reads left the log (the \
-         workload writes less, so fewer records sit past a lost one)",
-    ),
-    (
         "delta-drops-entries-off-chain",
         "needs a replica so far behind that it gets a delta while holding entries past the \
          sender's commit that diverge from it; about one seed in 2,000",
