@@ -25,7 +25,7 @@
 //! quorum within the prepare retry timeout is superseded by a new one. A primary that leaves
 //! its role drops its waiting reads; clients resend (a read changes nothing).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -52,9 +52,8 @@ struct Waiting {
 pub(crate) struct Reads {
     /// Waiting queries in arrival order (so their rounds never decrease).
     waiting: VecDeque<Waiting>,
-    /// The (client, request) of each waiting query: a resend of one is already covered (only
-    /// looked up, never iterated, so its order cannot reach anything).
-    waiting_ids: HashSet<(ClientId, u64)>,
+    /// The (client, request) of each waiting query: a resend of one is already covered.
+    waiting_ids: BTreeSet<(ClientId, u64)>,
     /// The last op of the log the view started with: every op committed in an earlier view is
     /// at or below it.
     start_op: Op,
