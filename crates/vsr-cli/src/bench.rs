@@ -104,6 +104,14 @@ pub(crate) struct BenchArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     json: bool,
+    /// Ops between checkpoints of the local replicas (`vsr start --checkpoint-interval`); a
+    /// value beyond the run keeps checkpoints out of the measurement.
+    #[arg(long, value_name = "OPS", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "addresses")]
+    checkpoint_interval: Option<u64>,
+    /// Before measuring, write every key once (untimed), so that reads and overwrites meet a
+    /// full key space.
+    #[arg(long)]
+    fill: bool,
     /// The local cluster uses throwaway certificates for mutual TLS unless --insecure; an
     /// existing cluster (--addresses) needs --tls DIR or --insecure.
     #[command(flatten)]
@@ -202,16 +210,33 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<(Report, Option<String>)> {
         }
     ));
     let measured = load(args, cluster, &addresses, &target, &network).await;
+    let mut turn_max = None;
     if let Some(cluster) = local.as_mut() {
         cluster.check_running()?;
+        turn_max = longest_turn(&cluster.metrics).await;
     }
-    let report = Report::new(args, target, measured?);
+    let mut report = Report::new(args, target, measured?);
+    report.turn_max = turn_max;
     let failed = report.failed_message();
     drop(local);
     if args.addresses.is_empty() {
         note("stopped the cluster and removed its files");
     }
     Ok((report, failed))
+}
+
+/// The longest event-loop turn of any replica since it started, in ms, and which replica: from
+/// `vsr_event_loop_turn_max_seconds` on each metrics endpoint.
+async fn longest_turn(metrics: &[std::net::SocketAddr]) -> Option<(usize, f64)> {
+    let mut longest: Option<(usize, f64)> = None;
+    for (index, address) in metrics.iter().enumerate() {
+        let text = crate::scrape::scrape(*address).await?;
+        let seconds: f64 = crate::scrape::sample(&text, "vsr_event_loop_turn_max_seconds")?;
+        if longest.is_none_or(|(_, ms)| seconds * 1e3 > ms) {
+            longest = Some((index, seconds * 1e3));
+        }
+    }
+    longest
 }
 
 /// What is loaded.
@@ -242,6 +267,7 @@ async fn start_local(args: &BenchArgs) -> anyhow::Result<(LocalCluster, Target)>
     warn_if_sync_is_free(&filesystem);
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut cluster = LocalCluster::create(exe, dir, !args.security.insecure)?;
+    cluster.checkpoint_interval = args.checkpoint_interval;
     let mut pids = Vec::with_capacity(REPLICA_COUNT);
     for index in 0..REPLICA_COUNT {
         pids.push(cluster.start(index)?);
@@ -315,6 +341,9 @@ async fn load(
         clients.push(Arc::new(pool.client()?));
     }
     warm_up(&clients, args).await?;
+    if args.fill {
+        fill(&clients, args).await?;
+    }
     let mode = match args.rate {
         Some(rate) => format!("open loop at {rate} ops/s"),
         None => "closed loop".to_owned(),
@@ -385,6 +414,52 @@ async fn warm_up(clients: &[Arc<Client<Network>>], args: &BenchArgs) -> anyhow::
     Ok(())
 }
 
+/// Writes every key of the workload once, untimed, every session taking the next key left;
+/// each write is retried until it succeeds.
+async fn fill(clients: &[Arc<Client<Network>>], args: &BenchArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let workload = Arc::new(Workload::new(args));
+    let mut tasks = JoinSet::new();
+    for client in clients {
+        let (client, next, workload) =
+            (Arc::clone(client), Arc::clone(&next), Arc::clone(&workload));
+        tasks.spawn(async move {
+            loop {
+                let number = next.fetch_add(1, Ordering::Relaxed);
+                if number >= workload.keys {
+                    return Ok(());
+                }
+                let operation = KvOperation::Put {
+                    key: workload.key(number),
+                    value: workload.value.clone(),
+                };
+                let operation = Bytes::from(operation.to_bytes());
+                let since = Instant::now();
+                while let Err(error) = client.request(operation.clone(), workload.timeout).await {
+                    if since.elapsed() > WARM_UP_GIVE_UP {
+                        bail!(
+                            "filling key {number}: no answer within {} s: {error}",
+                            WARM_UP_GIVE_UP.as_secs()
+                        );
+                    }
+                }
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("a fill task failed")??;
+    }
+    workload.bar.finish_and_clear();
+    note(&format!(
+        "filled {} keys of {} bytes in {:.1} s (untimed)",
+        args.keys,
+        args.value_size,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
 /// The requests to make, shared by the sessions.
 struct Workload {
     requests: u64,
@@ -442,11 +517,15 @@ impl Workload {
         })
     }
 
+    /// Key number `number`, zero-padded to the key size.
+    fn key(&self, number: u64) -> Bytes {
+        Bytes::from(format!("{number:0width$}", width = self.key_size))
+    }
+
     /// A random request: a read (a query, answered without the log) with probability
     /// `get_ratio`, else a put; and whether it is the read.
     fn operation(&self, random: &mut WorkloadRandom) -> (Bytes, bool) {
-        let number = random.next() % self.keys;
-        let key = Bytes::from(format!("{number:0width$}", width = self.key_size));
+        let key = self.key(random.next() % self.keys);
         if random.unit() < self.get_ratio {
             (Bytes::from(KvQuery::Get { key }.to_bytes()), true)
         } else {
@@ -612,6 +691,8 @@ struct Report {
     server_cpu_us_per_op: Option<f64>,
     /// This process's CPU time over wall time: 1.0 is one core busy.
     bench_cpu_cores: Option<f64>,
+    /// The local replicas' longest event-loop turn since start (replica, ms), set after.
+    turn_max: Option<(usize, f64)>,
     bench_cpu_us_per_op: Option<f64>,
 }
 
@@ -660,6 +741,7 @@ impl Report {
                 .bench_cpu
                 .map(|cpu| cpu.as_secs_f64() / elapsed_s.max(f64::MIN_POSITIVE)),
             bench_cpu_us_per_op: per_op(measured.bench_cpu),
+            turn_max: None,
         }
     }
 
@@ -719,6 +801,11 @@ impl Report {
             self.bench_cpu_cores
                 .map_or_else(|| "?".to_owned(), |cores| format!("{cores:.2}"))
         ));
+        if let Some((replica, ms)) = self.turn_max {
+            say(&format!(
+                "event loop:  longest turn {ms:.2} ms (replica {replica}, since start)"
+            ));
+        }
         if let Some(error) = &self.first_error {
             say(&format!("first error: {error}"));
         }
@@ -743,6 +830,7 @@ impl Report {
             "server_cpu_us_per_op": self.server_cpu_us_per_op,
             "bench_cpu_us_per_op": self.bench_cpu_us_per_op,
             "bench_cpu_cores": self.bench_cpu_cores,
+            "turn_max_ms": self.turn_max.map(|(_, ms)| ms),
             "clients": self.clients,
             "rate": self.rate,
             "requests": self.requests,

@@ -77,6 +77,12 @@ pub(crate) async fn scrape(address: SocketAddr) -> Option<String> {
 
 /// The value of the sample `name` (with its labels, if it has any) in `text`.
 pub(crate) fn metric(text: &str, name: &str) -> Option<u64> {
+    sample(text, name)
+}
+
+/// The value of the sample `name` in `text`, of any type that parses from it (`f64` for
+/// seconds).
+pub(crate) fn sample<T: std::str::FromStr>(text: &str, name: &str) -> Option<T> {
     text.lines().find_map(|line| {
         let (key, value) = line.rsplit_once(' ')?;
         (key == name).then(|| value.parse().ok())?
@@ -92,6 +98,10 @@ mod tests {
         let text = "# HELP vsr_view v\n# TYPE vsr_view gauge\nvsr_view 4\n\
                     vsr_errors_total{kind=\"truncated\"} 2\n";
         assert_eq!(metric(text, "vsr_view"), Some(4));
+        assert_eq!(
+            sample::<f64>("a_seconds 0.0025\n", "a_seconds"),
+            Some(0.0025)
+        );
         assert_eq!(
             metric(text, "vsr_errors_total{kind=\"truncated\"}"),
             Some(2)

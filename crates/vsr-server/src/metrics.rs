@@ -20,6 +20,65 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Upper bounds, in seconds, of the event loop's turn-duration buckets: one turn handles a
+/// batch of events and carries out the commands they caused, and nothing else runs meanwhile.
+const TURN_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// A Prometheus histogram over fixed bucket bounds (in seconds), with its sum and count.
+#[derive(Debug)]
+struct Histogram<const N: usize> {
+    bounds: &'static [f64; N],
+    buckets: [AtomicU64; N],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+    /// The largest value observed, in microseconds.
+    max_micros: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    fn new(bounds: &'static [f64; N]) -> Self {
+        Self {
+            bounds,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            max_micros: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        if let Some(bucket) = self.bounds.iter().position(|bound| seconds <= *bound) {
+            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.max_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        header(out, name, help, "histogram");
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+
+    fn max_seconds(&self) -> f64 {
+        self.max_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
 /// Bad input from the network, by kind: the label of `vsr_errors_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
@@ -185,9 +244,8 @@ pub(crate) struct Metrics {
     closed: [AtomicU64; Closed::ALL.len()],
     /// Open inbound connections: clients (and not yet identified), peers.
     connections: [AtomicU64; 2],
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_sum_micros: AtomicU64,
-    latency_count: AtomicU64,
+    latency: Histogram<{ LATENCY_BUCKETS.len() }>,
+    turns: Histogram<{ TURN_BUCKETS.len() }>,
     /// Per error kind, then per drop reason: milliseconds since `start` of the last log line.
     logged_at_millis: [AtomicU64; ErrorKind::ALL.len() + DropReason::ALL.len() + Closed::ALL.len()],
     start: Instant,
@@ -211,9 +269,8 @@ impl Default for Metrics {
             dropped: Default::default(),
             closed: Default::default(),
             connections: Default::default(),
-            latency_buckets: Default::default(),
-            latency_sum_micros: AtomicU64::new(0),
-            latency_count: AtomicU64::new(0),
+            latency: Histogram::new(&LATENCY_BUCKETS),
+            turns: Histogram::new(&TURN_BUCKETS),
             logged_at_millis: Default::default(),
             start: Instant::now(),
         }
@@ -271,13 +328,12 @@ impl Metrics {
 
     /// Records one request's latency.
     pub(crate) fn observe_latency(&self, latency: Duration) {
-        let seconds = latency.as_secs_f64();
-        if let Some(bucket) = LATENCY_BUCKETS.iter().position(|bound| seconds <= *bound) {
-            self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        }
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(latency);
+    }
+
+    /// Records how long one turn of the event loop took.
+    pub(crate) fn observe_turn(&self, turn: Duration) {
+        self.turns.observe(turn);
     }
 
     /// The metrics in the Prometheus text format, version 0.0.4.
@@ -391,19 +447,25 @@ impl Metrics {
     }
 
     fn render_latency(&self, out: &mut String) {
-        let name = "vsr_request_latency_seconds";
-        let help = "Request arrival at the primary to reply sent.";
-        header(out, name, help, "histogram");
-        let mut cumulative = 0;
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.latency_count.load(Ordering::Relaxed);
-        let sum = self.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
+        self.latency.render(
+            out,
+            "vsr_request_latency_seconds",
+            "Request arrival at the primary to reply sent.",
+        );
+        self.turns.render(
+            out,
+            "vsr_event_loop_turn_seconds",
+            "One turn of the replica's event loop: a batch of events handled and the commands \
+             they caused carried out; nothing else runs on the loop meanwhile.",
+        );
+        let name = "vsr_event_loop_turn_max_seconds";
+        header(
+            out,
+            name,
+            "The longest turn of the event loop since start.",
+            "gauge",
+        );
+        let _ = writeln!(out, "{name} {}", self.turns.max_seconds());
     }
 }
 
@@ -437,5 +499,20 @@ mod tests {
         assert!(text.contains("vsr_request_latency_seconds_bucket{le=\"0.0025\"} 0\n"));
         assert!(text.contains("vsr_request_latency_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("vsr_request_latency_seconds_count 1\n"));
+    }
+
+    #[test]
+    fn turns_are_a_histogram_with_their_maximum() {
+        let metrics = Metrics::default();
+        metrics.observe_turn(Duration::from_micros(80));
+        metrics.observe_turn(Duration::from_millis(3));
+        metrics.observe_turn(Duration::from_secs(2));
+        let text = metrics.render();
+        assert!(text.contains("vsr_event_loop_turn_seconds_bucket{le=\"0.0001\"} 1\n"));
+        assert!(text.contains("vsr_event_loop_turn_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains("vsr_event_loop_turn_seconds_bucket{le=\"1\"} 2\n"));
+        assert!(text.contains("vsr_event_loop_turn_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("vsr_event_loop_turn_seconds_count 3\n"));
+        assert!(text.contains("vsr_event_loop_turn_max_seconds 2\n"));
     }
 }

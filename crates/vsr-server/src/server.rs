@@ -386,18 +386,26 @@ impl<S: StateMachine> Driver<S> {
         self.drain();
         self.observe();
         loop {
-            tokio::select! {
+            // A turn runs from the event's wake-up to the end of its commands; measured from
+            // after the select returns, so the time spent waiting for an event is not counted.
+            let turn = tokio::select! {
                 biased;
                 () = &mut shutdown => return self.stop_storage().await,
                 seq = durable.recv() => {
                     // The storage thread drops its sender only when it stops on an error.
                     let Some(mut highest) = seq else { return self.stop_storage().await };
+                    let turn = Instant::now();
                     while let Ok(seq) = durable.try_recv() {
                         highest = highest.max(seq);
                     }
                     self.replica.on_persisted(highest);
+                    turn
                 }
-                _ = ticks.tick() => self.replica.on_tick(),
+                _ = ticks.tick() => {
+                    let turn = Instant::now();
+                    self.replica.on_tick();
+                    turn
+                }
                 Some(message) = inbound.recv() => {
                     let now = Instant::now();
                     self.on_inbound(message, now);
@@ -405,10 +413,12 @@ impl<S: StateMachine> Driver<S> {
                         let Ok(message) = inbound.try_recv() else { break };
                         self.on_inbound(message, now);
                     }
+                    now
                 }
-            }
+            };
             self.drain();
             self.observe();
+            self.metrics.observe_turn(turn.elapsed());
         }
     }
 

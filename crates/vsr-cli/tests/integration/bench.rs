@@ -61,6 +61,11 @@ fn bench_on_a_local_cluster_reports_json_and_cleans_up() {
         "200",
         "--get-ratio",
         "0.5",
+        "--keys",
+        "300",
+        "--fill",
+        "--checkpoint-interval",
+        "100",
         "--data-dir",
         data_dir,
         "--json",
@@ -70,6 +75,20 @@ fn bench_on_a_local_cluster_reports_json_and_cleans_up() {
         value["server_cpu_us_per_op"].as_f64().is_some(),
         "the replicas are ours: {value}"
     );
+    assert!(
+        stderr(&output).contains("filled 300 keys"),
+        "{}",
+        stderr(&output)
+    );
+    // Reads and writes are reported apart; with half of 200 requests each, both have figures.
+    let (reads, writes) = (value["reads"].as_u64(), value["writes"].as_u64());
+    assert_eq!(reads.zip(writes).map(|(r, w)| r + w), Some(200), "{value}");
+    for key in ["read_p50_ms", "read_p99_ms", "write_p50_ms", "write_p99_ms"] {
+        assert!(
+            value[key].as_f64().is_some_and(|ms| ms > 0.0),
+            "{key}: {value}"
+        );
+    }
     assert!(value["filesystem"].is_string(), "{value}");
     let left: Vec<_> = std::fs::read_dir(parent.path())
         .expect("read the data dir")
@@ -116,6 +135,13 @@ fn bad_flags_give_one_error_line() {
             ".",
         ],
         &["--timeout", "soon"],
+        &["--checkpoint-interval", "0"],
+        &[
+            "--addresses",
+            "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
+            "--checkpoint-interval",
+            "100",
+        ],
     ] {
         let mut full = vec!["bench"];
         full.extend_from_slice(args);
