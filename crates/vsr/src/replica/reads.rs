@@ -30,7 +30,7 @@ use std::collections::{BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use super::Replica;
-use crate::config::{OPERATION_SIZE_MAX, REPLICAS_MAX};
+use crate::config::REPLICAS_MAX;
 use crate::message::{ClientId, Commit, Confirm, Message, Query, ReplicaIndex, ReplyResult};
 use crate::numbers::{Op, View};
 use crate::state_machine::{Codec, StateMachine};
@@ -110,7 +110,8 @@ impl<S: StateMachine> Replica<S> {
             self.redirect(client, request);
             return;
         }
-        if client == 0 || body.len() > OPERATION_SIZE_MAX || S::Query::decode(&body).is_err() {
+        // Decoding bounded the body's size already.
+        if client == 0 || S::Query::decode(&body).is_err() {
             self.stats.messages_dropped += 1;
             return;
         }
@@ -243,18 +244,14 @@ impl<S: StateMachine> Replica<S> {
             self.stats.messages_dropped += 1;
             return;
         }
-        let (index, faults) = (self.index, self.config.faults_max());
+        let faults = self.config.faults_max();
         let reads = self.reads_mut();
         let slot = &mut reads.confirmed_by[usize::from(from)];
         *slot = (*slot).max(round);
         // The primary is one member of the quorum; the f-th highest backup round completes it.
-        let mut rounds: Vec<u64> = reads
-            .confirmed_by
-            .iter()
-            .enumerate()
-            .filter(|(replica, _)| *replica != usize::from(index))
-            .map(|(_, round)| *round)
-            .collect();
+        // Its own slot (and those past the cluster's size) stay 0, so they never rank above a
+        // backup's.
+        let mut rounds = reads.confirmed_by;
         rounds.sort_unstable_by(|a, b| b.cmp(a));
         let quorum_round = rounds[faults - 1];
         if quorum_round > reads.confirmed {
