@@ -217,7 +217,7 @@ impl Headers {
         self.start
     }
 
-    /// Whether the file does not exist yet (a WAL written before headers files).
+    /// Whether the file does not exist yet (lost, or a WAL written before headers files).
     pub(crate) fn is_missing(&self) -> bool {
         self.missing
     }
