@@ -148,6 +148,34 @@ fn a_latent_sector_error_in_the_last_synced_record_is_damage_not_a_torn_tail() {
 }
 
 #[test]
+fn a_rotten_last_record_after_an_open_that_found_the_headers_file_lost_is_damage() {
+    // The headers file is lost; an open that writes nothing after it must still leave header
+    // copies behind, or a record that rots before the first write is cut as a torn tail.
+    let (disk, state) = disk_with_entries(6, 1500);
+    let headers = file_ending(&disk, ".headers");
+    let mut platter = disk.clone();
+    platter.remove(&headers).unwrap();
+    platter.sync_dir().unwrap();
+    let opened = open(&disk);
+    assert!(opened.damage.is_clean(), "{:?}", opened.damage);
+    assert_eq!(opened.durable, state);
+    drop(opened);
+    let wal = file_ending(&disk, ".log");
+    let (_, sectors) = record_sectors(&state, 6);
+    disk.make_unreadable(&wal, sectors.start);
+    let opened = open(&disk);
+    assert_eq!(
+        opened.damage,
+        Damage {
+            corrupt_ops: vec![6],
+            torn_tail_records: 0,
+            checkpoint_corrupt: false,
+        }
+    );
+    assert_eq!(opened.durable, damaged_prefix(&state, 5));
+}
+
+#[test]
 fn an_unreadable_header_copy_beside_intact_records_is_not_damage() {
     // 128-byte slots: ops 1..=4 in sector 0, ops 5..=8 in sector 1.
     for sectors in [&[0][..], &[1], &[0, 1]] {

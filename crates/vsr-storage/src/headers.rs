@@ -217,11 +217,6 @@ impl Headers {
         self.start
     }
 
-    /// Whether the file does not exist yet (a WAL written before headers files).
-    pub(crate) fn is_missing(&self) -> bool {
-        self.missing
-    }
-
     /// The step the file grows in.
     pub(crate) fn grow_bytes(&self) -> u64 {
         self.file.grow_bytes()

@@ -322,11 +322,15 @@ impl FileStorage {
     /// replica may acknowledge them as soon as it runs; uncovered, a record that later rotted
     /// would be cut as a torn tail. Writing copies discards nothing, so it need not wait for the
     /// first write like the other repairs (copies at an index that is also to be zeroed do).
+    /// A missing headers file (lost, or from before headers files) is recreated here for the
+    /// same reason: until it is, every record of the log is uncovered, and a replica that
+    /// writes nothing (one waiting to recover) would keep them so across restarts.
     fn cover_records_read_back(&mut self) -> Result<(), StorageError> {
         let headers = &mut self.wal.headers;
-        if self.slot_repairs.rewrite.is_empty() || headers.is_missing() {
+        if self.slot_repairs.rewrite.is_empty() {
             return Ok(());
         }
+        headers.create_if_missing(self.disk.as_mut())?;
         let start = headers.start();
         let zero = &self.slot_repairs.zero;
         let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.slot_repairs.rewrite)
@@ -650,7 +654,7 @@ struct Deferred {
     slot_repairs: SlotRepairs,
     /// Data files that are not live are left over from an interrupted checkpoint.
     leftovers: bool,
-    /// The WAL has no headers file (written by an earlier build).
+    /// The WAL has no headers file (lost, or written by an earlier build).
     headers_missing: bool,
     /// The checkpoint was lost: the first write starts a new, empty WAL.
     reset_log: bool,
@@ -663,7 +667,7 @@ struct ReplayDamage {
     dirty_tail: bool,
     /// Slots to zero or rewrite before the first write.
     slot_repairs: SlotRepairs,
-    /// The WAL has no headers file (written by an earlier build).
+    /// The WAL has no headers file (lost, or written by an earlier build).
     headers_missing: bool,
 }
 
