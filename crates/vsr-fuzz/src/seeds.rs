@@ -363,7 +363,8 @@ fn data_directory(checkpoint: bool) -> SimDisk {
         writes.push(Write::Checkpoint(Checkpoint {
             op: Op(3),
             op_checksum: log[2].checksum,
-            snapshot: Bytes::from(snapshot()),
+            since: Op(0),
+            snapshot: Bytes::from(snapshot()).into(),
         }));
     }
     let again = entries(1, 6);

@@ -125,10 +125,11 @@ pub fn checkpoint(data: &[u8]) {
     };
     if let Some(checkpoint) = &opened.durable.checkpoint {
         assert_eq!(
-            checkpoint.snapshot, snapshot,
+            checkpoint.snapshot.to_bytes(),
+            snapshot,
             "the checkpoint holds the snapshot"
         );
-        check_snapshot(&checkpoint.snapshot);
+        check_snapshot(&checkpoint.snapshot.to_bytes());
     }
 }
 

@@ -524,6 +524,8 @@ impl<S: StateMachine> Driver<S> {
                     );
                 }
                 Command::Persist { seq, write } => writes.push((seq, write)),
+                // Not yet written in the background: see the storage thread.
+                Command::Checkpoint { .. } => {}
             }
         }
         self.storage.as_ref().expect("running").submit_all(writes);

@@ -98,6 +98,72 @@ impl Simulator {
         }
     }
 
+    /// A checkpoint handed over to be written in the background: it is written after a delay
+    /// the seed draws, while the replica runs and its other writes complete.
+    pub(crate) fn checkpoint_background(&mut self, index: u8, checkpoint: vsr::Checkpoint) {
+        let slot = &mut self.replicas[usize::from(index)];
+        // The core hands over one at a time; a checkpoint in order supersedes one in the
+        // background, which the storage thread finishes first (as here: the in-order write
+        // waits in the queue behind nothing but its batch).
+        let incarnation = slot.incarnation;
+        slot.checkpoint = Some(checkpoint);
+        let profile = &self.plan.profile;
+        let delay = self
+            .prng
+            .range(profile.disk_latency_min_ns, 8 * profile.disk_latency_max_ns)
+            .max(1);
+        self.schedule(
+            self.now + delay,
+            EventKind::CheckpointWritten {
+                replica: index,
+                incarnation,
+            },
+        );
+    }
+
+    /// The background checkpoint's file is written: storage makes it live (superblock, then
+    /// rotation) between two batches, as the storage thread does, and the replica hears of it.
+    /// While a batch is in flight, this waits for it.
+    pub(crate) fn checkpoint_written(&mut self, index: u8) -> Result<(), String> {
+        let slot = &mut self.replicas[usize::from(index)];
+        let Some(checkpoint) = slot.checkpoint.take() else {
+            return Ok(());
+        };
+        if slot.storage.busy {
+            let incarnation = slot.incarnation;
+            slot.checkpoint = Some(checkpoint);
+            let wait = self.plan.profile.disk_latency_min_ns.max(1);
+            self.schedule(
+                self.now + wait,
+                EventKind::CheckpointWritten {
+                    replica: index,
+                    incarnation,
+                },
+            );
+            return Ok(());
+        }
+        let op = checkpoint.op;
+        let write = Write::Checkpoint(checkpoint);
+        crate::sim::trace_write(&mut self.trace, 0, &write);
+        self.arm_disk_faults(index, true);
+        let slot = &mut self.replicas[usize::from(index)];
+        slot.storage.background_begin(write.clone());
+        let storage = slot.storage.storage.as_mut().expect("a running replica");
+        if let Err(error) = storage.write(&write) {
+            return self.storage_failed(index, &error.to_string());
+        }
+        self.check_no_error_ignored(index)?;
+        let slot = &mut self.replicas[usize::from(index)];
+        slot.storage.disk.fail_at(None);
+        slot.disk_faults.armed = None;
+        slot.storage.background_done();
+        self.record_durable(index, &write);
+        let slot = &mut self.replicas[usize::from(index)];
+        let replica = slot.replica.as_mut().expect("a running replica");
+        replica.on_checkpoint_durable(op);
+        self.after_replica(index)
+    }
+
     /// Writes the next batch; its sync follows after the disk's latency.
     pub(crate) fn storage_write(&mut self, index: u8) -> Result<(), String> {
         let queued = self.replicas[usize::from(index)].storage.queued();

@@ -227,6 +227,7 @@ impl Simulator {
             self.stats.crashes += 1;
             self.trace.event(21, self.now, u64::from(index));
             slot.storage.stop();
+            slot.checkpoint = None;
             slot.disk_faults.crashed();
             if self.prng.chance(self.plan.profile.process_crash_ppm) {
                 // The machine stays up: the page cache keeps every write, synced or not.

@@ -97,6 +97,11 @@ pub(crate) enum EventKind {
         replica: u8,
         incarnation: u64,
     },
+    /// The checkpoint a replica handed over to be written in the background is written.
+    CheckpointWritten {
+        replica: u8,
+        incarnation: u64,
+    },
     /// The primary is crashed or cut off, racing the restart of `replica`.
     Race {
         replica: u8,
@@ -122,6 +127,7 @@ impl EventKind {
             EventKind::StorageWrite { replica, .. } => (10, u64::from(*replica)),
             EventKind::Race { replica } => (11, u64::from(*replica)),
             EventKind::IsolatePrimary { remaining } => (12, u64::from(*remaining)),
+            EventKind::CheckpointWritten { replica, .. } => (13, u64::from(*replica)),
         }
     }
 }
@@ -159,6 +165,8 @@ pub(crate) struct ReplicaSlot {
     pub(crate) incarnation: u64,
     /// This replica's tick period, per mille of [`TICK_NS`].
     pub(crate) tick_permille: u64,
+    /// A checkpoint being written in the background (see `disk_faults.rs`).
+    pub(crate) checkpoint: Option<vsr::Checkpoint>,
 }
 
 impl ReplicaSlot {
@@ -220,6 +228,7 @@ impl Simulator {
                     plan.profile.tick_permille_min,
                     plan.profile.tick_permille_max,
                 ),
+                checkpoint: None,
             })
             .collect();
         let checker = SafetyChecker::new(plan.replicas, plan.params.clients_max);
@@ -317,6 +326,14 @@ impl Simulator {
                     self.storage_write(replica)?;
                 }
             }
+            EventKind::CheckpointWritten {
+                replica,
+                incarnation,
+            } => {
+                if self.running(replica, incarnation).is_some() {
+                    self.checkpoint_written(replica)?;
+                }
+            }
             EventKind::ClientsTick => {
                 for client in 0..self.clients.len() {
                     self.clients[client].client.on_tick();
@@ -408,7 +425,7 @@ impl Simulator {
         for entry in &durable.entries {
             self.record_durable(index, &Write::Append(entry.clone()));
         }
-        if let Some(checkpoint) = &durable.checkpoint {
+        for checkpoint in durable.checkpoint.iter().chain(&durable.increments) {
             self.record_durable(index, &Write::Checkpoint(checkpoint.clone()));
         }
         let seed = self.prng.next_u64();
@@ -480,6 +497,7 @@ impl Simulator {
                     }
                 }
                 Command::Persist { seq, write } => self.persist(index, seq, write),
+                Command::Checkpoint { checkpoint } => self.checkpoint_background(index, checkpoint),
             }
         }
         let replica = self.replicas[usize::from(index)]
@@ -533,8 +551,9 @@ pub(crate) fn trace_write(trace: &mut Trace, seq: u64, write: &Write) {
         Write::Append(entry) => trace.number(entry.checksum.get()),
         Write::Truncate { op } => trace.number(u128::from(op.get())),
         Write::Checkpoint(checkpoint) => {
-            trace.number(u128::from(checkpoint.op.get()));
-            trace.bytes(&checkpoint.snapshot);
+            trace
+                .number(u128::from(checkpoint.op.get()) << 64 | u128::from(checkpoint.since.get()));
+            trace.bytes(&checkpoint.snapshot.to_bytes());
         }
     }
 }

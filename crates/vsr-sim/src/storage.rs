@@ -264,6 +264,28 @@ impl ReplicaStorage {
         !self.queue.is_empty()
     }
 
+    /// A background checkpoint is about to be written between batches (nothing is queued or in
+    /// flight): until it is durable, a restart may or may not give it back.
+    pub(crate) fn background_begin(&mut self, write: Write) {
+        assert!(self.queue.is_empty() && self.syncing.is_none() && !self.busy);
+        assert!(
+            self.undurable.is_empty(),
+            "every earlier write was reported durable"
+        );
+        self.undurable.push_back((0, write));
+    }
+
+    /// The background checkpoint is durable.
+    pub(crate) fn background_done(&mut self) {
+        let (_, write) = self.undurable.pop_front().expect("begun");
+        assert!(self.undurable.is_empty());
+        self.durable.apply(&write);
+        if self.damaged_open {
+            self.damaged_open = false;
+            self.latent_damage = self.damage_hidden;
+        }
+    }
+
     /// Every write up to `seq` is durable: moves those writes into the oracle's durable state
     /// and returns them.
     pub(crate) fn made_durable(&mut self, seq: u64) -> Vec<Write> {
@@ -522,7 +544,8 @@ mod tests {
         let checkpoint = vsr::Checkpoint {
             op: Op(2),
             op_checksum: entry(2).checksum,
-            snapshot: Bytes::from(vec![0xc4; 300]),
+            since: vsr::Op(0),
+            snapshot: Bytes::from(vec![0xc4; 300]).into(),
         };
         write_durably(
             &mut storage,

@@ -36,19 +36,37 @@ pub(crate) fn write(
 ) -> Result<CheckpointReference, StorageError> {
     assert!(chunk_size > 0);
     disk.create(name)?;
-    let snapshot = &checkpoint.snapshot;
     let mut hasher = Checksum::default();
     let mut offset = 0;
-    for chunk in snapshot.chunks(chunk_size) {
-        hasher.update(chunk);
-        disk.write_at(name, offset, chunk)?;
-        offset += chunk.len() as u64;
+    let mut buffer = Vec::with_capacity(chunk_size);
+    let mut flush = |buffer: &mut Vec<u8>, offset: &mut u64| -> Result<(), StorageError> {
+        hasher.update(buffer);
+        disk.write_at(name, *offset, buffer)?;
+        *offset += buffer.len() as u64;
+        buffer.clear();
+        Ok(())
+    };
+    // The snapshot is encoded here, piece by piece, and reaches the file in chunks: nothing
+    // holds the whole encoding.
+    for piece in checkpoint.snapshot.pieces() {
+        let mut piece = &piece[..];
+        while !piece.is_empty() {
+            let take = piece.len().min(chunk_size - buffer.len());
+            buffer.extend_from_slice(&piece[..take]);
+            piece = &piece[take..];
+            if buffer.len() == chunk_size {
+                flush(&mut buffer, &mut offset)?;
+            }
+        }
+    }
+    if !buffer.is_empty() {
+        flush(&mut buffer, &mut offset)?;
     }
     let reference = CheckpointReference {
         generation,
         op: checkpoint.op.get(),
         op_checksum: checkpoint.op_checksum,
-        size: snapshot.len() as u64,
+        size: offset,
         checksum: hasher.finalize(),
     };
     disk.write_at(name, offset, &encode_trailer(&reference))?;
@@ -118,7 +136,8 @@ pub(crate) fn load(
     let checkpoint = Checkpoint {
         op: Op(reference.op),
         op_checksum: reference.op_checksum,
-        snapshot: Bytes::from(snapshot),
+        since: Op(0),
+        snapshot: Bytes::from(snapshot).into(),
     };
     Ok(checkpoint)
 }

@@ -114,7 +114,8 @@ fn next_write(state: &DurableState, random: &mut Random) -> Write {
             Write::Checkpoint(Checkpoint {
                 op: entry.op,
                 op_checksum: entry.checksum,
-                snapshot,
+                since: Op(0),
+                snapshot: snapshot.into(),
             })
         }
     }
@@ -334,7 +335,8 @@ fn disk_use_stays_bounded_under_an_endless_workload() {
             Write::Checkpoint(Checkpoint {
                 op: entry.op,
                 op_checksum: entry.checksum,
-                snapshot: random.bytes(300),
+                since: vsr::Op(0),
+                snapshot: random.bytes(300).into(),
             })
         } else {
             Write::Append(next_entry(&state, &mut random))
@@ -848,7 +850,8 @@ fn a_synced_record_after_a_lost_write_is_not_cut_off_silently() {
     let checkpoint = Write::Checkpoint(Checkpoint {
         op: entry.op,
         op_checksum: entry.checksum,
-        snapshot: Bytes::from_static(b"snapshot"),
+        since: vsr::Op(0),
+        snapshot: Bytes::from_static(b"snapshot").into(),
     });
     let base = disk.current();
     let mut crashed = None;

@@ -297,7 +297,8 @@ fn disk_with_checkpoint() -> (SimDisk, DurableState) {
     let checkpoint = Checkpoint {
         op: Op(3),
         op_checksum: state.entries[2].checksum,
-        snapshot: Bytes::from(vec![0xc4; 1500]),
+        since: vsr::Op(0),
+        snapshot: Bytes::from(vec![0xc4; 1500]).into(),
     };
     for write in [
         Write::Checkpoint(checkpoint),
@@ -318,6 +319,7 @@ fn an_unreadable_sector_in_the_live_checkpoint_is_a_corrupt_checkpoint() {
     let expected = DurableState {
         view_state: state.view_state,
         checkpoint: None,
+        increments: Vec::new(),
         entries: std::collections::VecDeque::new(),
         damaged: true,
     };

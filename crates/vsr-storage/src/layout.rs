@@ -403,7 +403,8 @@ mod tests {
         let checkpoint = vsr::Checkpoint {
             op: Op(1),
             op_checksum: entry.checksum,
-            snapshot: Bytes::from(vec![9u8; 100]),
+            since: vsr::Op(0),
+            snapshot: Bytes::from(vec![9u8; 100]).into(),
         };
         storage.write(&Write::Checkpoint(checkpoint)).unwrap();
         drop(storage);

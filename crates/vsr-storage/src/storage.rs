@@ -356,6 +356,7 @@ impl FileStorage {
         let durable = DurableState {
             view_state: superblock.view_state,
             checkpoint: None,
+            increments: Vec::new(),
             entries: std::collections::VecDeque::new(),
             damaged: true,
         };
@@ -692,11 +693,13 @@ fn replay_wal(
     let base = (superblock.wal_start > 1).then(|| Checkpoint {
         op: Op(superblock.wal_start - 1),
         op_checksum: EntryChecksum(0),
-        snapshot: bytes::Bytes::new(),
+        since: Op(0),
+        snapshot: bytes::Bytes::new().into(),
     });
     let mut durable = DurableState {
         view_state: superblock.view_state,
         checkpoint: base,
+        increments: Vec::new(),
         entries: std::collections::VecDeque::new(),
         damaged: false,
     };

@@ -555,7 +555,8 @@ fn directory_with_checkpoint() -> (tempfile::TempDir, DurableState, Entry) {
     writes.push(Write::Checkpoint(Checkpoint {
         op: Op(2),
         op_checksum: log[1].checksum,
-        snapshot: Bytes::from(vec![9u8; 5000]),
+        since: vsr::Op(0),
+        snapshot: Bytes::from(vec![9u8; 5000]).into(),
     }));
     let last = entries(5, 1, log[3].checksum).remove(0);
     writes.push(Write::Append(last.clone()));
@@ -574,6 +575,7 @@ fn damaged_without_checkpoint(state: &DurableState) -> DurableState {
     DurableState {
         view_state: state.view_state,
         checkpoint: None,
+        increments: Vec::new(),
         entries: std::collections::VecDeque::new(),
         damaged: true,
     }
@@ -631,7 +633,8 @@ fn a_replica_repaired_after_a_corrupt_checkpoint_writes_and_reopens_clean() {
     let checkpoint = Checkpoint {
         op: Op(8),
         op_checksum: log[7].checksum,
-        snapshot: Bytes::from(vec![7u8; 3000]),
+        since: vsr::Op(0),
+        snapshot: Bytes::from(vec![7u8; 3000]).into(),
     };
     let mut expected = DurableState {
         view_state: recovering,
@@ -701,7 +704,8 @@ fn checkpoints_keep_disk_use_bounded() {
             let write = Write::Checkpoint(Checkpoint {
                 op: Op(op - 3),
                 op_checksum: EntryChecksum(0),
-                snapshot,
+                since: Op(0),
+                snapshot: snapshot.into(),
             });
             storage.write(&write).unwrap();
             state.apply(&write);

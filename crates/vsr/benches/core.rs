@@ -166,6 +166,7 @@ impl Cluster {
                     Command::Send { to, envelope } => self.inbox.push_back((to, envelope)),
                     Command::Reply { .. } => self.replies += 1,
                     Command::Persist { seq, .. } => durable = Some(seq),
+                    Command::Checkpoint { .. } => {}
                 }
             }
             if let Some(seq) = durable {
@@ -174,7 +175,9 @@ impl Cluster {
                     match command {
                         Command::Send { to, envelope } => self.inbox.push_back((to, envelope)),
                         Command::Reply { .. } => self.replies += 1,
-                        Command::Persist { .. } => unreachable!("durability emits no write"),
+                        Command::Persist { .. } | Command::Checkpoint { .. } => {
+                            unreachable!("durability emits no write")
+                        }
                     }
                 }
             }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use vsr::{Client, ClientEvent, Codec, CodecError, Command, Config, DurableState, Envelope};
-use vsr::{Op, Replica, ReplicaIndex, StateMachine, View, wire};
+use vsr::{Op, Replica, ReplicaIndex, StateMachine, View, Write, wire};
 
 enum LogOperation {
     Append(String),
@@ -169,6 +169,12 @@ impl Cluster {
                     Command::Persist { seq, write } => {
                         self.disks[index].apply(&write);
                         replica.on_persisted(seq);
+                    }
+                    // A checkpoint may be written in the background; here, at once.
+                    Command::Checkpoint { checkpoint } => {
+                        let op = checkpoint.op;
+                        self.disks[index].apply(&Write::Checkpoint(checkpoint));
+                        replica.on_checkpoint_durable(op);
                     }
                 }
             }

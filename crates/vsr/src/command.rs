@@ -7,10 +7,9 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
-
 use crate::message::{ClientId, Entry, Envelope, ReplicaIndex};
 use crate::numbers::{EntryChecksum, Op, View};
+use crate::snapshot::Snapshot;
 
 /// An effect for the driver to carry out.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +27,16 @@ pub enum Command {
         client: ClientId,
         /// The message (a [`crate::Message::Reply`]).
         envelope: Envelope,
+    },
+    /// Write a checkpoint durably in the background, then call
+    /// `Replica::on_checkpoint_durable(op)`. Every write persisted before this command must be
+    /// durable before the checkpoint is; writes persisted after it need not wait for it (the
+    /// replica keeps running while it is written, and they may be reported durable first).
+    /// Storage keeps the entries after `op` and drops those before it only once the checkpoint
+    /// is durable. A driver may also carry it out in order, as a [`Write::Checkpoint`].
+    Checkpoint {
+        /// The checkpoint (whole, or an increment on the previous one).
+        checkpoint: Checkpoint,
     },
     /// Make a write durable, then call `Replica::on_persisted(seq)`.
     Persist {
@@ -52,15 +61,18 @@ pub struct ViewState {
     pub recovering: bool,
 }
 
-/// A snapshot of the replicated state (client table and state machine) at an op.
+/// A snapshot of the replicated state (client table and state machine) at an op: the whole
+/// state (`since` 0), or an increment holding the changes after the previous checkpoint's op.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     /// The last op whose effects the snapshot contains.
     pub op: Op,
     /// Checksum of the log entry at `op` (0 for op 0), to continue the hash chain.
     pub op_checksum: EntryChecksum,
-    /// The encoded snapshot.
-    pub snapshot: Bytes,
+    /// 0 for a whole state; otherwise the op of the checkpoint this one is an increment on.
+    pub since: Op,
+    /// The snapshot, possibly still to be encoded (see [`Snapshot`]).
+    pub snapshot: Snapshot,
 }
 
 /// One durable write.
@@ -84,8 +96,10 @@ pub enum Write {
 pub struct DurableState {
     /// The latest view state.
     pub view_state: ViewState,
-    /// The latest checkpoint, if any.
+    /// The latest whole checkpoint, if any.
     pub checkpoint: Option<Checkpoint>,
+    /// Increments on it, in order: each one's `since` is the op of the one before.
+    pub increments: Vec<Checkpoint>,
     /// Entries after the checkpoint's op, consecutive.
     pub entries: VecDeque<Entry>,
     /// Set by the storage layer when it found damage other than a torn tail (a corrupt entry in
@@ -99,8 +113,9 @@ impl DurableState {
     /// The op of the checkpoint (0 without one).
     #[must_use]
     pub fn checkpoint_op(&self) -> Op {
-        self.checkpoint
-            .as_ref()
+        self.increments
+            .last()
+            .or(self.checkpoint.as_ref())
             .map_or(Op(0), |checkpoint| checkpoint.op)
     }
 
@@ -136,7 +151,17 @@ impl DurableState {
                 {
                     self.entries.clear();
                 }
-                self.checkpoint = Some(checkpoint.clone());
+                if checkpoint.since == Op(0) {
+                    self.checkpoint = Some(checkpoint.clone());
+                    self.increments.clear();
+                } else {
+                    assert_eq!(
+                        checkpoint.since,
+                        self.checkpoint_op(),
+                        "an increment continues the chain"
+                    );
+                    self.increments.push(checkpoint.clone());
+                }
             }
         }
     }

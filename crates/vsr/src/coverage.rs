@@ -213,6 +213,12 @@ marks! {
     /// A start_view leaves the replica short of the view's log: it requests state.
     StartViewIncompleteRequestsState => "start-view-incomplete-requests-state",
 
+    // ---- Checkpoints ---------------------------------------------------------------------------
+    /// A checkpoint holds only the changes since the previous one.
+    CheckpointIncremental => "checkpoint-incremental",
+    /// A checkpoint is due while the previous one is still being written: it waits.
+    CheckpointWaitsForPrevious => "checkpoint-waits-for-previous",
+
     // ---- State transfer ----------------------------------------------------------------------
     /// Entries of the view's log replace a different suffix of the replica's log.
     MergeReplacesDivergentSuffix => "merge-replaces-divergent-suffix",

@@ -28,6 +28,7 @@ pub mod limits;
 pub mod message;
 pub mod numbers;
 pub mod replica;
+pub mod snapshot;
 pub mod state_machine;
 pub mod wire;
 
@@ -41,6 +42,7 @@ pub use message::{
 };
 pub use numbers::{EntryChecksum, Op, View};
 pub use replica::{Replica, ReplicaStats, Role, Status};
+pub use snapshot::{DeltaSource, EncodedDelta, Snapshot};
 pub use state_machine::{Codec, CodecError, StateMachine};
 pub use wire::{Receiver, Verified};
 

@@ -1,8 +1,12 @@
 //! The replicated service: what a library user implements.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use thiserror::Error;
 
 use crate::numbers::Op;
+use crate::snapshot::{DeltaSource, EncodedDelta};
 
 /// A value could not be decoded from bytes.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -86,6 +90,19 @@ pub trait StateMachine {
 
     /// Applies a delta produced by a peer's [`StateMachine::delta`].
     fn apply_delta(&mut self, delta: Self::Delta);
+
+    /// `delta(since)`, frozen now and encoded later, in pieces, possibly on another thread.
+    ///
+    /// Checkpoints (`since` the previous checkpoint, or `Op(0)` for a whole one) and state
+    /// transfer take the state through here. The default encodes `delta(since)` at once, on the
+    /// replica's event loop, which blocks the replica for as long as encoding takes. A state
+    /// machine that can freeze its state cheaply (a persistent structure whose clone shares
+    /// everything, copy-on-write pages) overrides it to return the frozen copy, and the work
+    /// moves to the storage thread or to the transfer's pace. The bytes must be exactly those of
+    /// `delta(since).encode(..)` at the moment of the call.
+    fn frozen_delta(&self, since: Op) -> Arc<dyn DeltaSource> {
+        Arc::new(EncodedDelta(Bytes::from(self.delta(since).to_bytes())))
+    }
 
     /// A checksum-like digest of the whole state, used by tests to check that replicas converge.
     fn digest(&self) -> u128;

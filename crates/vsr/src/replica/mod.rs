@@ -37,6 +37,7 @@ use crate::message::{
     ReplyResult, Sender,
 };
 use crate::numbers::{EntryChecksum, Op, View};
+use crate::snapshot::Snapshot;
 use crate::state_machine::{Codec, CodecError, StateMachine};
 use crate::wire::{Receiver, Verified};
 use client_table::Admission;
@@ -135,7 +136,15 @@ pub struct ReplicaStats {
     /// Read rounds it started as primary (each one commit or prepare to every backup, answered
     /// by a confirm from each).
     pub read_rounds: u64,
+    /// Checkpoints taken in the background (whole or incremental).
+    pub checkpoints: u64,
+    /// Of those, the ones reported durable.
+    pub checkpoints_durable: u64,
 }
+
+/// Increments taken on a whole checkpoint before the next whole one: a restart reads the whole
+/// checkpoint and at most this many increments.
+pub const CHECKPOINT_INCREMENTS_MAX: u32 = 8;
 
 /// An action that waits until every write issued before it is durable.
 #[derive(Debug)]
@@ -172,9 +181,16 @@ pub struct Replica<S: StateMachine> {
     commit_max: Op,
     /// The commit number last written to the view state.
     commit_persisted: Op,
+    /// The op of the last checkpoint taken (durable, or handed to the driver and not yet
+    /// reported durable): the next increment is on it.
     checkpoint_op: Op,
     /// Wire bytes of the entries executed since `checkpoint_op`.
     checkpoint_log_size: usize,
+    /// A checkpoint handed over with [`Command::Checkpoint`] and not yet reported durable: no
+    /// other starts until it is.
+    checkpoint_writing: Option<Op>,
+    /// Increments taken since the last whole checkpoint.
+    checkpoint_increments: u32,
     state_machine: S,
     client_table: ClientTable,
     prng: Xoshiro256PlusPlus,
@@ -256,6 +272,8 @@ impl<S: StateMachine> Replica<S> {
             commit_persisted: view_state.commit,
             checkpoint_op: Op(0),
             checkpoint_log_size: 0,
+            checkpoint_writing: None,
+            checkpoint_increments: 0,
             state_machine,
             client_table: ClientTable::default(),
             tick: 0,
@@ -347,11 +365,18 @@ impl<S: StateMachine> Replica<S> {
     /// Rebuilds state from storage; returns whether the log was found broken.
     fn load(&mut self, durable: &DurableState) -> bool {
         if let Some(checkpoint) = &durable.checkpoint {
-            self.install_snapshot(&checkpoint.snapshot)
+            self.install_snapshot(&checkpoint.snapshot.to_bytes())
                 .expect("a durable checkpoint decodes");
-            self.commit = checkpoint.op;
-            self.checkpoint_op = checkpoint.op;
-            self.log.reset(checkpoint.op, checkpoint.op_checksum);
+            for increment in &durable.increments {
+                self.install_snapshot(&increment.snapshot.to_bytes())
+                    .expect("a durable increment decodes");
+            }
+            let last = durable.increments.last().unwrap_or(checkpoint);
+            self.commit = last.op;
+            self.checkpoint_op = last.op;
+            self.checkpoint_increments =
+                u32::try_from(durable.increments.len()).unwrap_or(u32::MAX);
+            self.log.reset(last.op, last.op_checksum);
         }
         for entry in &durable.entries {
             if !self.log.connects(entry) {
@@ -562,6 +587,16 @@ impl<S: StateMachine> Replica<S> {
         self.invariants_constant();
     }
 
+    /// The checkpoint at `op`, handed over with [`Command::Checkpoint`], is durable. A report
+    /// of a checkpoint that a later one superseded is ignored.
+    pub fn on_checkpoint_durable(&mut self, op: Op) {
+        if self.checkpoint_writing == Some(op) {
+            self.checkpoint_writing = None;
+            self.stats.checkpoints_durable += 1;
+        }
+        self.invariants_constant();
+    }
+
     /// Every write up to and including `seq` is durable.
     pub fn on_persisted(&mut self, seq: u64) {
         assert!(seq < self.seq_next, "completion of a write never issued");
@@ -748,7 +783,7 @@ impl<S: StateMachine> Replica<S> {
                 }
                 _ => true,
             },
-            Command::Reply { .. } | Command::Persist { .. } => true,
+            Command::Reply { .. } | Command::Persist { .. } | Command::Checkpoint { .. } => true,
         }
     }
 
@@ -869,9 +904,13 @@ impl<S: StateMachine> Replica<S> {
 
     /// Checkpoints, lazy commit persistence and log trimming after an op executed.
     fn after_execute(&mut self) {
-        if self.commit - self.checkpoint_op >= self.config.checkpoint_interval
-            || self.checkpoint_log_size >= self.config.checkpoint_log_size_max
-        {
+        let due = self.commit - self.checkpoint_op >= self.config.checkpoint_interval
+            || self.checkpoint_log_size >= self.config.checkpoint_log_size_max;
+        if due && self.checkpoint_writing.is_some() {
+            // The previous checkpoint is still being written: the log grows until it is.
+            crate::mark!(CheckpointWaitsForPrevious);
+        }
+        if due && self.checkpoint_writing.is_none() {
             self.checkpoint();
         } else if self.commit.saturating_since(self.commit_persisted)
             >= self.config.pipeline_ops_max()
@@ -886,40 +925,69 @@ impl<S: StateMachine> Replica<S> {
         }
     }
 
+    /// Takes a checkpoint at the commit number and hands it to the driver to write in the
+    /// background: an increment on the previous checkpoint, or every
+    /// [`CHECKPOINT_INCREMENTS_MAX`] + 1 checkpoints (and for the first) the whole state, which
+    /// lets storage drop the chain before it.
     fn checkpoint(&mut self) {
         let op = self.commit;
         let op_checksum = self
             .log
             .checksum(op)
             .expect("the log holds the commit's checksum");
-        self.persist_checkpoint(op, op_checksum);
-    }
-
-    /// Persists a checkpoint of the current state at `op` (the commit number), then the view
-    /// state, and restarts the checkpoint bounds from there.
-    fn persist_checkpoint(&mut self, op: Op, op_checksum: EntryChecksum) {
-        let snapshot = Bytes::from(self.encode_snapshot(Op(0)));
-        self.persist(Write::Checkpoint(Checkpoint {
-            op,
-            op_checksum,
-            snapshot,
-        }));
+        let incremental =
+            self.checkpoint_op > Op(0) && self.checkpoint_increments < CHECKPOINT_INCREMENTS_MAX;
+        let since = if incremental {
+            crate::mark!(CheckpointIncremental);
+            self.checkpoint_increments += 1;
+            self.checkpoint_op
+        } else {
+            self.checkpoint_increments = 0;
+            Op(0)
+        };
+        let snapshot = self.snapshot(since);
+        self.commands.push(Command::Checkpoint {
+            checkpoint: Checkpoint {
+                op,
+                op_checksum,
+                since,
+                snapshot,
+            },
+        });
+        self.checkpoint_writing = Some(op);
+        self.stats.checkpoints += 1;
         self.checkpoint_op = op;
         self.checkpoint_log_size = 0;
         let recovering = matches!(self.status, Status::Recovering(_));
         self.persist_view_state(recovering);
     }
 
-    /// The client table and the state machine's delta since `since`.
-    fn encode_snapshot(&self, since: Op) -> Vec<u8> {
+    /// Persists a whole checkpoint of the current state at `op` (the commit number) in order
+    /// with the other writes, then the view state, and restarts the checkpoint bounds from
+    /// there. For a state that jumped (state transfer): the log restarts after `op`, so the
+    /// checkpoint cannot wait in the background. It supersedes one being written.
+    fn persist_checkpoint(&mut self, op: Op, op_checksum: EntryChecksum) {
+        let snapshot = self.snapshot(Op(0));
+        self.persist(Write::Checkpoint(Checkpoint {
+            op,
+            op_checksum,
+            since: Op(0),
+            snapshot,
+        }));
+        self.checkpoint_writing = None;
+        self.checkpoint_increments = 0;
+        self.checkpoint_op = op;
+        self.checkpoint_log_size = 0;
+        let recovering = matches!(self.status, Status::Recovering(_));
+        self.persist_view_state(recovering);
+    }
+
+    /// The client table and the state machine's delta since `since`, frozen now.
+    fn snapshot(&self, since: Op) -> Snapshot {
         let mut table = Vec::new();
         self.client_table
             .encode(&mut table, !crate::bug!(SnapshotDropsReplies));
-        let mut out = Vec::with_capacity(table.len() + 4);
-        out.extend_from_slice(&(table.len() as u32).to_le_bytes());
-        out.extend_from_slice(&table);
-        self.state_machine.delta(since).encode(&mut out);
-        out
+        Snapshot::new(&table, self.state_machine.frozen_delta(since))
     }
 
     /// Installs a snapshot from [`Replica::encode_snapshot`]; the client table is replaced.

@@ -9,8 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
 use super::{Replica, Status};
 use crate::checksum::checksum;
 use crate::command::Write;
@@ -231,7 +229,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn send_delta(&mut self, to: ReplicaIndex, since: Op) {
-        let delta = self.encode_snapshot(since);
+        let delta = self.snapshot(since).to_bytes();
         let total_checksum = checksum(&delta);
         let op = self.commit;
         let op_checksum = self
@@ -239,7 +237,6 @@ impl<S: StateMachine> Replica<S> {
             .checksum(op)
             .expect("the log knows the commit's checksum");
         let chunk_size = self.config.state_chunk_size_max;
-        let delta = Bytes::from(delta);
         let total_size = delta.len() as u64;
         let mut offset = 0;
         loop {

@@ -177,6 +177,11 @@ fn persist_all(replica: &mut Replica<Sum>, commands: &[Command]) -> Vec<Command>
     if let Some(seq) = last.max() {
         replica.on_persisted(seq);
     }
+    for command in commands {
+        if let Command::Checkpoint { checkpoint } = command {
+            replica.on_checkpoint_durable(checkpoint.op);
+        }
+    }
     drain(replica)
 }
 
@@ -510,13 +515,11 @@ fn a_checkpoint_comes_at_the_op_bound_or_the_byte_bound() {
         for envelope in envelopes {
             replica.deliver(envelope);
             let commands = drain(&mut replica);
-            for command in commands.iter().chain(&persist_all(&mut replica, &commands)) {
-                if let Command::Persist {
-                    write: Write::Checkpoint(checkpoint),
-                    ..
-                } = command
-                {
+            let after = persist_all(&mut replica, &commands);
+            for command in commands.iter().chain(&after) {
+                if let Command::Checkpoint { checkpoint } = command {
                     checkpoints.push(checkpoint.op);
+                    replica.on_checkpoint_durable(checkpoint.op);
                 }
             }
         }
@@ -716,8 +719,13 @@ impl Cluster {
         };
         let commands: Vec<Command> = replica.drain_commands().collect();
         let mut durable = None;
+        let mut checkpointed = None;
         for command in commands {
             match command {
+                Command::Checkpoint { checkpoint } => {
+                    checkpointed = Some(checkpoint.op);
+                    self.disks[index].apply(&Write::Checkpoint(checkpoint));
+                }
                 Command::Send { to, envelope } => self.network.push_back((to, envelope)),
                 Command::Reply { envelope, .. } => {
                     if let Message::Reply(Reply {
@@ -735,6 +743,12 @@ impl Cluster {
                     durable = Some(seq);
                 }
             }
+        }
+        if let Some(op) = checkpointed {
+            self.replicas[index]
+                .as_mut()
+                .expect("alive")
+                .on_checkpoint_durable(op);
         }
         if let Some(seq) = durable {
             self.replicas[index]
@@ -940,10 +954,7 @@ fn a_restart_between_checkpoints_keeps_the_byte_bound() {
     cluster.submit(register());
     run_workload(&mut cluster, 2, 8);
     let checkpoint_op = |cluster: &Cluster, index: usize| {
-        cluster.disks[index]
-            .checkpoint
-            .as_ref()
-            .map(|checkpoint| checkpoint.op)
+        Some(cluster.disks[index].checkpoint_op()).filter(|op| *op > Op(0))
     };
     assert_eq!(checkpoint_op(&cluster, 2), Some(Op(6)), "register + 5 adds");
     assert!(

@@ -380,7 +380,7 @@ fn one_recovery_response_too_far_ahead_is_dropped_and_counted() {
 
 /// A delta of the empty state at `op`, as one new_state from replica 0.
 fn delta_at(op: Op) -> Envelope {
-    let bytes = Bytes::from(replica(0, 3).encode_snapshot(Op(0)));
+    let bytes = replica(0, 3).snapshot(Op(0)).to_bytes();
     let chunk = DeltaChunk {
         op,
         op_checksum: EntryChecksum(0xabc),
@@ -447,11 +447,12 @@ fn a_commit_number_is_taken_up_to_the_op_jump_bound_then_one_past_the_log() {
 
 #[test]
 fn a_primary_at_the_last_op_prepares_nothing_more() {
-    let snapshot = Bytes::from(replica(0, 1).encode_snapshot(Op(0)));
+    let snapshot = replica(0, 1).snapshot(Op(0));
     let disk = DurableState {
         checkpoint: Some(Checkpoint {
             op: Op(NUMBER_MAX - 2),
             op_checksum: EntryChecksum(0xabc),
+            since: Op(0),
             snapshot,
         }),
         view_state: ViewState {
