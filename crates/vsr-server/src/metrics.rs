@@ -239,6 +239,8 @@ pub(crate) struct Metrics {
     pub(crate) replies: AtomicU64,
     pub(crate) view_changes: AtomicU64,
     pub(crate) state_transfers: AtomicU64,
+    /// Checkpoints written in the background and made live.
+    pub(crate) checkpoints: AtomicU64,
     errors: [AtomicU64; ErrorKind::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
     closed: [AtomicU64; Closed::ALL.len()],
@@ -265,6 +267,7 @@ impl Default for Metrics {
             replies: AtomicU64::new(0),
             view_changes: AtomicU64::new(0),
             state_transfers: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
             errors: Default::default(),
             dropped: Default::default(),
             closed: Default::default(),
@@ -391,6 +394,11 @@ impl Metrics {
                 "vsr_state_transfers_total",
                 "State transfers installed.",
                 &self.state_transfers,
+            ),
+            (
+                "vsr_checkpoints_total",
+                "Checkpoints written in the background and made live.",
+                &self.checkpoints,
             ),
         ];
         for (name, help, value) in counters {

@@ -33,7 +33,7 @@ use crate::frame::{QueueError, QueueSender, queue};
 use crate::inbound::{Inbound, InboundContext, ReplyRoute, accept_loop};
 use crate::metrics::{self, DropReason, Metrics};
 use crate::peer::{Heard, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_FRAMES_MAX, peer_task};
-use crate::storage::{FileStorage, Opened, StorageError, StorageThread};
+use crate::storage::{FileStorage, Opened, StorageError, StorageEvent, StorageThread};
 use crate::tls::{Identity, TlsTransport};
 use crate::transport::{TcpTransport, Transport};
 
@@ -195,10 +195,10 @@ where
         tasks.spawn(metrics::serve(http, Arc::clone(&metrics)));
     }
     let (durable_sender, durable) = mpsc::unbounded_channel();
-    let on_durable = Box::new(move |seq: u64| {
-        let _ = durable_sender.send(seq);
+    let on_event = Box::new(move |event: StorageEvent| {
+        let _ = durable_sender.send(event);
     });
-    let storage = StorageThread::spawn(opened.storage, on_durable);
+    let storage = StorageThread::spawn(opened.storage, on_event);
     let mut peers = Vec::with_capacity(options.addresses.len());
     for (peer, address) in options.addresses.iter().enumerate() {
         if peer == usize::from(index) {
@@ -376,7 +376,7 @@ impl<S: StateMachine> Driver<S> {
     async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
-        mut durable: mpsc::UnboundedReceiver<u64>,
+        mut durable: mpsc::UnboundedReceiver<StorageEvent>,
         tick: Duration,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
@@ -391,14 +391,22 @@ impl<S: StateMachine> Driver<S> {
             let turn = tokio::select! {
                 biased;
                 () = &mut shutdown => return self.stop_storage().await,
-                seq = durable.recv() => {
+                event = durable.recv() => {
                     // The storage thread drops its sender only when it stops on an error.
-                    let Some(mut highest) = seq else { return self.stop_storage().await };
+                    let Some(event) = event else { return self.stop_storage().await };
                     let turn = Instant::now();
-                    while let Ok(seq) = durable.try_recv() {
-                        highest = highest.max(seq);
+                    let mut highest = None;
+                    for event in std::iter::once(event).chain(std::iter::from_fn(|| durable.try_recv().ok())) {
+                        match event {
+                            StorageEvent::Durable(seq) => highest = highest.max(Some(seq)),
+                            StorageEvent::Checkpoint(op) => {
+                                self.replica.on_checkpoint_durable(op);
+                            }
+                        }
                     }
-                    self.replica.on_persisted(highest);
+                    if let Some(highest) = highest {
+                        self.replica.on_persisted(highest);
+                    }
                     turn
                 }
                 _ = ticks.tick() => {
@@ -524,8 +532,12 @@ impl<S: StateMachine> Driver<S> {
                     );
                 }
                 Command::Persist { seq, write } => writes.push((seq, write)),
-                // Not yet written in the background: see the storage thread.
-                Command::Checkpoint { .. } => {}
+                Command::Checkpoint { checkpoint } => {
+                    // Earlier writes go first: the checkpoint waits for them to be durable.
+                    let storage = self.storage.as_ref().expect("running");
+                    storage.submit_all(std::mem::take(&mut writes));
+                    storage.checkpoint(checkpoint);
+                }
             }
         }
         self.storage.as_ref().expect("running").submit_all(writes);
@@ -588,6 +600,9 @@ impl<S: StateMachine> Driver<S> {
         metrics
             .state_transfers
             .store(stats.state_transfers, Ordering::Relaxed);
+        metrics
+            .checkpoints
+            .store(stats.checkpoints_durable, Ordering::Relaxed);
         metrics
             .reads_answered
             .store(stats.reads_answered, Ordering::Relaxed);

@@ -175,9 +175,23 @@ impl Simulator {
             self.replicas[usize::from(index)].storage.busy = false;
             return Ok(());
         };
-        let checkpoint = batch
-            .iter()
-            .any(|(_, write)| matches!(write, Write::Checkpoint(_)));
+        let in_order = batch.iter().find_map(|(_, write)| match write {
+            Write::Checkpoint(checkpoint) => Some(checkpoint.op),
+            _ => None,
+        });
+        let checkpoint = in_order.is_some();
+        let slot = &mut self.replicas[usize::from(index)];
+        if let Some(op) = in_order
+            && slot
+                .checkpoint
+                .as_ref()
+                .is_some_and(|pending| pending.op <= op)
+        {
+            // A checkpoint in order supersedes the one in the background, which the replica
+            // no longer waits for (the storage thread would finish it first; dropping it is the
+            // other order a crash can also give).
+            slot.checkpoint = None;
+        }
         self.arm_disk_faults(index, checkpoint);
         let slot = &mut self.replicas[usize::from(index)];
         let storage = slot.storage.storage.as_mut().expect("a running replica");

@@ -188,7 +188,9 @@ impl ReplicaStorage {
             .all(|entry| self.written.contains(&(entry.op, entry.checksum)));
         let consistent = self.candidates().iter().any(|(state, _, _)| {
             state.view_state == opened.view_state
-                && ((opened.checkpoint == state.checkpoint && entries_known)
+                && ((opened.checkpoint == state.checkpoint
+                    && opened.increments == state.increments
+                    && entries_known)
                     || (opened.checkpoint.is_none() && opened.entries.is_empty()))
         });
         if consistent {
@@ -359,7 +361,7 @@ pub(crate) fn acknowledgement_violation(
             .entries
             .iter()
             .any(|entry| entry.op == op && entry.checksum == checksum)
-            || durable.checkpoint.as_ref().is_some_and(|checkpoint| {
+            || durable.newest_checkpoint().is_some_and(|checkpoint| {
                 checkpoint.op > op || (checkpoint.op == op && checkpoint.op_checksum == checksum)
             })
     };

@@ -51,7 +51,10 @@ fn run(dir: &std::path::Path, writers: usize, body_size: usize) -> (f64, f64, f6
     let notify = Arc::clone(&log);
     let thread = Arc::new(StorageThread::spawn(
         opened.storage,
-        Box::new(move |seq| {
+        Box::new(move |event| {
+            let vsr_storage::StorageEvent::Durable(seq) = event else {
+                return;
+            };
             *notify.syncs.lock().unwrap() += 1;
             *notify.durable.lock().unwrap() = seq;
             notify.became_durable.notify_all();

@@ -37,6 +37,12 @@ pub trait Disk: Send {
     fn sync(&mut self, name: &str) -> io::Result<()>;
     /// Makes the creation and removal of names durable (`fsync` of the directory).
     fn sync_dir(&mut self) -> io::Result<()>;
+    /// Another handle on the same directory, for another thread (a checkpoint written in the
+    /// background touches only its own file).
+    ///
+    /// # Errors
+    /// If the handle cannot be made.
+    fn duplicate(&self) -> io::Result<Box<dyn Disk>>;
 }
 
 /// Bytes that stand for a sector that could not be read: never all zeros (which read as "never
@@ -88,8 +94,8 @@ pub(crate) fn read_tolerant(
 pub(crate) struct RealDisk {
     directory: PathBuf,
     files: BTreeMap<String, File>,
-    /// Held until the disk, and so the storage that owns it, is dropped.
-    _lock: DirectoryLock,
+    /// Held until every handle on the disk, and so the storage that owns it, is dropped.
+    _lock: std::sync::Arc<DirectoryLock>,
 }
 
 impl RealDisk {
@@ -102,7 +108,7 @@ impl RealDisk {
         Ok(Self {
             directory: directory.to_path_buf(),
             files: BTreeMap::new(),
-            _lock: lock,
+            _lock: std::sync::Arc::new(lock),
         })
     }
 
@@ -171,6 +177,14 @@ impl Disk for RealDisk {
 
     fn sync_dir(&mut self) -> io::Result<()> {
         File::open(&self.directory)?.sync_all()
+    }
+
+    fn duplicate(&self) -> io::Result<Box<dyn Disk>> {
+        Ok(Box::new(RealDisk {
+            directory: self.directory.clone(),
+            files: BTreeMap::new(),
+            _lock: std::sync::Arc::clone(&self._lock),
+        }))
     }
 }
 

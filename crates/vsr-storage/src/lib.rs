@@ -57,9 +57,9 @@ mod fault_tests;
 
 pub use disk::Disk;
 pub use error::StorageError;
-pub use storage::{FileStorage, Tuning, format, format_disk};
+pub use storage::{CheckpointJob, FileStorage, Tuning, WrittenCheckpoint, format, format_disk};
 pub use superblock::FORMAT_VERSION;
-pub use thread::{BATCH_WRITES_MAX, StorageThread};
+pub use thread::{BATCH_WRITES_MAX, StorageEvent, StorageThread};
 
 /// Who a data directory belongs to, fixed when it is formatted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -615,6 +615,10 @@ fn not_found(name: &str) -> io::Error {
 }
 
 impl Disk for SimDisk {
+    fn duplicate(&self) -> io::Result<Box<dyn Disk>> {
+        Ok(Box::new(self.clone()))
+    }
+
     fn list(&mut self) -> io::Result<Vec<String>> {
         Ok(self.state().current.keys().cloned().collect())
     }

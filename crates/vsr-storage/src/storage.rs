@@ -13,8 +13,8 @@ use vsr::{Checkpoint, DurableState, EntryChecksum, Op, ViewState, Write};
 use crate::disk::{Disk, RealDisk};
 use crate::headers::Headers;
 use crate::superblock::{
-    COPIES, COPY_SIZE, COPY_STRIDE, Copy, SUPERBLOCK_FILE, Superblock, UPDATE_COPIES,
-    checkpoint_file_name, is_data_file, wal_files,
+    COPIES, COPY_SIZE, COPY_STRIDE, CheckpointReference, Copy, SUPERBLOCK_FILE, Superblock,
+    UPDATE_COPIES, checkpoint_file_name, is_data_file, wal_files,
 };
 use crate::wal::{SlotRepairs, Wal, replay};
 use crate::{Damage, Identity, Opened, StorageError, checkpoint, superblock};
@@ -68,6 +68,76 @@ pub struct FileStorage {
     reset_log: bool,
     /// Set by the first failed operation: the in-memory view may no longer match the disk.
     failed: bool,
+    /// The live checkpoint files, whole state first, then its increments; the last is the one
+    /// the superblock names. Empty without a checkpoint.
+    chain: Vec<CheckpointReference>,
+    /// The generation the next checkpoint file takes: above every file written so far.
+    generation_next: u64,
+}
+
+/// A checkpoint file to write away from the storage thread: made by
+/// [`FileStorage::begin_checkpoint`], written by [`CheckpointJob::run`] (on any thread),
+/// made live by [`FileStorage::finish_checkpoint`].
+pub struct CheckpointJob {
+    disk: Box<dyn Disk>,
+    name: String,
+    generation: u64,
+    checkpoint: Checkpoint,
+    previous: Option<CheckpointReference>,
+    chunk_size: usize,
+}
+
+impl std::fmt::Debug for CheckpointJob {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("CheckpointJob")
+            .field("name", &self.name)
+            .field("op", &self.checkpoint.op)
+            .field("since", &self.checkpoint.since)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A checkpoint file [`CheckpointJob::run`] wrote and made durable, not yet live.
+#[derive(Debug)]
+pub struct WrittenCheckpoint {
+    reference: CheckpointReference,
+    since: Op,
+}
+
+impl WrittenCheckpoint {
+    /// The checkpoint's op.
+    #[must_use]
+    pub fn op(&self) -> Op {
+        Op(self.reference.op)
+    }
+}
+
+impl CheckpointJob {
+    /// The checkpoint's op.
+    #[must_use]
+    pub fn op(&self) -> Op {
+        self.checkpoint.op
+    }
+
+    /// Encodes the snapshot into its file, chunk by chunk, and makes the file durable.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`]: the replica must stop.
+    pub fn run(mut self) -> Result<WrittenCheckpoint, StorageError> {
+        let reference = checkpoint::write(
+            self.disk.as_mut(),
+            &self.name,
+            self.generation,
+            &self.checkpoint,
+            self.previous,
+            self.chunk_size,
+        )?;
+        Ok(WrittenCheckpoint {
+            reference,
+            since: self.checkpoint.since,
+        })
+    }
 }
 
 impl std::fmt::Debug for FileStorage {
@@ -225,23 +295,15 @@ impl FileStorage {
             });
         }
         make_durable(disk.as_mut())?;
-        let checkpoint = match superblock.checkpoint_file() {
-            None => None,
-            Some(name) => match checkpoint::load(
-                disk.as_mut(),
-                &name,
-                &superblock.checkpoint,
-                tuning.checkpoint_chunk_bytes,
-            ) {
-                Ok(checkpoint) => Some(checkpoint),
-                Err(StorageError::Corrupt(_)) => {
-                    return Self::open_without_checkpoint(disk, superblock, tuning);
-                }
-                Err(error) => return Err(error),
-            },
+        let (checkpoints, chain) = match load_chain(disk.as_mut(), &superblock, tuning) {
+            Ok(loaded) => loaded,
+            Err(StorageError::Corrupt(_)) => {
+                return Self::open_without_checkpoint(disk, superblock, tuning);
+            }
+            Err(error) => return Err(error),
         };
         let (mut durable, wal, replay_damage) =
-            replay_wal(disk.as_mut(), &superblock, checkpoint, tuning)?;
+            replay_wal(disk.as_mut(), &superblock, checkpoints, tuning)?;
         let ReplayDamage {
             damage,
             dirty_tail,
@@ -249,7 +311,7 @@ impl FileStorage {
             headers_missing,
         } = replay_damage;
         durable.damaged = !damage.is_clean();
-        let live_names = live_names(&superblock);
+        let live_names = live_names(&superblock, &chain);
         let leftovers = disk
             .list()?
             .into_iter()
@@ -264,7 +326,9 @@ impl FileStorage {
             headers_missing,
             reset_log: false,
         };
-        Self::assemble(disk, tuning, superblock, wal, durable, damage, deferred)
+        Self::assemble(
+            disk, tuning, superblock, wal, durable, damage, deferred, chain,
+        )
     }
 
     /// Builds the storage open found, and what open returns: the one place a [`FileStorage`]
@@ -278,6 +342,7 @@ impl FileStorage {
         durable: DurableState,
         damage: Damage,
         deferred: Deferred,
+        chain: Vec<CheckpointReference>,
     ) -> Result<Opened, StorageError> {
         let rotation_due = superblock.wal_start != superblock.checkpoint.op + 1;
         let identity = identity_of(&superblock);
@@ -305,6 +370,11 @@ impl FileStorage {
             damaged: durable.damaged,
             reset_log,
             failed: false,
+            generation_next: chain
+                .last()
+                .map_or(superblock.checkpoint.generation, |head| head.generation)
+                + 1,
+            chain,
         };
         if !storage.damaged {
             storage.cover_records_read_back()?;
@@ -385,7 +455,16 @@ impl FileStorage {
             headers_missing: false,
             reset_log: true,
         };
-        Self::assemble(disk, tuning, superblock, wal, durable, damage, deferred)
+        Self::assemble(
+            disk,
+            tuning,
+            superblock,
+            wal,
+            durable,
+            damage,
+            deferred,
+            Vec::new(),
+        )
     }
 
     /// Carries out one write. Appends and truncates may stay buffered until [`Self::sync`];
@@ -421,11 +500,11 @@ impl FileStorage {
     /// Bytes the live files take (allocated size; the WAL is preallocated in large steps).
     #[must_use]
     pub fn disk_usage_bytes(&self) -> u64 {
-        let checkpoint = if self.superblock.checkpoint.generation > 0 {
-            self.superblock.checkpoint.size + checkpoint::TRAILER_SIZE as u64
-        } else {
-            0
-        };
+        let checkpoint: u64 = self
+            .chain
+            .iter()
+            .map(|reference| reference.size + checkpoint::TRAILER_SIZE as u64)
+            .sum();
         superblock::SUPERBLOCK_FILE_SIZE
             + self.wal.file.allocated.max(self.wal.end)
             + self.wal.headers.file.allocated
@@ -484,20 +563,99 @@ impl FileStorage {
 
     /// Checkpoint file, then superblock, then reuse of log space: never the other way round.
     fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+        let written = self.begin_checkpoint(checkpoint)?.run()?;
+        self.finish_checkpoint(&written)
+    }
+
+    /// Starts a checkpoint to be written away from the caller's thread: makes every write so
+    /// far durable (no crash may keep the checkpoint but lose what preceded it) and names its
+    /// file. Nothing is live until [`Self::finish_checkpoint`], which must come before the next
+    /// checkpoint begins; writes may go on in between.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`]; after an error the storage refuses every further call.
+    ///
+    /// # Panics
+    /// If an increment is not on the newest checkpoint: a bug in the caller.
+    pub fn begin_checkpoint(
+        &mut self,
+        checkpoint: &Checkpoint,
+    ) -> Result<CheckpointJob, StorageError> {
+        self.usable()?;
+        let result = self.begin_checkpoint_unchecked(checkpoint);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn begin_checkpoint_unchecked(
+        &mut self,
+        checkpoint: &Checkpoint,
+    ) -> Result<CheckpointJob, StorageError> {
+        if self.maintenance_due {
+            self.maintain()?;
+        }
+        self.wal.sync(self.disk.as_mut())?;
+        let previous = if checkpoint.since == Op(0) {
+            None
+        } else {
+            let head = *self
+                .chain
+                .last()
+                .expect("an increment follows a checkpoint");
+            assert_eq!(
+                Op(head.op),
+                checkpoint.since,
+                "an increment is on the newest checkpoint"
+            );
+            Some(head)
+        };
+        let generation = self.generation_next;
+        self.generation_next += 1;
+        Ok(CheckpointJob {
+            disk: self.disk.duplicate()?,
+            name: checkpoint_file_name(checkpoint.op.get(), generation),
+            generation,
+            checkpoint: checkpoint.clone(),
+            previous,
+            chunk_size: self.tuning.checkpoint_chunk_bytes,
+        })
+    }
+
+    /// Makes a written checkpoint live: the superblock names it, then the log space before it
+    /// is reused and the files it replaces are removed.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`]; after an error the storage refuses every further call.
+    ///
+    /// # Panics
+    /// If an increment no longer continues the newest checkpoint (another checkpoint was made
+    /// live since this one began): a bug in the caller.
+    pub fn finish_checkpoint(&mut self, written: &WrittenCheckpoint) -> Result<(), StorageError> {
+        self.usable()?;
+        let result = self.finish_checkpoint_unchecked(written);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn finish_checkpoint_unchecked(
+        &mut self,
+        written: &WrittenCheckpoint,
+    ) -> Result<(), StorageError> {
         // Earlier writes first, so no crash keeps the checkpoint but loses what preceded it.
         self.wal.sync(self.disk.as_mut())?;
-        let generation = self.superblock.checkpoint.generation + 1;
-        let name = checkpoint_file_name(checkpoint.op.get(), generation);
-        let reference = checkpoint::write(
-            self.disk.as_mut(),
-            &name,
-            generation,
-            checkpoint,
-            self.tuning.checkpoint_chunk_bytes,
-        )?;
-        self.superblock.checkpoint = reference;
+        if written.since == Op(0) {
+            self.chain.clear();
+        } else {
+            assert_eq!(
+                self.chain.last().map(|head| Op(head.op)),
+                Some(written.since),
+                "an increment is on the newest checkpoint"
+            );
+        }
+        self.chain.push(written.reference);
+        self.superblock.checkpoint = written.reference;
         self.write_superblock()?;
-        self.wal.checkpoint(checkpoint.op);
+        self.wal.checkpoint(Op(written.reference.op));
         self.rotate()
     }
 
@@ -517,7 +675,7 @@ impl FileStorage {
     }
 
     fn remove_leftovers(&mut self) -> Result<(), StorageError> {
-        let live = live_names(&self.superblock);
+        let live = live_names(&self.superblock, &self.chain);
         let mut removed = false;
         for name in self.disk.list()? {
             if is_data_file(&name) && !live.contains(&name) {
@@ -610,11 +768,54 @@ fn identity_of(superblock: &Superblock) -> Identity {
     }
 }
 
-fn live_names(superblock: &Superblock) -> Vec<String> {
+fn live_names(superblock: &Superblock, chain: &[CheckpointReference]) -> Vec<String> {
     let files = superblock.wal_files();
     let mut names = vec![files.name, files.headers_name];
     names.extend(superblock.checkpoint_file());
+    names.extend(
+        chain
+            .iter()
+            .map(|reference| checkpoint_file_name(reference.op, reference.generation)),
+    );
     names
+}
+
+/// Loads the live checkpoint chain: the file the superblock names, then, through each
+/// trailer, the one it is an increment on, down to a whole state. Returns the checkpoints and
+/// their references, whole state first.
+fn load_chain(
+    disk: &mut dyn Disk,
+    superblock: &Superblock,
+    tuning: Tuning,
+) -> Result<(Vec<Checkpoint>, Vec<CheckpointReference>), StorageError> {
+    let mut checkpoints = Vec::new();
+    let mut references = Vec::new();
+    if superblock.checkpoint.generation == 0 {
+        return Ok((checkpoints, references));
+    }
+    let mut next = Some((superblock.checkpoint, true));
+    while let Some((reference, op_checksum_known)) = next {
+        if checkpoints.len() == checkpoint::CHAIN_FILES_MAX {
+            return Err(StorageError::Corrupt(format!(
+                "the checkpoint chain is longer than {} files",
+                checkpoint::CHAIN_FILES_MAX
+            )));
+        }
+        let name = checkpoint_file_name(reference.op, reference.generation);
+        let (loaded, trailer) = checkpoint::load(
+            disk,
+            &name,
+            &reference,
+            op_checksum_known,
+            tuning.checkpoint_chunk_bytes,
+        )?;
+        references.push(trailer.reference);
+        checkpoints.push(loaded);
+        next = trailer.previous.map(|previous| (previous, false));
+    }
+    checkpoints.reverse();
+    references.reverse();
+    Ok((checkpoints, references))
 }
 
 fn read_superblock(disk: &mut dyn Disk, directory: &Path) -> Result<Superblock, StorageError> {
@@ -680,7 +881,7 @@ struct ReplayDamage {
 fn replay_wal(
     disk: &mut dyn Disk,
     superblock: &Superblock,
-    checkpoint: Option<Checkpoint>,
+    checkpoints: Vec<Checkpoint>,
     tuning: Tuning,
 ) -> Result<(DurableState, Wal, ReplayDamage), StorageError> {
     let files = superblock.wal_files();
@@ -703,8 +904,8 @@ fn replay_wal(
         entries: std::collections::VecDeque::new(),
         damaged: false,
     };
-    let checkpoint_op = checkpoint
-        .as_ref()
+    let checkpoint_op = checkpoints
+        .last()
         .map_or(0, |checkpoint| checkpoint.op.get());
     let replay = replay(disk, &files, checkpoint_op, &mut durable)?;
     let headers = match replay.headers_size {
@@ -724,10 +925,16 @@ fn replay_wal(
         headers,
         tuning.wal_grow_bytes,
     );
-    durable.checkpoint = None;
-    if let Some(checkpoint) = checkpoint {
-        wal.checkpoint(checkpoint.op);
-        durable.apply(&Write::Checkpoint(checkpoint));
+    // The chain before the newest checkpoint is taken as it is; the newest is applied, which
+    // drops the entries it covers (the WAL may start before it).
+    let mut chain = checkpoints;
+    let head = chain.pop();
+    let mut earlier = chain.into_iter();
+    durable.checkpoint = earlier.next();
+    durable.increments = earlier.collect();
+    if let Some(head) = head {
+        wal.checkpoint(head.op);
+        durable.apply(&Write::Checkpoint(head));
     }
     let damage = Damage {
         corrupt_ops: replay.corrupt_ops,

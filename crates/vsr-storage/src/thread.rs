@@ -1,9 +1,17 @@
-//! [`StorageThread`]: group commit on a dedicated thread.
+//! [`StorageThread`]: group commit on a dedicated thread, checkpoints on another.
 //!
 //! The driver submits `(seq, write)` pairs without blocking. The thread waits for the first,
 //! takes everything else already queued (at most [`BATCH_WRITES_MAX`]), writes it all, calls
 //! one fdatasync, then reports the highest sequence number of the batch as durable. Writes are
 //! carried out in submission order and reported in order, as `Replica::on_persisted` requires.
+//!
+//! A checkpoint submitted with [`StorageThread::checkpoint`] (`vsr::Command::Checkpoint`) is
+//! written in the background: in order, the storage thread makes every earlier write durable
+//! and hands the checkpoint to a writer thread, which encodes the snapshot into its file; the
+//! storage thread goes on with later writes meanwhile. When the file is durable, the storage
+//! thread makes it live between two batches (superblock, then the log's rotation) and reports
+//! [`StorageEvent::Checkpoint`]. One checkpoint is written at a time: a checkpoint (in the
+//! background or in order) submitted while one is being written waits for it.
 //!
 //! # Failure
 //!
@@ -18,16 +26,38 @@
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
 
-use vsr::Write;
+use std::collections::VecDeque;
 
+use vsr::{Checkpoint, Op, Write};
+
+use crate::storage::WrittenCheckpoint;
 use crate::{FileStorage, StorageError};
 
 /// Most writes carried out before one fdatasync.
 pub const BATCH_WRITES_MAX: usize = 1024;
 
+/// What the storage thread reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageEvent {
+    /// Every write up to this sequence number is durable (`Replica::on_persisted`).
+    Durable(u64),
+    /// The checkpoint at this op is durable and live (`Replica::on_checkpoint_durable`).
+    Checkpoint(Op),
+}
+
+/// What reaches the storage thread.
+enum Job {
+    Writes(Vec<(u64, Write)>),
+    Checkpoint(Box<Checkpoint>),
+    /// The writer thread finished a checkpoint file.
+    Written(Result<WrittenCheckpoint, StorageError>),
+    /// The owner hangs up: finish what is queued, then stop.
+    Stop,
+}
+
 /// A storage thread doing group commit. Shut down (and joined) on drop.
 pub struct StorageThread {
-    sender: Option<Sender<Vec<(u64, Write)>>>,
+    sender: Option<Sender<Job>>,
     handle: Option<JoinHandle<Result<(), StorageError>>>,
 }
 
@@ -41,17 +71,20 @@ impl std::fmt::Debug for StorageThread {
 }
 
 impl StorageThread {
-    /// Starts the thread. `on_durable(seq)` runs on the storage thread after every write up to
-    /// `seq` is durable.
+    /// Starts the thread. `on_event` runs on the storage thread for each [`StorageEvent`].
     ///
     /// # Panics
     /// If the operating system cannot start a thread.
     #[must_use]
-    pub fn spawn(storage: FileStorage, on_durable: Box<dyn FnMut(u64) + Send>) -> StorageThread {
+    pub fn spawn(
+        storage: FileStorage,
+        on_event: Box<dyn FnMut(StorageEvent) + Send>,
+    ) -> StorageThread {
         let (sender, receiver) = mpsc::channel();
+        let written = sender.clone();
         let handle = thread::Builder::new()
             .name("vsr-storage".to_owned())
-            .spawn(move || run(storage, &receiver, on_durable))
+            .spawn(move || Worker::new(storage, written, on_event).run(&receiver))
             .expect("spawning the storage thread");
         StorageThread {
             sender: Some(sender),
@@ -70,9 +103,19 @@ impl StorageThread {
         if writes.is_empty() {
             return;
         }
+        self.send(Job::Writes(writes));
+    }
+
+    /// Queues a checkpoint to be written in the background, after every write queued before it
+    /// is durable; [`StorageEvent::Checkpoint`] reports it. Never blocks.
+    pub fn checkpoint(&self, checkpoint: Checkpoint) {
+        self.send(Job::Checkpoint(Box::new(checkpoint)));
+    }
+
+    fn send(&self, job: Job) {
         if let Some(sender) = &self.sender {
             // A send fails only when the thread has stopped; see the module docs.
-            let _ = sender.send(writes);
+            let _ = sender.send(job);
         }
     }
 
@@ -97,6 +140,7 @@ impl StorageThread {
     }
 
     fn stop(&mut self) -> Result<(), StorageError> {
+        self.send(Job::Stop);
         self.sender = None;
         let Some(handle) = self.handle.take() else {
             return Ok(());
@@ -113,6 +157,7 @@ impl Drop for StorageThread {
     /// that must learn of one calls [`StorageThread::join`]. A panic of the thread is re-raised
     /// unless this thread is already panicking.
     fn drop(&mut self) {
+        self.send(Job::Stop);
         self.sender = None;
         if let Some(handle) = self.handle.take()
             && let Err(panic) = handle.join()
@@ -123,32 +168,136 @@ impl Drop for StorageThread {
     }
 }
 
-/// Carries out batches until the owner hangs up (`Ok`) or a write or sync fails (the error).
-fn run(
-    mut storage: FileStorage,
-    receiver: &Receiver<Vec<(u64, Write)>>,
-    mut on_durable: Box<dyn FnMut(u64) + Send>,
-) -> Result<(), StorageError> {
-    let mut seq_last = None;
-    while let Ok(mut batch) = receiver.recv() {
-        while batch.len() < BATCH_WRITES_MAX {
-            match receiver.try_recv() {
-                Ok(next) => batch.extend(next),
-                Err(_) => break,
+/// The storage thread's state.
+struct Worker {
+    storage: FileStorage,
+    /// Where the writer thread reports the file it wrote.
+    written: Sender<Job>,
+    on_event: Box<dyn FnMut(StorageEvent) + Send>,
+    seq_last: Option<u64>,
+    /// The writer thread of the checkpoint being written, if any.
+    writer: Option<JoinHandle<()>>,
+    /// Jobs received while waiting for the writer, to carry out next.
+    backlog: VecDeque<Job>,
+}
+
+impl Worker {
+    fn new(
+        storage: FileStorage,
+        written: Sender<Job>,
+        on_event: Box<dyn FnMut(StorageEvent) + Send>,
+    ) -> Self {
+        Self {
+            storage,
+            written,
+            on_event,
+            seq_last: None,
+            writer: None,
+            backlog: VecDeque::new(),
+        }
+    }
+
+    /// Carries out jobs until the owner hangs up (`Ok`) or a write or sync fails (the error).
+    fn run(mut self, receiver: &Receiver<Job>) -> Result<(), StorageError> {
+        let result = self.serve(receiver);
+        // Never leave the writer thread behind: it may still be writing into the directory.
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        result
+    }
+
+    fn serve(&mut self, receiver: &Receiver<Job>) -> Result<(), StorageError> {
+        loop {
+            let job = match self.backlog.pop_front() {
+                Some(job) => job,
+                None => match receiver.recv() {
+                    Ok(job) => job,
+                    Err(_) => return Ok(()),
+                },
+            };
+            match job {
+                Job::Stop => {
+                    self.wait_for_writer(receiver)?;
+                    return Ok(());
+                }
+                Job::Writes(mut batch) => {
+                    // Everything else already queued joins the batch, up to a checkpoint.
+                    while batch.len() < BATCH_WRITES_MAX && self.backlog.is_empty() {
+                        match receiver.try_recv() {
+                            Ok(Job::Writes(next)) => batch.extend(next),
+                            Ok(other) => self.backlog.push_back(other),
+                            Err(_) => break,
+                        }
+                    }
+                    self.write_batch(receiver, &batch)?;
+                }
+                Job::Checkpoint(checkpoint) => {
+                    self.wait_for_writer(receiver)?;
+                    let job = self.storage.begin_checkpoint(&checkpoint)?;
+                    let written = self.written.clone();
+                    let writer = thread::Builder::new()
+                        .name("vsr-checkpoint".to_owned())
+                        .spawn(move || {
+                            let _ = written.send(Job::Written(job.run()));
+                        })
+                        .expect("spawning the checkpoint writer");
+                    self.writer = Some(writer);
+                }
+                Job::Written(written) => self.finish(written)?,
             }
         }
-        for (seq, write) in &batch {
+    }
+
+    fn write_batch(
+        &mut self,
+        receiver: &Receiver<Job>,
+        batch: &[(u64, Write)],
+    ) -> Result<(), StorageError> {
+        for (seq, write) in batch {
             assert!(
-                seq_last < Some(*seq),
+                self.seq_last < Some(*seq),
                 "storage sequence numbers must increase"
             );
-            seq_last = Some(*seq);
-            storage.write(write)?;
+            self.seq_last = Some(*seq);
+            if matches!(write, Write::Checkpoint(_)) {
+                // In order, it supersedes the one in the background, which goes first.
+                self.wait_for_writer(receiver)?;
+            }
+            self.storage.write(write)?;
         }
-        storage.sync()?;
-        on_durable(seq_last.expect("a batch is never empty"));
+        self.storage.sync()?;
+        (self.on_event)(StorageEvent::Durable(
+            self.seq_last.expect("a batch is never empty"),
+        ));
+        Ok(())
     }
-    Ok(())
+
+    /// Makes a written checkpoint live and reports it.
+    fn finish(
+        &mut self,
+        written: Result<WrittenCheckpoint, StorageError>,
+    ) -> Result<(), StorageError> {
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        let written = written?;
+        self.storage.finish_checkpoint(&written)?;
+        (self.on_event)(StorageEvent::Checkpoint(written.op()));
+        Ok(())
+    }
+
+    /// Waits until no checkpoint is being written, keeping the jobs that arrive meanwhile.
+    fn wait_for_writer(&mut self, receiver: &Receiver<Job>) -> Result<(), StorageError> {
+        while self.writer.is_some() {
+            match receiver.recv() {
+                Ok(Job::Written(written)) => self.finish(written)?,
+                Ok(other) => self.backlog.push_back(other),
+                Err(_) => unreachable!("the worker holds a sender"),
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -178,7 +327,11 @@ mod tests {
         let (sender, receiver) = mpsc::channel();
         let thread = StorageThread::spawn(
             opened.unwrap().storage,
-            Box::new(move |seq| sender.send(seq).unwrap()),
+            Box::new(move |event| {
+                if let StorageEvent::Durable(seq) = event {
+                    sender.send(seq).unwrap();
+                }
+            }),
         );
         (disk, thread, receiver)
     }

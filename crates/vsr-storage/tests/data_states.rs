@@ -9,7 +9,9 @@ use bytes::Bytes;
 use vsr::checksum::checksum;
 use vsr::{Checkpoint, DurableState, Entry, EntryChecksum, Op, Operation, View, ViewState, Write};
 use vsr_storage::layout::{self, WalFile, WalRecord};
-use vsr_storage::{Damage, FileStorage, Identity, StorageError, StorageThread, format};
+use vsr_storage::{
+    Damage, FileStorage, Identity, StorageError, StorageEvent, StorageThread, format,
+};
 
 const IDENTITY: Identity = Identity {
     cluster: 0xabc,
@@ -731,7 +733,14 @@ fn the_storage_thread_commits_in_groups_and_reports_in_order() {
     let (directory, _) = directory_with(&[]);
     let storage = FileStorage::open(directory.path(), None).unwrap().storage;
     let (sender, receiver) = mpsc::channel();
-    let thread = StorageThread::spawn(storage, Box::new(move |seq| sender.send(seq).unwrap()));
+    let thread = StorageThread::spawn(
+        storage,
+        Box::new(move |event| {
+            if let StorageEvent::Durable(seq) = event {
+                sender.send(seq).unwrap();
+            }
+        }),
+    );
     let log = entries(1, 200, EntryChecksum(0));
     let mut state = DurableState::default();
     for (seq, write) in (1..).zip(appends(&log)) {
@@ -760,4 +769,69 @@ fn the_storage_thread_commits_in_groups_and_reports_in_order() {
         FileStorage::open(directory.path(), None).unwrap().durable,
         state
     );
+}
+
+/// A whole checkpoint and then an increment, each written in the background while appends go
+/// on: both are reported, appends after them are not held back, and a reopen gives back the
+/// chain and every entry after it.
+#[test]
+fn checkpoints_in_the_background_form_a_chain_that_reopens() {
+    let (directory, _) = directory_with(&[]);
+    let storage = FileStorage::open(directory.path(), None).unwrap().storage;
+    let (sender, receiver) = mpsc::channel();
+    let thread = StorageThread::spawn(storage, Box::new(move |event| sender.send(event).unwrap()));
+    let log = entries(1, 300, EntryChecksum(0));
+    let mut state = DurableState::default();
+    let mut seq = 0;
+    let mut submit = |state: &mut DurableState, write: Write| {
+        seq += 1;
+        state.apply(&write);
+        thread.submit(seq, write);
+    };
+    for write in appends(&log[..100]) {
+        submit(&mut state, write);
+    }
+    let whole = Checkpoint {
+        op: Op(90),
+        op_checksum: log[89].checksum,
+        since: Op(0),
+        snapshot: Bytes::from(vec![1u8; 200_000]).into(),
+    };
+    thread.checkpoint(whole.clone());
+    for write in appends(&log[100..200]) {
+        submit(&mut state, write);
+    }
+    let increment = Checkpoint {
+        op: Op(180),
+        op_checksum: log[179].checksum,
+        since: Op(90),
+        snapshot: Bytes::from(vec![2u8; 3_000]).into(),
+    };
+    thread.checkpoint(increment.clone());
+    for write in appends(&log[200..]) {
+        submit(&mut state, write);
+    }
+    let mut checkpoints = Vec::new();
+    let mut durable = 0;
+    while checkpoints.len() < 2 || durable < 300 {
+        match receiver.recv().unwrap() {
+            StorageEvent::Durable(seq) => durable = seq,
+            StorageEvent::Checkpoint(op) => checkpoints.push(op),
+        }
+    }
+    assert_eq!(checkpoints, vec![Op(90), Op(180)]);
+    thread.join().unwrap();
+    state.apply(&Write::Checkpoint(whole));
+    state.apply(&Write::Checkpoint(increment));
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.durable, state);
+    assert_eq!(opened.durable.increments.len(), 1);
+    assert_eq!(opened.durable.entries.front().map(|e| e.op), Some(Op(181)));
+    // Only the chain's two files are live.
+    let files: Vec<String> = std::fs::read_dir(directory.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("checkpoint-"))
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
 }

@@ -110,7 +110,13 @@ pub struct DurableState {
 }
 
 impl DurableState {
-    /// The op of the checkpoint (0 without one).
+    /// The newest checkpoint: the last increment, or the whole checkpoint without one.
+    #[must_use]
+    pub fn newest_checkpoint(&self) -> Option<&Checkpoint> {
+        self.increments.last().or(self.checkpoint.as_ref())
+    }
+
+    /// The op of the newest checkpoint (0 without one).
     #[must_use]
     pub fn checkpoint_op(&self) -> Op {
         self.increments

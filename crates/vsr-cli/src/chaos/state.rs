@@ -42,8 +42,7 @@ pub(crate) fn read(
     let mut durable = opened.durable;
     let damaged = durable.damaged || !opened.damage.is_clean();
     let checkpoint = durable
-        .checkpoint
-        .as_ref()
+        .newest_checkpoint()
         .map(|checkpoint| (checkpoint.op, checkpoint.op_checksum));
     durable.view_state.commit = commit;
     let config = Config::new(

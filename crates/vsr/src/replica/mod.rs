@@ -958,8 +958,12 @@ impl<S: StateMachine> Replica<S> {
         self.stats.checkpoints += 1;
         self.checkpoint_op = op;
         self.checkpoint_log_size = 0;
-        let recovering = matches!(self.status, Status::Recovering(_));
-        self.persist_view_state(recovering);
+        // Persist the commit number with it, never a lower one: a restart re-executing the
+        // ops after an older checkpoint reaches this op again below the commit it persisted.
+        if self.commit > self.commit_persisted {
+            let recovering = matches!(self.status, Status::Recovering(_));
+            self.persist_view_state(recovering);
+        }
     }
 
     /// Persists a whole checkpoint of the current state at `op` (the commit number) in order
