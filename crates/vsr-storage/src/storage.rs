@@ -327,7 +327,13 @@ impl FileStorage {
             reset_log: false,
         };
         Self::assemble(
-            disk, tuning, superblock, wal, durable, damage, deferred, chain,
+            disk,
+            tuning,
+            (superblock, chain),
+            wal,
+            durable,
+            damage,
+            deferred,
         )
     }
 
@@ -337,12 +343,11 @@ impl FileStorage {
     fn assemble(
         disk: Box<dyn Disk>,
         tuning: Tuning,
-        superblock: Superblock,
+        (superblock, chain): (Superblock, Vec<CheckpointReference>),
         wal: Wal,
         durable: DurableState,
         damage: Damage,
         deferred: Deferred,
-        chain: Vec<CheckpointReference>,
     ) -> Result<Opened, StorageError> {
         let rotation_due = superblock.wal_start != superblock.checkpoint.op + 1;
         let identity = identity_of(&superblock);
@@ -458,12 +463,11 @@ impl FileStorage {
         Self::assemble(
             disk,
             tuning,
-            superblock,
+            (superblock, Vec::new()),
             wal,
             durable,
             damage,
             deferred,
-            Vec::new(),
         )
     }
 
