@@ -102,6 +102,21 @@ impl<'a> Reader<'a> {
         Ok(key)
     }
 
+    /// A non-empty key as [`Reader::key`] reads it, or `None` for a zero length (which no key
+    /// has, so it can mark the end of a list of keyed entries).
+    pub(crate) fn key_or_end(&mut self) -> Result<Option<Bytes>, CodecError> {
+        let size =
+            usize::try_from(self.u32()?).map_err(|_| self.error("key longer than KEY_SIZE_MAX"))?;
+        if size == 0 {
+            return Ok(None);
+        }
+        if size > KEY_SIZE_MAX {
+            return Err(self.error("key longer than KEY_SIZE_MAX"));
+        }
+        self.need(size)?;
+        Ok(Some(self.bytes.copy_to_bytes(size)))
+    }
+
     /// A value of at most [`VALUE_SIZE_MAX`] bytes.
     pub(crate) fn value(&mut self) -> Result<Bytes, CodecError> {
         self.bytes(VALUE_SIZE_MAX, "value longer than VALUE_SIZE_MAX")

@@ -3,9 +3,13 @@
 //! Encoding (little-endian):
 //!
 //! ```text
-//!   tag 0x44 ('D') | since: u64 | op: u64 | count: u32 | count × entry
-//!   entry = key (u32 length + bytes) | version: u64 | option tag (0 tombstone, 1 live) [+ value]
+//!   tag 0x44 ('D') | since: u64 | op: u64 | entry* | end: u32 = 0
+//!   entry = key (u32 length ≥ 1 + bytes) | version: u64 | option tag (0 tombstone, 1 live) [+ value]
 //! ```
+//!
+//! The entries are not counted up front: a zero where the next key's length would be (no key is
+//! empty) ends them. So a sender can stream a delta as it walks its keys, without a first pass
+//! to count the entries after `since` (see `frozen.rs`).
 //!
 //! The encoding is canonical: `decode` requires keys in strictly ascending order and every
 //! version in `since + 1 ..= op`, so a decoded delta is one that [`KvStore`](crate::KvStore)
@@ -18,6 +22,19 @@ use crate::codec::{Reader, put_bytes, put_option};
 use crate::store::Entry;
 
 const TAG_DELTA: u8 = b'D';
+
+/// The size of a delta's header: tag, since and op.
+pub(crate) const HEADER_SIZE: usize = 1 + 8 + 8;
+
+/// The size of the end marker after the last entry.
+pub(crate) const END_SIZE: usize = 4;
+
+/// The size of the largest entry: key, version, option tag and value, with length prefixes.
+pub(crate) const ENTRY_SIZE_MAX: usize =
+    4 + crate::KEY_SIZE_MAX + 8 + 1 + 4 + crate::VALUE_SIZE_MAX;
+
+/// The size of the smallest entry: a one-byte key, its version and a tombstone's tag.
+const ENTRY_SIZE_MIN: usize = 4 + 1 + 8 + 1;
 
 /// The changes a [`KvStore`](crate::KvStore) made after op `since`: every key (value or
 /// tombstone) whose version is after `since`, in key order, and the last op the sender applied.
@@ -67,34 +84,56 @@ impl KvDelta {
     }
 }
 
+/// Appends a delta's header.
+pub(crate) fn encode_header(out: &mut Vec<u8>, since: Op, op: Op) {
+    out.put_u8(TAG_DELTA);
+    out.put_u64_le(since.get());
+    out.put_u64_le(op.get());
+}
+
 /// Appends one entry's encoding; also what [`KvStore`](crate::KvStore)'s digest covers.
-pub(crate) fn encode_entry(out: &mut Vec<u8>, key: &Bytes, entry: &Entry) {
+pub(crate) fn encode_entry(out: &mut Vec<u8>, key: &[u8], entry: &Entry) {
+    debug_assert!(!key.is_empty(), "an empty key would read as the end marker");
     put_bytes(out, key);
     out.put_u64_le(entry.version.get());
     put_option(out, entry.value.as_ref());
 }
 
-/// Decodes one entry, checking its version is in `since + 1 ..= op`.
-fn decode_entry(reader: &mut Reader<'_>, since: Op, op: Op) -> Result<(Bytes, Entry), CodecError> {
-    let key = reader.key()?;
+/// The size of what [`encode_entry`] appends.
+pub(crate) fn entry_size(key: &[u8], entry: &Entry) -> usize {
+    4 + key.len() + 8 + 1 + entry.value.as_ref().map_or(0, |value| 4 + value.len())
+}
+
+/// Appends the end marker: a zero where the next key's length would be.
+pub(crate) fn encode_end(out: &mut Vec<u8>) {
+    out.put_u32_le(0);
+}
+
+/// Decodes the next entry, checking its version is in `since + 1 ..= op`, or `None` at the end
+/// marker.
+fn decode_entry(
+    reader: &mut Reader<'_>,
+    since: Op,
+    op: Op,
+) -> Result<Option<(Bytes, Entry)>, CodecError> {
+    let Some(key) = reader.key_or_end()? else {
+        return Ok(None);
+    };
     let version = Op(reader.u64()?);
     if version <= since || version > op {
         return Err(reader.error("entry version outside since + 1 ..= op"));
     }
     let value = reader.option()?;
-    Ok((key, Entry { version, value }))
+    Ok(Some((key, Entry { version, value })))
 }
 
 impl Codec for KvDelta {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.put_u8(TAG_DELTA);
-        out.put_u64_le(self.since.get());
-        out.put_u64_le(self.op.get());
-        let count = u32::try_from(self.entries.len()).expect("delta has more than u32::MAX keys");
-        out.put_u32_le(count);
+        encode_header(out, self.since, self.op);
         for (key, entry) in &self.entries {
             encode_entry(out, key, entry);
         }
+        encode_end(out);
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
@@ -104,19 +143,19 @@ impl Codec for KvDelta {
         }
         let since = Op(reader.u64()?);
         let op = Op(reader.u64()?);
-        let count = reader.u32()?;
-        // No capacity from `count`: each entry is at least 14 bytes, so the loop ends on
-        // truncation long before a hostile count could matter.
         let mut entries: Vec<(Bytes, Entry)> = Vec::new();
-        for _ in 0..count {
-            let (key, entry) = decode_entry(&mut reader, since, op)?;
+        // Every entry takes at least ENTRY_SIZE_MIN bytes, so the bytes bound the entries.
+        for _ in 0..=bytes.len() / ENTRY_SIZE_MIN {
+            let Some((key, entry)) = decode_entry(&mut reader, since, op)? else {
+                reader.finish()?;
+                return Ok(Self { since, op, entries });
+            };
             if entries.last().is_some_and(|(previous, _)| *previous >= key) {
                 return Err(reader.error("keys not in strictly ascending order"));
             }
             entries.push((key, entry));
         }
-        reader.finish()?;
-        Ok(Self { since, op, entries })
+        Err(reader.error("truncated"))
     }
 }
 
@@ -197,10 +236,47 @@ mod tests {
     }
 
     #[test]
-    fn hostile_count_does_not_allocate() {
-        let mut encoded = KvDelta::default().to_bytes();
-        let count_at = encoded.len() - 4;
-        encoded[count_at..].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(KvDelta::decode(&encoded).unwrap_err().reason, "truncated");
+    fn the_layout_is_header_entries_and_end_marker() {
+        let mut expected = vec![b'D'];
+        expected.extend_from_slice(&3u64.to_le_bytes());
+        expected.extend_from_slice(&9u64.to_le_bytes());
+        for (key, version, value) in [
+            (b"a", 4u64, Some(&b"1"[..])),
+            (b"b", 9, None),
+            (b"c", 5, Some(b"")),
+        ] {
+            expected.extend_from_slice(&1u32.to_le_bytes());
+            expected.extend_from_slice(key);
+            expected.extend_from_slice(&version.to_le_bytes());
+            match value {
+                None => expected.push(0),
+                Some(value) => {
+                    expected.push(1);
+                    expected.extend_from_slice(&u32::try_from(value.len()).unwrap().to_le_bytes());
+                    expected.extend_from_slice(value);
+                }
+            }
+        }
+        expected.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(sample().to_bytes(), expected);
+        assert_eq!(KvDelta::default().to_bytes().len(), HEADER_SIZE + END_SIZE);
+        let (key, entry) = &sample().entries[0];
+        assert_eq!(entry_size(key, entry), 4 + 1 + 8 + 1 + 4 + 1);
+    }
+
+    #[test]
+    fn a_missing_end_marker_or_a_hostile_length_is_rejected() {
+        let encoded = sample().to_bytes();
+        let without_end = &encoded[..encoded.len() - END_SIZE];
+        assert_eq!(
+            KvDelta::decode(without_end).unwrap_err().reason,
+            "truncated"
+        );
+        let mut hostile = encoded[..HEADER_SIZE].to_vec();
+        hostile.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            KvDelta::decode(&hostile).unwrap_err().reason,
+            "key longer than KEY_SIZE_MAX"
+        );
     }
 }

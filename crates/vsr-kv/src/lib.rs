@@ -1,8 +1,8 @@
 //! A replicated key-value store: the [`StateMachine`](vsr::StateMachine) that `vsr` replicates
 //! in its examples, simulator and command-line tool.
 //!
-//! The crate is pure: no clock, no I/O, and no hash-map order ever leaves the store (a delta
-//! or a digest sorts the keys it takes). Data flows like this:
+//! The crate is pure: no clock, no I/O, and every walk over the keys is in key order. Data flows
+//! like this:
 //!
 //! ```text
 //!   client bytes ──decode──▶ KvOperation ──KvStore::apply(op, ..)──▶ KvResult ──encode──▶ reply
@@ -10,14 +10,20 @@
 //!   lagging replica            up-to-date replica
 //!   ───────────────            ──────────────────
 //!   apply_delta(KvDelta) ◀──── delta(since)   (since = the last op the lagging replica executed)
+//!
+//!   checkpoint / state transfer:  frozen_delta(since) ──O(1) clone──▶ FrozenDelta
+//!                                 ──pieces() on the storage thread or at the transfer's pace──▶
+//!                                 the bytes of delta(since), at most 256 KiB a piece
 //! ```
 //!
 //! - `codec.rs` owns the wire format helpers: little-endian integers, `u32` length prefixes, and
 //!   the size limits [`KEY_SIZE_MAX`] and [`VALUE_SIZE_MAX`], enforced where bytes enter.
 //! - `operation.rs` owns [`KvOperation`], [`KvQuery`] and [`KvResult`] and their encodings.
-//! - `store.rs` owns [`KvStore`]: a hash map from key to its value (or tombstone) and version;
-//!   deltas and digests sort the keys they take.
-//! - `delta.rs` owns [`KvDelta`]: the keys written after some op, for state transfer.
+//! - `store.rs` owns [`KvStore`]: a persistent ordered map from key to its value (or
+//!   tombstone) and version; `key.rs` owns the map's key type (short keys inline).
+//! - `delta.rs` owns [`KvDelta`] and its streamable encoding: the keys written after some op,
+//!   for checkpoints and state transfer.
+//! - `frozen.rs` owns the frozen copy behind `frozen_delta` and its encoding in bounded pieces.
 //!
 //! Every encoding is a tag byte followed by fixed-width little-endian integers and `u32`
 //! length-prefixed byte strings; `decode` rejects anything else (wrong tag, truncation, trailing
@@ -25,6 +31,8 @@
 
 mod codec;
 mod delta;
+mod frozen;
+mod key;
 mod operation;
 mod store;
 

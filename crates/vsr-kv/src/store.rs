@@ -1,6 +1,10 @@
-//! The store itself: a hash map from key to its latest value (or tombstone) and version. Every
-//! executed operation looks one key up, so lookups are what must be fast; key order is needed
-//! only for a delta or a digest, which sort what they take.
+//! The store itself: an ordered map from key to its latest value (or tombstone) and version.
+//!
+//! The map is persistent ([`rpds::RedBlackTreeMapSync`]): a clone shares every node and a write
+//! copies only the path to its key, and only while a clone still shares it. So freezing the
+//! state for a checkpoint or a state transfer ([`KvStore::frozen_delta`](vsr::StateMachine::frozen_delta),
+//! see `frozen.rs`) costs nothing on the replica's event loop, and deltas and digests walk the
+//! keys in order without sorting. Short keys sit inline in the map's nodes (see `key.rs`).
 //!
 //! [`KvStore::apply`](vsr::StateMachine::apply) executes committed operations in op order. Every
 //! write records its op as the key's *version*, and a delete leaves a tombstone carrying its
@@ -10,14 +14,20 @@
 //! Known cost: tombstones are never removed, so a store that deletes many distinct keys grows
 //! without bound. Compacting tombstones older than every replica's checkpoint is out of scope.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use rpds::RedBlackTreeMapSync;
 use vsr::checksum::Checksum;
-use vsr::{Op, StateMachine};
+use vsr::{DeltaSource, Op, StateMachine};
 
 use crate::delta::{KvDelta, encode_entry};
+use crate::frozen::FrozenDelta;
+use crate::key::Key;
 use crate::{KvOperation, KvQuery, KvResult};
+
+/// Every key's latest write, in key order; a clone shares the whole map.
+pub(crate) type Entries = RedBlackTreeMapSync<Key, Entry>;
 
 /// One key's latest write: its value (`None` for a tombstone) and the op that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,16 +41,26 @@ pub(crate) struct Entry {
 /// The replicated key-value state machine.
 ///
 /// Deterministic: the same operations at the same ops give the same results, the same deltas
-/// and the same [`digest`](vsr::StateMachine::digest) on every replica. (The hash map's seed is
-/// random per process, but its order never reaches a result, a delta or a digest.)
-#[derive(Clone, Debug, Default)]
+/// and the same [`digest`](vsr::StateMachine::digest) on every replica. Cloning it is O(1): the
+/// clone shares the map until either side writes.
+#[derive(Clone, Debug)]
 pub struct KvStore {
-    /// Live values and tombstones.
-    entries: HashMap<Bytes, Entry>,
+    /// Live values and tombstones, in key order.
+    entries: Entries,
     /// How many entries are live (not tombstones).
     live_count: usize,
     /// The highest op applied, directly or through a delta.
     op: Op,
+}
+
+impl Default for KvStore {
+    fn default() -> Self {
+        Self {
+            entries: RedBlackTreeMapSync::new_sync(),
+            live_count: 0,
+            op: Op(0),
+        }
+    }
 }
 
 impl KvStore {
@@ -77,10 +97,14 @@ impl KvStore {
     /// Records `entry` as the latest write to `key`, keeping the live count in step.
     fn write(&mut self, key: Bytes, entry: Entry) {
         let live_new = entry.value.is_some();
-        let live_old = self
-            .entries
-            .insert(key, entry)
-            .is_some_and(|old| old.value.is_some());
+        // An existing key is overwritten in place (one walk down the tree); only a new key
+        // needs the insertion's walk.
+        let live_old = if let Some(old) = self.entries.get_mut(&key[..]) {
+            std::mem::replace(old, entry).value.is_some()
+        } else {
+            self.entries.insert_mut(Key::from(key), entry);
+            false
+        };
         match (live_old, live_new) {
             (false, true) => self.live_count += 1,
             (true, false) => self.live_count -= 1,
@@ -132,25 +156,6 @@ impl KvStore {
     }
 }
 
-/// `entries` sorted by key. The first eight bytes of each key are compared as an integer kept
-/// beside it, the rest only on a tie: sorting a million keys touches each key's bytes a few
-/// times instead of at every comparison.
-fn in_key_order<'a>(
-    entries: impl Iterator<Item = (&'a Bytes, &'a Entry)>,
-) -> impl Iterator<Item = (&'a Bytes, &'a Entry)> {
-    let prefix = |key: &[u8]| {
-        let mut bytes = [0u8; 8];
-        let size = key.len().min(8);
-        bytes[..size].copy_from_slice(&key[..size]);
-        u64::from_be_bytes(bytes)
-    };
-    let mut sorted: Vec<(u64, &Bytes, &Entry)> = entries
-        .map(|(key, entry)| (prefix(key), key, entry))
-        .collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-    sorted.into_iter().map(|(_, key, entry)| (key, entry))
-}
-
 /// What an invalid operation answers: the answer of an operation that changed nothing.
 fn result_invalid(operation: &KvOperation) -> KvResult {
     match operation {
@@ -188,13 +193,12 @@ impl StateMachine for KvStore {
     /// Every value and tombstone whose version is after `since`, and the last op applied.
     /// `delta(Op(0))` is the whole state.
     fn delta(&self, since: Op) -> KvDelta {
-        let entries = in_key_order(
-            self.entries
-                .iter()
-                .filter(|(_, entry)| entry.version > since),
-        )
-        .map(|(key, entry)| (key.clone(), entry.clone()))
-        .collect();
+        let entries = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.version > since)
+            .map(|(key, entry)| (key.to_bytes(), entry.clone()))
+            .collect();
         KvDelta::new(since, self.op, entries)
     }
 
@@ -214,14 +218,20 @@ impl StateMachine for KvStore {
         self.op = self.op.max(op);
     }
 
+    /// `delta(since)`, frozen in O(1): a clone of the map, encoded in bounded pieces as it is
+    /// pulled (see `frozen.rs`). Later writes to the store do not reach it.
+    fn frozen_delta(&self, since: Op) -> Arc<dyn DeltaSource> {
+        Arc::new(FrozenDelta::new(self.entries.clone(), since, self.op))
+    }
+
     /// A checksum over every value and tombstone with its version, in key order. The last op
     /// applied is not included: a get changes no state.
     fn digest(&self) -> u128 {
         let mut checksum = Checksum::default();
         let mut scratch = Vec::new();
-        for (key, entry) in in_key_order(self.entries.iter()) {
+        for (key, entry) in &self.entries {
             scratch.clear();
-            encode_entry(&mut scratch, key, entry);
+            encode_entry(&mut scratch, key.as_slice(), entry);
             checksum.update(&scratch);
         }
         checksum.finalize()
@@ -410,7 +420,7 @@ mod tests {
     }
 
     /// Two stores holding the same state give byte-identical deltas and equal digests, however
-    /// their keys were laid out in memory (each hash map iterates in its own order).
+    /// their maps were built (key by key in op order, or from a delta).
     #[test]
     fn deltas_and_digests_are_in_key_order() {
         use vsr::Codec;

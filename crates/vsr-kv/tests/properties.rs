@@ -2,14 +2,27 @@
 //! model, codec round trips and rejection, and convergence through deltas.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use proptest::prelude::*;
 use vsr::{Codec, Op, StateMachine};
 use vsr_kv::{KvDelta, KvOperation, KvResult, KvStore};
 
-/// Keys from a tiny alphabet, so operations collide on the same keys often.
-const KEYS: [&[u8]; 6] = [b"a", b"b", b"c", b"ab", b"ba", b"abc"];
+/// The largest piece of a frozen delta's encoding.
+const PIECE_SIZE_MAX: usize = 256 * 1024;
+
+/// Keys from a tiny alphabet, so operations collide on the same keys often; one is too long to
+/// be stored inline.
+const KEYS: [&[u8]; 7] = [
+    b"a",
+    b"b",
+    b"c",
+    b"ab",
+    b"ba",
+    b"abc",
+    b"a-key-longer-than-twenty-two-bytes",
+];
 
 fn key() -> impl Strategy<Value = Bytes> {
     prop::sample::select(KEYS.to_vec()).prop_map(Bytes::from_static)
@@ -148,6 +161,27 @@ proptest! {
         let _ = KvOperation::decode(&garbage);
         let _ = KvResult::decode(&garbage);
         let _ = KvDelta::decode(&garbage);
+    }
+
+    /// A frozen delta's pieces are the bytes of `delta(since)` at the moment of freezing, each
+    /// within its bound, whatever the store executes afterwards.
+    #[test]
+    fn frozen_delta_is_the_delta_at_freezing((operations, k) in history(), since in any::<prop::sample::Index>(), more in prop::collection::vec(operation(), 0..20)) {
+        let mut store = execute(&operations[..k]);
+        let since = Op(u64::try_from(since.index(k + 1)).unwrap());
+        let expected = store.delta(since).to_bytes();
+        let frozen = store.frozen_delta(since);
+        for (index, operation) in operations[k..].iter().chain(&more).enumerate() {
+            store.apply(Op(op_of(k + index)), operation.clone());
+        }
+        let pieces: Vec<Bytes> = Arc::clone(&frozen).pieces().collect();
+        prop_assert!(pieces.iter().all(|piece| piece.len() <= PIECE_SIZE_MAX));
+        let bytes: Vec<u8> = pieces.concat();
+        prop_assert_eq!(&bytes, &expected);
+        prop_assert_eq!(frozen.pieces().collect::<Vec<Bytes>>(), pieces, "the same pieces again");
+        // And a store frozen now gives today's delta.
+        let now: Vec<u8> = store.frozen_delta(since).pieces().collect::<Vec<Bytes>>().concat();
+        prop_assert_eq!(now, store.delta(since).to_bytes());
     }
 
     #[test]
