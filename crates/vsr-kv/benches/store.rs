@@ -1,13 +1,13 @@
-//! Micro-benchmarks of the key-value store: executing a put, and the whole-state operations a
-//! checkpoint or a state transfer runs on a replica's event loop (a full delta and its encoding,
-//! a digest), for stores of 10,000 and 1,000,000 keys of 16 bytes with 100-byte values.
-//! `cargo bench -p vsr-kv --bench store`.
+//! Micro-benchmarks of the key-value store: executing a put and a get, and the whole-state
+//! operations (a full delta and its encoding, a frozen delta pulled in pieces as a checkpoint
+//! writer does, a digest), for stores of 10,000 and 1,000,000 keys of 16 bytes with 100-byte
+//! values. `cargo bench -p vsr-kv --bench store`.
 
 use bytes::Bytes;
 use divan::counter::ItemsCount;
 use divan::{Bencher, black_box};
 use vsr::{Codec, Op, StateMachine};
-use vsr_kv::{KvOperation, KvStore};
+use vsr_kv::{KvOperation, KvQuery, KvStore};
 
 fn main() {
     divan::main();
@@ -50,7 +50,30 @@ fn put_existing_key(bencher: Bencher, keys: u64) {
     });
 }
 
-/// `delta(0)` and its encoding: what a checkpoint writes.
+/// One get of an existing key.
+#[divan::bench(args = SIZES)]
+fn get_existing_key(bencher: Bencher, keys: u64) {
+    let store = store(keys);
+    let mut index = 0;
+    bencher.bench_local(|| {
+        index += 1;
+        black_box(store.query(KvQuery::Get {
+            key: key(index % keys),
+        }));
+    });
+}
+
+/// `frozen_delta(0)` and all its pieces: what a checkpoint writer pulls, off the event loop.
+#[divan::bench(args = SIZES, sample_count = 5, sample_size = 1)]
+fn frozen_delta_pulled(bencher: Bencher, keys: u64) {
+    let store = store(keys);
+    bencher.counter(ItemsCount::new(keys)).bench_local(|| {
+        let pieces = store.frozen_delta(Op(0)).pieces();
+        black_box(pieces.map(|piece| piece.len()).sum::<usize>())
+    });
+}
+
+/// `delta(0)` and its encoding in one buffer.
 #[divan::bench(args = SIZES, sample_count = 5, sample_size = 1)]
 fn full_delta_encoded(bencher: Bencher, keys: u64) {
     let store = store(keys);
