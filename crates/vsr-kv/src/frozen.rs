@@ -90,7 +90,7 @@ impl Iterator for Pieces {
             Position::After(key) => Bound::Excluded(key.as_slice()),
             Position::Done => return None,
         };
-        let mut entries = delta.entries.range::<[u8], _>((from, Bound::Unbounded));
+        let mut entries = delta.entries.range::<_, [u8]>((from, Bound::Unbounded));
         let mut last: Option<&Key> = None;
         let mut exhausted = false;
         for _ in 0..PIECE_ENTRIES_MAX {

@@ -1,7 +1,7 @@
 //! The store itself: an ordered map from key to its latest value (or tombstone) and version.
 //!
-//! The map is persistent ([`rpds::RedBlackTreeMapSync`]): a clone shares every node and a write
-//! copies only the path to its key, and only while a clone still shares it. So freezing the
+//! The map is persistent ([`imbl::OrdMap`], a B-tree with shared nodes): a clone shares every
+//! node and a write copies only the path to its key, and only while a clone still shares it. So freezing the
 //! state for a checkpoint or a state transfer ([`KvStore::frozen_delta`](vsr::StateMachine::frozen_delta),
 //! see `frozen.rs`) costs nothing on the replica's event loop, and deltas and digests walk the
 //! keys in order without sorting. Short keys sit inline in the map's nodes (see `key.rs`).
@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rpds::RedBlackTreeMapSync;
+use imbl::OrdMap;
 use vsr::checksum::Checksum;
 use vsr::{DeltaSource, Op, StateMachine};
 
@@ -27,7 +27,7 @@ use crate::key::Key;
 use crate::{KvOperation, KvQuery, KvResult};
 
 /// Every key's latest write, in key order; a clone shares the whole map.
-pub(crate) type Entries = RedBlackTreeMapSync<Key, Entry>;
+pub(crate) type Entries = OrdMap<Key, Entry>;
 
 /// One key's latest write: its value (`None` for a tombstone) and the op that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub struct KvStore {
 impl Default for KvStore {
     fn default() -> Self {
         Self {
-            entries: RedBlackTreeMapSync::new_sync(),
+            entries: OrdMap::new(),
             live_count: 0,
             op: Op(0),
         }
@@ -102,7 +102,7 @@ impl KvStore {
         let live_old = if let Some(old) = self.entries.get_mut(&key[..]) {
             std::mem::replace(old, entry).value.is_some()
         } else {
-            self.entries.insert_mut(Key::from(key), entry);
+            self.entries.insert(Key::from(key), entry);
             false
         };
         match (live_old, live_new) {
