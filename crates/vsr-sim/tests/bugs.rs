@@ -131,6 +131,8 @@ caught! {
     superblock_first_copy => SuperblockFirstCopy,
     checkpoint_unsynced => CheckpointUnsynced,
     damage_as_torn_tail => DamageAsTornTail,
+    checkpoint_lowers_commit => CheckpointLowersCommit,
+    increment_drops_deletes => IncrementDropsDeletes,
     ]
     weakly [
     timeout_reset_by_old_view => TimeoutResetByOldView,

@@ -82,6 +82,12 @@ bugs! {
     CheckpointUnsynced => "checkpoint-unsynced",
     /// Repair: open takes damaged records at the end of the log for a torn tail and cuts them.
     DamageAsTornTail => "damage-as-torn-tail",
+    /// Checkpoint: a checkpoint persists the commit number it was taken at even when a higher
+    /// one is already durable (a restart re-executing ops after an older checkpoint).
+    CheckpointLowersCommit => "checkpoint-lowers-commit",
+    /// Key-value store: an incremental checkpoint (a delta since an earlier op) leaves out the
+    /// keys deleted since, so a replica restored from it still has them.
+    IncrementDropsDeletes => "increment-drops-deletes",
 }
 
 impl Bug {

@@ -960,7 +960,7 @@ impl<S: StateMachine> Replica<S> {
         self.checkpoint_log_size = 0;
         // Persist the commit number with it, never a lower one: a restart re-executing the
         // ops after an older checkpoint reaches this op again below the commit it persisted.
-        if self.commit > self.commit_persisted {
+        if self.commit > self.commit_persisted || crate::bug!(CheckpointLowersCommit) {
             let recovering = matches!(self.status, Status::Recovering(_));
             self.persist_view_state(recovering);
         }
