@@ -6,8 +6,8 @@
 //! envelopes, which nothing but [`crate::wire::decode`] builds.
 
 pub use crate::wire::{
-    Commit, Confirm, DeltaChunk, DoViewChange, Entry, GetState, Message, MessageKind, NewState,
-    Operation, Prepare, PrepareOk, Query, Recovery, RecoveryResponse, Reply, ReplyResult, Request,
+    Commit, Confirm, DeltaChunk, DeltaCursor, DeltaEnd, DeltaTarget, DoViewChange, Entry,
+    GetState, Message, MessageKind, NewState, Operation, Prepare, PrepareOk, Query, Recovery, RecoveryResponse, Reply, ReplyResult, Request,
     StartView, StartViewChange, StatePayload,
 };
 

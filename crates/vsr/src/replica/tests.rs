@@ -456,7 +456,8 @@ mod normal {
                     Message::GetState(GetState {
                         view: View(0),
                         op: Op(0),
-                        commit: Op(0)
+                        commit: Op(0),
+                        cursor: None,
                     })
                 ),
             }]
@@ -990,7 +991,8 @@ mod state_transfer {
         );
     }
 
-    /// A delta's chunks may arrive in any order: the transfer assembles them by offset.
+    /// A delta's chunks may overtake each other: the receiver keeps those ahead aside (a
+    /// window of them) until the gap fills.
     #[test]
     fn a_delta_installs_from_chunks_arriving_in_reverse_order() {
         let mut config = config(3);
@@ -1371,6 +1373,7 @@ mod regressions {
                 view: View(0),
                 op: Op(0),
                 commit: Op(0),
+                cursor: None,
             }),
         ));
         let commands = drain(&mut primary);
@@ -1758,12 +1761,17 @@ mod review {
         snapshot.extend_from_slice(&0u32.to_le_bytes());
         0u64.encode(&mut snapshot);
         let payload = crate::message::StatePayload::Delta(crate::message::DeltaChunk {
-            op: Op(3),
-            op_checksum: c3.checksum,
-            since: Op(1),
+            target: crate::message::DeltaTarget {
+                transfer: 1,
+                op: Op(3),
+                op_checksum: c3.checksum,
+                since: Op(1),
+            },
             offset: 0,
-            total_size: snapshot.len() as u64,
-            total_checksum: crate::checksum::checksum(&snapshot),
+            end: Some(crate::message::DeltaEnd {
+                size: snapshot.len() as u64,
+                checksum: crate::checksum::checksum(&snapshot),
+            }),
             chunk: Bytes::from(snapshot),
         });
         let new_state = Message::NewState(NewState {
