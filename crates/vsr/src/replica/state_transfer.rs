@@ -99,7 +99,7 @@ pub(crate) struct DeltaTransfer {
 
 impl DeltaTransfer {
     /// Where this transfer stands, for a get_state.
-    fn cursor(&self) -> DeltaCursor {
+    pub(super) fn cursor(&self) -> DeltaCursor {
         DeltaCursor {
             target: self.target,
             offset: self.received.len() as u64,
@@ -240,7 +240,10 @@ impl OutgoingTransfer {
 
     /// The chunk of `bytes` at the produced offset, the last one if `last`.
     fn chunk(&mut self, bytes: Bytes, last: bool) -> DeltaChunk {
-        assert!(last || !bytes.is_empty(), "only the last chunk may be empty");
+        assert!(
+            last || !bytes.is_empty(),
+            "only the last chunk may be empty"
+        );
         self.checksum.update(&bytes);
         let offset = self.produced;
         self.produced += bytes.len() as u64;
@@ -525,7 +528,7 @@ impl<S: StateMachine> Replica<S> {
     }
 
     fn send_delta_chunk(&mut self, to: ReplicaIndex, chunk: DeltaChunk) {
-        self.send_new_state(to, false, StatePayload::Delta(chunk));
+        self.send_new_state(to, false, StatePayload::Delta(Box::new(chunk)));
     }
 
     /// Each tick: an outgoing transfer whose requester went quiet is dropped, the others go on
@@ -583,7 +586,7 @@ impl<S: StateMachine> Replica<S> {
         }
         let installed = match payload {
             StatePayload::Entries(entries) => self.install_entries(&entries, commit, authoritative),
-            StatePayload::Delta(delta) => self.receive_delta_chunk(from, delta),
+            StatePayload::Delta(delta) => self.receive_delta_chunk(from, *delta),
         };
         if !installed {
             if self.maybe_complete_view() {
@@ -818,5 +821,77 @@ impl<S: StateMachine> Replica<S> {
         self.stats.state_transfers_delta += 1;
         self.execute_committed();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::numbers::EntryChecksum;
+    use crate::snapshot::DeltaSource;
+
+    /// A delta whose encoding comes in the given pieces.
+    struct Pieces(Vec<Bytes>);
+
+    impl DeltaSource for Pieces {
+        fn pieces(self: Arc<Self>) -> Box<dyn Iterator<Item = Bytes> + Send> {
+            Box::new(self.0.clone().into_iter())
+        }
+    }
+
+    /// Chunks are full but for the last, which carries the whole size and checksum; empty
+    /// pieces spend the budget, and production goes on where the budget stopped it.
+    #[test]
+    fn chunks_are_cut_from_pieces_within_a_budget() {
+        let piece = |size: usize, byte: u8| Bytes::from(vec![byte; size]);
+        let mut pieces = vec![piece(100, 1), Bytes::new(), Bytes::new(), piece(30, 2)];
+        pieces.extend((0..20).map(|_| Bytes::new()));
+        pieces.push(piece(250, 3));
+        let snapshot = Snapshot::new(b"table", Arc::new(Pieces(pieces)));
+        let expected = snapshot.to_bytes();
+        let target = DeltaTarget {
+            transfer: 9,
+            op: Op(10),
+            op_checksum: EntryChecksum(1),
+            since: Op(2),
+        };
+        let mut outgoing = OutgoingTransfer::new(target, &snapshot, 0);
+        let mut chunks = Vec::new();
+        let mut events = 0;
+        while !outgoing.finished {
+            events += 1;
+            assert!(events < 100, "production stalls");
+            let mut budget = 4;
+            while let Some(chunk) = outgoing.produce(64, &mut budget) {
+                chunks.push(chunk);
+            }
+        }
+        assert!(events > 5, "the empty pieces spread the work over events");
+        let mut assembled = Vec::new();
+        for (index, chunk) in chunks.iter().enumerate() {
+            assert_eq!(chunk.offset, assembled.len() as u64);
+            assert_eq!(chunk.target, target);
+            let last = index + 1 == chunks.len();
+            assert_eq!(chunk.end.is_some(), last);
+            if !last {
+                assert_eq!(chunk.chunk.len(), 64, "every chunk but the last is full");
+            }
+            assembled.extend_from_slice(&chunk.chunk);
+        }
+        assert_eq!(assembled, expected);
+        let end = chunks
+            .last()
+            .and_then(|chunk| chunk.end)
+            .expect("a last chunk");
+        assert_eq!(end.size, expected.len() as u64);
+        assert_eq!(end.checksum, checksum(&expected));
+        // Acknowledgements move the window only to a chunk boundary it holds.
+        outgoing.window = chunks.into_iter().take(3).collect();
+        assert!(matches!(outgoing.acknowledge(0), Acknowledged::Stalled));
+        assert!(matches!(outgoing.acknowledge(100), Acknowledged::Lost));
+        assert!(matches!(outgoing.acknowledge(128), Acknowledged::Advanced));
+        assert_eq!(outgoing.acknowledged_offset(), 128);
     }
 }

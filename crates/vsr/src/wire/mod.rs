@@ -67,8 +67,8 @@ use crate::message::{Envelope, ReplicaIndex, Sender};
 use crate::numbers::{Op, View};
 
 pub use crate::limits::{
-    DELTA_CURSOR_SIZE, DELTA_END_SIZE, DELTA_HEADER_SIZE, ENTRIES_COUNT_SIZE, ENTRY_HEADER_SIZE, FRAME_SIZE_MAX, HEADER_SIZE,
-    MESSAGE_BODY_SIZE_MAX,
+    DELTA_CURSOR_SIZE, DELTA_END_SIZE, DELTA_HEADER_SIZE, ENTRIES_COUNT_SIZE, ENTRY_HEADER_SIZE,
+    FRAME_SIZE_MAX, HEADER_SIZE, MESSAGE_BODY_SIZE_MAX,
 };
 pub use commit::Commit;
 pub use confirm::Confirm;

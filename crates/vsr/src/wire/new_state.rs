@@ -29,8 +29,9 @@ const DELTA_LAST: u8 = 2;
 pub enum StatePayload {
     /// Log entries, consecutive, starting right after the requester's op.
     Entries(Vec<Entry>),
-    /// One chunk of an encoded snapshot delta (client table + state machine delta).
-    Delta(DeltaChunk),
+    /// One chunk of an encoded snapshot delta (client table + state machine delta), boxed: it
+    /// is the largest payload, and every message would otherwise be as large.
+    Delta(Box<DeltaChunk>),
 }
 
 /// Which delta a chunk belongs to, or a get_state's cursor names: one transfer of one sender.
@@ -126,8 +127,8 @@ impl WireMessage for NewState {
         let normal = decode_bool(fields.flag)?;
         let payload = match fields.tag {
             ENTRIES => StatePayload::Entries(decode_entries(body)?),
-            DELTA => StatePayload::Delta(DeltaChunk::decode(body, false)?),
-            DELTA_LAST => StatePayload::Delta(DeltaChunk::decode(body, true)?),
+            DELTA => StatePayload::Delta(Box::new(DeltaChunk::decode(body, false)?)),
+            DELTA_LAST => StatePayload::Delta(Box::new(DeltaChunk::decode(body, true)?)),
             _ => return Err(DecodeError::Malformed("unknown new_state payload")),
         };
         Ok(NewState {
@@ -193,7 +194,9 @@ impl DeltaChunk {
         in_bounds(&[offset, end.map_or(0, |end| end.size)])?;
         match end {
             None if chunk.is_empty() => {
-                return Err(DecodeError::Malformed("empty delta chunk that is not the last"));
+                return Err(DecodeError::Malformed(
+                    "empty delta chunk that is not the last",
+                ));
             }
             Some(end) if end.size != offset + chunk.len() as u64 => {
                 return Err(DecodeError::Malformed(

@@ -44,6 +44,7 @@ fn examples() -> Vec<Envelope> {
         client_examples(),
         normal_examples(),
         view_change_examples(),
+        delta_examples(),
         read_examples(),
     ]
     .concat()
@@ -194,6 +195,51 @@ fn normal_examples() -> Vec<Envelope> {
     ]
 }
 
+/// The delta the examples' chunks and cursors name.
+fn delta_target() -> DeltaTarget {
+    DeltaTarget {
+        transfer: 0x7a11_5fe2,
+        op: Op(9000),
+        op_checksum: EntryChecksum(u128::MAX / 3),
+        since: Op(4000),
+    }
+}
+
+/// A delta's last chunk, and a get_state pulling a delta from where the requester stands.
+fn delta_examples() -> Vec<Envelope> {
+    let last = StatePayload::Delta(Box::new(DeltaChunk {
+        target: delta_target(),
+        offset: 196_608,
+        end: Some(DeltaEnd {
+            size: 196_608 + 14,
+            checksum: 0x0123_4567_89ab_cdef,
+        }),
+        chunk: Bytes::from_static(b"the last chunk"),
+    }));
+    let messages = vec![
+        Message::NewState(NewState {
+            view: View(8),
+            op: Op(0),
+            commit: Op(9000),
+            normal: false,
+            payload: last,
+        }),
+        Message::GetState(GetState {
+            view: View(8),
+            op: Op(4000),
+            commit: Op(4000),
+            cursor: Some(DeltaCursor {
+                target: delta_target(),
+                offset: 65_536,
+            }),
+        }),
+    ];
+    messages
+        .into_iter()
+        .map(|message| envelope(Sender::Replica(6), message))
+        .collect()
+}
+
 fn view_change_examples() -> Vec<Envelope> {
     let replica = Sender::Replica(6);
     let chain = vec![
@@ -201,27 +247,12 @@ fn view_change_examples() -> Vec<Envelope> {
         entry(42, b""),
         entry(43, &[0xff; 40]),
     ];
-    let target = DeltaTarget {
-        transfer: 0x7a11_5fe2,
-        op: Op(9000),
-        op_checksum: EntryChecksum(u128::MAX / 3),
-        since: Op(4000),
-    };
-    let delta = StatePayload::Delta(DeltaChunk {
-        target,
+    let delta = StatePayload::Delta(Box::new(DeltaChunk {
+        target: delta_target(),
         offset: 65_536,
         end: None,
         chunk: Bytes::from_static(b"a chunk of the delta"),
-    });
-    let last = StatePayload::Delta(DeltaChunk {
-        target,
-        offset: 196_608,
-        end: Some(DeltaEnd {
-            size: 196_608 + 14,
-            checksum: 0x0123_4567_89ab_cdef,
-        }),
-        chunk: Bytes::from_static(b"the last chunk"),
-    });
+    }));
     let messages = vec![
         Message::DoViewChange(DoViewChange {
             view: View(8),
@@ -270,22 +301,6 @@ fn view_change_examples() -> Vec<Envelope> {
             op: Op(43),
             commit: Op(41),
             primary: true,
-        }),
-        Message::NewState(NewState {
-            view: View(8),
-            op: Op(0),
-            commit: Op(9000),
-            normal: false,
-            payload: last,
-        }),
-        Message::GetState(GetState {
-            view: View(8),
-            op: Op(4000),
-            commit: Op(4000),
-            cursor: Some(DeltaCursor {
-                target,
-                offset: 65_536,
-            }),
         }),
     ];
     messages
@@ -715,7 +730,7 @@ fn arbitrary_payload() -> impl Strategy<Value = StatePayload> {
             let offset = offset.min(NUMBER_MAX - 64);
             // Only a last chunk may be empty, and it ends the delta.
             let last = last || chunk.is_empty();
-            StatePayload::Delta(DeltaChunk {
+            StatePayload::Delta(Box::new(DeltaChunk {
                 target: DeltaTarget {
                     transfer,
                     op: Op(op),
@@ -728,7 +743,7 @@ fn arbitrary_payload() -> impl Strategy<Value = StatePayload> {
                     checksum: total_checksum,
                 }),
                 chunk,
-            })
+            }))
         },
     );
     prop_oneof![arbitrary_entries().prop_map(StatePayload::Entries), delta]

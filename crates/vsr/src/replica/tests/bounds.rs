@@ -402,7 +402,7 @@ fn delta_at(op: Op) -> Envelope {
             op,
             commit: op,
             normal: false,
-            payload: StatePayload::Delta(chunk),
+            payload: StatePayload::Delta(Box::new(chunk)),
         }),
     )
 }
