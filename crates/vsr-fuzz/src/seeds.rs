@@ -6,7 +6,7 @@ use std::path::Path;
 
 use bytes::{BufMut, Bytes};
 use vsr::checksum::checksum;
-use vsr::wire::{self, DeltaChunk, StatePayload};
+use vsr::wire::{self, DeltaChunk, DeltaCursor, DeltaEnd, DeltaTarget, StatePayload};
 use vsr::{
     Checkpoint, Codec, Commit, Confirm, DoViewChange, Entry, EntryChecksum, Envelope, GetState,
     Message, NewState, Op, Operation, Prepare, PrepareOk, Query, Recovery, RecoveryResponse, Reply,
@@ -187,23 +187,54 @@ fn replica_messages() -> Vec<(u8, Message)> {
                 view: View(1),
                 op: Op(2),
                 commit: Op(2),
+                cursor: None,
+            }
+            .into(),
+        ),
+        (
+            2,
+            GetState {
+                view: View(1),
+                op: Op(2),
+                commit: Op(2),
+                cursor: Some(DeltaCursor {
+                    target: delta_target(),
+                    offset: 1024,
+                }),
             }
             .into(),
         ),
     ]
 }
 
-/// new_state with entries and with a delta chunk, recovery and its response, by sender.
-fn state_messages() -> Vec<(u8, Message)> {
-    let snapshot = Bytes::from(snapshot());
-    let delta = DeltaChunk {
+/// The delta the seeds' chunks and cursors name.
+fn delta_target() -> DeltaTarget {
+    DeltaTarget {
+        transfer: 0x5eed,
         op: Op(7),
         op_checksum: EntryChecksum(0xc4ec),
         since: Op(0),
+    }
+}
+
+/// new_state with entries and with delta chunks (one and the last), recovery and its response, by sender.
+fn state_messages() -> Vec<(u8, Message)> {
+    let snapshot = Bytes::from(snapshot());
+    let half = snapshot.len() / 2;
+    let delta = DeltaChunk {
+        target: delta_target(),
         offset: 0,
-        total_size: snapshot.len() as u64,
-        total_checksum: checksum(&snapshot),
-        chunk: snapshot.slice(..snapshot.len() / 2),
+        end: None,
+        chunk: snapshot.slice(..half),
+    };
+    let last = DeltaChunk {
+        target: delta_target(),
+        offset: half as u64,
+        end: Some(DeltaEnd {
+            size: snapshot.len() as u64,
+            checksum: checksum(&snapshot),
+        }),
+        chunk: snapshot.slice(half..),
     };
     let new_state = |payload| NewState {
         view: View(1),
@@ -214,7 +245,8 @@ fn state_messages() -> Vec<(u8, Message)> {
     };
     vec![
         (0, new_state(StatePayload::Entries(entries(3, 3))).into()),
-        (0, new_state(StatePayload::Delta(delta)).into()),
+        (0, new_state(StatePayload::Delta(Box::new(delta))).into()),
+        (0, new_state(StatePayload::Delta(Box::new(last))).into()),
         (2, Recovery { nonce: 77 }.into()),
         (
             1,

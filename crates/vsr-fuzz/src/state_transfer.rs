@@ -4,8 +4,9 @@
 //! Input: a control byte, a descriptor count (at most [`DESCRIPTORS_MAX`] are read), that many
 //! 6-byte chunk descriptors, then the snapshot's bytes. A descriptor is `start` u16, `size`
 //! u16, `flags` u8, `extra` u8: the chunk is `snapshot[start..start + size]` (clipped), sent at
-//! offset `start`; the flags bend one field each (wrong base op, offset past the end, wrong
-//! total size, wrong total checksum, another sender, the normal flag). With control bit 0 the
+//! offset `start`, as the last chunk if it reaches the snapshot's end or flag bit 6 says so;
+//! the other flags bend one field each (wrong base op, offset past the end, wrong total size,
+//! wrong total checksum, another sender, the normal flag). With control bit 0 the
 //! whole snapshot follows in order, in chunks of a size bits 1–3 pick; bits 4–7 pick the op
 //! the delta brings the replica to.
 //!
@@ -16,7 +17,7 @@
 use bytes::Bytes;
 use vsr::checksum::checksum;
 use vsr::limits::NUMBER_MAX;
-use vsr::wire::{self, DeltaChunk, NewState, StatePayload};
+use vsr::wire::{self, DeltaChunk, DeltaEnd, DeltaTarget, NewState, StatePayload};
 use vsr::{Config, EntryChecksum, Envelope, Message, Op, Replica, Sender, View};
 use vsr_kv::KvStore;
 
@@ -66,18 +67,21 @@ pub fn state_transfer(data: &[u8]) {
         let size = usize::from(u16::from_le_bytes([descriptor[2], descriptor[3]]));
         let (flags, extra) = (descriptor[4], descriptor[5]);
         let clipped = start.min(snapshot.len())..(start + size).min(snapshot.len());
-        let mut chunk = chunk(&delta, start as u64, snapshot.slice(clipped));
+        let last = clipped.end == snapshot.len() || flags & 64 != 0;
+        let mut chunk = chunk(&delta, start as u64, snapshot.slice(clipped), last);
         if flags & 1 != 0 {
-            chunk.since = Op(1);
+            chunk.target.since = Op(1);
         }
         if flags & 2 != 0 {
             chunk.offset = NUMBER_MAX - 1 - u64::from(extra);
         }
-        if flags & 4 != 0 {
-            chunk.total_size += 1 + u64::from(extra);
-        }
-        if flags & 8 != 0 {
-            chunk.total_checksum ^= 1;
+        if let Some(end) = chunk.end.as_mut() {
+            if flags & 4 != 0 {
+                end.size += 1 + u64::from(extra);
+            }
+            if flags & 8 != 0 {
+                end.checksum ^= 1;
+            }
         }
         let from = if flags & 16 != 0 { 2 } else { 0 };
         deliver(&mut replica, from, flags & 32 != 0, chunk);
@@ -92,7 +96,12 @@ pub fn state_transfer(data: &[u8]) {
                 &mut replica,
                 0,
                 false,
-                chunk(&delta, start as u64, snapshot.slice(start..end)),
+                chunk(
+                    &delta,
+                    start as u64,
+                    snapshot.slice(start..end),
+                    end == snapshot.len(),
+                ),
             );
             start = end;
         }
@@ -107,15 +116,21 @@ pub fn state_transfer(data: &[u8]) {
     }
 }
 
-/// A chunk of `delta` at `offset`.
-fn chunk(delta: &Delta, offset: u64, bytes: Bytes) -> DeltaChunk {
+/// A chunk of `delta` at `offset`, the last one (with the whole delta's size and checksum) if
+/// `last`.
+fn chunk(delta: &Delta, offset: u64, bytes: Bytes, last: bool) -> DeltaChunk {
     DeltaChunk {
-        op: delta.op,
-        op_checksum: EntryChecksum(0xc4ec),
-        since: Op(0),
+        target: DeltaTarget {
+            transfer: 0x5eed,
+            op: delta.op,
+            op_checksum: EntryChecksum(0xc4ec),
+            since: Op(0),
+        },
         offset,
-        total_size: delta.total_size,
-        total_checksum: delta.total_checksum,
+        end: last.then_some(DeltaEnd {
+            size: delta.total_size,
+            checksum: delta.total_checksum,
+        }),
         chunk: bytes,
     }
 }
@@ -128,10 +143,10 @@ fn deliver(replica: &mut Replica<KvStore>, from: u8, normal: bool, chunk: DeltaC
         sender: Sender::Replica(from),
         message: Message::NewState(NewState {
             view: View(0),
-            op: chunk.op,
-            commit: chunk.op,
+            op: chunk.target.op,
+            commit: chunk.target.op,
             normal,
-            payload: StatePayload::Delta(chunk),
+            payload: StatePayload::Delta(Box::new(chunk)),
         }),
     };
     if wire::body_size(&envelope.message) > wire::MESSAGE_BODY_SIZE_MAX {

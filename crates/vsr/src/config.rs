@@ -5,6 +5,11 @@ pub use crate::limits::{
     REPLICAS_MAX,
 };
 use crate::message::ReplicaIndex;
+
+/// The largest `state_transfer_size_max` a configuration may set: 1 TiB, far above any state
+/// this library is meant for, and small enough that offsets never come near the numbers a
+/// message may carry.
+pub const STATE_TRANSFER_SIZE_LIMIT: u64 = 1 << 40;
 use crate::numbers::View;
 
 /// Static configuration of one replica. All replicas of a cluster must agree on it, except for
@@ -35,6 +40,10 @@ pub struct Config {
     pub checkpoint_log_size_max: usize,
     /// Largest chunk of a delta in one new_state message, in bytes.
     pub state_chunk_size_max: usize,
+    /// Largest delta a replica receives by state transfer, in bytes. The delta is streamed
+    /// into one buffer and decoded whole once complete, so this bounds the memory a transfer
+    /// takes on the receiver; at most [`STATE_TRANSFER_SIZE_LIMIT`].
+    pub state_transfer_size_max: u64,
     /// Ticks between commit heartbeats from an idle primary.
     pub heartbeat_ticks: u64,
     /// Ticks without hearing from the primary before a backup starts a view change.
@@ -59,6 +68,7 @@ impl Config {
             checkpoint_interval: 65_536,
             checkpoint_log_size_max: 64 * 1024 * 1024,
             state_chunk_size_max: 256 * 1024,
+            state_transfer_size_max: 64 << 30,
             heartbeat_ticks: 10,
             view_change_timeout_ticks: 50,
             prepare_retry_ticks: 20,
@@ -83,6 +93,11 @@ impl Config {
         assert!(
             self.state_chunk_size_max >= 64
                 && self.state_chunk_size_max <= MESSAGE_BODY_SIZE_MAX / 2
+        );
+        assert!(
+            self.state_transfer_size_max >= self.state_chunk_size_max as u64
+                && self.state_transfer_size_max <= STATE_TRANSFER_SIZE_LIMIT,
+            "state_transfer_size_max must hold a chunk and stay within STATE_TRANSFER_SIZE_LIMIT"
         );
         assert!(self.heartbeat_ticks >= 1);
         assert!(self.view_change_timeout_ticks > self.heartbeat_ticks);

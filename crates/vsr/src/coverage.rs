@@ -241,13 +241,32 @@ marks! {
     NewStateCommittedOnly => "new-state-non-authoritative-committed-only",
     /// A delta chunk built on another commit number (or not beyond it) is dropped.
     DeltaChunkWrongBaseDropped => "delta-chunk-wrong-base-dropped",
-    /// A delta chunk overlapping one already received (a duplicate) or outside the delta is
-    /// dropped (chunks in any other order are kept and assembled by offset).
+    /// A delta chunk the receiver already holds (a duplicate, or a window sent again), or from
+    /// the middle of a transfer it does not hold, is dropped.
     DeltaChunkDuplicateDropped => "delta-chunk-duplicate-dropped",
-    /// A delta chunk arrives ahead of one before it: kept, to be assembled by offset.
+    /// A delta chunk arrives ahead of the bytes received (it overtook one before it, or that
+    /// one was lost): kept aside, at most a window of them, until the gap fills.
     DeltaChunkOutOfOrderKept => "delta-chunk-out-of-order-kept",
-    /// A chunk of another delta replaces an unfinished transfer.
+    /// The rest of a window arrived past a gap in a delta: the receiver asks again from where
+    /// it stands at once, not at the retry timeout.
+    DeltaGapAskedAgain => "delta-gap-asked-again",
+    /// The first chunk of another delta replaces an unfinished transfer: the receiver drops what
+    /// it held (its sender started anew, or another sender answered).
     DeltaTransferRestarted => "delta-transfer-restarted",
+    /// A get_state acknowledges chunks of the window: the sender encodes and sends more.
+    DeltaWindowAdvanced => "delta-window-advanced",
+    /// A get_state names the start of the window (a chunk was lost): the window is sent again,
+    /// and the transfer resumes there.
+    DeltaTransferResumed => "delta-transfer-resumed",
+    /// A get_state names a transfer the sender does not hold (it restarted, or the requester's
+    /// delta came from another replica) or an offset it cannot resume from: a new snapshot is
+    /// frozen and sent from its start.
+    DeltaSenderStartsAnew => "delta-sender-starts-anew",
+    /// A get_state arrives that predates the sender's transfer (no cursor, or one naming a
+    /// transfer it replaced): the window is sent again, nothing new is started.
+    DeltaCursorStaleResendsWindow => "delta-cursor-stale-resends-window",
+    /// A sender's window is full: it waits for the requester's acknowledgement.
+    DeltaWindowFull => "delta-window-full",
     /// Installing a delta keeps the log's entries after it that continue its chain.
     DeltaKeepsEntriesOnChain => "delta-keeps-entries-on-chain",
     /// Installing a delta drops the log's entries after it that do not continue its chain.

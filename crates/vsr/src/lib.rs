@@ -36,9 +36,10 @@ pub use client::{Client, ClientEvent};
 pub use command::{Checkpoint, Command, DurableState, ViewState, Write};
 pub use config::Config;
 pub use message::{
-    ClientId, Commit, Confirm, DeltaChunk, DoViewChange, Entry, Envelope, GetState, Message,
-    NewState, Operation, Prepare, PrepareOk, Query, Recovery, RecoveryResponse, ReplicaIndex,
-    Reply, ReplyResult, Request, Sender, StartView, StartViewChange, StatePayload,
+    ClientId, Commit, Confirm, DeltaChunk, DeltaCursor, DeltaEnd, DeltaTarget, DoViewChange, Entry,
+    Envelope, GetState, Message, NewState, Operation, Prepare, PrepareOk, Query, Recovery,
+    RecoveryResponse, ReplicaIndex, Reply, ReplyResult, Request, Sender, StartView,
+    StartViewChange, StatePayload,
 };
 pub use numbers::{EntryChecksum, Op, View};
 pub use replica::{Replica, ReplicaStats, Role, Status};

@@ -36,9 +36,18 @@ const _: () = assert!(ENTRY_HEADER_SIZE == 85);
 /// Bytes the count of an entries list takes.
 pub const ENTRIES_COUNT_SIZE: usize = 4;
 
-/// Bytes a delta payload takes besides its chunk.
-pub const DELTA_HEADER_SIZE: usize = 8 + 16 + 8 + 8 + 8 + 16 + 4;
-const _: () = assert!(DELTA_HEADER_SIZE == 68);
+/// Bytes a delta chunk takes besides its bytes and, in the last chunk, its end: the target
+/// (transfer id, op, op checksum, since), the offset and the chunk's size.
+pub const DELTA_HEADER_SIZE: usize = 8 + 8 + 16 + 8 + 8 + 4;
+const _: () = assert!(DELTA_HEADER_SIZE == 52);
+
+/// Bytes the last chunk of a delta adds: the whole delta's size and checksum.
+pub const DELTA_END_SIZE: usize = 8 + 16;
+const _: () = assert!(DELTA_END_SIZE == 24);
+
+/// Bytes a get_state's cursor takes (its body, when it has one): the target and the offset.
+pub const DELTA_CURSOR_SIZE: usize = 8 + 8 + 16 + 8 + 8;
+const _: () = assert!(DELTA_CURSOR_SIZE == 48);
 
 const _: () =
     assert!(BATCH_SIZE_MAX >= ENTRIES_COUNT_SIZE + ENTRY_HEADER_SIZE + OPERATION_SIZE_MAX);

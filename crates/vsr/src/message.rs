@@ -6,9 +6,9 @@
 //! envelopes, which nothing but [`crate::wire::decode`] builds.
 
 pub use crate::wire::{
-    Commit, Confirm, DeltaChunk, DoViewChange, Entry, GetState, Message, MessageKind, NewState,
-    Operation, Prepare, PrepareOk, Query, Recovery, RecoveryResponse, Reply, ReplyResult, Request,
-    StartView, StartViewChange, StatePayload,
+    Commit, Confirm, DeltaChunk, DeltaCursor, DeltaEnd, DeltaTarget, DoViewChange, Entry, GetState,
+    Message, MessageKind, NewState, Operation, Prepare, PrepareOk, Query, Recovery,
+    RecoveryResponse, Reply, ReplyResult, Request, StartView, StartViewChange, StatePayload,
 };
 
 /// Index of a replica in the cluster configuration, `0..replica_count`.

@@ -8,6 +8,7 @@
 //! pipeline and the deferred actions; the simulator runs it after every event, and so do the
 //! unit tests' drivers.
 
+use super::state_transfer::DELTA_WINDOW_CHUNKS;
 use super::{Deferred, Replica, Role, Status};
 use crate::limits::NUMBER_MAX;
 use crate::state_machine::StateMachine;
@@ -52,6 +53,14 @@ impl<S: StateMachine> Replica<S> {
         }
         if let Some(request) = &self.state_request {
             assert_ne!(request.to(), self.index, "state requested from itself");
+        }
+        // Bounded by the replica count, each by the window.
+        for (&to, outgoing) in &self.outgoing {
+            assert_ne!(to, self.index, "a delta sent to itself");
+            assert!(
+                outgoing.window_len() <= DELTA_WINDOW_CHUNKS,
+                "a delta sent past its window"
+            );
         }
         match &self.status {
             Status::Normal(Role::Primary(primary)) => {

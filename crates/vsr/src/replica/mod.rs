@@ -24,7 +24,7 @@ mod state_transfer;
 mod tests;
 mod view_change;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use rand_core::{Rng, SeedableRng};
@@ -46,7 +46,7 @@ use log::Log;
 pub use normal::{Backup, Primary};
 use pipeline::Pipeline;
 use recovery::Recovering;
-use state_transfer::{DeltaTransfer, StateRequest};
+use state_transfer::{DeltaTransfer, OutgoingTransfer, StateRequest};
 use view_change::ViewChange;
 
 /// A replica's status, carrying the data that only that status needs.
@@ -209,7 +209,10 @@ pub struct Replica<S: StateMachine> {
     /// back to normal status in the same view continues the same watch.
     progress: (View, Op, u64),
     state_request: Option<StateRequest>,
+    /// The delta this replica is receiving, if any.
     transfer: Option<DeltaTransfer>,
+    /// The deltas this replica is sending, at most one per requester.
+    outgoing: BTreeMap<ReplicaIndex, OutgoingTransfer>,
     /// The last read round this replica started as a primary; rounds increase over its whole
     /// life, so a confirm of an older round never completes a newer one.
     round_last: u64,
@@ -286,6 +289,7 @@ impl<S: StateMachine> Replica<S> {
             progress: (View(0), Op(0), 0),
             state_request: None,
             transfer: None,
+            outgoing: BTreeMap::new(),
             round_last: 0,
             stats: ReplicaStats::default(),
         };

@@ -456,7 +456,8 @@ mod normal {
                     Message::GetState(GetState {
                         view: View(0),
                         op: Op(0),
-                        commit: Op(0)
+                        commit: Op(0),
+                        cursor: None,
                     })
                 ),
             }]
@@ -990,7 +991,8 @@ mod state_transfer {
         );
     }
 
-    /// A delta's chunks may arrive in any order: the transfer assembles them by offset.
+    /// A delta's chunks may overtake each other: the receiver keeps those ahead aside (a
+    /// window of them) until the gap fills.
     #[test]
     fn a_delta_installs_from_chunks_arriving_in_reverse_order() {
         let mut config = config(3);
@@ -1009,6 +1011,129 @@ mod state_transfer {
             "{:?}",
             lagging.stats()
         );
+    }
+
+    /// Delivers up to `count` messages the network holds, oldest first, to replicas that are
+    /// up, unless `drop` says to lose one; returns the messages delivered.
+    fn deliver_some(
+        cluster: &mut Cluster,
+        count: usize,
+        mut drop: impl FnMut(&Envelope, u8) -> bool,
+    ) -> usize {
+        for index in 0..cluster.replicas.len() {
+            cluster.collect(index);
+        }
+        let mut delivered = 0;
+        for _ in 0..count {
+            let Some((to, envelope)) = cluster.network.pop_front() else {
+                return delivered;
+            };
+            if drop(&envelope, to) {
+                continue;
+            }
+            if let Some(replica) = cluster.replicas[usize::from(to)].as_mut() {
+                replica.deliver(envelope);
+                cluster.collect(usize::from(to));
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// A delta many windows long is streamed: the sender holds at most a window of chunks
+    /// sent and not acknowledged, a lost chunk is asked for again and the transfer resumes
+    /// there, and a sender that restarts in the middle starts anew, the receiver dropping what
+    /// it held.
+    #[test]
+    fn a_long_delta_streams_in_windows_resumes_and_restarts() {
+        use crate::coverage::Mark;
+        use crate::replica::state_transfer::DELTA_WINDOW_CHUNKS;
+        let mut config = config(3);
+        config.state_chunk_size_max = 64;
+        let mut cluster = Cluster::with_config(config.clone());
+        cluster.isolated[2] = true;
+        // Sixty-four sessions: a client table of about 2.6 KB, some forty chunks.
+        for client in 1..=64u128 {
+            let mut envelope = register();
+            envelope.sender = Sender::Client(client);
+            cluster.submit(envelope);
+        }
+        assert_eq!(cluster.replica(2).commit(), Op(0));
+        cluster.isolated[2] = false;
+        let _ = crate::coverage::take();
+        let (mut chunks_seen, mut window_max, mut restarted) = (0, 0, false);
+        for _ in 0..2_000 {
+            for replica in cluster.replicas.iter_mut().flatten() {
+                replica.on_tick();
+            }
+            // A few messages a tick: the transfer spans many ticks.
+            deliver_some(&mut cluster, 6, |envelope, to| {
+                let Message::NewState(NewState {
+                    payload: crate::message::StatePayload::Delta(_),
+                    ..
+                }) = &envelope.message
+                else {
+                    return false;
+                };
+                chunks_seen += 1;
+                // The sixth chunk to the lagging replica is lost.
+                to == 2 && chunks_seen == 6
+            });
+            for replica in cluster.replicas.iter().flatten() {
+                for outgoing in replica.outgoing.values() {
+                    assert!(outgoing.window_len() <= DELTA_WINDOW_CHUNKS);
+                    window_max = window_max.max(outgoing.window_len());
+                }
+            }
+            let received = cluster.replica(2).transfer.as_ref().map_or(0, |transfer| {
+                transfer.cursor().offset / config.state_chunk_size_max as u64
+            });
+            if !restarted && received >= 20 {
+                // The sender restarts from its disk in the middle of the transfer.
+                restarted = true;
+                let from = cluster.replica(2).transfer.as_ref().map(|t| t.cursor());
+                assert!(from.is_some());
+                let sender = usize::from(cluster.replica(2).state_request.as_ref().unwrap().to());
+                let disk = cluster.disks[sender].clone();
+                let sender_index = u8::try_from(sender).unwrap();
+                cluster.replicas[sender] = Some(Replica::open(
+                    config.clone(),
+                    sender_index,
+                    Sum::default(),
+                    7,
+                    &disk,
+                ));
+            }
+            if cluster.replica(2).stats().state_transfers_delta > 0 && restarted {
+                break;
+            }
+        }
+        let marks = crate::coverage::take();
+        let lagging = cluster.replica(2);
+        assert!(
+            restarted,
+            "the transfer got far enough to restart its sender"
+        );
+        assert!(
+            lagging.stats().state_transfers_delta >= 1,
+            "{:?}",
+            lagging.stats()
+        );
+        assert_eq!(
+            lagging.client_table_digest(),
+            cluster.replica(1).client_table_digest()
+        );
+        assert_eq!(window_max, DELTA_WINDOW_CHUNKS, "the window filled");
+        assert!(chunks_seen > 40, "{chunks_seen} chunks");
+        for mark in [
+            Mark::DeltaWindowAdvanced,
+            Mark::DeltaWindowFull,
+            Mark::DeltaTransferResumed,
+            Mark::DeltaSenderStartsAnew,
+            Mark::DeltaTransferRestarted,
+        ] {
+            assert!(marks.get(mark) > 0, "{} never hit", mark.name());
+        }
     }
 
     #[test]
@@ -1371,6 +1496,7 @@ mod regressions {
                 view: View(0),
                 op: Op(0),
                 commit: Op(0),
+                cursor: None,
             }),
         ));
         let commands = drain(&mut primary);
@@ -1757,15 +1883,20 @@ mod review {
         snapshot.extend_from_slice(&4u32.to_le_bytes());
         snapshot.extend_from_slice(&0u32.to_le_bytes());
         0u64.encode(&mut snapshot);
-        let payload = crate::message::StatePayload::Delta(crate::message::DeltaChunk {
-            op: Op(3),
-            op_checksum: c3.checksum,
-            since: Op(1),
+        let payload = crate::message::StatePayload::Delta(Box::new(crate::message::DeltaChunk {
+            target: crate::message::DeltaTarget {
+                transfer: 1,
+                op: Op(3),
+                op_checksum: c3.checksum,
+                since: Op(1),
+            },
             offset: 0,
-            total_size: snapshot.len() as u64,
-            total_checksum: crate::checksum::checksum(&snapshot),
+            end: Some(crate::message::DeltaEnd {
+                size: snapshot.len() as u64,
+                checksum: crate::checksum::checksum(&snapshot),
+            }),
             chunk: Bytes::from(snapshot),
-        });
+        }));
         let new_state = Message::NewState(NewState {
             view: View(1),
             op: Op(3),

@@ -67,15 +67,15 @@ use crate::message::{Envelope, ReplicaIndex, Sender};
 use crate::numbers::{Op, View};
 
 pub use crate::limits::{
-    DELTA_HEADER_SIZE, ENTRIES_COUNT_SIZE, ENTRY_HEADER_SIZE, FRAME_SIZE_MAX, HEADER_SIZE,
-    MESSAGE_BODY_SIZE_MAX,
+    DELTA_CURSOR_SIZE, DELTA_END_SIZE, DELTA_HEADER_SIZE, ENTRIES_COUNT_SIZE, ENTRY_HEADER_SIZE,
+    FRAME_SIZE_MAX, HEADER_SIZE, MESSAGE_BODY_SIZE_MAX,
 };
 pub use commit::Commit;
 pub use confirm::Confirm;
 pub use do_view_change::DoViewChange;
 pub use entry::{Entry, Operation, decode_entry, encode_entry, entry_size};
-pub use get_state::GetState;
-pub use new_state::{DeltaChunk, NewState, StatePayload};
+pub use get_state::{DeltaCursor, GetState};
+pub use new_state::{DeltaChunk, DeltaEnd, DeltaTarget, NewState, StatePayload};
 pub use prepare::Prepare;
 pub use prepare_ok::PrepareOk;
 pub use query::Query;
@@ -89,7 +89,7 @@ pub use start_view_change::StartViewChange;
 use header::{Fields, Header};
 
 /// The wire protocol version this code speaks; frames of any other version are rejected.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// One message's wire form: implemented by each message's struct, in its own file.
 pub(crate) trait WireMessage: Sized {

@@ -44,6 +44,7 @@ fn examples() -> Vec<Envelope> {
         client_examples(),
         normal_examples(),
         view_change_examples(),
+        delta_examples(),
         read_examples(),
     ]
     .concat()
@@ -194,6 +195,51 @@ fn normal_examples() -> Vec<Envelope> {
     ]
 }
 
+/// The delta the examples' chunks and cursors name.
+fn delta_target() -> DeltaTarget {
+    DeltaTarget {
+        transfer: 0x7a11_5fe2,
+        op: Op(9000),
+        op_checksum: EntryChecksum(u128::MAX / 3),
+        since: Op(4000),
+    }
+}
+
+/// A delta's last chunk, and a get_state pulling a delta from where the requester stands.
+fn delta_examples() -> Vec<Envelope> {
+    let last = StatePayload::Delta(Box::new(DeltaChunk {
+        target: delta_target(),
+        offset: 196_608,
+        end: Some(DeltaEnd {
+            size: 196_608 + 14,
+            checksum: 0x0123_4567_89ab_cdef,
+        }),
+        chunk: Bytes::from_static(b"the last chunk"),
+    }));
+    let messages = vec![
+        Message::NewState(NewState {
+            view: View(8),
+            op: Op(0),
+            commit: Op(9000),
+            normal: false,
+            payload: last,
+        }),
+        Message::GetState(GetState {
+            view: View(8),
+            op: Op(4000),
+            commit: Op(4000),
+            cursor: Some(DeltaCursor {
+                target: delta_target(),
+                offset: 65_536,
+            }),
+        }),
+    ];
+    messages
+        .into_iter()
+        .map(|message| envelope(Sender::Replica(6), message))
+        .collect()
+}
+
 fn view_change_examples() -> Vec<Envelope> {
     let replica = Sender::Replica(6);
     let chain = vec![
@@ -201,15 +247,12 @@ fn view_change_examples() -> Vec<Envelope> {
         entry(42, b""),
         entry(43, &[0xff; 40]),
     ];
-    let delta = StatePayload::Delta(DeltaChunk {
-        op: Op(9000),
-        op_checksum: EntryChecksum(u128::MAX / 3),
-        since: Op(4000),
+    let delta = StatePayload::Delta(Box::new(DeltaChunk {
+        target: delta_target(),
         offset: 65_536,
-        total_size: 200_000,
-        total_checksum: 0x0123_4567_89ab_cdef,
+        end: None,
         chunk: Bytes::from_static(b"a chunk of the delta"),
-    });
+    }));
     let messages = vec![
         Message::DoViewChange(DoViewChange {
             view: View(8),
@@ -235,6 +278,7 @@ fn view_change_examples() -> Vec<Envelope> {
             view: View(8),
             op: Op(40),
             commit: Op(40),
+            cursor: None,
         }),
         Message::NewState(NewState {
             view: View(8),
@@ -529,7 +573,7 @@ fn checksummed_but_invalid_frames_are_rejected() {
     malformed(resealed(&examples[7], |b| b[112] = 1)); // wide slot unused by commit
     malformed(resealed(&examples[7], |b| b.push(0))); // body on an empty command
     malformed(resealed(&examples[16], |b| b[78] = 2)); // flag neither 0 nor 1
-    malformed(resealed(&examples[13], |b| b[77] = 2)); // new_state payload tag
+    malformed(resealed(&examples[13], |b| b[77] = 3)); // new_state payload tag
     malformed(resealed(&examples[3], |b| b[77] = 5)); // reply result tag
     let reads = read_examples();
     malformed(resealed(&reads[2], |b| b.push(0))); // not-primary reply with bytes
@@ -559,6 +603,21 @@ fn checksummed_but_invalid_frames_are_rejected() {
         let size = b.len();
         b[size - 24] = 0; // chunk size disagrees with the chunk
     }));
+    malformed(resealed(delta, |b| {
+        // A chunk that is not the last, and empty.
+        b.truncate(HEADER_SIZE + DELTA_HEADER_SIZE - 4);
+        b.extend_from_slice(&0u32.to_le_bytes());
+    }));
+    malformed(resealed(delta, |b| b[77] = 3)); // new_state payload tag
+    let (last, cursor) = (&examples[17], &examples[18]);
+    malformed(resealed(last, |b| b[HEADER_SIZE + 48] ^= 1)); // size is not the last chunk's end
+    malformed(resealed(last, |b| b[77] = 1)); // a last chunk's end read as the chunk
+    malformed(resealed(cursor, |b| b.truncate(HEADER_SIZE))); // cursor flagged, no body
+    malformed(resealed(cursor, |b| b[78] = 0)); // a body without the cursor flag
+    assert_eq!(
+        resealed(cursor, |b| b[HEADER_SIZE + 15] = 0xff), // the target's op out of bounds
+        Err(DecodeError::OutOfBounds)
+    );
     assert_eq!(
         resealed(prepare, |b| b[HEADER_SIZE + 4 + 64] ^= 1), // entry view
         Err(DecodeError::EntryChecksum { op: Op(41) })
@@ -666,20 +725,44 @@ fn arbitrary_entries() -> impl Strategy<Value = Vec<Entry>> {
 fn arbitrary_payload() -> impl Strategy<Value = StatePayload> {
     let numbers = (number(), number(), number(), number());
     let checksums = any::<(u128, u128)>();
-    let delta = (numbers, checksums, arbitrary_bytes()).prop_map(
-        |((op, since, offset, total_size), (op_checksum, total_checksum), chunk)| {
-            StatePayload::Delta(DeltaChunk {
-                op: Op(op),
-                op_checksum: EntryChecksum(op_checksum),
-                since: Op(since),
+    let delta = (numbers, checksums, arbitrary_bytes(), any::<bool>()).prop_map(
+        |((transfer, op, since, offset), (op_checksum, total_checksum), chunk, last)| {
+            let offset = offset.min(NUMBER_MAX - 64);
+            // Only a last chunk may be empty, and it ends the delta.
+            let last = last || chunk.is_empty();
+            StatePayload::Delta(Box::new(DeltaChunk {
+                target: DeltaTarget {
+                    transfer,
+                    op: Op(op),
+                    op_checksum: EntryChecksum(op_checksum),
+                    since: Op(since),
+                },
                 offset,
-                total_size,
-                total_checksum,
+                end: last.then(|| DeltaEnd {
+                    size: offset + chunk.len() as u64,
+                    checksum: total_checksum,
+                }),
                 chunk,
-            })
+            }))
         },
     );
     prop_oneof![arbitrary_entries().prop_map(StatePayload::Entries), delta]
+}
+
+/// No cursor, or one naming any target at any offset.
+fn arbitrary_cursor() -> impl Strategy<Value = Option<DeltaCursor>> {
+    let cursor = (any::<u64>(), number(), any::<u128>(), number(), number()).prop_map(
+        |(transfer, op, op_checksum, since, offset)| DeltaCursor {
+            target: DeltaTarget {
+                transfer,
+                op: Op(op),
+                op_checksum: EntryChecksum(op_checksum),
+                since: Op(since),
+            },
+            offset,
+        },
+    );
+    prop::option::of(cursor)
 }
 
 fn arbitrary_result() -> impl Strategy<Value = ReplyResult> {
@@ -776,11 +859,14 @@ fn arbitrary_message() -> impl Strategy<Value = Message> {
         n().prop_map(|view| Message::StartViewChange(StartViewChange { view: View(view) })),
         arbitrary_do_view_change(),
         arbitrary_start_view(),
-        (n(), n(), n()).prop_map(|(view, op, commit)| Message::GetState(GetState {
-            view: View(view),
-            op: Op(op),
-            commit: Op(commit)
-        })),
+        (n(), n(), n(), arbitrary_cursor()).prop_map(|(view, op, commit, cursor)| {
+            Message::GetState(GetState {
+                view: View(view),
+                op: Op(op),
+                commit: Op(commit),
+                cursor,
+            })
+        }),
         (n(), n(), n(), any::<bool>(), arbitrary_payload()).prop_map(
             |(view, op, commit, normal, payload)| Message::NewState(NewState {
                 view: View(view),

@@ -5,7 +5,7 @@ use super::*;
 use crate::checksum::checksum;
 use crate::command::{Checkpoint, DurableState, ViewState};
 use crate::limits::{NUMBER_MAX, OP_JUMP_MAX, VIEW_JUMP_MAX};
-use crate::message::{DeltaChunk, StatePayload};
+use crate::message::{DeltaChunk, DeltaEnd, DeltaTarget, StatePayload};
 
 /// The view the jump bound allows at most.
 const JUMP: View = View(VIEW_JUMP_MAX);
@@ -382,12 +382,17 @@ fn one_recovery_response_too_far_ahead_is_dropped_and_counted() {
 fn delta_at(op: Op) -> Envelope {
     let bytes = replica(0, 3).snapshot(Op(0)).to_bytes();
     let chunk = DeltaChunk {
-        op,
-        op_checksum: EntryChecksum(0xabc),
-        since: Op(0),
+        target: DeltaTarget {
+            transfer: 1,
+            op,
+            op_checksum: EntryChecksum(0xabc),
+            since: Op(0),
+        },
         offset: 0,
-        total_size: bytes.len() as u64,
-        total_checksum: checksum(&bytes),
+        end: Some(DeltaEnd {
+            size: bytes.len() as u64,
+            checksum: checksum(&bytes),
+        }),
         chunk: bytes,
     };
     from_replica(
@@ -397,7 +402,7 @@ fn delta_at(op: Op) -> Envelope {
             op,
             commit: op,
             normal: false,
-            payload: StatePayload::Delta(chunk),
+            payload: StatePayload::Delta(Box::new(chunk)),
         }),
     )
 }
