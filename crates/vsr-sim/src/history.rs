@@ -34,6 +34,8 @@ pub enum OpKind {
     Get,
     /// Compare-and-swap: set the key to `value` only if it currently holds `expected`.
     Cas,
+    /// Remove the key (absent afterwards, as if never written).
+    Delete,
 }
 
 /// What a completed operation returned.
@@ -58,7 +60,7 @@ impl OpResult {
     pub fn fits(&self, kind: OpKind) -> bool {
         matches!(
             (kind, self),
-            (OpKind::Put, OpResult::Ok)
+            (OpKind::Put | OpKind::Delete, OpResult::Ok)
                 | (OpKind::Get, OpResult::Value(_))
                 | (OpKind::Cas, OpResult::Swapped(_))
         )
@@ -81,7 +83,9 @@ impl OpResult {
     /// When `json` is not a result an operation of `kind` can give.
     pub fn from_json(kind: OpKind, json: &serde_json::Value) -> Result<OpResult, String> {
         match (kind, json) {
-            (OpKind::Put, serde_json::Value::String(text)) if text == "ok" => Ok(OpResult::Ok),
+            (OpKind::Put | OpKind::Delete, serde_json::Value::String(text)) if text == "ok" => {
+                Ok(OpResult::Ok)
+            }
             (OpKind::Get, serde_json::Value::String(text)) => {
                 Ok(OpResult::Value(Some(text.clone())))
             }
@@ -89,7 +93,7 @@ impl OpResult {
             (OpKind::Cas, serde_json::Value::Bool(swapped)) => Ok(OpResult::Swapped(*swapped)),
             _ => Err(format!(
                 "a completed {kind:?} cannot have result {json} \
-                 (put: \"ok\", get: a string or null, cas: true or false)"
+                 (put, delete: \"ok\", get: a string or null, cas: true or false)"
             )),
         }
     }
@@ -171,8 +175,8 @@ impl TryFrom<HistoryOpJson> for HistoryOp {
             }
             Some(_) => Some(OpResult::from_json(json.kind, &json.result)?),
         };
-        if json.kind == OpKind::Get && json.value.is_some() {
-            return Err("a get carries no value".to_owned());
+        if matches!(json.kind, OpKind::Get | OpKind::Delete) && json.value.is_some() {
+            return Err(format!("a {:?} carries no value", json.kind));
         }
         if json.kind != OpKind::Cas && json.expected.is_some() {
             return Err(format!(
@@ -222,8 +226,8 @@ impl History {
         invoke_ns: u64,
     ) -> usize {
         assert!(
-            kind != OpKind::Get || value.is_none(),
-            "a get carries no value"
+            !matches!(kind, OpKind::Get | OpKind::Delete) || value.is_none(),
+            "a get or delete carries no value"
         );
         assert!(
             kind == OpKind::Cas || expected.is_none(),

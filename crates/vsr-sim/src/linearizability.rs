@@ -250,7 +250,8 @@ impl<'a> KeyOps<'a> {
     fn model_op(&mut self, op: &'a HistoryOp) -> Option<ModelOp> {
         let value = self.values.id(op.value.as_deref());
         match (op.kind, &op.result) {
-            (OpKind::Put, _) => Some(ModelOp::Put { value }),
+            // A delete writes "absent" (its value is `None`), completed or not.
+            (OpKind::Put | OpKind::Delete, _) => Some(ModelOp::Put { value }),
             (OpKind::Get, None) => None,
             (OpKind::Get, Some(OpResult::Value(read))) => Some(ModelOp::Get {
                 read: self.values.id(read.as_deref()),
@@ -320,6 +321,7 @@ fn describe(op: &HistoryOp) -> String {
     let request = match op.kind {
         OpKind::Put => format!("put {:?}", op.value),
         OpKind::Get => "get".to_owned(),
+        OpKind::Delete => "delete".to_owned(),
         OpKind::Cas => format!("cas {:?} -> {:?}", op.expected, op.value),
     };
     let reply = match (&op.result, op.complete) {

@@ -148,6 +148,12 @@ impl Simulator {
         let client = &mut self.clients[index];
         let value = format!("c{index}-{}", client.values_written);
         client.values_written += 1;
+        if choice == 0 && self.prng.below(2) == 0 {
+            // One operation in twenty deletes the key, which leaves a tombstone for deltas and
+            // checkpoints to carry.
+            let operation = KvOperation::Delete { key: key_bytes };
+            return (operation, OpKind::Delete, key, None, None);
+        }
         if choice < 4 {
             let operation = KvOperation::Put {
                 key: key_bytes,

@@ -131,12 +131,12 @@ caught! {
     superblock_first_copy => SuperblockFirstCopy,
     checkpoint_unsynced => CheckpointUnsynced,
     damage_as_torn_tail => DamageAsTornTail,
-    checkpoint_lowers_commit => CheckpointLowersCommit,
     increment_drops_deletes => IncrementDropsDeletes,
     ]
     weakly [
     timeout_reset_by_old_view => TimeoutResetByOldView,
     state_transfer_takes_uncommitted => StateTransferTakesUncommitted,
     recovery_quorum_too_small => RecoveryQuorumTooSmall,
+    checkpoint_lowers_commit => CheckpointLowersCommit,
     ]
 }

@@ -155,6 +155,7 @@ impl Request {
                 value: value(),
             },
             OpKind::Get => KvOperation::Get { key }, // Sent as a query; see `execute`.
+            OpKind::Delete => KvOperation::Delete { key },
             OpKind::Cas => KvOperation::CompareAndSwap {
                 key,
                 expected: self.expected.clone().map(Bytes::from),
@@ -179,7 +180,7 @@ pub(crate) enum Outcome {
 fn op_result(kind: OpKind, reply: &[u8]) -> Result<OpResult, String> {
     let text = |value: Bytes| String::from_utf8(value.to_vec()).map_err(|_| "a value not UTF-8");
     match (kind, KvResult::decode(reply)) {
-        (OpKind::Put, Ok(KvResult::Ok)) => Ok(OpResult::Ok),
+        (OpKind::Put | OpKind::Delete, Ok(KvResult::Ok)) => Ok(OpResult::Ok),
         (OpKind::Get, Ok(KvResult::Value(value))) => {
             Ok(OpResult::Value(value.map(text).transpose()?))
         }
