@@ -98,9 +98,8 @@ impl Iterator for Pieces {
                 exhausted = true;
                 break;
             };
-            let slip = delta.since > Op(0)
-                && entry.value.is_none()
-                && vsr::bug!(IncrementDropsDeletes);
+            let slip =
+                delta.since > Op(0) && entry.value.is_none() && vsr::bug!(IncrementDropsDeletes);
             if entry.version > delta.since && !slip {
                 if out.len() + entry_size(key.as_slice(), entry) > PIECE_SIZE_MAX {
                     // Left for the next piece, which starts after `last`.

@@ -835,3 +835,56 @@ fn checkpoints_in_the_background_form_a_chain_that_reopens() {
         .collect();
     assert_eq!(files.len(), 2, "{files:?}");
 }
+
+/// A checkpoint in order (after a state transfer) while one is written in the background: the
+/// background one goes live first, then the one in order replaces the chain.
+#[test]
+fn a_checkpoint_in_order_waits_for_the_one_in_the_background() {
+    let (directory, _) = directory_with(&[]);
+    let storage = FileStorage::open(directory.path(), None).unwrap().storage;
+    let (sender, receiver) = mpsc::channel();
+    let thread = StorageThread::spawn(storage, Box::new(move |event| sender.send(event).unwrap()));
+    let log = entries(1, 100, EntryChecksum(0));
+    let mut state = DurableState::default();
+    let mut seq = 0;
+    for write in appends(&log[..50]) {
+        seq += 1;
+        state.apply(&write);
+        thread.submit(seq, write);
+    }
+    let background = Checkpoint {
+        op: Op(40),
+        op_checksum: log[39].checksum,
+        since: Op(0),
+        snapshot: Bytes::from(vec![3u8; 500_000]).into(),
+    };
+    thread.checkpoint(background.clone());
+    let in_order = Write::Checkpoint(Checkpoint {
+        op: Op(50),
+        op_checksum: log[49].checksum,
+        since: Op(0),
+        snapshot: Bytes::from(vec![4u8; 1_000]).into(),
+    });
+    seq += 1;
+    thread.submit(seq, in_order.clone());
+    state.apply(&Write::Checkpoint(background));
+    state.apply(&in_order);
+    for write in appends(&log[50..]) {
+        seq += 1;
+        state.apply(&write);
+        thread.submit(seq, write);
+    }
+    let mut events = Vec::new();
+    while events.last() != Some(&StorageEvent::Durable(seq)) {
+        events.push(receiver.recv().unwrap());
+    }
+    assert!(
+        events.contains(&StorageEvent::Checkpoint(Op(40))),
+        "{events:?}"
+    );
+    thread.join().unwrap();
+    let opened = FileStorage::open(directory.path(), None).unwrap();
+    assert_eq!(opened.durable, state);
+    assert_eq!(opened.durable.checkpoint_op(), Op(50));
+    assert!(opened.durable.increments.is_empty());
+}

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::Replica;
+use super::{CHECKPOINT_INCREMENTS_MAX, Replica};
 use crate::command::{Command, Write};
 use crate::config::Config;
 use crate::message::{
@@ -541,6 +541,77 @@ fn a_checkpoint_comes_at_the_op_bound_or_the_byte_bound() {
     );
     by_bytes.checkpoint_log_size_max = 3 * entry_size;
     assert_eq!(checkpoint_ops(by_bytes, 12), vec![Op(4), Op(7), Op(10)]);
+}
+
+/// Background checkpoints: one at a time (a checkpoint due while one is being written waits,
+/// and comes at the first op after it is durable), increments on the previous one, a whole one
+/// after `CHECKPOINT_INCREMENTS_MAX` increments, and a restart from the chain resumes it.
+#[test]
+fn background_checkpoints_come_one_at_a_time_as_increments_on_a_whole_one() {
+    let mut config = config(1);
+    config.checkpoint_interval = 2;
+    let mut replica = Replica::new(config.clone(), 0, Sum::default(), 1);
+    let mut disk = crate::command::DurableState::default();
+    let mut taken: Vec<(Op, Op)> = Vec::new();
+    let mut writing = None;
+    let mut digests = std::collections::BTreeMap::new();
+    let mut envelopes = vec![register()];
+    envelopes.extend((2..=60).map(|number| add(number, 1, number)));
+    for (index, envelope) in envelopes.into_iter().enumerate() {
+        replica.deliver(envelope);
+        let commands = drain(&mut replica);
+        let after = persist_all(&mut replica, &commands);
+        for command in commands.iter().chain(&after) {
+            match command {
+                Command::Persist { write, .. } => disk.apply(write),
+                Command::Checkpoint { checkpoint } => {
+                    assert!(
+                        writing.is_none(),
+                        "a second checkpoint while one is written"
+                    );
+                    taken.push((checkpoint.op, checkpoint.since));
+                    writing = Some(checkpoint.clone());
+                }
+                _ => {}
+            }
+        }
+        digests.insert(replica.commit(), replica.state_machine().digest());
+        // The driver takes three requests' time to write each checkpoint.
+        if index % 3 == 2
+            && let Some(checkpoint) = writing.take()
+        {
+            disk.apply(&Write::Checkpoint(checkpoint.clone()));
+            replica.on_checkpoint_durable(checkpoint.op);
+        }
+    }
+    assert!(taken.len() > 12, "{taken:?}");
+    for pair in taken.windows(2) {
+        // Every checkpoint after the first waits for the one before it to be durable, so more
+        // than the interval separates them.
+        assert!(pair[1].0 - pair[0].0 >= 2, "{taken:?}");
+    }
+    let whole: Vec<usize> = (0..taken.len()).filter(|&i| taken[i].1 == Op(0)).collect();
+    assert_eq!(whole[0], 0, "the first checkpoint is whole: {taken:?}");
+    let period = CHECKPOINT_INCREMENTS_MAX as usize + 1;
+    assert_eq!(whole[1], period, "{taken:?}");
+    for i in 1..taken.len() {
+        if taken[i].1 != Op(0) {
+            assert_eq!(
+                taken[i].1,
+                taken[i - 1].0,
+                "an increment is on the one before"
+            );
+        }
+    }
+    // A restart from the chain on disk (the whole checkpoint, its increments, the log after
+    // them) comes back to the state the replica had at the commit number it persisted.
+    assert!(!disk.increments.is_empty());
+    let restarted = Replica::open(config, 0, Sum::default(), 2, &disk);
+    assert!(restarted.commit() >= disk.checkpoint_op() && disk.checkpoint_op() > Op(0));
+    assert_eq!(
+        Some(&restarted.state_machine().digest()),
+        digests.get(&restarted.commit())
+    );
 }
 
 mod client_table {
