@@ -60,18 +60,18 @@ fn assert_caught(bug: Bug) {
 /// Seeds each weakly caught bug must fail, over seeds `0..WEAK_SEEDS` at 3 and 5 replicas.
 const WEAK_WANTED: usize = 2;
 
-/// Seeds run for a weakly caught bug, at each cluster size.
+/// Seeds run for a weakly caught bug, at each cluster size, unless its entry names more.
 const WEAK_SEEDS: u64 = 2000;
 
-/// `bug` fails `WEAK_WANTED` seeds of `WEAK_SEEDS` at 3 and 5 replicas together.
-fn assert_caught_weakly(bug: Bug) {
-    let mut failed = failures(bug, 3, WEAK_SEEDS, WEAK_WANTED);
+/// `bug` fails `WEAK_WANTED` seeds of `seeds` at 3 and 5 replicas together.
+fn assert_caught_weakly(bug: Bug, seeds: u64) {
+    let mut failed = failures(bug, 3, seeds, WEAK_WANTED);
     if failed < WEAK_WANTED {
-        failed += failures(bug, 5, WEAK_SEEDS, WEAK_WANTED - failed);
+        failed += failures(bug, 5, seeds, WEAK_WANTED - failed);
     }
     assert!(
         failed >= WEAK_WANTED,
-        "{}: only {failed} of {WEAK_SEEDS} seeds at 3 and 5 replicas caught it",
+        "{}: only {failed} of {seeds} seeds at 3 and 5 replicas caught it",
         bug.name()
     );
 }
@@ -79,7 +79,7 @@ fn assert_caught_weakly(bug: Bug) {
 macro_rules! caught {
     (
         [$($test:ident => $bug:ident,)*]
-        weakly [$($weak_test:ident => $weak_bug:ident,)*]
+        weakly [$($weak_test:ident => $weak_bug:ident ($weak_seeds:expr),)*]
     ) => {
         $(
             #[test]
@@ -96,7 +96,7 @@ macro_rules! caught {
             $(
                 #[test]
                 fn $weak_test() {
-                    assert_caught_weakly(Bug::$weak_bug);
+                    assert_caught_weakly(Bug::$weak_bug, $weak_seeds);
                 }
             )*
         }
@@ -134,9 +134,11 @@ caught! {
     increment_drops_deletes => IncrementDropsDeletes,
     ]
     weakly [
-    timeout_reset_by_old_view => TimeoutResetByOldView,
-    state_transfer_takes_uncommitted => StateTransferTakesUncommitted,
-    recovery_quorum_too_small => RecoveryQuorumTooSmall,
-    checkpoint_lowers_commit => CheckpointLowersCommit,
+    timeout_reset_by_old_view => TimeoutResetByOldView (WEAK_SEEDS),
+    // About 1 seed in 6,000 at each size since state transfer streams its deltas (at least 2
+    // in 4,000 before): the rarest of the holes.
+    state_transfer_takes_uncommitted => StateTransferTakesUncommitted (6000),
+    recovery_quorum_too_small => RecoveryQuorumTooSmall (WEAK_SEEDS),
+    checkpoint_lowers_commit => CheckpointLowersCommit (WEAK_SEEDS),
     ]
 }
