@@ -34,8 +34,9 @@ pub(crate) struct StartArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, env = "VSR_METRICS", value_name = "HOST:PORT")]
     metrics: Option<SocketAddr>,
-    /// Ops between checkpoints (each writes the whole key-value state; one is also taken after a
-    /// bound of log bytes). Fewer checkpoints cost less; more keep restarts short.
+    /// Ops between checkpoints (one is also taken after a bound of log bytes). Checkpoints are
+    /// written in the background: the keys written since the previous one, and every ninth the
+    /// whole key-value state. Fewer checkpoints cost less; more keep restarts short.
     #[arg(long, value_name = "OPS", default_value_t = vsr::Config::new(0, 1).checkpoint_interval,
           value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     checkpoint_interval: u64,
