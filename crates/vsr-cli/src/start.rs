@@ -40,6 +40,11 @@ pub(crate) struct StartArgs {
     #[arg(long, value_name = "OPS", default_value_t = vsr::Config::new(0, 1).checkpoint_interval,
           value_parser = clap::value_parser!(u64).range(1..=1 << 32))]
     checkpoint_interval: u64,
+    /// Bytes of executed log entries after which a checkpoint is taken even before
+    /// --checkpoint-interval ops: it bounds the log a restart replays.
+    #[arg(long, value_name = "BYTES", default_value_t = vsr::Config::new(0, 1).checkpoint_log_size_max as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1 << 50))]
+    checkpoint_log_bytes: u64,
     /// Stop as on SIGTERM once process PID is no longer this one's parent (it exited), so that
     /// a killed supervisor (`vsr demo`, `bench`, `chaos` pass their own pid) leaves no replica
     /// behind.
@@ -78,6 +83,7 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
     let mut options = ReplicaOptions::new(args.cluster.cluster, args.cluster.addresses, args.path);
     options.metrics = args.metrics;
     options.checkpoint_interval = Some(args.checkpoint_interval);
+    options.checkpoint_log_bytes = Some(usize::try_from(args.checkpoint_log_bytes)?);
     raise_file_limit();
     let result = runtime.block_on(async {
         if tls.is_some() {

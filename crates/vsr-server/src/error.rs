@@ -63,8 +63,8 @@ pub enum ServerError {
         /// The data directory's replica count.
         replica_count: u8,
     },
-    /// `ReplicaOptions::checkpoint_interval` is zero.
-    #[error("the checkpoint interval must be at least one op")]
+    /// `ReplicaOptions::checkpoint_interval` or `checkpoint_log_bytes` is zero.
+    #[error("the checkpoint interval must be at least one op and its log bound at least one byte")]
     CheckpointInterval,
     /// The listening socket could not be opened.
     #[error("cannot listen on {address}: {source} (is another process using this port?)")]

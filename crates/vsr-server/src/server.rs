@@ -69,6 +69,9 @@ pub struct ReplicaOptions {
     /// 1, else [`ServerError::CheckpointInterval`]), as `vsr start --checkpoint-interval` does.
     /// Checkpoints are local: replicas of one cluster may checkpoint at different intervals.
     pub checkpoint_interval: Option<u64>,
+    /// Overrides the configuration's `checkpoint_log_size_max` (bytes of executed log entries
+    /// after which a checkpoint is taken even before `checkpoint_interval` ops; at least 1).
+    pub checkpoint_log_bytes: Option<usize>,
     /// Mutual TLS with the certificates in this directory (see [`crate::tls`]): `ca.pem` and
     /// this replica's `replica-I.pem` / `replica-I.key`. `None`: plain TCP, where anyone who
     /// reaches the port can send anything; for a trusted network only.
@@ -90,6 +93,7 @@ impl ReplicaOptions {
             tick: Duration::from_millis(10),
             config: None,
             checkpoint_interval: None,
+            checkpoint_log_bytes: None,
             tls: None,
             tls_reload: None,
         }
@@ -281,6 +285,12 @@ fn config(options: &ReplicaOptions, opened: &Opened) -> Result<Config, ServerErr
             return Err(ServerError::CheckpointInterval);
         }
         config.checkpoint_interval = interval;
+    }
+    if let Some(bytes) = options.checkpoint_log_bytes {
+        if bytes == 0 {
+            return Err(ServerError::CheckpointInterval);
+        }
+        config.checkpoint_log_size_max = bytes;
     }
     if config.cluster != identity.cluster || config.replica_count != identity.replica_count {
         return Err(ServerError::ConfigMismatch {
