@@ -52,7 +52,7 @@ use crate::args::{
 use crate::demo::interrupted;
 use crate::local_cluster::{LocalCluster, REPLICA_COUNT};
 use host::{CpuClock, Filesystem};
-use watch::{Rejoin, ReplicaMemory, Watched};
+use watch::{REJOIN_TIMEOUT, Rejoin, ReplicaMemory, Watched};
 
 /// Most concurrent sessions: the replicas' client table holds 1024.
 const CLIENTS_MAX: u64 = 1024;
@@ -767,8 +767,10 @@ struct Report {
 #[derive(Clone, Debug, PartialEq)]
 struct RejoinReport {
     replica: usize,
-    /// From its restart until it was back.
+    /// From its restart until it was back, or until the bench gave up.
     seconds: f64,
+    /// Whether it was back within [`REJOIN_TIMEOUT`].
+    back: bool,
     /// The primary's data directory at the restart.
     state_mib: f64,
     /// Requests completed before the kill: how many, p50 and p99 (ms; `None`: none).
@@ -806,6 +808,7 @@ impl RejoinReport {
                 .rejoined
                 .duration_since(rejoin.restarted)
                 .as_secs_f64(),
+            back: rejoin.back,
             state_mib: rejoin.state_bytes as f64 / MIB,
             before,
             before_p50_ms,
@@ -827,11 +830,15 @@ impl RejoinReport {
     fn line(&self) -> String {
         let figure =
             |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+        let outcome = if self.back {
+            format!("back in {:.2} s", self.seconds)
+        } else {
+            format!("did not rejoin within {} s", REJOIN_TIMEOUT.as_secs())
+        };
         format!(
-            "rejoin:      replica {} back in {:.2} s (state {:.1} MiB); p99 during {} ms vs {} ms \
+            "rejoin:      replica {} {outcome} (state {:.1} MiB); p99 during {} ms vs {} ms \
              before ({} x){}",
             self.replica,
-            self.seconds,
             self.state_mib,
             figure(self.during_p99_ms),
             figure(self.before_p99_ms),
@@ -927,10 +934,22 @@ impl Report {
         }
     }
 
-    /// Set when more than [`FAILED_SHARE_MAX`] of the requests failed.
+    /// Set when more than [`FAILED_SHARE_MAX`] of the requests failed, or a wiped replica did
+    /// not rejoin.
     fn failed_message(&self) -> Option<String> {
         let share = self.failed as f64 / self.requests as f64;
-        (share > FAILED_SHARE_MAX).then(|| {
+        let lost = self
+            .rejoin
+            .as_ref()
+            .filter(|rejoin| !rejoin.back)
+            .map(|rejoin| {
+                format!(
+                    "replica {} did not rejoin within {} s of its restart",
+                    rejoin.replica,
+                    REJOIN_TIMEOUT.as_secs()
+                )
+            });
+        let failed = (share > FAILED_SHARE_MAX).then(|| {
             format!(
                 "{} of {} requests failed ({:.1}%, more than {}%); the first: {}",
                 self.failed,
@@ -939,7 +958,8 @@ impl Report {
                 FAILED_SHARE_MAX * 100.0,
                 self.first_error.as_deref().unwrap_or("?")
             )
-        })
+        });
+        failed.or(lost)
     }
 
     fn print(&self) {
@@ -1031,7 +1051,8 @@ impl Report {
             "peak_rss_mib": rss(|replica| replica.peak_bytes),
             "end_rss_mib": rss(|replica| replica.end_bytes),
             "rejoin_replica": rejoin.map(|rejoin| rejoin.replica),
-            "rejoin_seconds": rejoin.map(|rejoin| rejoin.seconds),
+            "rejoin_seconds": rejoin.filter(|rejoin| rejoin.back).map(|rejoin| rejoin.seconds),
+            "rejoin_back": rejoin.map(|rejoin| rejoin.back),
             "rejoin_state_mib": rejoin.map(|rejoin| rejoin.state_mib),
             "rejoin_requests": rejoin.map(|rejoin| rejoin.during),
             "rejoin_p50_ms": rejoin.and_then(|rejoin| rejoin.during_p50_ms),
@@ -1100,6 +1121,7 @@ mod tests {
             killed: at(100),
             restarted: at(200),
             rejoined: at(1_700),
+            back: true,
             target: 10,
             state_bytes: 3 << 20,
             load_ended_first: false,
@@ -1131,6 +1153,19 @@ mod tests {
             late.line(),
             "rejoin:      replica 2 back in 1.50 s (state 3.0 MiB); p99 during n/a ms vs n/a ms \
              before (n/a x) (load ended before it rejoined)"
+        );
+        let lost = RejoinReport::new(
+            &Rejoin {
+                back: false,
+                ..rejoin
+            },
+            &completions,
+        );
+        assert!(
+            lost.line()
+                .starts_with("rejoin:      replica 2 did not rejoin within 300 s (state 3.0 MiB)"),
+            "{}",
+            lost.line()
         );
     }
 
