@@ -69,7 +69,9 @@ const MIB: f64 = 1024.0 * 1024.0;
 #[derive(Debug, Args)]
 #[command(
     after_help = "Without --addresses, starts a local durable 3-replica cluster in a \
-                        temporary directory under --data-dir and removes it afterwards."
+                        temporary directory under --data-dir and removes it afterwards, and \
+                        reports each replica's peak and final resident memory (VmHWM and VmRSS, \
+                        sampled every second)."
 )]
 pub(crate) struct BenchArgs {
     /// Concurrent client sessions, each with one request in flight.
