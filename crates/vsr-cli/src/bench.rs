@@ -16,16 +16,23 @@
 //! so registration and connection set-up are not measured. The CPU time of the replica
 //! processes and of the bench itself is read before and after the timed phase.
 //!
+//! On a local cluster, [`watch`] runs beside the sessions: it samples the replicas' resident
+//! memory every second (reported per replica at the end, with what each holds then) and, with
+//! `--rejoin-after`, kills a backup mid-run, wipes its data and times how long its rebuilt
+//! replacement takes to catch up, comparing the latency of the requests completed meanwhile
+//! with that of those completed before the kill.
+//!
 //! A request that returns an error (its `--timeout` passed, or an unexpected result) counts as
 //! failed; more than 1% failed makes the exit status non-zero.
 
 mod host;
+mod watch;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -45,6 +52,7 @@ use crate::args::{
 use crate::demo::interrupted;
 use crate::local_cluster::{LocalCluster, REPLICA_COUNT};
 use host::{CpuClock, Filesystem};
+use watch::{REJOIN_TIMEOUT, Rejoin, ReplicaMemory, Watched};
 
 /// Most concurrent sessions: the replicas' client table holds 1024.
 const CLIENTS_MAX: u64 = 1024;
@@ -54,12 +62,16 @@ const FAILED_SHARE_MAX: f64 = 0.01;
 const WARM_UP_GIVE_UP: Duration = Duration::from_secs(30);
 /// How long a local cluster may take to elect its first primary.
 const PRIMARY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bytes in a MiB, for the sizes printed.
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// Options of `vsr bench`.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Without --addresses, starts a local durable 3-replica cluster in a \
-                        temporary directory under --data-dir and removes it afterwards."
+                        temporary directory under --data-dir and removes it afterwards, and \
+                        reports each replica's peak and final resident memory (VmHWM and VmRSS, \
+                        sampled every second)."
 )]
 pub(crate) struct BenchArgs {
     /// Concurrent client sessions, each with one request in flight.
@@ -112,6 +124,15 @@ pub(crate) struct BenchArgs {
     /// full key space.
     #[arg(long)]
     fill: bool,
+    /// SECS into the timed phase, kill the first backup replica (never the primary), wipe its
+    /// data directory, format it with --recover and restart it; report how long it takes to
+    /// be back (normal status, commit number at or beyond the primary's at the restart; at
+    /// most 300 s) and the p99 latency of requests completed meanwhile against that of those
+    /// completed before the kill. The state size printed is the disk space the primary's
+    /// data directory takes at the restart (checkpoints, WAL and superblock, as du counts
+    /// them), not a figure from its metrics. Local cluster only.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    rejoin_after: Option<Duration>,
     /// The local cluster uses throwaway certificates for mutual TLS unless --insecure; an
     /// existing cluster (--addresses) needs --tls DIR or --insecure.
     #[command(flatten)]
@@ -131,6 +152,12 @@ fn parse_share(text: &str) -> Result<f64, String> {
 /// Runs `vsr bench`.
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     check_key_space(args)?;
+    if args.rejoin_after.is_some() && !args.addresses.is_empty() {
+        bail!(
+            "--rejoin-after kills and wipes a replica of the bench's own local cluster: drop \
+             --addresses to use it"
+        );
+    }
     // One thread drives every session and connection: cheaper than handing each request and
     // reply between threads, and it leaves the other cores to the replicas.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -197,7 +224,6 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<(Report, Option<String>)> {
         let target = Target {
             description: format!("existing cluster at {}", args.addresses.join(",")),
             filesystem: None,
-            pids: Vec::new(),
         };
         (args.cluster, args.addresses.clone(), target, network)
     };
@@ -209,7 +235,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<(Report, Option<String>)> {
             "plain TCP (--insecure)"
         }
     ));
-    let measured = load(args, cluster, &addresses, &target, &network).await;
+    let measured = load(args, cluster, &addresses, &mut local, &network).await;
     let mut turn_max = None;
     if let Some(cluster) = local.as_mut() {
         cluster.check_running()?;
@@ -244,8 +270,6 @@ struct Target {
     description: String,
     /// The local cluster's filesystem; `None` for an existing cluster.
     filesystem: Option<Filesystem>,
-    /// The replica processes, when they are ours.
-    pids: Vec<u32>,
 }
 
 /// Starts a local cluster under `--data-dir` and waits for its primary.
@@ -288,7 +312,6 @@ async fn start_local(args: &BenchArgs) -> anyhow::Result<(LocalCluster, Target)>
     let target = Target {
         description,
         filesystem: Some(filesystem),
-        pids,
     };
     Ok((cluster, target))
 }
@@ -315,18 +338,21 @@ struct Measured {
     writes: Vec<Duration>,
     failed: u64,
     first_error: Option<String>,
-    /// CPU time of the replica processes during the timed phase (`None`: not ours).
-    server_cpu: Option<Duration>,
+    /// With `--rejoin-after`: when each successful request completed, and its latency.
+    completions: Vec<(Instant, Duration)>,
     /// CPU time of this process during the timed phase.
     bench_cpu: Option<Duration>,
+    /// What the watch of a local cluster measured (`None`: not ours).
+    watched: Option<Watched>,
 }
 
-/// Connects the sessions, warms them up, and runs the timed phase.
+/// Connects the sessions, warms them up, and runs the timed phase; a local cluster is
+/// [`watch`]ed meanwhile (and handed back in `local`).
 async fn load(
     args: &BenchArgs,
     cluster: u128,
     addresses: &[String],
-    target: &Target,
+    local: &mut Option<LocalCluster>,
     network: &Network,
 ) -> anyhow::Result<Measured> {
     let connections = args
@@ -359,27 +385,54 @@ async fn load(
         args.get_ratio * 100.0
     ));
     let clock = CpuClock::new();
-    let server_before = clock.processes(&target.pids);
     let bench_before = clock.process(None);
     let workload = Arc::new(Workload::new(args));
     let mut sessions = JoinSet::new();
     for (index, client) in clients.into_iter().enumerate() {
         sessions.spawn(session(client, Arc::clone(&workload), index as u64));
     }
-    let mut results = Vec::with_capacity(sessions.len());
-    while let Some(joined) = sessions.join_next().await {
-        results.push(joined.context("a session task failed")?);
-    }
-    let elapsed = workload.started.elapsed();
-    workload.bar.finish_and_clear();
-    let during = |before: Option<Duration>, after: Option<Duration>| Some(after? - before?);
-    let server_cpu = if target.pids.is_empty() {
-        None
-    } else {
-        during(server_before, clock.processes(&target.pids))
+    let load_done = AtomicBool::new(false);
+    let run = async {
+        let mut results = Vec::with_capacity(sessions.len());
+        let mut failed = None;
+        while let Some(joined) = sessions.join_next().await {
+            match joined {
+                Ok(result) => results.push(result),
+                Err(error) => failed = failed.or(Some(error)),
+            }
+        }
+        let elapsed = workload.started.elapsed();
+        let bench_cpu = clock.process(None).zip(bench_before);
+        load_done.store(true, Ordering::Release);
+        workload.bar.finish_and_clear();
+        if let Some(error) = failed {
+            return Err(anyhow!(error).context("a session task failed"));
+        }
+        Ok((
+            results,
+            elapsed,
+            bench_cpu.map(|(after, before)| after - before),
+        ))
     };
-    let bench_cpu = during(bench_before, clock.process(None));
-    Ok(Measured::merge(results, elapsed, server_cpu, bench_cpu))
+    let watching = local.take();
+    let watch = async {
+        match watching {
+            Some(cluster) => {
+                let bar = &workload.bar;
+                let rejoin_after = args.rejoin_after;
+                watch::watch(cluster, workload.started, rejoin_after, &load_done, bar)
+                    .await
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    };
+    let ((results, elapsed, bench_cpu), watched) = tokio::try_join!(run, watch)?;
+    let watched = watched.map(|(cluster, watched)| {
+        *local = Some(cluster);
+        watched
+    });
+    Ok(Measured::merge(results, elapsed, bench_cpu, watched))
 }
 
 /// One untimed write per session, retried until it succeeds: registers the sessions and opens
@@ -471,6 +524,8 @@ struct Workload {
     get_ratio: f64,
     timeout: Duration,
     started: Instant,
+    /// Whether the sessions keep each request's completion instant (for `--rejoin-after`).
+    keep_completions: bool,
     /// The next request to take.
     next: AtomicU64,
     bar: ProgressBar,
@@ -502,6 +557,7 @@ impl Workload {
             get_ratio: args.get_ratio,
             timeout: args.timeout,
             started: Instant::now(),
+            keep_completions: args.rejoin_after.is_some(),
             next: AtomicU64::new(0),
             bar,
         }
@@ -545,6 +601,8 @@ struct SessionResult {
     /// The latencies of reads and of writes alone.
     reads: Vec<Duration>,
     writes: Vec<Duration>,
+    /// With `--rejoin-after`: when each completed, and its latency.
+    completions: Vec<(Instant, Duration)>,
     failed: u64,
     first_error: Option<String>,
 }
@@ -577,8 +635,12 @@ async fn session(
         };
         match outcome {
             Ok(()) => {
-                let latency = Instant::now().duration_since(scheduled.unwrap_or(sent));
+                let completed = Instant::now();
+                let latency = completed.duration_since(scheduled.unwrap_or(sent));
                 result.latencies.push(latency);
+                if workload.keep_completions {
+                    result.completions.push((completed, latency));
+                }
                 if read {
                     result.reads.push(latency);
                 } else {
@@ -619,16 +681,18 @@ impl Measured {
     fn merge(
         results: Vec<SessionResult>,
         elapsed: Duration,
-        server_cpu: Option<Duration>,
         bench_cpu: Option<Duration>,
+        watched: Option<Watched>,
     ) -> Self {
         let (mut latencies, mut reads, mut writes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut completions = Vec::new();
         let mut failed = 0;
         let mut first_error = None;
         for result in results {
             latencies.extend(result.latencies);
             reads.extend(result.reads);
             writes.extend(result.writes);
+            completions.extend(result.completions);
             failed += result.failed;
             first_error = first_error.or(result.first_error);
         }
@@ -642,8 +706,9 @@ impl Measured {
             writes,
             failed,
             first_error,
-            server_cpu,
+            completions,
             bench_cpu,
+            watched,
         }
     }
 
@@ -694,6 +759,121 @@ struct Report {
     /// The local replicas' longest event-loop turn since start (replica, ms), set after.
     turn_max: Option<(usize, f64)>,
     bench_cpu_us_per_op: Option<f64>,
+    /// The local replicas' resident memory, per replica (`None`: not ours).
+    memory: Option<Vec<ReplicaMemory>>,
+    /// The wipe and rejoin of a backup, with `--rejoin-after`.
+    rejoin: Option<RejoinReport>,
+}
+
+/// The figures of a backup's wipe and rejoin.
+#[derive(Clone, Debug, PartialEq)]
+struct RejoinReport {
+    replica: usize,
+    /// From its restart until it was back, or until the bench gave up.
+    seconds: f64,
+    /// Whether it was back within [`REJOIN_TIMEOUT`].
+    back: bool,
+    /// The primary's data directory at the restart.
+    state_mib: f64,
+    /// Requests completed before the kill: how many, p50 and p99 (ms; `None`: none).
+    before: u64,
+    before_p50_ms: Option<f64>,
+    before_p99_ms: Option<f64>,
+    /// Requests completed from the restart until it was back.
+    during: u64,
+    during_p50_ms: Option<f64>,
+    during_p99_ms: Option<f64>,
+    load_ended_first: bool,
+}
+
+impl RejoinReport {
+    /// Splits `completions` (instant, latency) into the windows of `rejoin`.
+    fn new(rejoin: &Rejoin, completions: &[(Instant, Duration)]) -> Self {
+        let window = |keep: &dyn Fn(Instant) -> bool| {
+            let mut latencies: Vec<Duration> = completions
+                .iter()
+                .filter(|(completed, _)| keep(*completed))
+                .map(|(_, latency)| *latency)
+                .collect();
+            latencies.sort_unstable();
+            let ms = |share| {
+                (!latencies.is_empty()).then(|| percentile(&latencies, share).as_secs_f64() * 1e3)
+            };
+            (latencies.len() as u64, ms(0.5), ms(0.99))
+        };
+        let (before, before_p50_ms, before_p99_ms) = window(&|at| at < rejoin.killed);
+        let (during, during_p50_ms, during_p99_ms) =
+            window(&|at| at >= rejoin.restarted && at <= rejoin.rejoined);
+        Self {
+            replica: rejoin.replica,
+            seconds: rejoin
+                .rejoined
+                .duration_since(rejoin.restarted)
+                .as_secs_f64(),
+            back: rejoin.back,
+            state_mib: rejoin.state_bytes as f64 / MIB,
+            before,
+            before_p50_ms,
+            before_p99_ms,
+            during,
+            during_p50_ms,
+            during_p99_ms,
+            load_ended_first: rejoin.load_ended_first,
+        }
+    }
+
+    /// p99 during over p99 before.
+    fn ratio(&self) -> Option<f64> {
+        let before = self.before_p99_ms.filter(|ms| *ms > 0.0)?;
+        Some(self.during_p99_ms? / before)
+    }
+
+    /// The `rejoin:` line.
+    fn line(&self) -> String {
+        let figure =
+            |value: Option<f64>| value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+        let outcome = if self.back {
+            format!("back in {:.2} s", self.seconds)
+        } else {
+            format!("did not rejoin within {} s", REJOIN_TIMEOUT.as_secs())
+        };
+        format!(
+            "rejoin:      replica {} {outcome} (state {:.1} MiB); p99 during {} ms vs {} ms \
+             before ({} x){}",
+            self.replica,
+            self.state_mib,
+            figure(self.during_p99_ms),
+            figure(self.before_p99_ms),
+            figure(self.ratio()),
+            if self.load_ended_first {
+                " (load ended before it rejoined)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// The `memory:` line.
+fn memory_line(memory: &[ReplicaMemory]) -> String {
+    let list = |value: fn(&ReplicaMemory) -> Option<u64>| {
+        memory
+            .iter()
+            .enumerate()
+            .map(|(index, replica)| {
+                value(replica).map_or_else(
+                    || format!("r{index} ?"),
+                    |bytes| format!("r{index} {:.0} MiB", bytes as f64 / MIB),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "memory:      peak RSS {}; at end {}",
+        list(|replica| replica.peak_bytes),
+        list(|replica| replica.end_bytes)
+    )
 }
 
 impl Report {
@@ -708,6 +888,15 @@ impl Report {
         let of = |latencies: &[Duration], share| {
             (!latencies.is_empty()).then(|| ms(percentile(latencies, share)))
         };
+        let server_cpu = measured
+            .watched
+            .as_ref()
+            .and_then(|watched| watched.server_cpu);
+        let rejoin = measured
+            .watched
+            .as_ref()
+            .and_then(|watched| watched.rejoin.as_ref())
+            .map(|rejoin| RejoinReport::new(rejoin, &measured.completions));
         let mean_ms = if succeeded == 0 {
             0.0
         } else {
@@ -736,19 +925,33 @@ impl Report {
             writes: measured.writes.len() as u64,
             write_p50_ms: of(&measured.writes, 0.5),
             write_p99_ms: of(&measured.writes, 0.99),
-            server_cpu_us_per_op: per_op(measured.server_cpu),
+            server_cpu_us_per_op: per_op(server_cpu),
             bench_cpu_cores: measured
                 .bench_cpu
                 .map(|cpu| cpu.as_secs_f64() / elapsed_s.max(f64::MIN_POSITIVE)),
             bench_cpu_us_per_op: per_op(measured.bench_cpu),
             turn_max: None,
+            memory: measured.watched.map(|watched| watched.memory),
+            rejoin,
         }
     }
 
-    /// Set when more than [`FAILED_SHARE_MAX`] of the requests failed.
+    /// Set when more than [`FAILED_SHARE_MAX`] of the requests failed, or a wiped replica did
+    /// not rejoin.
     fn failed_message(&self) -> Option<String> {
         let share = self.failed as f64 / self.requests as f64;
-        (share > FAILED_SHARE_MAX).then(|| {
+        let lost = self
+            .rejoin
+            .as_ref()
+            .filter(|rejoin| !rejoin.back)
+            .map(|rejoin| {
+                format!(
+                    "replica {} did not rejoin within {} s of its restart",
+                    rejoin.replica,
+                    REJOIN_TIMEOUT.as_secs()
+                )
+            });
+        let failed = (share > FAILED_SHARE_MAX).then(|| {
             format!(
                 "{} of {} requests failed ({:.1}%, more than {}%); the first: {}",
                 self.failed,
@@ -757,7 +960,8 @@ impl Report {
                 FAILED_SHARE_MAX * 100.0,
                 self.first_error.as_deref().unwrap_or("?")
             )
-        })
+        });
+        failed.or(lost)
     }
 
     fn print(&self) {
@@ -806,6 +1010,12 @@ impl Report {
                 "event loop:  longest turn {ms:.2} ms (replica {replica}, since start)"
             ));
         }
+        if let Some(memory) = &self.memory {
+            say(&memory_line(memory));
+        }
+        if let Some(rejoin) = &self.rejoin {
+            say(&rejoin.line());
+        }
         if let Some(error) = &self.first_error {
             say(&format!("first error: {error}"));
         }
@@ -813,6 +1023,15 @@ impl Report {
 
     fn to_json(&self) -> String {
         let filesystem = self.filesystem.as_ref();
+        let rss = |value: fn(&ReplicaMemory) -> Option<u64>| {
+            self.memory.as_ref().map(|memory| {
+                memory
+                    .iter()
+                    .map(|replica| value(replica).map(|bytes| bytes as f64 / MIB))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let rejoin = self.rejoin.as_ref();
         serde_json::json!({
             "ops_per_sec": self.ops_per_sec,
             "p50_ms": self.p50_ms,
@@ -831,6 +1050,19 @@ impl Report {
             "bench_cpu_us_per_op": self.bench_cpu_us_per_op,
             "bench_cpu_cores": self.bench_cpu_cores,
             "turn_max_ms": self.turn_max.map(|(_, ms)| ms),
+            "peak_rss_mib": rss(|replica| replica.peak_bytes),
+            "end_rss_mib": rss(|replica| replica.end_bytes),
+            "rejoin_replica": rejoin.map(|rejoin| rejoin.replica),
+            "rejoin_seconds": rejoin.filter(|rejoin| rejoin.back).map(|rejoin| rejoin.seconds),
+            "rejoin_back": rejoin.map(|rejoin| rejoin.back),
+            "rejoin_state_mib": rejoin.map(|rejoin| rejoin.state_mib),
+            "rejoin_requests": rejoin.map(|rejoin| rejoin.during),
+            "rejoin_p50_ms": rejoin.and_then(|rejoin| rejoin.during_p50_ms),
+            "rejoin_p99_ms": rejoin.and_then(|rejoin| rejoin.during_p99_ms),
+            "before_requests": rejoin.map(|rejoin| rejoin.before),
+            "before_p50_ms": rejoin.and_then(|rejoin| rejoin.before_p50_ms),
+            "before_p99_ms": rejoin.and_then(|rejoin| rejoin.before_p99_ms),
+            "rejoin_load_ended_first": rejoin.map(|rejoin| rejoin.load_ended_first),
             "clients": self.clients,
             "rate": self.rate,
             "requests": self.requests,
@@ -879,6 +1111,81 @@ mod tests {
             (0..1000)
                 .map(|_| random.unit())
                 .all(|u| (0.0..1.0).contains(&u))
+        );
+    }
+
+    #[test]
+    fn rejoin_windows_split_by_completion() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let rejoin = Rejoin {
+            replica: 2,
+            killed: at(100),
+            restarted: at(200),
+            rejoined: at(1_700),
+            back: true,
+            target: 10,
+            state_bytes: 3 << 20,
+            load_ended_first: false,
+        };
+        // Before the kill: 1..=100 ms; between kill and restart: ignored; during: 10 ms each.
+        let mut completions: Vec<(Instant, Duration)> = (1..=100)
+            .map(|i| (at(i - 1), Duration::from_millis(i)))
+            .collect();
+        completions.push((at(150), Duration::from_secs(9)));
+        completions.extend((0..50).map(|i| (at(200 + i * 10), Duration::from_millis(10))));
+        completions.push((at(1_800), Duration::from_secs(9)));
+        let report = RejoinReport::new(&rejoin, &completions);
+        assert_eq!((report.before, report.during), (100, 50));
+        assert_eq!(report.before_p99_ms, Some(99.0));
+        assert_eq!(report.during_p99_ms, Some(10.0));
+        assert_eq!(
+            report.line(),
+            "rejoin:      replica 2 back in 1.50 s (state 3.0 MiB); p99 during 10.00 ms vs 99.00 \
+             ms before (0.10 x)"
+        );
+        let late = RejoinReport::new(
+            &Rejoin {
+                load_ended_first: true,
+                ..rejoin
+            },
+            &[],
+        );
+        assert_eq!(
+            late.line(),
+            "rejoin:      replica 2 back in 1.50 s (state 3.0 MiB); p99 during n/a ms vs n/a ms \
+             before (n/a x) (load ended before it rejoined)"
+        );
+        let lost = RejoinReport::new(
+            &Rejoin {
+                back: false,
+                ..rejoin
+            },
+            &completions,
+        );
+        assert!(
+            lost.line()
+                .starts_with("rejoin:      replica 2 did not rejoin within 300 s (state 3.0 MiB)"),
+            "{}",
+            lost.line()
+        );
+    }
+
+    #[test]
+    fn memory_line_names_every_replica() {
+        let memory = [
+            ReplicaMemory {
+                peak_bytes: Some(300 << 20),
+                end_bytes: Some(200 << 20),
+            },
+            ReplicaMemory {
+                peak_bytes: Some(10 << 20),
+                end_bytes: None,
+            },
+        ];
+        assert_eq!(
+            memory_line(&memory),
+            "memory:      peak RSS r0 300 MiB, r1 10 MiB; at end r0 200 MiB, r1 ?"
         );
     }
 }

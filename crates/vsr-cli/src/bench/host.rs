@@ -1,14 +1,17 @@
 //! What `vsr bench` learns about the machine it measures on: the filesystem under the replicas'
-//! data, whether a sync there costs anything, and the CPU time processes spent.
+//! data, whether a sync there costs anything, the CPU time processes spent and their resident
+//! memory.
 //!
 //! A throughput figure from a filesystem where fsync is free (tmpfs, or a disk with a volatile
 //! write cache and no flush) says nothing about a durable service, so the bench names the
 //! filesystem and times a few syncs before it starts. CPU time comes from `/proc/<pid>/stat`
 //! (`utime + stime`, every thread of the process): the crate forbids `unsafe`, so there is no
-//! `getrusage` call, and `/proc/self/stat` carries the same two numbers.
+//! `getrusage` call, and `/proc/self/stat` carries the same two numbers. Resident memory comes
+//! from `/proc/<pid>/status` (`VmRSS`, and `VmHWM`, its peak since the process started).
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -185,6 +188,63 @@ impl CpuClock {
     }
 }
 
+/// A process's resident memory, from `/proc/<pid>/status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Memory {
+    /// `VmHWM`: the most it was resident at once since it started.
+    pub(crate) peak_bytes: u64,
+    /// `VmRSS`: resident now.
+    pub(crate) resident_bytes: u64,
+}
+
+impl Memory {
+    /// The resident memory of process `pid`, or `None` if it cannot be read (the process is
+    /// gone).
+    pub(crate) fn of(pid: u32) -> Option<Self> {
+        parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+    }
+}
+
+/// `VmHWM` and `VmRSS` of a `/proc/<pid>/status` text (both in kB there).
+fn parse_status(status: &str) -> Option<Memory> {
+    let kilobytes = |name: &str| -> Option<u64> {
+        status.lines().find_map(|line| {
+            let value = line.strip_prefix(name)?.strip_prefix(':')?.trim();
+            value.strip_suffix("kB")?.trim().parse::<u64>().ok()
+        })
+    };
+    Some(Memory {
+        peak_bytes: kilobytes("VmHWM")? * 1024,
+        resident_bytes: kilobytes("VmRSS")? * 1024,
+    })
+}
+
+/// The disk space the files under `dir` (subdirectories a few levels deep) take, in bytes, as
+/// `du` counts it: allocated blocks, so the unwritten tail of a file grown ahead of its
+/// writes (a WAL) does not count. What cannot be read counts as nothing.
+pub(crate) fn directory_size_bytes(dir: &Path) -> u64 {
+    /// `st_blocks` counts 512-byte units whatever the filesystem's block size.
+    const STAT_BLOCK_SIZE_BYTES: u64 = 512;
+    /// Levels of subdirectories walked; a data directory is flat.
+    const DEPTH_MAX: usize = 4;
+    fn walk(dir: &Path, depth: usize) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|entry| match entry.metadata() {
+                Ok(metadata) if metadata.is_dir() && depth < DEPTH_MAX => {
+                    walk(&entry.path(), depth + 1)
+                }
+                Ok(metadata) if metadata.is_file() => metadata.blocks() * STAT_BLOCK_SIZE_BYTES,
+                _ => 0,
+            })
+            .sum()
+    }
+    walk(dir, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +268,34 @@ mod tests {
         assert!(clock.process(None).is_some());
         assert!(clock.processes(&[std::process::id()]).is_some());
         assert!(!filesystem_type(Path::new("/")).is_empty());
+    }
+
+    #[test]
+    fn reads_resident_memory() {
+        let status = "Name:\tvsr\nVmPeak:\t  9000 kB\nVmHWM:\t    2048 kB\nVmRSS:\t    1024 kB\n";
+        assert_eq!(
+            parse_status(status),
+            Some(Memory {
+                peak_bytes: 2048 * 1024,
+                resident_bytes: 1024 * 1024,
+            })
+        );
+        assert_eq!(parse_status("Name:\tvsr\n"), None);
+        let own = Memory::of(std::process::id()).expect("this process's status");
+        assert!(own.peak_bytes >= own.resident_bytes && own.resident_bytes > 0);
+    }
+
+    #[test]
+    fn sizes_a_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a"), [7_u8; 100_000]).expect("write a");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("sub/b"), [7_u8; 28_000]).expect("write b");
+        let sparse = std::fs::File::create(dir.path().join("sparse")).expect("create");
+        sparse.set_len(100 << 20).expect("grow");
+        let size = directory_size_bytes(dir.path());
+        // Whole blocks: at least what was written, far less than the sparse file's length.
+        assert!((128_000..(1 << 20)).contains(&size), "{size}");
+        assert_eq!(directory_size_bytes(&dir.path().join("missing")), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! `vsr bench` end to end: a short run on its own local cluster and one against an existing
-//! cluster print the JSON keys the performance issue names; bad flags give one error line.
-//! No timing is asserted: these machines are shared.
+//! cluster print the JSON keys the performance issue names; a run that wipes a backup midway
+//! reports its rejoin and the replicas' memory; bad flags give one error line. No timing is
+//! asserted: these machines are shared.
 
 use std::process::{Command, Output, Stdio};
 
@@ -90,6 +91,83 @@ fn bench_on_a_local_cluster_reports_json_and_cleans_up() {
         );
     }
     assert!(value["filesystem"].is_string(), "{value}");
+    for key in ["peak_rss_mib", "end_rss_mib"] {
+        let sizes = value[key].as_array().expect("one size per replica");
+        assert_eq!(sizes.len(), 3, "{key}: {value}");
+        assert!(
+            sizes
+                .iter()
+                .all(|mib| mib.as_f64().is_some_and(|mib| mib > 0.0)),
+            "{key}: {value}"
+        );
+    }
+    for key in ["rejoin_seconds", "rejoin_p99_ms", "before_p99_ms"] {
+        assert!(
+            value[key].is_null(),
+            "{key} without --rejoin-after: {value}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(parent.path())
+        .expect("read the data dir")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the cluster's directory is removed: {left:?}"
+    );
+}
+
+#[test]
+fn bench_wipes_a_backup_and_reports_its_rejoin() {
+    let parent = tempfile::tempdir().expect("temp dir");
+    let data_dir = parent.path().to_str().expect("utf-8 path");
+    // Open loop, so the load lasts 3 s whatever the machine's speed: the kill comes at 1 s.
+    let output = bench(&[
+        "--insecure",
+        "--clients",
+        "8",
+        "--rate",
+        "1000",
+        "--requests",
+        "3000",
+        "--keys",
+        "500",
+        "--fill",
+        "--checkpoint-interval",
+        "500",
+        "--rejoin-after",
+        "1",
+        "--data-dir",
+        data_dir,
+    ]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}\n{}", stderr(&output));
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("a {prefix} line in {text}"))
+            .to_owned()
+    };
+    let rejoin = line("rejoin:      replica ");
+    assert!(
+        rejoin.contains(" back in ") && rejoin.contains(" ms before ("),
+        "{rejoin}"
+    );
+    // The first backup: replica 0 unless it is the primary.
+    assert!(
+        rejoin.starts_with("rejoin:      replica 0 ")
+            || rejoin.starts_with("rejoin:      replica 1 "),
+        "{rejoin}"
+    );
+    let memory = line("memory:      peak RSS r0 ");
+    assert!(
+        memory.contains(", r2 ") && memory.contains("; at end r0 "),
+        "{memory}"
+    );
+    assert!(
+        stderr(&output).contains("wiped its data"),
+        "{}",
+        stderr(&output)
+    );
     let left: Vec<_> = std::fs::read_dir(parent.path())
         .expect("read the data dir")
         .collect();
@@ -116,6 +194,10 @@ fn bench_on_an_existing_cluster_does_not_measure_its_cpu() {
     ]);
     let value = result(&output);
     assert!(value["server_cpu_us_per_op"].is_null(), "{value}");
+    assert!(
+        value["peak_rss_mib"].is_null(),
+        "not our processes: {value}"
+    );
 }
 
 #[test]
@@ -141,6 +223,14 @@ fn bad_flags_give_one_error_line() {
             "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
             "--checkpoint-interval",
             "100",
+        ],
+        &["--rejoin-after", "soon"],
+        &[
+            "--addresses",
+            "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3",
+            "--insecure",
+            "--rejoin-after",
+            "1",
         ],
     ] {
         let mut full = vec!["bench"];
