@@ -116,8 +116,9 @@ pub(crate) struct BenchArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     json: bool,
-    /// Ops between checkpoints of the local replicas (`vsr start --checkpoint-interval`); a
-    /// value beyond the run keeps checkpoints out of the measurement.
+    /// Ops between checkpoints of the local replicas (`vsr start --checkpoint-interval`, with
+    /// the log-size bound lifted so that OPS alone decides); a value beyond the run keeps
+    /// checkpoints out of the measurement.
     #[arg(long, value_name = "OPS", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "addresses")]
     checkpoint_interval: Option<u64>,
     /// Before measuring, write every key once (untimed), so that reads and overwrites meet a

@@ -44,7 +44,8 @@ pub(crate) struct LocalCluster {
     start_addresses: Vec<Vec<String>>,
     /// Replica i's metrics endpoint, the i-th.
     pub(crate) metrics: Vec<SocketAddr>,
-    /// `--checkpoint-interval` for the replicas started from now on (`None`: the default).
+    /// `--checkpoint-interval` for the replicas started from now on, with the log-size bound
+    /// lifted so that the interval alone decides (`None`: the defaults).
     pub(crate) checkpoint_interval: Option<u64>,
     /// The throwaway certificates the replicas and this process's clients use; `None`:
     /// `--insecure`.
@@ -224,6 +225,8 @@ impl LocalCluster {
             .arg(format!("--exit-with-parent={}", std::process::id()));
         if let Some(interval) = self.checkpoint_interval {
             command.arg(format!("--checkpoint-interval={interval}"));
+            // The interval alone decides: no checkpoint comes early from the log-size bound.
+            command.arg(format!("--checkpoint-log-bytes={}", 1u64 << 50));
         }
         match &self.tls {
             Some(tls) => command.arg("--tls").arg(tls),
