@@ -374,6 +374,7 @@ fn data_directory(checkpoint: bool) -> SimDisk {
         wal_grow_bytes: 4096,
         headers_grow_bytes: 1024,
         checkpoint_chunk_bytes: 1000,
+        rotation_copy_bytes_max: 1000,
         flush_bytes: 4096,
     };
     let directory = Path::new("seed");

@@ -40,6 +40,7 @@ const TUNING: Tuning = Tuning {
     wal_grow_bytes: 4096,
     headers_grow_bytes: 4096,
     checkpoint_chunk_bytes: 1000,
+    rotation_copy_bytes_max: 1000,
     flush_bytes: 4096,
 };
 

@@ -808,6 +808,17 @@ mod tests {
         )
     }
 
+    fn delete(invoke: u64, complete: u64) -> HistoryOp {
+        op(
+            OpKind::Delete,
+            None,
+            None,
+            Some(OpResult::Ok),
+            invoke,
+            Some(complete),
+        )
+    }
+
     fn put_pending(value: &str, invoke: u64) -> HistoryOp {
         op(OpKind::Put, Some(value), None, None, invoke, None)
     }
@@ -1300,6 +1311,7 @@ mod tests {
         let swaps = op.expected.as_ref() == state;
         match (op.kind, &op.result) {
             (OpKind::Put, _) => Some(op.value.clone()),
+            (OpKind::Delete, _) => Some(None),
             (OpKind::Get, Some(OpResult::Value(read))) => {
                 (read.as_ref() == state).then(|| read.clone())
             }
@@ -1354,9 +1366,10 @@ mod tests {
                 .map(|_| {
                     let invoke = rng.below(20);
                     let read = values[rng.below(3) as usize];
-                    let mut op = match rng.below(3) {
+                    let mut op = match rng.below(4) {
                         0 => put(read.unwrap_or("a"), invoke, 0),
                         1 => get(read, invoke, 0),
+                        2 => delete(invoke, 0),
                         _ => cas(
                             read,
                             ["a", "b"][rng.below(2) as usize],

@@ -324,6 +324,7 @@ pub(crate) fn storage_tuning(prng: &mut Prng) -> vsr_storage::Tuning {
         wal_grow_bytes: prng.pick(&[4 << 10, 16 << 10, 64 << 10]),
         headers_grow_bytes: prng.pick(&[512, 4 << 10]),
         checkpoint_chunk_bytes: prng.pick(&[64, 1 << 10, 1 << 20]),
+        rotation_copy_bytes_max: prng.pick(&[0, 1 << 10, 1 << 20]),
         flush_bytes: prng.pick(&[128, 512, 4 << 10, 1 << 20]),
     }
 }
@@ -335,6 +336,7 @@ pub(crate) fn scenario_storage_tuning() -> vsr_storage::Tuning {
         wal_grow_bytes: 16 << 10,
         headers_grow_bytes: 512,
         checkpoint_chunk_bytes: 1 << 10,
+        rotation_copy_bytes_max: 1 << 10,
         flush_bytes: 128,
     }
 }

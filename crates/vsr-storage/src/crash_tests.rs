@@ -32,6 +32,7 @@ fn tuning() -> Tuning {
         wal_grow_bytes: 1024,
         headers_grow_bytes: 256,
         checkpoint_chunk_bytes: 64,
+        rotation_copy_bytes_max: 300,
         flush_bytes: 700,
     }
 }

@@ -31,7 +31,15 @@ pub struct Tuning {
     pub checkpoint_chunk_bytes: usize,
     /// Buffered WAL records are written out once they exceed this many bytes.
     pub flush_bytes: usize,
+    /// A checkpoint going live leaves the WAL as it is, rather than copying its entries after
+    /// the checkpoint to a new file, when they exceed this many bytes (a checkpoint that took
+    /// long to write): the next checkpoint rotates, with less to copy. At most
+    /// [`ROTATIONS_DEFERRED_MAX`] in a row.
+    pub rotation_copy_bytes_max: u64,
 }
+
+/// Checkpoints in a row that may go live without rotating the WAL.
+pub(crate) const ROTATIONS_DEFERRED_MAX: u32 = 2;
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -40,6 +48,7 @@ impl Default for Tuning {
             headers_grow_bytes: 4 << 20,
             checkpoint_chunk_bytes: 1 << 20,
             flush_bytes: 1 << 20,
+            rotation_copy_bytes_max: 4 << 20,
         }
     }
 }
@@ -73,6 +82,8 @@ pub struct FileStorage {
     chain: Vec<CheckpointReference>,
     /// The generation the next checkpoint file takes: above every file written so far.
     generation_next: u64,
+    /// Checkpoints made live in a row without rotating the WAL.
+    rotations_deferred: u32,
 }
 
 /// A checkpoint file to write away from the storage thread: made by
@@ -380,6 +391,7 @@ impl FileStorage {
                 .map_or(superblock.checkpoint.generation, |head| head.generation)
                 + 1,
             chain,
+            rotations_deferred: 0,
         };
         if !storage.damaged {
             storage.cover_records_read_back()?;
@@ -660,6 +672,19 @@ impl FileStorage {
         self.superblock.checkpoint = written.reference;
         self.write_superblock()?;
         self.wal.checkpoint(Op(written.reference.op));
+        // Rotating copies every entry after the checkpoint, appends waiting: after a checkpoint
+        // that took long to write that is a lot, so it waits for the next one. Until then the
+        // WAL starts before the checkpoint, as after a crash inside a rotation, which open
+        // handles (it replays from the WAL's start and applies the checkpoint at the end).
+        let tail: u64 = self.wal.live.iter().map(|record| record.size).sum();
+        if tail > self.tuning.rotation_copy_bytes_max
+            && self.rotations_deferred < ROTATIONS_DEFERRED_MAX
+        {
+            vsr::mark!(WalRotationDeferred);
+            self.rotations_deferred += 1;
+            return self.remove_leftovers();
+        }
+        self.rotations_deferred = 0;
         self.rotate()
     }
 

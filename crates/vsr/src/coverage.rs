@@ -327,6 +327,8 @@ marks! {
     HeadersFileRecreated => "headers-file-recreated",
     /// Open finds a checkpoint whose WAL rotation did not finish: the first write finishes it.
     OpenFinishesInterruptedRotation => "open-finishes-interrupted-rotation",
+    /// A checkpoint goes live without rotating the WAL: too much to copy after it.
+    WalRotationDeferred => "wal-rotation-deferred",
     /// Open finds files of an interrupted checkpoint or rotation: they are removed.
     OpenRemovesLeftoverFiles => "open-removes-leftover-files",
 }
