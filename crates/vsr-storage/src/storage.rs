@@ -495,10 +495,7 @@ impl FileStorage {
     /// # Panics
     /// If an append does not continue the log: a bug in the caller, as in [`DurableState::apply`].
     pub fn write(&mut self, write: &Write) -> Result<(), StorageError> {
-        self.usable()?;
-        let result = self.write_unchecked(write);
-        self.failed = result.is_err();
-        result
+        self.guarded(|storage| storage.write_unchecked(write))
     }
 
     /// Makes every write so far durable (one fdatasync of the WAL and one of its headers file,
@@ -507,10 +504,7 @@ impl FileStorage {
     /// # Errors
     /// [`StorageError::Io`]; after an error the storage refuses every further call.
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.usable()?;
-        let result = self.wal.sync(self.disk.as_mut());
-        self.failed = result.is_err();
-        result
+        self.guarded(|storage| storage.wal.sync(storage.disk.as_mut()))
     }
 
     /// Bytes the live files take (allocated size; the WAL is preallocated in large steps).
@@ -525,6 +519,18 @@ impl FileStorage {
             + self.wal.file.allocated.max(self.wal.end)
             + self.wal.headers.file.allocated
             + checkpoint
+    }
+
+    /// Runs `operation` unless an earlier one failed; a failure makes the storage refuse every
+    /// later call.
+    fn guarded<T>(
+        &mut self,
+        operation: impl FnOnce(&mut Self) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.usable()?;
+        let result = operation(self);
+        self.failed = result.is_err();
+        result
     }
 
     fn usable(&self) -> Result<(), StorageError> {
@@ -597,10 +603,7 @@ impl FileStorage {
         &mut self,
         checkpoint: &Checkpoint,
     ) -> Result<CheckpointJob, StorageError> {
-        self.usable()?;
-        let result = self.begin_checkpoint_unchecked(checkpoint);
-        self.failed = result.is_err();
-        result
+        self.guarded(|storage| storage.begin_checkpoint_unchecked(checkpoint))
     }
 
     fn begin_checkpoint_unchecked(
@@ -647,10 +650,7 @@ impl FileStorage {
     /// If an increment no longer continues the newest checkpoint (another checkpoint was made
     /// live since this one began): a bug in the caller.
     pub fn finish_checkpoint(&mut self, written: &WrittenCheckpoint) -> Result<(), StorageError> {
-        self.usable()?;
-        let result = self.finish_checkpoint_unchecked(written);
-        self.failed = result.is_err();
-        result
+        self.guarded(|storage| storage.finish_checkpoint_unchecked(written))
     }
 
     fn finish_checkpoint_unchecked(

@@ -107,13 +107,7 @@ fn bench_on_a_local_cluster_reports_json_and_cleans_up() {
             "{key} without --rejoin-after: {value}"
         );
     }
-    let left: Vec<_> = std::fs::read_dir(parent.path())
-        .expect("read the data dir")
-        .collect();
-    assert!(
-        left.is_empty(),
-        "the cluster's directory is removed: {left:?}"
-    );
+    assert_removed(parent.path());
 }
 
 #[test]
@@ -168,13 +162,7 @@ fn bench_wipes_a_backup_and_reports_its_rejoin() {
         "{}",
         stderr(&output)
     );
-    let left: Vec<_> = std::fs::read_dir(parent.path())
-        .expect("read the data dir")
-        .collect();
-    assert!(
-        left.is_empty(),
-        "the cluster's directory is removed: {left:?}"
-    );
+    assert_removed(parent.path());
 }
 
 #[test]
@@ -242,4 +230,15 @@ fn bad_flags_give_one_error_line() {
         assert_eq!(error.lines().count(), 1, "{args:?}: one line, got {error}");
         assert!(error.starts_with("error: "), "{args:?}: {error}");
     }
+}
+
+/// The bench removed the cluster's directory from `parent`.
+fn assert_removed(parent: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(parent)
+        .expect("read the data dir")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the cluster's directory is removed: {left:?}"
+    );
 }
