@@ -27,6 +27,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 
 use vsr::{Checkpoint, Op, Write};
 
@@ -49,8 +50,8 @@ pub enum StorageEvent {
 enum Job {
     Writes(Vec<(u64, Write)>),
     Checkpoint(Box<Checkpoint>),
-    /// The writer thread finished a checkpoint file.
-    Written(Result<WrittenCheckpoint, StorageError>),
+    /// The writer thread finished a checkpoint file (or panicked: a bug, re-raised here).
+    Written(thread::Result<Result<WrittenCheckpoint, StorageError>>),
     /// The owner hangs up: finish what is queued, then stop.
     Stop,
 }
@@ -239,7 +240,10 @@ impl Worker {
                     let writer = thread::Builder::new()
                         .name("vsr-checkpoint".to_owned())
                         .spawn(move || {
-                            let _ = written.send(Job::Written(job.run()));
+                            // A panic (a bug, say in the state machine's encoding) must reach
+                            // the storage thread, which would otherwise wait for the file forever.
+                            let result = std::panic::catch_unwind(AssertUnwindSafe(|| job.run()));
+                            let _ = written.send(Job::Written(result));
                         })
                         .expect("spawning the checkpoint writer");
                     self.writer = Some(writer);
@@ -276,12 +280,15 @@ impl Worker {
     /// Makes a written checkpoint live and reports it.
     fn finish(
         &mut self,
-        written: Result<WrittenCheckpoint, StorageError>,
+        written: thread::Result<Result<WrittenCheckpoint, StorageError>>,
     ) -> Result<(), StorageError> {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
-        let written = written?;
+        let written = match written {
+            Ok(written) => written?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
         self.storage.finish_checkpoint(&written)?;
         (self.on_event)(StorageEvent::Checkpoint(written.op()));
         Ok(())
@@ -390,5 +397,29 @@ mod tests {
             }
             other => panic!("expected the disk's error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_panic_while_writing_a_checkpoint_reaches_the_owner() {
+        struct Panics;
+        impl vsr::DeltaSource for Panics {
+            fn pieces(self: std::sync::Arc<Self>) -> Box<dyn Iterator<Item = Bytes> + Send> {
+                panic!("the state machine's encoding failed")
+            }
+        }
+        let (_disk, thread, receiver) = spawn_on_formatted_disk();
+        let entry = noop(1);
+        let checksum = entry.checksum;
+        thread.submit(1, Write::Append(entry));
+        assert_eq!(receiver.recv(), Ok(1));
+        thread.checkpoint(Checkpoint {
+            op: Op(1),
+            op_checksum: checksum,
+            since: Op(0),
+            snapshot: vsr::Snapshot::from_source(std::sync::Arc::new(Panics)),
+        });
+        // Not a hang: the writer's panic is re-raised by the storage thread, then by join.
+        let joined = std::panic::catch_unwind(AssertUnwindSafe(|| thread.join()));
+        assert!(joined.is_err(), "the panic was lost");
     }
 }

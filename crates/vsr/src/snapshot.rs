@@ -86,6 +86,15 @@ impl Snapshot {
         }
     }
 
+    /// A snapshot whose bytes are exactly what `source` yields (no client table is added).
+    #[must_use]
+    pub fn from_source(source: Arc<dyn DeltaSource>) -> Self {
+        Self {
+            head: Bytes::new(),
+            delta: source,
+        }
+    }
+
     /// The encoding, in order, in pieces (some may be empty); see [`DeltaSource::pieces`].
     #[must_use]
     pub fn pieces(&self) -> Box<dyn Iterator<Item = Bytes> + Send> {
