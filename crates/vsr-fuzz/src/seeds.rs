@@ -376,6 +376,7 @@ fn data_directory(checkpoint: bool) -> SimDisk {
         checkpoint_chunk_bytes: 1000,
         rotation_copy_bytes_max: 1000,
         flush_bytes: 4096,
+        checkpoint_disk_share_percent: 100,
     };
     let directory = Path::new("seed");
     let mut writer: Box<dyn Disk> = Box::new(disk.clone());

@@ -42,6 +42,7 @@ const TUNING: Tuning = Tuning {
     checkpoint_chunk_bytes: 1000,
     rotation_copy_bytes_max: 1000,
     flush_bytes: 4096,
+    checkpoint_disk_share_percent: 100,
 };
 
 /// Runs one `wal` input; see the module docs.

@@ -72,6 +72,10 @@ pub struct ReplicaOptions {
     /// Overrides the configuration's `checkpoint_log_size_max` (bytes of executed log entries
     /// after which a checkpoint is taken even before `checkpoint_interval` ops; at least 1).
     pub checkpoint_log_bytes: Option<usize>,
+    /// The share of the disk's time, in percent (1 to 100), a checkpoint written in the
+    /// background may take (`vsr_storage::Tuning::checkpoint_disk_share_percent`); `None` for
+    /// the default.
+    pub checkpoint_disk_share: Option<u32>,
     /// Mutual TLS with the certificates in this directory (see [`crate::tls`]): `ca.pem` and
     /// this replica's `replica-I.pem` / `replica-I.key`. `None`: plain TCP, where anyone who
     /// reaches the port can send anything; for a trusted network only.
@@ -94,6 +98,7 @@ impl ReplicaOptions {
             config: None,
             checkpoint_interval: None,
             checkpoint_log_bytes: None,
+            checkpoint_disk_share: None,
             tls: None,
             tls_reload: None,
         }
@@ -235,9 +240,14 @@ where
 async fn open_storage(options: &ReplicaOptions) -> Result<Opened, ServerError> {
     let dir = options.data_dir.clone();
     let cluster = options.cluster;
-    let opened = tokio::task::spawn_blocking(move || FileStorage::open(&dir, Some(cluster)))
-        .await
-        .expect("opening storage does not panic");
+    let mut tuning = vsr_storage::Tuning::default();
+    if let Some(share) = options.checkpoint_disk_share {
+        tuning.checkpoint_disk_share_percent = share.clamp(1, 100);
+    }
+    let opened =
+        tokio::task::spawn_blocking(move || FileStorage::open_tuned(&dir, Some(cluster), tuning))
+            .await
+            .expect("opening storage does not panic");
     let opened = opened.map_err(|source| match source {
         StorageError::Locked { .. } => ServerError::DataDirectoryInUse { source },
         source => ServerError::Storage {

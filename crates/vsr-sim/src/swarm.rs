@@ -326,6 +326,8 @@ pub(crate) fn storage_tuning(prng: &mut Prng) -> vsr_storage::Tuning {
         checkpoint_chunk_bytes: prng.pick(&[64, 1 << 10, 1 << 20]),
         rotation_copy_bytes_max: prng.pick(&[0, 1 << 10, 1 << 20]),
         flush_bytes: prng.pick(&[128, 512, 4 << 10, 1 << 20]),
+        // The simulator writes checkpoints itself, never resting on a real clock.
+        checkpoint_disk_share_percent: 100,
     }
 }
 
@@ -338,5 +340,6 @@ pub(crate) fn scenario_storage_tuning() -> vsr_storage::Tuning {
         checkpoint_chunk_bytes: 1 << 10,
         rotation_copy_bytes_max: 1 << 10,
         flush_bytes: 128,
+        checkpoint_disk_share_percent: 100,
     }
 }

@@ -37,6 +37,29 @@ const MAGIC: [u8; 8] = *b"VSRCHKP2";
 /// 1 MiB chunks), so its dirty pages never pile up in front of the WAL's syncs.
 const CHUNKS_PER_SYNC: usize = 8;
 
+/// How much of the disk's time a checkpoint written in the background may take: after each
+/// sync, the writer rests for as long as its writes and sync took, scaled so that they fill at
+/// most `share_percent` of its time. A disk that keeps up finishes the file soon; a loaded one
+/// is left to the WAL's syncs in between. 100 writes flat out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Pace {
+    pub(crate) share_percent: u32,
+}
+
+impl Pace {
+    /// No rest: a checkpoint written in order, which everything waits for anyway.
+    pub(crate) const FLAT_OUT: Pace = Pace { share_percent: 100 };
+
+    /// The rest after `busy` of writing.
+    fn rest(self, busy: std::time::Duration) -> std::time::Duration {
+        let share = self.share_percent.clamp(1, 100);
+        (busy * (100 - share) / share).min(REST_MAX)
+    }
+}
+
+/// The longest rest between two syncs of a checkpoint written in the background.
+const REST_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Longest chain of checkpoint files open follows (a whole state and its increments).
 pub(crate) const CHAIN_FILES_MAX: usize = 64;
 
@@ -57,15 +80,19 @@ pub(crate) fn write(
     checkpoint: &Checkpoint,
     previous: Option<CheckpointReference>,
     chunk_size: usize,
+    pace: Pace,
 ) -> Result<CheckpointReference, StorageError> {
     assert!(chunk_size > 0);
     disk.create(name)?;
+    let paced = pace != Pace::FLAT_OUT;
+    let mut busy = std::time::Duration::ZERO;
     let mut hasher = Checksum::default();
     let mut offset = 0;
     let mut buffer = Vec::with_capacity(chunk_size);
     let mut chunks = 0;
     let mut flush = |buffer: &mut Vec<u8>, offset: &mut u64| -> Result<(), StorageError> {
         hasher.update(buffer);
+        let started = paced.then(std::time::Instant::now);
         disk.write_at(name, *offset, buffer)?;
         *offset += buffer.len() as u64;
         buffer.clear();
@@ -74,6 +101,12 @@ pub(crate) fn write(
             // Written back a little at a time: a whole state left dirty in the page cache is
             // flushed in one go, and the WAL's fdatasync waits behind it for the whole of it.
             disk.sync(name)?;
+        }
+        if let Some(started) = started {
+            busy += started.elapsed();
+            if chunks % CHUNKS_PER_SYNC == 0 {
+                std::thread::sleep(pace.rest(std::mem::take(&mut busy)));
+            }
         }
         Ok(())
     };

@@ -17,6 +17,7 @@ use std::path::Path;
 use bytes::Bytes;
 use vsr::{Checkpoint, DurableState, Entry, EntryChecksum, Op, Operation, View, ViewState, Write};
 
+use crate::disk::Disk;
 use crate::sim_disk::{Image, Operation as DiskOperation, SimDisk};
 use crate::storage::{FileStorage, Tuning, format_disk};
 use crate::{Identity, Opened};
@@ -34,6 +35,7 @@ fn tuning() -> Tuning {
         checkpoint_chunk_bytes: 64,
         rotation_copy_bytes_max: 300,
         flush_bytes: 700,
+        checkpoint_disk_share_percent: 100,
     }
 }
 
@@ -931,4 +933,135 @@ fn a_slot_whose_record_is_not_on_disk_is_damage() {
     let mut expected = state;
     expected.damaged = true;
     assert_eq!(opened.durable, expected);
+}
+
+#[test]
+fn the_wal_moves_after_a_checkpoint_in_steps_and_a_truncation_cutting_copied_entries_stops_it() {
+    let disk = formatted();
+    let mut storage = open(&disk).storage;
+    let mut random = Random(1);
+    let mut state = DurableState::default();
+    let apply = |storage: &mut FileStorage, state: &mut DurableState, write: Write| {
+        storage.write(&write).unwrap();
+        state.apply(&write);
+    };
+    for _ in 0..10 {
+        let write = Write::Append(next_entry(&state, &mut random));
+        apply(&mut storage, &mut state, write);
+    }
+    storage.sync().unwrap();
+    let checkpoint = |state: &DurableState, index: usize| {
+        Write::Checkpoint(Checkpoint {
+            op: state.entries[index].op,
+            op_checksum: state.entries[index].checksum,
+            since: Op(0),
+            snapshot: Bytes::from(vec![0xc5; 100]).into(),
+        })
+    };
+    let wal_files = |disk: &SimDisk| {
+        let mut disk = disk.clone();
+        let names = disk.list().unwrap();
+        names
+            .into_iter()
+            .filter(|name| name.ends_with(".log"))
+            .count()
+    };
+    let _ = vsr::coverage::take();
+    // Each sync after it goes live copies one step (one record: the budget is 300 bytes).
+    let write = checkpoint(&state, 2);
+    apply(&mut storage, &mut state, write);
+    storage.sync().unwrap();
+    storage.sync().unwrap();
+    assert_eq!(wal_files(&disk), 2, "the old WAL and the one taking over");
+    assert_eq!(
+        vsr::coverage::take().get(vsr::coverage::Mark::WalRotationInSteps),
+        2
+    );
+    // Ops 4 and 5 are in the new WAL; cutting after op 4 stops the move.
+    apply(&mut storage, &mut state, Write::Truncate { op: Op(4) });
+    assert_eq!(
+        vsr::coverage::take().get(vsr::coverage::Mark::WalRotationCut),
+        1
+    );
+    let write = Write::Append(next_entry(&state, &mut random));
+    apply(&mut storage, &mut state, write);
+    storage.sync().unwrap();
+    assert_eq!(open(&disk.clone()).durable, state, "after the cut");
+    // The next checkpoint moves the WAL to the end, step by step.
+    let mut storage = open(&disk).storage;
+    let write = checkpoint(&state, 1);
+    apply(&mut storage, &mut state, write);
+    for _ in 0..10 {
+        storage.sync().unwrap();
+    }
+    drop(storage);
+    assert_eq!(
+        wal_files(&disk),
+        1,
+        "the move finished and the old WAL is gone"
+    );
+    assert_eq!(open(&disk).durable, state, "after the move");
+}
+
+#[test]
+fn a_checkpoint_beyond_the_wal_moves_it_at_once_so_later_entries_leave_no_gap() {
+    // As after a state transfer: the checkpoint at op 10 follows a WAL that ends at op 3.
+    let disk = formatted();
+    let mut storage = open(&disk).storage;
+    let mut random = Random(2);
+    let mut state = DurableState::default();
+    let mut writes = Vec::new();
+    for _ in 0..3 {
+        let write = Write::Append(next_entry(&state, &mut random));
+        state.apply(&write);
+        writes.push(write);
+    }
+    let checkpoint = Write::Checkpoint(Checkpoint {
+        op: Op(10),
+        op_checksum: EntryChecksum(0xfeed),
+        since: Op(0),
+        snapshot: Bytes::from(vec![0xc6; 100]).into(),
+    });
+    state.apply(&checkpoint);
+    writes.push(checkpoint);
+    let append = Write::Append(next_entry(&state, &mut random));
+    state.apply(&append);
+    writes.push(append);
+    for write in &writes {
+        storage.write(write).unwrap();
+    }
+    // Durable, with no step of rotation after it: a crash now must find no gap.
+    storage.sync_wal().unwrap();
+    drop(storage);
+    let opened = open(&disk);
+    assert!(!opened.durable.damaged, "{:?}", opened.damage);
+    assert_eq!(opened.durable, state);
+}
+
+#[test]
+fn the_workload_moves_the_wal_in_steps_and_supersedes_such_moves() {
+    let _ = vsr::coverage::take();
+    for seed in 1..=8 {
+        let (steps, states) = workload(seed, 400);
+        let disk = formatted();
+        let mut storage = open(&disk).storage;
+        for step in &steps {
+            match step {
+                Step::Write(write) => storage.write(write).unwrap(),
+                Step::Sync => storage.sync().unwrap(),
+            }
+        }
+        storage.sync().unwrap();
+        drop(storage);
+        let opened = open(&disk);
+        assert_eq!(
+            &opened.durable,
+            states.last().expect("not empty"),
+            "seed {seed}"
+        );
+    }
+    // So the crash tests, on the same workloads, crash inside such moves.
+    let hits = vsr::coverage::take();
+    assert!(hits.get(vsr::coverage::Mark::WalRotationInSteps) > 100);
+    assert!(hits.get(vsr::coverage::Mark::WalRotationSuperseded) > 10);
 }

@@ -43,6 +43,9 @@ pub trait Disk: Send {
     /// # Errors
     /// If the handle cannot be made.
     fn duplicate(&self) -> io::Result<Box<dyn Disk>>;
+    /// Drops any handle this disk keeps on `name` (a file about to be removed elsewhere, whose
+    /// space a handle left open would keep).
+    fn close(&mut self, _name: &str) {}
 }
 
 /// Bytes that stand for a sector that could not be read: never all zeros (which read as "never
@@ -61,6 +64,18 @@ pub(crate) fn read_tolerant(
     name: &str,
     offset: u64,
     buffer: &mut [u8],
+) -> io::Result<usize> {
+    read_noting_unreadable(disk, name, offset, buffer, &mut None)
+}
+
+/// As [`read_tolerant`], also setting `unreadable` to the offset of the first sector that could
+/// not be read, if it is not set yet.
+pub(crate) fn read_noting_unreadable(
+    disk: &mut dyn Disk,
+    name: &str,
+    offset: u64,
+    buffer: &mut [u8],
+    unreadable: &mut Option<u64>,
 ) -> io::Result<usize> {
     match disk.read_at(name, offset, buffer) {
         Ok(read) => return Ok(read),
@@ -81,6 +96,7 @@ pub(crate) fn read_tolerant(
             Err(_) => {
                 vsr::mark!(DiskReadErrorReadAsDamage);
                 target.fill(UNREADABLE_FILL);
+                unreadable.get_or_insert(position);
             }
         }
         done += piece;
@@ -177,6 +193,10 @@ impl Disk for RealDisk {
 
     fn sync_dir(&mut self) -> io::Result<()> {
         File::open(&self.directory)?.sync_all()
+    }
+
+    fn close(&mut self, name: &str) {
+        self.files.remove(name);
     }
 
     fn duplicate(&self) -> io::Result<Box<dyn Disk>> {

@@ -686,3 +686,33 @@ fn valid_records_after_a_misdirected_one_are_cut_before_new_writes() {
         }
     }
 }
+
+#[test]
+fn a_misdirected_last_record_landing_on_an_unreadable_sector_with_its_slot_unreadable_is_damage() {
+    let (disk, state) = disk_with_entries(4, 1500);
+    let mut storage = open(&disk).storage;
+    // Op 5's record lands 32 sectors beyond its place (more than its offset: not before it),
+    // which stays zeros.
+    disk.misdirect_next_in(".log", 32);
+    let mut written = state.clone();
+    let write = Write::Append(entry_after(&written, 1500));
+    written.apply(&write);
+    storage.write(&write).unwrap();
+    storage.sync().unwrap();
+    assert!(!disk.misdirect_armed());
+    drop(storage);
+    disk.crash(|_, _| Fate::Kept);
+    let (offset, sectors) = record_sectors(&written, 5);
+    let wal = file_ending(&disk, ".log");
+    let headers = file_ending(&disk, ".headers");
+    // Where it landed, and the sector of the slot that names it (slots 4 and 5, the whole
+    // file), both fail to read: neither the record nor its copy tells that op 5 was
+    // acknowledged.
+    for sector in offset / SECTOR_SIZE..=sectors.end {
+        disk.make_unreadable(&wal, sector + 32);
+    }
+    disk.make_unreadable(&headers, 1);
+    let opened = open(&disk);
+    assert_eq!(opened.damage.corrupt_ops, vec![5, 6], "{:?}", opened.damage);
+    assert_eq!(opened.durable, damaged_prefix(&written, 4));
+}

@@ -407,6 +407,8 @@ mod tests {
             snapshot: Bytes::from(vec![9u8; 100]).into(),
         };
         storage.write(&Write::Checkpoint(checkpoint)).unwrap();
+        // The sync after the checkpoint moves the WAL.
+        storage.sync().unwrap();
         drop(storage);
         let checkpoints = checkpoint_files(directory.path()).unwrap();
         assert_eq!(checkpoints.len(), 1, "{checkpoints:?}");

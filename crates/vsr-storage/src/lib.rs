@@ -57,7 +57,9 @@ mod fault_tests;
 
 pub use disk::Disk;
 pub use error::StorageError;
-pub use storage::{CheckpointJob, FileStorage, Tuning, WrittenCheckpoint, format, format_disk};
+pub use storage::{
+    CheckpointJob, FileStorage, Leftovers, Tuning, WrittenCheckpoint, format, format_disk,
+};
 pub use superblock::FORMAT_VERSION;
 pub use thread::{BATCH_WRITES_MAX, StorageEvent, StorageThread};
 

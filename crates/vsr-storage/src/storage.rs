@@ -16,7 +16,7 @@ use crate::superblock::{
     COPIES, COPY_SIZE, COPY_STRIDE, CheckpointReference, Copy, SUPERBLOCK_FILE, Superblock,
     UPDATE_COPIES, checkpoint_file_name, is_data_file, wal_files,
 };
-use crate::wal::{SlotRepairs, Wal, replay};
+use crate::wal::{SlotRepairs, Wal, WalFiles, replay};
 use crate::{Damage, Identity, Opened, StorageError, checkpoint, superblock};
 
 /// Sizes of growth steps, chunks and buffers. The defaults suit a real disk; tests and the
@@ -31,15 +31,30 @@ pub struct Tuning {
     pub checkpoint_chunk_bytes: usize,
     /// Buffered WAL records are written out once they exceed this many bytes.
     pub flush_bytes: usize,
-    /// A checkpoint going live leaves the WAL as it is, rather than copying its entries after
-    /// the checkpoint to a new file, when they exceed this many bytes (a checkpoint that took
-    /// long to write): the next checkpoint rotates, with less to copy. At most
-    /// [`ROTATIONS_DEFERRED_MAX`] in a row.
+    /// After a checkpoint goes live, the entries after it move to a new WAL file at most this
+    /// many bytes at a time, one step after each sync ([`FileStorage::sync`]), so that no step
+    /// copies what accumulated while a long checkpoint was written. 0: all at once.
+    /// Default 1 MiB.
     pub rotation_copy_bytes_max: u64,
+    /// The share of the disk's time, in percent, a checkpoint written in the background
+    /// ([`CheckpointJob::run_in_background`]) may take: after each of its syncs it rests so that
+    /// its writes fill at most this share, leaving the rest to the WAL. 100: no rest.
+    /// Default 25.
+    pub checkpoint_disk_share_percent: u32,
 }
 
-/// Checkpoints in a row that may go live without rotating the WAL.
-pub(crate) const ROTATIONS_DEFERRED_MAX: u32 = 2;
+/// A WAL taking over from the live one after a checkpoint: the entries after the checkpoint
+/// are copied into it a step at a time, between batches, while appends go on to the live one;
+/// once it has caught up, the superblock names it.
+#[derive(Debug)]
+struct Rotation {
+    next: Wal,
+    /// The first op `next` holds: the checkpoint's op + 1.
+    start: u64,
+    generation: u64,
+    /// The last op copied into `next`.
+    copied: Op,
+}
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -48,7 +63,8 @@ impl Default for Tuning {
             headers_grow_bytes: 4 << 20,
             checkpoint_chunk_bytes: 1 << 20,
             flush_bytes: 1 << 20,
-            rotation_copy_bytes_max: 4 << 20,
+            rotation_copy_bytes_max: 1 << 20,
+            checkpoint_disk_share_percent: 25,
         }
     }
 }
@@ -82,8 +98,11 @@ pub struct FileStorage {
     chain: Vec<CheckpointReference>,
     /// The generation the next checkpoint file takes: above every file written so far.
     generation_next: u64,
-    /// Checkpoints made live in a row without rotating the WAL.
-    rotations_deferred: u32,
+    /// The WAL being filled to take over from the live one, if a rotation is under way.
+    rotation: Option<Rotation>,
+    /// The highest WAL generation named so far (live, taking over, or prepared for a
+    /// checkpoint): a new WAL file takes one above, so no name is used twice.
+    wal_generation_named: u64,
 }
 
 /// A checkpoint file to write away from the storage thread: made by
@@ -96,6 +115,14 @@ pub struct CheckpointJob {
     checkpoint: Checkpoint,
     previous: Option<CheckpointReference>,
     chunk_size: usize,
+    /// The WAL that takes over when the checkpoint goes live, prepared here, away from the
+    /// storage's thread: its files, their growth steps, and the superblock's WAL generation it
+    /// follows.
+    wal_next: WalFiles,
+    wal_grow_bytes: (u64, u64),
+    wal_generation: u64,
+    /// How it shares the disk when written in the background.
+    background_pace: checkpoint::Pace,
 }
 
 impl std::fmt::Debug for CheckpointJob {
@@ -114,6 +141,54 @@ impl std::fmt::Debug for CheckpointJob {
 pub struct WrittenCheckpoint {
     reference: CheckpointReference,
     since: Op,
+    /// The next WAL, created empty and durable, its name too.
+    wal_next: Wal,
+    wal_generation: u64,
+}
+
+/// Files no longer live once a checkpoint went live: removing them is left to the caller
+/// ([`Leftovers::remove`], on any thread), as unlinking a large file can take the disk a while.
+/// A crash before they are gone leaves them to the next open, which removes them.
+#[must_use = "leftover files stay on disk until removed"]
+pub struct Leftovers {
+    disk: Option<Box<dyn Disk>>,
+    names: Vec<String>,
+}
+
+impl std::fmt::Debug for Leftovers {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Leftovers")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Leftovers {
+    /// Whether there is nothing to remove.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Removes the files, then makes their removal durable.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`]: the replica must stop.
+    pub fn remove(self) -> Result<(), StorageError> {
+        let Some(mut disk) = self.disk else {
+            return Ok(());
+        };
+        for name in &self.names {
+            match disk.remove(name) {
+                // Gone already (say, removed by hand): what removing it was for.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                removed => removed?,
+            }
+        }
+        disk.sync_dir()?;
+        Ok(())
+    }
 }
 
 impl WrittenCheckpoint {
@@ -135,7 +210,26 @@ impl CheckpointJob {
     ///
     /// # Errors
     /// [`StorageError::Io`]: the replica must stop.
-    pub fn run(mut self) -> Result<WrittenCheckpoint, StorageError> {
+    pub fn run(self) -> Result<WrittenCheckpoint, StorageError> {
+        self.write(checkpoint::Pace::FLAT_OUT)
+    }
+
+    /// As [`Self::run`], for a checkpoint written while the WAL goes on being written: the file
+    /// takes at most [`Tuning::checkpoint_disk_share_percent`] of the disk's time.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`]: the replica must stop.
+    pub fn run_in_background(self) -> Result<WrittenCheckpoint, StorageError> {
+        let pace = self.background_pace;
+        self.write(pace)
+    }
+
+    fn write(mut self, pace: checkpoint::Pace) -> Result<WrittenCheckpoint, StorageError> {
+        let disk = self.disk.as_mut();
+        let (grow_bytes, headers_grow_bytes) = self.wal_grow_bytes;
+        let mut wal_next = Wal::create(disk, self.wal_next, grow_bytes, headers_grow_bytes)?;
+        wal_next.sync(disk)?;
+        // The checkpoint's file is written last: its directory sync covers the WAL's names.
         let reference = checkpoint::write(
             self.disk.as_mut(),
             &self.name,
@@ -143,10 +237,13 @@ impl CheckpointJob {
             &self.checkpoint,
             self.previous,
             self.chunk_size,
+            pace,
         )?;
         Ok(WrittenCheckpoint {
             reference,
             since: self.checkpoint.since,
+            wal_next,
+            wal_generation: self.wal_generation,
         })
     }
 }
@@ -276,6 +373,18 @@ impl FileStorage {
     /// [`StorageError::WrongCluster`], [`StorageError::NewerFormat`], [`StorageError::Corrupt`]
     /// (no superblock copy is readable, or the live WAL file is missing), [`StorageError::Io`].
     pub fn open(directory: &Path, expected_cluster: Option<u128>) -> Result<Opened, StorageError> {
+        Self::open_tuned(directory, expected_cluster, Tuning::default())
+    }
+
+    /// As [`Self::open`], with sizes and pacing other than the defaults.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_tuned(
+        directory: &Path,
+        expected_cluster: Option<u128>,
+        tuning: Tuning,
+    ) -> Result<Opened, StorageError> {
         if !directory.exists() {
             return Err(StorageError::NotFound(directory.to_path_buf()));
         }
@@ -284,7 +393,7 @@ impl FileStorage {
             return Err(StorageError::NotVsrData(directory.to_path_buf()));
         }
         let disk = Box::new(RealDisk::lock(directory)?);
-        Self::open_disk(disk, directory, expected_cluster, Tuning::default())
+        Self::open_disk(disk, directory, expected_cluster, tuning)
     }
 
     /// Opens the data on `disk` as [`Self::open`] opens a directory; `directory` only names it
@@ -391,7 +500,8 @@ impl FileStorage {
                 .map_or(superblock.checkpoint.generation, |head| head.generation)
                 + 1,
             chain,
-            rotations_deferred: 0,
+            rotation: None,
+            wal_generation_named: 0,
         };
         if !storage.damaged {
             storage.cover_records_read_back()?;
@@ -499,12 +609,35 @@ impl FileStorage {
     }
 
     /// Makes every write so far durable (one fdatasync of the WAL and one of its headers file,
-    /// each if it has unsynced writes).
+    /// each if it has unsynced writes), then takes [`Self::step_rotation`].
     ///
     /// # Errors
     /// [`StorageError::Io`]; after an error the storage refuses every further call.
     pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.sync_wal()?;
+        self.step_rotation()
+    }
+
+    /// Makes every write so far durable, as [`Self::sync`], without a step of rotation: for an
+    /// owner that reports the writes durable before it takes that step.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`]; after an error the storage refuses every further call.
+    pub fn sync_wal(&mut self) -> Result<(), StorageError> {
         self.guarded(|storage| storage.wal.sync(storage.disk.as_mut()))
+    }
+
+    /// If a checkpoint went live since the WAL last moved to a new file: copies the next step
+    /// of entries after it there ([`Tuning::rotation_copy_bytes_max`]), durably; once that WAL
+    /// has caught up, the superblock names it and the old one is removed.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`]; after an error the storage refuses every further call.
+    pub fn step_rotation(&mut self) -> Result<(), StorageError> {
+        if self.rotation.is_none() {
+            return Ok(());
+        }
+        self.guarded(Self::rotation_step)
     }
 
     /// Bytes the live files take (allocated size; the WAL is preallocated in large steps).
@@ -515,10 +648,15 @@ impl FileStorage {
             .iter()
             .map(|reference| reference.size + checkpoint::TRAILER_SIZE as u64)
             .sum();
+        let rotation = self.rotation.as_ref().map_or(0, |rotation| {
+            rotation.next.file.allocated.max(rotation.next.end)
+                + rotation.next.headers.file.allocated
+        });
         superblock::SUPERBLOCK_FILE_SIZE
             + self.wal.file.allocated.max(self.wal.end)
             + self.wal.headers.file.allocated
             + checkpoint
+            + rotation
     }
 
     /// Runs `operation` unless an earlier one failed; a failure makes the storage refuse every
@@ -560,7 +698,18 @@ impl FileStorage {
                     self.wal.flush(self.disk.as_mut())?;
                 }
             }
-            Write::Truncate { op } => self.wal.truncate(*op),
+            Write::Truncate { op } => {
+                self.wal.truncate(*op);
+                if self
+                    .rotation
+                    .as_ref()
+                    .is_some_and(|rotation| rotation.copied > *op)
+                {
+                    // Entries it holds are cut: the next checkpoint rotates instead.
+                    vsr::mark!(WalRotationCut);
+                    self.rotation = None;
+                }
+            }
             Write::ViewState(view_state) => {
                 self.wal.sync(self.disk.as_mut())?;
                 self.superblock.view_state = *view_state;
@@ -586,7 +735,7 @@ impl FileStorage {
     /// Checkpoint file, then superblock, then reuse of log space: never the other way round.
     fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
         let written = self.begin_checkpoint(checkpoint)?.run()?;
-        self.finish_checkpoint(&written)
+        self.finish_checkpoint(written)?.remove()
     }
 
     /// Starts a checkpoint to be written away from the caller's thread: makes every write so
@@ -630,7 +779,14 @@ impl FileStorage {
         };
         let generation = self.generation_next;
         self.generation_next += 1;
+        let wal_generation = self.name_wal_generation();
         Ok(CheckpointJob {
+            wal_next: wal_files(checkpoint.op.get() + 1, wal_generation),
+            wal_grow_bytes: self.wal.grow_bytes(),
+            wal_generation,
+            background_pace: checkpoint::Pace {
+                share_percent: self.tuning.checkpoint_disk_share_percent,
+            },
             disk: self.disk.duplicate()?,
             name: checkpoint_file_name(checkpoint.op.get(), generation),
             generation,
@@ -649,14 +805,17 @@ impl FileStorage {
     /// # Panics
     /// If an increment no longer continues the newest checkpoint (another checkpoint was made
     /// live since this one began): a bug in the caller.
-    pub fn finish_checkpoint(&mut self, written: &WrittenCheckpoint) -> Result<(), StorageError> {
+    pub fn finish_checkpoint(
+        &mut self,
+        written: WrittenCheckpoint,
+    ) -> Result<Leftovers, StorageError> {
         self.guarded(|storage| storage.finish_checkpoint_unchecked(written))
     }
 
     fn finish_checkpoint_unchecked(
         &mut self,
-        written: &WrittenCheckpoint,
-    ) -> Result<(), StorageError> {
+        written: WrittenCheckpoint,
+    ) -> Result<Leftovers, StorageError> {
         // Earlier writes first, so no crash keeps the checkpoint but loses what preceded it.
         self.wal.sync(self.disk.as_mut())?;
         if written.since == Op(0) {
@@ -670,29 +829,87 @@ impl FileStorage {
         }
         self.chain.push(written.reference);
         self.superblock.checkpoint = written.reference;
+        let op = Op(written.reference.op);
+        // After a state transfer the checkpoint can lie beyond the WAL's last entry: the WAL
+        // must not take entries after it with a gap in between. It moves at once, with
+        // nothing to copy.
+        let beyond_wal = self.wal.last_op().is_none_or(|last| last < op);
+        self.wal.checkpoint(op);
+        // Until the entries after the checkpoint are in a WAL of their own, the WAL starts
+        // before the checkpoint, as after a crash inside a rotation, which open handles (it
+        // replays from the WAL's start and applies the checkpoint at the end).
         self.write_superblock()?;
-        self.wal.checkpoint(Op(written.reference.op));
-        // Rotating copies every entry after the checkpoint, appends waiting: after a checkpoint
-        // that took long to write that is a lot, so it waits for the next one. Until then the
-        // WAL starts before the checkpoint, as after a crash inside a rotation, which open
-        // handles (it replays from the WAL's start and applies the checkpoint at the end).
-        let tail: u64 = self.wal.live.iter().map(|record| record.size).sum();
-        if tail > self.tuning.rotation_copy_bytes_max
-            && self.rotations_deferred < ROTATIONS_DEFERRED_MAX
-        {
-            vsr::mark!(WalRotationDeferred);
-            self.rotations_deferred += 1;
-            return self.remove_leftovers();
+        if self.rotation.take().is_some() {
+            // It was to start after an older checkpoint; its files are leftovers now.
+            vsr::mark!(WalRotationSuperseded);
         }
-        self.rotations_deferred = 0;
-        self.rotate()
+        if written.wal_generation > self.superblock.wal_generation {
+            self.rotation = Some(Rotation {
+                next: written.wal_next,
+                start: written.reference.op + 1,
+                generation: written.wal_generation,
+                copied: op,
+            });
+        }
+        if beyond_wal {
+            if self.rotation.is_some() {
+                self.rotation_step()?;
+            } else {
+                self.rotate()?;
+            }
+        }
+        self.leftovers()
+    }
+
+    /// A WAL generation never named before.
+    fn name_wal_generation(&mut self) -> u64 {
+        self.wal_generation_named = self
+            .wal_generation_named
+            .max(self.superblock.wal_generation)
+            + 1;
+        self.wal_generation_named
+    }
+
+    /// Copies the next step of entries into the WAL taking over, if any; once it has caught up,
+    /// makes it the live WAL and removes the old one.
+    fn rotation_step(&mut self) -> Result<(), StorageError> {
+        let Some(rotation) = self.rotation.as_mut() else {
+            return Ok(());
+        };
+        self.wal.sync(self.disk.as_mut())?;
+        let budget = match self.tuning.rotation_copy_bytes_max {
+            0 => u64::MAX,
+            bytes => bytes,
+        };
+        let disk = self.disk.as_mut();
+        rotation.copied = self
+            .wal
+            .copy_after(disk, &mut rotation.next, rotation.copied, budget)?;
+        rotation.next.sync(disk)?;
+        if self.wal.last_op() > Some(rotation.copied) {
+            vsr::mark!(WalRotationInSteps);
+            return Ok(());
+        }
+        let rotation = self.rotation.take().expect("checked");
+        self.superblock.wal_start = rotation.start;
+        self.superblock.wal_generation = rotation.generation;
+        self.write_superblock()?;
+        let old = std::mem::replace(&mut self.wal, rotation.next);
+        for name in [&old.file.name, &old.headers.file.name] {
+            self.disk.close(name);
+        }
+        Leftovers {
+            disk: Some(self.disk.duplicate()?),
+            names: vec![old.file.name, old.headers.file.name],
+        }
+        .remove()
     }
 
     /// Moves the live entries to a new WAL file starting after the checkpoint, points the
     /// superblock to it, then removes the old files.
     fn rotate(&mut self) -> Result<(), StorageError> {
         let start = self.superblock.checkpoint.op + 1;
-        let generation = self.superblock.wal_generation + 1;
+        let generation = self.name_wal_generation();
         let next = self
             .wal
             .rotate(self.disk.as_mut(), wal_files(start, generation))?;
@@ -700,22 +917,30 @@ impl FileStorage {
         self.superblock.wal_generation = generation;
         self.write_superblock()?;
         self.wal = next;
-        self.remove_leftovers()
+        self.leftovers()?.remove()
     }
 
-    fn remove_leftovers(&mut self) -> Result<(), StorageError> {
-        let live = live_names(&self.superblock, &self.chain);
-        let mut removed = false;
+    /// The data files no longer live, their handles closed here so that removing them frees
+    /// their space at once, wherever that happens.
+    fn leftovers(&mut self) -> Result<Leftovers, StorageError> {
+        let mut live = live_names(&self.superblock, &self.chain);
+        if let Some(rotation) = &self.rotation {
+            live.push(rotation.next.file.name.clone());
+            live.push(rotation.next.headers.file.name.clone());
+        }
+        let mut names = Vec::new();
         for name in self.disk.list()? {
             if is_data_file(&name) && !live.contains(&name) {
-                self.disk.remove(&name)?;
-                removed = true;
+                self.disk.close(&name);
+                names.push(name);
             }
         }
-        if removed {
-            self.disk.sync_dir()?;
-        }
-        Ok(())
+        let disk = if names.is_empty() {
+            None
+        } else {
+            Some(self.disk.duplicate()?)
+        };
+        Ok(Leftovers { disk, names })
     }
 
     /// The work open defers to the first write.
@@ -744,7 +969,7 @@ impl FileStorage {
             vsr::mark!(OpenFinishesInterruptedRotation);
             self.rotate()?;
         }
-        self.remove_leftovers()?;
+        self.leftovers()?.remove()?;
         self.maintenance_due = false;
         Ok(())
     }

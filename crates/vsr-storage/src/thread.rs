@@ -51,7 +51,7 @@ enum Job {
     Writes(Vec<(u64, Write)>),
     Checkpoint(Box<Checkpoint>),
     /// The writer thread finished a checkpoint file (or panicked: a bug, re-raised here).
-    Written(thread::Result<Result<WrittenCheckpoint, StorageError>>),
+    Written(thread::Result<Result<Box<WrittenCheckpoint>, StorageError>>),
     /// The owner hangs up: finish what is queued, then stop.
     Stop,
 }
@@ -178,6 +178,8 @@ struct Worker {
     seq_last: Option<u64>,
     /// The writer thread of the checkpoint being written, if any.
     writer: Option<JoinHandle<()>>,
+    /// The thread removing the files the last checkpoint made leftovers, if any.
+    remover: Option<JoinHandle<Result<(), StorageError>>>,
     /// Jobs received while waiting for the writer, to carry out next.
     backlog: VecDeque<Job>,
 }
@@ -194,6 +196,7 @@ impl Worker {
             on_event,
             seq_last: None,
             writer: None,
+            remover: None,
             backlog: VecDeque::new(),
         }
     }
@@ -205,7 +208,17 @@ impl Worker {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
-        result
+        result.and(self.join_remover())
+    }
+
+    /// Waits for the files of the last checkpoint to be removed: before a checkpoint begins
+    /// (no removal may overlap the files it creates) and before stopping.
+    fn join_remover(&mut self) -> Result<(), StorageError> {
+        match self.remover.take().map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(removed)) => removed,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
     }
 
     fn serve(&mut self, receiver: &Receiver<Job>) -> Result<(), StorageError> {
@@ -235,6 +248,7 @@ impl Worker {
                 }
                 Job::Checkpoint(checkpoint) => {
                     self.wait_for_writer(receiver)?;
+                    self.join_remover()?;
                     let job = self.storage.begin_checkpoint(&checkpoint)?;
                     let written = self.written.clone();
                     let writer = thread::Builder::new()
@@ -242,7 +256,9 @@ impl Worker {
                         .spawn(move || {
                             // A panic (a bug, say in the state machine's encoding) must reach
                             // the storage thread, which would otherwise wait for the file forever.
-                            let result = std::panic::catch_unwind(AssertUnwindSafe(|| job.run()));
+                            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                job.run_in_background().map(Box::new)
+                            }));
                             let _ = written.send(Job::Written(result));
                         })
                         .expect("spawning the checkpoint writer");
@@ -267,20 +283,23 @@ impl Worker {
             if matches!(write, Write::Checkpoint(_)) {
                 // In order, it supersedes the one in the background, which goes first.
                 self.wait_for_writer(receiver)?;
+                self.join_remover()?;
             }
             self.storage.write(write)?;
         }
-        self.storage.sync()?;
+        self.storage.sync_wal()?;
         (self.on_event)(StorageEvent::Durable(
             self.seq_last.expect("a batch is never empty"),
         ));
+        // After the report: the batch's writes wait for no step of rotation.
+        self.storage.step_rotation()?;
         Ok(())
     }
 
     /// Makes a written checkpoint live and reports it.
     fn finish(
         &mut self,
-        written: thread::Result<Result<WrittenCheckpoint, StorageError>>,
+        written: thread::Result<Result<Box<WrittenCheckpoint>, StorageError>>,
     ) -> Result<(), StorageError> {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -289,8 +308,18 @@ impl Worker {
             Ok(written) => written?,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        self.storage.finish_checkpoint(&written)?;
-        (self.on_event)(StorageEvent::Checkpoint(written.op()));
+        let op = written.op();
+        self.join_remover()?;
+        let leftovers = self.storage.finish_checkpoint(*written)?;
+        (self.on_event)(StorageEvent::Checkpoint(op));
+        if !leftovers.is_empty() {
+            // Unlinking a large file can keep the disk busy a while: not between two batches.
+            let remover = thread::Builder::new()
+                .name("vsr-remove".to_owned())
+                .spawn(move || leftovers.remove())
+                .expect("spawning the thread removing leftover files");
+            self.remover = Some(remover);
+        }
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, VecDeque};
 use vsr::{DurableState, EntryChecksum, Op, Write};
 
 use crate::StorageError;
-use crate::disk::{Disk, read_tolerant};
+use crate::disk::{Disk, read_noting_unreadable};
 use crate::file::GrowingFile;
 use crate::headers::{self, Headers, Slot, SlotKind};
 use crate::record::{
@@ -236,10 +236,53 @@ impl Wal {
         disk: &mut dyn Disk,
         files: WalFiles,
     ) -> Result<Wal, StorageError> {
+        let mut next = Wal::create(
+            disk,
+            files,
+            self.file.grow_bytes(),
+            self.headers.grow_bytes(),
+        )?;
+        disk.sync_dir()?;
+        self.copy_live_into(disk, &mut next)?;
+        Ok(next)
+    }
+
+    /// The steps the WAL file and its headers file grow in: a WAL prepared to take over from
+    /// this one ([`Self::copy_live_into`]) is created with them.
+    pub(crate) fn grow_bytes(&self) -> (u64, u64) {
+        (self.file.grow_bytes(), self.headers.grow_bytes())
+    }
+
+    /// Copies the live records into `next`, a new, empty WAL (created, its name durable), and
+    /// makes them durable there.
+    pub(crate) fn copy_live_into(
+        &mut self,
+        disk: &mut dyn Disk,
+        next: &mut Wal,
+    ) -> Result<(), StorageError> {
+        assert_eq!(next.end, 0, "records are copied into an empty WAL");
+        self.copy_after(disk, next, Op(0), u64::MAX)?;
+        next.sync(disk)
+    }
+
+    /// Copies into `next` the live records after op `after`, in order, until `budget` bytes
+    /// are copied (at least one record, if any is left); returns the last op copied (`after`
+    /// if none). `next` must end with op `after`. Buffered only: the caller syncs `next`.
+    pub(crate) fn copy_after(
+        &mut self,
+        disk: &mut dyn Disk,
+        next: &mut Wal,
+        after: Op,
+        budget: u64,
+    ) -> Result<Op, StorageError> {
         self.flush(disk)?;
-        let headers_grow_bytes = self.headers.grow_bytes();
-        let mut next = Wal::create(disk, files, self.file.grow_bytes(), headers_grow_bytes)?;
-        for record in &self.live {
+        let first = self.live.partition_point(|record| record.op <= after);
+        let mut copied = 0;
+        let mut last = after;
+        for record in self.live.range(first..) {
+            if copied > 0 && copied + record.size > budget {
+                break;
+            }
             let mut bytes = vec![0u8; usize::try_from(record.size).expect("records are bounded")];
             let read = disk.read_at(&self.file.name, record.offset, &mut bytes)?;
             let header = bytes
@@ -256,10 +299,15 @@ impl Wal {
                 )));
             };
             next.append_raw(&header, &bytes);
+            copied += record.size;
+            last = record.op;
         }
-        next.sync(disk)?;
-        disk.sync_dir()?;
-        Ok(next)
+        Ok(last)
+    }
+
+    /// The last live op, if any.
+    pub(crate) fn last_op(&self) -> Option<Op> {
+        self.live.back().map(|record| record.op)
     }
 }
 
@@ -335,6 +383,8 @@ struct Reader<'a> {
     file_size: u64,
     window_start: u64,
     window: Vec<u8>,
+    /// The offset of the first sector that could not be read (read as damage), if any.
+    unreadable: Option<u64>,
 }
 
 impl Reader<'_> {
@@ -348,7 +398,13 @@ impl Reader<'_> {
             let available = usize::try_from(self.file_size - offset).unwrap_or(usize::MAX);
             self.window
                 .resize(size.max(READ_WINDOW_BYTES).min(available), 0);
-            let read = read_tolerant(self.disk, self.name, offset, &mut self.window)?;
+            let read = read_noting_unreadable(
+                self.disk,
+                self.name,
+                offset,
+                &mut self.window,
+                &mut self.unreadable,
+            )?;
             self.window.truncate(read);
             self.window_start = offset;
             if read < size {
@@ -428,6 +484,7 @@ pub(crate) fn replay(
         file_size,
         window_start: 0,
         window: Vec::new(),
+        unreadable: None,
     };
     let mut log = Applied {
         start: files.start,
@@ -848,7 +905,20 @@ fn scan_tail(
                 offset = next;
                 step = reader.step(offset)?;
             }
-            _ => return Ok(()),
+            _ => break,
         }
     }
+    // A sector after the valid records that cannot be read held something (say, a record
+    // written there by a misdirected write): the tail is not all zeros, though resynchronising
+    // finds no record in it.
+    if tail.items.is_empty()
+        && let Some(unreadable) = reader.unreadable.filter(|offset| *offset >= end)
+    {
+        vsr::mark!(WalUnreadableSectorInTail);
+        tail.push(TailItem::Bad {
+            op: None,
+            offset: unreadable,
+        });
+    }
+    Ok(())
 }

@@ -327,8 +327,15 @@ marks! {
     HeadersFileRecreated => "headers-file-recreated",
     /// Open finds a checkpoint whose WAL rotation did not finish: the first write finishes it.
     OpenFinishesInterruptedRotation => "open-finishes-interrupted-rotation",
-    /// A checkpoint goes live without rotating the WAL: too much to copy after it.
-    WalRotationDeferred => "wal-rotation-deferred",
+    /// The entries after a checkpoint move to a new WAL in more than one step, between batches.
+    WalRotationInSteps => "wal-rotation-in-steps",
+    /// A checkpoint goes live while the WAL is still moving after an earlier one: it moves
+    /// after this one instead.
+    WalRotationSuperseded => "wal-rotation-superseded",
+    /// A truncation cuts entries already copied to the WAL taking over: that rotation stops.
+    WalRotationCut => "wal-rotation-cut",
+    /// A sector after the WAL's valid records cannot be read: the tail is not clean.
+    WalUnreadableSectorInTail => "wal-unreadable-sector-in-tail",
     /// Open finds files of an interrupted checkpoint or rotation: they are removed.
     OpenRemovesLeftoverFiles => "open-removes-leftover-files",
 }
