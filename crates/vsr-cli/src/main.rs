@@ -99,9 +99,16 @@ fn main() -> ExitCode {
 }
 
 /// Help and version go to stdout with status 0. A usage error prints its first line only (one
-/// `error: ...` line, with a pointer to --help) and exits with 2.
+/// `error: ...` line, with a pointer to --help) and exits with 2; `vsr client`'s with 64, as 2
+/// means "no answer" there.
 fn usage_error(error: &clap::Error) -> ExitCode {
-    let code = ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+    let client = std::env::args_os()
+        .nth(1)
+        .is_some_and(|command| command == "client");
+    let code = match error.exit_code() {
+        2 if client => ExitCode::from(client::EXIT_USAGE),
+        code => ExitCode::from(u8::try_from(code).unwrap_or(2)),
+    };
     if matches!(
         error.kind(),
         ErrorKind::DisplayHelp

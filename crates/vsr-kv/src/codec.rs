@@ -117,6 +117,20 @@ impl<'a> Reader<'a> {
         Ok(Some(self.bytes.copy_to_bytes(size)))
     }
 
+    /// A key prefix: at most [`KEY_SIZE_MAX`] bytes, possibly empty.
+    pub(crate) fn prefix(&mut self) -> Result<Bytes, CodecError> {
+        self.bytes(KEY_SIZE_MAX, "prefix longer than KEY_SIZE_MAX")
+    }
+
+    /// An optional key written by [`put_option`].
+    pub(crate) fn option_key(&mut self) -> Result<Option<Bytes>, CodecError> {
+        match self.u8()? {
+            OPTION_NONE => Ok(None),
+            OPTION_SOME => Ok(Some(self.key()?)),
+            _ => Err(self.error("unknown option tag")),
+        }
+    }
+
     /// A value of at most [`VALUE_SIZE_MAX`] bytes.
     pub(crate) fn value(&mut self) -> Result<Bytes, CodecError> {
         self.bytes(VALUE_SIZE_MAX, "value longer than VALUE_SIZE_MAX")

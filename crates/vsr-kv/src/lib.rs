@@ -37,7 +37,9 @@ mod operation;
 mod store;
 
 pub use delta::KvDelta;
-pub use operation::{KvOperation, KvQuery, KvResult};
+pub use operation::{
+    KvOperation, KvQuery, KvResult, SCAN_EXAMINED_MAX, SCAN_LIMIT_MAX, SCAN_PAGE_BYTES_MAX,
+};
 pub use store::KvStore;
 
 /// The largest key, in bytes, that an operation may carry. Keys must also be non-empty.

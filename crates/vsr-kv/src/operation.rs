@@ -15,10 +15,12 @@
 //! | `Ok`             | 0   | —                                                |
 //! | `Value`          | 1   | option tag (0 none, 1 some) [+ value]            |
 //! | `Swapped`        | 2   | one byte, 0 or 1                                 |
+//! | `Page`           | 3   | `u32` count, count × (key, option value), option next key |
 //!
 //! | query            | tag | body                                             |
 //! |------------------|-----|--------------------------------------------------|
 //! | `Get`            | 1   | key                                              |
+//! | `Scan`           | 4   | prefix (may be empty), option start key, `u32` limit, flags (bit 0: keys only) |
 //!
 //! A query ([`KvQuery`]) is answered without entering the log; its tags share the operations'
 //! numbering, so a `Get` query and a `Get` operation have the same bytes.
@@ -29,16 +31,39 @@ use bytes::{BufMut, Bytes};
 use vsr::{Codec, CodecError};
 
 use crate::codec::{Reader, key_valid, put_bytes, put_option, value_valid};
+use crate::{KEY_SIZE_MAX, VALUE_SIZE_MAX};
 
 const TAG_PUT: u8 = 0;
 const TAG_GET: u8 = 1;
 const TAG_DELETE: u8 = 2;
 const TAG_COMPARE_AND_SWAP: u8 = 3;
+const TAG_SCAN: u8 = 4;
 
 const TAG_OK: u8 = 0;
 const TAG_VALUE: u8 = 1;
 const TAG_SWAPPED: u8 = 2;
+const TAG_PAGE: u8 = 3;
 
+/// The flag of a scan that asks for keys only.
+const SCAN_KEYS_ONLY: u8 = 1;
+
+/// The most entries one scan page holds ([`KvQuery::Scan`]'s `limit`).
+pub const SCAN_LIMIT_MAX: u32 = 1000;
+
+/// The most bytes of keys and values one scan page holds: a page stays far below a message's
+/// bound ([`vsr::config::MESSAGE_BODY_SIZE_MAX`]) whatever the keys and values.
+pub const SCAN_PAGE_BYTES_MAX: usize = 1 << 20;
+
+/// The most keys one scan page examines, deleted ones included: a page of a range full of
+/// deleted keys ends early (with a `next` key) rather than walking all of them in one turn.
+pub const SCAN_EXAMINED_MAX: usize = 10_000;
+
+// A full page (its entries at the byte bound, plus one more entry, the next key and the
+// prefixes) fits in a message.
+const _: () = assert!(
+    SCAN_PAGE_BYTES_MAX + 2 * KEY_SIZE_MAX + VALUE_SIZE_MAX + 16 * (SCAN_LIMIT_MAX as usize + 2)
+        < vsr::config::MESSAGE_BODY_SIZE_MAX
+);
 /// An operation a client asks the store to execute.
 ///
 /// Keys must be non-empty and at most [`KEY_SIZE_MAX`](crate::KEY_SIZE_MAX) bytes, values at
@@ -83,6 +108,20 @@ pub enum KvQuery {
         /// The key to read.
         key: Bytes,
     },
+    /// Lists, in key order, the live keys that start with `prefix`, from `start` on (or from
+    /// the prefix's first key). Answers one [`KvResult::Page`] of at most `limit` entries
+    /// (1 to [`SCAN_LIMIT_MAX`]), [`SCAN_PAGE_BYTES_MAX`] bytes and [`SCAN_EXAMINED_MAX`] keys
+    /// examined. Each page is read at one state; the pages of a long scan are not.
+    Scan {
+        /// Only keys that start with these bytes (empty: every key).
+        prefix: Bytes,
+        /// The first key to list, if not the prefix's first: a page's `next`.
+        start: Option<Bytes>,
+        /// The most entries to answer.
+        limit: u32,
+        /// Answer keys without their values.
+        keys_only: bool,
+    },
 }
 
 /// What executing a [`KvOperation`] or answering a [`KvQuery`] answers.
@@ -94,6 +133,14 @@ pub enum KvResult {
     Value(Option<Bytes>),
     /// Whether a compare-and-swap wrote its new value.
     Swapped(bool),
+    /// A scan's page: keys with their values (`None` when keys only were asked for), and the
+    /// key to start the next page from, `None` when the range is exhausted.
+    Page {
+        /// The entries, in key order.
+        entries: Vec<(Bytes, Option<Bytes>)>,
+        /// Where the next page starts, if the range goes on.
+        next: Option<Bytes>,
+    },
 }
 
 impl KvOperation {
@@ -176,6 +223,18 @@ impl Codec for KvQuery {
                 out.put_u8(TAG_GET);
                 put_bytes(out, key);
             }
+            Self::Scan {
+                prefix,
+                start,
+                limit,
+                keys_only,
+            } => {
+                out.put_u8(TAG_SCAN);
+                put_bytes(out, prefix);
+                put_option(out, start.as_ref());
+                out.put_u32_le(*limit);
+                out.put_u8(if *keys_only { SCAN_KEYS_ONLY } else { 0 });
+            }
         }
     }
 
@@ -183,6 +242,25 @@ impl Codec for KvQuery {
         let mut reader = Reader::new(bytes, "KvQuery");
         let query = match reader.u8()? {
             TAG_GET => Self::Get { key: reader.key()? },
+            TAG_SCAN => {
+                let prefix = reader.prefix()?;
+                let start = reader.option_key()?;
+                let limit = reader.u32()?;
+                if limit == 0 || limit > SCAN_LIMIT_MAX {
+                    return Err(reader.error("scan limit outside 1..=SCAN_LIMIT_MAX"));
+                }
+                let keys_only = match reader.u8()? {
+                    0 => false,
+                    SCAN_KEYS_ONLY => true,
+                    _ => return Err(reader.error("unknown scan flags")),
+                };
+                Self::Scan {
+                    prefix,
+                    start,
+                    limit,
+                    keys_only,
+                }
+            }
             _ => return Err(reader.error("unknown query tag")),
         };
         reader.finish()?;
@@ -202,6 +280,15 @@ impl Codec for KvResult {
                 out.put_u8(TAG_SWAPPED);
                 out.put_u8(u8::from(*swapped));
             }
+            Self::Page { entries, next } => {
+                out.put_u8(TAG_PAGE);
+                out.put_u32_le(u32::try_from(entries.len()).expect("a page is bounded"));
+                for (key, value) in entries {
+                    put_bytes(out, key);
+                    put_option(out, value.as_ref());
+                }
+                put_option(out, next.as_ref());
+            }
         }
     }
 
@@ -215,6 +302,20 @@ impl Codec for KvResult {
                 1 => Self::Swapped(true),
                 _ => return Err(reader.error("swapped flag is neither 0 nor 1")),
             },
+            TAG_PAGE => {
+                let count = reader.u32()?;
+                if count > SCAN_LIMIT_MAX {
+                    return Err(reader.error("page longer than SCAN_LIMIT_MAX"));
+                }
+                let mut entries = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    entries.push((reader.key()?, reader.option()?));
+                }
+                Self::Page {
+                    entries,
+                    next: reader.option_key()?,
+                }
+            }
             _ => return Err(reader.error("unknown result tag")),
         };
         reader.finish()?;
@@ -263,6 +364,14 @@ mod tests {
             KvResult::Value(Some(bytes(b"value"))),
             KvResult::Swapped(false),
             KvResult::Swapped(true),
+            KvResult::Page {
+                entries: vec![],
+                next: None,
+            },
+            KvResult::Page {
+                entries: vec![(bytes(b"a"), Some(bytes(b"1"))), (bytes(b"b"), None)],
+                next: Some(bytes(b"c")),
+            },
         ]
     }
 
@@ -311,6 +420,47 @@ mod tests {
     }
 
     #[test]
+    fn scan_codec_and_limits() {
+        let scan = |prefix: &[u8], start: Option<&[u8]>, limit, keys_only| KvQuery::Scan {
+            prefix: bytes(prefix),
+            start: start.map(bytes),
+            limit,
+            keys_only,
+        };
+        for query in [
+            scan(b"", None, 1, false),
+            scan(b"user/", Some(b"user/17"), SCAN_LIMIT_MAX, true),
+        ] {
+            check_codec(&query);
+        }
+        for bad in [0, SCAN_LIMIT_MAX + 1] {
+            let encoded = scan(b"p", None, bad, false).to_bytes();
+            assert_eq!(
+                KvQuery::decode(&encoded).unwrap_err().reason,
+                "scan limit outside 1..=SCAN_LIMIT_MAX"
+            );
+        }
+        let mut flags = scan(b"p", None, 5, false).to_bytes();
+        *flags.last_mut().unwrap() = 7;
+        assert_eq!(
+            KvQuery::decode(&flags).unwrap_err().reason,
+            "unknown scan flags"
+        );
+        let long = scan(&[b'x'; KEY_SIZE_MAX + 1], None, 5, false).to_bytes();
+        assert!(KvQuery::decode(&long).is_err());
+        // An empty start key is no key.
+        let empty_start = scan(b"p", Some(b""), 5, false).to_bytes();
+        assert!(KvQuery::decode(&empty_start).is_err());
+        // A page claiming more entries than a page holds is refused before anything is read.
+        let mut long_page = vec![TAG_PAGE];
+        long_page.extend_from_slice(&(SCAN_LIMIT_MAX + 1).to_le_bytes());
+        assert_eq!(
+            KvResult::decode(&long_page).unwrap_err().reason,
+            "page longer than SCAN_LIMIT_MAX"
+        );
+    }
+
+    #[test]
     fn result_codec() {
         for result in results() {
             check_codec(&result);
@@ -337,7 +487,7 @@ mod tests {
             "unknown operation tag"
         );
         assert_eq!(
-            KvResult::decode(&[3]).unwrap_err().reason,
+            KvResult::decode(&[9]).unwrap_err().reason,
             "unknown result tag"
         );
         assert!(KvResult::decode(&[2, 2]).is_err());

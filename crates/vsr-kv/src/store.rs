@@ -14,6 +14,8 @@
 //! Known cost: tombstones are never removed, so a store that deletes many distinct keys grows
 //! without bound. Compacting tombstones older than every replica's checkpoint is out of scope.
 
+use std::borrow::Borrow;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,6 +26,7 @@ use vsr::{DeltaSource, Op, StateMachine};
 use crate::delta::{KvDelta, encode_entry};
 use crate::frozen::FrozenDelta;
 use crate::key::Key;
+use crate::operation::{SCAN_EXAMINED_MAX, SCAN_LIMIT_MAX, SCAN_PAGE_BYTES_MAX};
 use crate::{KvOperation, KvQuery, KvResult};
 
 /// Every key's latest write, in key order; a clone shares the whole map.
@@ -92,6 +95,42 @@ impl KvStore {
     #[must_use]
     pub fn op(&self) -> Op {
         self.op
+    }
+
+    /// One page of a scan ([`KvQuery::Scan`]): the live keys starting with `prefix`, from
+    /// `start` (or the prefix's first key) on, bounded by `limit` entries, the page's bytes and
+    /// the keys examined; `next` is the first key not examined when a bound cut the page.
+    fn scan(&self, prefix: &[u8], start: Option<&[u8]>, limit: u32, keys_only: bool) -> KvResult {
+        let from = start.filter(|start| *start > prefix).unwrap_or(prefix);
+        let limit = usize::try_from(limit.min(SCAN_LIMIT_MAX)).expect("small");
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let range = (Bound::Included(from), Bound::Unbounded);
+        for (examined, (key, entry)) in self.entries.range::<_, [u8]>(range).enumerate() {
+            let key_bytes: &[u8] = key.borrow();
+            if !key_bytes.starts_with(prefix) {
+                break;
+            }
+            let value = entry.value.as_ref().filter(|_| !keys_only);
+            let size = key_bytes.len() + value.map_or(0, Bytes::len);
+            if entries.len() == limit
+                || examined == SCAN_EXAMINED_MAX
+                || (bytes + size > SCAN_PAGE_BYTES_MAX && !entries.is_empty())
+            {
+                return KvResult::Page {
+                    entries,
+                    next: Some(key.to_bytes()),
+                };
+            }
+            if entry.value.is_some() {
+                bytes += size;
+                entries.push((key.to_bytes(), value.cloned()));
+            }
+        }
+        KvResult::Page {
+            entries,
+            next: None,
+        }
     }
 
     /// Records `entry` as the latest write to `key`, keeping the live count in step.
@@ -187,6 +226,12 @@ impl StateMachine for KvStore {
     fn query(&self, query: KvQuery) -> KvResult {
         match query {
             KvQuery::Get { key } => KvResult::Value(self.get(&key).cloned()),
+            KvQuery::Scan {
+                prefix,
+                start,
+                limit,
+                keys_only,
+            } => self.scan(&prefix, start.as_deref(), limit, keys_only),
         }
     }
 
@@ -259,6 +304,108 @@ mod tests {
             expected: expected.map(bytes),
             new: bytes(new),
         }
+    }
+
+    fn scan(store: &KvStore, prefix: &[u8], start: Option<&[u8]>, limit: u32) -> KvResult {
+        store.query(KvQuery::Scan {
+            prefix: bytes(prefix),
+            start: start.map(bytes),
+            limit,
+            keys_only: false,
+        })
+    }
+
+    fn page(entries: &[(&[u8], &[u8])], next: Option<&[u8]>) -> KvResult {
+        KvResult::Page {
+            entries: entries
+                .iter()
+                .map(|(key, value)| (bytes(key), Some(bytes(value))))
+                .collect(),
+            next: next.map(bytes),
+        }
+    }
+
+    #[test]
+    fn scans_list_live_keys_in_order_by_prefix_and_page() {
+        let mut store = KvStore::new();
+        for (op, key) in [b"b/2", b"a/1", b"b/1", b"b/3", b"c/1"].iter().enumerate() {
+            store.apply(Op(op as u64 + 1), put(*key, *key));
+        }
+        store.apply(Op(6), KvOperation::Delete { key: bytes(b"b/2") });
+        assert_eq!(
+            scan(&store, b"b/", None, 10),
+            page(&[(b"b/1", b"b/1"), (b"b/3", b"b/3")], None),
+            "in order, the deleted key left out, the prefix respected"
+        );
+        assert_eq!(
+            scan(&store, b"", None, 2),
+            page(&[(b"a/1", b"a/1"), (b"b/1", b"b/1")], Some(b"b/2"))
+        );
+        // The next page starts where the previous one stopped (at a deleted key here).
+        assert_eq!(
+            scan(&store, b"", Some(b"b/2"), 2),
+            page(&[(b"b/3", b"b/3"), (b"c/1", b"c/1")], None)
+        );
+        // A start before the prefix starts at the prefix; one after it, where it says.
+        assert_eq!(
+            scan(&store, b"b/", Some(b"a"), 1),
+            page(&[(b"b/1", b"b/1")], Some(b"b/2"))
+        );
+        assert_eq!(scan(&store, b"b/", Some(b"b/4"), 5), page(&[], None));
+        let keys_only = store.query(KvQuery::Scan {
+            prefix: bytes(b"c"),
+            start: None,
+            limit: 5,
+            keys_only: true,
+        });
+        assert_eq!(
+            keys_only,
+            KvResult::Page {
+                entries: vec![(bytes(b"c/1"), None)],
+                next: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_scan_page_is_bounded_by_bytes_and_by_keys_examined() {
+        let mut store = KvStore::new();
+        let value = vec![7u8; crate::VALUE_SIZE_MAX];
+        let keys = SCAN_PAGE_BYTES_MAX / value.len() + 10;
+        for index in 0..keys {
+            let key = format!("big/{index:06}");
+            store.apply(Op(index as u64 + 1), put(key.as_bytes(), &value));
+        }
+        let KvResult::Page { entries, next } = scan(&store, b"big/", None, SCAN_LIMIT_MAX) else {
+            panic!("a scan answers a page");
+        };
+        let size: usize = entries
+            .iter()
+            .map(|(key, value)| key.len() + value.as_ref().map_or(0, Bytes::len))
+            .sum();
+        assert!(size <= SCAN_PAGE_BYTES_MAX && entries.len() < keys);
+        assert!(next.is_some());
+        // Deleted keys: a page stops after SCAN_EXAMINED_MAX of them, with a next key.
+        let mut store = KvStore::new();
+        let mut op = 0;
+        for index in 0..SCAN_EXAMINED_MAX + 5 {
+            let key = bytes(format!("gone/{index:06}").as_bytes());
+            op += 1;
+            store.apply(Op(op), put(&key, b"v"));
+            op += 1;
+            store.apply(Op(op), KvOperation::Delete { key });
+        }
+        store.apply(Op(op + 1), put(b"gone/999999", b"last"));
+        let first = scan(&store, b"gone/", None, 10);
+        let KvResult::Page { entries, next } = first else {
+            panic!("a scan answers a page");
+        };
+        assert!(entries.is_empty());
+        let next = next.expect("cut by the keys examined");
+        assert_eq!(
+            scan(&store, b"gone/", Some(&next), 10),
+            page(&[(b"gone/999999", b"last")], None)
+        );
     }
 
     #[test]

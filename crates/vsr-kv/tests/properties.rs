@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proptest::prelude::*;
 use vsr::{Codec, Op, StateMachine};
-use vsr_kv::{KvDelta, KvOperation, KvResult, KvStore};
+use vsr_kv::{KvDelta, KvOperation, KvQuery, KvResult, KvStore};
 
 /// The largest piece of a frozen delta's encoding.
 const PIECE_SIZE_MAX: usize = 256 * 1024;
@@ -124,6 +124,42 @@ proptest! {
         }
     }
 
+    /// Paging through a scan of any prefix, any page size, keys only or not, lists exactly the
+    /// model's live keys with that prefix, in order, each once.
+    #[test]
+    fn scans_page_through_the_model(operations in prop::collection::vec(operation(), 0..80), prefix in prop::sample::select(vec![&b""[..], b"a", b"ab", b"b", b"z"]), limit in 1u32..4, keys_only in any::<bool>()) {
+        let mut store = KvStore::new();
+        let mut model = BTreeMap::new();
+        for (index, operation) in operations.into_iter().enumerate() {
+            model_apply(&mut model, operation.clone());
+            store.apply(Op(op_of(index)), operation);
+        }
+        let mut listed = Vec::new();
+        let mut start = None;
+        for _ in 0..=KEYS.len() {
+            let query = KvQuery::Scan { prefix: Bytes::from_static(prefix), start: start.clone(), limit, keys_only };
+            check_codec(&query);
+            let page = store.query(query);
+            check_codec(&page);
+            let KvResult::Page { entries, next } = page else {
+                panic!("a scan answers a page");
+            };
+            prop_assert!(entries.len() <= limit as usize);
+            listed.extend(entries);
+            start = next;
+            if start.is_none() {
+                break;
+            }
+        }
+        prop_assert!(start.is_none(), "the scan ended");
+        let expected: Vec<(Bytes, Option<Bytes>)> = model
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, value)| (key.clone(), (!keys_only).then(|| value.clone())))
+            .collect();
+        prop_assert_eq!(listed, expected);
+    }
+
     #[test]
     fn delta_brings_lagging_store_level((operations, k) in history(), more in prop::collection::vec(operation(), 0..10)) {
         let mut sender = execute(&operations);
@@ -159,6 +195,7 @@ proptest! {
     #[test]
     fn decode_never_panics(garbage in prop::collection::vec(any::<u8>(), 0..64)) {
         let _ = KvOperation::decode(&garbage);
+        let _ = KvQuery::decode(&garbage);
         let _ = KvResult::decode(&garbage);
         let _ = KvDelta::decode(&garbage);
     }

@@ -238,6 +238,12 @@ impl Simulator {
                 OpResult::Value(value.map(|value| String::from_utf8_lossy(&value).into_owned()))
             }
             KvResult::Swapped(swapped) => OpResult::Swapped(swapped),
+            KvResult::Page { .. } => {
+                return Err(format!(
+                    "client {index}: a {:?} got a scan's page at op {op}",
+                    pending.kind
+                ));
+            }
         };
         if !result_history.fits(pending.kind) {
             return Err(format!(

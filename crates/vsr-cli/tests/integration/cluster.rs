@@ -17,8 +17,10 @@ fn commands_failover_and_restart_lose_no_acknowledged_write() {
     assert_eq!(cluster.run(&["del", "a"]), "OK");
     assert_eq!(cluster.run(&["get", "a"]), "(nil)");
     assert_eq!(cluster.run(&["cas", "c", "(nil)", "x"]), "OK");
-    assert_eq!(cluster.run(&["cas", "c", "(nil)", "y"]), "FAILED");
-    assert_eq!(cluster.run(&["cas", "c", "wrong", "y"]), "FAILED");
+    // A cas that did not swap prints FAILED and exits 1.
+    let failed = ("FAILED".to_owned(), Some(1));
+    assert_eq!(cluster.run_status(&["cas", "c", "(nil)", "y"]), failed);
+    assert_eq!(cluster.run_status(&["cas", "c", "wrong", "y"]), failed);
     assert_eq!(cluster.run(&["cas", "c", "x", "y"]), "OK");
     assert_eq!(cluster.run(&["get", "c"]), "y");
     let mut written = Vec::new();
@@ -196,7 +198,8 @@ fn shell_reads_piped_commands() {
         .write_all(script.as_bytes())
         .expect("write the script");
     let output = wait_with_timeout(child, Duration::from_secs(30));
-    assert!(output.status.success(), "{}", stderr(&output));
+    // The script had a usage error (bogus): it exits 64 at its end, after running the rest.
+    assert_eq!(output.status.code(), Some(64), "{}", stderr(&output));
     let stdout = stdout(&output);
     let lines: Vec<&str> = stdout.lines().collect();
     let expected = [
@@ -221,6 +224,131 @@ fn shell_reads_piped_commands() {
     let stderr = stderr(&output);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: "), "bogus is an error: {stderr}");
+}
+
+/// `vsr client --json ARGS` against `cluster`: its stdout and exit status.
+fn json(cluster: &Cluster, args: &[&str]) -> (String, Option<i32>) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    cluster.run_status(&all)
+}
+
+#[test]
+fn the_client_exits_by_outcome_and_speaks_json() {
+    let cluster = Cluster::start(1);
+    // Exit statuses: 0 done (a missing key included), 1 a cas that did not swap, 64 usage.
+    assert_eq!(
+        cluster.run_status(&["get", "k"]),
+        ("(nil)".to_owned(), Some(0))
+    );
+    assert_eq!(
+        cluster.run_status(&["cas", "--expect-absent", "k", "v1"]),
+        ("OK".to_owned(), Some(0))
+    );
+    assert_eq!(
+        cluster.run_status(&["cas", "--expect-absent", "k", "v2"]),
+        ("FAILED".to_owned(), Some(1))
+    );
+    for usage in [
+        &["cas", "k", "v1"][..],
+        &["frobnicate"],
+        &["--hex", "get", "zz"],
+        &["scan", "--limit", "0"],
+        &["put", "k"],
+    ] {
+        let output = cluster.client(usage);
+        assert_eq!(
+            output.status.code(),
+            Some(64),
+            "{usage:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stderr(&output).lines().count(), 1, "{usage:?}");
+        assert!(stdout(&output).is_empty());
+    }
+    // --json: one object per command.
+    let ok = |text: &str| (text.to_owned(), Some(0));
+    assert_eq!(json(&cluster, &["put", "j", "x"]), ok(r#"{"ok":true}"#));
+    assert_eq!(json(&cluster, &["get", "j"]), ok(r#"{"value":"x"}"#));
+    assert_eq!(json(&cluster, &["get", "none"]), ok(r#"{"value":null}"#));
+    assert_eq!(
+        json(&cluster, &["cas", "j", "wrong", "y"]),
+        (r#"{"swapped":false}"#.to_owned(), Some(1))
+    );
+    let (usage, status) = json(&cluster, &["cas", "j", "y"]);
+    assert_eq!(status, Some(64));
+    assert!(usage.contains(r#""executed":"no""#), "{usage}");
+}
+
+#[test]
+fn the_client_takes_binary_values_in_hex_base64_and_from_stdin() {
+    let cluster = Cluster::start(1);
+    // A literal (nil) and binary bytes go through --hex; (nil) keeps meaning absent.
+    assert_eq!(
+        cluster.run_status(&["--hex", "put", "6e696c", "286e696c29"]),
+        ("OK".to_owned(), Some(0))
+    );
+    assert_eq!(
+        cluster.run(&["get", "nil"]),
+        "(nil)",
+        "the value is the text (nil)"
+    );
+    assert_eq!(cluster.run(&["--hex", "get", "6e696c"]), "286e696c29");
+    assert_eq!(cluster.run(&["--hex", "get", "00"]), "(nil)");
+    assert_eq!(
+        cluster.run_status(&["--hex", "cas", "6e696c", "286e696c29", "00ff"]),
+        ("OK".to_owned(), Some(0))
+    );
+    assert_eq!(cluster.run(&["--base64", "get", "bmls"]), "AP8=");
+    assert_eq!(
+        json(&cluster, &["get", "nil"]).0,
+        r#"{"value_base64":"AP8="}"#,
+        "bytes that are not UTF-8 are never mangled"
+    );
+    // put KEY - reads stdin, as it is.
+    let output = cluster.client_fed(
+        &["put", "from-stdin", "-"],
+        b"two\nlines",
+        Duration::from_secs(30),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(cluster.run(&["get", "from-stdin"]), "two\nlines");
+}
+
+#[test]
+fn scans_list_keys_in_order_by_prefix_across_pages() {
+    let cluster = Cluster::start(1);
+    // More keys than one page holds (1000).
+    let script: String = (0..1005)
+        .map(|index| format!("put s/{index:04} {index}\n"))
+        .collect();
+    let output = cluster.client_fed(&[], script.as_bytes(), Duration::from_secs(120));
+    assert!(output.status.success(), "{}", stderr(&output));
+    cluster.run(&["put", "t/0", "other prefix"]);
+    let listed = cluster.run(&["scan", "s/"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 1005);
+    assert_eq!(lines[0], "s/0000\t0");
+    assert_eq!(lines[1004], "s/1004\t1004");
+    assert_eq!(
+        cluster.run(&[
+            "scan",
+            "s/",
+            "--start",
+            "s/0998",
+            "--limit",
+            "3",
+            "--keys-only"
+        ]),
+        "s/0998\ns/0999\ns/1000"
+    );
+    assert_eq!(
+        json(&cluster, &["scan", "s/100", "--limit", "2"]).0,
+        r#"{"entries":[{"key":"s/1000","value":"1000"},{"key":"s/1001","value":"1001"}],"next":"s/1002"}"#
+    );
+    assert_eq!(cluster.run(&["scan", "s/1004"]), "s/1004\t1004");
+    assert_eq!(cluster.run(&["scan", "nothing-here"]), "");
+    assert_eq!(cluster.run(&["scan", "--start", "t/"]), "t/0\tother prefix");
 }
 
 #[test]

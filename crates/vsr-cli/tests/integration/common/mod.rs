@@ -305,6 +305,47 @@ impl Cluster {
         vsr(&all)
     }
 
+    /// Runs `vsr client` against this cluster with `args`, writing `input` to its stdin, and
+    /// waits for it (at most `timeout`).
+    pub(crate) fn client_fed(&self, args: &[&str], input: &[u8], timeout: Duration) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vsr"))
+            .args([
+                "client".to_owned(),
+                format!("--cluster={CLUSTER}"),
+                format!("--addresses={}", self.address_list()),
+                self.security_flag(),
+                "--tls-identity=client-test".to_owned(),
+            ])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vsr client runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("write the client's input");
+        drop(stdin);
+        let deadline = Instant::now() + timeout;
+        while child.try_wait().expect("wait for the client").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("vsr client {args:?} did not finish within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("the client's output")
+    }
+
+    /// Runs one client command and returns its stdout (its last newline removed) and its exit
+    /// status.
+    pub(crate) fn run_status(&self, args: &[&str]) -> (String, Option<i32>) {
+        let output = self.client(args);
+        (
+            stdout(&output).trim_end_matches('\n').to_owned(),
+            output.status.code(),
+        )
+    }
+
     /// Runs one client command and returns its stdout line; panics unless it succeeded.
     pub(crate) fn run(&self, args: &[&str]) -> String {
         let output = self.client(args);
