@@ -8,6 +8,10 @@
 //! every value written is unique (`c{client}-{n}`) so the linearizability checker can tell
 //! writes apart. A request is recorded in the history when submitted and completed when its
 //! reply arrives; a request whose session was evicted stays incomplete (its outcome is unknown).
+//!
+//! One query in four is a scan of every key instead of a get: its page is one state's answer, so
+//! it is recorded as one get of each key of the key set, all sent and answered together (a
+//! key the page leaves out read as absent), and the linearizability check holds each to it.
 
 use bytes::Bytes;
 use vsr::client::ClientTimeouts;
@@ -27,6 +31,8 @@ pub(crate) struct Pending {
     value: Option<String>,
     /// Whether it is a query (answered without the log), not an operation.
     query: bool,
+    /// A scan: the history index of the get recorded for each key of the key set.
+    scan: Option<Vec<(usize, String)>>,
     pub(crate) invoke_ns: u64,
 }
 
@@ -88,7 +94,17 @@ impl Simulator {
             KvOperation::Get { key }
                 if self.prng.below(4) != 0 && self.clients[index].queries_left > 0 =>
             {
-                Some(KvQuery::Get { key: key.clone() })
+                // Every fourth query scans (decided without a draw: seeds keep their schedules).
+                if self.clients[index].queries_left % 4 == 1 {
+                    Some(KvQuery::Scan {
+                        prefix: Bytes::from_static(b"k"),
+                        start: None,
+                        limit: vsr_kv::SCAN_LIMIT_MAX,
+                        keys_only: false,
+                    })
+                } else {
+                    Some(KvQuery::Get { key: key.clone() })
+                }
             }
             _ => None,
         };
@@ -102,14 +118,33 @@ impl Simulator {
             Some(query) => query.to_bytes(),
             None => operation.to_bytes(),
         });
-        let history_index = self.history.invoke(
-            index as u64,
-            kind,
-            key.clone(),
-            value.clone(),
-            expected,
-            self.now,
-        );
+        let scan = matches!(query, Some(KvQuery::Scan { .. })).then(|| {
+            (0..self.plan.keys)
+                .map(|key| {
+                    let key = format!("k{key}");
+                    let index = self.history.invoke(
+                        index as u64,
+                        OpKind::Get,
+                        key.clone(),
+                        None,
+                        None,
+                        self.now,
+                    );
+                    (index, key)
+                })
+                .collect::<Vec<_>>()
+        });
+        let history_index = match &scan {
+            Some(gets) => gets.first().map_or(usize::MAX, |(index, _)| *index),
+            None => self.history.invoke(
+                index as u64,
+                kind,
+                key.clone(),
+                value.clone(),
+                expected,
+                self.now,
+            ),
+        };
         let sim_client = &mut self.clients[index];
         sim_client.pending = Some(Pending {
             history_index,
@@ -118,6 +153,7 @@ impl Simulator {
             key,
             value,
             query: query.is_some(),
+            scan,
             invoke_ns: self.now,
         });
         if query.is_some() {
@@ -232,6 +268,9 @@ impl Simulator {
         let decoded = KvResult::decode(&result).map_err(|error| {
             format!("client {index}: reply for op {op} does not decode: {error}")
         })?;
+        if let Some(gets) = &pending.scan {
+            return self.on_scanned(index, gets, decoded);
+        }
         let result_history = match decoded {
             KvResult::Ok => OpResult::Ok,
             KvResult::Value(value) => {
@@ -269,6 +308,51 @@ impl Simulator {
             let id = self.clients[index].id;
             self.checker.on_reply(id, op, pending.body, result)?;
         }
+        self.think(index);
+        Ok(())
+    }
+
+    /// A scan's page: each key of the key set read at the page's state, as a get.
+    fn on_scanned(
+        &mut self,
+        index: usize,
+        gets: &[(usize, String)],
+        result: KvResult,
+    ) -> Result<(), String> {
+        let KvResult::Page { entries, next } = result else {
+            return Err(format!("client {index}: a scan got {result:?}"));
+        };
+        if next.is_some() {
+            return Err(format!(
+                "client {index}: a scan of {} keys got a page cut at {next:?}",
+                gets.len()
+            ));
+        }
+        if !entries.is_sorted_by(|(a, _), (b, _)| a < b) {
+            return Err(format!("client {index}: a scan's keys are out of order"));
+        }
+        let mut listed = std::collections::BTreeMap::new();
+        for (key, value) in entries {
+            let key = String::from_utf8_lossy(&key).into_owned();
+            if !gets.iter().any(|(_, name)| *name == key) {
+                return Err(format!(
+                    "client {index}: a scan listed {key:?}, never written"
+                ));
+            }
+            let Some(value) = value else {
+                return Err(format!(
+                    "client {index}: a scan listed {key:?} without its value"
+                ));
+            };
+            listed.insert(key, String::from_utf8_lossy(&value).into_owned());
+        }
+        for (history_index, key) in gets {
+            let value = listed.get(key).cloned();
+            self.last_values.insert(key.clone(), value.clone());
+            self.history
+                .complete(*history_index, OpResult::Value(value), self.now);
+        }
+        self.stats.ops_completed += 1;
         self.think(index);
         Ok(())
     }

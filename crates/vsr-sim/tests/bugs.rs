@@ -131,6 +131,7 @@ caught! {
     checkpoint_unsynced => CheckpointUnsynced,
     damage_as_torn_tail => DamageAsTornTail,
     increment_drops_deletes => IncrementDropsDeletes,
+    scan_skips_last_key => ScanSkipsLastKey,
     ]
     weakly [
     timeout_reset_by_old_view => TimeoutResetByOldView (WEAK_SEEDS),

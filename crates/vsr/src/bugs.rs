@@ -88,6 +88,8 @@ bugs! {
     /// Key-value store: an incremental checkpoint (a delta since an earlier op) leaves out the
     /// keys deleted since, so a replica restored from it still has them.
     IncrementDropsDeletes => "increment-drops-deletes",
+    /// Key-value store: a scan's last page leaves out its last key.
+    ScanSkipsLastKey => "scan-skips-last-key",
 }
 
 impl Bug {
