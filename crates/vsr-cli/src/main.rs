@@ -31,6 +31,7 @@ mod local_cluster;
 mod scrape;
 mod sim;
 mod start;
+mod status;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -62,6 +63,8 @@ enum Commands {
     Start(start::StartArgs),
     /// Run one key-value command against a cluster, or an interactive shell without one.
     Client(client::ClientArgs),
+    /// Show every replica's status: view, primary, op, commit, lag, checkpoint, disk, uptime.
+    Status(status::StatusArgs),
     /// Run a local 3-replica cluster through a primary failure and check no write is lost.
     Demo(demo::DemoArgs),
     /// Run the deterministic cluster simulator: one seed, or a swarm of seeds.
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Commands::Certs(args) => certs::run(&args),
         Commands::Start(args) => start::run(args),
         Commands::Client(args) => client::run(args),
+        Commands::Status(args) => status::run(&args),
         Commands::Demo(args) => demo::run(&args),
         Commands::Sim(args) => sim::run(&args),
         Commands::Bench(args) => bench::run(&args),

@@ -446,6 +446,15 @@ impl Connection<'_> {
             if let Err(reason) = self.admits(speaker, sender) {
                 return context.reject(ErrorKind::Unauthorized, peer, &reason);
             }
+            if matches!(self.identity, Some(Identity::Client(_)))
+                && crate::status::is_status_query(&envelope.envelope().message)
+            {
+                return context.reject(
+                    ErrorKind::Unauthorized,
+                    peer,
+                    &"a status request on a client's connection: operators only",
+                );
+            }
             if speaker.is_none() {
                 speaker = Some(sender);
                 if let (Sender::Replica(replica), None) = (sender, &self.identity) {

@@ -28,6 +28,7 @@ mod metrics;
 mod peer;
 mod ports;
 mod server;
+pub mod status;
 mod storage;
 pub mod tls;
 mod transport;

@@ -24,8 +24,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use vsr::{
-    ClientId, Command, Config, Envelope, Message, Query, Replica, Reply, Request, Sender,
-    StateMachine, Status,
+    ClientId, Command, Config, Envelope, Message, Query, Replica, Reply, ReplyResult, Request,
+    Sender, StateMachine, Status,
 };
 
 use crate::error::ServerError;
@@ -33,6 +33,7 @@ use crate::frame::{QueueError, QueueSender, queue};
 use crate::inbound::{Inbound, InboundContext, ReplyRoute, accept_loop};
 use crate::metrics::{self, DropReason, Metrics};
 use crate::peer::{Heard, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_FRAMES_MAX, peer_task};
+use crate::status::{self, ReplicaStatus, StatusKind};
 use crate::storage::{FileStorage, Opened, StorageError, StorageEvent, StorageThread};
 use crate::tls::{Identity, TlsTransport};
 use crate::transport::{TcpTransport, Transport};
@@ -231,7 +232,7 @@ where
     tasks.spawn(accept_loop(transport, listener, Arc::new(context)));
     tracing::info!(replica = index, address = %listen, cluster = %format!("{:x}", config.cluster), "listening");
 
-    let driver = Driver::new(replica, storage, peers, metrics);
+    let driver = Driver::new(replica, storage, peers, metrics, &options);
     let result = driver.run(inbound, durable, options.tick, shutdown).await;
     tasks.shutdown().await;
     result
@@ -372,6 +373,10 @@ struct Driver<S: StateMachine> {
     /// What the last observation saw: view, status, messages the core rejected, messages it
     /// dropped as too far ahead.
     observed: (u64, u64, u64, u64),
+    /// The cluster, the data directory and when serving started: for status requests.
+    cluster: u128,
+    data_dir: PathBuf,
+    started: Instant,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -380,6 +385,7 @@ impl<S: StateMachine> Driver<S> {
         storage: StorageThread,
         peers: Vec<Option<PeerLink>>,
         metrics: Arc<Metrics>,
+        options: &ReplicaOptions,
     ) -> Self {
         Self {
             replica,
@@ -390,6 +396,9 @@ impl<S: StateMachine> Driver<S> {
             metrics,
             commands: Vec::new(),
             observed: (u64::MAX, u64::MAX, 0, 0),
+            cluster: options.cluster,
+            data_dir: options.data_dir.clone(),
+            started: Instant::now(),
         }
     }
 
@@ -478,6 +487,18 @@ impl<S: StateMachine> Driver<S> {
         {
             // The path from the peer works: a reconnect to it need not wait.
             link.heard.heard();
+        }
+        if let Sender::Client(client) = envelope.envelope().sender
+            && status::is_status_query(&envelope.envelope().message)
+        {
+            // Answered here, by every replica, without the protocol (inbound let only an
+            // operator's connection carry it).
+            if let (Some(route), Message::Query(Query { request, .. })) =
+                (route, &envelope.envelope().message)
+            {
+                self.answer_status(client, *request, &route);
+            }
+            return;
         }
         if let Sender::Client(client) = envelope.envelope().sender {
             let request = match &envelope.envelope().message {
@@ -604,6 +625,44 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
+    /// Answers a status request on `route`.
+    fn answer_status(&mut self, client: ClientId, request: u64, route: &ReplyRoute) {
+        let replica = &self.replica;
+        let (log_bytes, checkpoint_bytes) = data_file_bytes(&self.data_dir);
+        let status = ReplicaStatus {
+            replica: replica.index(),
+            status: StatusKind::from(replica.status()),
+            primary: replica.is_primary(),
+            view: replica.view().get(),
+            op: replica.op().get(),
+            commit: replica.commit().get(),
+            checkpoint_op: replica.checkpoint_op().get(),
+            log_bytes,
+            checkpoint_bytes,
+            uptime_seconds: self.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let envelope = Envelope {
+            cluster: self.cluster,
+            epoch: 0,
+            sender: Sender::Replica(replica.index()),
+            message: Message::Reply(Reply {
+                client,
+                view: replica.view(),
+                op: replica.commit(),
+                request,
+                result: ReplyResult::Answered(status.encode()),
+            }),
+        };
+        if route
+            .queue
+            .try_send(Bytes::from(vsr::wire::encode(&envelope)))
+            .is_err()
+        {
+            self.metrics.dropped(DropReason::ReplyQueueFull, 1);
+        }
+    }
+
     /// Publishes the replica's state to the metrics and logs view and status changes.
     fn observe(&mut self) {
         let replica = &self.replica;
@@ -661,6 +720,29 @@ impl<S: StateMachine> Driver<S> {
         self.observed = (view, status, rejected, too_far);
     }
 }
+
+/// Bytes of the WAL files and of the checkpoint files in `directory` (0 for what cannot be
+/// listed: a status answers anyway).
+fn data_file_bytes(directory: &std::path::Path) -> (u64, u64) {
+    let (mut log, mut checkpoint) = (0, 0);
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return (0, 0);
+    };
+    for entry in entries.flatten().take(DATA_FILES_LISTED_MAX) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let size = entry.metadata().map_or(0, |metadata| metadata.len());
+        if name.starts_with("wal-") {
+            log += size;
+        } else if name.starts_with("checkpoint-") {
+            checkpoint += size;
+        }
+    }
+    (log, checkpoint)
+}
+
+/// Most directory entries a status request looks at (a replica keeps a few dozen files).
+const DATA_FILES_LISTED_MAX: usize = 4096;
 
 fn status_code(status: &Status) -> u64 {
     match status {

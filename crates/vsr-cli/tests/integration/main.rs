@@ -12,4 +12,5 @@ mod damage;
 mod demo;
 mod flood;
 mod lock;
+mod status;
 mod tls;

@@ -493,6 +493,13 @@ impl<S: StateMachine> Replica<S> {
         self.stats
     }
 
+    /// The op of the newest checkpoint taken: durable, or being written (see
+    /// [`Command::Checkpoint`]); 0 before the first.
+    #[must_use]
+    pub fn checkpoint_op(&self) -> Op {
+        self.checkpoint_op
+    }
+
     /// Whether this replica is the primary of its view, in normal status.
     #[must_use]
     pub fn is_primary(&self) -> bool {
