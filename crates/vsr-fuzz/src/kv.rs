@@ -23,14 +23,34 @@ pub fn kv(data: &[u8]) {
                 store_delta_round_trips(&store);
             }
             if let Some(query) = round_trip::<KvQuery>(bytes) {
-                // A query answers what the logged get of the same bytes answers, and changes
-                // nothing.
+                // A get query answers what the logged get of the same bytes answers; a scan
+                // answers a page within its limit; neither changes anything.
                 let mut store = KvStore::new();
+                store.apply(
+                    Op(1),
+                    KvOperation::Put {
+                        key: bytes::Bytes::from_static(b"k"),
+                        value: bytes::Bytes::from_static(b"v"),
+                    },
+                );
                 let digest = store.digest();
+                let scan_limit = match &query {
+                    KvQuery::Scan { limit, .. } => Some(*limit),
+                    KvQuery::Get { .. } => None,
+                };
                 let answer = store.query(query);
                 assert_eq!(store.digest(), digest, "a query changes nothing");
-                let operation = KvOperation::decode(bytes).expect("a get query is a get");
-                assert_eq!(store.apply(Op(1), operation), answer);
+                round_trip::<KvResult>(&answer.to_bytes()).expect("an answer decodes");
+                match (scan_limit, answer) {
+                    (Some(limit), KvResult::Page { entries, .. }) => {
+                        assert!(entries.len() <= limit as usize, "a page within its limit");
+                    }
+                    (None, answer) => {
+                        let operation = KvOperation::decode(bytes).expect("a get query is a get");
+                        assert_eq!(store.apply(Op(2), operation), answer);
+                    }
+                    (Some(_), answer) => panic!("a scan answered {answer:?}"),
+                }
             }
         }
         1 => {

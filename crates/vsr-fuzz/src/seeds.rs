@@ -514,11 +514,22 @@ fn kvs() -> Vec<Vec<u8>> {
         KvResult::Value(Some(Bytes::from_static(b"value"))),
         KvResult::Value(None),
         KvResult::Swapped(false),
+        KvResult::Page {
+            entries: vec![(Bytes::from_static(b"key-1"), Some(Bytes::from_static(b"v")))],
+            next: Some(Bytes::from_static(b"key-2")),
+        },
     ];
     let mut seeds: Vec<Vec<u8>> = operations
         .iter()
         .map(|operation| [&[0][..], &operation.to_bytes()].concat())
         .collect();
+    let scan = KvQuery::Scan {
+        prefix: Bytes::from_static(b"key-"),
+        start: Some(Bytes::from_static(b"key-1")),
+        limit: 10,
+        keys_only: false,
+    };
+    seeds.push([&[0][..], &scan.to_bytes()].concat());
     seeds.extend(
         results
             .iter()
