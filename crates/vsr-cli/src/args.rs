@@ -1,6 +1,12 @@
 //! What the subcommands share: the cluster and its addresses, and value parsers for cluster
 //! ids, addresses and durations.
+//!
+//! An address is `host:port` everywhere, a host name or an IP literal: [`parse_address`] checks
+//! its form when the flag is parsed and [`resolve_address`] looks it up when it is used.
+//! [`duplicate_address`] and [`same_socket_address`] refuse a cluster's address list that names
+//! one endpoint twice, as written or once resolved.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -163,6 +169,65 @@ pub(crate) fn parse_address(text: &str) -> Result<String, String> {
     }
 }
 
+/// Most socket addresses kept from one host name's lookup (a name may resolve to many).
+const RESOLVED_ADDRESSES_MAX: usize = 16;
+
+/// Resolves `text` (`host:port`, as [`parse_address`] accepts it) to its socket addresses, the
+/// first one the one to use; `flag` names where it came from in the error.
+pub(crate) fn resolve_address(flag: &str, text: &str) -> anyhow::Result<Vec<SocketAddr>> {
+    let resolved: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|error| {
+            anyhow!(
+                "{flag} {text}: cannot resolve the host name ({error}): give a host:port this \
+                 machine can resolve, or an IP address and port"
+            )
+        })?
+        .take(RESOLVED_ADDRESSES_MAX)
+        .collect();
+    if resolved.is_empty() {
+        bail!("{flag} {text}: the host name resolves to no address: give an IP address and port");
+    }
+    Ok(resolved)
+}
+
+/// The first address that `addresses` lists twice, written the same, as the two replicas
+/// (positions in the list, from 0) that it is given for.
+pub(crate) fn duplicate_address(addresses: &[String]) -> Option<(usize, usize)> {
+    addresses.iter().enumerate().find_map(|(second, address)| {
+        addresses[..second]
+            .iter()
+            .position(|earlier| earlier == address)
+            .map(|first| (first, second))
+    })
+}
+
+/// The first two entries of `resolved` (each entry's socket addresses, empty for one that did
+/// not resolve) that share a socket address: the two replicas, and the address.
+pub(crate) fn same_socket_address(
+    resolved: &[Vec<SocketAddr>],
+) -> Option<(usize, usize, SocketAddr)> {
+    resolved.iter().enumerate().find_map(|(second, addresses)| {
+        resolved[..second]
+            .iter()
+            .enumerate()
+            .find_map(|(first, earlier)| {
+                let shared = addresses.iter().find(|address| earlier.contains(address))?;
+                Some((first, second, *shared))
+            })
+    })
+}
+
+/// The message for an address list that gives `address` for replicas `first` and `second`.
+pub(crate) fn duplicate_message(address: &str, first: usize, second: usize) -> String {
+    format!(
+        "--addresses gives {address} for both replica {first} and replica {second} (entries {} \
+         and {} of the list): every replica needs its own host:port, the i-th for replica i",
+        first + 1,
+        second + 1
+    )
+}
+
 /// Parses a duration: a number with a unit `ms`, `s` or `m` (`500ms`, `5s`, `1m`); a bare
 /// number is seconds.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -201,5 +266,64 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
+    }
+
+    fn strings(addresses: &[&str]) -> Vec<String> {
+        addresses
+            .iter()
+            .map(|&address| address.to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn finds_an_address_written_twice() {
+        assert_eq!(duplicate_address(&strings(&["a:1", "b:1", "c:1"])), None);
+        assert_eq!(
+            duplicate_address(&strings(&["a:1", "b:1", "a:1"])),
+            Some((0, 2))
+        );
+        assert_eq!(
+            duplicate_address(&strings(&["a:1", "b:1", "b:1", "a:1"])),
+            Some((1, 2))
+        );
+        assert_eq!(duplicate_address(&strings(&["a:1", "a:2"])), None);
+        assert_eq!(duplicate_address(&[]), None);
+        let message = duplicate_message("a:1", 0, 2);
+        assert!(
+            message.contains("a:1 for both replica 0 and replica 2"),
+            "{message}"
+        );
+        assert!(message.contains("entries 1 and 3"), "{message}");
+    }
+
+    #[test]
+    fn finds_two_entries_that_resolve_to_one_socket_address() {
+        let v4: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+        let v6: SocketAddr = "[::1]:3000".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:3001".parse().unwrap();
+        assert_eq!(same_socket_address(&[vec![v4], vec![other]]), None);
+        assert_eq!(
+            same_socket_address(&[vec![other], vec![v6, v4], vec![v4]]),
+            Some((1, 2, v4))
+        );
+        // An entry that did not resolve shares nothing.
+        assert_eq!(same_socket_address(&[vec![], vec![], vec![v4]]), None);
+    }
+
+    #[test]
+    fn resolves_host_names_and_ip_literals() {
+        let resolved = resolve_address("--metrics", "localhost:9100").unwrap();
+        assert!(resolved.iter().all(|address| address.port() == 9100));
+        assert!(resolved.iter().all(|address| address.ip().is_loopback()));
+        assert_eq!(
+            resolve_address("--metrics", "127.0.0.1:9100").unwrap(),
+            vec!["127.0.0.1:9100".parse::<SocketAddr>().unwrap()]
+        );
+        let error = resolve_address("--metrics", "no-such-host.invalid:9100").unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("--metrics no-such-host.invalid:9100: cannot resolve"),
+            "{message}"
+        );
     }
 }

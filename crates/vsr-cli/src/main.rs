@@ -37,7 +37,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// mimalloc: the replicas allocate and free many small buffers per operation, across threads;
 /// it does that with fewer instructions and page faults than the system allocator.
@@ -76,7 +76,7 @@ enum Commands {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error),
     };
@@ -100,6 +100,24 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Parses the command line as [`Cli::try_parse`] does, and refuses a cluster's `--addresses`
+/// that lists one address twice, whichever subcommand takes it (a replica given its own address
+/// for a peer would send that peer's messages to itself).
+fn parse() -> Result<Cli, clap::Error> {
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    if let Some((_, subcommand)) = matches.subcommand()
+        && let Ok(Some(addresses)) = subcommand.try_get_many::<String>("addresses")
+    {
+        let addresses: Vec<String> = addresses.cloned().collect();
+        if let Some((first, second)) = args::duplicate_address(&addresses) {
+            let message = args::duplicate_message(&addresses[first], first, second);
+            return Err(command.error(ErrorKind::ValueValidation, message));
+        }
+    }
+    Cli::from_arg_matches(&matches)
 }
 
 /// Help and version go to stdout with status 0. A usage error prints its first line only (one

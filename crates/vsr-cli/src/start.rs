@@ -11,18 +11,21 @@
 //! neither.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use tokio::sync::Notify;
 use tracing_subscriber::EnvFilter;
 use vsr_kv::KvStore;
 use vsr_server::{ReplicaOptions, ServerError, run_replica};
+use vsr_storage::StorageError;
 
-use crate::args::{ClusterAddresses, Security};
+use crate::args::{
+    ClusterAddresses, Security, parse_address, resolve_address, same_socket_address,
+};
 
 /// Options of `vsr start`.
 #[derive(Debug, Args)]
@@ -31,9 +34,9 @@ pub(crate) struct StartArgs {
     cluster: ClusterAddresses,
     #[command(flatten)]
     security: Security,
-    /// Serve Prometheus metrics at http://HOST:PORT/metrics.
-    #[arg(long, env = "VSR_METRICS", value_name = "HOST:PORT")]
-    metrics: Option<SocketAddr>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (a host name or an IP address).
+    #[arg(long, env = "VSR_METRICS", value_name = "HOST:PORT", value_parser = parse_address)]
+    metrics: Option<String>,
     /// Ops between checkpoints (one is also taken after a bound of log bytes). Checkpoints are
     /// written in the background: the keys written since the previous one, and every ninth the
     /// whole key-value state. Fewer checkpoints cost less; more keep restarts short.
@@ -68,12 +71,19 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         .choice("start")?
         .map(std::path::Path::to_owned);
     if !args.path.is_dir() {
-        return Err(anyhow!(
-            "data directory {} does not exist: create it with `vsr format` first (or, for a replica \
-             that lost its data, `vsr format --recover`)",
-            args.path.display()
-        ));
+        bail!(
+            "data directory {} does not exist: check the path; create it with `vsr format` when \
+             the cluster is created; if this replica's data was lost (a new disk, a wiped \
+             directory), {}",
+            args.path.display(),
+            RECOVER_STEPS
+        );
     }
+    distinct_endpoints(&args.cluster.addresses)?;
+    let metrics = match &args.metrics {
+        Some(text) => Some(resolve_address("--metrics", text)?[0]),
+        None => None,
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -87,7 +97,7 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the tokio runtime")?;
     let mut options = ReplicaOptions::new(args.cluster.cluster, args.cluster.addresses, args.path);
-    options.metrics = args.metrics;
+    options.metrics = metrics;
     options.checkpoint_interval = Some(args.checkpoint_interval);
     options.checkpoint_log_bytes = Some(usize::try_from(args.checkpoint_log_bytes)?);
     options.checkpoint_disk_share = Some(args.checkpoint_disk_share);
@@ -162,9 +172,50 @@ async fn parent_exit(parent: u32) {
     }
 }
 
+/// How to replace a replica whose data was lost, for the messages of a missing or unreadable
+/// superblock.
+const RECOVER_STEPS: &str = "run `vsr format --recover` at this path with the replica's \
+    --cluster, --replica and --replica-count: it rejoins through the recovery protocol and votes \
+    only once it holds the cluster's state. Never use plain `vsr format` to replace a replica \
+    that was part of the cluster: it would vote at once with an empty log, which risks losing \
+    writes the cluster acknowledged";
+
+/// Refuses two entries of `--addresses` that resolve to one socket address (`localhost:3000`
+/// and `127.0.0.1:3000`): the replica would send one peer's messages to the other, or to
+/// itself. Entries written the same were refused when the flags were parsed; an entry that does
+/// not resolve here (a peer's name only its own network knows) is skipped.
+fn distinct_endpoints(addresses: &[String]) -> anyhow::Result<()> {
+    let resolved: Vec<Vec<SocketAddr>> = addresses
+        .iter()
+        .map(|address| resolve_address("--addresses", address).unwrap_or_default())
+        .collect();
+    match same_socket_address(&resolved) {
+        Some((first, second, shared)) => bail!(
+            "--addresses gives {} for replica {first} and {} for replica {second}, which both \
+             resolve to {shared}: every replica needs its own host:port, the i-th for replica i",
+            addresses[first],
+            addresses[second]
+        ),
+        None => Ok(()),
+    }
+}
+
 /// The server's error, worded for the command line.
 fn explain(error: ServerError) -> anyhow::Error {
     match error {
+        ServerError::Storage {
+            dir,
+            source: StorageError::NotVsrData(_),
+        } => anyhow!(
+            "{} holds no vsr data (no superblock): check the path; if this replica's data was \
+             lost (a new disk, a wiped directory), {}",
+            dir.display(),
+            RECOVER_STEPS
+        ),
+        ServerError::Storage {
+            dir,
+            source: StorageError::Corrupt(reason),
+        } => anyhow!("{}", corrupt_message(&dir, &reason)),
         ServerError::Storage { dir, source } => anyhow!(
             "cannot open the data directory {}: {source} (check the path and --cluster)",
             dir.display()
@@ -178,4 +229,15 @@ fn explain(error: ServerError) -> anyhow::Error {
         ),
         other => anyhow!(other),
     }
+}
+
+/// The message for data that cannot be read in any copy (every superblock copy, or the live
+/// WAL file): the replica's data is lost, and it is rebuilt from its peers.
+fn corrupt_message(dir: &Path, reason: &str) -> String {
+    format!(
+        "cannot open the data directory {}: its storage is corrupt ({reason}): this replica's \
+         data is lost; move the directory aside, then {}",
+        dir.display(),
+        RECOVER_STEPS
+    )
 }

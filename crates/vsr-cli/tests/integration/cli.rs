@@ -1,6 +1,9 @@
 //! Runs the built `vsr` binary as separate processes.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 fn vsr(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vsr"))
@@ -244,6 +247,214 @@ fn a_missing_data_path_is_one_line() {
         dir.path().to_str().unwrap(),
     ]);
     fails_in_one_line(&output, "no vsr data");
+}
+
+/// The advice of a missing or unreadable superblock: `vsr format --recover`, when, and why not
+/// plain `vsr format`.
+fn names_format_recover(output: &Output) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "vsr format --recover",
+        "data was lost (a new disk, a wiped directory)",
+        "Never use plain `vsr format`",
+        "writes the cluster acknowledged",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
+}
+
+#[test]
+fn a_missing_superblock_names_format_recover() {
+    let dir = temp_dir();
+    for path in [dir.path().to_owned(), dir.path().join("missing")] {
+        let output = vsr(&[
+            "start",
+            "--insecure",
+            "--addresses",
+            "127.0.0.1:1",
+            path.to_str().unwrap(),
+        ]);
+        fails_in_one_line(&output, "check the path");
+        names_format_recover(&output);
+    }
+    // A superblock file that is not vsr's.
+    std::fs::write(dir.path().join("superblock"), vec![0x5a; 64 * 1024]).unwrap();
+    let output = vsr(&[
+        "start",
+        "--insecure",
+        "--addresses",
+        "127.0.0.1:1",
+        dir.path().to_str().unwrap(),
+    ]);
+    fails_in_one_line(&output, "no vsr data");
+    names_format_recover(&output);
+}
+
+#[test]
+fn format_refuses_a_file_with_a_clear_message() {
+    let dir = temp_dir();
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let output = format(&file, "5");
+    fails_in_one_line(&output, "data is a file, not a directory");
+    fails_in_one_line(
+        &output,
+        "give format a directory path (it is created if missing)",
+    );
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("fix the disk"));
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
+}
+
+#[test]
+fn format_refuses_a_directory_holding_other_files() {
+    let dir = temp_dir();
+    for name in ["notes.txt", "b", "c", "d"] {
+        std::fs::write(dir.path().join(name), name).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("a")).unwrap();
+    let output = format(dir.path(), "5");
+    fails_in_one_line(
+        &output,
+        "is not empty: it holds \"a\", \"b\", \"c\", and 2 more",
+    );
+    fails_in_one_line(&output, "give format an empty or new directory");
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["a", "b", "c", "d", "notes.txt"],
+        "nothing was written"
+    );
+    // vsr data and another file: the existing refusal.
+    let data = temp_dir();
+    assert!(format(data.path(), "5").status.success());
+    std::fs::write(data.path().join("notes.txt"), b"notes").unwrap();
+    fails_in_one_line(&format(data.path(), "5"), "already holds vsr data");
+}
+
+#[test]
+fn format_accepts_a_directory_holding_only_a_stale_lock() {
+    let dir = temp_dir();
+    std::fs::write(dir.path().join("LOCK"), b"4000000000\n").unwrap();
+    let output = format(dir.path(), "5");
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// `vsr start` on a formatted one-replica directory with these extra arguments, the data
+/// directory last.
+fn start_formatted(extra: &[&str]) -> Output {
+    let dir = temp_dir();
+    assert!(format(dir.path(), "5").status.success());
+    let mut args = vec!["start", "--insecure", "--cluster", "5"];
+    args.extend_from_slice(extra);
+    args.push(dir.path().to_str().unwrap());
+    vsr(&args)
+}
+
+#[test]
+fn duplicate_addresses_are_refused() {
+    let output = start_formatted(&["--addresses", "127.0.0.1:1,127.0.0.1:2,127.0.0.1:1"]);
+    fails_in_one_line(
+        &output,
+        "--addresses gives 127.0.0.1:1 for both replica 0 and replica 2",
+    );
+    fails_in_one_line(&output, "entries 1 and 3");
+    // The same socket address, written two ways.
+    let output = start_formatted(&["--addresses", "localhost:1,127.0.0.1:2,127.0.0.1:1"]);
+    fails_in_one_line(
+        &output,
+        "--addresses gives localhost:1 for replica 0 and 127.0.0.1:1 for replica 2, which both \
+         resolve to 127.0.0.1:1",
+    );
+    for command in [
+        &["client", "--addresses", "h:1,h:2,h:2", "get", "k"][..],
+        &["bench", "--addresses", "h:1,h:1,h:2"][..],
+    ] {
+        let output = vsr(command);
+        fails_in_one_line(&output, "--addresses gives h:");
+        fails_in_one_line(&output, "every replica needs its own host:port");
+    }
+    // A usage error of `vsr client` exits with 64.
+    assert_eq!(
+        vsr(&["client", "--addresses", "h:1,h:1", "get", "k"])
+            .status
+            .code(),
+        Some(64)
+    );
+}
+
+#[test]
+fn metrics_takes_a_host_name_like_addresses() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = temp_dir();
+    assert!(format(dir.path(), "5").status.success());
+    let mut replica = Command::new(env!("CARGO_BIN_EXE_vsr"))
+        .args([
+            "start",
+            "--insecure",
+            "--cluster",
+            "5",
+            "--addresses",
+            &format!("localhost:{listen}"),
+            "--metrics",
+            &format!("localhost:{port}"),
+            &format!("--exit-with-parent={}", std::process::id()),
+            dir.path().to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("vsr start runs");
+    let served = scrape_within(&format!("localhost:{port}"), Duration::from_secs(20));
+    let _ = replica.kill();
+    let _ = replica.wait();
+    assert!(
+        served.as_deref().is_some_and(|page| page.contains("vsr_")),
+        "metrics at localhost:{port}: {served:?}"
+    );
+    let output = start_formatted(&[
+        "--addresses",
+        "localhost:1",
+        "--metrics",
+        "no-such-host.invalid:9100",
+    ]);
+    fails_in_one_line(
+        &output,
+        "--metrics no-such-host.invalid:9100: cannot resolve the host name",
+    );
+    let output = start_formatted(&["--addresses", "localhost:1", "--metrics", "9100"]);
+    fails_in_one_line(&output, "not an address of the form host:port");
+}
+
+/// The page at `http://ADDRESS/metrics`, polled until it answers or `timeout` passes.
+fn scrape_within(address: &str, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect(address) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+            let mut page = String::new();
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_to_string(&mut page).is_ok()
+            {
+                return Some(page);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 #[test]

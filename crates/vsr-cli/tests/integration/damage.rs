@@ -518,7 +518,8 @@ fn a_replica_with_every_superblock_copy_flipped_refuses_to_start_and_is_rebuilt(
     let error = case.start_victim_refused();
     eprintln!("superblock-all: {error}");
     assert!(error.contains("superblock"), "{error}");
-    assert!(error.contains("format it as recovering"), "{error}");
+    assert!(error.contains("vsr format --recover"), "{error}");
+    assert!(error.contains("acknowledged"), "{error}");
     case.format_recovering();
     case.start_victim();
     let seen_recovering = case.wait_repaired();
