@@ -475,3 +475,78 @@ async fn drive(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: u128 = 0xc1;
+
+    fn query(request: u64) -> Envelope {
+        Envelope {
+            cluster: CLUSTER,
+            epoch: 0,
+            sender: vsr::Sender::Client(7),
+            message: Message::Query(Query {
+                request,
+                body: Bytes::new(),
+            }),
+        }
+    }
+
+    fn wrong(request: u64, cluster: u128) -> Reply {
+        Reply {
+            client: 7,
+            view: vsr::View(0),
+            op: vsr::Op(0),
+            request,
+            result: ReplyResult::WrongCluster { cluster },
+        }
+    }
+
+    #[test]
+    fn wrong_cluster_once_every_replica_sent_to_said_so() {
+        let mut wrong_clusters = WrongClusters::default();
+        wrong_clusters.sent(0, &query(1));
+        assert_eq!(wrong_clusters.answered(0, &wrong(1, 9), CLUSTER), Some(9));
+        // A retry to every replica: each must answer so.
+        let mut wrong_clusters = WrongClusters::default();
+        for to in 0..3 {
+            wrong_clusters.sent(to, &query(1));
+        }
+        assert_eq!(wrong_clusters.answered(0, &wrong(1, 9), CLUSTER), None);
+        assert_eq!(wrong_clusters.answered(2, &wrong(1, 9), CLUSTER), None);
+        assert_eq!(wrong_clusters.answered(1, &wrong(1, 9), CLUSTER), Some(9));
+    }
+
+    #[test]
+    fn late_nonsense_and_unasked_wrong_cluster_replies_are_ignored() {
+        let mut wrong_clusters = WrongClusters::default();
+        assert_eq!(
+            wrong_clusters.answered(0, &wrong(1, 9), CLUSTER),
+            None,
+            "nothing sent"
+        );
+        wrong_clusters.sent(0, &query(1));
+        wrong_clusters.sent(0, &query(2));
+        assert_eq!(
+            wrong_clusters.answered(0, &wrong(1, 9), CLUSTER),
+            None,
+            "an earlier request's"
+        );
+        assert_eq!(
+            wrong_clusters.answered(1, &wrong(2, 9), CLUSTER),
+            None,
+            "from a replica the request never went to"
+        );
+        assert_eq!(
+            wrong_clusters.answered(0, &wrong(2, CLUSTER), CLUSTER),
+            None,
+            "naming the client's own cluster"
+        );
+        let mut answered = wrong(2, 9);
+        answered.result = ReplyResult::NotPrimary;
+        assert_eq!(wrong_clusters.answered(0, &answered, CLUSTER), None);
+        assert_eq!(wrong_clusters.answered(0, &wrong(2, 9), CLUSTER), Some(9));
+    }
+}
