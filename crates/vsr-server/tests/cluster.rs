@@ -527,10 +527,10 @@ async fn a_wrong_cluster_id_is_reported_at_once() {
         let cluster = TestCluster::start(replica_count).await;
         let wrong = cluster.cluster + 1;
         let client = Client::connect(wrong, cluster.addresses.clone()).expect("client");
-        let get = KvOperation::Get {
+        let read = KvOperation::Get {
             key: Bytes::from_static(b"k"),
         };
-        let body = Bytes::from(get.to_bytes());
+        let body = Bytes::from(read.to_bytes());
         for query in [false, true] {
             let started = std::time::Instant::now();
             let result = if query {
