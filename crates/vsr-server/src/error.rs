@@ -128,8 +128,8 @@ pub enum RequestError {
     /// The replicas the request went to serve another cluster than the client's: none of them
     /// executed it, so it did not execute. The cluster id, or the addresses, are wrong.
     #[error(
-        "request not executed: replica {replica} at {address} serves cluster {found:x}, not \
-         {expected:x} (pass the id the cluster was formatted with, or that cluster's addresses)"
+        "request not executed: replica {replica} at {address} serves cluster {found:#x}, not \
+         {expected:#x} (pass the id the cluster was formatted with, or that cluster's addresses)"
     )]
     WrongCluster {
         /// The client's cluster.

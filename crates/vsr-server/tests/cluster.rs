@@ -558,7 +558,7 @@ async fn a_wrong_cluster_id_is_reported_at_once() {
         let message = error.to_string();
         assert!(
             message.contains(&format!(
-                "serves cluster {:x}, not {wrong:x}",
+                "serves cluster {:#x}, not {wrong:#x}",
                 cluster.cluster
             )),
             "{message}"
