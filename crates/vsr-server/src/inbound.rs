@@ -615,6 +615,37 @@ mod tests {
     }
 
     #[test]
+    fn only_a_first_frame_where_a_client_may_speak_gets_a_wrong_cluster_answer() {
+        let (sender, _events) = mpsc::channel(1);
+        let config = vsr::Config::new(9, 3);
+        let context = InboundContext::new(&config, 0, sender, Arc::default());
+        let active = AtomicU64::new(0);
+        let connection = |identity| Connection {
+            context: &context,
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            id: 1,
+            identity,
+            active: &active,
+        };
+        let client = Identity::Client("alice".to_owned());
+        let operator = Identity::Operator("root".to_owned());
+        for identity in [None, Some(client), Some(operator)] {
+            let connection = connection(identity);
+            assert!(connection.answers_other_cluster(None));
+            for speaker in [Sender::Client(5), Sender::Replica(1)] {
+                assert!(
+                    !connection.answers_other_cluster(Some(speaker)),
+                    "not after a first frame"
+                );
+            }
+        }
+        assert!(
+            !connection(Some(Identity::Replica(1))).answers_other_cluster(None),
+            "not on a replica's connection"
+        );
+    }
+
+    #[test]
     fn a_flood_evicts_the_idlest_client_connection_and_never_a_peer() {
         let mut registry = Registry::default();
         // A peer, then the client bound's worth of connections from many addresses.
