@@ -511,6 +511,19 @@ async fn a_client_of_another_cluster_gets_one_answer_per_connection() {
         started.elapsed()
     );
     assert_eq!(wrong_cluster_reply(&answer, other, cluster.cluster), Ok(()));
+    let open = "vsr_connections{class=\"client\"}";
+    let mut released = None;
+    for _ in 0..150 {
+        if cluster.metric(0, open).await == Some(0) {
+            released = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("connection of a client that stays open released after {released:?}");
+    let released = released.expect("the replica releases the connection");
+    assert!(released < Duration::from_millis(2500), "{released:?}");
+    drop(stream);
 
     // After a frame of this cluster, a frame of another gets no answer.
     let mixed = [request_frame(cluster.cluster), request_frame(other)].concat();
