@@ -106,9 +106,10 @@ pub enum ClientError {
 
 /// Why [`Client::request`](crate::Client::request) returned without a result.
 ///
-/// The two variants differ in what the caller knows: after [`RequestError::NotExecuted`] the
-/// operation certainly did not execute and may be retried freely; after
-/// [`RequestError::Unknown`] it may or may not have executed.
+/// The variants differ in what the caller knows: after [`RequestError::NotExecuted`] (and
+/// [`RequestError::WrongCluster`], a configuration mistake no retry mends) the operation
+/// certainly did not execute; after [`RequestError::Unknown`] it may or may not have
+/// executed.
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RequestError {
@@ -123,5 +124,21 @@ pub enum RequestError {
     Unknown {
         /// Why.
         reason: String,
+    },
+    /// The replicas the request went to serve another cluster than the client's: none of them
+    /// executed it, so it did not execute. The cluster id, or the addresses, are wrong.
+    #[error(
+        "request not executed: replica {replica} at {address} serves cluster {found:#x}, not \
+         {expected:#x} (pass the id the cluster was formatted with, or that cluster's addresses)"
+    )]
+    WrongCluster {
+        /// The client's cluster.
+        expected: u128,
+        /// The cluster the replica serves.
+        found: u128,
+        /// The replica: the index of its address among the client's.
+        replica: u8,
+        /// Its address, as the client was given it.
+        address: String,
     },
 }

@@ -34,6 +34,14 @@ pub(crate) enum ReadError {
     Truncated,
     /// The frame was rejected by the wire format.
     Decode(DecodeError),
+    /// A whole, well-formed frame of another cluster (or epoch): rejected like any
+    /// [`ReadError::Decode`], with the frame kept so that a replica can answer a client's.
+    OtherCluster {
+        /// The wire format's [`DecodeError::WrongCluster`].
+        error: DecodeError,
+        /// The frame, at most [`wire::FRAME_SIZE_MAX`] bytes.
+        frame: Bytes,
+    },
 }
 
 /// Reads verified envelopes from a byte stream. Frames are split off one shared read buffer
@@ -87,7 +95,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         } else {
             self.started = Some(Instant::now());
         }
-        let verified = wire::decode_shared(&frame, &self.receiver).map_err(ReadError::Decode)?;
+        let verified =
+            wire::decode_shared(&frame, &self.receiver).map_err(|error| match error {
+                DecodeError::WrongCluster { .. } => ReadError::OtherCluster { error, frame },
+                error => ReadError::Decode(error),
+            })?;
         Ok(Some((verified, size)))
     }
 
@@ -396,6 +408,20 @@ mod tests {
             reader.next().await,
             Err(ReadError::Decode(DecodeError::HeaderChecksum))
         ));
+    }
+
+    #[tokio::test]
+    async fn reader_keeps_a_frame_of_another_cluster() {
+        let bytes = frame(1);
+        let other = Receiver::replica(&vsr::Config::new(10, 3), 0);
+        let mut reader = FrameReader::new(&bytes[..], other);
+        match reader.next().await {
+            Err(ReadError::OtherCluster { error, frame }) => {
+                assert_eq!(error, DecodeError::WrongCluster { cluster: 9 });
+                assert_eq!(frame[..], bytes[..]);
+            }
+            other => panic!("expected a frame of another cluster, got {other:?}"),
+        }
     }
 
     #[tokio::test]

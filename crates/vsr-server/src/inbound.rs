@@ -12,6 +12,14 @@
 //! bounded reply queue; a client that stops reading has its replies dropped, and its connection
 //! closed once a write stalls.
 //!
+//! One bad frame gets an answer: a client's request or query of another cluster, as the first
+//! frame of a connection that may carry a client's frames, is answered with one wrong-cluster
+//! reply ([`vsr::Receiver::wrong_cluster`]: a header, no larger than the frame it answers,
+//! naming only the cluster this replica serves) before the connection closes, so a client with
+//! a wrong cluster id learns it in one round trip. The answer's write and the wait for the
+//! client to close are bounded by [`FAREWELL_TIMEOUT`]. Frames of other clusters from replicas,
+//! and any later frame, get no answer.
+//!
 //! Every connection is bounded, and peers always get through ([`Registry`]):
 //! * a TLS handshake must finish within [`HANDSHAKE_TIMEOUT`], a frame begun must end within
 //!   [`FRAME_TIMEOUT`], and a connection is closed after [`IDLE_TIMEOUT`] without a frame;
@@ -32,7 +40,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
 use vsr::{Receiver, Sender, Verified};
@@ -63,6 +71,11 @@ const REPLY_QUEUE_BYTES_MAX: usize = 8 * 1024 * 1024;
 const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of received messages waiting for the event loop, across all connections, in KiB.
 const INBOUND_KIBIBYTES_MAX: usize = 256 * 1024;
+/// Time to write the answer to a client of another cluster and see the client close, at most.
+pub(crate) const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes read (and discarded) after that answer while waiting for the client to close: closing
+/// with unread bytes would reset the connection, and a reset may discard the answer.
+const FAREWELL_DRAIN_BYTES_MAX: u64 = 64 * 1024;
 /// After failing to accept (for example out of file descriptors), wait this long.
 const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 
@@ -351,7 +364,7 @@ async fn connection<T: Transport>(
     if let Some(Identity::Replica(replica)) = identity {
         identified_peer(&context, id, replica);
     }
-    let (reader, mut writer) = tokio::io::split(stream);
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (queue, mut replies) = queue(REPLY_QUEUE_FRAMES_MAX, REPLY_QUEUE_BYTES_MAX);
     let route = ReplyRoute {
         connection: id,
@@ -364,11 +377,42 @@ async fn connection<T: Transport>(
         identity,
         active: &active,
     };
-    tokio::select! {
-        () = connection.read_loop(reader, route) => {}
-        () = write_loop(&mut writer, &mut replies, peer, &context) => {}
+    let answer = tokio::select! {
+        answer = connection.read_loop(&mut reader, route) => answer,
+        () = write_loop(&mut writer, &mut replies, peer, &context) => None,
+    };
+    if let Some(answer) = answer {
+        // The connection's first frame: no reply was queued, no write was cut short.
+        let farewell = farewell(&mut reader, &mut writer, &answer);
+        if tokio::time::timeout(FAREWELL_TIMEOUT, farewell)
+            .await
+            .is_err()
+        {
+            tracing::debug!(%peer, "a client of another cluster did not close in time");
+        }
     }
     drop(registered);
+}
+
+/// Writes `answer`, closes the writing side, and reads until the other end closes (at most
+/// [`FAREWELL_DRAIN_BYTES_MAX`]), so that the answer is not lost to a reset. The caller bounds
+/// the time.
+async fn farewell<R, W>(reader: &mut R, writer: &mut W, answer: &[u8])
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if writer.write_all(answer).await.is_err()
+        || writer.flush().await.is_err()
+        || writer.shutdown().await.is_err()
+    {
+        return;
+    }
+    let _ = tokio::io::copy(
+        &mut reader.take(FAREWELL_DRAIN_BYTES_MAX),
+        &mut tokio::io::sink(),
+    )
+    .await;
 }
 
 fn identified_peer(context: &InboundContext, id: u64, replica: u8) {
@@ -396,7 +440,14 @@ struct Connection<'a> {
 }
 
 impl Connection<'_> {
-    async fn read_loop<R: AsyncRead + Unpin>(&self, reader: R, route: ReplyRoute) {
+    /// Reads frames until the connection ends; returns the answer to write before closing, if
+    /// the frame that ended it deserves one (a client's of another cluster, first on the
+    /// connection).
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &self,
+        reader: R,
+        route: ReplyRoute,
+    ) -> Option<Vec<u8>> {
         let context = self.context;
         let peer = self.peer;
         let mut reader = FrameReader::new(reader, context.receiver);
@@ -415,36 +466,46 @@ impl Connection<'_> {
                         continue; // A frame began since the deadline was set: give it its time.
                     }
                     let reason = if reader.frame_started().is_some() { Closed::FrameTimeout } else { Closed::Idle };
-                    return context.closed(reason, &peer);
+                    context.closed(reason, &peer);
+                    return None;
                 }
             };
             let (envelope, size) = match next {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return,
+                Ok(None) => return None,
                 Err(ReadError::Io(error)) if error.kind() == std::io::ErrorKind::TimedOut => {
                     // The kernel gave up on data or keepalive probes the other end never
                     // acknowledged (for a client: often replies it does not read).
-                    return context.closed(Closed::Stalled, &peer);
+                    context.closed(Closed::Stalled, &peer);
+                    return None;
                 }
                 Err(ReadError::Io(error)) => {
-                    return tracing::debug!(%peer, %error, "connection failed");
+                    tracing::debug!(%peer, %error, "connection failed");
+                    return None;
                 }
                 Err(ReadError::Truncated) => {
-                    return context.reject(
-                        ErrorKind::Truncated,
-                        peer,
-                        &"stream ended inside a frame",
-                    );
+                    let detail = "stream ended inside a frame";
+                    context.reject(ErrorKind::Truncated, peer, &detail);
+                    return None;
                 }
                 Err(ReadError::Decode(error)) => {
-                    return context.reject(ErrorKind::of(&error), peer, &error);
+                    context.reject(ErrorKind::of(&error), peer, &error);
+                    return None;
+                }
+                Err(ReadError::OtherCluster { error, frame }) => {
+                    context.reject(ErrorKind::WrongCluster, peer, &error);
+                    return self
+                        .answers_other_cluster(speaker)
+                        .then(|| context.receiver.wrong_cluster(&frame))
+                        .flatten();
                 }
             };
             last_frame = Instant::now();
             self.active.store(context.now_millis(), Ordering::Relaxed);
             let sender = envelope.envelope().sender;
             if let Err(reason) = self.admits(speaker, sender) {
-                return context.reject(ErrorKind::Unauthorized, peer, &reason);
+                context.reject(ErrorKind::Unauthorized, peer, &reason);
+                return None;
             }
             if matches!(self.identity, Some(Identity::Client(_)))
                 && crate::status::is_status_query(&envelope.envelope().message)
@@ -466,7 +527,7 @@ impl Connection<'_> {
                 .acquire_many_owned(kibibytes)
                 .await
             else {
-                return;
+                return None;
             };
             let route = matches!(sender, Sender::Client(_)).then(|| route.clone());
             if context
@@ -479,9 +540,17 @@ impl Connection<'_> {
                 .await
                 .is_err()
             {
-                return; // The event loop stopped.
+                return None; // The event loop stopped.
             }
         }
+    }
+
+    /// Whether a client's frame of another cluster gets an answer here: only as the
+    /// connection's first frame (so at most one answer per connection, with no reply of this
+    /// cluster queued on it), and only where a client may speak (not on a connection
+    /// authenticated as a replica).
+    fn answers_other_cluster(&self, speaker: Option<Sender>) -> bool {
+        speaker.is_none() && self.identity.as_ref().is_none_or(Identity::is_client)
     }
 
     /// Whether this connection may carry a frame from `sender`, given the first frame's.
@@ -552,6 +621,37 @@ mod tests {
         let before = registry.entries.len();
         registry.admit(id, IpAddr::from(address), Arc::new(AtomicU64::new(active)));
         before + 1 - registry.entries.len()
+    }
+
+    #[test]
+    fn only_a_first_frame_where_a_client_may_speak_gets_a_wrong_cluster_answer() {
+        let (sender, _events) = mpsc::channel(1);
+        let config = vsr::Config::new(9, 3);
+        let context = InboundContext::new(&config, 0, sender, Arc::default());
+        let active = AtomicU64::new(0);
+        let connection = |identity| Connection {
+            context: &context,
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            id: 1,
+            identity,
+            active: &active,
+        };
+        let client = Identity::Client("alice".to_owned());
+        let operator = Identity::Operator("root".to_owned());
+        for identity in [None, Some(client), Some(operator)] {
+            let connection = connection(identity);
+            assert!(connection.answers_other_cluster(None));
+            for speaker in [Sender::Client(5), Sender::Replica(1)] {
+                assert!(
+                    !connection.answers_other_cluster(Some(speaker)),
+                    "not after a first frame"
+                );
+            }
+        }
+        assert!(
+            !connection(Some(Identity::Replica(1))).answers_other_cluster(None),
+            "not on a replica's connection"
+        );
     }
 
     #[test]

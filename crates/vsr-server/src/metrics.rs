@@ -1,14 +1,14 @@
 //! Counters and gauges of one replica, and the HTTP endpoint that serves them.
 //!
 //! The event loop and the connection tasks update a [`Metrics`] of atomics shared through an
-//! `Arc`; the HTTP endpoint ([`endpoint`]) renders it as Prometheus text on `GET /metrics`. The
-//! same struct rate-limits the warnings logged for dropped garbage: at most one line per second
-//! per kind.
+//! `Arc`; the HTTP endpoint ([`endpoint`]) renders it as Prometheus text on `GET /metrics`, and
+//! answers `/healthz` and `/readyz` from it ([`Metrics::readiness`]). The same struct
+//! rate-limits the warnings logged for dropped garbage: at most one line per second per kind.
 
 mod endpoint;
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use vsr::wire::DecodeError;
@@ -232,6 +232,14 @@ pub(crate) struct Metrics {
     pub(crate) status: AtomicU64,
     pub(crate) op: AtomicU64,
     pub(crate) commit: AtomicU64,
+    /// The highest op the replica knows committed in its view (`Replica::commit_max`).
+    pub(crate) commit_max: AtomicU64,
+    /// `commit_max - commit`: ops known committed in this view, not yet executed here.
+    pub(crate) commit_lag: AtomicU64,
+    /// Whether the event loop has published the replica's state at least once.
+    pub(crate) observed: AtomicBool,
+    /// The largest [`Metrics::commit_lag`] of a ready replica: the pipeline's depth in ops.
+    commit_lag_ready_max: u64,
     pub(crate) requests: AtomicU64,
     pub(crate) queries: AtomicU64,
     pub(crate) reads_answered: AtomicU64,
@@ -254,12 +262,58 @@ pub(crate) struct Metrics {
 }
 
 impl Default for Metrics {
+    /// Metrics whose replica is ready only with no lag.
     fn default() -> Self {
+        Self::new(0)
+    }
+}
+
+/// Why a replica is not ready: the one-line reason `/readyz` gives with its 503.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum NotReady {
+    /// The event loop has not published the replica's state yet.
+    Starting,
+    /// The replica is in a view change.
+    ViewChange,
+    /// The replica is recovering.
+    Recovering,
+    /// The replica is this many ops behind the commits it knows of, more than the bound.
+    Lagging { ops: u64, ops_max: u64 },
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::Starting => write!(f, "starting"),
+            NotReady::ViewChange => write!(f, "view change"),
+            NotReady::Recovering => write!(f, "recovering"),
+            NotReady::Lagging { ops, ops_max } => {
+                write!(f, "lagging {ops} ops (ready at {ops_max} or fewer)")
+            }
+        }
+    }
+}
+
+/// `vsr_status` of a replica in normal status.
+pub(crate) const STATUS_NORMAL: u64 = 0;
+/// `vsr_status` of a replica in a view change.
+pub(crate) const STATUS_VIEW_CHANGE: u64 = 1;
+/// `vsr_status` of a recovering replica.
+pub(crate) const STATUS_RECOVERING: u64 = 2;
+
+impl Metrics {
+    /// Metrics of a replica that is ready while at most `commit_lag_ready_max` ops behind
+    /// (the pipeline's depth in ops, [`vsr::Config::pipeline_ops_max`]).
+    pub(crate) fn new(commit_lag_ready_max: u64) -> Self {
         Self {
             view: AtomicU64::new(0),
-            status: AtomicU64::new(0),
+            status: AtomicU64::new(STATUS_NORMAL),
             op: AtomicU64::new(0),
             commit: AtomicU64::new(0),
+            commit_max: AtomicU64::new(0),
+            commit_lag: AtomicU64::new(0),
+            observed: AtomicBool::new(false),
+            commit_lag_ready_max,
             requests: AtomicU64::new(0),
             queries: AtomicU64::new(0),
             reads_answered: AtomicU64::new(0),
@@ -278,9 +332,28 @@ impl Default for Metrics {
             start: Instant::now(),
         }
     }
-}
 
-impl Metrics {
+    /// Whether the replica is ready to serve: published at least once, in normal status, and
+    /// at most the pipeline's depth in ops behind the commits it knows of in its view.
+    pub(crate) fn readiness(&self) -> Result<(), NotReady> {
+        if !self.observed.load(Ordering::Acquire) {
+            return Err(NotReady::Starting);
+        }
+        match self.status.load(Ordering::Relaxed) {
+            STATUS_NORMAL => {}
+            STATUS_VIEW_CHANGE => return Err(NotReady::ViewChange),
+            _ => return Err(NotReady::Recovering),
+        }
+        let ops = self.commit_lag.load(Ordering::Relaxed);
+        if ops > self.commit_lag_ready_max {
+            return Err(NotReady::Lagging {
+                ops,
+                ops_max: self.commit_lag_ready_max,
+            });
+        }
+        Ok(())
+    }
+
     /// Counts a bad frame; returns whether to log it (at most once a second per kind).
     pub(crate) fn error(&self, kind: ErrorKind) -> bool {
         let index = ErrorKind::ALL
@@ -354,6 +427,17 @@ impl Metrics {
                 "vsr_commit",
                 "The last op the replica executed.",
                 &self.commit,
+            ),
+            (
+                "vsr_commit_max",
+                "The highest op the replica knows committed in its view (its log may not reach \
+                 it yet).",
+                &self.commit_max,
+            ),
+            (
+                "vsr_commit_lag",
+                "vsr_commit_max minus vsr_commit: ops known committed, not yet executed here.",
+                &self.commit_lag,
             ),
         ];
         for (name, help, value) in gauges {

@@ -31,7 +31,9 @@ use vsr::{
 use crate::error::ServerError;
 use crate::frame::{QueueError, QueueSender, queue};
 use crate::inbound::{Inbound, InboundContext, ReplyRoute, accept_loop};
-use crate::metrics::{self, DropReason, Metrics};
+use crate::metrics::{
+    self, DropReason, Metrics, STATUS_NORMAL, STATUS_RECOVERING, STATUS_VIEW_CHANGE,
+};
 use crate::peer::{Heard, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_FRAMES_MAX, peer_task};
 use crate::status::{self, ReplicaStatus, StatusKind};
 use crate::storage::{FileStorage, Opened, StorageError, StorageEvent, StorageThread};
@@ -193,7 +195,7 @@ where
             address: options.addresses[usize::from(index)].clone(),
             source,
         })?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(config.pipeline_ops_max()));
     let mut tasks = JoinSet::new();
     if let Some(address) = options.metrics {
         let http = metrics::bind(address)
@@ -672,9 +674,13 @@ impl<S: StateMachine> Driver<S> {
         metrics.view.store(view, Ordering::Relaxed);
         metrics.status.store(status, Ordering::Relaxed);
         metrics.op.store(replica.op().get(), Ordering::Relaxed);
+        let (commit, commit_max) = (replica.commit().get(), replica.commit_max().get());
+        metrics.commit.store(commit, Ordering::Relaxed);
+        metrics.commit_max.store(commit_max, Ordering::Relaxed);
         metrics
-            .commit
-            .store(replica.commit().get(), Ordering::Relaxed);
+            .commit_lag
+            .store(commit_max.saturating_sub(commit), Ordering::Relaxed);
+        metrics.observed.store(true, Ordering::Release);
         let stats = replica.stats();
         metrics
             .state_transfers
@@ -746,9 +752,9 @@ const DATA_FILES_LISTED_MAX: usize = 4096;
 
 fn status_code(status: &Status) -> u64 {
     match status {
-        Status::Normal(_) => 0,
-        Status::ViewChange(_) => 1,
-        Status::Recovering(_) => 2,
+        Status::Normal(_) => STATUS_NORMAL,
+        Status::ViewChange(_) => STATUS_VIEW_CHANGE,
+        Status::Recovering(_) => STATUS_RECOVERING,
     }
 }
 

@@ -378,19 +378,38 @@ fn with_size(mut frame: Vec<u8>, size: u32) -> Vec<u8> {
     frame
 }
 
-/// Sends `bytes` on a fresh connection and checks the server closes it.
-async fn send_garbage(address: &str, bytes: &[u8], close_write: bool) {
+/// Sends `bytes` on a fresh connection, checks the server closes it, and returns what the
+/// server wrote before closing.
+async fn send_garbage(address: &str, bytes: &[u8], close_write: bool) -> Vec<u8> {
     let mut stream = TcpStream::connect(address).await.expect("connect");
     stream.write_all(bytes).await.expect("write");
     if close_write {
         stream.shutdown().await.expect("shutdown");
     }
-    let mut buffer = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await;
-    assert!(
-        matches!(read, Ok(Ok(0) | Err(_))),
-        "the server closes the connection: {read:?}"
-    );
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        (&mut stream).take(64 * 1024).read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the server closes the connection");
+    answer
+}
+
+/// The wrong-cluster reply a replica of `serves` answers a client of `cluster` with, as
+/// `answer` decodes for that client.
+fn wrong_cluster_reply(answer: &[u8], cluster: u128, serves: u128) -> Result<(), String> {
+    let verified = wire::decode(answer, &vsr::Receiver::client(cluster, 1))
+        .map_err(|error| format!("{error}"))?;
+    match verified.into_envelope().message {
+        Message::Reply(vsr::Reply {
+            result: vsr::ReplyResult::WrongCluster { cluster },
+            view,
+            op,
+            ..
+        }) if cluster == serves && view == vsr::View(0) && op == vsr::Op(0) => Ok(()),
+        other => Err(format!("not a wrong-cluster reply: {other:?}")),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,12 +431,22 @@ async fn garbage_is_dropped_counted_and_survived() {
         ("too_large", with_size(valid.clone(), u32::MAX), false),
         ("too_short", with_size(valid.clone(), 5), false),
         ("body_checksum", body_corrupt, false),
-        ("wrong_cluster", request_frame(cluster.cluster + 1), false),
+        // Another cluster's replica: dropped without an answer, as before.
+        (
+            "wrong_cluster",
+            start_view_change(cluster.cluster + 1, 0, 1),
+            false,
+        ),
     ];
     for (kind, bytes, close_write) in cases {
         let name = format!("vsr_errors_total{{kind=\"{kind}\"}}");
         let before = cluster.metric(0, &name).await.expect("metric");
-        send_garbage(&address, &bytes, close_write).await;
+        let answer = send_garbage(&address, &bytes, close_write).await;
+        assert!(
+            answer.is_empty(),
+            "{kind}: no answer, got {} bytes",
+            answer.len()
+        );
         let mut counted = false;
         for _ in 0..100 {
             if cluster.metric(0, &name).await.expect("metric") > before {
@@ -435,6 +464,233 @@ async fn garbage_is_dropped_counted_and_survived() {
         Some(&b"garbage"[..])
     );
     cluster.shutdown().await;
+}
+
+/// A client's request of another cluster is answered once with a wrong-cluster reply, then
+/// the connection closes: two such frames in one write get one answer, a frame of another
+/// cluster after a valid one gets none, and every one read is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_another_cluster_gets_one_answer_per_connection() {
+    let cluster = TestCluster::start(1).await;
+    let address = cluster.addresses[0].clone();
+    let other = cluster.cluster + 1;
+    let name = "vsr_errors_total{kind=\"wrong_cluster\"}";
+    let before = cluster.metric(0, name).await.expect("metric");
+
+    let answer = send_garbage(&address, &request_frame(other), false).await;
+    assert_eq!(answer.len(), HEADER_SIZE, "one header-sized answer");
+    assert_eq!(wrong_cluster_reply(&answer, other, cluster.cluster), Ok(()));
+
+    let twice = [request_frame(other), request_frame(other)].concat();
+    let answer = send_garbage(&address, &twice, false).await;
+    assert_eq!(answer.len(), HEADER_SIZE, "one answer for two frames");
+    assert_eq!(wrong_cluster_reply(&answer, other, cluster.cluster), Ok(()));
+
+    // The answer goes out even when the client has already closed its side.
+    let answer = send_garbage(&address, &request_frame(other), true).await;
+    assert_eq!(wrong_cluster_reply(&answer, other, cluster.cluster), Ok(()));
+
+    // A client that keeps its side open sees the replica end its side right after the answer
+    // (the replica then waits at most 1 s for the client to close).
+    let mut stream = TcpStream::connect(&address).await.expect("connect");
+    stream
+        .write_all(&request_frame(other))
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        (&mut stream).take(64 * 1024).read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the replica closes the connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(wrong_cluster_reply(&answer, other, cluster.cluster), Ok(()));
+    let open = "vsr_connections{class=\"client\"}";
+    let mut released = None;
+    for _ in 0..150 {
+        if cluster.metric(0, open).await == Some(0) {
+            released = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("connection of a client that stays open released after {released:?}");
+    let released = released.expect("the replica releases the connection");
+    assert!(released < Duration::from_millis(2500), "{released:?}");
+    drop(stream);
+
+    // After a frame of this cluster, a frame of another gets no answer.
+    let mixed = [request_frame(cluster.cluster), request_frame(other)].concat();
+    let mut answer = &send_garbage(&address, &mixed, false).await[..];
+    while let Ok(Some(size)) = wire::frame_size(answer) {
+        // Only this cluster's reply to the valid frame, if it went out before the close.
+        let reply = wire::decode(&answer[..size], &vsr::Receiver::client(cluster.cluster, 1));
+        assert!(reply.is_ok(), "{reply:?}");
+        answer = &answer[size..];
+    }
+    assert!(
+        answer.is_empty(),
+        "no wrong-cluster answer after a valid frame"
+    );
+
+    let mut counted = 0;
+    for _ in 0..100 {
+        counted = cluster.metric(0, name).await.expect("metric") - before;
+        if counted >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The second of two frames in one write is never read: the first closed the connection.
+    assert_eq!(counted, 5, "every frame of another cluster read is counted");
+    put(&cluster.client(), "after", "answers").await;
+    cluster.shutdown().await;
+}
+
+/// A client with another cluster's id gets RequestError::WrongCluster from a real replica in
+/// well under a second (a connect and one round trip), for a request and a query alike, at one
+/// replica and at three; the replicas keep serving the right clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cluster_id_is_reported_at_once() {
+    for replica_count in [1, 3] {
+        let cluster = TestCluster::start(replica_count).await;
+        let wrong = cluster.cluster + 1;
+        let client = Client::connect(wrong, cluster.addresses.clone()).expect("client");
+        let read = KvOperation::Get {
+            key: Bytes::from_static(b"k"),
+        };
+        let body = Bytes::from(read.to_bytes());
+        for query in [false, true] {
+            let started = std::time::Instant::now();
+            let result = if query {
+                client.query(body.clone(), DEADLINE).await
+            } else {
+                client.request(body.clone(), DEADLINE).await
+            };
+            let elapsed = started.elapsed();
+            eprintln!("{replica_count} replicas, query {query}: {result:?} after {elapsed:?}");
+            match result {
+                Err(RequestError::WrongCluster {
+                    expected,
+                    found,
+                    replica,
+                    address,
+                }) => {
+                    assert_eq!((expected, found), (wrong, cluster.cluster));
+                    assert_eq!(address, cluster.addresses[usize::from(replica)]);
+                }
+                other => panic!("expected WrongCluster, got {other:?}"),
+            }
+            assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
+        }
+        let error = client.request(body.clone(), DEADLINE).await.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!(
+                "serves cluster {:#x}, not {wrong:#x}",
+                cluster.cluster
+            )),
+            "{message}"
+        );
+        let right = cluster.client();
+        put(&right, "right", "cluster").await;
+        assert_eq!(get(&right, "right").await.as_deref(), Some(&b"cluster"[..]));
+        cluster.shutdown().await;
+    }
+}
+
+/// Answers of `path` as (status code, body), or `None` if the endpoint is not up.
+async fn probe(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let response = scrape(address, path).await?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.get(9..12)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// Polls `path` every 50 ms until its answer satisfies `wanted`, for at most 30 s.
+async fn probe_until(address: SocketAddr, path: &str, wanted: impl Fn(u16, &str) -> bool) {
+    let mut last = None;
+    for _ in 0..600 {
+        last = probe(address, path).await;
+        if let Some((status, body)) = &last
+            && wanted(*status, body)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never answered as expected; last: {last:?}");
+}
+
+/// `/healthz` answers 200 while the process runs; `/readyz` 200 in normal status, 503 with
+/// "view change" once a backup lost its primary and every other replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_replica_status() {
+    let mut cluster = TestCluster::start(3).await;
+    let primary = cluster.primary().await;
+    put(&cluster.client(), "k", "v").await;
+    for index in 0..3 {
+        let address = cluster.metrics[index];
+        assert_eq!(
+            probe(address, "/healthz").await,
+            Some((200, "ok\n".to_owned()))
+        );
+        probe_until(address, "/readyz", |status, body| {
+            status == 200 && body == "ready\n"
+        })
+        .await;
+        let lag = cluster.metric(index, "vsr_commit_lag").await;
+        assert_eq!(lag, Some(0), "replica {index}");
+    }
+    let survivor = (primary + 1) % 3;
+    cluster.kill(primary).await;
+    cluster.kill((primary + 2) % 3).await;
+    let address = cluster.metrics[survivor];
+    probe_until(address, "/readyz", |status, body| {
+        status == 503 && body == "not ready: view change\n"
+    })
+    .await;
+    assert_eq!(
+        probe(address, "/healthz").await,
+        Some((200, "ok\n".to_owned()))
+    );
+    cluster.shutdown().await;
+}
+
+/// A replica formatted to recover, alone: `/readyz` answers 503 "recovering" until it hears
+/// from a quorum, `/healthz` 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovering_replica_is_not_ready() {
+    let cluster = cluster_id();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let identity = vsr_storage::Identity {
+        cluster,
+        replica: 1,
+        replica_count: 3,
+    };
+    vsr_storage::format(dir.path(), identity, true).expect("format");
+    let addresses: Vec<String> = (0..3).map(|_| free_address().to_string()).collect();
+    let metrics = free_address();
+    let mut options = ReplicaOptions::new(cluster, addresses, dir.path().to_owned());
+    options.metrics = Some(metrics);
+    let task = tokio::spawn(run_replica::<KvStore>(options, std::future::pending()));
+    probe_until(metrics, "/readyz", |status, body| {
+        status == 503 && body == "not ready: recovering\n"
+    })
+    .await;
+    assert_eq!(
+        probe(metrics, "/healthz").await,
+        Some((200, "ok\n".to_owned()))
+    );
+    assert!(!task.is_finished(), "the replica runs");
+    task.abort();
+    let _ = task.await;
 }
 
 /// Options that no replica can run with are an error, not a panic: a zero checkpoint interval,

@@ -233,7 +233,9 @@ impl Client {
     }
 
     /// Handles a reply decoded for [`Client::receiver`]. A reply to another session or another
-    /// request is ignored.
+    /// request is ignored, and so is a wrong-cluster reply: it tells the driver that the
+    /// replica at that address serves another cluster, which no retry changes (the driver
+    /// decides what to report).
     pub fn on_message(&mut self, verified: Verified) {
         let Message::Reply(Reply {
             client,
@@ -299,6 +301,7 @@ impl Client {
                 self.events.push_back(ClientEvent::Evicted);
             }
             ReplyResult::NotPrimary => unreachable!("handled above"),
+            ReplyResult::WrongCluster { .. } => unreachable!("never expected"),
         }
     }
 
@@ -405,6 +408,19 @@ mod tests {
             })
         );
         assert!(!client.is_busy());
+    }
+
+    #[test]
+    fn a_wrong_cluster_reply_is_left_to_the_driver() {
+        let mut client = Client::new(CLUSTER, 3, 0xc1, 1);
+        client.query(Bytes::from_static(b"q"));
+        assert_eq!(sent_to(&mut client), vec![0]);
+        reply(&mut client, 0, 0, ReplyResult::WrongCluster { cluster: 4 });
+        assert_eq!(client.poll(), None, "no event, no resend");
+        assert!(
+            client.is_busy(),
+            "still in flight: the driver gives up on it"
+        );
     }
 
     #[test]

@@ -138,7 +138,47 @@ fn bad_header_checksum() {
 
 #[test]
 fn another_cluster() {
-    rejects(&request_frame(CLUSTER + 1), false, "wrong_cluster");
+    // A replica's frame of another cluster: dropped and counted, no answer.
+    let start_view_change = wire::encode(&Envelope {
+        cluster: CLUSTER + 1,
+        epoch: 0,
+        sender: Sender::Replica(0),
+        message: Message::StartViewChange(vsr::StartViewChange { view: View(1) }),
+    });
+    rejects(&start_view_change, false, "wrong_cluster");
+}
+
+#[test]
+fn a_client_of_another_cluster_gets_one_wrong_cluster_reply() {
+    let mut cluster = Cluster::start_insecure(1);
+    let name = "vsr_errors_total{kind=\"wrong_cluster\"}";
+    let before = cluster.metric(0, name).expect("the error counter exists");
+    let mut stream = connect(&cluster);
+    let twice = [request_frame(CLUSTER + 1), request_frame(CLUSTER + 1)].concat();
+    stream.write_all(&twice).expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("the replica closes");
+    assert_eq!(answer.len(), HEADER_SIZE, "one answer, one header long");
+    let reply = wire::decode(&answer, &vsr::Receiver::client(CLUSTER + 1, 1))
+        .expect("a reply the client admits")
+        .into_envelope()
+        .message;
+    assert!(
+        matches!(
+            reply,
+            Message::Reply(Reply {
+                client: CLIENT,
+                result: ReplyResult::WrongCluster { cluster: CLUSTER },
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+    wait_for(Duration::from_secs(5), || {
+        cluster.metric(0, name).is_some_and(|count| count > before)
+    })
+    .unwrap_or_else(|()| panic!("wrong_cluster is counted"));
+    still_serves(&mut cluster, "wrong-cluster-answer");
 }
 
 #[test]

@@ -75,10 +75,13 @@ impl QueueItem for Outbound {
     }
 }
 
+/// A reply, and the replica (the index of its address) whose connection it came on.
+pub(crate) type Routed = (u8, Verified);
+
 /// Where replies go: each live session's queue, by client id.
 #[derive(Clone)]
 pub(crate) struct Router {
-    sessions: Arc<Mutex<HashMap<ClientId, mpsc::Sender<Verified>>>>,
+    sessions: Arc<Mutex<HashMap<ClientId, mpsc::Sender<Routed>>>>,
     /// What replies are decoded for: any client of the cluster.
     receiver: Receiver,
 }
@@ -91,7 +94,7 @@ impl Router {
         }
     }
 
-    pub(crate) fn register(&self, client: ClientId, replies: mpsc::Sender<Verified>) {
+    pub(crate) fn register(&self, client: ClientId, replies: mpsc::Sender<Routed>) {
         self.lock().insert(client, replies);
     }
 
@@ -99,18 +102,18 @@ impl Router {
         self.lock().remove(&client);
     }
 
-    /// Hands a reply to its session.
-    fn route(&self, verified: Verified) {
+    /// Hands a reply that came from replica `replica` to its session.
+    fn route(&self, replica: u8, verified: Verified) {
         let Message::Reply(Reply { client, .. }) = verified.envelope().message else {
             unreachable!("decoding for a client admits only replies");
         };
         if let Some(session) = self.lock().get(&client) {
             // A session keeps up with one request at a time; if it does not, drop.
-            let _ = session.try_send(verified);
+            let _ = session.try_send((replica, verified));
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, mpsc::Sender<Verified>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, mpsc::Sender<Routed>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -191,7 +194,7 @@ async fn connection<T: Transport>(
         let (reader, mut writer) = tokio::io::split(stream);
         let heard = Heard::new();
         let unanswered = tokio::select! {
-            () = read_loop(reader, &router, &address, &heard) => None,
+            () = read_loop(reader, &router, replica, &address, &heard) => None,
             unanswered = write_loop(&mut writer, &mut queue, first, &heard) => unanswered,
         };
         if let Some(unanswered) = unanswered {
@@ -229,13 +232,19 @@ impl Heard {
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(reader: R, router: &Router, address: &str, heard: &Heard) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    reader: R,
+    router: &Router,
+    replica: u8,
+    address: &str,
+    heard: &Heard,
+) {
     let mut reader = FrameReader::new(reader, router.receiver);
     loop {
         match reader.next().await {
             Ok(Some((verified, _))) => {
                 heard.last_millis.store(heard.now() + 1, Ordering::Relaxed);
-                router.route(verified);
+                router.route(replica, verified);
             }
             Ok(None) => return,
             Err(ReadError::Io(error)) => {
@@ -245,7 +254,7 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: R, router: &Router, address: &s
                 tracing::warn!(%address, "a replica's stream ended inside a frame");
                 return;
             }
-            Err(ReadError::Decode(error)) => {
+            Err(ReadError::Decode(error) | ReadError::OtherCluster { error, .. }) => {
                 tracing::warn!(%address, %error, "dropped a bad frame from a replica; reconnecting");
                 return;
             }

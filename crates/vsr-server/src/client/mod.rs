@@ -9,6 +9,11 @@
 //! While a request is in flight a tick interval drives the session's retries and its replies
 //! are fed to it. When a request's deadline passes the session is replaced by a fresh one (new
 //! client id), so a late reply can never be mistaken for the answer to a later request.
+//!
+//! A replica of another cluster answers a request or query with a wrong-cluster reply (see
+//! [`vsr::Receiver::wrong_cluster`]). Once every replica the request in flight went to has
+//! answered so, none of them executed it, and no retry can change that: the call returns
+//! [`RequestError::WrongCluster`] at once instead of waiting out its deadline.
 
 mod connection;
 
@@ -21,11 +26,13 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use vsr::config::{OPERATION_SIZE_MAX, REPLICAS_MAX};
-use vsr::{ClientEvent, ClientId, Envelope, Message, Operation, Request};
+use vsr::{
+    ClientEvent, ClientId, Envelope, Message, Operation, Query, Reply, ReplyResult, Request,
+};
 
 use crate::error::{ClientError, RequestError};
 use crate::transport::{TcpTransport, Transport};
-use connection::{Connections, Outbound, Router, SENT_CANCELLED, SENT_PENDING};
+use connection::{Connections, Outbound, Routed, Router, SENT_CANCELLED, SENT_PENDING};
 
 /// Replies waiting for the session.
 const REPLIES_QUEUE_MAX: usize = 256;
@@ -161,7 +168,7 @@ impl<T: Transport> std::fmt::Debug for Client<T> {
 /// One protocol session and the queue its replies arrive on.
 struct Session {
     core: vsr::Client,
-    replies: mpsc::Receiver<vsr::Verified>,
+    replies: mpsc::Receiver<Routed>,
     router: Router,
 }
 
@@ -222,7 +229,9 @@ impl<T: Transport> Client<T> {
     /// [`RequestError::NotExecuted`] when the operation was certainly not executed (it is too
     /// large, or was never sent because no replica could be reached in time);
     /// [`RequestError::Unknown`] when it was sent but no result arrived before the deadline,
-    /// or the session was evicted: it may or may not have executed.
+    /// or the session was evicted: it may or may not have executed;
+    /// [`RequestError::WrongCluster`] as soon as the replicas it went to answered that they
+    /// serve another cluster (it did not execute).
     pub async fn request(&self, body: Bytes, deadline: Duration) -> Result<Bytes, RequestError> {
         self.ask(body, deadline, false).await
     }
@@ -235,7 +244,9 @@ impl<T: Transport> Client<T> {
     ///
     /// # Errors
     /// [`RequestError::NotExecuted`] when no answer arrived before the deadline or the query is
-    /// too large. A query changes nothing, so its outcome is never unknown.
+    /// too large; [`RequestError::WrongCluster`] as soon as the replicas it went to answered
+    /// that they serve another cluster. A query changes nothing, so its outcome is never
+    /// unknown.
     pub async fn query(&self, body: Bytes, deadline: Duration) -> Result<Bytes, RequestError> {
         self.ask(body, deadline, true).await
     }
@@ -274,7 +285,34 @@ impl<T: Transport> Client<T> {
             session.core.submit(body);
         }
         let connections = &self.pool.inner.connections;
-        match drive(&mut session, connections, &sent, deadline_at).await {
+        let inner = &self.pool.inner;
+        let event = match drive(&mut session, connections, &sent, deadline_at, inner.cluster).await
+        {
+            Ended::Event(event) => Some(event),
+            Ended::Deadline => None,
+            Ended::WrongCluster { replica, cluster } => {
+                // Every copy went to a replica that dropped it; write none of those still queued.
+                let _ = sent.compare_exchange(
+                    SENT_PENDING,
+                    SENT_CANCELLED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                self.replace(&mut session)?;
+                let address = inner
+                    .addresses
+                    .get(usize::from(replica))
+                    .cloned()
+                    .unwrap_or_default();
+                return Err(RequestError::WrongCluster {
+                    expected: inner.cluster,
+                    found: cluster,
+                    replica,
+                    address,
+                });
+            }
+        };
+        match event {
             Some(ClientEvent::Completed { result, .. } | ClientEvent::Answered { result, .. }) => {
                 Ok(result)
             }
@@ -328,22 +366,83 @@ impl<T: Transport> Client<T> {
     }
 }
 
-/// Runs the session until its request completes (`Completed` or `Evicted`) or the deadline
-/// passes (`None`).
+/// How [`drive`] ended.
+enum Ended {
+    /// The session's request completed (`Completed`, `Answered` or `Evicted`).
+    Event(ClientEvent),
+    /// The deadline passed.
+    Deadline,
+    /// Every replica the request in flight went to serves another cluster; `replica` (an
+    /// address index) answered last, naming `cluster`.
+    WrongCluster { replica: u8, cluster: u128 },
+}
+
+/// The replicas the request in flight went to, and those of them that answered that they serve
+/// another cluster: one bit per replica.
+#[derive(Default)]
+struct WrongClusters {
+    /// The request number in flight: the last one sent.
+    request: Option<u64>,
+    sent_to: u8,
+    answered: u8,
+}
+
+const _: () = assert!(REPLICAS_MAX <= u8::BITS as usize);
+
+impl WrongClusters {
+    /// Notes that `envelope` goes to replica `to`.
+    fn sent(&mut self, to: u8, envelope: &Envelope) {
+        let request = match envelope.message {
+            Message::Request(Request { request, .. }) | Message::Query(Query { request, .. }) => {
+                request
+            }
+            _ => return,
+        };
+        if self.request != Some(request) {
+            *self = WrongClusters {
+                request: Some(request),
+                ..WrongClusters::default()
+            };
+        }
+        self.sent_to |= 1 << to;
+    }
+
+    /// Notes a reply from replica `from`; returns the cluster it serves once every replica the
+    /// request went to answered that it serves another cluster than `cluster`.
+    fn answered(&mut self, from: u8, reply: &Reply, cluster: u128) -> Option<u128> {
+        let ReplyResult::WrongCluster { cluster: found } = reply.result else {
+            return None;
+        };
+        if Some(reply.request) != self.request
+            || found == cluster
+            || self.sent_to & (1 << from) == 0
+        {
+            return None; // Late, nonsense, or from a replica this request never went to.
+        }
+        self.answered |= 1 << from;
+        (self.answered == self.sent_to).then_some(found)
+    }
+}
+
+/// Runs the session until its request completes, every replica it went to serves another
+/// cluster than `cluster`, or the deadline passes.
 async fn drive(
     session: &mut Session,
     connections: &Connections,
     sent: &Arc<AtomicU8>,
     deadline_at: Instant,
-) -> Option<ClientEvent> {
+    cluster: u128,
+) -> Ended {
     let mut ticks = tokio::time::interval_at(Instant::now() + TICK, TICK);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_encoded: Option<(Envelope, Bytes)> = None;
+    let mut wrong = WrongClusters::default();
     loop {
         while let Some(event) = session.core.poll() {
             let ClientEvent::Send { to, envelope } = event else {
-                return Some(event);
+                return Ended::Event(event);
             };
+            wrong.sent(to, &envelope);
             let operation = matches!(
                 envelope.message,
                 Message::Request(Request {
@@ -363,9 +462,91 @@ async fn drive(
             connections.send(to, Outbound { frame, sent });
         }
         tokio::select! {
-            () = tokio::time::sleep_until(deadline_at) => return None,
+            () = tokio::time::sleep_until(deadline_at) => return Ended::Deadline,
             _ = ticks.tick() => session.core.on_tick(),
-            Some(envelope) = session.replies.recv() => session.core.on_message(envelope),
+            Some((from, verified)) = session.replies.recv() => {
+                if let Message::Reply(reply) = &verified.envelope().message
+                    && let Some(found) = wrong.answered(from, reply, cluster)
+                {
+                    return Ended::WrongCluster { replica: from, cluster: found };
+                }
+                session.core.on_message(verified);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: u128 = 0xc1;
+
+    fn query(request: u64) -> Envelope {
+        Envelope {
+            cluster: CLUSTER,
+            epoch: 0,
+            sender: vsr::Sender::Client(7),
+            message: Message::Query(Query {
+                request,
+                body: Bytes::new(),
+            }),
+        }
+    }
+
+    fn wrong(request: u64, cluster: u128) -> Reply {
+        Reply {
+            client: 7,
+            view: vsr::View(0),
+            op: vsr::Op(0),
+            request,
+            result: ReplyResult::WrongCluster { cluster },
+        }
+    }
+
+    #[test]
+    fn wrong_cluster_once_every_replica_sent_to_said_so() {
+        let mut wrong_clusters = WrongClusters::default();
+        wrong_clusters.sent(0, &query(1));
+        assert_eq!(wrong_clusters.answered(0, &wrong(1, 9), CLUSTER), Some(9));
+        // A retry to every replica: each must answer so.
+        let mut wrong_clusters = WrongClusters::default();
+        for to in 0..3 {
+            wrong_clusters.sent(to, &query(1));
+        }
+        assert_eq!(wrong_clusters.answered(0, &wrong(1, 9), CLUSTER), None);
+        assert_eq!(wrong_clusters.answered(2, &wrong(1, 9), CLUSTER), None);
+        assert_eq!(wrong_clusters.answered(1, &wrong(1, 9), CLUSTER), Some(9));
+    }
+
+    #[test]
+    fn late_nonsense_and_unasked_wrong_cluster_replies_are_ignored() {
+        let mut wrong_clusters = WrongClusters::default();
+        assert_eq!(
+            wrong_clusters.answered(0, &wrong(1, 9), CLUSTER),
+            None,
+            "nothing sent"
+        );
+        wrong_clusters.sent(0, &query(1));
+        wrong_clusters.sent(0, &query(2));
+        assert_eq!(
+            wrong_clusters.answered(0, &wrong(1, 9), CLUSTER),
+            None,
+            "an earlier request's"
+        );
+        assert_eq!(
+            wrong_clusters.answered(1, &wrong(2, 9), CLUSTER),
+            None,
+            "from a replica the request never went to"
+        );
+        assert_eq!(
+            wrong_clusters.answered(0, &wrong(2, CLUSTER), CLUSTER),
+            None,
+            "naming the client's own cluster"
+        );
+        let mut answered = wrong(2, 9);
+        answered.result = ReplyResult::NotPrimary;
+        assert_eq!(wrong_clusters.answered(0, &answered, CLUSTER), None);
+        assert_eq!(wrong_clusters.answered(0, &wrong(2, 9), CLUSTER), Some(9));
     }
 }

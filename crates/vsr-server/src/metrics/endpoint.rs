@@ -1,4 +1,7 @@
-//! The HTTP/1.1 endpoint that serves [`Metrics`] as Prometheus text on `GET /metrics`.
+//! The HTTP/1.1 endpoint that serves [`Metrics`] as Prometheus text on `GET /metrics`, and the
+//! replica's health for probes: `/healthz` answers 200 while the process runs, `/readyz` 200
+//! while [`Metrics::readiness`] holds and 503 with its one-line reason otherwise (both to GET
+//! and HEAD).
 //!
 //! The accept loop hands each connection to its own task, which runs hyper's HTTP/1.1 server
 //! on it. Nothing a client does can hold the endpoint: a connection that has not sent a whole
@@ -29,8 +32,10 @@ use super::Metrics;
 
 /// The content type of the Prometheus text exposition format.
 const CONTENT_TYPE_METRICS: &str = "text/plain; version=0.0.4";
-/// The content type of the error responses.
+/// The content type of the error and health responses.
 const CONTENT_TYPE_ERROR: &str = "text/plain; charset=utf-8";
+/// The methods the health paths answer.
+const HEALTH_METHODS: &str = "GET, HEAD";
 /// Largest request head (request line and headers) read; a larger one gets a 431.
 const REQUEST_HEAD_SIZE_MAX: usize = 8 * 1024;
 /// Largest read buffer of one connection: bounds what a connection can make the endpoint hold.
@@ -69,13 +74,14 @@ pub(crate) async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
 }
 
-/// Serves `GET /metrics` on `listener` with the [`Limits::DEFAULT`] until the task is dropped.
+/// Serves the metrics and the health on `listener` with the [`Limits::DEFAULT`] until the task
+/// is dropped.
 pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     serve_with(listener, metrics, Limits::DEFAULT).await;
 }
 
-/// Serves `GET /metrics` on `listener` within `limits` until the task is dropped (which closes
-/// every connection).
+/// Serves the metrics and the health on `listener` within `limits` until the task is dropped
+/// (which closes every connection).
 pub(crate) async fn serve_with(listener: TcpListener, metrics: Arc<Metrics>, limits: Limits) {
     let mut connections = JoinSet::new();
     // The open connections' tasks, oldest first.
@@ -132,29 +138,48 @@ async fn connection(stream: TcpStream, metrics: Arc<Metrics>, limits: Limits) {
     let _ = tokio::time::timeout(limits.shutdown_grace, connection).await;
 }
 
-/// The response to `method path`: the metrics, 404 for another path, 405 for another method.
+/// The response to `method path`: the metrics, the health, 404 for another path, 405 for
+/// another method.
 fn respond(method: &Method, path: &str, metrics: &Metrics) -> Response<Full<Bytes>> {
-    if path != "/metrics" {
-        let body = "not found: the metrics are at GET /metrics\n";
-        return text(StatusCode::NOT_FOUND, CONTENT_TYPE_ERROR, body.into());
+    match path {
+        "/metrics" if method == Method::GET => text(
+            StatusCode::OK,
+            CONTENT_TYPE_METRICS,
+            metrics.render().into(),
+        ),
+        "/metrics" => not_allowed("the metrics are at GET /metrics", "GET"),
+        "/healthz" | "/readyz" if method != Method::GET && method != Method::HEAD => {
+            not_allowed("health answers GET and HEAD", HEALTH_METHODS)
+        }
+        "/healthz" => text(StatusCode::OK, CONTENT_TYPE_ERROR, "ok\n".into()),
+        "/readyz" => match metrics.readiness() {
+            Ok(()) => text(StatusCode::OK, CONTENT_TYPE_ERROR, "ready\n".into()),
+            Err(reason) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                CONTENT_TYPE_ERROR,
+                format!("not ready: {reason}\n").into(),
+            ),
+        },
+        _ => {
+            let body = "not found: the metrics are at GET /metrics, the health at /healthz and \
+                        /readyz\n";
+            text(StatusCode::NOT_FOUND, CONTENT_TYPE_ERROR, body.into())
+        }
     }
-    if method != Method::GET {
-        let body = "method not allowed: the metrics are at GET /metrics\n";
-        let mut response = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            CONTENT_TYPE_ERROR,
-            body.into(),
-        );
-        let _ = response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET"));
-        return response;
-    }
-    text(
-        StatusCode::OK,
-        CONTENT_TYPE_METRICS,
-        metrics.render().into(),
-    )
+}
+
+/// A 405 saying `what`, with the `allow`ed methods.
+fn not_allowed(what: &str, allow: &'static str) -> Response<Full<Bytes>> {
+    let body = format!("method not allowed: {what}\n");
+    let mut response = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        CONTENT_TYPE_ERROR,
+        body.into(),
+    );
+    let _ = response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 /// A response of `status` with the text `body` of type `content_type`.

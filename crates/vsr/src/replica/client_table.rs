@@ -162,7 +162,9 @@ impl ClientTable {
                     out.put_u32_le(u32::try_from(result.len()).expect("results are bounded"));
                     out.put_slice(result);
                 }
-                ReplyResult::Answered(_) | ReplyResult::NotPrimary => {
+                ReplyResult::Answered(_)
+                | ReplyResult::NotPrimary
+                | ReplyResult::WrongCluster { .. } => {
                     unreachable!("the client table caches only replies to logged requests")
                 }
             }

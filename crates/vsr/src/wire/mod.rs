@@ -414,6 +414,55 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// The answer of this replica to `frame`, a client's request or query of another cluster:
+    /// a wrong-cluster [`Reply`] in that cluster's name, naming the cluster this replica
+    /// serves, for the client to report its mistake at once. `None` for anything else: a frame
+    /// that does not decode, one of this cluster (or of another epoch), one from a replica, a
+    /// client's frame that is not a request or a query, or a receiver that is a client.
+    ///
+    /// The answer reveals the cluster and this replica's index, nothing of its state (view and
+    /// op are 0), and is one header long: no larger than the frame it answers.
+    #[must_use]
+    pub fn wrong_cluster(&self, frame: &Bytes) -> Option<Vec<u8>> {
+        let replica = self.replica?;
+        let envelope = decode_envelope(frame).ok()?;
+        if envelope.cluster == self.cluster || envelope.epoch != 0 {
+            return None;
+        }
+        let Sender::Client(client) = envelope.sender else {
+            return None;
+        };
+        let request = match envelope.message {
+            Message::Request(Request { request, .. }) | Message::Query(Query { request, .. }) => {
+                request
+            }
+            _ => return None,
+        };
+        let answer = Envelope {
+            cluster: envelope.cluster,
+            epoch: 0,
+            sender: Sender::Replica(replica),
+            message: Message::Reply(Reply {
+                client,
+                view: View(0),
+                op: Op(0),
+                request,
+                result: ReplyResult::WrongCluster {
+                    cluster: self.cluster,
+                },
+            }),
+        };
+        let frame = encode(&answer);
+        assert_eq!(
+            frame.len(),
+            HEADER_SIZE,
+            "a wrong-cluster reply has no body"
+        );
+        Some(frame)
+    }
+}
+
 /// An envelope that passed [`decode`]: its checksums, its encoding and its [`Receiver`]'s
 /// checks. Nothing else builds one, so a replica or client that takes a `Verified` never sees
 /// unchecked bytes.

@@ -1,9 +1,18 @@
 //! reply: replica → client, the result of a request.
 //!
 //! Header: `view`, `op`, `client` = the client replied to, `word` = request, `tag` = result
-//! (0 executed, 1 registered, 2 session evicted, 3 answered, 4 not primary). Body: the result's
+//! (0 executed, 1 registered, 2 session evicted, 3 answered, 4 not primary, 5 wrong cluster),
+//! `wide` = the cluster the replica serves (wrong cluster only, else 0). Body: the result's
 //! bytes (executed and answered only).
 //! Only a replica sends it, and only a client receives it.
+//!
+//! A wrong-cluster reply is the one frame a replica writes in another cluster's name: it
+//! answers a client's request or query of that cluster (see [`super::Receiver::wrong_cluster`])
+//! so the client learns its mistake in one round trip instead of waiting out its deadline. Its
+//! header names the client's cluster, so that the client's decoding admits it; the replica's
+//! own cluster travels in `wide`. Tag 5 is new in this protocol version without a version
+//! change: a client that does not know it decodes it as malformed and drops it, which is what
+//! it did with the silence it replaces.
 
 use bytes::{BufMut, Bytes};
 
@@ -27,6 +36,12 @@ pub enum ReplyResult {
     /// the client sends to that view's primary instead. Sent for requests and queries alike,
     /// so a client finds the primary in one round trip.
     NotPrimary,
+    /// The request or query named another cluster than the replica's: nothing was executed.
+    /// The reply's header carries the request's cluster, its view and op are 0.
+    WrongCluster {
+        /// The cluster the replica serves.
+        cluster: u128,
+    },
 }
 
 const EXECUTED: u8 = 0;
@@ -34,6 +49,7 @@ const REGISTERED: u8 = 1;
 const SESSION_EVICTED: u8 = 2;
 const ANSWERED: u8 = 3;
 const NOT_PRIMARY: u8 = 4;
+const WRONG_CLUSTER: u8 = 5;
 
 /// Replica → client: the result of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +82,11 @@ impl WireMessage for Reply {
                 ReplyResult::SessionEvicted => SESSION_EVICTED,
                 ReplyResult::Answered(_) => ANSWERED,
                 ReplyResult::NotPrimary => NOT_PRIMARY,
+                ReplyResult::WrongCluster { .. } => WRONG_CLUSTER,
+            },
+            wide: match self.result {
+                ReplyResult::WrongCluster { cluster } => cluster,
+                _ => 0,
             },
             ..Fields::default()
         }
@@ -74,7 +95,10 @@ impl WireMessage for Reply {
     fn body_size(&self) -> usize {
         match &self.result {
             ReplyResult::Executed(bytes) | ReplyResult::Answered(bytes) => bytes.len(),
-            ReplyResult::Registered | ReplyResult::SessionEvicted | ReplyResult::NotPrimary => 0,
+            ReplyResult::Registered
+            | ReplyResult::SessionEvicted
+            | ReplyResult::NotPrimary
+            | ReplyResult::WrongCluster { .. } => 0,
         }
     }
 
@@ -96,6 +120,9 @@ impl WireMessage for Reply {
                 SESSION_EVICTED => ReplyResult::SessionEvicted,
                 ANSWERED => ReplyResult::Answered(body.rest()),
                 NOT_PRIMARY => ReplyResult::NotPrimary,
+                WRONG_CLUSTER => ReplyResult::WrongCluster {
+                    cluster: fields.wide,
+                },
                 _ => return Err(DecodeError::Malformed("unknown reply result")),
             },
         })

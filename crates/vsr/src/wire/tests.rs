@@ -99,6 +99,18 @@ fn read_examples() -> Vec<Envelope> {
                 round: 14,
             }),
         ),
+        envelope(
+            Sender::Replica(1),
+            Message::Reply(Reply {
+                client: 0xc1,
+                view: View(0),
+                op: Op(0),
+                request: 9,
+                result: ReplyResult::WrongCluster {
+                    cluster: 0xfeed_0c1d,
+                },
+            }),
+        ),
     ]
 }
 
@@ -574,7 +586,8 @@ fn checksummed_but_invalid_frames_are_rejected() {
     malformed(resealed(&examples[7], |b| b.push(0))); // body on an empty command
     malformed(resealed(&examples[16], |b| b[78] = 2)); // flag neither 0 nor 1
     malformed(resealed(&examples[13], |b| b[77] = 3)); // new_state payload tag
-    malformed(resealed(&examples[3], |b| b[77] = 5)); // reply result tag
+    malformed(resealed(&examples[3], |b| b[77] = 6)); // reply result tag
+    malformed(resealed(&examples[3], |b| b[112] = 1)); // wide slot of a registered reply
     let reads = read_examples();
     malformed(resealed(&reads[2], |b| b.push(0))); // not-primary reply with bytes
     malformed(resealed(&reads[3], |b| b[104..112].fill(0))); // confirm of round 0
@@ -772,6 +785,7 @@ fn arbitrary_result() -> impl Strategy<Value = ReplyResult> {
         Just(ReplyResult::SessionEvicted),
         arbitrary_bytes().prop_map(ReplyResult::Answered),
         Just(ReplyResult::NotPrimary),
+        any::<u128>().prop_map(|cluster| ReplyResult::WrongCluster { cluster }),
     ]
 }
 
@@ -1078,4 +1092,84 @@ fn the_receiver_admits_only_what_it_may_act_on() {
         admit(&replica, &request_from_replica),
         Err(DecodeError::BadSender { .. })
     ));
+}
+
+/// A replica answers a client's request or query of another cluster with one header-sized
+/// wrong-cluster reply in that cluster's name, which the client admits; anything else gets no
+/// answer.
+#[test]
+fn a_client_frame_of_another_cluster_gets_a_wrong_cluster_reply() {
+    let config = crate::config::Config::new(0xc1u128 << 100 | 0x5eed, 3);
+    let replica = Receiver::replica(&config, 2);
+    let other = config.cluster ^ 0xff;
+    let in_cluster =
+        |cluster, example: &Envelope| Bytes::from(encode(&in_cluster_envelope(cluster, example)));
+    let request = &examples()[0];
+    let query = &read_examples()[0];
+    for (example, asked) in [(request, 5), (query, 9)] {
+        let answer = replica
+            .wrong_cluster(&in_cluster(other, example))
+            .expect("answered");
+        assert_eq!(answer.len(), HEADER_SIZE);
+        let Sender::Client(client) = example.sender else {
+            panic!("a client's frame")
+        };
+        let client_receiver = Receiver::client(other, 3);
+        let verified = super::decode(&answer, &client_receiver).expect("the client admits it");
+        assert_eq!(
+            verified.into_envelope(),
+            Envelope {
+                cluster: other,
+                epoch: 0,
+                sender: Sender::Replica(2),
+                message: Message::Reply(Reply {
+                    client,
+                    view: View(0),
+                    op: Op(0),
+                    request: asked,
+                    result: ReplyResult::WrongCluster {
+                        cluster: config.cluster
+                    },
+                }),
+            }
+        );
+    }
+    // Its own cluster, another epoch, a replica's frame, a client's frame that asks nothing,
+    // a corrupt frame, and a client as receiver: no answer.
+    assert_eq!(
+        replica.wrong_cluster(&in_cluster(config.cluster, request)),
+        None
+    );
+    let mut other_epoch = request.clone();
+    other_epoch.cluster = other;
+    other_epoch.epoch = 1;
+    assert_eq!(
+        replica.wrong_cluster(&Bytes::from(encode(&other_epoch))),
+        None
+    );
+    let from_replica = examples()
+        .into_iter()
+        .find(|example| matches!(example.sender, Sender::Replica(_)))
+        .unwrap();
+    assert_eq!(
+        replica.wrong_cluster(&in_cluster(other, &from_replica)),
+        None
+    );
+    let reply_from_client = envelope(Sender::Client(7), read_examples()[1].message.clone());
+    assert_eq!(
+        replica.wrong_cluster(&in_cluster(other, &reply_from_client)),
+        None
+    );
+    let mut corrupt = encode(&in_cluster_envelope(other, request));
+    corrupt[HEADER_SIZE - 1] ^= 1;
+    assert_eq!(replica.wrong_cluster(&Bytes::from(corrupt)), None);
+    assert_eq!(replica.wrong_cluster(&Bytes::new()), None);
+    let client = Receiver::client(config.cluster, 3);
+    assert_eq!(client.wrong_cluster(&in_cluster(other, request)), None);
+}
+
+fn in_cluster_envelope(cluster: u128, example: &Envelope) -> Envelope {
+    let mut example = example.clone();
+    example.cluster = cluster;
+    example
 }

@@ -10,7 +10,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::{Limits, serve_with};
-use crate::metrics::{DropReason, ErrorKind, Metrics};
+use crate::metrics::{
+    DropReason, ErrorKind, Metrics, STATUS_NORMAL, STATUS_RECOVERING, STATUS_VIEW_CHANGE,
+};
 
 /// Longest wait for one response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,6 +26,9 @@ const SHORT: Limits = Limits {
     connections_max: 64,
 };
 
+/// The largest lag of a ready replica in these tests.
+const LAG_READY_MAX: u64 = 8;
+
 /// An endpoint serving on an ephemeral port; dropping it stops the server and its connections.
 struct Endpoint {
     address: SocketAddr,
@@ -35,7 +40,7 @@ impl Endpoint {
     async fn start(limits: Limits) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(LAG_READY_MAX));
         metrics.error(ErrorKind::Truncated);
         metrics.dropped(DropReason::PeerQueueFull, 3);
         metrics.observe_latency(Duration::from_millis(3));
@@ -406,4 +411,92 @@ async fn a_busy_connection_is_closed_after_its_lifetime() {
         closed_after <= SHORT.lifetime + SHORT.shutdown_grace + Duration::from_secs(1),
         "{closed_after:?}"
     );
+}
+
+/// `method path` with `Connection: close`.
+async fn ask(address: SocketAddr, method: &str, path: &str) -> Response {
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    exchange(address, request.as_bytes()).await
+}
+
+/// Publishes a replica state the way the event loop does.
+fn publish(metrics: &Metrics, status: u64, commit: u64, commit_max: u64) {
+    use std::sync::atomic::Ordering;
+    metrics.status.store(status, Ordering::Relaxed);
+    metrics.commit.store(commit, Ordering::Relaxed);
+    metrics.commit_max.store(commit_max, Ordering::Relaxed);
+    metrics
+        .commit_lag
+        .store(commit_max - commit, Ordering::Relaxed);
+    metrics.observed.store(true, Ordering::Release);
+}
+
+#[tokio::test]
+async fn healthz_answers_while_the_process_runs() {
+    let endpoint = Endpoint::start(Limits::DEFAULT).await;
+    // Before the replica published anything, and in every status: the process runs.
+    for status in [None, Some(STATUS_VIEW_CHANGE), Some(STATUS_RECOVERING)] {
+        if let Some(status) = status {
+            publish(&endpoint.metrics, status, 0, 100);
+        }
+        let response = ask(endpoint.address, "GET", "/healthz").await;
+        assert_eq!((response.status, response.body.as_str()), (200, "ok\n"));
+        assert_eq!(
+            response.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+    let response = ask(endpoint.address, "HEAD", "/healthz").await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.body, "", "no body for HEAD");
+    assert_eq!(response.header("content-length"), Some("3"));
+}
+
+#[tokio::test]
+async fn readyz_follows_status_and_lag() {
+    let endpoint = Endpoint::start(Limits::DEFAULT).await;
+    let ready = |expected: (u16, &'static str)| {
+        let address = endpoint.address;
+        async move {
+            let response = ask(address, "GET", "/readyz").await;
+            assert_eq!((response.status, response.body.as_str()), expected);
+            let head = ask(address, "HEAD", "/readyz").await;
+            assert_eq!((head.status, head.body.as_str()), (expected.0, ""));
+        }
+    };
+    ready((503, "not ready: starting\n")).await;
+    publish(&endpoint.metrics, STATUS_NORMAL, 40, 40);
+    ready((200, "ready\n")).await;
+    publish(&endpoint.metrics, STATUS_NORMAL, 40, 40 + LAG_READY_MAX);
+    ready((200, "ready\n")).await;
+    publish(&endpoint.metrics, STATUS_NORMAL, 40, 41 + LAG_READY_MAX);
+    ready((503, "not ready: lagging 9 ops (ready at 8 or fewer)\n")).await;
+    publish(&endpoint.metrics, STATUS_VIEW_CHANGE, 40, 40);
+    ready((503, "not ready: view change\n")).await;
+    publish(&endpoint.metrics, STATUS_RECOVERING, 40, 40);
+    ready((503, "not ready: recovering\n")).await;
+    publish(&endpoint.metrics, STATUS_NORMAL, 1000, 1000);
+    ready((200, "ready\n")).await;
+    let text = ask(endpoint.address, "GET", "/metrics").await.body;
+    assert!(text.contains("vsr_commit_max 1000\n"), "{text}");
+    assert!(text.contains("vsr_commit_lag 0\n"), "{text}");
+}
+
+#[tokio::test]
+async fn health_paths_answer_get_and_head_only() {
+    let endpoint = Endpoint::start(Limits::DEFAULT).await;
+    for path in ["/healthz", "/readyz"] {
+        for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
+            let response = ask(endpoint.address, method, path).await;
+            assert_eq!(response.status, 405, "{method} {path}: {response:?}");
+            assert_eq!(response.header("allow"), Some("GET, HEAD"));
+        }
+    }
+    for path in ["/healthz/", "/readyz/x", "/health", "/ready", "/HEALTHZ"] {
+        let response = ask(endpoint.address, "GET", path).await;
+        assert_eq!(response.status, 404, "{path}: {response:?}");
+    }
+    // A query string does not change the path.
+    let response = ask(endpoint.address, "GET", "/healthz?verbose=1").await;
+    assert_eq!(response.status, 200, "{response:?}");
 }
