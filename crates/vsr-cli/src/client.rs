@@ -471,6 +471,10 @@ fn failure_of(error: RequestError) -> Failure {
         RequestError::Unknown { reason } => Failure::Unknown(format!(
             "outcome unknown: the request may or may not have executed ({reason})"
         )),
+        // Every replica asked answered that it serves another cluster: a wrong --cluster.
+        error @ RequestError::WrongCluster { .. } => {
+            Failure::NotExecuted(format!("not executed: wrong cluster: {error}"))
+        }
         other => Failure::Unknown(format!("outcome unknown: {other}")),
     }
 }

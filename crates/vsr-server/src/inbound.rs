@@ -510,11 +510,12 @@ impl Connection<'_> {
             if matches!(self.identity, Some(Identity::Client(_)))
                 && crate::status::is_status_query(&envelope.envelope().message)
             {
-                return context.reject(
+                context.reject(
                     ErrorKind::Unauthorized,
                     peer,
                     &"a status request on a client's connection: operators only",
                 );
+                return None;
             }
             if speaker.is_none() {
                 speaker = Some(sender);

@@ -203,6 +203,14 @@ pub enum StatusError {
     /// The answer could not be read.
     #[error("unreadable answer: {0}")]
     Unreadable(String),
+    /// The replica serves another cluster: a wrong `--cluster` (or address).
+    #[error("the replica serves cluster {found:#x}, not {expected:#x}")]
+    WrongCluster {
+        /// The cluster asked for.
+        expected: u128,
+        /// The cluster the replica serves.
+        found: u128,
+    },
 }
 
 /// Asks replica `replica` at `address` of cluster `cluster` (of `replica_count` replicas) for
@@ -257,7 +265,7 @@ pub async fn fetch_status<T: Transport>(
                 Err(ReadError::Io(error)) => {
                     return Err(StatusError::Unreachable(error.to_string()));
                 }
-                Err(ReadError::Decode(error)) => {
+                Err(ReadError::Decode(error) | ReadError::OtherCluster { error, .. }) => {
                     return Err(StatusError::Unreadable(error.to_string()));
                 }
             };
@@ -268,6 +276,10 @@ pub async fn fetch_status<T: Transport>(
                 continue;
             }
             return match &reply.result {
+                ReplyResult::WrongCluster { cluster: found } => Err(StatusError::WrongCluster {
+                    expected: cluster,
+                    found: *found,
+                }),
                 ReplyResult::Answered(body) => ReplicaStatus::decode(body).ok_or_else(|| {
                     StatusError::Unreadable("not a status answer (an older build?)".to_owned())
                 }),

@@ -352,6 +352,47 @@ fn scans_list_keys_in_order_by_prefix_across_pages() {
 }
 
 #[test]
+fn a_wrong_cluster_id_is_reported_as_such_at_once() {
+    let cluster = Cluster::start_insecure(3);
+    let started = Instant::now();
+    let output = vsr(&[
+        "client",
+        "--cluster=0x4242",
+        "--addresses",
+        &cluster.address_list(),
+        "--insecure",
+        "--timeout=30s",
+        "put",
+        "k",
+        "v",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stderr = stderr(&output);
+    assert!(
+        stderr.starts_with("error: not executed: wrong cluster"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("0x4242"), "{stderr}");
+    assert!(stdout(&output).is_empty());
+    // vsr status says so too, for every replica.
+    let output = vsr(&[
+        "status",
+        "--cluster=0x4242",
+        "--addresses",
+        &cluster.address_list(),
+        "--insecure",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = crate::common::stderr(&output);
+    assert_eq!(stderr.matches("serves cluster").count(), 3, "{stderr}");
+}
+
+#[test]
 fn unreachable_cluster_is_reported_as_not_executed() {
     let address = free_addresses(1)[0].to_string();
     let started = Instant::now();
