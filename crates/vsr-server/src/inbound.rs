@@ -503,18 +503,12 @@ impl Connection<'_> {
             last_frame = Instant::now();
             self.active.store(context.now_millis(), Ordering::Relaxed);
             let sender = envelope.envelope().sender;
-            if let Err(reason) = self.admits(speaker, sender) {
-                context.reject(ErrorKind::Unauthorized, peer, &reason);
-                return None;
-            }
-            if matches!(self.identity, Some(Identity::Client(_)))
-                && crate::status::is_status_query(&envelope.envelope().message)
+            let message = &envelope.envelope().message;
+            if let Err(reason) = self
+                .admits(speaker, sender)
+                .and_then(|()| self.may_ask(message))
             {
-                context.reject(
-                    ErrorKind::Unauthorized,
-                    peer,
-                    &"a status request on a client's connection: operators only",
-                );
+                context.reject(ErrorKind::Unauthorized, peer, &reason);
                 return None;
             }
             if speaker.is_none() {
@@ -552,6 +546,17 @@ impl Connection<'_> {
     /// authenticated as a replica).
     fn answers_other_cluster(&self, speaker: Option<Sender>) -> bool {
         speaker.is_none() && self.identity.as_ref().is_none_or(Identity::is_client)
+    }
+
+    /// Whether this connection may carry `message`: a status request only from an operator's
+    /// certificate (or over plain TCP).
+    fn may_ask(&self, message: &vsr::Message) -> Result<(), String> {
+        if matches!(self.identity, Some(Identity::Client(_)))
+            && crate::status::is_status_query(message)
+        {
+            return Err("a status request on a client's connection: operators only".to_owned());
+        }
+        Ok(())
     }
 
     /// Whether this connection may carry a frame from `sender`, given the first frame's.
