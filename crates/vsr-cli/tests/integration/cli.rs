@@ -226,26 +226,25 @@ fn a_bad_flag_value_is_one_line() {
     assert!(!path.exists(), "nothing was created");
 }
 
-#[test]
-fn a_missing_data_path_is_one_line() {
-    let dir = temp_dir();
-    let path = dir.path().join("missing");
-    let output = vsr(&[
+/// `vsr start --insecure` of a one-replica cluster at `path`: how it fails.
+fn start_at(path: &std::path::Path) -> Output {
+    vsr(&[
         "start",
         "--insecure",
         "--addresses",
         "127.0.0.1:1",
         path.to_str().unwrap(),
-    ]);
+    ])
+}
+
+#[test]
+fn a_missing_data_path_is_one_line() {
+    let dir = temp_dir();
+    let path = dir.path().join("missing");
+    let output = start_at(&path);
     fails_in_one_line(&output, "does not exist");
     // A directory that holds no vsr data.
-    let output = vsr(&[
-        "start",
-        "--insecure",
-        "--addresses",
-        "127.0.0.1:1",
-        dir.path().to_str().unwrap(),
-    ]);
+    let output = start_at(dir.path());
     fails_in_one_line(&output, "no vsr data");
 }
 
@@ -267,25 +266,13 @@ fn names_format_recover(output: &Output) {
 fn a_missing_superblock_names_format_recover() {
     let dir = temp_dir();
     for path in [dir.path().to_owned(), dir.path().join("missing")] {
-        let output = vsr(&[
-            "start",
-            "--insecure",
-            "--addresses",
-            "127.0.0.1:1",
-            path.to_str().unwrap(),
-        ]);
+        let output = start_at(&path);
         fails_in_one_line(&output, "check the path");
         names_format_recover(&output);
     }
     // A superblock file that is not vsr's.
     std::fs::write(dir.path().join("superblock"), vec![0x5a; 64 * 1024]).unwrap();
-    let output = vsr(&[
-        "start",
-        "--insecure",
-        "--addresses",
-        "127.0.0.1:1",
-        dir.path().to_str().unwrap(),
-    ]);
+    let output = start_at(dir.path());
     fails_in_one_line(&output, "no vsr data");
     names_format_recover(&output);
 }
@@ -478,13 +465,7 @@ fn another_clusters_data_is_one_line() {
     ]);
     fails_in_one_line(&output, "belongs to cluster 0x11");
     // Without --cluster, the default cluster 0 is another cluster too.
-    let output = vsr(&[
-        "start",
-        "--insecure",
-        "--addresses",
-        "127.0.0.1:1",
-        dir.path().to_str().unwrap(),
-    ]);
+    let output = start_at(dir.path());
     fails_in_one_line(&output, "not 0x0");
     // The wrong number of addresses for the data.
     let output = vsr(&[
