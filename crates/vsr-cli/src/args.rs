@@ -90,7 +90,42 @@ pub(crate) fn client_network(
     };
     let holder = match &identity.tls_identity {
         Some(stem) => parse_stem(stem)?,
-        None => only_client(dir)?,
+        None => only_holder(dir, &["client-", "operator-"]).map_err(|none| {
+            none.unwrap_or_else(|| {
+                anyhow!(
+                    "{} holds no client or operator certificate: write one with `vsr certs \
+                     --client NAME`",
+                    dir.display()
+                )
+            })
+        })?,
+    };
+    let transport = TlsTransport::new(dir, cluster, holder)?;
+    Ok(Network::Tls(transport))
+}
+
+/// The network an operator of cluster `cluster` connects through: as [`client_network`], but
+/// without `--tls-identity` the directory's only operator certificate.
+pub(crate) fn operator_network(
+    security: &Security,
+    identity: &ClientIdentity,
+    cluster: u128,
+    command: &str,
+) -> anyhow::Result<Network> {
+    let Some(dir) = security.choice(command)? else {
+        return Ok(Network::Insecure);
+    };
+    let holder = match &identity.tls_identity {
+        Some(stem) => parse_stem(stem)?,
+        None => only_holder(dir, &["operator-"]).map_err(|none| {
+            none.unwrap_or_else(|| {
+                anyhow!(
+                    "{} holds no operator certificate: vsr {command} needs one (`vsr certs \
+                     --operator NAME`), or pass --tls-identity",
+                    dir.display()
+                )
+            })
+        })?,
     };
     let transport = TlsTransport::new(dir, cluster, holder)?;
     Ok(Network::Tls(transport))
@@ -110,10 +145,12 @@ fn parse_stem(stem: &str) -> anyhow::Result<Identity> {
     }
 }
 
-/// The directory's only client certificate, else its only operator certificate.
-fn only_client(dir: &Path) -> anyhow::Result<Identity> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+/// The directory's only certificate whose stem starts with the first of `prefixes` that any
+/// does. `Err(None)`: none does; `Err(Some(error))`: it cannot be read, or several do.
+fn only_holder(dir: &Path, prefixes: &[&str]) -> Result<Identity, Option<anyhow::Error>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))
+        .map_err(Some)?;
     let mut stems: Vec<String> = entries
         .filter_map(Result::ok)
         .filter_map(|entry| {
@@ -122,28 +159,25 @@ fn only_client(dir: &Path) -> anyhow::Result<Identity> {
         })
         .collect();
     stems.sort();
-    for prefix in ["client-", "operator-"] {
+    for prefix in prefixes {
         let found: Vec<&String> = stems
             .iter()
             .filter(|stem| stem.starts_with(prefix))
             .collect();
         match found.as_slice() {
             [] => {}
-            [stem] => return parse_stem(stem),
+            [stem] => return parse_stem(stem).map_err(Some),
             many => {
                 let names: Vec<&str> = many.iter().map(|stem| stem.as_str()).collect();
-                bail!(
+                return Err(Some(anyhow!(
                     "{} holds several certificates ({}): choose one with --tls-identity",
                     dir.display(),
                     names.join(", ")
-                );
+                )));
             }
         }
     }
-    Err(anyhow!(
-        "{} holds no client or operator certificate: write one with `vsr certs --client NAME`",
-        dir.display()
-    ))
+    Err(None)
 }
 
 /// Parses a cluster id: decimal, or hexadecimal with a `0x` prefix.

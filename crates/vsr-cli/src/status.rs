@@ -4,7 +4,6 @@
 //! Exit status: 0 when a quorum of replicas is in normal status in one view that has a primary;
 //! 1 when some replica answered but there is no such quorum; 2 when none answered.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use vsr_server::status::{ReplicaStatus, StatusKind, fetch_status};
 
-use crate::args::{ClientIdentity, ClusterAddresses, Security, client_network, parse_duration};
+use crate::args::{ClientIdentity, ClusterAddresses, Security, operator_network, parse_duration};
 
 /// Options of `vsr status`.
 #[derive(Debug, Args)]
@@ -52,16 +51,8 @@ struct Row {
 
 /// Runs `vsr status`.
 pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let identity = match (&args.identity.tls_identity, &args.security.tls) {
-        (None, Some(dir)) if !args.security.insecure => ClientIdentity {
-            tls_identity: Some(only_operator(dir)?),
-        },
-        _ => ClientIdentity {
-            tls_identity: args.identity.tls_identity.clone(),
-        },
-    };
     let cluster = args.cluster.cluster;
-    let network = client_network(&args.security, &identity, cluster, "status")?;
+    let network = operator_network(&args.security, &args.identity, cluster, "status")?;
     let replica_count = u8::try_from(args.cluster.addresses.len())
         .ok()
         .filter(|count| matches!(count, 1 | 3 | 5 | 7))
@@ -248,34 +239,6 @@ fn print_table(rows: &[Row], primary_commit: Option<u64>) {
     }
     for error in errors {
         eprintln!("{error}");
-    }
-}
-
-/// The certificate directory's only operator certificate, as a `--tls-identity` stem.
-fn only_operator(dir: &Path) -> anyhow::Result<String> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    let mut operators: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let stem = name.strip_suffix(".pem")?;
-            stem.starts_with("operator-").then(|| stem.to_owned())
-        })
-        .collect();
-    operators.sort();
-    match operators.as_slice() {
-        [only] => Ok(only.clone()),
-        [] => anyhow::bail!(
-            "{} holds no operator certificate: a status needs one (`vsr certs --operator NAME`), \
-             or pass --tls-identity",
-            dir.display()
-        ),
-        several => anyhow::bail!(
-            "{} holds several operator certificates ({}): pick one with --tls-identity",
-            dir.display(),
-            several.join(", ")
-        ),
     }
 }
 
