@@ -500,6 +500,29 @@ impl<S: StateMachine> Replica<S> {
         self.checkpoint_op
     }
 
+    /// The whole replicated state (client table and state machine) at the commit number,
+    /// frozen now, with the view it was committed in: what a backup of a live cluster captures
+    /// (`vsr backup`). `None` outside normal status, where the commit number may not yet be
+    /// this replica's to vouch for. Costs what [`StateMachine::frozen_delta`] costs; the
+    /// encoding happens when the snapshot's pieces are pulled.
+    #[must_use]
+    pub fn snapshot_at_commit(&self) -> Option<(View, Checkpoint)> {
+        if !self.is_normal() {
+            return None;
+        }
+        let op_checksum = self
+            .log
+            .checksum(self.commit)
+            .expect("the log knows the commit's checksum");
+        let checkpoint = Checkpoint {
+            op: self.commit,
+            op_checksum,
+            since: Op(0),
+            snapshot: self.snapshot(Op(0)),
+        };
+        Some((self.view, checkpoint))
+    }
+
     /// Whether this replica is the primary of its view, in normal status.
     #[must_use]
     pub fn is_primary(&self) -> bool {

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 
-use super::{CHECKPOINT_INCREMENTS_MAX, Replica};
-use crate::command::{Command, Write};
+use super::{CHECKPOINT_INCREMENTS_MAX, Replica, Status};
+use crate::command::{Command, DurableState, ViewState, Write};
 use crate::config::Config;
 use crate::message::{
     Commit, DoViewChange, Entry, Envelope, GetState, Message, NewState, Operation, Prepare,
@@ -2143,4 +2143,68 @@ fn recovery_nonce(commands: &[Command]) -> u64 {
             _ => None,
         })
         .expect("a recovery message")
+}
+
+/// A snapshot at the commit number, opened as a new replica's only durable state (what
+/// `vsr restore` writes), comes back with the same state and client table, and the log goes
+/// on from the op after it.
+#[test]
+fn a_snapshot_at_commit_restores_state_client_table_and_the_hash_chain() {
+    let mut primary = Replica::new(config(1), 0, Sum::default(), 1);
+    let mut envelopes = vec![register()];
+    envelopes.extend((2..=9).map(|number| add(number, 1, number)));
+    for envelope in envelopes {
+        primary.deliver(envelope);
+        let commands = drain(&mut primary);
+        persist_all(&mut primary, &commands);
+    }
+    let (view, checkpoint) = primary.snapshot_at_commit().expect("normal status");
+    assert_eq!(checkpoint.op, primary.commit());
+    assert_eq!(checkpoint.since, Op(0));
+    let durable = DurableState {
+        view_state: ViewState {
+            view,
+            last_normal_view: view,
+            commit: checkpoint.op,
+            recovering: false,
+        },
+        checkpoint: Some(checkpoint.clone()),
+        ..DurableState::default()
+    };
+    let mut restored = Replica::open(config(1), 0, Sum::default(), 2, &durable);
+    assert_eq!(restored.commit(), primary.commit());
+    assert_eq!(
+        restored.state_machine().digest(),
+        primary.state_machine().digest()
+    );
+    assert_eq!(
+        restored.client_table_digest(),
+        primary.client_table_digest()
+    );
+    // The client table came along: a resent request gets its reply again, not a second run.
+    let resent = add(9, 1, 9);
+    restored.deliver(resent);
+    let cached = replies(&drain(&mut restored));
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert_eq!(cached[0].0, checkpoint.op);
+    // The next op chains onto the checkpoint's entry.
+    restored.deliver(add(10, 1, 10));
+    let commands = drain(&mut restored);
+    let entry = prepared_entry(&commands);
+    assert_eq!(entry.op, checkpoint.op + 1);
+    assert_eq!(entry.parent, checkpoint.op_checksum);
+}
+
+#[test]
+fn no_snapshot_at_commit_outside_normal_status() {
+    let mut backup = replica(1, 3);
+    for _ in 0..1000 {
+        backup.on_tick();
+        if !matches!(backup.status(), Status::Normal(_)) {
+            break;
+        }
+    }
+    drain(&mut backup);
+    assert!(!matches!(backup.status(), Status::Normal(_)));
+    assert!(backup.snapshot_at_commit().is_none());
 }
