@@ -33,6 +33,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod backup;
 mod checkpoint;
 mod disk;
 mod error;
