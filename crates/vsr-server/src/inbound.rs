@@ -548,13 +548,15 @@ impl Connection<'_> {
         speaker.is_none() && self.identity.as_ref().is_none_or(Identity::is_client)
     }
 
-    /// Whether this connection may carry `message`: a status request only from an operator's
-    /// certificate (or over plain TCP).
+    /// Whether this connection may carry `message`: a status or backup request only from an
+    /// operator's certificate (or over plain TCP).
     fn may_ask(&self, message: &vsr::Message) -> Result<(), String> {
         if matches!(self.identity, Some(Identity::Client(_)))
-            && crate::status::is_status_query(message)
+            && crate::status::is_admin_query(message)
         {
-            return Err("a status request on a client's connection: operators only".to_owned());
+            return Err(
+                "a status or backup request on a client's connection: operators only".to_owned(),
+            );
         }
         Ok(())
     }

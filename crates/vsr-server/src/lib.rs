@@ -20,6 +20,7 @@
 //! Garbage from the network is dropped, counted in the metrics (`--metrics`, Prometheus text at
 //! `GET /metrics`) and logged at most once a second per kind; it never stops a replica.
 
+pub mod backup;
 mod client;
 mod error;
 mod frame;

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,6 +28,7 @@ use vsr::{
     Sender, StateMachine, Status,
 };
 
+use crate::backup;
 use crate::error::ServerError;
 use crate::frame::{QueueError, QueueSender, queue};
 use crate::inbound::{Inbound, InboundContext, ReplyRoute, accept_loop};
@@ -379,6 +380,8 @@ struct Driver<S: StateMachine> {
     cluster: u128,
     data_dir: PathBuf,
     started: Instant,
+    /// Backups being streamed.
+    backups: Arc<AtomicUsize>,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -401,6 +404,7 @@ impl<S: StateMachine> Driver<S> {
             cluster: options.cluster,
             data_dir: options.data_dir.clone(),
             started: Instant::now(),
+            backups: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -491,14 +495,18 @@ impl<S: StateMachine> Driver<S> {
             link.heard.heard();
         }
         if let Sender::Client(client) = envelope.envelope().sender
-            && status::is_status_query(&envelope.envelope().message)
+            && status::is_admin_query(&envelope.envelope().message)
         {
-            // Answered here, by every replica, without the protocol (inbound let only an
-            // operator's connection carry it).
+            // Answered here, without the protocol (inbound let only an operator's connection
+            // carry it): a status by every replica, a backup by whoever is asked.
             if let (Some(route), Message::Query(Query { request, .. })) =
                 (route, &envelope.envelope().message)
             {
-                self.answer_status(client, *request, &route);
+                if backup::is_backup_query(&envelope.envelope().message) {
+                    self.start_backup(client, *request, route);
+                } else {
+                    self.answer_status(client, *request, &route);
+                }
             }
             return;
         }
@@ -624,6 +632,29 @@ impl<S: StateMachine> Driver<S> {
                 self.routes.remove(&client);
                 self.metrics.dropped(DropReason::ReplyNoConnection, 1);
             }
+        }
+    }
+
+    /// Streams the state at the commit number to the backup request's connection, off the
+    /// event loop; refuses outside normal status.
+    fn start_backup(&mut self, client: ClientId, request: u64, route: ReplyRoute) {
+        let asker = backup::Asker {
+            cluster: self.cluster,
+            replica: self.replica.index(),
+            client,
+            request,
+            queue: route.queue,
+        };
+        let view = self.replica.view();
+        match self.replica.snapshot_at_commit() {
+            Some((view, checkpoint)) => {
+                tracing::info!(op = checkpoint.op.get(), "backup requested");
+                backup::spawn(asker, view, checkpoint, Arc::clone(&self.backups));
+            }
+            None => asker.refuse(
+                view,
+                "not in normal status (a view change or recovery is under way): try again",
+            ),
         }
     }
 

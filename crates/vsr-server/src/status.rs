@@ -184,6 +184,12 @@ pub(crate) fn is_status_query(message: &Message) -> bool {
     matches!(message, Message::Query(Query { body, .. }) if body.as_ref() == STATUS_QUERY)
 }
 
+/// Whether `message` is an administrative query the runtime answers itself (a status or a
+/// backup request): only an operator may send one over TLS.
+pub(crate) fn is_admin_query(message: &Message) -> bool {
+    is_status_query(message) || crate::backup::is_backup_query(message)
+}
+
 /// Why a replica's status could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {

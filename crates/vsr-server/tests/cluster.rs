@@ -54,6 +54,18 @@ impl TestCluster {
 
     /// A cluster over mutual TLS when `secure`.
     async fn start_with(replica_count: u8, secure: bool) -> Self {
+        Self::start_prepared(replica_count, secure, |dir, identity| {
+            vsr_storage::format(dir, identity, false).expect("format");
+        })
+        .await
+    }
+
+    /// A cluster whose data directories `prepare` makes (formats, or restores a backup into).
+    async fn start_prepared(
+        replica_count: u8,
+        secure: bool,
+        prepare: impl Fn(&std::path::Path, vsr_storage::Identity),
+    ) -> Self {
         let cluster = cluster_id();
         let tls = secure.then(|| {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -75,7 +87,7 @@ impl TestCluster {
                 replica,
                 replica_count,
             };
-            vsr_storage::format(dir.path(), identity, false).expect("format");
+            prepare(dir.path(), identity);
             cluster.dirs.push(dir);
             cluster.addresses.push(free_address().to_string());
             cluster.metrics.push(free_address());
@@ -863,4 +875,101 @@ async fn a_certificate_carries_only_its_holders_messages() {
     .expect("client");
     put(&client, "still", "serving").await;
     cluster.shutdown().await;
+}
+
+/// A backup taken from the primary while a writer keeps writing holds every write acknowledged
+/// before it was asked for, and of the writes during it a prefix; restored into a new cluster
+/// (another id), that cluster serves them all and takes new writes. Only an operator may ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backup_of_a_live_cluster_restores_into_a_new_cluster() {
+    use vsr_server::backup::{BackupFetchError, BackupSource, fetch_backup};
+
+    let cluster = TestCluster::start_with(3, true).await;
+    let dir = cluster.tls.as_ref().expect("secure").path().to_owned();
+    let transport =
+        |holder: Identity| TlsTransport::new(&dir, cluster.cluster, holder).expect("certificates");
+    let client = Client::connect_with(
+        transport(Identity::Client("alice".to_owned())),
+        cluster.cluster,
+        cluster.addresses.clone(),
+    )
+    .expect("client");
+    for index in 0..200 {
+        put(
+            &client,
+            &format!("before-{index}"),
+            &format!("value-{index}"),
+        )
+        .await;
+    }
+    let writer = tokio::spawn(async move {
+        // Aborted once the backup is in; bounded all the same.
+        for written in 0..100_000 {
+            put(&client, &format!("during-{written}"), "x").await;
+        }
+    });
+    let primary = cluster.primary().await;
+    let source = BackupSource {
+        cluster: cluster.cluster,
+        replica_count: 3,
+        replica: u8::try_from(primary).expect("small"),
+        address: &cluster.addresses[primary],
+    };
+    let refused = fetch_backup(
+        &transport(Identity::Client("alice".to_owned())),
+        source,
+        Vec::new(),
+        DEADLINE,
+        &mut |_| {},
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(BackupFetchError::Closed)),
+        "a client may not ask: {refused:?}"
+    );
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let path = scratch.path().join("backup.vsr");
+    let file = std::fs::File::create(&path).expect("create");
+    let mut received = 0;
+    let (_, summary) = fetch_backup(
+        &transport(Identity::Operator("root".to_owned())),
+        source,
+        file,
+        DEADLINE,
+        &mut |bytes| received = bytes,
+    )
+    .await
+    .expect("a backup");
+    writer.abort();
+    let _ = writer.await;
+    assert_eq!(received, summary.snapshot_size);
+    assert_eq!(summary.header.cluster, cluster.cluster);
+    assert!(summary.header.op >= 201, "{summary:?}");
+    let checked = vsr_storage::backup::verify(&path).expect("a whole backup");
+    assert_eq!(checked, summary);
+    cluster.shutdown().await;
+
+    let restored = TestCluster::start_prepared(3, false, |dir, identity| {
+        vsr_storage::backup::restore(&path, &checked, identity, dir).expect("restore");
+    })
+    .await;
+    let client = restored.client();
+    for index in 0..200 {
+        let value = get(&client, &format!("before-{index}")).await;
+        assert_eq!(value.as_deref(), Some(format!("value-{index}").as_bytes()));
+    }
+    // The writes during the backup: a prefix of them made it, in order.
+    let mut present = 0;
+    while get(&client, &format!("during-{present}")).await.is_some() {
+        present += 1;
+    }
+    for later in present + 1..present + 20 {
+        assert_eq!(get(&client, &format!("during-{later}")).await, None);
+    }
+    put(&client, "after", "restore").await;
+    assert_eq!(
+        get(&client, "after").await.as_deref(),
+        Some(&b"restore"[..])
+    );
+    restored.shutdown().await;
 }
