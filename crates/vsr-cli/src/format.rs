@@ -116,7 +116,7 @@ pub(crate) fn run(args: &FormatArgs) -> anyhow::Result<ExitCode> {
 /// directory), or a directory holding an entry vsr did not write, unless it also holds vsr
 /// data (then `vsr_storage::format` refuses it under the directory's lock, as a running
 /// replica's or as already formatted). A missing path is fine: it is created.
-fn check_target(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_target(path: &Path) -> anyhow::Result<()> {
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {

@@ -21,6 +21,7 @@
 //! `chaos`.
 
 mod args;
+mod backup;
 mod bench;
 mod certs;
 mod chaos;
@@ -65,6 +66,10 @@ enum Commands {
     Client(client::ClientArgs),
     /// Show every replica's status: view, primary, op, commit, lag, checkpoint, disk, uptime.
     Status(status::StatusArgs),
+    /// Write a consistent backup of a live cluster's state to a file; print the op it holds.
+    Backup(backup::BackupArgs),
+    /// Create a new cluster's data directories from a backup file.
+    Restore(backup::RestoreArgs),
     /// Run a local 3-replica cluster through a primary failure and check no write is lost.
     Demo(demo::DemoArgs),
     /// Run the deterministic cluster simulator: one seed, or a swarm of seeds.
@@ -86,6 +91,8 @@ fn main() -> ExitCode {
         Commands::Start(args) => start::run(args),
         Commands::Client(args) => client::run(args),
         Commands::Status(args) => status::run(&args),
+        Commands::Backup(args) => backup::run_backup(&args),
+        Commands::Restore(args) => backup::run_restore(&args),
         Commands::Demo(args) => demo::run(&args),
         Commands::Sim(args) => sim::run(&args),
         Commands::Bench(args) => bench::run(&args),

@@ -53,15 +53,7 @@ struct Row {
 pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let cluster = args.cluster.cluster;
     let network = operator_network(&args.security, &args.identity, cluster, "status")?;
-    let replica_count = u8::try_from(args.cluster.addresses.len())
-        .ok()
-        .filter(|count| matches!(count, 1 | 3 | 5 | 7))
-        .with_context(|| {
-            format!(
-                "--addresses names {} replicas: a cluster has 1, 3, 5 or 7",
-                args.cluster.addresses.len()
-            )
-        })?;
+    let replica_count = replica_count(&args.cluster.addresses)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -107,6 +99,19 @@ pub(crate) fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         print_table(&rows, primary_commit);
     }
     Ok(ExitCode::from(verdict(&rows, replica_count)))
+}
+
+/// The number of replicas `addresses` names, if a cluster can have that many.
+pub(crate) fn replica_count(addresses: &[String]) -> anyhow::Result<u8> {
+    u8::try_from(addresses.len())
+        .ok()
+        .filter(|count| matches!(count, 1 | 3 | 5 | 7))
+        .with_context(|| {
+            format!(
+                "--addresses names {} replicas: a cluster has 1, 3, 5 or 7",
+                addresses.len()
+            )
+        })
 }
 
 /// The exit status: 0 healthy quorum, 1 answers without one, 2 no answer.

@@ -457,6 +457,28 @@ fn discard(directory: &Path) {
     }
 }
 
+/// Restores the backup at `path` ([`verify`] checked it into `summary`) into every one of
+/// `targets`, in order, as [`restore`] does. If one fails, the directories restored before it
+/// are emptied again too: a new cluster is restored whole or not at all.
+///
+/// # Errors
+/// As [`restore`], for the first target that failed.
+pub fn restore_all(
+    path: &Path,
+    summary: &BackupSummary,
+    targets: &[(Identity, PathBuf)],
+) -> Result<(), BackupError> {
+    for (done, (identity, directory)) in targets.iter().enumerate() {
+        if let Err(error) = restore(path, summary, *identity, directory) {
+            for (_, restored) in &targets[..done] {
+                discard(restored);
+            }
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
 /// Checks that `directory` holds the backup: a superblock copy naming the captured op as its
 /// checkpoint and commit, and a checkpoint file at that op whose state has the backup's size
 /// and checksum.
