@@ -21,7 +21,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use vsr_server::Network;
 use vsr_server::backup::{BackupSource, fetch_backup};
-use vsr_server::status::fetch_status;
+use vsr_server::status::{StatusError, fetch_status};
 use vsr_storage::Identity;
 use vsr_storage::backup::{BackupSummary, restore_all, verify};
 use vsr_storage::layout::SUPERBLOCK_FILE;
@@ -194,20 +194,35 @@ async fn find_primary(
             });
         }
         let mut primary: Option<(u64, u8)> = None;
+        let mut answered = false;
+        let mut final_errors = 0;
         last_errors.clear();
         while let Some(joined) = asked.join_next().await {
             match joined.expect("a status task does not panic") {
-                (index, Ok(status)) if status.primary => {
-                    if primary.is_none_or(|(view, _)| status.view > view) {
+                (index, Ok(status)) => {
+                    answered = true;
+                    if status.primary && primary.is_none_or(|(view, _)| status.view > view) {
                         primary = Some((status.view, index));
                     }
                 }
-                (_, Ok(_)) => {}
-                (index, Err(error)) => last_errors.push(format!("replica {index}: {error}")),
+                (index, Err(error)) => {
+                    // Refused (not an operator's certificate) or another cluster: asking
+                    // again changes nothing.
+                    if matches!(
+                        error,
+                        StatusError::Refused | StatusError::WrongCluster { .. }
+                    ) {
+                        final_errors += 1;
+                    }
+                    last_errors.push(format!("replica {index}: {error}"));
+                }
             }
         }
         if let Some((_, index)) = primary {
             return Ok(index);
+        }
+        if !answered && final_errors == usize::from(replica_count) {
+            bail!("no replica would answer: {}", last_errors.join("; "));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

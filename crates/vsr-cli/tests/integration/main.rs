@@ -2,6 +2,7 @@
 //! linked once: `cargo test -p vsr-cli --test integration` runs them all, and
 //! `cargo test -p vsr-cli --test integration chaos::` (or `damage::`, `cluster::`, ...) one area.
 
+mod backup;
 mod bad_input;
 mod bench;
 mod chaos;

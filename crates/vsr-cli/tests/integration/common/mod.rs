@@ -73,8 +73,22 @@ impl Cluster {
     }
 
     fn start_with(replica_count: usize, secure: bool) -> Self {
+        Self::start_prepared(replica_count, secure, None)
+    }
+
+    /// Restores the backup at `backup` into `replica_count` new data directories
+    /// (`vsr restore`) and starts them.
+    pub(crate) fn start_restored(replica_count: usize, backup: &std::path::Path) -> Self {
+        Self::start_prepared(replica_count, true, Some(backup))
+    }
+
+    fn start_prepared(
+        replica_count: usize,
+        secure: bool,
+        backup: Option<&std::path::Path>,
+    ) -> Self {
         for _ in 0..3 {
-            let mut cluster = Self::format_with(replica_count, secure);
+            let mut cluster = Self::prepare(replica_count, secure, backup);
             for index in 0..replica_count {
                 cluster.spawn(index);
             }
@@ -87,10 +101,11 @@ impl Cluster {
 
     /// Formats the data directories without starting anything.
     pub(crate) fn format(replica_count: usize) -> Self {
-        Self::format_with(replica_count, true)
+        Self::prepare(replica_count, true, None)
     }
 
-    fn format_with(replica_count: usize, secure: bool) -> Self {
+    /// Certificates and data directories: formatted, or restored from `backup`.
+    fn prepare(replica_count: usize, secure: bool, backup: Option<&std::path::Path>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("vsr-cli-test-")
             .tempdir()
@@ -116,6 +131,23 @@ impl Cluster {
             cluster.tls_dir().to_str().expect("utf-8 path"),
         ]);
         assert!(output.status.success(), "certs: {}", stderr(&output));
+        if let Some(backup) = backup {
+            let dirs: Vec<PathBuf> = (0..replica_count).map(|i| cluster.data_dir(i)).collect();
+            let mut args = vec![
+                "restore".to_owned(),
+                backup.to_str().expect("utf-8 path").to_owned(),
+                format!("--cluster={CLUSTER}"),
+                format!("--replica-count={replica_count}"),
+            ];
+            args.extend(
+                dirs.iter()
+                    .map(|dir| dir.to_str().expect("utf-8 path").to_owned()),
+            );
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = vsr(&args);
+            assert!(output.status.success(), "restore: {}", stderr(&output));
+            return cluster;
+        }
         for index in 0..replica_count {
             let path = cluster.data_dir(index);
             let output = vsr(&[
