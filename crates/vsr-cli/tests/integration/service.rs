@@ -384,7 +384,7 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     let lines: Vec<&str> = unit.lines().map(str::trim).collect();
     for directive in [
         "ExecStart=/usr/bin/vsr start --config /etc/vsr/vsr.toml",
-        "DynamicUser=yes",
+        "User=vsr",
         "StateDirectory=vsr",
         "ProtectSystem=strict",
         "ProtectHome=yes",
