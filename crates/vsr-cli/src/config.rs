@@ -93,9 +93,10 @@ fn requested(command: &Command, argv: &[OsString]) -> Option<(String, PathBuf, B
 fn read(path: &Path) -> Result<Table, String> {
     let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read it: {error}"))?;
     text.parse::<Table>().map_err(|error| {
-        let line = error
-            .span()
-            .map_or(1, |span| text[..span.start].matches('\n').count() + 1);
+        let line = error.span().map_or(1, |span| {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            before.iter().filter(|&&byte| byte == b'\n').count() + 1
+        });
         format!(
             "line {line}: not valid TOML: {}",
             error.message().trim_end()
