@@ -24,12 +24,12 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rustyline::error::ReadlineError;
 use serde_json::{Map, Value, json};
-use tracing_subscriber::EnvFilter;
 use vsr::Codec;
 use vsr_kv::{KEY_SIZE_MAX, KvOperation, KvQuery, KvResult, SCAN_LIMIT_MAX, VALUE_SIZE_MAX};
 use vsr_server::{Client, Network, RequestError};
 
 use crate::args::{ClientIdentity, ClusterAddresses, Security, client_network, parse_duration};
+use crate::logging::Logging;
 
 /// How a missing value is written, in output and as the `<old>` of `cas`.
 const NIL: &str = "(nil)";
@@ -145,6 +145,8 @@ pub(crate) struct ClientArgs {
     /// Keys, prefixes and values are base64, given and printed.
     #[arg(long)]
     base64: bool,
+    #[command(flatten)]
+    logging: Logging,
     /// The command to run; none opens an interactive shell.
     #[command(subcommand)]
     command: Option<KvCommand>,
@@ -416,12 +418,7 @@ pub(crate) fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         args.cluster.cluster,
         "client",
     )?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    args.logging.init("error");
     let output = args.output();
     // A malformed command is refused before any connection is made.
     let call = match &args.command {

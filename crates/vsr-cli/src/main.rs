@@ -12,11 +12,14 @@
 //! * `bench` ([`bench`]) measures throughput, latency and CPU per operation, on a local durable
 //!   cluster or an existing one;
 //! * `chaos` ([`chaos`]) runs a local cluster under kills, pauses, partitions and data damage
-//!   with concurrent clients, and checks the history they recorded.
+//!   with concurrent clients, and checks the history they recorded;
+//! * `completions` and `man` ([`manual`]) print shell completions and manual pages.
 //!
 //! Every failure an operator can cause (a bad flag, a missing data directory, another cluster's
 //! data) prints one `error: ...` line on stderr and exits non-zero; nothing here panics on bad
-//! input. [`args`] holds the value parsers the subcommands share; [`scrape`] reads a replica's
+//! input. [`args`] holds the value parsers the subcommands share; [`config`] reads `vsr start
+//! --config FILE` into the options' defaults before the command line is parsed; [`logging`]
+//! installs the log subscriber (`--log-format`, `RUST_LOG`); [`scrape`] reads a replica's
 //! metrics endpoint; [`local_cluster`] runs the replica processes of `demo`, `bench` and
 //! `chaos`.
 
@@ -26,14 +29,18 @@ mod bench;
 mod certs;
 mod chaos;
 mod client;
+mod config;
 mod demo;
 mod format;
 mod local_cluster;
+mod logging;
+mod manual;
 mod scrape;
 mod sim;
 mod start;
 mod status;
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -61,6 +68,7 @@ enum Commands {
     /// Write a cluster's TLS certificates: its authority, replicas, clients and operators.
     Certs(certs::CertsArgs),
     /// Run one replica of the key-value service until SIGTERM or SIGINT.
+    #[command(after_help = config::PRECEDENCE)]
     Start(start::StartArgs),
     /// Run one key-value command against a cluster, or an interactive shell without one.
     Client(client::ClientArgs),
@@ -78,16 +86,21 @@ enum Commands {
     Bench(bench::BenchArgs),
     /// Run a local cluster under kills, pauses, partitions and data damage; check the history.
     Chaos(chaos::ChaosArgs),
+    /// Print a shell's completion script for vsr.
+    Completions(manual::CompletionsArgs),
+    /// Print vsr's manual page in roff, or write every page with --out.
+    Man(manual::ManArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = match parse() {
-        Ok(cli) => cli,
+    let (cli, settings) = match parse() {
+        Ok(parsed) => parsed,
         Err(error) => return usage_error(&error),
     };
     let result = match cli.command {
         Commands::Format(args) => format::run(&args),
         Commands::Certs(args) => certs::run(&args),
+        Commands::Start(args) if args.check_config => start::check(&args, &settings),
         Commands::Start(args) => start::run(args),
         Commands::Client(args) => client::run(args),
         Commands::Status(args) => status::run(&args),
@@ -97,6 +110,8 @@ fn main() -> ExitCode {
         Commands::Sim(args) => sim::run(&args),
         Commands::Bench(args) => bench::run(&args),
         Commands::Chaos(args) => chaos::run(&args),
+        Commands::Completions(args) => manual::completions(&args, Cli::command()),
+        Commands::Man(args) => manual::man(&args, Cli::command()),
     };
     match result {
         Ok(code) => code,
@@ -109,12 +124,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Parses the command line as [`Cli::try_parse`] does, and refuses a cluster's `--addresses`
-/// that lists one address twice, whichever subcommand takes it (a replica given its own address
-/// for a peer would send that peer's messages to itself).
-fn parse() -> Result<Cli, clap::Error> {
+/// Parses the command line as [`Cli::try_parse`] does, with the defaults of a `--config` file
+/// ([`config::apply`]), and refuses a cluster's `--addresses` that lists one address twice,
+/// whichever subcommand takes it (a replica given its own address for a peer would send that
+/// peer's messages to itself). Also returns each setting and its origin ([`config::settings`]).
+fn parse() -> Result<(Cli, String), clap::Error> {
+    let argv: Vec<OsString> = std::env::args_os().collect();
     let mut command = Cli::command();
-    let matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    let loaded = config::apply(&mut command, &argv)?;
+    let matches = command.try_get_matches_from_mut(argv)?;
     if let Some((_, subcommand)) = matches.subcommand()
         && let Ok(Some(addresses)) = subcommand.try_get_many::<String>("addresses")
     {
@@ -124,7 +142,8 @@ fn parse() -> Result<Cli, clap::Error> {
             return Err(command.error(ErrorKind::ValueValidation, message));
         }
     }
-    Cli::from_arg_matches(&matches)
+    let settings = config::settings(&command, &matches, &loaded);
+    Ok((Cli::from_arg_matches(&matches)?, settings))
 }
 
 /// Help and version go to stdout with status 0. A usage error prints its first line only (one

@@ -4,7 +4,9 @@
 //! in `--addresses` and reaches peer j at the j-th. SIGTERM and SIGINT stop it cleanly (queued
 //! writes are made durable first), though correctness never depends on a clean stop: a replica
 //! killed at any instant restarts from what it acknowledged. Logs go to stderr through
-//! `tracing-subscriber` (`RUST_LOG`, default `info`).
+//! `tracing-subscriber` (`RUST_LOG`, default `info`; `--log-format json` for a collector).
+//! Options may also come from a TOML file (`--config`, see [`crate::config`]);
+//! `--check-config` shows what they add up to and exits.
 //!
 //! It speaks mutual TLS with `--tls DIR` (certificates from `vsr certs`; SIGHUP re-reads them,
 //! so they rotate without a restart) or plain TCP with `--insecure`; it refuses to start with
@@ -18,7 +20,6 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use tokio::sync::Notify;
-use tracing_subscriber::EnvFilter;
 use vsr_kv::KvStore;
 use vsr_server::{ReplicaOptions, ServerError, run_replica};
 use vsr_storage::StorageError;
@@ -26,6 +27,7 @@ use vsr_storage::StorageError;
 use crate::args::{
     ClusterAddresses, Security, parse_address, resolve_address, same_socket_address,
 };
+use crate::logging::Logging;
 
 /// Options of `vsr start`.
 #[derive(Debug, Args)]
@@ -59,9 +61,28 @@ pub(crate) struct StartArgs {
     /// behind.
     #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     exit_with_parent: Option<u32>,
+    #[command(flatten)]
+    logging: Logging,
+    /// Read options from this TOML file, one key per long option (`addresses = [...]`,
+    /// `data = "/var/lib/vsr"`): the command line and the environment override it.
+    #[arg(long, env = "VSR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the options (command line, environment, --config file), print each one with
+    /// where it came from, and exit without starting: 0 if they are valid.
+    #[arg(long)]
+    pub(crate) check_config: bool,
     /// The replica's data directory, created by `vsr format`.
     #[arg(value_name = "PATH", env = "VSR_DATA")]
-    path: PathBuf,
+    data: PathBuf,
+}
+
+/// `vsr start --check-config`: the checks that need neither the data directory nor the
+/// network, then `settings` (each option, its value and its origin).
+pub(crate) fn check(args: &StartArgs, settings: &str) -> anyhow::Result<ExitCode> {
+    args.security.choice("start")?;
+    print!("{settings}");
+    println!("configuration OK");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `vsr start` until SIGTERM or SIGINT.
@@ -70,12 +91,12 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         .security
         .choice("start")?
         .map(std::path::Path::to_owned);
-    if !args.path.is_dir() {
+    if !args.data.is_dir() {
         bail!(
             "data directory {} does not exist: check the path; create it with `vsr format` when \
              the cluster is created; if this replica's data was lost (a new disk, a wiped \
              directory), {}",
-            args.path.display(),
+            args.data.display(),
             RECOVER_STEPS
         );
     }
@@ -84,19 +105,14 @@ pub(crate) fn run(args: StartArgs) -> anyhow::Result<ExitCode> {
         Some(text) => Some(resolve_address("--metrics", text)?[0]),
         None => None,
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    args.logging.init("info");
     // One thread runs the event loop and every connection (the storage thread is separate):
     // handing messages between threads would cost more than the work they carry.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let mut options = ReplicaOptions::new(args.cluster.cluster, args.cluster.addresses, args.path);
+    let mut options = ReplicaOptions::new(args.cluster.cluster, args.cluster.addresses, args.data);
     options.metrics = metrics;
     options.checkpoint_interval = Some(args.checkpoint_interval);
     options.checkpoint_log_bytes = Some(usize::try_from(args.checkpoint_log_bytes)?);

@@ -202,13 +202,19 @@ impl Cluster {
 
     /// Starts replica `index` (its log appended to a file in the cluster's directory).
     pub(crate) fn spawn(&mut self, index: usize) {
+        self.spawn_with(index, |_| {});
+    }
+
+    /// [`Cluster::spawn`], its command first changed by `adjust` (more flags, environment).
+    pub(crate) fn spawn_with(&mut self, index: usize, adjust: impl FnOnce(&mut Command)) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(index))
             .expect("log file");
-        let child = self
-            .start_command(index)
+        let mut command = self.start_command(index);
+        adjust(&mut command);
+        let child = command
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -239,7 +245,12 @@ impl Cluster {
 
     /// Restarts replica `index` and waits for its metrics endpoint.
     pub(crate) fn restart(&mut self, index: usize) {
-        self.spawn(index);
+        self.restart_with(index, |_| {});
+    }
+
+    /// [`Cluster::restart`], the command first changed by `adjust` (more flags, environment).
+    pub(crate) fn restart_with(&mut self, index: usize, adjust: impl FnOnce(&mut Command)) {
+        self.spawn_with(index, adjust);
         assert!(
             self.wait_metrics(Duration::from_secs(10)),
             "replica {index} restarted:\n{}",
