@@ -438,7 +438,18 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format, version 0.0.4.
     pub(crate) fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(8192);
+        self.render_gauges(&mut out);
+        self.render_counters(&mut out);
+        self.render_state(&mut out);
+        self.render_labelled(&mut out);
+        self.render_latency(&mut out);
+        self.operations.render(&mut out);
+        self.storage.render(&mut out);
+        out
+    }
+
+    fn render_gauges(&self, out: &mut String) {
         let gauges = [
             ("vsr_view", "The replica's current view.", &self.view),
             (
@@ -476,8 +487,11 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in gauges {
-            metric(&mut out, name, help, "gauge", value.load(Ordering::Relaxed));
+            metric(out, name, help, "gauge", value.load(Ordering::Relaxed));
         }
+    }
+
+    fn render_counters(&self, out: &mut String) {
         let counters = [
             (
                 "vsr_requests_total",
@@ -521,20 +535,8 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in counters {
-            metric(
-                &mut out,
-                name,
-                help,
-                "counter",
-                value.load(Ordering::Relaxed),
-            );
+            metric(out, name, help, "counter", value.load(Ordering::Relaxed));
         }
-        self.render_state(&mut out);
-        self.render_labelled(&mut out);
-        self.render_latency(&mut out);
-        self.operations.render(&mut out);
-        self.storage.render(&mut out);
-        out
     }
 
     /// The state machine's size, once it reported one.

@@ -104,9 +104,9 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-    use crate::sim_disk::SimDisk;
-    use crate::storage::{Tuning, format_disk};
-    use crate::{FileStorage, Identity};
+    use crate::FileStorage;
+    use crate::crash_tests::formatted;
+    use crate::storage::Tuning;
 
     #[derive(Default)]
     struct Counts {
@@ -122,24 +122,6 @@ mod tests {
         fn read_failed(&self) {
             self.failed_reads.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    fn formatted() -> SimDisk {
-        let identity = Identity {
-            cluster: 1,
-            replica: 0,
-            replica_count: 1,
-        };
-        let disk = SimDisk::default();
-        format_disk(
-            &mut disk.clone(),
-            Path::new("sim"),
-            identity,
-            false,
-            Tuning::default(),
-        )
-        .expect("format");
-        disk
     }
 
     #[test]
@@ -168,8 +150,14 @@ mod tests {
         .storage;
         let opened = counts.syncs.load(Ordering::Relaxed);
         assert!(opened > 0, "open makes what it reads durable");
-        storage.write(&vsr::Write::Append(noop(1))).expect("append");
-        storage.sync().expect("sync");
+        // A view state is durable when written: a superblock update and its sync.
+        let view_state = vsr::ViewState {
+            view: vsr::View(1),
+            ..vsr::ViewState::default()
+        };
+        storage
+            .write(&vsr::Write::ViewState(view_state))
+            .expect("write");
         assert!(counts.syncs.load(Ordering::Relaxed) > opened);
         assert_eq!(counts.failed_reads.load(Ordering::Relaxed), 0);
         drop(storage);
@@ -187,20 +175,5 @@ mod tests {
         )
         .expect("open with a copy unreadable");
         assert!(counts.failed_reads.load(Ordering::Relaxed) > 0);
-    }
-
-    fn noop(op: u64) -> vsr::Entry {
-        vsr::Entry {
-            op: vsr::Op(op),
-            view: vsr::View(0),
-            parent: vsr::EntryChecksum(0),
-            client: 1,
-            session: 1,
-            request: op,
-            operation: vsr::Operation::Noop,
-            body: bytes::Bytes::new(),
-            checksum: vsr::EntryChecksum(0),
-        }
-        .sealed()
     }
 }
