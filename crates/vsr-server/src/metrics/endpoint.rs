@@ -9,7 +9,9 @@
 //! keep-alive connection) is closed, every connection is closed once it has been open for
 //! [`Limits::lifetime`], and past [`Limits::connections_max`] open connections a new one evicts
 //! the oldest, so a scrape always gets through however many connections sit idle. Request bodies
-//! are never read: hyper drains at most what it already buffered and closes the rest.
+//! are never read: hyper drains at most what it already buffered and closes the rest. A scrape
+//! reads the data directory's sizes and `/proc` ([`Metrics::scrape`]) on a blocking thread, so
+//! a slow disk holds neither the runtime's threads nor the replica's event loop.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
