@@ -323,10 +323,78 @@ impl Codec for KvResult {
     }
 }
 
+/// The name of the operation encoded in `bytes`, from its tag alone: `put`, `get`, `delete`,
+/// `cas`, or `invalid` for bytes no operation starts with ([`vsr::StateMachine::operation_name`]).
+pub(crate) fn operation_name(bytes: &[u8]) -> &'static str {
+    match bytes.first() {
+        Some(&TAG_PUT) => "put",
+        Some(&TAG_GET) => "get",
+        Some(&TAG_DELETE) => "delete",
+        Some(&TAG_COMPARE_AND_SWAP) => "cas",
+        _ => "invalid",
+    }
+}
+
+/// The name of the query encoded in `bytes`, from its tag alone: `get`, `scan`, or `invalid`
+/// ([`vsr::StateMachine::query_name`]).
+pub(crate) fn query_name(bytes: &[u8]) -> &'static str {
+    match bytes.first() {
+        Some(&TAG_GET) => "get",
+        Some(&TAG_SCAN) => "scan",
+        _ => "invalid",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{KEY_SIZE_MAX, VALUE_SIZE_MAX};
+
+    #[test]
+    fn operations_and_queries_are_named_by_their_tag() {
+        let key = Bytes::from_static(b"k");
+        let value = Bytes::from_static(b"v");
+        let operations = [
+            (
+                KvOperation::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                },
+                "put",
+            ),
+            (KvOperation::Get { key: key.clone() }, "get"),
+            (KvOperation::Delete { key: key.clone() }, "delete"),
+            (
+                KvOperation::CompareAndSwap {
+                    key: key.clone(),
+                    expected: None,
+                    new: value,
+                },
+                "cas",
+            ),
+        ];
+        for (operation, name) in operations {
+            assert_eq!(operation_name(&operation.to_bytes()), name);
+        }
+        let scan = KvQuery::Scan {
+            prefix: Bytes::new(),
+            start: None,
+            limit: 1,
+            keys_only: true,
+        };
+        assert_eq!(query_name(&scan.to_bytes()), "scan");
+        assert_eq!(query_name(&KvQuery::Get { key }.to_bytes()), "get");
+        for garbage in [&[][..], &[9], &[TAG_SCAN, 0]] {
+            let expected = if garbage.first() == Some(&TAG_SCAN) {
+                "scan"
+            } else {
+                "invalid"
+            };
+            assert_eq!(query_name(garbage), expected);
+        }
+        assert_eq!(operation_name(&[]), "invalid");
+        assert_eq!(operation_name(&[TAG_SCAN]), "invalid");
+    }
 
     fn bytes(data: &[u8]) -> Bytes {
         Bytes::copy_from_slice(data)

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use imbl::OrdMap;
 use vsr::checksum::Checksum;
-use vsr::{DeltaSource, Op, StateMachine};
+use vsr::{DeltaSource, Op, StateMachine, StateSize};
 
 use crate::delta::{KvDelta, encode_entry};
 use crate::frozen::FrozenDelta;
@@ -52,6 +52,8 @@ pub struct KvStore {
     entries: Entries,
     /// How many entries are live (not tombstones).
     live_count: usize,
+    /// Bytes of the live entries' keys and values.
+    live_bytes: u64,
     /// The highest op applied, directly or through a delta.
     op: Op,
 }
@@ -61,6 +63,7 @@ impl Default for KvStore {
         Self {
             entries: OrdMap::new(),
             live_count: 0,
+            live_bytes: 0,
             op: Op(0),
         }
     }
@@ -83,6 +86,13 @@ impl KvStore {
     #[must_use]
     pub fn len(&self) -> usize {
         self.live_count
+    }
+
+    /// Bytes of the live keys and their values (tombstones and the map's own structure
+    /// excluded), kept as writes execute.
+    #[must_use]
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
     }
 
     /// Whether no key is live (there may still be tombstones).
@@ -136,22 +146,28 @@ impl KvStore {
         }
     }
 
-    /// Records `entry` as the latest write to `key`, keeping the live count in step.
+    /// Records `entry` as the latest write to `key`, keeping the live count and bytes in step.
     fn write(&mut self, key: Bytes, entry: Entry) {
-        let live_new = entry.value.is_some();
+        let key_bytes = key.len() as u64;
+        let bytes_new = entry
+            .value
+            .as_ref()
+            .map(|value| key_bytes + value.len() as u64);
         // An existing key is overwritten in place (one walk down the tree); only a new key
         // needs the insertion's walk.
-        let live_old = if let Some(old) = self.entries.get_mut(&key[..]) {
-            std::mem::replace(old, entry).value.is_some()
+        let bytes_old = if let Some(old) = self.entries.get_mut(&key[..]) {
+            let old = std::mem::replace(old, entry).value;
+            old.map(|value| key_bytes + value.len() as u64)
         } else {
             self.entries.insert(Key::from(key), entry);
-            false
+            None
         };
-        match (live_old, live_new) {
+        match (bytes_old.is_some(), bytes_new.is_some()) {
             (false, true) => self.live_count += 1,
             (true, false) => self.live_count -= 1,
             _ => {}
         }
+        self.live_bytes = self.live_bytes - bytes_old.unwrap_or(0) + bytes_new.unwrap_or(0);
     }
 
     /// Executes a valid operation at `op`.
@@ -274,6 +290,22 @@ impl StateMachine for KvStore {
 
     /// A checksum over every value and tombstone with its version, in key order. The last op
     /// applied is not included: a get changes no state.
+    fn operation_name(operation: &[u8]) -> &'static str {
+        crate::operation::operation_name(operation)
+    }
+
+    fn query_name(query: &[u8]) -> &'static str {
+        crate::operation::query_name(query)
+    }
+
+    /// The live keys and their bytes, kept as writes execute: O(1).
+    fn size(&self) -> Option<StateSize> {
+        Some(StateSize {
+            keys: self.live_count as u64,
+            bytes: self.live_bytes,
+        })
+    }
+
     fn digest(&self) -> u128 {
         let mut checksum = Checksum::default();
         let mut scratch = Vec::new();
@@ -431,6 +463,37 @@ mod tests {
             KvResult::Value(None)
         );
         assert_eq!(store.op(), Op(4));
+    }
+
+    #[test]
+    fn the_size_follows_every_kind_of_write() {
+        let mut store = KvStore::new();
+        let size = |keys, bytes| Some(StateSize { keys, bytes });
+        assert_eq!(store.size(), size(0, 0));
+        store.apply(Op(1), put(b"a", b"123"));
+        store.apply(Op(2), put(b"bb", b"4"));
+        assert_eq!(store.size(), size(2, 4 + 3));
+        store.apply(Op(3), put(b"a", b"1"));
+        assert_eq!(
+            store.size(),
+            size(2, 2 + 3),
+            "an overwrite replaces the value's bytes"
+        );
+        store.apply(Op(4), KvOperation::Delete { key: bytes(b"bb") });
+        store.apply(Op(5), KvOperation::Delete { key: bytes(b"zz") });
+        assert_eq!(store.size(), size(1, 2), "a tombstone is not live");
+        store.apply(Op(6), cas(b"bb", None, b"xyz"));
+        store.apply(Op(7), cas(b"a", Some(b"wrong"), b"long value"));
+        assert_eq!(store.size(), size(2, 2 + 5));
+        let mut restored = KvStore::new();
+        restored.apply(Op(1), put(b"gone", b"soon"));
+        restored.apply_delta(store.delta(Op(0)));
+        assert_eq!(
+            restored.size(),
+            store.size(),
+            "a whole delta replaces the state"
+        );
+        assert_eq!(store.live_bytes(), 7);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use vsr::{Codec, Op, StateMachine};
+use vsr::{Codec, Op, StateMachine, StateSize};
 use vsr_kv::{KvDelta, KvOperation, KvQuery, KvResult, KvStore};
 
 /// The largest piece of a frozen delta's encoding.
@@ -81,6 +81,7 @@ fn transmit(delta: &KvDelta) -> KvDelta {
 fn assert_same(left: &KvStore, right: &KvStore) {
     assert_eq!(left.digest(), right.digest());
     assert_eq!(left.len(), right.len());
+    assert_eq!(left.size(), right.size());
     assert_eq!(left.op(), right.op());
     for key in KEYS {
         assert_eq!(left.get(key), right.get(key), "key {key:?}");
@@ -119,6 +120,10 @@ proptest! {
             prop_assert_eq!(store.apply(Op(op_of(index)), operation), expected);
         }
         prop_assert_eq!(store.len(), model.len());
+        // The size kept as writes execute is the model's, walked.
+        let bytes = model.iter().map(|(key, value)| (key.len() + value.len()) as u64).sum();
+        let size = StateSize { keys: model.len() as u64, bytes };
+        prop_assert_eq!(store.size(), Some(size));
         for key in KEYS {
             prop_assert_eq!(store.get(key), model.get(key));
         }

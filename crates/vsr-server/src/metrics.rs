@@ -4,16 +4,32 @@
 //! `Arc`; the HTTP endpoint ([`endpoint`]) renders it as Prometheus text on `GET /metrics`, and
 //! answers `/healthz` and `/readyz` from it ([`Metrics::readiness`]). The same struct
 //! rate-limits the warnings logged for dropped garbage: at most one line per second per kind.
+//!
+//! Updating a metric is an atomic operation, with no lock and no allocation: the event loop
+//! does it on every request. What costs a system call is read only when scraped
+//! ([`Metrics::scrape`], run off the runtime's threads): the sizes of the data directory's
+//! files (`storage.rs`) and the process metrics (`process.rs`). `histogram.rs` holds the
+//! histogram type and the text format's lines; `operations.rs` the per-operation latencies.
 
 mod endpoint;
+mod histogram;
+mod operations;
+mod process;
+mod storage;
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use vsr::StateSize;
 use vsr::wire::DecodeError;
 
 pub(crate) use endpoint::{bind, serve};
+use histogram::{Histogram, header, metric};
+pub(crate) use operations::OperationSlot;
+use operations::Operations;
+pub(crate) use storage::StorageMetrics;
 
 /// Upper bounds of the request latency histogram's buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -26,58 +42,6 @@ const TURN_BUCKETS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0,
 ];
-
-/// A Prometheus histogram over fixed bucket bounds (in seconds), with its sum and count.
-#[derive(Debug)]
-struct Histogram<const N: usize> {
-    bounds: &'static [f64; N],
-    buckets: [AtomicU64; N],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-    /// The largest value observed, in microseconds.
-    max_micros: AtomicU64,
-}
-
-impl<const N: usize> Histogram<N> {
-    fn new(bounds: &'static [f64; N]) -> Self {
-        Self {
-            bounds,
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-            max_micros: AtomicU64::new(0),
-        }
-    }
-
-    fn observe(&self, value: Duration) {
-        let seconds = value.as_secs_f64();
-        if let Some(bucket) = self.bounds.iter().position(|bound| seconds <= *bound) {
-            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        }
-        let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.max_micros.fetch_max(micros, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        header(out, name, help, "histogram");
-        let mut cumulative = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.buckets) {
-            cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
-    }
-
-    fn max_seconds(&self) -> f64 {
-        self.max_micros.load(Ordering::Relaxed) as f64 / 1e6
-    }
-}
 
 /// Bad input from the network, by kind: the label of `vsr_errors_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,6 +200,8 @@ pub(crate) struct Metrics {
     pub(crate) commit_max: AtomicU64,
     /// `commit_max - commit`: ops known committed in this view, not yet executed here.
     pub(crate) commit_lag: AtomicU64,
+    /// 1 when the replica is the primary of its view in normal status, else 0.
+    pub(crate) primary: AtomicU64,
     /// Whether the event loop has published the replica's state at least once.
     pub(crate) observed: AtomicBool,
     /// The largest [`Metrics::commit_lag`] of a ready replica: the pipeline's depth in ops.
@@ -254,7 +220,15 @@ pub(crate) struct Metrics {
     closed: [AtomicU64; Closed::ALL.len()],
     /// Open inbound connections: clients (and not yet identified), peers.
     connections: [AtomicU64; 2],
+    /// Outbound links to peers that are connected now.
+    peers_connected: AtomicU64,
+    /// The state machine's size: live keys and their bytes, once it reported one.
+    state_keys: AtomicU64,
+    state_bytes: AtomicU64,
+    state_size_known: AtomicBool,
     latency: Histogram<{ LATENCY_BUCKETS.len() }>,
+    operations: Operations,
+    storage: Arc<StorageMetrics>,
     turns: Histogram<{ TURN_BUCKETS.len() }>,
     /// Per error kind, then per drop reason: milliseconds since `start` of the last log line.
     logged_at_millis: [AtomicU64; ErrorKind::ALL.len() + DropReason::ALL.len() + Closed::ALL.len()],
@@ -262,9 +236,9 @@ pub(crate) struct Metrics {
 }
 
 impl Default for Metrics {
-    /// Metrics whose replica is ready only with no lag.
+    /// Metrics whose replica is ready only with no lag, with no data directory to measure.
     fn default() -> Self {
-        Self::new(0)
+        Self::new(0, Arc::new(StorageMetrics::new(None)))
     }
 }
 
@@ -294,6 +268,16 @@ impl std::fmt::Display for NotReady {
     }
 }
 
+/// An outbound link to a peer counted in `vsr_peers_connected` while it lives.
+#[derive(Debug)]
+pub(crate) struct PeerConnected<'a>(&'a AtomicU64);
+
+impl Drop for PeerConnected<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// `vsr_status` of a replica in normal status.
 pub(crate) const STATUS_NORMAL: u64 = 0;
 /// `vsr_status` of a replica in a view change.
@@ -303,8 +287,9 @@ pub(crate) const STATUS_RECOVERING: u64 = 2;
 
 impl Metrics {
     /// Metrics of a replica that is ready while at most `commit_lag_ready_max` ops behind
-    /// (the pipeline's depth in ops, [`vsr::Config::pipeline_ops_max`]).
-    pub(crate) fn new(commit_lag_ready_max: u64) -> Self {
+    /// (the pipeline's depth in ops, [`vsr::Config::pipeline_ops_max`]), whose storage reports
+    /// to `storage`.
+    pub(crate) fn new(commit_lag_ready_max: u64, storage: Arc<StorageMetrics>) -> Self {
         Self {
             view: AtomicU64::new(0),
             status: AtomicU64::new(STATUS_NORMAL),
@@ -312,6 +297,7 @@ impl Metrics {
             commit: AtomicU64::new(0),
             commit_max: AtomicU64::new(0),
             commit_lag: AtomicU64::new(0),
+            primary: AtomicU64::new(0),
             observed: AtomicBool::new(false),
             commit_lag_ready_max,
             requests: AtomicU64::new(0),
@@ -326,7 +312,13 @@ impl Metrics {
             dropped: Default::default(),
             closed: Default::default(),
             connections: Default::default(),
+            peers_connected: AtomicU64::new(0),
+            state_keys: AtomicU64::new(0),
+            state_bytes: AtomicU64::new(0),
+            state_size_known: AtomicBool::new(false),
             latency: Histogram::new(&LATENCY_BUCKETS),
+            operations: Operations::new(),
+            storage,
             turns: Histogram::new(&TURN_BUCKETS),
             logged_at_millis: Default::default(),
             start: Instant::now(),
@@ -402,9 +394,41 @@ impl Metrics {
                 .is_ok()
     }
 
-    /// Records one request's latency.
-    pub(crate) fn observe_latency(&self, latency: Duration) {
+    /// The slot of operations named `name` ([`vsr::StateMachine::operation_name`]).
+    pub(crate) fn operation_slot(&self, name: &'static str) -> OperationSlot {
+        self.operations.slot(name)
+    }
+
+    /// Records the latency of one request or query of the operation in `slot`, in
+    /// `vsr_request_latency_seconds` and in its operation's histogram.
+    pub(crate) fn observe_operation(&self, slot: OperationSlot, latency: Duration) {
         self.latency.observe(latency);
+        self.operations.observe(slot, latency);
+    }
+
+    /// Counts an outbound link to a peer as connected until the guard is dropped.
+    pub(crate) fn peer_connected(&self) -> PeerConnected<'_> {
+        self.peers_connected.fetch_add(1, Ordering::Relaxed);
+        PeerConnected(&self.peers_connected)
+    }
+
+    /// Publishes the state machine's size, if it reports one.
+    pub(crate) fn state_size(&self, size: Option<StateSize>) {
+        if let Some(StateSize { keys, bytes }) = size {
+            self.state_keys.store(keys, Ordering::Relaxed);
+            self.state_bytes.store(bytes, Ordering::Relaxed);
+            self.state_size_known.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The metrics a scrape serves: [`Self::render`], then what is read from the system when
+    /// asked (the data directory's file sizes, the process metrics). Blocking: call it where
+    /// blocking is allowed (`spawn_blocking`).
+    pub(crate) fn scrape(&self) -> String {
+        let mut out = self.render();
+        self.storage.render_sizes(&mut out);
+        process::render(&mut out);
+        out
     }
 
     /// Records how long one turn of the event loop took.
@@ -414,7 +438,18 @@ impl Metrics {
 
     /// The metrics in the Prometheus text format, version 0.0.4.
     pub(crate) fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(8192);
+        self.render_gauges(&mut out);
+        self.render_counters(&mut out);
+        self.render_state(&mut out);
+        self.render_labelled(&mut out);
+        self.render_latency(&mut out);
+        self.operations.render(&mut out);
+        self.storage.render(&mut out);
+        out
+    }
+
+    fn render_gauges(&self, out: &mut String) {
         let gauges = [
             ("vsr_view", "The replica's current view.", &self.view),
             (
@@ -439,10 +474,24 @@ impl Metrics {
                 "vsr_commit_max minus vsr_commit: ops known committed, not yet executed here.",
                 &self.commit_lag,
             ),
+            (
+                "vsr_primary",
+                "1 when this replica is the primary of its view in normal status, else 0.",
+                &self.primary,
+            ),
+            (
+                "vsr_peers_connected",
+                "Outbound links to the other replicas that are connected now (inbound ones: \
+                 vsr_connections{class=\"peer\"}).",
+                &self.peers_connected,
+            ),
         ];
         for (name, help, value) in gauges {
-            metric(&mut out, name, help, "gauge", value.load(Ordering::Relaxed));
+            metric(out, name, help, "gauge", value.load(Ordering::Relaxed));
         }
+    }
+
+    fn render_counters(&self, out: &mut String) {
         let counters = [
             (
                 "vsr_requests_total",
@@ -486,17 +535,21 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in counters {
-            metric(
-                &mut out,
-                name,
-                help,
-                "counter",
-                value.load(Ordering::Relaxed),
-            );
+            metric(out, name, help, "counter", value.load(Ordering::Relaxed));
         }
-        self.render_labelled(&mut out);
-        self.render_latency(&mut out);
-        out
+    }
+
+    /// The state machine's size, once it reported one.
+    fn render_state(&self, out: &mut String) {
+        if !self.state_size_known.load(Ordering::Relaxed) {
+            return;
+        }
+        let keys = self.state_keys.load(Ordering::Relaxed);
+        let help = "Live keys in the state machine.";
+        metric(out, "vsr_state_keys", help, "gauge", keys);
+        let bytes = self.state_bytes.load(Ordering::Relaxed);
+        let help = "Bytes of the live keys and values in the state machine (not its memory).";
+        metric(out, "vsr_state_bytes", help, "gauge", bytes);
     }
 
     fn render_labelled(&self, out: &mut String) {
@@ -542,7 +595,7 @@ impl Metrics {
         self.latency.render(
             out,
             "vsr_request_latency_seconds",
-            "Request arrival at the primary to reply sent.",
+            "Request or query arrival at the primary to reply sent.",
         );
         self.turns.render(
             out,
@@ -561,15 +614,6 @@ impl Metrics {
     }
 }
 
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn metric(out: &mut String, name: &str, help: &str, kind: &str, value: u64) {
-    header(out, name, help, kind);
-    let _ = writeln!(out, "{name} {value}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,7 +626,7 @@ mod tests {
         assert!(metrics.error(ErrorKind::WrongCluster));
         assert!(metrics.dropped(DropReason::PeerQueueFull, 3));
         assert!(metrics.dropped(DropReason::TooFarAhead, 2));
-        metrics.observe_latency(Duration::from_millis(3));
+        metrics.observe_operation(metrics.operation_slot("put"), Duration::from_millis(3));
         let text = metrics.render();
         assert!(text.contains("vsr_errors_total{kind=\"truncated\"} 2\n"));
         assert!(text.contains("vsr_messages_dropped_total{reason=\"peer_queue_full\"} 3\n"));
@@ -591,6 +635,57 @@ mod tests {
         assert!(text.contains("vsr_request_latency_seconds_bucket{le=\"0.0025\"} 0\n"));
         assert!(text.contains("vsr_request_latency_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("vsr_request_latency_seconds_count 1\n"));
+    }
+
+    #[test]
+    fn the_new_gauges_render_with_their_help_and_type() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("wal-1-0.log"), [0u8; 64]).expect("write");
+        let storage = Arc::new(StorageMetrics::new(Some(dir.path().to_owned())));
+        let metrics = Metrics::new(0, storage);
+        let text = metrics.render();
+        assert!(
+            text.contains("# TYPE vsr_primary gauge\nvsr_primary 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE vsr_peers_connected gauge\nvsr_peers_connected 0\n"));
+        assert!(!text.contains("vsr_state_keys"), "no size reported yet");
+        metrics.primary.store(1, Ordering::Relaxed);
+        let first = metrics.peer_connected();
+        let second = metrics.peer_connected();
+        metrics.state_size(Some(StateSize { keys: 3, bytes: 40 }));
+        metrics.state_size(None);
+        let text = metrics.render();
+        assert!(text.contains("vsr_primary 1\n"));
+        assert!(text.contains("vsr_peers_connected 2\n"));
+        assert!(
+            text.contains("# TYPE vsr_state_keys gauge\nvsr_state_keys 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE vsr_state_bytes gauge\nvsr_state_bytes 40\n"));
+        drop((first, second));
+        assert!(metrics.render().contains("vsr_peers_connected 0\n"));
+        let scraped = metrics.scrape();
+        assert!(scraped.contains("# TYPE vsr_log_bytes gauge\nvsr_log_bytes 64\n"));
+        assert!(scraped.contains("# TYPE vsr_checkpoint_bytes gauge\nvsr_checkpoint_bytes 0\n"));
+        if cfg!(target_os = "linux") {
+            assert!(scraped.contains("# TYPE process_cpu_seconds_total counter\n"));
+        }
+        assert_eq!(endpoint::tests::check_exposition(&scraped), Ok(()));
+    }
+
+    #[test]
+    fn an_operation_counts_in_its_own_histogram_and_in_the_request_latency() {
+        let metrics = Metrics::default();
+        let (put, get) = (metrics.operation_slot("put"), metrics.operation_slot("get"));
+        metrics.observe_operation(put, Duration::from_millis(1));
+        metrics.observe_operation(put, Duration::from_millis(1));
+        metrics.observe_operation(get, Duration::from_millis(1));
+        let text = metrics.render();
+        assert!(text.contains("vsr_operation_latency_seconds_count{operation=\"put\"} 2\n"));
+        assert!(text.contains("vsr_operation_latency_seconds_count{operation=\"get\"} 1\n"));
+        assert!(text.contains("vsr_request_latency_seconds_count 3\n"));
+        assert_eq!(endpoint::tests::check_exposition(&text), Ok(()));
     }
 
     #[test]

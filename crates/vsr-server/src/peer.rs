@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{Notify, watch};
 
 use crate::frame::{Backoff, QueueReceiver};
+use crate::metrics::Metrics;
 use crate::transport::Transport;
 
 /// Frames queued for one peer.
@@ -81,13 +82,15 @@ impl Heard {
     }
 }
 
-/// Delivers `queue` to replica `index` at `address` until the queue's sender is dropped.
+/// Delivers `queue` to replica `index` at `address` until the queue's sender is dropped;
+/// counted in `vsr_peers_connected` while connected.
 pub(crate) async fn peer_task<T: Transport>(
     transport: T,
     index: u8,
     address: String,
     mut queue: QueueReceiver<Bytes>,
     heard: Arc<Heard>,
+    metrics: Arc<Metrics>,
 ) {
     let mut backoff = Backoff::new(BACKOFF_MAX);
     let mut renewals = heard.renewals.subscribe();
@@ -113,6 +116,8 @@ pub(crate) async fn peer_task<T: Transport>(
         }
         failures = 0;
         backoff.reset();
+        // Until this connection is given up (or the task is dropped).
+        let _connected = metrics.peer_connected();
         // A silence that ended before this connection existed is no reason to replace it.
         renewals.borrow_and_update();
         let (mut reader, mut writer) = tokio::io::split(stream);

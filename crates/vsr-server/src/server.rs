@@ -24,8 +24,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use vsr::{
-    ClientId, Command, Config, Envelope, Message, Query, Replica, Reply, ReplyResult, Request,
-    Sender, StateMachine, Status,
+    ClientId, Command, Config, Envelope, Message, Operation, Query, Replica, Reply, ReplyResult,
+    Request, Sender, StateMachine, Status,
 };
 
 use crate::backup;
@@ -33,7 +33,8 @@ use crate::error::ServerError;
 use crate::frame::{QueueError, QueueSender, queue};
 use crate::inbound::{Inbound, InboundContext, ReplyRoute, accept_loop};
 use crate::metrics::{
-    self, DropReason, Metrics, STATUS_NORMAL, STATUS_RECOVERING, STATUS_VIEW_CHANGE,
+    self, DropReason, Metrics, OperationSlot, STATUS_NORMAL, STATUS_RECOVERING, STATUS_VIEW_CHANGE,
+    StorageMetrics,
 };
 use crate::peer::{Heard, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_FRAMES_MAX, peer_task};
 use crate::status::{self, ReplicaStatus, StatusKind};
@@ -130,12 +131,12 @@ where
     S: StateMachine + Default + Send + 'static,
 {
     let opened = open_storage(&options).await?;
+    let identity = opened.0.identity;
     let Some(dir) = options.tls.clone() else {
         tracing::warn!("plain TCP without TLS (--insecure): for a trusted network only");
         return serve::<S, _>(TcpTransport, options, opened, shutdown).await;
     };
-    let identity = Identity::Replica(opened.identity.replica);
-    let tls = TlsTransport::new(&dir, opened.identity.cluster, identity)?;
+    let tls = TlsTransport::new(&dir, identity.cluster, Identity::Replica(identity.replica))?;
     let reloads = options.tls_reload.clone().map(|notify| {
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -178,7 +179,7 @@ where
 async fn serve<S, T>(
     transport: T,
     options: ReplicaOptions,
-    opened: Opened,
+    (opened, storage_metrics): (Opened, Arc<StorageMetrics>),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError>
 where
@@ -196,7 +197,7 @@ where
             address: options.addresses[usize::from(index)].clone(),
             source,
         })?;
-    let metrics = Arc::new(Metrics::new(config.pipeline_ops_max()));
+    let metrics = Arc::new(Metrics::new(config.pipeline_ops_max(), storage_metrics));
     let mut tasks = JoinSet::new();
     if let Some(address) = options.metrics {
         let http = metrics::bind(address)
@@ -227,6 +228,7 @@ where
             address.clone(),
             receiver,
             Arc::clone(&heard),
+            Arc::clone(&metrics),
         ));
         peers.push(Some(PeerLink { sender, heard }));
     }
@@ -241,17 +243,24 @@ where
     result
 }
 
-async fn open_storage(options: &ReplicaOptions) -> Result<Opened, ServerError> {
+/// Opens the data directory, its syncs and failed reads observed by the storage metrics
+/// returned, which have counted the damage open found.
+async fn open_storage(
+    options: &ReplicaOptions,
+) -> Result<(Opened, Arc<StorageMetrics>), ServerError> {
     let dir = options.data_dir.clone();
     let cluster = options.cluster;
     let mut tuning = vsr_storage::Tuning::default();
     if let Some(share) = options.checkpoint_disk_share {
         tuning.checkpoint_disk_share_percent = share.clamp(1, 100);
     }
-    let opened =
-        tokio::task::spawn_blocking(move || FileStorage::open_tuned(&dir, Some(cluster), tuning))
-            .await
-            .expect("opening storage does not panic");
+    let storage_metrics = Arc::new(StorageMetrics::new(Some(dir.clone())));
+    let observer = Arc::clone(&storage_metrics);
+    let opened = tokio::task::spawn_blocking(move || {
+        FileStorage::open_observed(&dir, Some(cluster), tuning, observer)
+    })
+    .await
+    .expect("opening storage does not panic");
     let opened = opened.map_err(|source| match source {
         StorageError::Locked { .. } => ServerError::DataDirectoryInUse { source },
         source => ServerError::Storage {
@@ -267,6 +276,7 @@ async fn open_storage(options: &ReplicaOptions) -> Result<Opened, ServerError> {
         });
     }
     let damage = &opened.damage;
+    storage_metrics.damage_found(damage);
     if !damage.is_clean() {
         // The core repairs it: `durable.damaged` makes the replica recover before it votes.
         let checkpoint = if damage.checkpoint_corrupt {
@@ -285,7 +295,7 @@ async fn open_storage(options: &ReplicaOptions) -> Result<Opened, ServerError> {
             "discarded a torn write at the log's tail"
         );
     }
-    Ok(opened)
+    Ok((opened, storage_metrics))
 }
 
 fn config(options: &ReplicaOptions, opened: &Opened) -> Result<Config, ServerError> {
@@ -368,8 +378,9 @@ struct Driver<S: StateMachine> {
     peers: Vec<Option<PeerLink>>,
     /// Where each client's replies go: the connection its latest request came from.
     routes: HashMap<ClientId, ReplyRoute>,
-    /// Arrival time of requests at the primary, by client and request number.
-    arrivals: HashMap<(ClientId, u64), Instant>,
+    /// Arrival time of requests at the primary, and the slot of their operation's latency, by
+    /// client and request number.
+    arrivals: HashMap<(ClientId, u64), (Instant, OperationSlot)>,
     metrics: Arc<Metrics>,
     /// Reused between batches.
     commands: Vec<Command>,
@@ -511,25 +522,40 @@ impl<S: StateMachine> Driver<S> {
             return;
         }
         if let Sender::Client(client) = envelope.envelope().sender {
-            let request = match &envelope.envelope().message {
-                Message::Request(Request { request, .. }) => {
-                    self.metrics.requests.fetch_add(1, Ordering::Relaxed);
-                    request
-                }
-                Message::Query(Query { request, .. }) => {
-                    self.metrics.queries.fetch_add(1, Ordering::Relaxed);
-                    request
-                }
-                _ => unreachable!("decoding admits only requests and queries from clients"),
-            };
+            let (request, name) = self.count_request(&envelope.envelope().message);
             if let Some(route) = route {
                 self.remember_route(client, route);
             }
             if self.replica.is_primary() {
-                self.remember_arrival(client, *request, now);
+                let slot = self.metrics.operation_slot(name);
+                self.remember_arrival(client, request, now, slot);
             }
         }
         self.replica.on_message(envelope);
+    }
+
+    /// Counts a client's request or query; its request number and the name of its operation.
+    fn count_request(&self, message: &Message) -> (u64, &'static str) {
+        match message {
+            Message::Request(Request {
+                request,
+                operation,
+                body,
+                ..
+            }) => {
+                self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+                let name = match operation {
+                    Operation::Register => "register",
+                    Operation::StateMachine | Operation::Noop => S::operation_name(body),
+                };
+                (*request, name)
+            }
+            Message::Query(Query { request, body }) => {
+                self.metrics.queries.fetch_add(1, Ordering::Relaxed);
+                (*request, S::query_name(body))
+            }
+            _ => unreachable!("decoding admits only requests and queries from clients"),
+        }
     }
 
     fn remember_route(&mut self, client: ClientId, route: ReplyRoute) {
@@ -550,15 +576,23 @@ impl<S: StateMachine> Driver<S> {
         self.routes.insert(client, route);
     }
 
-    fn remember_arrival(&mut self, client: ClientId, request: u64, now: Instant) {
+    fn remember_arrival(
+        &mut self,
+        client: ClientId,
+        request: u64,
+        now: Instant,
+        slot: OperationSlot,
+    ) {
         if self.arrivals.len() >= ARRIVALS_MAX {
             self.arrivals
-                .retain(|_, arrival| now.duration_since(*arrival) < ARRIVAL_AGE_MAX);
+                .retain(|_, (arrival, _)| now.duration_since(*arrival) < ARRIVAL_AGE_MAX);
             if self.arrivals.len() >= ARRIVALS_MAX {
                 return;
             }
         }
-        self.arrivals.entry((client, request)).or_insert(now);
+        self.arrivals
+            .entry((client, request))
+            .or_insert((now, slot));
     }
 
     /// Carries out every command the replica emitted.
@@ -611,9 +645,9 @@ impl<S: StateMachine> Driver<S> {
 
     fn reply(&mut self, client: ClientId, frame: Bytes, message: Option<&Message>) {
         if let Some(Message::Reply(Reply { request, .. })) = message
-            && let Some(arrival) = self.arrivals.remove(&(client, *request))
+            && let Some((arrival, slot)) = self.arrivals.remove(&(client, *request))
         {
-            self.metrics.observe_latency(arrival.elapsed());
+            self.metrics.observe_operation(slot, arrival.elapsed());
         }
         let Some(route) = self.routes.get(&client) else {
             self.metrics.dropped(DropReason::ReplyNoConnection, 1);
@@ -661,7 +695,7 @@ impl<S: StateMachine> Driver<S> {
     /// Answers a status request on `route`.
     fn answer_status(&mut self, client: ClientId, request: u64, route: &ReplyRoute) {
         let replica = &self.replica;
-        let (log_bytes, checkpoint_bytes) = data_file_bytes(&self.data_dir);
+        let (log_bytes, checkpoint_bytes) = status::data_file_bytes(&self.data_dir);
         let status = ReplicaStatus {
             replica: replica.index(),
             status: StatusKind::from(replica.status()),
@@ -711,6 +745,10 @@ impl<S: StateMachine> Driver<S> {
         metrics
             .commit_lag
             .store(commit_max.saturating_sub(commit), Ordering::Relaxed);
+        metrics
+            .primary
+            .store(u64::from(replica.is_primary()), Ordering::Relaxed);
+        metrics.state_size(replica.state_machine().size());
         metrics.observed.store(true, Ordering::Release);
         let stats = replica.stats();
         metrics
@@ -757,29 +795,6 @@ impl<S: StateMachine> Driver<S> {
         self.observed = (view, status, rejected, too_far);
     }
 }
-
-/// Bytes of the WAL files and of the checkpoint files in `directory` (0 for what cannot be
-/// listed: a status answers anyway).
-fn data_file_bytes(directory: &std::path::Path) -> (u64, u64) {
-    let (mut log, mut checkpoint) = (0, 0);
-    let Ok(entries) = std::fs::read_dir(directory) else {
-        return (0, 0);
-    };
-    for entry in entries.flatten().take(DATA_FILES_LISTED_MAX) {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let size = entry.metadata().map_or(0, |metadata| metadata.len());
-        if name.starts_with("wal-") {
-            log += size;
-        } else if name.starts_with("checkpoint-") {
-            checkpoint += size;
-        }
-    }
-    (log, checkpoint)
-}
-
-/// Most directory entries a status request looks at (a replica keeps a few dozen files).
-const DATA_FILES_LISTED_MAX: usize = 4096;
 
 fn status_code(status: &Status) -> u64 {
     match status {

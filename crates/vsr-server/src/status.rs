@@ -179,6 +179,30 @@ impl ReplicaStatus {
     }
 }
 
+/// Bytes of the WAL files (with their header copies) and of the checkpoint files in `directory`
+/// (0 for what cannot be listed: a status or a scrape answers anyway), as `vsr status` and the
+/// metrics report them. Blocking: it lists the directory and reads each file's metadata.
+pub(crate) fn data_file_bytes(directory: &std::path::Path) -> (u64, u64) {
+    let (mut log, mut checkpoint) = (0, 0);
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return (0, 0);
+    };
+    for entry in entries.flatten().take(DATA_FILES_LISTED_MAX) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let size = entry.metadata().map_or(0, |metadata| metadata.len());
+        if name.starts_with("wal-") {
+            log += size;
+        } else if name.starts_with("checkpoint-") {
+            checkpoint += size;
+        }
+    }
+    (log, checkpoint)
+}
+
+/// Most directory entries a status request looks at (a replica keeps a few dozen files).
+const DATA_FILES_LISTED_MAX: usize = 4096;
+
 /// Whether `message` is a status query.
 pub(crate) fn is_status_query(message: &Message) -> bool {
     matches!(message, Message::Query(Query { body, .. }) if body.as_ref() == STATUS_QUERY)

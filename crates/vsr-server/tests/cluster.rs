@@ -12,11 +12,12 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use vsr::wire::{self, HEADER_SIZE};
 use vsr::{Codec, Envelope, Message, Operation, Request, Sender};
-use vsr_kv::{KvOperation, KvResult, KvStore};
+use vsr_kv::{KvOperation, KvQuery, KvResult, KvStore};
 use vsr_server::tls::{self, Identity, TlsTransport};
 use vsr_server::{
     Client, ClientPool, ReplicaOptions, RequestError, ServerError, Transport, run_replica,
 };
+use vsr_storage::layout::{self, WalRecordKind};
 
 const CLUSTER_BASE: u128 = 0x5eed_0000_0000_0000_0000_0000_0000_0000;
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -972,4 +973,124 @@ async fn a_backup_of_a_live_cluster_restores_into_a_new_cluster() {
         Some(&b"restore"[..])
     );
     restored.shutdown().await;
+}
+
+impl TestCluster {
+    /// Waits until `metric` of replica `index` satisfies `wanted`; its last value.
+    async fn metric_until(&self, index: usize, name: &str, wanted: impl Fn(u64) -> bool) -> u64 {
+        let mut last = None;
+        for _ in 0..200 {
+            last = self.metric(index, name).await;
+            if last.is_some_and(&wanted) {
+                return last.expect("checked");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("replica {index}: {name} never as expected; last: {last:?}");
+    }
+}
+
+/// The metrics of running replicas move with what they do: the primary's histograms count
+/// each kind of operation, the state size is what was written, every replica syncs its log
+/// and is connected to its peers, and damage found when a replica restarts is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_metrics_follow_the_cluster() {
+    let mut cluster = TestCluster::start(3).await;
+    let client = cluster.client();
+    for i in 0..30 {
+        put(&client, &format!("key{i:02}"), "value").await;
+    }
+    assert_eq!(get(&client, "key00").await.as_deref(), Some(&b"value"[..]));
+    let delete = KvOperation::Delete {
+        key: Bytes::from_static(b"key29"),
+    };
+    assert_eq!(execute(&client, delete).await, Ok(KvResult::Ok));
+    let scan = KvQuery::Scan {
+        prefix: Bytes::new(),
+        start: None,
+        limit: 5,
+        keys_only: true,
+    };
+    let page = client.query(Bytes::from(scan.to_bytes()), DEADLINE).await;
+    assert!(page.is_ok(), "{page:?}");
+
+    let primary = cluster.primary().await;
+    let latency = |operation: &str| {
+        format!("vsr_operation_latency_seconds_count{{operation=\"{operation}\"}}")
+    };
+    for (operation, count) in [
+        ("put", 30),
+        ("get", 1),
+        ("delete", 1),
+        ("scan", 1),
+        ("register", 1),
+    ] {
+        let counted = cluster.metric(primary, &latency(operation)).await;
+        assert!(counted >= Some(count), "{operation}: {counted:?}");
+    }
+    // 29 live keys of 5 bytes, each with a value of 5 bytes.
+    for replica in 0..3 {
+        cluster
+            .metric_until(replica, "vsr_state_keys", |keys| keys == 29)
+            .await;
+        cluster
+            .metric_until(replica, "vsr_state_bytes", |bytes| bytes == 29 * 10)
+            .await;
+        let primary_gauge = u64::from(replica == primary);
+        assert_eq!(
+            cluster.metric(replica, "vsr_primary").await,
+            Some(primary_gauge)
+        );
+        cluster
+            .metric_until(replica, "vsr_peers_connected", |peers| peers == 2)
+            .await;
+        assert!(cluster.metric(replica, "vsr_fsync_seconds_count").await > Some(0));
+        assert!(cluster.metric(replica, "vsr_log_bytes").await > Some(0));
+        let faults = "vsr_storage_faults_total{kind=\"wal_record\"}";
+        assert_eq!(cluster.metric(replica, faults).await, Some(0));
+        if cfg!(target_os = "linux") {
+            assert!(cluster.metric(replica, "process_open_fds").await > Some(0));
+        }
+    }
+
+    // A backup restarted with a record in the middle of its log damaged counts it, and
+    // repairs it from its peers.
+    let backup = (primary + 1) % 3;
+    cluster.kill(backup).await;
+    let wals = layout::wal_files(cluster.dirs[backup].path()).expect("WAL files");
+    let wal = wals.last().expect("a WAL file");
+    let entries: Vec<_> = wal
+        .records()
+        .expect("records")
+        .into_iter()
+        .filter(|record| record.kind == WalRecordKind::Entry && !record.payload.is_empty())
+        .collect();
+    assert!(entries.len() > 10, "the log holds the writes: {entries:?}");
+    let record = &entries[entries.len() / 2];
+    let middle = record.payload.start + (record.payload.end - record.payload.start) / 2;
+    flip_byte(&wal.path, middle);
+    cluster.restart(backup).await;
+    let faults = "vsr_storage_faults_total{kind=\"wal_record\"}";
+    assert!(cluster.metric(backup, faults).await >= Some(1));
+    cluster
+        .metric_until(backup, "vsr_status", |status| status == 0)
+        .await;
+    cluster
+        .metric_until(backup, "vsr_state_keys", |keys| keys == 29)
+        .await;
+    cluster.shutdown().await;
+}
+
+/// Inverts the byte at `offset` of the file at `path`, durably.
+fn flip_byte(path: &std::path::Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("the file opens");
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).expect("read");
+    file.write_all_at(&[!byte[0]], offset).expect("write");
+    file.sync_all().expect("sync");
 }

@@ -4,7 +4,9 @@
 //! [`FileStorage::sync`] makes them durable. On restart [`FileStorage::open`] rebuilds the
 //! [`vsr::DurableState`] the writes produced. Everything here is synchronous; a tokio server runs
 //! it on a dedicated thread through [`StorageThread`], which batches writes into one fdatasync
-//! (group commit). Design and ordering rules: `docs/storage.md`.
+//! (group commit). Design and ordering rules: `docs/storage.md`. A runtime that wants metrics
+//! opens with [`FileStorage::open_observed`]: a [`DiskObserver`] then learns how long each sync
+//! takes and which reads fail, with no dependency of this crate on a metrics library.
 //!
 //! # On-disk layout
 //!
@@ -43,6 +45,7 @@ pub mod fuzzing;
 mod headers;
 pub mod layout;
 mod lock;
+mod observed;
 mod record;
 #[cfg(any(test, feature = "simulation"))]
 pub mod sim_disk;
@@ -58,6 +61,7 @@ mod fault_tests;
 
 pub use disk::Disk;
 pub use error::StorageError;
+pub use observed::DiskObserver;
 pub use storage::{
     CheckpointJob, FileStorage, Leftovers, Tuning, WrittenCheckpoint, format, format_disk,
 };

@@ -6,12 +6,14 @@
 //! rotation, in that order. `open` reads the superblock, loads the checkpoint, replays the WAL.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use vsr::config::REPLICAS_MAX;
 use vsr::{Checkpoint, DurableState, EntryChecksum, Op, ViewState, Write};
 
 use crate::disk::{Disk, RealDisk};
 use crate::headers::Headers;
+use crate::observed::{DiskObserver, ObservedDisk};
 use crate::superblock::{
     COPIES, COPY_SIZE, COPY_STRIDE, CheckpointReference, Copy, SUPERBLOCK_FILE, Superblock,
     UPDATE_COPIES, checkpoint_file_name, is_data_file, wal_files,
@@ -385,6 +387,31 @@ impl FileStorage {
         expected_cluster: Option<u128>,
         tuning: Tuning,
     ) -> Result<Opened, StorageError> {
+        let disk = Box::new(Self::lock(directory)?);
+        Self::open_disk(disk, directory, expected_cluster, tuning)
+    }
+
+    /// As [`Self::open_tuned`], reporting to `observer` how long each sync of this storage's
+    /// own handle takes (those of open and of the storage thread) and which reads fail, from
+    /// open on (see [`DiskObserver`]).
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_observed(
+        directory: &Path,
+        expected_cluster: Option<u128>,
+        tuning: Tuning,
+        observer: Arc<dyn DiskObserver>,
+    ) -> Result<Opened, StorageError> {
+        let disk = Box::new(ObservedDisk::new(
+            Box::new(Self::lock(directory)?),
+            observer,
+        ));
+        Self::open_disk(disk, directory, expected_cluster, tuning)
+    }
+
+    /// The disk of `directory`, locked, once it looks like a data directory.
+    fn lock(directory: &Path) -> Result<RealDisk, StorageError> {
         if !directory.exists() {
             return Err(StorageError::NotFound(directory.to_path_buf()));
         }
@@ -392,8 +419,7 @@ impl FileStorage {
         if !directory.is_dir() || !directory.join(SUPERBLOCK_FILE).is_file() {
             return Err(StorageError::NotVsrData(directory.to_path_buf()));
         }
-        let disk = Box::new(RealDisk::lock(directory)?);
-        Self::open_disk(disk, directory, expected_cluster, tuning)
+        RealDisk::lock(directory)
     }
 
     /// Opens the data on `disk` as [`Self::open`] opens a directory; `directory` only names it

@@ -44,7 +44,7 @@ pub use message::{
 pub use numbers::{EntryChecksum, Op, View};
 pub use replica::{Replica, ReplicaStats, Role, Status};
 pub use snapshot::{DeltaSource, EncodedDelta, Snapshot};
-pub use state_machine::{Codec, CodecError, StateMachine};
+pub use state_machine::{Codec, CodecError, StateMachine, StateSize};
 pub use wire::{Receiver, Verified};
 
 /// Counts a hit of the named coverage mark on this thread: `vsr::mark!(WalTornTailCut)` (see

@@ -106,4 +106,41 @@ pub trait StateMachine {
 
     /// A checksum-like digest of the whole state, used by tests to check that replicas converge.
     fn digest(&self) -> u128;
+
+    /// The kind of the operation encoded in `operation` (a request's body, not decoded), as a
+    /// runtime's metrics label it: per-operation latency, say `put` or `get`. The default,
+    /// `"request"`, puts every operation in one kind.
+    ///
+    /// The runtime calls it for every request the primary receives, so it must be cheap (look
+    /// at a tag byte; decoding would copy the operation) and never panic: the bytes may be
+    /// anything a client sent. It must answer from a small fixed set of names made of lower
+    /// case ASCII letters, digits and `_` (a runtime keeps a few series per name and folds
+    /// names past its bound, or not of that form, into one).
+    fn operation_name(operation: &[u8]) -> &'static str {
+        let _ = operation;
+        "request"
+    }
+
+    /// As [`StateMachine::operation_name`], for the query encoded in `query`; the default is
+    /// `"query"`.
+    fn query_name(query: &[u8]) -> &'static str {
+        let _ = query;
+        "query"
+    }
+
+    /// The size of the state as it is now, for a runtime's metrics; `None` (the default) when
+    /// the state machine does not keep count. Called after every batch of events the replica
+    /// handles: it must be O(1), from counts kept as operations execute, never a walk.
+    fn size(&self) -> Option<StateSize> {
+        None
+    }
+}
+
+/// The size of a state machine's state ([`StateMachine::size`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// Live keys (or whatever the state's unit of content is).
+    pub keys: u64,
+    /// Bytes of live content: keys and values, without the structure that holds them.
+    pub bytes: u64,
 }

@@ -9,7 +9,9 @@
 //! keep-alive connection) is closed, every connection is closed once it has been open for
 //! [`Limits::lifetime`], and past [`Limits::connections_max`] open connections a new one evicts
 //! the oldest, so a scrape always gets through however many connections sit idle. Request bodies
-//! are never read: hyper drains at most what it already buffered and closes the rest.
+//! are never read: hyper drains at most what it already buffered and closes the rest. A scrape
+//! reads the data directory's sizes and `/proc` ([`Metrics::scrape`]) on a blocking thread, so
+//! a slow disk holds neither the runtime's threads nor the replica's event loop.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -113,8 +115,9 @@ pub(crate) async fn serve_with(listener: TcpListener, metrics: Arc<Metrics>, lim
 async fn connection(stream: TcpStream, metrics: Arc<Metrics>, limits: Limits) {
     let service = service_fn(move |request: Request<Incoming>| {
         // The request, and with it its unread body, is dropped here.
-        let response = respond(request.method(), request.uri().path(), &metrics);
-        std::future::ready(Ok::<_, Infallible>(response))
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let metrics = Arc::clone(&metrics);
+        async move { Ok::<_, Infallible>(respond(&method, &path, metrics).await) }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -140,13 +143,23 @@ async fn connection(stream: TcpStream, metrics: Arc<Metrics>, limits: Limits) {
 
 /// The response to `method path`: the metrics, the health, 404 for another path, 405 for
 /// another method.
-fn respond(method: &Method, path: &str, metrics: &Metrics) -> Response<Full<Bytes>> {
+async fn respond(method: &Method, path: &str, metrics: Arc<Metrics>) -> Response<Full<Bytes>> {
     match path {
-        "/metrics" if method == Method::GET => text(
-            StatusCode::OK,
-            CONTENT_TYPE_METRICS,
-            metrics.render().into(),
-        ),
+        "/metrics" if method == Method::GET => {
+            // A scrape lists the data directory and reads /proc: off the runtime's threads.
+            match tokio::task::spawn_blocking(move || metrics.scrape()).await {
+                Ok(body) => text(StatusCode::OK, CONTENT_TYPE_METRICS, body.into()),
+                Err(error) => {
+                    tracing::warn!(%error, "the metrics could not be gathered");
+                    let body = "the metrics could not be gathered\n";
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        CONTENT_TYPE_ERROR,
+                        body.into(),
+                    )
+                }
+            }
+        }
         "/metrics" => not_allowed("the metrics are at GET /metrics", "GET"),
         "/healthz" | "/readyz" if method != Method::GET && method != Method::HEAD => {
             not_allowed("health answers GET and HEAD", HEALTH_METHODS)
@@ -193,4 +206,4 @@ fn text(status: StatusCode, content_type: &'static str, body: Bytes) -> Response
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -12,6 +12,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::{Limits, serve_with};
 use crate::metrics::{
     DropReason, ErrorKind, Metrics, STATUS_NORMAL, STATUS_RECOVERING, STATUS_VIEW_CHANGE,
+    StorageMetrics,
 };
 
 /// Longest wait for one response.
@@ -40,10 +41,13 @@ impl Endpoint {
     async fn start(limits: Limits) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let metrics = Arc::new(Metrics::new(LAG_READY_MAX));
+        let metrics = Arc::new(Metrics::new(
+            LAG_READY_MAX,
+            Arc::new(StorageMetrics::new(None)),
+        ));
         metrics.error(ErrorKind::Truncated);
         metrics.dropped(DropReason::PeerQueueFull, 3);
-        metrics.observe_latency(Duration::from_millis(3));
+        metrics.observe_operation(metrics.operation_slot("put"), Duration::from_millis(3));
         let server = tokio::spawn(serve_with(listener, Arc::clone(&metrics), limits));
         Self {
             address,
@@ -146,8 +150,11 @@ fn is_closed(stream: &TcpStream) -> bool {
 }
 
 /// Checks that `text` is Prometheus text exposition: `# HELP`/`# TYPE` comments and
-/// `name{label="value",...} value` samples.
-fn check_exposition(text: &str) -> Result<(), String> {
+/// `name{label="value",...} value` samples, each sample of a metric whose `# HELP` and
+/// `# TYPE` came before it (a histogram's `_bucket`, `_sum` and `_count` under its name).
+pub(crate) fn check_exposition(text: &str) -> Result<(), String> {
+    let mut helped = std::collections::BTreeSet::new();
+    let mut typed = std::collections::BTreeMap::new();
     let is_name = |name: &str| {
         let mut chars = name.chars();
         chars
@@ -164,10 +171,11 @@ fn check_exposition(text: &str) -> Result<(), String> {
             let mut words = comment.splitn(3, ' ');
             let (keyword, name, rest) = (words.next(), words.next(), words.next());
             let valid = match (keyword, name, rest) {
-                (Some("HELP"), Some(name), Some(_)) => is_name(name),
+                (Some("HELP"), Some(name), Some(_)) => is_name(name) && helped.insert(name),
                 (Some("TYPE"), Some(name), Some(kind)) => {
                     is_name(name)
                         && ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind)
+                        && typed.insert(name, kind).is_none()
                 }
                 _ => false,
             };
@@ -184,6 +192,14 @@ fn check_exposition(text: &str) -> Result<(), String> {
         };
         if !is_name(name) {
             return Err(bad());
+        }
+        let histogram = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|family| typed.get(family) == Some(&"histogram"));
+        let family = histogram.unwrap_or(name);
+        if !typed.contains_key(family) || !helped.contains(family) {
+            return Err(format!("no HELP or TYPE before {line:?}"));
         }
         for label in labels.split(',').filter(|label| !label.is_empty()) {
             let (key, quoted) = label.split_once('=').ok_or_else(bad)?;
@@ -202,9 +218,23 @@ fn check_exposition(text: &str) -> Result<(), String> {
 #[test]
 fn the_exposition_check_rejects_what_is_not_exposition() {
     assert_eq!(
-        check_exposition("# TYPE a counter\na 1\nb{c=\"d\"} 2\n"),
+        check_exposition(
+            "# HELP a A.\n# TYPE a counter\na 1\n# HELP b B.\n# TYPE b gauge\nb{c=\"d\"} 2\n\
+             # HELP h H.\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 2\nh_count 1\n"
+        ),
         Ok(())
     );
+    for bad in [
+        "# TYPE a counter\na 1\n",
+        "# HELP a A.\na 1\n",
+        "# HELP a A.\n# TYPE a gauge\na_count 1\n",
+        "# HELP a A.\n# TYPE a gauge\n# HELP a A.\n# TYPE a gauge\na 1\n",
+        "# TYPE a thing\n",
+        "# NOTE a b\n",
+    ] {
+        assert!(check_exposition(bad).is_err(), "accepted {bad:?}");
+    }
+    // Samples of a declared metric that are not well formed.
     for bad in [
         "a 1",
         "a\n",
@@ -212,10 +242,9 @@ fn the_exposition_check_rejects_what_is_not_exposition() {
         "1a 1\n",
         "a{c=d} 1\n",
         "a{c=\"d\" 1\n",
-        "# TYPE a thing\n",
-        "# NOTE a b\n",
     ] {
-        assert!(check_exposition(bad).is_err(), "accepted {bad:?}");
+        let text = format!("# HELP a A.\n# TYPE a gauge\n{bad}");
+        assert!(check_exposition(&text).is_err(), "accepted {text:?}");
     }
 }
 
@@ -228,7 +257,8 @@ async fn serves_the_rendered_metrics_as_prometheus_text() {
         response.header("content-type"),
         Some("text/plain; version=0.0.4")
     );
-    assert_eq!(response.body, endpoint.metrics.render());
+    // The atomics, then what is read when scraped (here: the process metrics).
+    assert!(response.body.starts_with(&endpoint.metrics.render()));
     assert_eq!(check_exposition(&response.body), Ok(()));
     for sample in [
         "vsr_view 0\n",
