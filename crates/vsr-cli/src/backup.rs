@@ -4,8 +4,9 @@
 //! `vsr backup` finds the primary (a status request to every replica), asks it for its state at
 //! its commit number (`vsr_server::backup`: frozen at once, streamed off its event loop while it
 //! goes on serving), and writes the stream to `FILE.partial`, which becomes FILE only once the
-//! whole state arrived, matched the checksum the replica sent, and was synced. Taken from the
-//! primary, the backup holds every write acknowledged before it was asked for.
+//! whole state arrived, matched the checksum the replica sent, and was synced. The primary
+//! answers it as a read (once a quorum confirmed its view), so the backup holds every write
+//! acknowledged before it was asked for.
 //!
 //! `vsr restore` checks the whole file first (every checksum, `vsr_storage::backup::verify`),
 //! and writes nothing if anything is wrong; then it formats each data directory, under its lock,
@@ -35,9 +36,9 @@ use crate::args::{
 #[command(after_help = "\
 The backup is the cluster's state at one committed op, the one it prints: every write \
 acknowledged before the backup was asked for is in it, and of the writes acknowledged while \
-it ran, those up to that op. It is taken from the primary (found with a status request) \
-unless --replica names another replica; a backup replica's copy may be a little older. \
-Replicas go on serving meanwhile.
+it ran, those up to that op. The primary (found with a status request) serves it as it serves \
+a read: once a quorum of replicas confirmed it still leads its view, so a primary cut off \
+from the others cannot hand out an old state. Replicas go on serving meanwhile.
 
 Over TLS a backup needs an operator's certificate (`vsr certs --operator NAME`); without \
 --tls-identity the directory's only operator certificate is used.
@@ -50,9 +51,6 @@ pub(crate) struct BackupArgs {
     security: Security,
     #[command(flatten)]
     identity: ClientIdentity,
-    /// Take the backup from this replica instead of the primary.
-    #[arg(long)]
-    replica: Option<u8>,
     /// Give up when the replica sends nothing for this long (for example 30s, 2m); also how
     /// long to look for a primary.
     #[arg(long, env = "VSR_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -70,9 +68,6 @@ pub(crate) fn run_backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let cluster = args.cluster.cluster;
     let network = operator_network(&args.security, &args.identity, cluster, "backup")?;
     let replica_count = crate::status::replica_count(&args.cluster.addresses)?;
-    if let Some(replica) = args.replica.filter(|replica| *replica >= replica_count) {
-        bail!("--replica {replica} is not one of the {replica_count} replicas --addresses names");
-    }
     if args.file.exists() && !args.force {
         bail!(
             "{} exists: choose another file, or pass --force to replace it",
@@ -135,10 +130,7 @@ async fn take(
     replica_count: u8,
     partial: &Path,
 ) -> anyhow::Result<(u8, BackupSummary)> {
-    let replica = match args.replica {
-        Some(replica) => replica,
-        None => find_primary(args, network, replica_count).await?,
-    };
+    let replica = find_primary(args, network, replica_count).await?;
     let file = std::fs::File::create(partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
     let source = BackupSource {
@@ -232,8 +224,8 @@ async fn find_primary(
         format!(" ({})", last_errors.join("; "))
     };
     bail!(
-        "no replica answered as primary within {:?}{detail}: wait for the cluster to elect one, \
-         or pass --replica I to take the backup from a given replica",
+        "no replica answered as primary within {:?}{detail}: a backup needs the cluster to have \
+         a primary",
         args.timeout
     )
 }

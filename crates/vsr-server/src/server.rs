@@ -24,8 +24,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 use vsr::{
-    ClientId, Command, Config, Envelope, Message, Operation, Query, Replica, Reply, ReplyResult,
-    Request, Sender, StateMachine, Status,
+    Checkpoint, ClientId, Command, Config, Envelope, Message, Operation, Query, Replica, Reply,
+    ReplyResult, Request, Sender, StateMachine, Status, View,
 };
 
 use crate::backup;
@@ -393,6 +393,9 @@ struct Driver<S: StateMachine> {
     started: Instant,
     /// Backups being streamed.
     backups: Arc<AtomicUsize>,
+    /// Backup requests the replica holds until a quorum confirms its view, by client and
+    /// request number.
+    backups_waiting: HashMap<(ClientId, u64), backup::Asker>,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -416,6 +419,7 @@ impl<S: StateMachine> Driver<S> {
             data_dir: options.data_dir.clone(),
             started: Instant::now(),
             backups: Arc::new(AtomicUsize::new(0)),
+            backups_waiting: HashMap::new(),
         }
     }
 
@@ -617,6 +621,12 @@ impl<S: StateMachine> Driver<S> {
                     );
                 }
                 Command::Persist { seq, write } => writes.push((seq, write)),
+                Command::Snapshot {
+                    client,
+                    request,
+                    view,
+                    checkpoint,
+                } => self.serve_backup(client, request, view, checkpoint),
                 Command::Checkpoint { checkpoint } => {
                     // Earlier writes go first: the checkpoint waits for them to be durable.
                     let storage = self.storage.as_ref().expect("running");
@@ -627,6 +637,7 @@ impl<S: StateMachine> Driver<S> {
         }
         self.storage.as_ref().expect("running").submit_all(writes);
         self.commands = commands;
+        self.refuse_stale_backups();
     }
 
     fn send(&mut self, to: u8, frame: Bytes) {
@@ -680,15 +691,42 @@ impl<S: StateMachine> Driver<S> {
             queue: route.queue,
         };
         let view = self.replica.view();
-        match self.replica.snapshot_at_commit() {
-            Some((view, checkpoint)) => {
-                tracing::info!(op = checkpoint.op.get(), "backup requested");
-                backup::spawn(asker, view, checkpoint, Arc::clone(&self.backups));
-            }
-            None => asker.refuse(
+        if self.backups_waiting.len() >= backup::BACKUPS_MAX {
+            asker.refuse(
                 view,
-                "not in normal status (a view change or recovery is under way): try again",
-            ),
+                "too many backups under way on this replica: try again later",
+            );
+        } else if self.replica.request_snapshot(client, request) {
+            // Answered as a read: once a quorum confirmed this primary's view (`drain`).
+            tracing::info!(commit = self.replica.commit().get(), "backup requested");
+            self.backups_waiting.insert((client, request), asker);
+        } else {
+            asker.refuse(
+                view,
+                "this replica is not the primary of its view in normal status: ask the primary",
+            );
+        }
+    }
+
+    /// Streams the state the replica handed over for a backup request.
+    fn serve_backup(&mut self, client: ClientId, request: u64, view: View, checkpoint: Checkpoint) {
+        if let Some(asker) = self.backups_waiting.remove(&(client, request)) {
+            backup::spawn(asker, view, checkpoint, Arc::clone(&self.backups));
+        }
+    }
+
+    /// A replica that is no longer primary dropped the backup requests it held: say so rather
+    /// than leave the askers waiting.
+    fn refuse_stale_backups(&mut self) {
+        if self.backups_waiting.is_empty() || self.replica.is_primary() {
+            return;
+        }
+        let view = self.replica.view();
+        for (_, asker) in self.backups_waiting.drain() {
+            asker.refuse(
+                view,
+                "the primary changed before the backup began: try again",
+            );
         }
     }
 

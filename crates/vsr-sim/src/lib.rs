@@ -24,6 +24,7 @@
 //! [`history`] and [`linearizability`] the client history and its check, [`scenario`] scripted
 //! fault schedules.
 
+mod backups;
 pub mod checker;
 mod disk_faults;
 mod faults;

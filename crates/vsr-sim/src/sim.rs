@@ -208,6 +208,8 @@ pub(crate) struct Simulator {
     pub(crate) ever_durable: BTreeMap<(Op, EntryChecksum), u8>,
     /// Per replica, the highest op of a checkpoint ever durable on its disk.
     pub(crate) checkpoint_durable: Vec<Op>,
+    /// Backups asked of primaries, and what they must hold.
+    pub(crate) backups: crate::backups::Backups,
 }
 
 impl Simulator {
@@ -256,6 +258,7 @@ impl Simulator {
             last_values: BTreeMap::new(),
             ever_durable: BTreeMap::new(),
             checkpoint_durable: vec![Op(0); usize::from(plan.replicas)],
+            backups: crate::backups::Backups::default(),
             plan,
         };
         simulator.create_clients();
@@ -305,6 +308,7 @@ impl Simulator {
             } => {
                 if let Some(running) = self.running(replica, incarnation) {
                     running.on_tick();
+                    self.maybe_ask_backup(replica);
                     self.after_replica(replica)?;
                     self.schedule_tick(replica);
                 }
@@ -492,12 +496,19 @@ impl Simulator {
                 }
                 Command::Reply { client, envelope } => {
                     self.check_reply_durable(index, &envelope.message)?;
+                    self.backups.on_reply(&envelope.message);
                     if let Some(&client) = self.client_index.get(&client) {
                         self.send(Node::Replica(index), Node::Client(client), envelope);
                     }
                 }
                 Command::Persist { seq, write } => self.persist(index, seq, write),
                 Command::Checkpoint { checkpoint } => self.checkpoint_background(index, checkpoint),
+                Command::Snapshot {
+                    request,
+                    view,
+                    checkpoint,
+                    ..
+                } => self.check_backup(index, request, view, &checkpoint)?,
             }
         }
         let replica = self.replicas[usize::from(index)]

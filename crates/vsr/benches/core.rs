@@ -166,7 +166,7 @@ impl Cluster {
                     Command::Send { to, envelope } => self.inbox.push_back((to, envelope)),
                     Command::Reply { .. } => self.replies += 1,
                     Command::Persist { seq, .. } => durable = Some(seq),
-                    Command::Checkpoint { .. } => {}
+                    Command::Checkpoint { .. } | Command::Snapshot { .. } => {}
                 }
             }
             if let Some(seq) = durable {
@@ -175,8 +175,10 @@ impl Cluster {
                     match command {
                         Command::Send { to, envelope } => self.inbox.push_back((to, envelope)),
                         Command::Reply { .. } => self.replies += 1,
-                        Command::Persist { .. } | Command::Checkpoint { .. } => {
-                            unreachable!("durability emits no write")
+                        Command::Persist { .. }
+                        | Command::Checkpoint { .. }
+                        | Command::Snapshot { .. } => {
+                            unreachable!("durability emits no write and answers no read")
                         }
                     }
                 }

@@ -176,6 +176,8 @@ impl Cluster {
                         self.disks[index].apply(&Write::Checkpoint(checkpoint));
                         replica.on_checkpoint_durable(op);
                     }
+                    // Only for whoever asked with `request_snapshot` (a backup); nobody here.
+                    Command::Snapshot { .. } => {}
                 }
             }
         }

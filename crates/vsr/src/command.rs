@@ -38,6 +38,20 @@ pub enum Command {
         /// The checkpoint (whole, or an increment on the previous one).
         checkpoint: Checkpoint,
     },
+    /// Hand the whole state at the commit number to the client that asked for it with
+    /// `Replica::request_snapshot` (a backup): a read of the whole state, answered as queries
+    /// are (after a quorum confirmed the primary's view), so it holds every write acknowledged
+    /// before the request arrived.
+    Snapshot {
+        /// The client that asked.
+        client: ClientId,
+        /// Its request number.
+        request: u64,
+        /// The view the primary answers in.
+        view: View,
+        /// The state: a whole checkpoint at the commit number.
+        checkpoint: Checkpoint,
+    },
     /// Make a write durable, then call `Replica::on_persisted(seq)`.
     Persist {
         /// Sequence number of this write; strictly increasing per replica incarnation.

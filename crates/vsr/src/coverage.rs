@@ -112,6 +112,9 @@ marks! {
     RequestResendInPipeline => "request-resend-already-in-pipeline",
     /// A request that finds the queue full is dropped.
     RequestQueueFullDropped => "request-queue-full-dropped",
+    /// A request for the whole state (a backup) is answered as a read: after a quorum
+    /// confirmed the primary's view.
+    SnapshotAnswered => "snapshot-answered-as-read",
     /// A resent query finds its first copy still waiting: the copy answers both.
     ReadResendWaiting => "read-resend-waiting",
     /// A query that finds the primary's read queue full is dropped.

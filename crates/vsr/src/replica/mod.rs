@@ -501,26 +501,28 @@ impl<S: StateMachine> Replica<S> {
     }
 
     /// The whole replicated state (client table and state machine) at the commit number,
-    /// frozen now, with the view it was committed in: what a backup of a live cluster captures
-    /// (`vsr backup`). `None` outside normal status, where the commit number may not yet be
-    /// this replica's to vouch for. Costs what [`StateMachine::frozen_delta`] costs; the
-    /// encoding happens when the snapshot's pieces are pulled.
+    /// frozen now, with the view: `None` outside normal status. Not a linearizable read: a
+    /// replica cut off from its peers may be behind the cluster; a backup asks the primary
+    /// with [`Replica::request_snapshot`] instead. Costs what [`StateMachine::frozen_delta`]
+    /// costs; the encoding happens when the snapshot's pieces are pulled.
     #[must_use]
     pub fn snapshot_at_commit(&self) -> Option<(View, Checkpoint)> {
-        if !self.is_normal() {
-            return None;
-        }
+        self.is_normal()
+            .then(|| (self.view, self.checkpoint_at_commit()))
+    }
+
+    /// A whole checkpoint of the state at the commit number.
+    fn checkpoint_at_commit(&self) -> Checkpoint {
         let op_checksum = self
             .log
             .checksum(self.commit)
             .expect("the log knows the commit's checksum");
-        let checkpoint = Checkpoint {
+        Checkpoint {
             op: self.commit,
             op_checksum,
             since: Op(0),
             snapshot: self.snapshot(Op(0)),
-        };
-        Some((self.view, checkpoint))
+        }
     }
 
     /// Whether this replica is the primary of its view, in normal status.
@@ -817,7 +819,10 @@ impl<S: StateMachine> Replica<S> {
                 }
                 _ => true,
             },
-            Command::Reply { .. } | Command::Persist { .. } | Command::Checkpoint { .. } => true,
+            Command::Reply { .. }
+            | Command::Persist { .. }
+            | Command::Checkpoint { .. }
+            | Command::Snapshot { .. } => true,
         }
     }
 

@@ -30,17 +30,27 @@ use std::collections::{BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use super::Replica;
+use crate::command::Command;
 use crate::config::REPLICAS_MAX;
 use crate::message::{ClientId, Commit, Confirm, Message, Query, ReplicaIndex, ReplyResult};
 use crate::numbers::{Op, View};
 use crate::state_machine::{Codec, StateMachine};
 
-/// A query waiting for its round.
+/// What a waiting read asks for.
+#[derive(Debug)]
+enum Wanted {
+    /// A state machine query (its encoding, checked on arrival).
+    Query(Bytes),
+    /// The whole state at the commit number ([`Replica::request_snapshot`]).
+    Snapshot,
+}
+
+/// A read waiting for its round.
 #[derive(Debug)]
 struct Waiting {
     client: ClientId,
     request: u64,
-    body: Bytes,
+    wanted: Wanted,
     /// The round whose confirmation by a quorum lets it be answered.
     round: u64,
     /// The tick it arrived at.
@@ -115,6 +125,24 @@ impl<S: StateMachine> Replica<S> {
             self.stats.messages_dropped += 1;
             return;
         }
+        self.queue_read(client, request, Wanted::Query(body));
+    }
+
+    /// Asks for the whole state at the commit number, as a read: once a quorum confirmed this
+    /// primary's view after the request, [`Command::Snapshot`] hands it to the driver for
+    /// `client`. Returns `false` (and does nothing) unless this replica is the primary of its
+    /// view in normal status; a primary that leaves its role drops the request, as its reads.
+    ///
+    /// [`Command::Snapshot`]: crate::Command::Snapshot
+    pub fn request_snapshot(&mut self, client: ClientId, request: u64) -> bool {
+        if !self.is_primary() || client == 0 {
+            return false;
+        }
+        self.queue_read(client, request, Wanted::Snapshot);
+        true
+    }
+
+    fn queue_read(&mut self, client: ClientId, request: u64, wanted: Wanted) {
         let clients_max = self.config.clients_max;
         let alone = self.config.faults_max() == 0;
         let round = self.round_last + 1;
@@ -141,7 +169,7 @@ impl<S: StateMachine> Replica<S> {
         reads.waiting.push_back(Waiting {
             client,
             request,
-            body,
+            wanted,
             round,
             arrived,
         });
@@ -292,14 +320,28 @@ impl<S: StateMachine> Replica<S> {
             }
             let read = reads.waiting.pop_front().expect("checked");
             reads.waiting_ids.remove(&(read.client, read.request));
-            let query = S::Query::decode(&read.body).expect("validated on arrival");
-            let answer = Bytes::from(self.state_machine.query(query).to_bytes());
-            self.reply(
-                read.client,
-                commit,
-                read.request,
-                ReplyResult::Answered(answer),
-            );
+            match read.wanted {
+                Wanted::Query(body) => {
+                    let query = S::Query::decode(&body).expect("validated on arrival");
+                    let answer = Bytes::from(self.state_machine.query(query).to_bytes());
+                    self.reply(
+                        read.client,
+                        commit,
+                        read.request,
+                        ReplyResult::Answered(answer),
+                    );
+                }
+                Wanted::Snapshot => {
+                    crate::mark!(SnapshotAnswered);
+                    let checkpoint = self.checkpoint_at_commit();
+                    self.commands.push(Command::Snapshot {
+                        client: read.client,
+                        request: read.request,
+                        view: self.view,
+                        checkpoint,
+                    });
+                }
+            }
             self.stats.reads_answered += 1;
         }
     }

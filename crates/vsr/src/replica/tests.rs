@@ -765,6 +765,8 @@ struct Cluster {
     /// Deliver the newest message first (reordering everything sent together).
     newest_first: bool,
     replies: Vec<(Op, u64, ReplyResult)>,
+    /// The whole-state snapshots handed over for backups: (request, view, checkpoint).
+    snapshots: Vec<(u64, View, crate::command::Checkpoint)>,
 }
 
 impl Cluster {
@@ -782,6 +784,7 @@ impl Cluster {
             network: std::collections::VecDeque::new(),
             newest_first: false,
             replies: Vec::new(),
+            snapshots: Vec::new(),
         }
     }
 
@@ -799,6 +802,12 @@ impl Cluster {
                     self.disks[index].apply(&Write::Checkpoint(checkpoint));
                 }
                 Command::Send { to, envelope } => self.network.push_back((to, envelope)),
+                Command::Snapshot {
+                    request,
+                    view,
+                    checkpoint,
+                    ..
+                } => self.snapshots.push((request, view, checkpoint)),
                 Command::Reply { envelope, .. } => {
                     if let Message::Reply(Reply {
                         op,
@@ -2207,4 +2216,42 @@ fn no_snapshot_at_commit_outside_normal_status() {
     drain(&mut backup);
     assert!(!matches!(backup.status(), Status::Normal(_)));
     assert!(backup.snapshot_at_commit().is_none());
+}
+
+/// A snapshot for a backup is a read: the primary hands it over only once a quorum confirmed
+/// its view after the request, at its commit number; a primary cut off from its backups hands
+/// over nothing, and a backup replica refuses the request.
+#[test]
+fn a_snapshot_request_is_answered_as_a_read() {
+    let mut cluster = Cluster::new(3);
+    cluster.submit(register());
+    for number in 2..=5 {
+        cluster.submit(add(number, 1, number));
+    }
+    let primary = cluster.primary();
+    let backup = (primary + 1) % 3;
+    assert!(
+        !cluster.replicas[backup]
+            .as_mut()
+            .unwrap()
+            .request_snapshot(7, 1)
+    );
+    cluster.isolated[primary] = true;
+    assert!(
+        cluster.replicas[primary]
+            .as_mut()
+            .unwrap()
+            .request_snapshot(7, 2)
+    );
+    cluster.settle();
+    assert!(cluster.snapshots.is_empty(), "no quorum confirmed the view");
+    cluster.isolated[primary] = false;
+    cluster.tick(20);
+    let commit = cluster.replica(primary).commit();
+    assert_eq!(cluster.snapshots.len(), 1, "{:?}", cluster.snapshots.len());
+    let (request, view, checkpoint) = cluster.snapshots[0].clone();
+    assert_eq!(request, 2);
+    assert_eq!(view, cluster.replica(primary).view());
+    assert_eq!(checkpoint.op, commit);
+    assert_eq!(checkpoint.since, Op(0));
 }
