@@ -1,37 +1,59 @@
 //! Operations: the Prometheus configuration and alert rules in `deploy/` pass promtool's checks
 //! and their own unit tests (which fail when a rule is broken), and the metrics that the rules
 //! and docs/operations.md name are the ones a real replica exports, each documented with its
-//! type, so neither can drift from the code.
+//! type, so neither can drift from the code; promtool also lints what the replica exports.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{Cluster, stderr, stdout};
 
 /// A file of the repository, by its path from the root.
 fn repository(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
-/// Runs `promtool ARGS` in `dir`; fails the test, saying how to install it, if it is missing.
-fn promtool(dir: &Path, args: &[&str]) -> Output {
+/// `promtool ARGS` in `dir`; fails the test, saying how to install it, if it is missing.
+fn promtool_command(dir: &Path, args: &[&str]) -> Command {
     let version = Command::new("promtool").arg("--version").output();
     assert!(
         version.is_ok_and(|output| output.status.success()),
         "promtool is missing: install Prometheus (apt-get install prometheus) to check \
          deploy/prometheus.yml and deploy/alerts.yml"
     );
-    Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("promtool runs")
+    let mut command = Command::new("promtool");
+    command.args(args).current_dir(dir);
+    command
+}
+
+/// Runs `promtool ARGS` in `dir`.
+fn promtool(dir: &Path, args: &[&str]) -> Output {
+    promtool_command(dir, args).output().expect("promtool runs")
+}
+
+/// Runs `promtool ARGS` with `input` on its standard input.
+fn promtool_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = promtool_command(Path::new("."), args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(input.as_bytes())
+        .expect("write to promtool");
+    drop(stdin);
+    child.wait_with_output().expect("promtool's output")
 }
 
 #[test]
@@ -59,7 +81,11 @@ fn the_alert_tests_catch_a_broken_rule() {
     let tests = read(&repository("deploy/alerts.test.yml"));
     // Each slip makes one alert miss what it must catch, or fire on a healthy cluster.
     let slips = [
-        ("VsrReplicaDown", "up{job=~\"vsr.*\"} == 0", "up{job=~\"vsr.*\"} == 2"),
+        (
+            "VsrReplicaDown",
+            "up{job=~\"vsr.*\"} == 0",
+            "up{job=~\"vsr.*\"} == 2",
+        ),
         ("VsrNoQuorum", "/ 2) + 1", "/ 2)"),
         (
             "VsrReplicaLagging",
@@ -134,7 +160,10 @@ fn documented(markdown: &str) -> BTreeMap<String, String> {
 }
 
 /// What differs between the families a replica exports and the documented ones.
-fn drift(exported: &BTreeMap<String, String>, documented: &BTreeMap<String, String>) -> Vec<String> {
+fn drift(
+    exported: &BTreeMap<String, String>,
+    documented: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     for (name, kind) in exported {
         match documented.get(name) {
@@ -145,7 +174,10 @@ fn drift(exported: &BTreeMap<String, String>, documented: &BTreeMap<String, Stri
             Some(_) => {}
         }
     }
-    for name in documented.keys().filter(|name| !exported.contains_key(*name)) {
+    for name in documented
+        .keys()
+        .filter(|name| !exported.contains_key(*name))
+    {
         problems.push(format!("{name} is documented but not exported"));
     }
     problems
@@ -201,6 +233,13 @@ fn alerts_and_docs_name_exactly_the_metrics_a_replica_exports() {
     };
     let exported = families(&text);
     let samples = sample_names(&text);
+    let lint = promtool_stdin(&["check", "metrics"], &text);
+    assert!(
+        lint.status.success(),
+        "promtool check metrics:\n{}{}",
+        stdout(&lint),
+        stderr(&lint)
+    );
     assert!(
         samples.contains("vsr_fsync_seconds_bucket") && samples.contains("vsr_state_keys"),
         "{text}"
@@ -209,11 +248,20 @@ fn alerts_and_docs_name_exactly_the_metrics_a_replica_exports() {
     let rules = read(&repository("deploy/alerts.yml"));
     let used = metric_names(&rules);
     assert!(used.len() >= 10, "{used:?}");
-    let unknown: Vec<&String> = used.iter().filter(|name| !samples.contains(*name)).collect();
-    assert!(unknown.is_empty(), "alerts.yml uses {unknown:?}, which no replica exports");
+    let unknown: Vec<&String> = used
+        .iter()
+        .filter(|name| !samples.contains(*name))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "alerts.yml uses {unknown:?}, which no replica exports"
+    );
 
     let mut documented = documented(&read(&repository("docs/operations.md")));
-    assert!(documented.len() >= 30, "the table in docs/operations.md: {documented:?}");
+    assert!(
+        documented.len() >= 30,
+        "the table in docs/operations.md: {documented:?}"
+    );
     if !cfg!(target_os = "linux") {
         // The process metrics are read from Linux's /proc.
         documented.retain(|name, _| !name.starts_with("process_"));
