@@ -14,6 +14,7 @@ mod damage;
 mod demo;
 mod flood;
 mod lock;
+mod ops;
 mod service;
 mod status;
 mod tls;
