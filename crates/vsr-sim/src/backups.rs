@@ -22,8 +22,11 @@ use crate::sim::Simulator;
 /// odd).
 pub(crate) const BACKUP_CLIENT: u128 = 2;
 
-/// A backup is asked for on every this many ticks of the primary.
-const TICKS_PER_BACKUP: u64 = 256;
+/// A backup is asked for on every this many ticks of a primary (about 20 simulated seconds):
+/// rare, as backups are. Each one is a read, which changes what a primary does (a read waiting
+/// two view-change timeouts makes an unconfirmed primary leave its view), so asking often
+/// would make every run a run with reads in flight.
+const TICKS_PER_BACKUP: u64 = 2048;
 
 /// The backups asked for and what they must hold.
 #[derive(Debug, Default)]
