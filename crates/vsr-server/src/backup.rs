@@ -25,14 +25,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
-use tokio::io::AsyncWriteExt;
 use vsr::checksum::Checksum;
 use vsr::{
     Checkpoint, ClientId, Envelope, Message, Op, Query, Receiver, Reply, ReplyResult, Sender, View,
 };
 use vsr_storage::backup::{BackupHeader, BackupSummary, BackupWriter};
 
-use crate::frame::{FrameReader, QueueError, QueueSender, ReadError};
+use crate::frame::{FrameReader, QueueError, QueueSender};
+use crate::status::{AnswerError, next_reply, send_admin_query};
 use crate::transport::Transport;
 
 /// The body of a backup query (see [`crate::status::STATUS_QUERY`] for why its first byte).
@@ -229,20 +229,7 @@ pub async fn fetch_backup<T: Transport, W: std::io::Write>(
         .map_err(|_| BackupFetchError::Stalled(idle))?
         .map_err(unreachable)?;
     let (reader, mut writer) = tokio::io::split(stream);
-    let mut id = [0u8; 16];
-    getrandom::fill(&mut id).map_err(|error| BackupFetchError::Unreachable(error.to_string()))?;
-    let client: ClientId = u128::from_le_bytes(id) | 1;
-    let envelope = Envelope {
-        cluster: source.cluster,
-        epoch: 0,
-        sender: Sender::Client(client),
-        message: Message::Query(Query {
-            request: 1,
-            body: Bytes::from_static(BACKUP_QUERY),
-        }),
-    };
-    writer
-        .write_all(&vsr::wire::encode(&envelope))
+    let client = send_admin_query(&mut writer, source.cluster, BACKUP_QUERY)
         .await
         .map_err(unreachable)?;
     let frames = FrameReader::new(
@@ -329,46 +316,23 @@ struct Stream<R> {
 impl<R: tokio::io::AsyncRead + Unpin> Stream<R> {
     /// The next reply's answer.
     async fn next(&mut self) -> Result<Bytes, BackupFetchError> {
-        loop {
-            let next = tokio::time::timeout(self.idle, self.frames.next())
-                .await
-                .map_err(|_| BackupFetchError::Stalled(self.idle))?;
-            let verified = match next {
-                Ok(Some((verified, _))) => verified,
-                Ok(None) | Err(ReadError::Truncated) => return Err(BackupFetchError::Closed),
-                Err(ReadError::Io(error))
-                    if matches!(
-                        error.kind(),
-                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                    ) =>
-                {
-                    return Err(BackupFetchError::Closed);
-                }
-                Err(ReadError::Io(error)) => {
-                    return Err(BackupFetchError::Unreachable(error.to_string()));
-                }
-                Err(ReadError::Decode(error) | ReadError::OtherCluster { error, .. }) => {
-                    return Err(BackupFetchError::Bad(error.to_string()));
-                }
-            };
-            let Message::Reply(reply) = &verified.envelope().message else {
-                continue;
-            };
-            if reply.client != self.client {
-                continue;
-            }
-            return match &reply.result {
-                ReplyResult::Answered(body) => Ok(body.clone()),
-                ReplyResult::WrongCluster { cluster: found } => {
-                    Err(BackupFetchError::WrongCluster {
-                        expected: self.cluster,
-                        found: *found,
-                    })
-                }
-                other => Err(BackupFetchError::Bad(format!(
-                    "answered {other:?} (a build without backups?)"
-                ))),
-            };
+        let next = tokio::time::timeout(self.idle, next_reply(&mut self.frames, self.client))
+            .await
+            .map_err(|_| BackupFetchError::Stalled(self.idle))?;
+        let reply = next.map_err(|error| match error {
+            AnswerError::Closed => BackupFetchError::Closed,
+            AnswerError::Io(error) => BackupFetchError::Unreachable(error),
+            AnswerError::Unreadable(error) => BackupFetchError::Bad(error),
+        })?;
+        match reply.result {
+            ReplyResult::Answered(body) => Ok(body),
+            ReplyResult::WrongCluster { cluster: found } => Err(BackupFetchError::WrongCluster {
+                expected: self.cluster,
+                found,
+            }),
+            other => Err(BackupFetchError::Bad(format!(
+                "answered {other:?} (a build without backups?)"
+            ))),
         }
     }
 }

@@ -262,66 +262,98 @@ pub async fn fetch_status<T: Transport>(
             .await
             .map_err(|error| StatusError::Unreachable(error.to_string()))?;
         let (reader, mut writer) = tokio::io::split(stream);
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id).map_err(|error| StatusError::Unreachable(error.to_string()))?;
-        let client: ClientId = u128::from_le_bytes(id) | 1;
-        let envelope = Envelope {
-            cluster,
-            epoch: 0,
-            sender: Sender::Client(client),
-            message: Message::Query(Query {
-                request: 1,
-                body: Bytes::from_static(STATUS_QUERY),
-            }),
-        };
-        writer
-            .write_all(&vsr::wire::encode(&envelope))
+        let client = send_admin_query(&mut writer, cluster, STATUS_QUERY)
             .await
             .map_err(|error| StatusError::Unreachable(error.to_string()))?;
         let mut frames = FrameReader::new(reader, Receiver::client(cluster, replica_count));
-        loop {
-            let verified = match frames.next().await {
-                Ok(Some((verified, _))) => verified,
-                Ok(None) | Err(ReadError::Truncated) => return Err(StatusError::Refused),
-                // Closed after the request went out (over TLS, without a close_notify).
-                Err(ReadError::Io(error))
-                    if matches!(
-                        error.kind(),
-                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                    ) =>
-                {
-                    return Err(StatusError::Refused);
-                }
-                Err(ReadError::Io(error)) => {
-                    return Err(StatusError::Unreachable(error.to_string()));
-                }
-                Err(ReadError::Decode(error) | ReadError::OtherCluster { error, .. }) => {
-                    return Err(StatusError::Unreadable(error.to_string()));
-                }
-            };
-            let Message::Reply(reply) = &verified.envelope().message else {
-                continue;
-            };
-            if reply.client != client {
-                continue;
-            }
-            return match &reply.result {
-                ReplyResult::WrongCluster { cluster: found } => Err(StatusError::WrongCluster {
-                    expected: cluster,
-                    found: *found,
-                }),
-                ReplyResult::Answered(body) => ReplicaStatus::decode(body).ok_or_else(|| {
-                    StatusError::Unreadable("not a status answer (an older build?)".to_owned())
-                }),
-                other => Err(StatusError::Unreadable(format!(
-                    "answered {other:?} (a build without status?)"
-                ))),
-            };
+        let reply = next_reply(&mut frames, client)
+            .await
+            .map_err(|error| match error {
+                AnswerError::Closed => StatusError::Refused,
+                AnswerError::Io(error) => StatusError::Unreachable(error),
+                AnswerError::Unreadable(error) => StatusError::Unreadable(error),
+            })?;
+        match &reply.result {
+            ReplyResult::WrongCluster { cluster: found } => Err(StatusError::WrongCluster {
+                expected: cluster,
+                found: *found,
+            }),
+            ReplyResult::Answered(body) => ReplicaStatus::decode(body).ok_or_else(|| {
+                StatusError::Unreadable("not a status answer (an older build?)".to_owned())
+            }),
+            other => Err(StatusError::Unreadable(format!(
+                "answered {other:?} (a build without status?)"
+            ))),
         }
     };
     tokio::time::timeout(timeout, ask)
         .await
         .map_err(|_| StatusError::Timeout(timeout))?
+}
+
+/// Why the answer to an administrative query could not be read.
+#[derive(Debug)]
+pub(crate) enum AnswerError {
+    /// The connection ended before an answer (over TLS, most likely a refused certificate).
+    Closed,
+    /// The connection failed.
+    Io(String),
+    /// A frame could not be decoded.
+    Unreadable(String),
+}
+
+/// Sends administrative query `body` as a new random client of `cluster` on `writer`; returns
+/// that client's id, which its answers name.
+pub(crate) async fn send_admin_query<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut W,
+    cluster: u128,
+    body: &'static [u8],
+) -> std::io::Result<ClientId> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|error| std::io::Error::other(error.to_string()))?;
+    let client: ClientId = u128::from_le_bytes(id) | 1;
+    let envelope = Envelope {
+        cluster,
+        epoch: 0,
+        sender: Sender::Client(client),
+        message: Message::Query(Query {
+            request: 1,
+            body: Bytes::from_static(body),
+        }),
+    };
+    writer.write_all(&vsr::wire::encode(&envelope)).await?;
+    Ok(client)
+}
+
+/// The next reply to `client` on `frames`; anything else is skipped.
+pub(crate) async fn next_reply<R: tokio::io::AsyncRead + Unpin>(
+    frames: &mut FrameReader<R>,
+    client: ClientId,
+) -> Result<vsr::Reply, AnswerError> {
+    loop {
+        let verified = match frames.next().await {
+            Ok(Some((verified, _))) => verified,
+            Ok(None) | Err(ReadError::Truncated) => return Err(AnswerError::Closed),
+            // Closed after the request went out (over TLS, without a close_notify).
+            Err(ReadError::Io(error))
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return Err(AnswerError::Closed);
+            }
+            Err(ReadError::Io(error)) => return Err(AnswerError::Io(error.to_string())),
+            Err(ReadError::Decode(error) | ReadError::OtherCluster { error, .. }) => {
+                return Err(AnswerError::Unreadable(error.to_string()));
+            }
+        };
+        if let Message::Reply(reply) = &verified.envelope().message
+            && reply.client == client
+        {
+            return Ok(reply.clone());
+        }
+    }
 }
 
 #[cfg(test)]
