@@ -65,13 +65,6 @@ const KNOWN_HOLES: &[(&str, &str)] = &[
          builds the case",
     ),
     (
-        "wal-cut-discards-synced-records",
-        "needs a lost write before the checkpoint with a synced record after it, at open: about \
-         one seed in 1,000 (11 of 10,000 at 3 replicas, 8 at 5; the swarm's traces moved when \
-         primaries began to take backups); the storage test \
-         a_synced_record_after_a_lost_write_is_not_cut_off_silently builds the case",
-    ),
-    (
         "delta-drops-entries-off-chain",
         "needs a replica so far behind that it gets a delta while holding entries past the \
          sender's commit that diverge from it; about one seed in 2,000",

@@ -115,8 +115,6 @@ marks! {
     /// A request for the whole state (a backup) is answered as a read: after a quorum
     /// confirmed the primary's view.
     SnapshotAnswered => "snapshot-answered-as-read",
-    /// The new primary's own do_view_change became durable after it left that view change.
-    OwnDoViewChangeStale => "own-do-view-change-stale",
     /// A resent query finds its first copy still waiting: the copy answers both.
     ReadResendWaiting => "read-resend-waiting",
     /// A query that finds the primary's read queue full is dropped.

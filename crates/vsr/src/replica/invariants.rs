@@ -118,9 +118,7 @@ impl<S: StateMachine> Replica<S> {
                 "deferred actions out of order"
             );
             seq_previous = *seq;
-            if let Deferred::PrepareOk { view, .. }
-            | Deferred::PrimaryDurable { view, .. }
-            | Deferred::OwnDoViewChange { view } = action
+            if let Deferred::PrepareOk { view, .. } | Deferred::PrimaryDurable { view, .. } = action
             {
                 assert!(*view <= self.view, "an action deferred for a later view");
             }

@@ -159,8 +159,6 @@ enum Deferred {
     },
     /// The primary's own vote for every op up to `op`, if still primary of `view`.
     PrimaryDurable { view: View, op: Op },
-    /// The new primary's own do_view_change, if still in the view change of `view`.
-    OwnDoViewChange { view: View },
 }
 
 /// A VSR replica of state machine `S`, driven by events; see the crate docs.
@@ -716,7 +714,6 @@ impl<S: StateMachine> Replica<S> {
                     crate::mark!(PrepareOkWithheldViewChanged);
                 }
             }
-            Deferred::OwnDoViewChange { view } => self.count_own_do_view_change(view),
             Deferred::PrimaryDurable { view, op } => {
                 if view == self.view && self.is_primary() {
                     self.on_prepare_ok_votes(self.index, op);

@@ -171,33 +171,18 @@ impl<S: StateMachine> Replica<S> {
     }
 
     pub(super) fn send_do_view_change(&mut self) {
+        let own = self.own_do_view_change();
         let primary = self.config.primary(self.view);
         if primary == self.index {
-            // The new primary's own do_view_change counts once this view change's view state
-            // is durable, as everyone else's leaves only then. Counted earlier, a crash before
-            // that write could restart the replica below this view, and it could become this
-            // view's primary a second time, with a log that may differ.
-            let view = self.view;
-            self.after_durable(Deferred::OwnDoViewChange { view });
+            let index = self.index;
+            self.view_change_mut()
+                .expect("in view change")
+                .do_view_change
+                .insert(index, own);
+            self.try_complete_view_change();
         } else {
-            let own = self.own_do_view_change();
             self.send_after_durable(primary, Message::DoViewChange(own));
         }
-    }
-
-    /// The new primary's own do_view_change, once durable: counted if still in that view change.
-    pub(super) fn count_own_do_view_change(&mut self, view: View) {
-        if view != self.view || !matches!(self.status, Status::ViewChange(_)) {
-            crate::mark!(OwnDoViewChangeStale);
-            return;
-        }
-        let own = self.own_do_view_change();
-        let index = self.index;
-        self.view_change_mut()
-            .expect("in view change")
-            .do_view_change
-            .insert(index, own);
-        self.try_complete_view_change();
     }
 
     pub(super) fn on_do_view_change(&mut self, from: ReplicaIndex, message: DoViewChange) {
