@@ -21,7 +21,7 @@ use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use vsr_server::Network;
-use vsr_server::backup::{BackupSource, fetch_backup};
+use vsr_server::backup::{BackupFetchError, BackupSource, fetch_backup};
 use vsr_server::status::{StatusError, fetch_status};
 use vsr_storage::Identity;
 use vsr_storage::backup::{BackupSummary, restore_all, verify};
@@ -30,6 +30,9 @@ use vsr_storage::layout::SUPERBLOCK_FILE;
 use crate::args::{
     ClientIdentity, ClusterAddresses, Security, operator_network, parse_cluster, parse_duration,
 };
+
+/// How long `vsr backup` waits before asking again after a refusal.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Options of `vsr backup`.
 #[derive(Debug, Args)]
@@ -130,9 +133,40 @@ async fn take(
     replica_count: u8,
     partial: &Path,
 ) -> anyhow::Result<(u8, BackupSummary)> {
-    let replica = find_primary(args, network, replica_count).await?;
-    let file = std::fs::File::create(partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
+    // A refusal is the cluster moving under the request (the primary changed, or another
+    // backup is under way): find the primary again and ask again, while the time lasts.
+    let deadline = Instant::now() + args.timeout;
+    loop {
+        let replica = find_primary(args, network, replica_count).await?;
+        match take_from(args, network, replica_count, replica, partial).await {
+            Err(BackupFetchError::Refused(reason)) if Instant::now() < deadline => {
+                tracing::info!(replica, %reason, "backup refused: asking again");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(error) => {
+                let address = &args.cluster.addresses[usize::from(replica)];
+                return Err(anyhow!(error))
+                    .with_context(|| format!("backup from replica {replica} at {address} failed"));
+            }
+            Ok(summary) => {
+                std::fs::File::open(partial)
+                    .and_then(|file| file.sync_all())
+                    .with_context(|| format!("cannot sync {}", partial.display()))?;
+                return Ok((replica, summary));
+            }
+        }
+    }
+}
+
+/// Asks `replica` for a backup and streams it into `partial` (created anew).
+async fn take_from(
+    args: &BackupArgs,
+    network: &Network,
+    replica_count: u8,
+    replica: u8,
+    partial: &Path,
+) -> Result<BackupSummary, BackupFetchError> {
+    let file = std::fs::File::create(partial)?;
     let source = BackupSource {
         cluster: args.cluster.cluster,
         replica_count,
@@ -152,15 +186,10 @@ async fn take(
     )
     .await;
     bar.finish_and_clear();
-    let (out, summary) = fetched
-        .with_context(|| format!("backup from replica {replica} at {} failed", source.address))?;
-    let file = out
-        .into_inner()
-        .map_err(|error| error.into_error())
-        .and_then(|file| file.sync_all().map(|()| file))
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    drop(file);
-    Ok((replica, summary))
+    let (out, summary) = fetched?;
+    out.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)?;
+    Ok(summary)
 }
 
 /// The primary of the highest view some replica reports, asked of every replica until one
