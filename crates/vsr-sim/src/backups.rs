@@ -11,9 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use vsr::{
-    Checkpoint, DurableState, Message, Op, Replica, Reply, StateMachine as _, View, ViewState,
-};
+use vsr::{Checkpoint, DurableState, Message, Op, Replica, Reply, StateMachine as _, View};
 use vsr_kv::KvStore;
 
 use crate::sim::Simulator;
@@ -103,16 +101,7 @@ impl Simulator {
 
 /// A replica opened from `checkpoint` alone, as `vsr restore` leaves a data directory.
 fn restore(config: &vsr::Config, view: View, checkpoint: &Checkpoint) -> Replica<KvStore> {
-    let durable = DurableState {
-        view_state: ViewState {
-            view,
-            last_normal_view: view,
-            commit: checkpoint.op,
-            recovering: false,
-        },
-        checkpoint: Some(checkpoint.clone()),
-        ..DurableState::default()
-    };
+    let durable = DurableState::restored(view, checkpoint.clone());
     Replica::open(config.clone(), 0, KvStore::new(), 0, &durable)
 }
 

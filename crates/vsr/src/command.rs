@@ -200,4 +200,20 @@ impl DurableState {
             ..Self::default()
         }
     }
+
+    /// The durable state of a replica restored from a backup (`vsr restore`): a whole
+    /// `checkpoint` and nothing after it, normal in `view`, committed up to the checkpoint's op.
+    #[must_use]
+    pub fn restored(view: View, checkpoint: Checkpoint) -> Self {
+        Self {
+            view_state: ViewState {
+                view,
+                last_normal_view: view,
+                commit: checkpoint.op,
+                recovering: false,
+            },
+            checkpoint: Some(checkpoint),
+            ..Self::default()
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{CHECKPOINT_INCREMENTS_MAX, Replica, Status};
-use crate::command::{Command, DurableState, ViewState, Write};
+use crate::command::{Command, DurableState, Write};
 use crate::config::Config;
 use crate::message::{
     Commit, DoViewChange, Entry, Envelope, GetState, Message, NewState, Operation, Prepare,
@@ -2170,16 +2170,7 @@ fn a_snapshot_at_commit_restores_state_client_table_and_the_hash_chain() {
     let (view, checkpoint) = primary.snapshot_at_commit().expect("normal status");
     assert_eq!(checkpoint.op, primary.commit());
     assert_eq!(checkpoint.since, Op(0));
-    let durable = DurableState {
-        view_state: ViewState {
-            view,
-            last_normal_view: view,
-            commit: checkpoint.op,
-            recovering: false,
-        },
-        checkpoint: Some(checkpoint.clone()),
-        ..DurableState::default()
-    };
+    let durable = DurableState::restored(view, checkpoint.clone());
     let mut restored = Replica::open(config(1), 0, Sum::default(), 2, &durable);
     // A restarted primary moves to the next view; alone, it completes it once durable.
     let commands = drain(&mut restored);
